@@ -1,0 +1,70 @@
+"""Talking: PRIVMSG and NOTICE to a room or a nick."""
+
+from __future__ import annotations
+
+import time
+
+from ircish import protocol as p
+from ircish.dispatch import Context, IRCError, command
+from ircish.protocol import Message, safe_param
+
+#: Targets one PRIVMSG/NOTICE may name (advertised as TARGMAX).
+MAX_TARGETS = 4
+
+
+def relay(ctx: Context, msg: Message, notice: bool) -> None:
+    """Deliver a PRIVMSG/NOTICE stamped with the sender's own prefix.
+
+    NOTICE never gets an error or away reply (RFC 2812 3.3.2).
+    """
+    user = ctx.user
+    if not msg.params or not msg.params[0]:
+        if notice:
+            return
+        raise IRCError(p.ERR_NORECIPIENT, f"No recipient given ({msg.command})")
+    if len(msg.params) < 2 or not msg.params[1]:
+        if notice:
+            return
+        raise IRCError(p.ERR_NOTEXTTOSEND, "No text to send")
+    targets = msg.params[0].split(",")
+    if len(targets) > MAX_TARGETS:
+        if notice:
+            return
+        raise IRCError(p.ERR_TOOMANYTARGETS, safe_param(msg.params[0]), "Too many targets")
+    text = msg.params[1]
+    user.last_spoke = time.time()
+    for target in targets:
+        if target.startswith("#"):
+            room = ctx.world.find_room(target)
+            if room is None:
+                if not notice:
+                    ctx.reply(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
+            elif not room.send_from(user, Message(msg.command, [room.name, text], user.prefix)):
+                if not notice:
+                    ctx.reply(
+                        p.ERR_CANNOTSENDTOCHAN, room.name, "Cannot send to room: join it first"
+                    )
+            continue
+        recipient = ctx.world.find_user(target)
+        if recipient is None:
+            if not notice:
+                ctx.reply(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
+            continue
+        relayed = Message(msg.command, [recipient.nick, text], user.prefix)
+        recipient.send(relayed)
+        if ctx.conn.mode == "text":
+            ctx.send(relayed)  # a text session sees what it sent: "-> *bob* hi"
+        if not notice and recipient.away is not None:
+            ctx.reply(p.RPL_AWAY, recipient.nick, recipient.away)
+
+
+@command("PRIVMSG", syntax="<nick|#room>{,<target>} :<text>")
+def privmsg(ctx: Context, msg: Message) -> None:
+    """Send a message to a room you are in or to a nick."""
+    relay(ctx, msg, notice=False)
+
+
+@command("NOTICE", syntax="<nick|#room>{,<target>} :<text>")
+def notice(ctx: Context, msg: Message) -> None:
+    """Like PRIVMSG, but never answered automatically."""
+    relay(ctx, msg, notice=True)

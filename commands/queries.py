@@ -1,0 +1,192 @@
+"""Questions about people and the server: WHO WHOIS AWAY MODE MOTD LUSERS HELP."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+
+from ircish import protocol as p
+from ircish.dispatch import COMMANDS, Context, IRCError, command
+from ircish.protocol import Message, safe_param
+from ircish.slash import SLASH_COMMANDS
+from ircish.world import User, casefold
+
+
+def lusers_replies(ctx: Context) -> None:
+    users, invisible, rooms = ctx.world.counts()
+    unknown = ctx.server.connection_count() - users
+    ctx.reply(
+        p.RPL_LUSERCLIENT,
+        f"There are {users - invisible} users and {invisible} invisible on 1 servers",
+    )
+    ctx.reply(p.RPL_LUSEROP, "0", "operator(s) online")
+    ctx.reply(p.RPL_LUSERUNKNOWN, str(max(unknown, 0)), "unknown connection(s)")
+    ctx.reply(p.RPL_LUSERCHANNELS, str(rooms), "rooms formed")
+    ctx.reply(p.RPL_LUSERME, f"I have {users} clients and 0 servers")
+
+
+def motd_replies(ctx: Context) -> None:
+    motd = ctx.config.server.motd
+    if not motd:
+        ctx.reply(p.ERR_NOMOTD, "MOTD File is missing")
+        return
+    ctx.reply(p.RPL_MOTDSTART, f"- {ctx.server.name} Message of the day -")
+    for line in motd.splitlines():
+        ctx.reply(p.RPL_MOTD, f"- {line}")
+    ctx.reply(p.RPL_ENDOFMOTD, "End of /MOTD command")
+
+
+def who_reply(ctx: Context, user: User, room_name: str) -> None:
+    flags = "G" if user.away is not None else "H"
+    ctx.reply(
+        p.RPL_WHOREPLY,
+        room_name,
+        user.username,
+        user.host,
+        ctx.server.name,
+        user.nick,
+        flags,
+        f"0 {user.realname}",
+    )
+
+
+def shares_room(a: User, b: User) -> bool:
+    return a is b or not a.rooms.keys().isdisjoint(b.rooms.keys())
+
+
+@command("WHO", syntax="[<#room>|<mask>]")
+def who(ctx: Context, msg: Message) -> None:
+    """List the people in a room, or whose nick matches a mask."""
+    mask = msg.param(0) or "*"
+    if mask.startswith("#"):
+        room = ctx.world.find_room(mask)
+        if room is not None:
+            members, *_ = room.snapshot()
+            for member in members:
+                who_reply(ctx, member, room.name)
+    else:
+        pattern = casefold(mask)
+        for other in ctx.world.users_snapshot():
+            if fnmatch.fnmatchcase(casefold(other.nick), pattern) and (
+                not other.invisible or shares_room(ctx.user, other)
+            ):
+                who_reply(ctx, other, "*")
+    ctx.reply(p.RPL_ENDOFWHO, safe_param(mask), "End of WHO list")
+
+
+@command("WHOIS", min_params=1, syntax="<nick>")
+def whois(ctx: Context, msg: Message) -> None:
+    """Show who someone is, where they are and how long they have been idle."""
+    target = msg.params[-1]
+    other = ctx.world.find_user(target)
+    if other is None:
+        ctx.reply(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
+        ctx.reply(p.RPL_ENDOFWHOIS, safe_param(target), "End of /WHOIS list")
+        return
+    ctx.reply(p.RPL_WHOISUSER, other.nick, other.username, other.host, "*", other.realname)
+    rooms = [room.name for room in list(other.rooms.values())]
+    if rooms:
+        ctx.reply(p.RPL_WHOISCHANNELS, other.nick, " ".join(rooms))
+    ctx.reply(p.RPL_WHOISSERVER, other.nick, ctx.server.name, ctx.config.server.network)
+    if other.away is not None:
+        ctx.reply(p.RPL_AWAY, other.nick, other.away)
+    idle = int(time.time() - other.last_spoke)
+    ctx.reply(
+        p.RPL_WHOISIDLE, other.nick, str(idle), str(int(other.signon)), "seconds idle, signon time"
+    )
+    ctx.reply(p.RPL_ENDOFWHOIS, other.nick, "End of /WHOIS list")
+
+
+@command("AWAY", syntax="[:<message>]")
+def away(ctx: Context, msg: Message) -> None:
+    """Mark yourself away with a message; AWAY alone marks you back."""
+    text = msg.param(0)
+    if text:
+        ctx.user.away = text[: ctx.config.limits.away_length]
+        ctx.reply(p.RPL_NOWAWAY, "You have been marked as being away")
+    else:
+        ctx.user.away = None
+        ctx.reply(p.RPL_UNAWAY, "You are no longer marked as being away")
+
+
+@command("MODE", min_params=1, syntax="<nick|#room> [<modes>]")
+def mode(ctx: Context, msg: Message) -> None:
+    """Show a room's modes or your own; +i/-i hides you from WHO of strangers."""
+    target = msg.params[0]
+    if target.startswith("#"):
+        room = ctx.world.find_room(target)
+        if room is None:
+            raise IRCError(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
+        change = msg.param(1)
+        if not change:
+            ctx.reply(p.RPL_CHANNELMODEIS, room.name, "+n")
+            ctx.reply(p.RPL_CREATIONTIME, room.name, str(room.created))
+        elif change.lstrip("+") == "b" and len(msg.params) == 2:
+            ctx.reply(p.RPL_ENDOFBANLIST, room.name, "End of room ban list")
+        else:
+            raise IRCError(p.ERR_CHANOPRIVSNEEDED, room.name, "You're not a room operator")
+        return
+    user = ctx.user
+    if casefold(target) != casefold(user.nick):
+        if ctx.world.find_user(target) is None:
+            raise IRCError(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
+        raise IRCError(p.ERR_USERSDONTMATCH, "Can't change mode for other users")
+    change = msg.param(1)
+    if not change:
+        ctx.reply(p.RPL_UMODEIS, "+i" if user.invisible else "+")
+        return
+    applied, sign, unknown = "", "+", False
+    for char in change:
+        if char in "+-":
+            sign = char
+        elif char == "i":
+            if user.invisible != (sign == "+"):
+                user.invisible = sign == "+"
+                applied += ("" if applied.endswith(sign) or sign in applied[-2:-1] else sign) + "i"
+        else:
+            unknown = True
+    if applied:
+        ctx.send(Message("MODE", [user.nick, applied], user.nick))
+    if unknown:
+        ctx.reply(p.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag (only +i/-i exist)")
+
+
+@command("MOTD", syntax="")
+def motd(ctx: Context, msg: Message) -> None:
+    """Show the message of the day."""
+    motd_replies(ctx)
+
+
+@command("LUSERS", syntax="")
+def lusers(ctx: Context, msg: Message) -> None:
+    """Count users, connections and rooms."""
+    lusers_replies(ctx)
+
+
+def help_line(slash_name: str) -> str:
+    entry = SLASH_COMMANDS[slash_name]
+    spec = COMMANDS.get(entry.command)
+    summary = entry.summary or (spec.summary if spec else "")
+    return f"/{slash_name} {entry.syntax}".rstrip() + f"  - {summary}"
+
+
+@command("HELP", pre_registration=True, syntax="[<command>]")
+def help_(ctx: Context, msg: Message) -> None:
+    """List the commands, or show one command's syntax."""
+    topic = msg.param(0).lstrip("/").lower()
+    if not topic:
+        ctx.reply(p.RPL_HELPSTART, "*", "Commands (plain text goes to your current room):")
+        for name in sorted(SLASH_COMMANDS):
+            ctx.reply(p.RPL_HELPTXT, "*", help_line(name))
+        ctx.reply(p.RPL_ENDOFHELP, "*", "End of /HELP")
+        return
+    if topic in SLASH_COMMANDS:
+        ctx.reply(p.RPL_HELPSTART, topic, help_line(topic))
+    elif topic.upper() in COMMANDS:
+        spec = COMMANDS[topic.upper()]
+        ctx.reply(
+            p.RPL_HELPSTART, topic, f"{spec.name} {spec.syntax}".rstrip() + f"  - {spec.summary}"
+        )
+    else:
+        raise IRCError(p.ERR_HELPNOTFOUND, safe_param(topic), "No help for that command")
+    ctx.reply(p.RPL_ENDOFHELP, topic, "End of /HELP")

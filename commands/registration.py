@@ -1,0 +1,170 @@
+"""Connection registration and liveness: CAP PASS NICK USER PING PONG QUIT."""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+from commands.queries import lusers_replies, motd_replies
+from ircish import __version__
+from ircish import protocol as p
+from ircish.dispatch import Context, IRCError, command
+from ircish.protocol import Message, safe_param
+from ircish.world import valid_nick
+
+USERLEN = 16
+_USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
+#: ISUPPORT allows at most 13 tokens per 005 line.
+TOKENS_PER_LINE = 13
+
+
+def isupport_tokens(ctx: Context) -> list[str]:
+    """What 005 advertises: only what the server enforces."""
+    limits = ctx.config.limits
+    return [
+        f"AWAYLEN={limits.away_length}",
+        "CASEMAPPING=ascii",
+        "CHANMODES=,,,n",
+        f"CHANNELLEN={limits.room_length}",
+        "CHANTYPES=#",
+        f"LINELEN={limits.max_line_bytes}",
+        f"NETWORK={ctx.config.server.network}",
+        f"NICKLEN={limits.nick_length}",
+        "PREFIX=",
+        "TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:4,NOTICE:4,WHOIS:1",
+        f"TOPICLEN={limits.topic_length}",
+        f"USERLEN={USERLEN}",
+        "UTF8ONLY",
+    ]
+
+
+def welcome(ctx: Context) -> None:
+    """The burst after registration: 001-005, LUSERS, MOTD."""
+    server = ctx.server
+    nick = ctx.user.nick
+    ctx.reply(
+        p.RPL_WELCOME, f"Welcome to the {ctx.config.server.network} Network, {ctx.user.prefix}"
+    )
+    ctx.reply(p.RPL_YOURHOST, f"Your host is {server.name}, running version ircish-{__version__}")
+    ctx.reply(p.RPL_CREATED, f"This server was created {server.created_text}")
+    ctx.reply(p.RPL_MYINFO, server.name, f"ircish-{__version__}", "i", "n")
+    tokens = isupport_tokens(ctx)
+    for i in range(0, len(tokens), TOKENS_PER_LINE):
+        ctx.reply(p.RPL_ISUPPORT, *tokens[i : i + TOKENS_PER_LINE], "are supported by this server")
+    lusers_replies(ctx)
+    motd_replies(ctx)
+    if ctx.conn.mode == "text":
+        ctx.send(
+            Message(
+                "NOTICE",
+                [nick, "Type /help for commands, /list for rooms, /join #room to join."],
+                server.name,
+            )
+        )
+
+
+def try_register(ctx: Context) -> None:
+    """Finish registration once NICK and USER (text sessions: NICK) are in and CAP is done."""
+    user, conn = ctx.user, ctx.conn
+    if user.registered or user.nick is None or conn.cap_negotiating:
+        return
+    if not user.username:
+        if conn.mode != "text":
+            return
+        user.username = _USERNAME_JUNK.sub("", user.nick)[:USERLEN] or "user"
+        user.realname = user.nick
+    expected = ctx.config.server.password
+    if expected is not None:
+        given = (conn.password or "").encode()
+        if not hmac.compare_digest(given, expected.encode()):
+            ctx.reply(p.ERR_PASSWDMISMATCH, "Password incorrect")
+            conn.close("Bad password", "Bad password")
+            return
+    user.registered = True
+    welcome(ctx)
+
+
+@command("CAP", min_params=1, pre_registration=True, syntax="<LS|LIST|REQ|END> [:<caps>]")
+def cap(ctx: Context, msg: Message) -> None:
+    """Capability negotiation (no capabilities are offered yet)."""
+    sub = msg.params[0].upper()
+    nick = ctx.user.nick or "*"
+    if sub == "LS":
+        if not ctx.user.registered:
+            ctx.conn.cap_negotiating = True
+        ctx.send(Message("CAP", [nick, "LS", ""], ctx.server.name))
+    elif sub == "LIST":
+        ctx.send(Message("CAP", [nick, "LIST", ""], ctx.server.name))
+    elif sub == "REQ":
+        if not ctx.user.registered:
+            ctx.conn.cap_negotiating = True
+        ctx.send(Message("CAP", [nick, "NAK", msg.param(1)], ctx.server.name))
+    elif sub == "END":
+        ctx.conn.cap_negotiating = False
+        try_register(ctx)
+    else:
+        raise IRCError(p.ERR_INVALIDCAPCMD, safe_param(msg.params[0]), "Invalid CAP subcommand")
+
+
+@command("PASS", min_params=1, pre_registration=True, syntax="<password>")
+def pass_(ctx: Context, msg: Message) -> None:
+    """Give the server password (before NICK/USER)."""
+    if ctx.user.registered:
+        raise IRCError(p.ERR_ALREADYREGISTERED, "You may not reregister")
+    ctx.conn.password = msg.params[0]
+
+
+@command("NICK", pre_registration=True, syntax="<nick>")
+def nick(ctx: Context, msg: Message) -> None:
+    """Choose or change your nick."""
+    new = msg.param(0)
+    if not new:
+        raise IRCError(p.ERR_NONICKNAMEGIVEN, "No nickname given")
+    if not valid_nick(new, ctx.config.limits.nick_length):
+        raise IRCError(
+            p.ERR_ERRONEUSNICKNAME,
+            safe_param(new),
+            f"Erroneous nickname (letters, digits, -[]\\`_^{{|}}, at most "
+            f"{ctx.config.limits.nick_length} characters, not starting with a digit or -)",
+        )
+    user = ctx.user
+    if user.registered:
+        if new == user.nick:
+            return
+        if not ctx.world.rename_user(user, new):
+            raise IRCError(p.ERR_NICKNAMEINUSE, new, "Nickname is already in use")
+        return
+    if not ctx.world.claim_nick(user, new):
+        raise IRCError(p.ERR_NICKNAMEINUSE, new, "Nickname is already in use")
+    try_register(ctx)
+
+
+@command("USER", min_params=4, pre_registration=True, syntax="<username> 0 * :<realname>")
+def user_(ctx: Context, msg: Message) -> None:
+    """Give your username and real name (once, at registration)."""
+    user = ctx.user
+    if user.registered or user.username:
+        raise IRCError(p.ERR_ALREADYREGISTERED, "You may not reregister")
+    user.username = _USERNAME_JUNK.sub("", msg.params[0])[:USERLEN] or "user"
+    user.realname = msg.params[3][:100]
+    try_register(ctx)
+
+
+@command("PING", min_params=1, pre_registration=True, syntax="<token>")
+def ping(ctx: Context, msg: Message) -> None:
+    """Check that the server is alive; it answers PONG."""
+    ctx.send(Message("PONG", [ctx.server.name, msg.params[0]], ctx.server.name))
+
+
+@command("PONG", pre_registration=True, syntax="<token>")
+def pong(ctx: Context, msg: Message) -> None:
+    """Answer the server's PING."""
+    ctx.conn.ping_sent_at = None
+
+
+@command("QUIT", pre_registration=True, syntax="[:<reason>]")
+def quit_(ctx: Context, msg: Message) -> None:
+    """Leave the server; your rooms are told."""
+    text = msg.param(0)
+    reason = f"Quit: {text}" if text else "Client Quit"
+    ctx.conn.close(reason, f"Closing Link: {ctx.user.host} ({reason})")

@@ -1,0 +1,91 @@
+"""`ircish-server`: a thin Click layer that loads the config and runs a `Server`."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import sys
+import threading
+
+import click
+
+from ircish import __version__
+from ircish.config import LOG_LEVELS, Config, ConfigError, default_config, load_config
+
+log = logging.getLogger("ircish")
+
+
+def raise_file_limit() -> None:
+    """Every client is a descriptor: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < 4096:
+        log.warning("open-file limit is %d: at most about %d clients", hard, hard - 32)
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: ircish-server -c examples/config.yaml --port 6667",
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="IRCISH_CONFIG",
+    help="YAML config file (see examples/config.yaml). Default: built-in defaults.",
+)
+@click.option("--host", help="Address to listen on (overrides server.host).")
+@click.option("--port", type=int, help="TCP port (overrides server.port; 0 picks a free one).")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Logging verbosity (overrides log_level).",
+)
+@click.version_option(__version__, prog_name="ircish-server")
+def main(
+    config_path: str | None, host: str | None, port: int | None, log_level: str | None
+) -> None:
+    """Run an ircish chat server.
+
+    IRC clients (irssi, WeeChat, HexChat, ircish-client) connect as to any IRC
+    server; `nc HOST PORT` gives a human text session (/nick carol, /join
+    #general, then type). SIGINT or SIGTERM shuts down cleanly.
+    """
+    try:
+        config = load_config(config_path) if config_path else default_config()
+        config = config.with_overrides(host=host, port=port, log_level=log_level)
+    except ConfigError as exc:
+        click.echo(f"ircish-server: {exc}", err=True)
+        sys.exit(2)
+    run(config)
+
+
+def run(config: Config) -> None:
+    """Start a server and serve until SIGINT/SIGTERM."""
+    from ircish.server import Server
+
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    raise_file_limit()
+    server = Server(config)
+    try:
+        server.start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
+        ) from None
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"ircish-server listening on {server.address[0]}:{server.address[1]}", err=True)
+    while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
+        pass
+    server.shutdown("Server shutting down")
+
+
+if __name__ == "__main__":
+    main()

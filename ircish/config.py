@@ -1,0 +1,455 @@
+"""Server configuration: the schema (frozen dataclasses with defaults), the YAML loader
+that turns a file into those objects, and every check a setting must pass. The schema is
+declared once below; the loader walks the dataclass fields and type hints generically, so
+adding a setting means adding one field. A bad file becomes one `ConfigError` line naming
+the file, the key path and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Limits",
+    "RoomConfig",
+    "ServerConfig",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+#: A rule for one value: returns what is wrong with it, or None when it is fine.
+_Check = Callable[[Any], "str | None"]
+
+
+class ConfigError(Exception):
+    """A configuration problem, rendered as one line: ``<file>: <key path>: <problem>``."""
+
+    def __init__(self, source: str, key_path: str, problem: str) -> None:
+        self.source = source
+        self.key_path = key_path
+        self.problem = problem
+        super().__init__(": ".join(part for part in (source, key_path, problem) if part))
+
+
+# --- rules for single values -------------------------------------------------------------
+
+
+def _between(low: int, high: int) -> _Check:
+    def check(value: int) -> str | None:
+        if not low <= value <= high:
+            return f"must be between {low} and {high}, got {_describe(value)}"
+        return None
+
+    return check
+
+
+def _at_least(low: int) -> _Check:
+    def check(value: int) -> str | None:
+        if value < low:
+            return f"must be at least {low}, got {_describe(value)}"
+        return None
+
+    return check
+
+
+def _positive(value: float) -> str | None:
+    if not value > 0:
+        return f"must be greater than 0, got {_describe(value)}"
+    return None
+
+
+def _word(value: str) -> str | None:
+    """Names that end up inside protocol lines (server name, network, host)."""
+    if not value:
+        return "must not be empty"
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return f"must not contain spaces or control characters, got {_describe(value)}"
+    return None
+
+
+def _one_line(value: str) -> str | None:
+    # CR, LF and NUL would end an IRC line early (STYLE.md "Edges").
+    if any(ch in "\r\n\0" for ch in value):
+        return "must not contain line breaks or NUL"
+    return None
+
+
+def _password(value: str) -> str | None:
+    if not value:
+        return "must not be empty (use null for an open server)"
+    return _one_line(value)
+
+
+def _motd(value: str) -> str | None:
+    if any(not ch.isprintable() and ch not in "\n\t" for ch in value):
+        return "must not contain control characters other than line breaks and tabs"
+    return None
+
+
+def _room_name(value: str) -> str | None:
+    if not value.startswith("#"):
+        return "room names start with '#'"
+    if len(value) < 2:
+        return "room names need at least one character after '#'"
+    # RFC 2812 2.3.1 chanstring: no space, comma, colon or control characters.
+    if any(ch.isspace() or ch in ",:" or not ch.isprintable() for ch in value):
+        return (
+            "room names may not contain spaces, commas, colons or control characters, "
+            f"got {_describe(value)}"
+        )
+    return None
+
+
+def _log_level(value: str) -> str | None:
+    if value not in LOG_LEVELS:
+        return f"must be one of {', '.join(LOG_LEVELS)}, got {_describe(value)}"
+    return None
+
+
+def _setting(
+    default: Any = dataclasses.MISSING,
+    check: _Check | None = None,
+    *,
+    normalize: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A dataclass field carrying its own rule; `normalize` runs before `check`."""
+    return field(default=default, metadata={"check": check, "normalize": normalize})
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoomConfig:
+    """A room that exists from startup, whether or not anyone is in it."""
+
+    name: str = _setting(check=_room_name)
+    topic: str = _setting("", _one_line)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Who the server is and where it listens."""
+
+    name: str = _setting("irc.ircish.local", _word)
+    network: str = _setting("ircish", _word)
+    host: str = _setting("127.0.0.1", _word)
+    port: int = _setting(6667, _between(0, 65535))
+    motd: str | None = _setting(None, _motd)
+    password: str | None = _setting(None, _password)
+    sender_threads: int = _setting(4, _at_least(1))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on clients, lines, queues and timers; every input is capped by one of these."""
+
+    max_clients: int = _setting(1000, _at_least(1))
+    max_line_bytes: int = _setting(512, _between(512, 8192))
+    read_buffer_bytes: int = _setting(8192, _at_least(1))
+    sendq_bytes: int = _setting(1048576, _at_least(4096))
+    registration_timeout: float = _setting(30.0, _positive)
+    ping_interval: float = _setting(120.0, _positive)
+    ping_timeout: float = _setting(60.0, _positive)
+    nick_length: int = _setting(30, _between(1, 200))
+    room_length: int = _setting(50, _between(2, 200))
+    topic_length: int = _setting(390, _between(1, 400))
+    away_length: int = _setting(200, _between(1, 400))
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if self.read_buffer_bytes < self.max_line_bytes:
+            yield (
+                "read_buffer_bytes",
+                (
+                    f"must be at least max_line_bytes ({self.max_line_bytes}), "
+                    f"got {self.read_buffer_bytes}"
+                ),
+            )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; build it with `load_config` or `parse_config`."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: Limits = field(default_factory=Limits)
+    rooms: tuple[RoomConfig, ...] = ()
+    log_level: str = _setting("INFO", _log_level, normalize=str.upper)
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        seen: dict[str, int] = {}
+        for index, room in enumerate(self.rooms):
+            where = f"rooms[{index}]"
+            if len(room.name) > self.limits.room_length:
+                yield (
+                    f"{where}.name",
+                    (
+                        f"room names may be at most {self.limits.room_length} characters "
+                        f"(limits.room_length), got {len(room.name)}"
+                    ),
+                )
+            if len(room.topic) > self.limits.topic_length:
+                yield (
+                    f"{where}.topic",
+                    (
+                        f"topics may be at most {self.limits.topic_length} characters "
+                        f"(limits.topic_length), got {len(room.topic)}"
+                    ),
+                )
+            folded = _fold_room_name(room.name)
+            if folded in seen:
+                yield (
+                    f"{where}.name",
+                    f"duplicate room {_describe(room.name)} (same as rooms[{seen[folded]}])",
+                )
+            seen.setdefault(folded, index)
+
+    def with_overrides(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        log_level: str | None = None,
+    ) -> Config:
+        """A copy with command-line overrides applied; None leaves a setting as it is."""
+        source = "command line"
+        server_changes: dict[str, Any] = {}
+        if host is not None:
+            server_changes["host"] = _read_field(ServerConfig, "host", host, "--host", source)
+        if port is not None:
+            server_changes["port"] = _read_field(ServerConfig, "port", port, "--port", source)
+        config = self
+        if server_changes:
+            config = dataclasses.replace(
+                config, server=dataclasses.replace(config.server, **server_changes)
+            )
+        if log_level is not None:
+            level = _read_field(Config, "log_level", log_level, "--log-level", source)
+            config = dataclasses.replace(config, log_level=level)
+        return config
+
+
+def _fold_room_name(name: str) -> str:
+    # ASCII plus the RFC 1459 pairs ([]\~ == {}|^): the widest casemapping the server might
+    # use, so two rooms that could ever collide are caught here.
+    return name.translate(_RFC1459_FOLD)
+
+
+_RFC1459_FOLD = str.maketrans("[]\\~ABCDEFGHIJKLMNOPQRSTUVWXYZ", "{}|^abcdefghijklmnopqrstuvwxyz")
+
+
+# --- public entry points --------------------------------------------------------------------
+
+
+def default_config() -> Config:
+    """The configuration used when no file is given: every setting at its default."""
+    return Config()
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a YAML config file; an empty file means all defaults.
+
+    Raises `ConfigError` for an unreadable file, bad YAML or any invalid setting.
+    """
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read the file ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, "", f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictSafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"not valid YAML ({_describe_yaml_error(exc)})") from None
+    return parse_config(data, source)
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    """Validate an already-loaded YAML object (a dict, or None for all defaults).
+
+    `source` names where the data came from in error messages.
+    """
+    if data is None:
+        return Config()
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source, "", f"the top level must be a mapping of settings, got {_describe(data)}"
+        )
+    return _build(Config, data, "", source)
+
+
+# --- the generic walker ---------------------------------------------------------------------
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, data: object, path: str, source: str) -> Any:
+    """Make a `cls` instance from a mapping, checking every key against the schema."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, path, f"expected a mapping, got {_describe(data)}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        key_path = _join(path, _key_text(key))
+        if key not in known:
+            raise ConfigError(source, key_path, "unknown key")
+        values[key] = _read_field(cls, key, raw, key_path, source)
+    for name, spec in known.items():
+        required = spec.default is dataclasses.MISSING
+        required = required and spec.default_factory is dataclasses.MISSING
+        if required and name not in values:
+            raise ConfigError(source, _join(path, name), "required key is missing")
+    instance = cls(**values)
+    cross_checks = getattr(instance, "_cross_checks", None)
+    if cross_checks is not None:
+        for relative, problem in cross_checks():
+            raise ConfigError(source, _join(path, relative), problem)
+    return instance
+
+
+def _read_field(cls: type, name: str, raw: object, path: str, source: str) -> Any:
+    """Convert one value to the field's declared type, then apply the field's own rule."""
+    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if raw is None and dataclasses.is_dataclass(_hints(cls)[name]):
+        # `server:` with every line under it commented out: the section's defaults.
+        return spec.default_factory()  # type: ignore[misc]
+    value = _convert(_hints(cls)[name], raw, path, source)
+    if value is None:
+        return None
+    if spec.metadata.get("normalize") is not None:
+        value = spec.metadata["normalize"](value)
+    check = spec.metadata.get("check")
+    if check is not None:
+        problem = check(value)
+        if problem is not None:
+            raise ConfigError(source, path, problem)
+    return value
+
+
+def _convert(hint: Any, raw: object, path: str, source: str) -> Any:
+    """_Check `raw` against a type hint and return it in that type."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, raw, path, source)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_hint, _ellipsis) = typing.get_args(hint)
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise ConfigError(source, path, f"expected a list, got {_describe(raw)}")
+        return tuple(
+            _convert(item_hint, item, f"{path}[{index}]", source) for index, item in enumerate(raw)
+        )
+    if origin in (types.UnionType, typing.Union):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if raw is None:
+            return None
+        if len(options) == 1 and _matches(options[0], raw):
+            return _convert(options[0], raw, path, source)
+        raise ConfigError(
+            source, path, f"expected {_type_name(options[0])} or null, got {_describe(raw)}"
+        )
+    if not _matches(hint, raw):
+        raise ConfigError(source, path, f"expected {_type_name(hint)}, got {_describe(raw)}")
+    if hint is float:
+        if not math.isfinite(raw):  # type: ignore[arg-type]
+            raise ConfigError(source, path, f"expected a finite number, got {_describe(raw)}")
+        return float(raw)  # type: ignore[arg-type]
+    return raw
+
+
+def _matches(hint: Any, raw: object) -> bool:
+    # bool is a subclass of int, but `port: true` is a mistake, not port 1.
+    if isinstance(raw, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(raw, (int, float))
+    if hint in (int, str):
+        return isinstance(raw, hint)
+    raise TypeError(f"config schema uses an unsupported type: {hint!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[hint]
+
+
+# --- message helpers ------------------------------------------------------------------------
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _key_text(key: object) -> str:
+    if isinstance(key, str) and key and key.isprintable() and key.strip() == key:
+        return key
+    return _describe(key)
+
+
+def _describe(value: object) -> str:
+    """A value as the user wrote it in YAML, short and on one line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    text = repr(value) if isinstance(value, (str, int, float)) else " ".join(str(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = exc.problem or exc.context or "syntax error"
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """`yaml.safe_load`'s loader, but a key written twice is an error instead of last-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may legitimately be overridden by later keys
+            key = self.construct_object(key_node, deep=False)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # unhashable key; the base constructor reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {_describe(key)}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)

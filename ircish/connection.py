@@ -1,0 +1,381 @@
+"""One client connection: its reader thread, its outbound queue and its limits.
+
+Reading: a thread per connection receives bytes, splits lines, enforces the
+line and buffer limits and the UTF-8 policy, picks the session kind from the
+first line (IRC or human text) and hands each message to the dispatcher.
+
+Sending: `Connection.send` never blocks and never reorders. It appends the
+bytes to this connection's outbox under the outbox lock (the last lock in
+the order of ircish/world.py) and, if no sender owns the connection yet,
+hands it to the `SenderPool`. A pool thread writes everything that has
+queued in one `send` with MSG_DONTWAIT; if the kernel buffer is full, the
+connection is parked with the pool's poller thread until it is writable, so
+a receiver that stops reading holds up no thread and nobody else. Past
+`sendq_bytes` queued, the connection is dropped ("SendQ exceeded").
+
+Closing: the socket is shut down by the sender that flushed the last bytes
+(or aborted), which wakes the reader; the reader removes the user from the
+world and the file descriptor is closed once neither side uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ircish import protocol
+from ircish.dispatch import dispatch_line
+from ircish.protocol import Message
+from ircish.render import render
+from ircish.world import User
+
+if TYPE_CHECKING:
+    from ircish.server import Server
+
+log = logging.getLogger(__name__)
+
+#: How long a closing connection may take to flush before it is cut off.
+CLOSE_GRACE_SECONDS = 5.0
+RECV_BYTES = 16384
+
+
+class SenderPool:
+    """Threads that drain outboxes, plus one poller for sockets that are full."""
+
+    def __init__(self, threads: int) -> None:
+        self._ready: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+        self._new_parked: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._threads = [
+            threading.Thread(target=self._drain_loop, name=f"sender-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        self._threads.append(threading.Thread(target=self._poll_loop, name="poller", daemon=True))
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake_poller()
+        for _ in self._threads:
+            self._ready.put(None)
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def schedule(self, conn: Connection) -> None:
+        self._ready.put(conn)
+
+    def park(self, conn: Connection) -> None:
+        """Wait for `conn` to become writable; the poller reschedules it."""
+        self._new_parked.put(conn)
+        self._wake_poller()
+
+    def _wake_poller(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # a wake-up is already pending
+
+    def _drain_loop(self) -> None:
+        while True:
+            conn = self._ready.get()
+            if conn is None:
+                return
+            try:
+                conn._flush()
+            except Exception:
+                log.exception("sender thread: unexpected error flushing %s", conn)
+
+    def _poll_loop(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        parked: dict[int, Connection] = {}
+        while not self._stopping:
+            while True:
+                try:
+                    conn = self._new_parked.get_nowait()
+                except queue.Empty:
+                    break
+                fd = conn.fileno
+                parked[fd] = conn
+                poller.register(fd, select.POLLOUT)
+            # The timeout lets aborted connections (sendq, shutdown) leave
+            # promptly even if their peer never reads again.
+            events = poller.poll(200)
+            woken = {fd for fd, _ in events}
+            if self._wake_r in woken:
+                woken.discard(self._wake_r)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            woken.update(fd for fd, conn in parked.items() if conn.aborting)
+            for fd in woken:
+                conn = parked.pop(fd, None)
+                if conn is not None:
+                    poller.unregister(fd)
+                    self._ready.put(conn)
+
+
+class Connection:
+    """A client socket with its reader thread and outbound queue."""
+
+    def __init__(self, server: Server, sock: socket.socket, address: tuple) -> None:
+        self.server = server
+        self.sock = sock
+        self.fileno = sock.fileno()
+        self.address = address
+        self.limits = server.config.limits
+        #: "irc" or "text" once the first line has been read.
+        self.mode: str | None = None
+        self.user = User(self, address[0])
+        self.connected_at = time.monotonic()
+        self.last_recv = self.connected_at
+        self.ping_sent_at: float | None = None
+        self.quit_reason: str | None = None
+        # Registration state (commands/registration.py).
+        self.cap_negotiating = False
+        self.password: str | None = None
+        # Outbox state, guarded by _lock.
+        self._lock = threading.Lock()
+        self._chunks: list[bytes] = []
+        self._queued = 0  # bytes in _chunks plus the unsent remainder
+        self._pending = b""  # unsent remainder, owned by the active sender
+        self._writer_busy = False
+        self._closing = False
+        self._abort = False
+        self._reader_done = False
+        self._fd_closed = False
+        self.close_deadline: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.address[0]}:{self.address[1]} {self.user.nick}>"
+
+    @property
+    def aborting(self) -> bool:
+        return self._abort
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # -- sending --------------------------------------------------------------
+
+    def send(self, msg: Message, wire: bytes | None = None) -> None:
+        """Queue `msg` for this client (rendered as text for text sessions)."""
+        if self.mode == "text":
+            line = render(msg, self.user.nick)
+            if line is None:
+                return
+            data = line.encode("utf-8") + b"\r\n"
+        else:
+            data = wire if wire is not None else msg.to_bytes()
+        self.send_bytes(data)
+
+    def send_bytes(self, data: bytes) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._queued += len(data)
+            if self._queued > self.limits.sendq_bytes:
+                overflow = True
+            else:
+                overflow = False
+                self._chunks.append(data)
+                if self._writer_busy:
+                    return
+                self._writer_busy = True
+        if overflow:
+            log.info("%s: SendQ exceeded (%d bytes)", self, self._queued)
+            self.close("SendQ exceeded", flush=False)
+        else:
+            self.server.senders.schedule(self)
+
+    def close(self, reason: str, error: str | None = None, flush: bool = True) -> None:
+        """Finish this connection: optionally send `ERROR :error`, flush, shut down.
+
+        Safe from any thread and under any world/room lock: it only queues.
+        """
+        with self._lock:
+            if self.quit_reason is None:
+                self.quit_reason = reason
+            if self._abort or (self._closing and flush):
+                return
+            if not flush:
+                self._abort = True
+                self._chunks.clear()
+            elif error is not None:
+                line = Message("ERROR", [error]).to_bytes()
+                self._chunks.append(line)
+                self._queued += len(line)
+            self._closing = True
+            self.close_deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+            if self._writer_busy:
+                return  # the active sender will see _closing/_abort
+            self._writer_busy = True
+        self.server.senders.schedule(self)
+
+    def _flush(self) -> None:
+        """Write what is queued. Runs in a sender thread that owns the writer role."""
+        while True:
+            with self._lock:
+                if self._abort or self._fd_closed:
+                    self._chunks.clear()
+                    self._pending = b""
+                    data = b""
+                elif self._chunks:
+                    data = self._pending + b"".join(self._chunks)
+                    self._chunks.clear()
+                else:
+                    data = self._pending
+                self._pending = b""
+                finished = not data
+                if finished and not (self._closing or self._abort):
+                    self._writer_busy = False
+                    close_fd = self._take_fd_locked()
+                    break
+            if finished:
+                # Everything is out (or dropped) and we are closing: wake the reader.
+                self._shutdown_socket()
+                with self._lock:
+                    self._writer_busy = False
+                    close_fd = self._take_fd_locked()
+                break
+            sent = self._write(data)
+            with self._lock:
+                self._queued -= sent
+                if sent < len(data) and not self._abort:
+                    self._pending = data[sent:]
+                    park = True
+                else:
+                    park = False
+                    more = bool(self._chunks)
+            if park:
+                self.server.senders.park(self)
+                return
+            if more and not self._closing:
+                # Let other connections have the thread; come back for the rest.
+                self.server.senders.schedule(self)
+                return
+        if close_fd:
+            self.sock.close()
+
+    def _write(self, data: bytes) -> int:
+        """Send as much of `data` as the kernel takes now; never blocks."""
+        view = memoryview(data)
+        sent = 0
+        try:
+            while sent < len(data):
+                sent += self.sock.send(view[sent:], socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            log.debug("%s: send failed: %s", self, exc)
+            self.close(f"Write error: {exc.strerror or exc}", flush=False)
+            return len(data)  # dropped; the caller accounts for it as gone
+        return sent
+
+    def _take_fd_locked(self) -> bool:
+        """True if the caller must close the socket now (both sides are done)."""
+        if self._reader_done and not self._writer_busy and not self._fd_closed:
+            self._fd_closed = True
+            return True
+        return False
+
+    def _shutdown_socket(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+
+    # -- reading --------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(
+            target=self._read_loop, name=f"reader-{self.address[0]}:{self.address[1]}", daemon=True
+        ).start()
+
+    def _read_loop(self) -> None:
+        reason = "Connection closed"
+        try:
+            reason = self._read_lines()
+        except OSError as exc:
+            reason = f"Read error: {exc.strerror or exc}"
+        except Exception:
+            log.exception("%s: reader crashed", self)
+            reason = "Internal error"
+        finally:
+            self._finish(reason)
+
+    def _read_lines(self) -> str:
+        limits = self.limits
+        buf = b""
+        while True:
+            data = self.sock.recv(RECV_BYTES)
+            if not data:
+                return "Connection closed"
+            self.last_recv = time.monotonic()
+            buf += data
+            start = 0
+            while (end := buf.find(b"\n", start)) >= 0:
+                line = buf[start:end]
+                start = end + 1
+                self._take_line(line.rstrip(b"\r"))
+                if self._closing:
+                    return self.quit_reason or "Connection closed"
+            buf = buf[start:]
+            if len(buf) > limits.read_buffer_bytes:
+                log.info("%s: %d bytes without a newline, disconnecting", self, len(buf))
+                self.close("Input buffer exceeded", "Input buffer exceeded: line without newline")
+                return "Input buffer exceeded"
+
+    def _take_line(self, raw: bytes) -> None:
+        """Check one received line against the limits and dispatch it."""
+        if not raw.strip():
+            return
+        if len(raw) + 2 > self.limits.max_line_bytes:
+            self.reply_error(protocol.ERR_INPUTTOOLONG, "Input line was too long")
+            return
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # UTF8ONLY is advertised: refuse rather than guess (IRCv3 standard replies).
+            self.send(
+                Message(
+                    "FAIL",
+                    ["*", "INVALID_UTF8", "Message rejected: not valid UTF-8"],
+                    self.server.name,
+                )
+            )
+            return
+        dispatch_line(self, line)
+
+    def reply_error(self, numeric: str, *params: str) -> None:
+        nick = self.user.nick or "*"
+        self.send(Message(numeric, [nick, *params], self.server.name))
+
+    def _finish(self, reason: str) -> None:
+        """Reader is done: leave the world, then let the fd close."""
+        reason = self.quit_reason or reason
+        try:
+            self.server.remove_connection(self, reason)
+        except Exception:
+            log.exception("%s: error while removing", self)
+        self.close(reason, flush=True)
+        with self._lock:
+            self._reader_done = True
+            close_fd = self._take_fd_locked()
+        if close_fd:
+            self.sock.close()

@@ -1,0 +1,205 @@
+"""IRC wire protocol: the `Message` value, parsing and formatting of lines, numerics.
+
+Every input the server takes and every output it sends is one `Message`;
+this module is the only place that knows how a message looks on the wire
+(modern.ircdocs.horse "Message format"). Numerics are named here once and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Bytes a message may never carry inside a parameter: they would end the line
+# early or smuggle a second command into another client's stream.
+FORBIDDEN_CHARS = "\r\n\0"
+
+#: Lines are capped at 512 bytes including CRLF (RFC 2812 2.3).
+DEFAULT_LINE_BYTES = 512
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid IRC message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One IRC message: ``[@tags] [:prefix] COMMAND param param :trailing``."""
+
+    command: str
+    params: tuple[str, ...] = ()
+    prefix: str | None = None
+    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def __init__(
+        self,
+        command: str,
+        params: list[str] | tuple[str, ...] = (),
+        prefix: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        object.__setattr__(self, "command", command)
+        object.__setattr__(self, "params", tuple(params))
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "tags", tags or {})
+
+    @property
+    def source_nick(self) -> str | None:
+        """The nick part of ``nick!user@host``, or the server name."""
+        if self.prefix is None:
+            return None
+        return self.prefix.split("!", 1)[0]
+
+    def param(self, index: int, default: str = "") -> str:
+        return self.params[index] if index < len(self.params) else default
+
+    def to_line(self) -> str:
+        """Format without the line ending. Raises ProtocolError on unsafe text."""
+        parts = []
+        if self.prefix:
+            parts.append(":" + self.prefix)
+        parts.append(self.command)
+        last = len(self.params) - 1
+        for i, p in enumerate(self.params):
+            if any(c in p for c in FORBIDDEN_CHARS):
+                raise ProtocolError(f"parameter {i} of {self.command} contains CR, LF or NUL")
+            if i == last and (not p or " " in p or p[0] == ":"):
+                parts.append(":" + p)
+            elif not p or " " in p or p[0] == ":":
+                raise ProtocolError(
+                    f"middle parameter {i} of {self.command} is empty or has a space"
+                )
+            else:
+                parts.append(p)
+        return " ".join(parts)
+
+    def to_bytes(self, limit: int = DEFAULT_LINE_BYTES) -> bytes:
+        """The wire form with CRLF, cut at a UTF-8 boundary to fit `limit` bytes."""
+        data = self.to_line().encode("utf-8")
+        if len(data) > limit - 2:
+            data = truncate_utf8(data, limit - 2)
+        return data + b"\r\n"
+
+
+def truncate_utf8(data: bytes, limit: int) -> bytes:
+    """Cut `data` to at most `limit` bytes without splitting a UTF-8 sequence."""
+    if len(data) <= limit:
+        return data
+    cut = limit
+    # Step back over continuation bytes (10xxxxxx) to the start of a character.
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return data[:cut]
+
+
+def parse(line: str) -> Message:
+    """Parse one line (without CR/LF). Raises ProtocolError if it is not IRC."""
+    if any(c in line for c in FORBIDDEN_CHARS):
+        raise ProtocolError("line contains CR, LF or NUL")
+    rest = line.lstrip(" ")
+    tags: dict[str, str] = {}
+    if rest.startswith("@"):
+        raw_tags, _, rest = rest[1:].partition(" ")
+        for item in raw_tags.split(";"):
+            if item:
+                key, _, value = item.partition("=")
+                tags[key] = value
+        rest = rest.lstrip(" ")
+    prefix = None
+    if rest.startswith(":"):
+        prefix, _, rest = rest[1:].partition(" ")
+        if not prefix:
+            raise ProtocolError("empty prefix")
+        rest = rest.lstrip(" ")
+    trailing = None
+    if " :" in rest:
+        rest, trailing = rest.split(" :", 1)
+    elif rest.startswith(":"):
+        rest, trailing = "", rest[1:]
+    words = rest.split()
+    if not words:
+        raise ProtocolError("no command")
+    command = words[0].upper()
+    if not (command.isascii() and (command.isalpha() or (len(command) == 3 and command.isdigit()))):
+        raise ProtocolError(f"invalid command {words[0]!r}")
+    params = words[1:]
+    if trailing is not None:
+        params.append(trailing)
+    return Message(command, params, prefix, tags)
+
+
+def safe_param(text: str) -> str:
+    """User text echoed back as a middle parameter: '*' if it can't be one."""
+    if not text or " " in text or text.startswith(":") or any(c in text for c in FORBIDDEN_CHARS):
+        return "*"
+    return text
+
+
+# Numerics (modern.ircdocs.horse "Numerics"). One name per number, used everywhere.
+RPL_WELCOME = "001"
+RPL_YOURHOST = "002"
+RPL_CREATED = "003"
+RPL_MYINFO = "004"
+RPL_ISUPPORT = "005"
+RPL_UMODEIS = "221"
+RPL_LUSERCLIENT = "251"
+RPL_LUSEROP = "252"
+RPL_LUSERUNKNOWN = "253"
+RPL_LUSERCHANNELS = "254"
+RPL_LUSERME = "255"
+RPL_AWAY = "301"
+RPL_UNAWAY = "305"
+RPL_NOWAWAY = "306"
+RPL_WHOISUSER = "311"
+RPL_WHOISSERVER = "312"
+RPL_ENDOFWHO = "315"
+RPL_WHOISIDLE = "317"
+RPL_ENDOFWHOIS = "318"
+RPL_WHOISCHANNELS = "319"
+RPL_LISTSTART = "321"
+RPL_LIST = "322"
+RPL_LISTEND = "323"
+RPL_CHANNELMODEIS = "324"
+RPL_CREATIONTIME = "329"
+RPL_NOTOPIC = "331"
+RPL_TOPIC = "332"
+RPL_TOPICWHOTIME = "333"
+RPL_WHOREPLY = "352"
+RPL_NAMREPLY = "353"
+RPL_ENDOFNAMES = "366"
+RPL_ENDOFBANLIST = "368"
+RPL_MOTD = "372"
+RPL_MOTDSTART = "375"
+RPL_ENDOFMOTD = "376"
+RPL_HELPSTART = "704"
+RPL_HELPTXT = "705"
+RPL_ENDOFHELP = "706"
+
+ERR_NOSUCHNICK = "401"
+ERR_NOSUCHCHANNEL = "403"
+ERR_CANNOTSENDTOCHAN = "404"
+ERR_TOOMANYTARGETS = "407"
+ERR_NORECIPIENT = "411"
+ERR_NOTEXTTOSEND = "412"
+ERR_INPUTTOOLONG = "417"
+ERR_UNKNOWNCOMMAND = "421"
+ERR_NOMOTD = "422"
+ERR_NONICKNAMEGIVEN = "431"
+ERR_ERRONEUSNICKNAME = "432"
+ERR_NICKNAMEINUSE = "433"
+ERR_NOTONCHANNEL = "442"
+ERR_NOTREGISTERED = "451"
+ERR_NEEDMOREPARAMS = "461"
+ERR_ALREADYREGISTERED = "462"
+ERR_PASSWDMISMATCH = "464"
+ERR_BADCHANMASK = "476"
+ERR_CHANOPRIVSNEEDED = "482"
+ERR_UMODEUNKNOWNFLAG = "501"
+ERR_USERSDONTMATCH = "502"
+ERR_HELPNOTFOUND = "524"
+ERR_INVALIDCAPCMD = "410"
+ERR_UNKNOWNERROR = "400"
+
+
+def is_error_numeric(command: str) -> bool:
+    return len(command) == 3 and command.isdigit() and command[0] in "45"

@@ -1,0 +1,208 @@
+"""The listener: accept thread, housekeeping thread, connection registry, shutdown.
+
+`Server.start()` binds and starts the threads; `Server.shutdown()` (from any
+thread, e.g. a signal handler's waker) stops accepting, tells every client
+with an `ERROR` line, flushes, and waits for the readers to finish.
+`connections_lock` guards the set of live connections and is taken alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import threading
+import time
+
+import commands  # noqa: F401  (importing fills the command table)
+from ircish.config import Config
+from ircish.connection import Connection, SenderPool
+from ircish.protocol import Message
+from ircish.world import World
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 4096
+#: accept() failures that mean "out of descriptors or memory": wait, don't spin.
+RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class Server:
+    """One ircish server: its world, its listener and its threads."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.name = config.server.name
+        self.world = World((room.name, room.topic) for room in config.rooms)
+        self.senders = SenderPool(config.server.sender_threads)
+        self.connections: set[Connection] = set()
+        self.connections_lock = threading.Condition(threading.Lock())
+        self.created_text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self.address: tuple[str, int] = (config.server.host, config.server.port)
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the listener and start the accept, sender and housekeeping threads."""
+        host, port = self.address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(LISTEN_BACKLOG)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        self.senders.start()
+        for target, name in ((self._accept_loop, "accept"), (self._housekeeping, "housekeeping")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("listening on %s:%d", *self.address)
+
+    def shutdown(self, reason: str = "Server shutting down", timeout: float = 3.0) -> None:
+        """Stop accepting, say goodbye to everyone, flush, and stop the threads."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        log.info("shutting down: %s", reason)
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+            except OSError:
+                pass
+        for conn in self._snapshot():
+            conn.close(reason, reason)
+        if not self._wait_for_readers(timeout):
+            for conn in self._snapshot():
+                conn.close(reason, flush=False)
+            self._wait_for_readers(1.0)
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        self.senders.stop()
+        if self._listener is not None:
+            self._listener.close()
+        log.info("stopped")
+
+    def _wait_for_readers(self, timeout: float) -> bool:
+        with self.connections_lock:
+            return self.connections_lock.wait_for(lambda: not self.connections, timeout)
+
+    # -- connections ----------------------------------------------------------
+
+    def _snapshot(self) -> list[Connection]:
+        with self.connections_lock:
+            return list(self.connections)
+
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, address = self._listener.accept()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                if exc.errno in RESOURCE_ERRNOS:
+                    log.warning("accept: %s; pausing before accepting again", exc.strerror)
+                    self._stopping.wait(0.1)
+                else:
+                    log.warning("accept failed: %s", exc)
+                continue
+            try:
+                self._admit(sock, address)
+            except Exception:
+                log.exception("could not set up connection from %s", address)
+                sock.close()
+
+    def _admit(self, sock: socket.socket, address: tuple) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._enable_keepalive(sock)
+        conn = Connection(self, sock, address)
+        with self.connections_lock:
+            full = len(self.connections) >= self.config.limits.max_clients
+            if not full:
+                self.connections.add(conn)
+        if full:
+            log.info("refusing %s: server full", address[0])
+            with contextlib.suppress(OSError):
+                sock.send(
+                    Message("ERROR", ["Server is full, try again later"]).to_bytes(),
+                    socket.MSG_DONTWAIT,
+                )
+            sock.close()
+            return
+        log.info("connection from %s:%d", address[0], address[1])
+        conn.start()
+
+    def _enable_keepalive(self, sock: socket.socket) -> None:
+        """TCP keepalive finds peers that vanish silently (text sessions get no PING)."""
+        limits = self.config.limits
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(limits.ping_interval))
+            )
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(limits.ping_timeout / 3))
+            )
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+    def remove_connection(self, conn: Connection, reason: str) -> None:
+        """Called by a connection's reader when it ends: leave the world, tell the rooms."""
+        if conn.user.nick is not None:
+            self.world.remove_user(conn.user, reason)
+        with self.connections_lock:
+            self.connections.discard(conn)
+            self.connections_lock.notify_all()
+        log.info("%s left: %s", conn, reason)
+
+    # -- housekeeping ---------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        limits = self.config.limits
+        tick = max(
+            0.05,
+            min(
+                1.0,
+                limits.registration_timeout / 5,
+                limits.ping_timeout / 5,
+                limits.ping_interval / 5,
+            ),
+        )
+        ping = Message("PING", [self.name])
+        while not self._stopping.wait(tick):
+            now = time.monotonic()
+            for conn in self._snapshot():
+                try:
+                    self._check_timeouts(conn, now, ping)
+                except Exception:
+                    log.exception("housekeeping failed for %s", conn)
+
+    def _check_timeouts(self, conn: Connection, now: float, ping: Message) -> None:
+        limits = self.config.limits
+        if conn.closing:
+            if conn.close_deadline is not None and now > conn.close_deadline:
+                conn.close("Closing timed out", flush=False)
+        elif not conn.user.registered:
+            if now - conn.connected_at > limits.registration_timeout:
+                conn.close("Registration timeout", "Registration timed out")
+        elif conn.mode == "irc":
+            if conn.ping_sent_at is not None and conn.last_recv >= conn.ping_sent_at:
+                conn.ping_sent_at = None
+            if conn.ping_sent_at is None:
+                if now - conn.last_recv > limits.ping_interval:
+                    conn.ping_sent_at = now
+                    conn.send(ping)
+            elif now - conn.ping_sent_at > limits.ping_timeout:
+                seconds = int(now - conn.last_recv)
+                conn.close(f"Ping timeout: {seconds} seconds", f"Ping timeout: {seconds} seconds")

@@ -1,0 +1,184 @@
+"""Fixtures: a real server on 127.0.0.1 with an ephemeral port, and raw-socket clients.
+
+Every read has a timeout; `expect` polls the socket for a matching line
+instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ircish.config import Config, Limits, RoomConfig, ServerConfig
+from ircish.server import Server
+
+TIMEOUT = 5.0
+
+
+def make_config(
+    *, rooms: tuple[RoomConfig, ...] = (), log_level: str = "WARNING", **settings: object
+) -> Config:
+    """A test config: ephemeral port; keyword settings go to `server` or `limits` by name."""
+    server_fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    server_kw = {k: v for k, v in settings.items() if k in server_fields}
+    limits_kw = {k: v for k, v in settings.items() if k not in server_fields}
+    server = ServerConfig(**{"name": "test.server", "port": 0, **server_kw})
+    return Config(server=server, limits=Limits(**limits_kw), rooms=rooms, log_level=log_level)
+
+
+class Client:
+    """A raw socket client that speaks lines and waits for expected ones."""
+
+    def __init__(self, address: tuple[str, int], nick: str | None = None) -> None:
+        self.sock = socket.create_connection(address, timeout=TIMEOUT)
+        self.nick = nick
+        self.buffer = b""
+        self.lines: list[str] = []  # everything received, in order
+
+    def send(self, line: str | bytes) -> None:
+        data = line if isinstance(line, bytes) else line.encode() + b"\r\n"
+        self.sock.sendall(data)
+
+    def _read_more(self, deadline: float) -> bool:
+        """Receive once; False on EOF. Raises TimeoutError past the deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            raise TimeoutError from None
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            return False
+        self.buffer += data
+        *complete, self.buffer = self.buffer.split(b"\n")
+        self.lines.extend(line.rstrip(b"\r").decode("utf-8", "replace") for line in complete)
+        return True
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
+        """Consume lines until one matches `pattern` (re.search); fail on timeout/EOF."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while True:
+            while self.lines:
+                line = self.lines.pop(0)
+                seen.append(line)
+                match = regex.search(line)
+                if match:
+                    return match
+            try:
+                if not self._read_more(deadline):
+                    pytest.fail(f"connection closed waiting for {pattern!r}; got {seen}")
+            except TimeoutError:
+                pytest.fail(f"timed out waiting for {pattern!r}; got {seen}")
+
+    def collect_until(self, pattern: str, timeout: float = TIMEOUT) -> list[str]:
+        """All lines up to and including the first matching `pattern`."""
+        regex = re.compile(pattern)
+        got: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.lines:
+                line = self.lines.pop(0)
+                got.append(line)
+                if regex.search(line):
+                    return got
+            try:
+                if not self._read_more(deadline):
+                    pytest.fail(f"connection closed waiting for {pattern!r}; got {got}")
+            except TimeoutError:
+                pytest.fail(f"timed out waiting for {pattern!r}; got {got}")
+
+    def expect_closed(self, timeout: float = TIMEOUT) -> list[str]:
+        """Read until the server closes the connection; return the lines seen."""
+        deadline = time.monotonic() + timeout
+        got = []
+        try:
+            while self._read_more(deadline):
+                pass
+        except TimeoutError:
+            pytest.fail(f"server did not close the connection; got {self.lines}")
+        got, self.lines = self.lines, []
+        return got
+
+    def quiet(self, timeout: float = 0.3) -> list[str]:
+        """Lines that arrive within `timeout` (used to show nothing more came)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self._read_more(deadline):
+                pass
+        except TimeoutError:
+            pass
+        got, self.lines = self.lines, []
+        return got
+
+    def register(self, nick: str, user: str = "u", realname: str = "Real Name") -> None:
+        self.nick = nick
+        self.send(f"NICK {nick}")
+        self.send(f"USER {user} 0 * :{realname}")
+        self.expect(r" 376 | 422 ")
+
+    def ping_sync(self) -> None:
+        """Round-trip a PING so every earlier command has been handled."""
+        token = f"sync{time.monotonic_ns()}"
+        self.send(f"PING {token}")
+        self.expect(f"PONG .*{token}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., Server]]:
+    """Start servers with `make_config` settings; all are shut down after the test."""
+    servers: list[Server] = []
+
+    def start(config: Config | None = None, **settings: object) -> Server:
+        server = Server(config or make_config(**settings))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown(timeout=2.0)
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server()
+
+
+@pytest.fixture
+def connect(server: Server) -> Iterator[Callable[..., Client]]:
+    """Open clients to `server` (registered if a nick is given); all closed afterwards."""
+    clients: list[Client] = []
+
+    def open_client(nick: str | None = None, target: Server | None = None) -> Client:
+        client = Client((target or server).address)
+        clients.append(client)
+        if nick:
+            client.register(nick)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Poll `condition` until true; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        time.sleep(0.01)

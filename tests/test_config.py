@@ -1,0 +1,354 @@
+"""Tests for ircish.config: the example file, every kind of error message, overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ircish.config import (
+    Config,
+    ConfigError,
+    Limits,
+    RoomConfig,
+    ServerConfig,
+    default_config,
+    load_config,
+    parse_config,
+)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    prefix = f"{path}: "
+    assert message.startswith(prefix)
+    return message[len(prefix) :]
+
+
+# --- the example file -----------------------------------------------------------------------
+
+
+def test_example_loads_with_expected_values() -> None:
+    config = load_config(EXAMPLE)
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 6667
+    assert config.server.password is None
+    assert config.server.motd is not None
+    assert "Welcome to ircish!" in config.server.motd
+    assert len(config.server.motd.splitlines()) > 1
+    assert config.rooms == (
+        RoomConfig(name="#general", topic="General chat"),
+        RoomConfig(name="#help", topic="Ask here"),
+    )
+    assert config.log_level == "INFO"
+    # The example documents the defaults, so apart from motd and rooms it *is* the default.
+    assert config.limits == Limits()
+    assert dataclasses.replace(config.server, motd=None) == ServerConfig()
+
+
+def test_example_mentions_every_setting() -> None:
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    assert set(data) == {f.name for f in dataclasses.fields(Config)}
+    assert set(data["server"]) == {f.name for f in dataclasses.fields(ServerConfig)}
+    assert set(data["limits"]) == {f.name for f in dataclasses.fields(Limits)}
+    for room in data["rooms"]:
+        assert set(room) == {f.name for f in dataclasses.fields(RoomConfig)}
+
+
+# --- valid input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", Config()),
+        ("# only a comment\n", Config()),
+        ("server:\nlimits:\nrooms:\n", Config()),
+        ("log_level: debug\n", Config(log_level="DEBUG")),
+        ("server: {port: 0}\n", Config(server=ServerConfig(port=0))),
+        ("server: {password: s3cret}\n", Config(server=ServerConfig(password="s3cret"))),
+        ("server: {motd: null}\n", Config()),
+        (
+            "limits: {max_line_bytes: 1024, read_buffer_bytes: 1024}\n",
+            Config(limits=Limits(max_line_bytes=1024, read_buffer_bytes=1024)),
+        ),
+        ("rooms:\n  - name: '#a'\n", Config(rooms=(RoomConfig(name="#a"),))),
+        (
+            "rooms:\n  - {name: '#a', topic: hi}\n  - {name: '#b'}\n",
+            Config(rooms=(RoomConfig("#a", "hi"), RoomConfig("#b"))),
+        ),
+        # YAML merge keys still work; only a key written twice by hand is an error.
+        (
+            "rooms:\n  - &a {name: '#a', topic: shared}\n  - {<<: *a, name: '#b'}\n",
+            Config(rooms=(RoomConfig("#a", "shared"), RoomConfig("#b", "shared"))),
+        ),
+    ],
+)
+def test_valid_files(tmp_path: Path, text: str, expected: Config) -> None:
+    assert load_config(write_config(tmp_path, text)) == expected
+
+
+def test_int_is_accepted_for_float_and_stored_as_float() -> None:
+    limits = parse_config({"limits": {"ping_timeout": 5, "registration_timeout": 2.5}}).limits
+    assert limits.ping_timeout == 5.0
+    assert type(limits.ping_timeout) is float
+    assert limits.registration_timeout == 2.5
+
+
+def test_parse_config_accepts_none_and_dicts() -> None:
+    assert parse_config(None) == default_config() == Config()
+    config = parse_config({"server": {"name": "irc.example.org"}, "rooms": [{"name": "#x"}]})
+    assert config.server.name == "irc.example.org"
+    assert config.rooms == (RoomConfig("#x"),)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # wrong type
+        ("limits: {sendq_bytes: abc}\n", "limits.sendq_bytes: expected an integer, got 'abc'"),
+        ("server: {name: 42}\n", "server.name: expected a string, got 42"),
+        ("server: {password: 1234}\n", "server.password: expected a string or null, got 1234"),
+        ("limits: {ping_interval: soon}\n", "limits.ping_interval: expected a number, got 'soon'"),
+        ("limits: {max_clients: 10.5}\n", "limits.max_clients: expected an integer, got 10.5"),
+        (
+            "limits: {ping_timeout: .inf}\n",
+            "limits.ping_timeout: expected a finite number, got inf",
+        ),
+        ("server: [1, 2]\n", "server: expected a mapping, got a list"),
+        ("rooms: {name: '#a'}\n", "rooms: expected a list, got a mapping"),
+        ("rooms: ['#a']\n", "rooms[0]: expected a mapping, got '#a'"),
+        ("log_level: null\n", "log_level: expected a string, got null"),
+        # bool is not an int
+        ("server: {port: true}\n", "server.port: expected an integer, got true"),
+        ("limits: {ping_timeout: false}\n", "limits.ping_timeout: expected a number, got false"),
+        # unknown keys, top level and nested
+        ("colour: blue\n", "colour: unknown key"),
+        ("server: {colour: blue}\n", "server.colour: unknown key"),
+        ("rooms: [{name: '#a', colour: blue}]\n", "rooms[0].colour: unknown key"),
+        ("1: x\n", "1: unknown key"),
+        # missing required key
+        ("rooms: [{topic: hi}]\n", "rooms[0].name: required key is missing"),
+        # bad room names
+        ("rooms: [{name: '#a'}, {name: general}]\n", "rooms[1].name: room names start with '#'"),
+        (
+            "rooms: [{name: '#'}]\n",
+            "rooms[0].name: room names need at least one character after '#'",
+        ),
+        (
+            "rooms: [{name: '#a b'}]\n",
+            (
+                "rooms[0].name: room names may not contain spaces, commas, colons or control "
+                "characters, got '#a b'"
+            ),
+        ),
+        (
+            "rooms: [{name: '#a,b'}]\n",
+            (
+                "rooms[0].name: room names may not contain spaces, commas, colons or control "
+                "characters, got '#a,b'"
+            ),
+        ),
+        (
+            'rooms: [{name: "#a\\x07"}]\n',
+            (
+                "rooms[0].name: room names may not contain spaces, commas, colons or control "
+                "characters, got '#a\\x07'"
+            ),
+        ),
+        (
+            "limits: {room_length: 5}\nrooms: [{name: '#toolong'}]\n",
+            "rooms[0].name: room names may be at most 5 characters (limits.room_length), got 8",
+        ),
+        (
+            "limits: {topic_length: 3}\nrooms: [{name: '#a', topic: long}]\n",
+            "rooms[0].topic: topics may be at most 3 characters (limits.topic_length), got 4",
+        ),
+        (
+            'rooms: [{name: "#a", topic: "x\\ny"}]\n',
+            "rooms[0].topic: must not contain line breaks or NUL",
+        ),
+        # duplicate rooms, also under IRC casefolding
+        (
+            "rooms: [{name: '#general'}, {name: '#help'}, {name: '#general'}]\n",
+            "rooms[2].name: duplicate room '#general' (same as rooms[0])",
+        ),
+        (
+            "rooms: [{name: '#General'}, {name: '#GENERAL'}]\n",
+            "rooms[1].name: duplicate room '#GENERAL' (same as rooms[0])",
+        ),
+        # out of range
+        ("server: {port: 70000}\n", "server.port: must be between 0 and 65535, got 70000"),
+        ("server: {port: -1}\n", "server.port: must be between 0 and 65535, got -1"),
+        ("server: {sender_threads: 0}\n", "server.sender_threads: must be at least 1, got 0"),
+        (
+            "limits: {max_line_bytes: 100}\n",
+            "limits.max_line_bytes: must be between 512 and 8192, got 100",
+        ),
+        ("limits: {sendq_bytes: 4095}\n", "limits.sendq_bytes: must be at least 4096, got 4095"),
+        ("limits: {ping_timeout: 0}\n", "limits.ping_timeout: must be greater than 0, got 0"),
+        (
+            "limits: {registration_timeout: -0.5}\n",
+            "limits.registration_timeout: must be greater than 0, got -0.5",
+        ),
+        ("limits: {nick_length: 0}\n", "limits.nick_length: must be between 1 and 200, got 0"),
+        ("limits: {room_length: 1}\n", "limits.room_length: must be between 2 and 200, got 1"),
+        (
+            "limits: {topic_length: 401}\n",
+            "limits.topic_length: must be between 1 and 400, got 401",
+        ),
+        ("limits: {away_length: 0}\n", "limits.away_length: must be between 1 and 400, got 0"),
+        (
+            "limits: {max_line_bytes: 1024, read_buffer_bytes: 600}\n",
+            "limits.read_buffer_bytes: must be at least max_line_bytes (1024), got 600",
+        ),
+        # names that go into protocol lines
+        (
+            "server: {name: 'irc example'}\n",
+            "server.name: must not contain spaces or control characters, got 'irc example'",
+        ),
+        ("server: {network: ''}\n", "server.network: must not be empty"),
+        (
+            "server: {password: ''}\n",
+            "server.password: must not be empty (use null for an open server)",
+        ),
+        # log level
+        (
+            "log_level: verbose\n",
+            "log_level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'VERBOSE'",
+        ),
+        # file-level problems
+        ("- a\n- b\n", "the top level must be a mapping of settings, got a list"),
+        ("just text\n", "the top level must be a mapping of settings, got 'just text'"),
+        (
+            "server:\n  port: 1\n    host: x\n",
+            "not valid YAML (line 3, column 9: mapping values are not allowed here)",
+        ),
+        (
+            "rooms: [\n",
+            "not valid YAML (line 2, column 1: expected the node content, but found '<stream end>')",
+        ),
+        (
+            "server:\n  port: 1\n  port: 2\n",
+            "not valid YAML (line 3, column 3: duplicate key 'port')",
+        ),
+    ],
+)
+def test_error_messages(tmp_path: Path, text: str, message: str) -> None:
+    assert load_error(tmp_path, text) == message
+
+
+def test_error_carries_its_parts(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "limits: {sendq_bytes: abc}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.source == str(path)
+    assert info.value.key_path == "limits.sendq_bytes"
+    assert info.value.problem == "expected an integer, got 'abc'"
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read the file (No such file or directory)"
+
+
+def test_invalid_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"server: {name: \xff}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not valid UTF-8 (byte 15)"
+
+
+def test_parse_config_names_its_source() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"server": {"port": "x"}}, source="test-dict")
+    assert str(info.value) == "test-dict: server.port: expected an integer, got 'x'"
+    with pytest.raises(ConfigError) as info:
+        parse_config([1])
+    assert str(info.value) == "<config>: the top level must be a mapping of settings, got a list"
+
+
+# --- overrides ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "host", "port", "log_level"),
+    [
+        ({}, "127.0.0.1", 6667, "INFO"),
+        ({"host": "0.0.0.0"}, "0.0.0.0", 6667, "INFO"),
+        ({"port": 0}, "127.0.0.1", 0, "INFO"),
+        ({"log_level": "debug"}, "127.0.0.1", 6667, "DEBUG"),
+        ({"host": "::1", "port": 7000, "log_level": "Error"}, "::1", 7000, "ERROR"),
+    ],
+)
+def test_with_overrides(overrides: dict, host: str, port: int, log_level: str) -> None:
+    base = parse_config({"rooms": [{"name": "#a"}], "limits": {"nick_length": 9}})
+    config = base.with_overrides(**overrides)
+    assert (config.server.host, config.server.port, config.log_level) == (host, port, log_level)
+    # Everything not overridden is carried over, and the original is untouched.
+    assert config.rooms == base.rooms
+    assert config.limits == base.limits
+    assert base.server == ServerConfig()
+    assert base.log_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"port": 70000}, "command line: --port: must be between 0 and 65535, got 70000"),
+        ({"port": True}, "command line: --port: expected an integer, got true"),
+        (
+            {"host": "a b"},
+            "command line: --host: must not contain spaces or control characters, got 'a b'",
+        ),
+        (
+            {"log_level": "loud"},
+            (
+                "command line: --log-level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+                "got 'LOUD'"
+            ),
+        ),
+    ],
+)
+def test_with_overrides_validates(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        default_config().with_overrides(**overrides)
+    assert str(info.value) == message
+
+
+# --- frozen ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("obj", "attribute", "value"),
+    [
+        (Config(), "log_level", "DEBUG"),
+        (ServerConfig(), "port", 1),
+        (Limits(), "max_clients", 1),
+        (RoomConfig("#a"), "topic", "x"),
+    ],
+)
+def test_config_objects_are_frozen(obj: object, attribute: str, value: object) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, attribute, value)
+    assert getattr(obj, attribute) != value
