@@ -78,7 +78,7 @@ def try_register(ctx: Context) -> None:
         given = (conn.password or "").encode()
         if not hmac.compare_digest(given, expected.encode()):
             ctx.reply(p.ERR_PASSWDMISMATCH, "Password incorrect")
-            conn.close("Bad password", "Bad password")
+            ctx.disconnect("Bad password", "Bad password")
             return
     user.registered = True
     welcome(ctx)
@@ -167,4 +167,4 @@ def quit_(ctx: Context, msg: Message) -> None:
     """Leave the server; your rooms are told."""
     text = msg.param(0)
     reason = f"Quit: {text}" if text else "Client Quit"
-    ctx.conn.close(reason, f"Closing Link: {ctx.user.host} ({reason})")
+    ctx.disconnect(reason, f"Closing Link: {ctx.user.host} ({reason})")

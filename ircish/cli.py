@@ -72,15 +72,17 @@ def run(config: Config) -> None:
     )
     raise_file_limit()
     server = Server(config)
+    # Handlers first: a signal that arrives once clients can connect must
+    # already mean "shut down cleanly".
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         server.start()
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
         ) from None
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     click.echo(f"ircish-server listening on {server.address[0]}:{server.address[1]}", err=True)
     while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
         pass

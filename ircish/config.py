@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from ircish.protocol import casefold
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -211,7 +213,7 @@ class Config:
                         f"(limits.topic_length), got {len(room.topic)}"
                     ),
                 )
-            folded = _fold_room_name(room.name)
+            folded = casefold(room.name)
             if folded in seen:
                 yield (
                     f"{where}.name",
@@ -241,15 +243,6 @@ class Config:
             level = _read_field(Config, "log_level", log_level, "--log-level", source)
             config = dataclasses.replace(config, log_level=level)
         return config
-
-
-def _fold_room_name(name: str) -> str:
-    # ASCII plus the RFC 1459 pairs ([]\~ == {}|^): the widest casemapping the server might
-    # use, so two rooms that could ever collide are caught here.
-    return name.translate(_RFC1459_FOLD)
-
-
-_RFC1459_FOLD = str.maketrans("[]\\~ABCDEFGHIJKLMNOPQRSTUVWXYZ", "{}|^abcdefghijklmnopqrstuvwxyz")
 
 
 # --- public entry points --------------------------------------------------------------------

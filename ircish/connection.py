@@ -175,14 +175,16 @@ class Connection:
 
     def send(self, msg: Message, wire: bytes | None = None) -> None:
         """Queue `msg` for this client (rendered as text for text sessions)."""
+        data = self._encode(msg, wire)
+        if data:
+            self.send_bytes(data)
+
+    def _encode(self, msg: Message, wire: bytes | None = None) -> bytes:
+        """The bytes this session gets for `msg`: IRC wire form, or one human line."""
         if self.mode == "text":
             line = render(msg, self.user.nick)
-            if line is None:
-                return
-            data = line.encode("utf-8") + b"\r\n"
-        else:
-            data = wire if wire is not None else msg.to_bytes()
-        self.send_bytes(data)
+            return b"" if line is None else line.encode("utf-8") + b"\r\n"
+        return wire if wire is not None else msg.to_bytes()
 
     def send_bytes(self, data: bytes) -> None:
         with self._lock:
@@ -217,7 +219,7 @@ class Connection:
                 self._abort = True
                 self._chunks.clear()
             elif error is not None:
-                line = Message("ERROR", [error]).to_bytes()
+                line = self._encode(Message("ERROR", [error]))
                 self._chunks.append(line)
                 self._queued += len(line)
             self._closing = True

@@ -66,7 +66,7 @@ class IRCError(Exception):
 class Context:
     """What a handler works with: the sender, the server, and a reply buffer."""
 
-    __slots__ = ("config", "conn", "replies", "server", "user", "world")
+    __slots__ = ("closing", "config", "conn", "replies", "server", "user", "world")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -75,6 +75,7 @@ class Context:
         self.world = conn.server.world
         self.config = conn.server.config
         self.replies: list[Message] = []
+        self.closing: tuple[str, str] | None = None
 
     def reply(self, numeric: str, *params: str) -> None:
         """Queue a numeric addressed to the sender (`*` before they have a nick)."""
@@ -84,10 +85,16 @@ class Context:
         """Queue any message for the sender, after the handler's other replies."""
         self.replies.append(msg)
 
+    def disconnect(self, reason: str, error: str) -> None:
+        """Close the sender's connection once the replies so far are sent."""
+        self.closing = (reason, error)
+
     def flush(self) -> None:
         for msg in self.replies:
             self.conn.send(msg)
         self.replies.clear()
+        if self.closing is not None:
+            self.conn.close(*self.closing)
 
 
 def dispatch(conn: Connection, msg: Message) -> None:

@@ -128,6 +128,14 @@ def parse(line: str) -> Message:
     return Message(command, params, prefix, tags)
 
 
+_ASCII_UPPER_TO_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def casefold(name: str) -> str:
+    """CASEMAPPING=ascii (advertised in 005): only A-Z fold to a-z."""
+    return name.translate(_ASCII_UPPER_TO_LOWER)
+
+
 def safe_param(text: str) -> str:
     """User text echoed back as a middle parameter: '*' if it can't be one."""
     if not text or " " in text or text.startswith(":") or any(c in text for c in FORBIDDEN_CHARS):
@@ -152,6 +160,7 @@ RPL_UNAWAY = "305"
 RPL_NOWAWAY = "306"
 RPL_WHOISUSER = "311"
 RPL_WHOISSERVER = "312"
+RPL_WHOISOPERATOR = "313"
 RPL_ENDOFWHO = "315"
 RPL_WHOISIDLE = "317"
 RPL_ENDOFWHOIS = "318"

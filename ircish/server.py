@@ -43,6 +43,13 @@ class Server:
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Shown before the session kind is known: IRC clients display it as a
+        # server notice, and a person on `nc` learns what to type.
+        self._greeting = Message(
+            "NOTICE",
+            ["*", "*** Welcome to ircish. Terminal users: type /nick <name>, then /help"],
+            self.name,
+        )
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -142,6 +149,7 @@ class Server:
             sock.close()
             return
         log.info("connection from %s:%d", address[0], address[1])
+        conn.send(self._greeting)
         conn.start()
 
     def _enable_keepalive(self, sock: socket.socket) -> None:

@@ -28,7 +28,7 @@ import time
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Protocol
 
-from ircish.protocol import Message
+from ircish.protocol import Message, casefold
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -38,15 +38,6 @@ class Deliverer(Protocol):
     """What a user record needs from its connection: a non-blocking send."""
 
     def send(self, msg: Message, wire: bytes | None = None) -> None: ...
-
-
-def casefold(name: str) -> str:
-    """CASEMAPPING=ascii: only A-Z fold to a-z."""
-    return (
-        name.lower()
-        if name.isascii()
-        else "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in name)
-    )
 
 
 NICK_SPECIALS = "[]\\`_^{|}"

@@ -243,7 +243,8 @@ def test_parse_config_accepts_none_and_dicts() -> None:
         ),
         (
             "rooms: [\n",
-            "not valid YAML (line 2, column 1: expected the node content, but found '<stream end>')",
+            "not valid YAML (line 2, column 1: "
+            "expected the node content, but found '<stream end>')",
         ),
         (
             "server:\n  port: 1\n  port: 2\n",

@@ -1,0 +1,247 @@
+"""Slash commands: one table mapping what a person types (`/msg bob hi`) to the IRC `Message`
+it means, shared by the server's text mode and the terminal client; `/help` reads the same
+table for each command's syntax and summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ircish.protocol import FORBIDDEN_CHARS, Message, ProtocolError, parse
+
+ROOM_PREFIX = "#"
+
+
+class SlashError(ValueError):
+    """A slash line that cannot be sent; the text is a short hint for the person who typed it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlashCommand:
+    """One row of the slash table: `/name syntax` produces an IRC `command`."""
+
+    name: str
+    command: str
+    syntax: str
+    summary: str
+    build: Callable[[str, str | None], Message]
+    #: For an alias row, the name of the row it duplicates (so /help can say so).
+    alias_of: str | None = None
+
+    @property
+    def usage(self) -> str:
+        return f"usage: /{self.name} {self.syntax}".rstrip()
+
+
+def translate(line: str, current_room: str | None) -> Message:
+    """Turn a line starting with '/' into the Message to send. Raises SlashError if malformed."""
+    if not line.startswith("/"):
+        raise SlashError("not a slash command")
+    if any(c in line for c in FORBIDDEN_CHARS):
+        raise SlashError("text may not contain CR, LF or NUL")
+    if line.startswith("//"):
+        # irssi convention: a doubled slash sends the rest, with one slash, as plain text.
+        room = _require_room(current_room, "no current room to send to; /join one first")
+        return Message("PRIVMSG", [room, line[1:]])
+    name, _, args = line[1:].partition(" ")
+    if not name:
+        raise SlashError("empty command; try /help")
+    entry = SLASH_COMMANDS.get(name.lower())
+    msg = entry.build(args, current_room) if entry is not None else _raw_line(name, args)
+    try:
+        msg.to_line()
+    except ProtocolError as exc:
+        raise SlashError(f"cannot send that: {exc}") from None
+    return msg
+
+
+def _raw_line(name: str, args: str) -> Message:
+    # Unknown names go out as a raw IRC line, as in irssi; the server answers 421 if it
+    # does not know the command. Only a plain word may start it, so `/:x` or `/@x` cannot
+    # smuggle a prefix or tags in.
+    if not (name.isascii() and name.isalpha()):
+        raise SlashError(f"unknown command /{name}; try /help")
+    try:
+        return parse(f"{name} {args}")
+    except ProtocolError as exc:
+        raise SlashError(f"cannot send that: {exc}") from None
+
+
+def _require_room(room: str | None, hint: str) -> str:
+    if not room:
+        raise SlashError(hint)
+    return room
+
+
+def _words(args: str, name: str, low: int, high: int | None) -> list[str]:
+    words = args.split()
+    if len(words) < low or (high is not None and len(words) > high):
+        raise SlashError(SLASH_COMMANDS[name].usage)
+    return words
+
+
+def _target_and_text(args: str, name: str) -> tuple[str, str]:
+    # Only the one space after the target is a separator; the text keeps its spacing.
+    target, _, text = args.lstrip(" ").partition(" ")
+    if not target or not text.strip():
+        raise SlashError(SLASH_COMMANDS[name].usage)
+    return target, text
+
+
+def _optional_room(args: str, current_room: str | None) -> tuple[str | None, str]:
+    """Split `[#room] [text]`: the first word is a room only if it starts with '#'."""
+    stripped = args.lstrip(" ")
+    if stripped.startswith(ROOM_PREFIX):
+        room, _, text = stripped.partition(" ")
+        return room, text
+    return current_room, args
+
+
+def _no_room(name: str) -> str:
+    return f"no current room; {SLASH_COMMANDS[name].usage}"
+
+
+def _with_room_prefix(name: str) -> str:
+    return name if name.startswith(ROOM_PREFIX) else ROOM_PREFIX + name
+
+
+# Builders: /name args -> Message. Each names its row for the usage hint.
+
+
+def _nick(args: str, current_room: str | None) -> Message:
+    return Message("NICK", _words(args, "nick", 1, 1))
+
+
+def _join(args: str, current_room: str | None) -> Message:
+    words = _words(args, "join", 1, 2)
+    rooms = [_with_room_prefix(r) for r in words[0].split(",") if r]
+    if not rooms:
+        raise SlashError(SLASH_COMMANDS["join"].usage)
+    return Message("JOIN", [",".join(rooms), *words[1:]])
+
+
+def _msg(args: str, current_room: str | None) -> Message:
+    return Message("PRIVMSG", _target_and_text(args, "msg"))
+
+
+def _notice(args: str, current_room: str | None) -> Message:
+    return Message("NOTICE", _target_and_text(args, "notice"))
+
+
+def _me(args: str, current_room: str | None) -> Message:
+    room = _require_room(current_room, "/me needs a current room; /join one")
+    if not args.strip():
+        raise SlashError(SLASH_COMMANDS["me"].usage)
+    return Message("PRIVMSG", [room, f"\x01ACTION {args}\x01"])
+
+
+def _who(args: str, current_room: str | None) -> Message:
+    words = _words(args, "who", 0, 1)
+    mask = words[0] if words else _require_room(current_room, _no_room("who"))
+    return Message("WHO", [mask])
+
+
+def _leave(args: str, current_room: str | None) -> Message:
+    room, reason = _optional_room(args, current_room)
+    room = _require_room(room, _no_room("leave"))
+    return Message("PART", [room, reason] if reason.strip() else [room])
+
+
+def _quit(args: str, current_room: str | None) -> Message:
+    return Message("QUIT", [args] if args.strip() else [])
+
+
+def _topic(args: str, current_room: str | None) -> Message:
+    room, text = _optional_room(args, current_room)
+    room = _require_room(room, _no_room("topic"))
+    return Message("TOPIC", [room, text] if text.strip() else [room])
+
+
+def _list(args: str, current_room: str | None) -> Message:
+    return Message("LIST", _words(args, "list", 0, 1))
+
+
+def _names(args: str, current_room: str | None) -> Message:
+    words = _words(args, "names", 0, 1)
+    if not words and current_room:
+        words = [current_room]
+    return Message("NAMES", words)
+
+
+def _whois(args: str, current_room: str | None) -> Message:
+    return Message("WHOIS", _words(args, "whois", 1, 1))
+
+
+def _away(args: str, current_room: str | None) -> Message:
+    return Message("AWAY", [args] if args.strip() else [])
+
+
+def _help(args: str, current_room: str | None) -> Message:
+    words = _words(args, "help", 0, 1)
+    # `/help /join` and `/help join` ask the same thing.
+    return Message("HELP", [w.lstrip("/") for w in words if w.lstrip("/")])
+
+
+def _mode(args: str, current_room: str | None) -> Message:
+    return Message("MODE", _words(args, "mode", 1, None))
+
+
+def _motd(args: str, current_room: str | None) -> Message:
+    return Message("MOTD", _words(args, "motd", 0, 0))
+
+
+def _lusers(args: str, current_room: str | None) -> Message:
+    return Message("LUSERS", _words(args, "lusers", 0, 0))
+
+
+def _table(*rows: SlashCommand) -> dict[str, SlashCommand]:
+    return {row.name: row for row in rows}
+
+
+_LEAVE = SlashCommand(
+    "leave", "PART", "[#room] [reason]", "Leave a room (default: the current one).", _leave
+)
+
+SLASH_COMMANDS: dict[str, SlashCommand] = _table(
+    SlashCommand("nick", "NICK", "<newnick>", "Change your nickname.", _nick),
+    SlashCommand(
+        "join",
+        "JOIN",
+        "<#room>[,<#room>...] [key]",
+        "Join rooms ('#' is added if left out).",
+        _join,
+    ),
+    SlashCommand(
+        "msg", "PRIVMSG", "<nick|#room> <text>", "Send a message to a person or room.", _msg
+    ),
+    SlashCommand(
+        "notice", "NOTICE", "<nick|#room> <text>", "Send a notice (no auto-replies).", _notice
+    ),
+    SlashCommand("me", "PRIVMSG", "<action>", "Describe an action in the current room.", _me),
+    SlashCommand("who", "WHO", "[#room|mask]", "List who is in a room (default: current).", _who),
+    _LEAVE,
+    SlashCommand(
+        "part", _LEAVE.command, _LEAVE.syntax, _LEAVE.summary, _LEAVE.build, alias_of="leave"
+    ),
+    SlashCommand("quit", "QUIT", "[reason]", "Disconnect from the server.", _quit),
+    SlashCommand(
+        "topic", "TOPIC", "[#room] [text]", "Show or set a room's topic (default: current).", _topic
+    ),
+    SlashCommand(
+        "list", "LIST", "[#room,...]", "List rooms with their user counts and topics.", _list
+    ),
+    SlashCommand(
+        "names", "NAMES", "[#room]", "List the nicks in a room (default: current).", _names
+    ),
+    SlashCommand("whois", "WHOIS", "<nick>", "Show who a person is.", _whois),
+    SlashCommand(
+        "away", "AWAY", "[text]", "Mark yourself away; no text means you are back.", _away
+    ),
+    SlashCommand("help", "HELP", "[command]", "Show the commands, or help for one.", _help),
+    SlashCommand(
+        "mode", "MODE", "<target> [modes...]", "Show or change room or user modes.", _mode
+    ),
+    SlashCommand("motd", "MOTD", "", "Show the message of the day.", _motd),
+    SlashCommand("lusers", "LUSERS", "", "Show how many users and rooms there are.", _lusers),
+)
