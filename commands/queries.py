@@ -7,7 +7,7 @@ import time
 
 from ircish import protocol as p
 from ircish.dispatch import COMMANDS, Context, IRCError, command
-from ircish.protocol import Message, safe_param
+from ircish.protocol import Message, clip, safe_param
 from ircish.slash import SLASH_COMMANDS
 from ircish.world import User, casefold
 
@@ -102,7 +102,7 @@ def away(ctx: Context, msg: Message) -> None:
     """Mark yourself away with a message; AWAY alone marks you back."""
     text = msg.param(0)
     if text:
-        ctx.user.away = text[: ctx.config.limits.away_length]
+        ctx.user.away = clip(text, ctx.config.limits.away_length)
         ctx.reply(p.RPL_NOWAWAY, "You have been marked as being away")
     else:
         ctx.user.away = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ircish import protocol as p
 from ircish.dispatch import Context, IRCError, command
-from ircish.protocol import Message, safe_param, truncate_utf8
+from ircish.protocol import Message, clip, safe_param
 from ircish.world import Room, valid_room_name
 
 #: Bytes a reply line may use before CRLF (RFC 2812 2.3).
@@ -45,11 +45,6 @@ def names_replies(ctx: Context, room: Room) -> None:
     if batch:
         ctx.reply(p.RPL_NAMREPLY, "=", room.name, " ".join(batch))
     ctx.reply(p.RPL_ENDOFNAMES, room.name, "End of /NAMES list")
-
-
-def clip(text: str, limit: int) -> str:
-    """Cut user text to `limit` bytes at a character boundary."""
-    return truncate_utf8(text.encode(), limit).decode()
 
 
 @command("JOIN", min_params=1, syntax="<#room>{,<#room>}")

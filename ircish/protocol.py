@@ -92,6 +92,11 @@ def truncate_utf8(data: bytes, limit: int) -> bytes:
     return data[:cut]
 
 
+def clip(text: str, limit: int) -> str:
+    """Cut user text to `limit` UTF-8 bytes at a character boundary (TOPICLEN, AWAYLEN)."""
+    return truncate_utf8(text.encode("utf-8"), limit).decode("utf-8")
+
+
 def parse(line: str) -> Message:
     """Parse one line (without CR/LF). Raises ProtocolError if it is not IRC."""
     if any(c in line for c in FORBIDDEN_CHARS):
