@@ -243,6 +243,9 @@ class Connection:
                 else:
                     data = self._pending
                 self._pending = b""
+                # Counted out of the queue as it is taken: bytes the peer has
+                # read must never count against its sendq.
+                self._queued -= len(data)
                 finished = not data
                 if finished and not (self._closing or self._abort):
                     self._writer_busy = False
@@ -257,9 +260,9 @@ class Connection:
                 break
             sent = self._write(data)
             with self._lock:
-                self._queued -= sent
                 if sent < len(data) and not self._abort:
                     self._pending = data[sent:]
+                    self._queued += len(self._pending)
                     park = True
                 else:
                     park = False
@@ -348,11 +351,18 @@ class Connection:
         if not raw.strip():
             return
         if len(raw) + 2 > self.limits.max_line_bytes:
+            log.info(
+                "%s: line of %d bytes refused (limit %d)",
+                self,
+                len(raw) + 2,
+                self.limits.max_line_bytes,
+            )
             self.reply_error(protocol.ERR_INPUTTOOLONG, "Input line was too long")
             return
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
+            log.info("%s: line with invalid UTF-8 refused", self)
             # UTF8ONLY is advertised: refuse rather than guess (IRCv3 standard replies).
             self.send(
                 Message(

@@ -140,9 +140,13 @@ def dispatch_line(conn: Connection, line: str) -> None:
     if conn.mode == "irc":
         try:
             msg = protocol.parse(line)
-        except ProtocolError:
-            word = line.split(" ", 1)[0]
-            conn.reply_error(protocol.ERR_UNKNOWNCOMMAND, safe_param(word), "Unknown command")
+        except ProtocolError as exc:
+            log.info("%s: malformed line refused: %s", conn, exc)
+            word = line.split(" ", 1)[0].upper()
+            if word in COMMANDS:
+                conn.reply_error(protocol.ERR_UNKNOWNERROR, word, f"Malformed line: {exc}")
+            else:
+                conn.reply_error(protocol.ERR_UNKNOWNCOMMAND, safe_param(word), "Unknown command")
             return
     else:
         msg = text_line_to_message(conn, line)
