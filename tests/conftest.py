@@ -14,10 +14,21 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from ircish import protocol as p
 from ircish.config import Config, Limits, RoomConfig, ServerConfig
+from ircish.protocol import Message, parse
 from ircish.server import Server
 
 TIMEOUT = 5.0
+#: The name of every test server (see `make_config`).
+SERVER = "test.server"
+#: The host part of every prefix: all test clients come from loopback.
+HOST = "127.0.0.1"
+
+
+def prefix(nick: str, user: str = "u") -> str:
+    """The prefix of `nick`'s lines: IRC test clients register as user `u`."""
+    return f"{nick}!{user}@{HOST}"
 
 
 def make_config(
@@ -27,7 +38,7 @@ def make_config(
     server_fields = {f.name for f in dataclasses.fields(ServerConfig)}
     server_kw = {k: v for k, v in settings.items() if k in server_fields}
     limits_kw = {k: v for k, v in settings.items() if k not in server_fields}
-    server = ServerConfig(**{"name": "test.server", "port": 0, **server_kw})
+    server = ServerConfig(**{"name": SERVER, "port": 0, **server_kw})
     return Config(server=server, limits=Limits(**limits_kw), rooms=rooms, log_level=log_level)
 
 
@@ -63,40 +74,31 @@ class Client:
         self.lines.extend(line.rstrip(b"\r").decode("utf-8", "replace") for line in complete)
         return True
 
-    def expect(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
-        """Consume lines until one matches `pattern` (re.search); fail on timeout/EOF."""
+    def _read_until(self, pattern: str, timeout: float) -> tuple[list[str], re.Match[str]]:
+        """Consume lines up to the first matching `pattern`: those lines and the match."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while True:
-            while self.lines:
-                line = self.lines.pop(0)
-                seen.append(line)
-                match = regex.search(line)
-                if match:
-                    return match
-            try:
-                if not self._read_more(deadline):
-                    pytest.fail(f"connection closed waiting for {pattern!r}; got {seen}")
-            except TimeoutError:
-                pytest.fail(f"timed out waiting for {pattern!r}; got {seen}")
-
-    def collect_until(self, pattern: str, timeout: float = TIMEOUT) -> list[str]:
-        """All lines up to and including the first matching `pattern`."""
-        regex = re.compile(pattern)
         got: list[str] = []
-        deadline = time.monotonic() + timeout
         while True:
             while self.lines:
                 line = self.lines.pop(0)
                 got.append(line)
-                if regex.search(line):
-                    return got
+                match = regex.search(line)
+                if match:
+                    return got, match
             try:
                 if not self._read_more(deadline):
                     pytest.fail(f"connection closed waiting for {pattern!r}; got {got}")
             except TimeoutError:
                 pytest.fail(f"timed out waiting for {pattern!r}; got {got}")
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
+        """Consume lines until one matches `pattern` (re.search); fail on timeout/EOF."""
+        return self._read_until(pattern, timeout)[1]
+
+    def collect_until(self, pattern: str, timeout: float = TIMEOUT) -> list[str]:
+        """All lines up to and including the first matching `pattern`."""
+        return self._read_until(pattern, timeout)[0]
 
     def expect_closed(self, timeout: float = TIMEOUT) -> list[str]:
         """Read until the server closes the connection; return the lines seen."""
@@ -121,17 +123,47 @@ class Client:
         got, self.lines = self.lines, []
         return got
 
-    def register(self, nick: str, user: str = "u", realname: str = "Real Name") -> None:
+    def send_registration(self, nick: str, user: str = "u", realname: str = "Real Name") -> None:
+        """Send NICK and USER without waiting for the answer."""
         self.nick = nick
         self.send(f"NICK {nick}")
         self.send(f"USER {user} 0 * :{realname}")
+
+    def register(self, nick: str, user: str = "u", realname: str = "Real Name") -> None:
+        self.send_registration(nick, user, realname)
         self.expect(r" 376 | 422 ")
 
-    def ping_sync(self) -> None:
-        """Round-trip a PING so every earlier command has been handled."""
+    def sync(self) -> list[str]:
+        """Round-trip a PING; the lines that arrived before the PONG.
+
+        The server handles one connection's lines in order, so everything sent
+        earlier has been handled (and its replies are among the lines returned).
+        """
         token = f"sync{time.monotonic_ns()}"
         self.send(f"PING {token}")
-        self.expect(f"PONG .*{token}")
+        return self.collect_until(rf"^:(\S+) PONG \1 {token}$")[:-1]
+
+    def messages(self) -> list[Message]:
+        """`sync`, parsed."""
+        return [parse(line) for line in self.sync()]
+
+    def join(self, *rooms: str) -> None:
+        """Join `rooms` one by one, waiting for the end of each one's NAMES."""
+        for room in rooms:
+            self.send(f"JOIN {room}")
+            self.expect(rf" {p.RPL_ENDOFNAMES} {self.nick} {re.escape(room)} ")
+
+    def names(self, room: str) -> list[str]:
+        """The nicks a NAMES of `room` lists (after dropping what came before)."""
+        self.sync()
+        self.send(f"NAMES {room}")
+        lines = self.collect_until(rf" {p.RPL_ENDOFNAMES} ")
+        return [
+            nick
+            for msg in map(parse, lines)
+            if msg.command == p.RPL_NAMREPLY
+            for nick in msg.params[3].split()
+        ]
 
     def close(self) -> None:
         self.sock.close()
@@ -173,6 +205,12 @@ def connect(server: Server) -> Iterator[Callable[..., Client]]:
     yield open_client
     for client in clients:
         client.close()
+
+
+def settle(*clients: Client) -> None:
+    """Drop whatever each client has been sent so far (JOINs, NAMES, ...)."""
+    for client in clients:
+        client.sync()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:

@@ -6,20 +6,9 @@ import re
 import time
 
 import pytest
-from conftest import wait_for
+from conftest import HOST, SERVER, wait_for
 
 from ircish.protocol import parse
-
-SERVER = "test.server"
-#: The host part of every prefix: all test clients come from loopback.
-HOST = "127.0.0.1"
-
-
-def sync(client) -> list[str]:
-    """PING round trip; the lines that arrived before the PONG (everything already handled)."""
-    token = f"sync{time.monotonic_ns()}"
-    client.send(f"PING {token}")
-    return client.collect_until(f"^:{SERVER} PONG {SERVER} {token}$")[:-1]
 
 
 def replies(client, line: str, last: str) -> list[tuple[str, ...]]:
@@ -31,20 +20,15 @@ def replies(client, line: str, last: str) -> list[tuple[str, ...]]:
     return [(msg.command, *msg.params) for msg in messages]
 
 
-def join(client, room: str) -> None:
-    client.send(f"JOIN {room}")
-    client.expect(rf" 366 {client.nick} {room} ")
-
-
 @pytest.fixture
 def people(connect):
     """alice and bob (user bobu, "Bob Builder") share #room; bob is also in #other."""
     alice = connect("alice")
     bob = connect()
     bob.register("bob", user="bobu", realname="Bob Builder")
-    join(alice, "#room")
-    join(bob, "#room")
-    join(bob, "#other")
+    alice.join("#room")
+    bob.join("#room")
+    bob.join("#other")
     alice.expect(rf"^:bob!bobu@{HOST} JOIN :?#room$")
     return alice, bob
 
@@ -142,18 +126,18 @@ def test_away_replies_and_auto_301(connect):
 
     alice.send("PRIVMSG bob :are you there?")
     bob.expect(rf"^:alice!u@{HOST} PRIVMSG bob :are you there\?$")
-    assert sync(alice) == [f":{SERVER} 301 alice bob :back in five"]
+    assert alice.sync() == [f":{SERVER} 301 alice bob :back in five"]
 
     # NOTICE is never answered automatically (RFC 2812 3.3.2).
     alice.send("NOTICE bob :just so you know")
     bob.expect(rf"^:alice!u@{HOST} NOTICE bob :just so you know$")
-    assert sync(alice) == []
+    assert alice.sync() == []
 
     bob.send("AWAY")
     bob.expect(rf"^:{SERVER} 305 bob :")
     alice.send("PRIVMSG bob :welcome back")
     bob.expect(rf"^:alice!u@{HOST} PRIVMSG bob :welcome back$")
-    assert sync(alice) == []
+    assert alice.sync() == []
 
 
 # -- MODE ------------------------------------------------------------------------------
@@ -176,7 +160,7 @@ def test_away_replies_and_auto_301(connect):
 def test_mode_replies(people, line, expected):
     alice, _ = people
     alice.send(line)
-    got = [(msg.command, *msg.params) for msg in map(parse, sync(alice))]
+    got = [(msg.command, *msg.params) for msg in map(parse, alice.sync())]
     assert len(got) == len(expected), got
     for row, want in zip(got, expected, strict=True):
         assert row[: len(want)] == want
@@ -215,17 +199,17 @@ def test_motd_command(start_server, connect):
 def test_motd_command_without_motd_is_422(connect):
     alice = connect("alice")
     alice.send("MOTD")
-    assert [parse(line).command for line in sync(alice)] == ["422"]
+    assert [parse(line).command for line in alice.sync()] == ["422"]
 
 
 def test_lusers_counts(server, connect):
     alice = connect("alice")
     bob = connect("bob")
     carol = connect("carol")
-    join(alice, "#one")
-    join(bob, "#one")
+    alice.join("#one")
+    bob.join("#one")
     alice.expect(rf"^:bob!u@{HOST} JOIN :?#one$")
-    join(carol, "#two")
+    carol.join("#two")
     connect()  # a connection that has not registered
     wait_for(lambda: server.connection_count() == 4)
     got = replies(alice, "LUSERS", "255")
@@ -263,5 +247,5 @@ def test_help_one_command(connect, topic):
 def test_help_unknown_topic_is_524(connect):
     alice = connect("alice")
     alice.send("HELP nosuch")
-    got = [parse(line) for line in sync(alice)]
+    got = [parse(line) for line in alice.sync()]
     assert [(msg.command, *msg.params[:2]) for msg in got] == [("524", "alice", "nosuch")]

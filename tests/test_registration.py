@@ -8,20 +8,9 @@ import re
 import time
 
 import pytest
-from conftest import wait_for
+from conftest import HOST, SERVER, wait_for
 
 from ircish.protocol import parse
-
-SERVER = "test.server"
-#: The host part of every prefix: all test clients come from loopback.
-HOST = "127.0.0.1"
-
-
-def sync(client) -> list[str]:
-    """PING round trip; the lines that arrived before the PONG (everything already handled)."""
-    token = f"sync{time.monotonic_ns()}"
-    client.send(f"PING {token}")
-    return client.collect_until(f"^:{SERVER} PONG {SERVER} {token}$")[:-1]
 
 
 def numerics(lines: list[str]) -> list[str]:
@@ -45,11 +34,6 @@ def welcome_burst(client) -> list[str]:
     return lines[next(i for i, line in enumerate(lines) if " 001 " in line) :]
 
 
-def send_registration(client, nick: str, user: str = "u", realname: str = "Real Name") -> None:
-    client.send(f"NICK {nick}")
-    client.send(f"USER {user} 0 * :{realname}")
-
-
 # -- the welcome burst ---------------------------------------------------------------
 
 
@@ -63,7 +47,7 @@ def send_registration(client, nick: str, user: str = "u", realname: str = "Real 
 def test_welcome_burst_order(start_server, connect, motd, motd_numerics):
     srv = start_server(motd=motd)
     client = connect(target=srv)
-    send_registration(client, "alice")
+    client.send_registration("alice")
     burst = welcome_burst(client)
     assert numerics(burst) == [
         "001",
@@ -93,7 +77,7 @@ def test_isupport_reflects_config_limits(start_server, connect):
         network="TestNet", nick_length=12, room_length=20, topic_length=100, away_length=50
     )
     client = connect(target=srv)
-    send_registration(client, "alice")
+    client.send_registration("alice")
     burst = welcome_burst(client)
     tokens: dict[str, str | None] = {}
     for line in burst:
@@ -124,8 +108,8 @@ def test_cap_negotiation_suspends_registration_until_cap_end(connect, opening):
     client = connect()
     client.send(opening)
     client.expect(rf"^:{SERVER} CAP \* (LS|NAK) :?")
-    send_registration(client, "alice")
-    assert not any(" 001 " in line for line in sync(client))
+    client.send_registration("alice")
+    assert not any(" 001 " in line for line in client.sync())
     client.send("CAP END")
     client.expect(rf"^:{SERVER} 001 alice :")
     client.expect(r" (376|422) alice ")
@@ -148,7 +132,7 @@ def test_cap_ls_offers_nothing(connect):
 def test_cap_subcommands(connect, line, expected):
     client = connect("alice")
     client.send(line)
-    assert re.search(expected, sync(client)[0])
+    assert re.search(expected, client.sync()[0])
 
 
 def test_cap_req_nak_before_registration(connect):
@@ -164,7 +148,7 @@ def test_right_password_registers(start_server, connect):
     srv = start_server(password="s3cret")
     client = connect(target=srv)
     client.send("PASS s3cret")
-    send_registration(client, "alice")
+    client.send_registration("alice")
     client.expect(rf"^:{SERVER} 001 alice :")
 
 
@@ -174,7 +158,7 @@ def test_wrong_or_missing_password_is_refused(start_server, connect, password):
     client = connect(target=srv)
     if password is not None:
         client.send(f"PASS {password}")
-    send_registration(client, "alice")
+    client.send_registration("alice")
     lines = without_greeting(client.expect_closed())
     assert [parse(line).command for line in lines] == ["464", "ERROR"]
     assert lines[0].startswith(f":{SERVER} 464 alice :")
@@ -184,23 +168,11 @@ def test_wrong_or_missing_password_is_refused(start_server, connect, password):
 def test_pass_ignored_without_configured_password(connect):
     client = connect()
     client.send("PASS anything")
-    send_registration(client, "alice")
+    client.send_registration("alice")
     client.expect(rf"^:{SERVER} 001 alice :")
 
 
-def test_pass_after_registration_is_462(connect):
-    client = connect("alice")
-    client.send("PASS late")
-    client.expect(rf"^:{SERVER} 462 alice :")
-
-
 # -- NICK ------------------------------------------------------------------------------
-
-
-def test_nick_without_name_is_431(connect):
-    client = connect("alice")
-    client.send("NICK")
-    client.expect(rf"^:{SERVER} 431 alice :")
 
 
 @pytest.mark.parametrize("bad", ["1abc", "a" * 13, "a!b", "#x", "-dash", "é"])
@@ -213,18 +185,16 @@ def test_erroneous_nick_is_432(start_server, connect, bad):
     client.expect(rf"^:alice!u@{HOST} NICK :?{'b' * 12}$")
 
 
-def test_nick_in_use_is_case_insensitive_at_registration(connect):
+@pytest.mark.parametrize(
+    ("nick", "taken", "shown"),
+    [(None, "ALICE", r"\*"), ("bob", "Alice", "bob")],
+    ids=["at-registration", "nick-change"],
+)
+def test_nick_in_use_is_433_case_insensitively(connect, nick, taken, shown):
     connect("alice")
-    other = connect()
-    other.send("NICK ALICE")
-    other.expect(rf"^:{SERVER} 433 \* ALICE :")
-
-
-def test_nick_change_to_taken_nick_is_433(connect):
-    connect("alice")
-    bob = connect("bob")
-    bob.send("NICK Alice")
-    bob.expect(rf"^:{SERVER} 433 bob Alice :")
+    other = connect(nick)
+    other.send(f"NICK {taken}")
+    other.expect(rf"^:{SERVER} 433 {shown} {taken} :")
 
 
 def test_nick_change_is_relayed_to_self_and_frees_old_nick(connect):
@@ -249,12 +219,6 @@ def test_nick_change_of_case_only(connect):
 # -- USER ------------------------------------------------------------------------------
 
 
-def test_user_twice_after_registration_is_462(connect):
-    client = connect("alice")
-    client.send("USER again 0 * :Again")
-    client.expect(rf"^:{SERVER} 462 alice :")
-
-
 def test_user_twice_before_registration_is_462(connect):
     client = connect()
     client.send("USER first 0 * :First")
@@ -268,6 +232,20 @@ def test_user_with_too_few_params_is_461(connect):
     client = connect()
     client.send("USER only two")
     client.expect(rf"^:{SERVER} 461 \* USER :")
+
+
+# -- refused once registered ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "numeric"),
+    [("PASS late", "462"), ("NICK", "431"), ("USER again 0 * :Again", "462")],
+    ids=["pass-again", "nick-without-name", "user-again"],
+)
+def test_registered_client_gets_an_error_numeric(connect, line, numeric):
+    client = connect("alice")
+    client.send(line)
+    client.expect(rf"^:{SERVER} {numeric} alice :")
 
 
 # -- the dispatcher's checks ------------------------------------------------------------
@@ -293,7 +271,7 @@ def test_command_before_registration_is_451(connect):
 def test_dispatcher_errors_after_registration(connect, line, expected):
     client = connect("alice")
     client.send(line)
-    lines = sync(client)
+    lines = client.sync()
     assert len(lines) == 1
     assert re.search(expected, lines[0])
 
@@ -344,7 +322,7 @@ def test_registration_timeout_closes_only_the_unregistered(start_server, connect
     lines = lurker.expect_closed()
     assert re.match(r"^ERROR :.*[Rr]egistration", lines[-1])
     wait_for(lambda: srv.connection_count() == 1)
-    assert sync(registered) == []
+    assert registered.sync() == []
 
 
 def test_quit_closes_with_error(connect):
@@ -366,4 +344,4 @@ def test_max_clients(start_server, connect):
     first.expect_closed()
     wait_for(lambda: srv.connection_count() == 1)
     carol = connect("carol", target=srv)
-    assert sync(carol) == []
+    assert carol.sync() == []
