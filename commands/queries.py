@@ -5,11 +5,42 @@ from __future__ import annotations
 import fnmatch
 import time
 
+from ircish import __version__
 from ircish import protocol as p
 from ircish.dispatch import COMMANDS, Context, IRCError, command
 from ircish.protocol import Message, clip, safe_param
 from ircish.slash import SLASH_COMMANDS
 from ircish.world import User, casefold
+
+USERLEN = 16
+#: ISUPPORT allows at most 13 tokens per 005 line.
+TOKENS_PER_LINE = 13
+
+
+def isupport_tokens(ctx: Context) -> list[str]:
+    """What 005 advertises: only what the server enforces."""
+    limits = ctx.config.limits
+    return [
+        f"AWAYLEN={limits.away_length}",
+        "CASEMAPPING=ascii",
+        "CHANMODES=,,,n",
+        f"CHANNELLEN={limits.room_length}",
+        "CHANTYPES=#",
+        f"LINELEN={limits.max_line_bytes}",
+        f"NETWORK={ctx.config.server.network}",
+        f"NICKLEN={limits.nick_length}",
+        "PREFIX=",
+        "TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:4,NOTICE:4,WHOIS:1",
+        f"TOPICLEN={limits.topic_length}",
+        f"USERLEN={USERLEN}",
+        "UTF8ONLY",
+    ]
+
+
+def isupport_replies(ctx: Context) -> None:
+    tokens = isupport_tokens(ctx)
+    for i in range(0, len(tokens), TOKENS_PER_LINE):
+        ctx.reply(p.RPL_ISUPPORT, *tokens[i : i + TOKENS_PER_LINE], "are supported by this server")
 
 
 def lusers_replies(ctx: Context) -> None:
@@ -95,6 +126,47 @@ def whois(ctx: Context, msg: Message) -> None:
         p.RPL_WHOISIDLE, other.nick, str(idle), str(int(other.signon)), "seconds idle, signon time"
     )
     ctx.reply(p.RPL_ENDOFWHOIS, other.nick, "End of /WHOIS list")
+
+
+@command("WHOWAS", min_params=1, syntax="<nick>")
+def whowas(ctx: Context, msg: Message) -> None:
+    """Who had a nick before (the server keeps no history: always 406)."""
+    nick = safe_param(msg.params[0])
+    ctx.reply(p.ERR_WASNOSUCHNICK, nick, "There was no such nickname (no history is kept)")
+    ctx.reply(p.RPL_ENDOFWHOWAS, nick, "End of WHOWAS")
+
+
+@command("ISON", min_params=1, syntax="<nick>{ <nick>}")
+def ison(ctx: Context, msg: Message) -> None:
+    """Which of these nicks are online (used by clients' notify lists)."""
+    wanted = " ".join(msg.params).split()
+    online = [user.nick for user in map(ctx.world.find_user, wanted) if user is not None]
+    ctx.reply(p.RPL_ISON, " ".join(online))
+
+
+@command("USERHOST", min_params=1, syntax="<nick>{ <nick>}")
+def userhost(ctx: Context, msg: Message) -> None:
+    """user@host of up to five nicks."""
+    replies = []
+    for user in map(ctx.world.find_user, msg.params[:5]):
+        if user is not None:
+            state = "-" if user.away is not None else "+"
+            replies.append(f"{user.nick}={state}{user.username}@{user.host}")
+    ctx.reply(p.RPL_USERHOST, " ".join(replies))
+
+
+@command("VERSION", syntax="")
+def version(ctx: Context, msg: Message) -> None:
+    """The server's software version."""
+    ctx.reply(p.RPL_VERSION, f"ircish-{__version__}", ctx.server.name, "threaded Python IRC server")
+    isupport_replies(ctx)
+
+
+@command("TIME", syntax="")
+def time_(ctx: Context, msg: Message) -> None:
+    """The server's local time."""
+    now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    ctx.reply(p.RPL_TIME, ctx.server.name, now)
 
 
 @command("AWAY", syntax="[:<message>]")

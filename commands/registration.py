@@ -5,37 +5,19 @@ from __future__ import annotations
 import hmac
 import re
 
-from commands.queries import lusers_replies, motd_replies
+from commands.queries import USERLEN, isupport_replies, lusers_replies, motd_replies
 from ircish import __version__
 from ircish import protocol as p
 from ircish.dispatch import Context, IRCError, command
 from ircish.protocol import Message, safe_param
 from ircish.world import valid_nick
 
-USERLEN = 16
 _USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
-#: ISUPPORT allows at most 13 tokens per 005 line.
-TOKENS_PER_LINE = 13
 
 
-def isupport_tokens(ctx: Context) -> list[str]:
-    """What 005 advertises: only what the server enforces."""
-    limits = ctx.config.limits
-    return [
-        f"AWAYLEN={limits.away_length}",
-        "CASEMAPPING=ascii",
-        "CHANMODES=,,,n",
-        f"CHANNELLEN={limits.room_length}",
-        "CHANTYPES=#",
-        f"LINELEN={limits.max_line_bytes}",
-        f"NETWORK={ctx.config.server.network}",
-        f"NICKLEN={limits.nick_length}",
-        "PREFIX=",
-        "TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:4,NOTICE:4,WHOIS:1",
-        f"TOPICLEN={limits.topic_length}",
-        f"USERLEN={USERLEN}",
-        "UTF8ONLY",
-    ]
+def clean_username(text: str) -> str:
+    """The user part of nick!user@host: safe characters only, at most USERLEN."""
+    return _USERNAME_JUNK.sub("", text)[:USERLEN] or "user"
 
 
 def welcome(ctx: Context) -> None:
@@ -48,9 +30,7 @@ def welcome(ctx: Context) -> None:
     ctx.reply(p.RPL_YOURHOST, f"Your host is {server.name}, running version ircish-{__version__}")
     ctx.reply(p.RPL_CREATED, f"This server was created {server.created_text}")
     ctx.reply(p.RPL_MYINFO, server.name, f"ircish-{__version__}", "i", "n")
-    tokens = isupport_tokens(ctx)
-    for i in range(0, len(tokens), TOKENS_PER_LINE):
-        ctx.reply(p.RPL_ISUPPORT, *tokens[i : i + TOKENS_PER_LINE], "are supported by this server")
+    isupport_replies(ctx)
     lusers_replies(ctx)
     motd_replies(ctx)
     if ctx.conn.mode == "text":
@@ -71,7 +51,7 @@ def try_register(ctx: Context) -> None:
     if not user.username:
         if conn.mode != "text":
             return
-        user.username = _USERNAME_JUNK.sub("", user.nick)[:USERLEN] or "user"
+        user.username = clean_username(user.nick)
         user.realname = user.nick
     expected = ctx.config.server.password
     if expected is not None:
@@ -145,7 +125,7 @@ def user_(ctx: Context, msg: Message) -> None:
     user = ctx.user
     if user.registered or user.username:
         raise IRCError(p.ERR_ALREADYREGISTERED, "You may not reregister")
-    user.username = _USERNAME_JUNK.sub("", msg.params[0])[:USERLEN] or "user"
+    user.username = clean_username(msg.params[0])
     user.realname = msg.params[3][:100]
     try_register(ctx)
 

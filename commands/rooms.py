@@ -63,6 +63,7 @@ def join(ctx: Context, msg: Message) -> None:
                 f"Bad room name: # then up to {limit - 1} characters, no spaces, commas or colons",
             )
             continue
+        ctx.flush()  # earlier rooms' replies go out before this room's JOIN echo
         room = ctx.world.join(ctx.user, name)
         if room is None:
             continue  # already there: nothing to say, as other servers do

@@ -80,9 +80,9 @@ def run(config: Config) -> None:
     try:
         server.start()
     except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}"
-        ) from None
+        where = f"{config.server.host}:{config.server.port}"
+        click.echo(f"ircish-server: cannot listen on {where}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
     click.echo(f"ircish-server listening on {server.address[0]}:{server.address[1]}", err=True)
     while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
         pass

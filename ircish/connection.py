@@ -342,7 +342,11 @@ class Connection:
                     return self.quit_reason or "Connection closed"
             buf = buf[start:]
             if len(buf) > limits.read_buffer_bytes:
-                log.info("%s: %d bytes without a newline, disconnecting", self, len(buf))
+                log.info(
+                    "%s: over %d bytes without a newline, disconnecting",
+                    self,
+                    limits.read_buffer_bytes,
+                )
                 self.close("Input buffer exceeded", "Input buffer exceeded: line without newline")
                 return "Input buffer exceeded"
 

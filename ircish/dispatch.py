@@ -137,6 +137,16 @@ def dispatch_line(conn: Connection, line: str) -> None:
     if conn.mode is None:
         conn.mode = session_kind(line)
         log.debug("%s: %s session", conn, conn.mode)
+    if "\0" in line or "\r" in line:
+        # Refused before translation, so no session kind can smuggle them on.
+        log.info("%s: line with NUL or CR refused", conn)
+        why = "Line refused: it contains NUL or CR"
+        if conn.mode == "text":
+            conn.send(Message("FAIL", ["*", "INVALID_LINE", why], conn.server.name))
+        else:
+            word = line.split(" ", 1)[0].upper()
+            conn.reply_error(protocol.ERR_UNKNOWNERROR, safe_param(word), why)
+        return
     if conn.mode == "irc":
         try:
             msg = protocol.parse(line)

@@ -209,8 +209,10 @@ class World:
                     stack.enter_context(room.lock)
                 del self.users[casefold(user.nick)]
                 self.users[key] = user
-                user.nick = new_nick
+                # Delivered before the rename so the user's own text session
+                # renders it as "You are now known as ...".
                 self._deliver_once(msg, self._neighbours_locked(user) | {user: None})
+                user.nick = new_nick
             return True
 
     # -- rooms ----------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 import pytest
 from conftest import HOST, SERVER, wait_for
 
+from ircish import __version__
 from ircish.protocol import parse
 
 
@@ -249,3 +250,38 @@ def test_help_unknown_topic_is_524(connect):
     alice.send("HELP nosuch")
     got = [parse(line) for line in alice.sync()]
     assert [(msg.command, *msg.params[:2]) for msg in got] == [("524", "alice", "nosuch")]
+
+
+# -- small queries clients send on their own --------------------------------------------
+
+
+def test_whowas_has_no_history(connect):
+    alice = connect("alice")
+    assert replies(alice, "WHOWAS nobody 1", "369") == [
+        ("406", "alice", "nobody", "There was no such nickname (no history is kept)"),
+        ("369", "alice", "nobody", "End of WHOWAS"),
+    ]
+
+
+def test_ison_names_only_online_nicks(people):
+    alice, _ = people
+    assert replies(alice, "ISON bob nobody ALICE", "303") == [("303", "alice", "bob alice")]
+
+
+def test_userhost_shows_away_state(people):
+    alice, bob = people
+    bob.send("AWAY :gone")
+    bob.expect(rf"^:{SERVER} 306 bob ")
+    assert replies(alice, "USERHOST alice bob nobody", "302") == [
+        ("302", "alice", f"alice=+u@{HOST} bob=-bobu@{HOST}")
+    ]
+
+
+def test_version_and_time(connect):
+    alice = connect("alice")
+    got = replies(alice, "VERSION", "005")
+    assert got[0][0] == "351" and got[0][1:3] == ("alice", f"ircish-{__version__}")
+    assert any("CASEMAPPING=ascii" in reply for reply in got[-1])
+    (time_reply,) = replies(alice, "TIME", "391")
+    assert time_reply[:3] == ("391", "alice", SERVER)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", time_reply[3])

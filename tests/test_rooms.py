@@ -79,6 +79,16 @@ def test_join_list_rejects_bad_names_and_joins_the_rest(server, connect, bad):
     assert [m.params for m in msgs if m.command == "JOIN"] == [("#a",), ("#b",)]
     assert server.world.find_room(bad) is None
     assert set(server.world.find_user("alice").rooms) == {"#a", "#b"}
+    # Each room's burst stays whole: #a's replies, then the error, then #b's.
+    assert [(m.command, m.params[-1] if m.command == "JOIN" else "") for m in msgs] == [
+        ("JOIN", "#a"),
+        (p.RPL_NAMREPLY, ""),
+        (p.RPL_ENDOFNAMES, ""),
+        (p.ERR_BADCHANMASK, ""),
+        ("JOIN", "#b"),
+        (p.RPL_NAMREPLY, ""),
+        (p.RPL_ENDOFNAMES, ""),
+    ]
 
 
 def test_join_accepts_a_name_of_exactly_room_length(start_server, connect):

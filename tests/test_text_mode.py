@@ -310,3 +310,21 @@ def test_text_session_gets_no_server_ping(start_server, connect):
     # If the server pinged carol it would also drop her for never answering.
     assert carol.quiet(1.0) == []
     assert sync_text(carol) == []
+
+
+@pytest.mark.parametrize("bad", ["ab\x00cd", "a\rb"])
+def test_nul_or_cr_in_plain_text_is_refused_cleanly(connect, caplog, bad):
+    bob, carol = irc_then_text(connect, ROOM)
+    carol.send(bad.encode() + b"\n")
+    lines = sync_text(carol)
+    assert lines == ["! Line refused: it contains NUL or CR"]
+    assert not any(record.exc_info for record in caplog.records)
+    assert [m for m in bob.messages() if m.command == "PRIVMSG"] == []
+    carol.send("still here")
+    bob.expect(rf"^:{CAROL} PRIVMSG {ROOM} :still here$")
+
+
+def test_own_nick_change_reads_as_you(connect):
+    carol = text_session(connect, "carol")
+    carol.send("/nick caroline")
+    assert "* You are now known as caroline" in sync_text(carol)
