@@ -320,6 +320,10 @@ _NUMERICS: dict[str, NumericRenderer] = {
     p.RPL_LUSERUNKNOWN: _counted_text,
     p.RPL_LUSERCHANNELS: _counted_text,
     p.RPL_LUSERME: _text,
+    p.RPL_LOCALUSERS: _text,
+    p.RPL_GLOBALUSERS: _text,
+    # No MOTD is not a failure a person should be warned about.
+    p.ERR_NOMOTD: _text,
     p.RPL_AWAY: lambda msg: f"{_param(msg, 1)} is away: {_text(msg)}",
     p.RPL_UNAWAY: _text,
     p.RPL_NOWAWAY: _text,
@@ -355,6 +359,7 @@ _HIDDEN_NUMERICS = frozenset(
         p.RPL_CREATIONTIME,
         p.RPL_ENDOFNAMES,
         p.RPL_ENDOFHELP,
+        p.RPL_ENDOFWHOWAS,
     }
 )
 

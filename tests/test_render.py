@@ -100,6 +100,12 @@ def test_render_commands(line: str, me: str | None, expected: str) -> None:
         (f"{SRV} 003 carol :This server was created today", "This server was created today"),
         (f"{SRV} 251 carol :There are 3 users on 1 server", "There are 3 users on 1 server"),
         (f"{SRV} 255 carol :I have 3 clients", "I have 3 clients"),
+        (f"{SRV} 265 carol 2 2 :Current local users: 2, Max: 2", "Current local users: 2, Max: 2"),
+        (
+            f"{SRV} 266 carol 2 2 :Current global users: 2, Max: 2",
+            "Current global users: 2, Max: 2",
+        ),
+        (f"{SRV} 422 carol :MOTD File is missing", "MOTD File is missing"),
         (
             f"{SRV} 305 carol :You are no longer marked as being away",
             "You are no longer marked as being away",
@@ -203,6 +209,7 @@ def test_render_numerics(line: str, expected: str) -> None:
         f"{SRV} 323 carol :End of /LIST",
         f"{SRV} 329 carol #r {NOON}",
         f"{SRV} 706 carol join :End of /HELP",
+        f"{SRV} 369 carol nobody :End of WHOWAS",
         f"{SRV} 999 carol",
     ],
 )

@@ -79,7 +79,7 @@ def test_nick_alone_registers_a_text_session_that_sees_human_lines(connect):
     burst = lines[-1:] + sync_text(carol)
 
     assert burst[0] == f"Welcome to the ircish Network, {text_prefix('carol')}"
-    assert "! MOTD File is missing" in burst
+    assert "MOTD File is missing" in burst
     assert "-test.server- Type /help for commands, /list for rooms, /join #room to join." in burst
     raw = [line for line in burst if line.startswith(":") or re.match(r"\d{3} ", line)]
     assert raw == []

@@ -1,0 +1,261 @@
+"""What a typed line means: plain text for the current target, a slash command from the shared
+table (`ircish/slash.py`), or one of the client's own commands in `LOCAL_COMMANDS` (/query,
+/switch, /raw, /help), which need the client's state rather than the server. Also the
+Tab-completion candidates for a half-typed line and `/help`, which lists both tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ircish import slash
+from ircish.client.session import ROOM_PREFIXES, Note, Session, View, is_room
+from ircish.protocol import DEFAULT_LINE_BYTES, Message, ProtocolError, casefold, parse
+from ircish.protocol import truncate_utf8 as _truncate_utf8
+from ircish.slash import SLASH_COMMANDS, SlashError
+
+#: What a relayed `:nick!user@host` prefix may cost; our text must leave room for it.
+PREFIX_ALLOWANCE = 100
+#: Slash commands whose first argument is a room / a nick, for Tab completion.
+ROOM_ARGUMENT = frozenset({"join", "leave", "part", "switch", "who", "names", "topic", "list"})
+NICK_ARGUMENT = frozenset({"msg", "notice", "query", "whois"})
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCommand:
+    """A command the client answers itself; `run` returns True when the client should exit."""
+
+    name: str
+    syntax: str
+    summary: str
+    run: Callable[[CommandLine, str], bool]
+
+    @property
+    def usage(self) -> str:
+        return f"usage: /{self.name} {self.syntax}".rstrip()
+
+
+class CommandLine:
+    """Acts on typed lines for one session; hints and help go to `show`."""
+
+    def __init__(self, session: Session, show: Callable[[Note], None]) -> None:
+        self.session = session
+        self.show = show
+
+    def handle(self, line: str) -> bool:
+        """Act on one typed line; True when the client should exit (/quit)."""
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            return False
+        if line.startswith("//"):  # irssi: a doubled slash sends the text with one slash
+            return self._say(line[1:])
+        if not line.startswith("/"):
+            return self._say(line)
+        name, _, args = line[1:].partition(" ")
+        key = name.lower()
+        local = LOCAL_COMMANDS.get(key)
+        if local is not None:
+            return local.run(self, args)
+        if key not in SLASH_COMMANDS:
+            # Unlike the server's text mode, an unknown word is not sent as a raw line: a
+            # typo should not reach the server. /raw is the explicit way.
+            what = f"unknown command /{name}" if name else "empty command"
+            self.hint(f"{what}; /help lists the commands, /raw sends an IRC line as is")
+            return False
+        view = self.session.view()
+        # /me acts in a private chat too; the other commands default to the current room.
+        context = view.target if key == "me" else view.current_room
+        try:
+            msg = slash.translate(line, context)
+        except SlashError as exc:
+            self.hint(str(exc))
+            return False
+        if msg.command == "QUIT":
+            self.session.quit(msg.param(0))
+            return True
+        self.send(msg, echo=True)
+        return False
+
+    def send(self, msg: Message, echo: bool) -> None:
+        for part in split_long_message(msg):
+            try:
+                sent = self.session.send(part, echo=echo)
+            except ProtocolError as exc:
+                self.hint(f"cannot send that: {exc}")
+                return
+            if not sent:
+                self.hint("not connected to the server; nothing was sent")
+                return
+
+    def info(self, text: str) -> None:
+        self.show(Note(text))
+
+    def hint(self, text: str) -> None:
+        self.show(Note(text, "error"))
+
+    def _say(self, text: str) -> bool:
+        target = self.session.view().target
+        if target is None:
+            self.hint("you are in no room: /join #room first (or /query nick)")
+        else:
+            self.send(Message("PRIVMSG", [target, text]), echo=True)
+        return False
+
+
+def split_long_message(msg: Message) -> list[Message]:
+    """A PRIVMSG/NOTICE whose text would not fit one relayed line, as several messages."""
+    if msg.command not in ("PRIVMSG", "NOTICE") or len(msg.params) != 2:
+        return [msg]
+    target, text = msg.params
+    if text.startswith("\x01"):  # CTCP: one unit, never cut
+        return [msg]
+    overhead = len(f" {msg.command} {target} :\r\n".encode()) + PREFIX_ALLOWANCE
+    pieces = split_text(text, DEFAULT_LINE_BYTES - overhead)
+    return [Message(msg.command, [target, piece]) for piece in pieces]
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` UTF-8 bytes, cut at a space when one is near."""
+    pieces: list[str] = []
+    while len(text.encode()) > limit:
+        fits = len(_truncate_utf8(text.encode(), limit).decode("utf-8", "ignore"))
+        space = text.rfind(" ", 0, fits + 1)
+        if space > fits // 2:
+            pieces.append(text[:space])
+            text = text[space + 1 :]
+        else:
+            pieces.append(text[:fits])
+            text = text[fits:]
+    pieces.append(text)
+    return [piece for piece in pieces if piece] or [text]
+
+
+# The client's own commands.
+
+
+def _query(line: CommandLine, args: str) -> bool:
+    words = args.split()
+    view = line.session.view()
+    if not words:
+        line.session.query(None)
+        if view.current_room:
+            line.info(f"Talking in {view.current_room}")
+        else:
+            line.info("No private chat; you are in no room (/join #room)")
+        return False
+    if len(words) > 1 or is_room(words[0]) or "," in words[0]:
+        if is_room(words[0]):
+            line.hint(f"{words[0]} is a room: /switch {words[0]}")
+        else:
+            line.hint(LOCAL_COMMANDS["query"].usage)
+        return False
+    line.session.query(words[0])
+    line.info(f"Talking privately to {words[0]} (/query alone goes back to the room)")
+    return False
+
+
+def _switch(line: CommandLine, args: str) -> bool:
+    words = args.split()
+    view = line.session.view()
+    if len(words) != 1:
+        rooms = ", ".join(view.rooms) or "no room"
+        line.hint(f"{LOCAL_COMMANDS['switch'].usage} (you are in {rooms})")
+        return False
+    room = line.session.switch(words[0])
+    if room is None:
+        name = words[0] if is_room(words[0]) else "#" + words[0]
+        line.hint(f"you are not in {name}: /join {name} first")
+    else:
+        line.info(f"Talking in {room}")
+    return False
+
+
+def _raw(line: CommandLine, args: str) -> bool:
+    if not args.strip():
+        line.hint(LOCAL_COMMANDS["raw"].usage)
+        return False
+    try:
+        msg = parse(args.strip())
+    except ProtocolError as exc:
+        line.hint(f"not an IRC line: {exc}")
+        return False
+    if msg.command == "QUIT":  # so it is not taken for a lost connection and redialled
+        line.session.quit(msg.param(0))
+        return True
+    line.send(msg, echo=False)
+    return False
+
+
+def _help(line: CommandLine, args: str) -> bool:
+    words = args.split()
+    if not words:
+        line.show(Note("Commands (plain text goes to the current room or private chat):", "plain"))
+        for text in help_lines():
+            line.show(Note(text, "plain"))
+        return False
+    name = words[0].lstrip("/").lower()
+    if name not in LOCAL_COMMANDS and name not in SLASH_COMMANDS:
+        line.hint(f"no command /{name}; /help lists them")
+        return False
+    line.show(Note(help_lines([name])[0].strip(), "plain"))
+    return False
+
+
+LOCAL_COMMANDS: dict[str, LocalCommand] = {
+    row.name: row
+    for row in (
+        LocalCommand(
+            "query", "[nick]", "Talk privately to nick; /query alone goes back to the room.", _query
+        ),
+        LocalCommand("switch", "<#room>", "Make another room you are in the current one.", _switch),
+        LocalCommand("raw", "<IRC line>", "Send a line to the server as is.", _raw),
+        LocalCommand("help", "[command]", "Show the commands, or help for one.", _help),
+    )
+}
+
+
+def _help_entry(name: str) -> tuple[str, str]:
+    local = LOCAL_COMMANDS.get(name)
+    if local is not None:
+        return f"/{name} {local.syntax}".rstrip(), local.summary
+    row = SLASH_COMMANDS[name]
+    summary = f"Same as /{row.alias_of}." if row.alias_of else row.summary
+    return f"/{name} {row.syntax}".rstrip(), summary
+
+
+def help_lines(names: list[str] | None = None) -> list[str]:
+    """`/name syntax  summary` for the given commands (default: every one), aligned."""
+    names = names or sorted(set(SLASH_COMMANDS) | set(LOCAL_COMMANDS))
+    entries = [_help_entry(name) for name in names]
+    width = max(len(usage) for usage, _ in entries)
+    return [f"  {usage:<{width}}  {summary}" for usage, summary in entries]
+
+
+def command_names() -> list[str]:
+    return sorted(set(SLASH_COMMANDS) | set(LOCAL_COMMANDS))
+
+
+def completions(text: str, view: View) -> tuple[str, list[str]]:
+    """For the line typed so far: the word being completed and what it may become."""
+    words = text.split(" ")
+    word = words[-1]
+    if len(words) == 1 and word.startswith("/") and not word.startswith("//"):
+        stem = word[1:].lower()
+        # The space saves a keystroke: after a command name comes its argument.
+        return word, [f"/{name} " for name in command_names() if name.startswith(stem)]
+    command = words[0][1:].lower() if words[0].startswith("/") else None
+    first_argument = len(words) == 2
+    if word.startswith(tuple(ROOM_PREFIXES)) or (command in ROOM_ARGUMENT and first_argument):
+        stem = casefold(word)
+        return word, [
+            room
+            for room in view.rooms
+            if casefold(room).startswith(stem) or casefold(room)[1:].startswith(stem)
+        ]
+    pool = list(view.nicks if command in NICK_ARGUMENT and first_argument else view.members)
+    if view.query and view.query not in pool:
+        pool.append(view.query)
+    stem = casefold(word)
+    me = casefold(view.nick)
+    return word, [nick for nick in pool if casefold(nick).startswith(stem) and casefold(nick) != me]

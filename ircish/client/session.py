@@ -1,0 +1,670 @@
+"""One client's conversation with an IRC server: the TCP link (a reader thread, a sending
+thread behind a queue), registration (CAP, PASS, NICK, USER, nick fallback), the state the UI
+reads (our nick, rooms and their members, the current room, the private-chat target) and
+reconnecting with backoff. It knows nothing about terminals: every event goes to one listener
+callback that the UI supplies, from whichever thread produced it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import re
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ircish import protocol as p
+from ircish.protocol import Message, ProtocolError, casefold, parse
+from ircish.render import strip_formatting
+
+log = logging.getLogger(__name__)
+
+ROOM_PREFIXES = "#&"
+#: Status marks a NAMES reply may put before a nick (ISUPPORT PREFIX on other servers).
+MEMBER_PREFIXES = "~&@%+"
+MAX_BACKOFF = 30.0
+#: Bytes without a newline after which the server's stream is taken as broken.
+READ_LIMIT = 1 << 16
+#: Seconds /quit waits for the server to close the link after QUIT before closing it itself.
+QUIT_WAIT = 3.0
+#: Replies before 001 that no retry can fix: erroneous nick, wrong password, banned.
+_FATAL_BEFORE_WELCOME = frozenset({p.ERR_ERRONEUSNICKNAME, p.ERR_PASSWDMISMATCH, "465"})
+#: 433 nick in use; 437 nick temporarily unavailable (some servers, after a netsplit).
+_NICK_TAKEN = frozenset({p.ERR_NICKNAMEINUSE, "437"})
+_USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
+#: The burst after 001 (server info, LUSERS, MOTD): shown once, not again on each reconnect.
+_WELCOME_BURST = frozenset(
+    {"002", "003", "004", "005", "250", "251", "252", "253", "254", "255", "265", "266"}
+    | {"375", "372", "376", "422"}
+)
+
+
+class ConnectError(Exception):
+    """The server could not be reached; the text is one line for a person."""
+
+
+def is_room(name: str) -> bool:
+    return name[:1] in ROOM_PREFIXES
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait before reconnect attempt number `failures` + 1: 1, 2, 4, ... 30."""
+    return min(2.0 ** min(failures, 16), MAX_BACKOFF)
+
+
+def describe(exc: BaseException) -> str:
+    """A socket error as a few words ("Connection refused"), without errno noise."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Where to connect and as whom; built by the CLI."""
+
+    nick: str
+    host: str = "127.0.0.1"
+    port: int = 6667
+    realname: str | None = None
+    password: str | None = None
+    #: Rooms to join once registered (the last one becomes the current room).
+    rooms: tuple[str, ...] = ()
+    reconnect: bool = True
+    connect_timeout: float = 10.0
+    #: Seconds of silence before we PING the server; as long again without an answer = lost.
+    idle_timeout: float = 60.0
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def username(self) -> str:
+        return _USERNAME_JUNK.sub("", self.nick)[:16] or "user"
+
+
+# Events handed to the listener.
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message to show: from the server, or our own PRIVMSG/NOTICE as sent (local echo).
+    `me` is our nick when it arrived: a NICK must be rendered with the old one."""
+
+    msg: Message
+    me: str | None
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line from the client itself: `info` (status), `error` (a hint or failure), `plain`."""
+
+    text: str
+    kind: str = "info"
+
+
+@dataclass(frozen=True)
+class Changed:
+    """Nick, rooms, current target or online state changed: redraw the prompt."""
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The session is over (quit, fatal error, or lost with reconnect off)."""
+
+    exit_code: int
+
+
+Event = Incoming | Note | Changed | Closed
+Listener = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class View:
+    """A consistent snapshot of the session state for the prompt and completion."""
+
+    nick: str
+    online: bool
+    rooms: tuple[str, ...]  # in join order
+    current_room: str | None
+    query: str | None
+    members: tuple[str, ...]  # nicks in the current room
+    nicks: tuple[str, ...]  # everyone we share a room with
+
+    @property
+    def target(self) -> str | None:
+        """Where plain text goes: the private-chat nick, else the current room."""
+        return self.query or self.current_room
+
+
+@dataclass
+class _Room:
+    name: str
+    members: dict[str, str] = field(default_factory=dict)  # casefolded nick -> nick
+
+
+_CLOSE = None  # the sending thread's stop mark
+
+
+class _Link:
+    """One TCP connection: the socket, its outbound queue and the thread that drains it.
+
+    `send` only queues, so the UI never waits on the network; the sending thread joins
+    whatever has queued into one write. `read` is for the network thread alone.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._buffer = b""
+        self._sender = threading.Thread(target=self._drain, name="ircish-client-send", daemon=True)
+        self._sender.start()
+
+    def send(self, msg: Message) -> None:
+        """Queue `msg`. Raises ProtocolError if it cannot be one IRC line."""
+        data = msg.to_bytes()
+        if log.isEnabledFor(logging.DEBUG):
+            shown = "PASS ****" if msg.command == "PASS" else data.rstrip(b"\r\n").decode()
+            log.debug(">> %s", shown)
+        self._outbox.put(data)
+
+    def read(self) -> list[str] | None:
+        """The complete lines that one recv brought (maybe none), or None at end of stream.
+        Raises TimeoutError after the socket's idle timeout, OSError if the link broke."""
+        data = self.sock.recv(65536)
+        if not data:
+            return None
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        if len(self._buffer) > READ_LIMIT:
+            raise ConnectionError(f"the server sent {READ_LIMIT} bytes without a line end")
+        return [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self._outbox.get()]
+            while True:
+                try:
+                    batch.append(self._outbox.get_nowait())
+                except queue.Empty:
+                    break
+            data = b"".join(itertools.takewhile(lambda item: item is not _CLOSE, batch))
+            if data:
+                try:
+                    self.sock.sendall(data)
+                except OSError as exc:
+                    log.debug("send failed: %s", describe(exc))
+                    self.interrupt()
+                    return
+            if _CLOSE in batch:
+                return
+
+    def interrupt(self) -> None:
+        """Shut the socket down both ways: a blocked recv or sendall returns at once."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Send what is queued (briefly), then close the socket."""
+        self._outbox.put(_CLOSE)
+        self._sender.join(timeout=2.0)
+        if self._sender.is_alive():
+            self.interrupt()
+            self._sender.join(timeout=1.0)
+        self.sock.close()
+
+
+class Session:
+    """The client's connection and state. `start` connects; the network thread then
+    registers, answers PING, keeps the state and reconnects; the UI thread calls `send`,
+    `view`, `query`, `switch`, `sync` and `quit`. `_lock` guards the state below it."""
+
+    def __init__(self, config: SessionConfig, listener: Listener) -> None:
+        self.config = config
+        self._listener = listener
+        self._lock = threading.Lock()
+        self._state_changed = threading.Condition(self._lock)
+        self._nick = config.nick  # the nick we have, or are trying
+        self._wanted_nick = config.nick  # what to ask for on (re)connect
+        self._registered = False
+        self._closed = False
+        self._rooms: dict[str, _Room] = {}  # casefolded name -> room, in join order
+        self._current_room: str | None = None
+        self._query: str | None = None
+        self._pending_names: dict[str, dict[str, str]] = {}
+        self._to_join: list[str] = list(config.rooms)  # JOINed after the next 001
+        self._rejoining: set[str] = set()  # a rejoin keeps the person's current room
+        self._link: _Link | None = None
+        self._syncs: dict[str, threading.Event] = {}
+        # Written by the network thread only.
+        self._failures = 0
+        self._welcomed_before = False
+        self._quiet_burst = False  # a reconnect's welcome burst, which is not shown again
+        self._fatal: str | None = None
+        self._quitting = threading.Event()
+        self._tokens = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self.exit_code: int | None = None
+
+    # -- the UI's side ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and start the network thread. Raises ConnectError if the server can't be
+        reached (only this first time: later losses reconnect)."""
+        link = self._open_link()
+        with self._lock:
+            self._link = link
+        self._note(f"Connected to {self.config.address}")
+        self._thread = threading.Thread(
+            target=self._run, args=(link,), name="ircish-client-net", daemon=True
+        )
+        self._thread.start()
+
+    def view(self) -> View:
+        with self._lock:
+            rooms = list(self._rooms.values())
+            current = self._rooms.get(casefold(self._current_room or ""))
+            members = sorted(current.members.values(), key=casefold) if current else []
+            everyone = {nick for room in rooms for nick in room.members.values()}
+            return View(
+                nick=self._nick,
+                online=self._registered,
+                rooms=tuple(room.name for room in rooms),
+                current_room=self._current_room,
+                query=self._query,
+                members=tuple(members),
+                nicks=tuple(sorted(everyone, key=casefold)),
+            )
+
+    def send(self, msg: Message, echo: bool = False) -> bool:
+        """Queue `msg` for the server; never blocks. False (nothing sent) if not registered.
+        With `echo`, a PRIVMSG/NOTICE is also shown as our own (servers don't echo it).
+        Raises ProtocolError if `msg` cannot be one IRC line."""
+        with self._lock:
+            link = self._link if self._registered else None
+            me = self._nick
+        if link is None:
+            return False
+        link.send(msg)
+        if echo and msg.command in ("PRIVMSG", "NOTICE") and casefold(msg.param(0)) != casefold(me):
+            self._emit(Incoming(Message(msg.command, msg.params, prefix=me), me))
+        return True
+
+    def query(self, nick: str | None) -> None:
+        """Make `nick` the target of plain text; None goes back to the current room."""
+        with self._lock:
+            self._query = nick
+        self._emit(Changed())
+
+    def switch(self, room: str) -> str | None:
+        """Make a joined room current (and leave any private chat); its name, or None."""
+        with self._lock:
+            joined = self._rooms.get(casefold(room if is_room(room) else "#" + room))
+            if joined is None:
+                return None
+            self._current_room, self._query = joined.name, None
+        self._emit(Changed())
+        return joined.name
+
+    def wait_registered(self, timeout: float | None = None) -> bool:
+        """Wait until registered (True) or the session is over or `timeout` passed (False)."""
+        with self._state_changed:
+            self._state_changed.wait_for(lambda: self._registered or self._closed, timeout)
+            return self._registered
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait until the server has answered everything sent so far (a PING round trip),
+        so every reply to it has been handed to the listener."""
+        token = f"ircish-sync-{next(self._tokens)}"
+        done = threading.Event()
+        with self._lock:
+            link = self._link if self._registered else None
+            if link is None:
+                return False
+            self._syncs[token] = done
+        link.send(Message("PING", [token]))
+        answered = done.wait(timeout)
+        with self._lock:
+            self._syncs.pop(token, None)
+        return answered
+
+    def quit(self, reason: str = "") -> None:
+        """Send QUIT, wait a bounded time for the server to close the link, stop for good."""
+        self._quitting.set()
+        with self._lock:
+            link = self._link
+        if link is not None:
+            try:
+                link.send(Message("QUIT", [reason] if reason else []))
+            except ProtocolError:
+                link.send(Message("QUIT", []))
+        thread = self._thread
+        if thread is None:
+            self._finish(0)
+            return
+        if thread is threading.current_thread():
+            return
+        thread.join(QUIT_WAIT)
+        if thread.is_alive() and link is not None:
+            link.interrupt()
+            thread.join(QUIT_WAIT)
+
+    def wait_closed(self, timeout: float | None = None) -> int | None:
+        """The exit code once the session is over, or None if still running after `timeout`."""
+        with self._state_changed:
+            self._state_changed.wait_for(lambda: self._closed, timeout)
+            return self.exit_code
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def connected(self) -> bool:
+        """A link is up (registered or registering); False while waiting to reconnect."""
+        with self._lock:
+            return self._link is not None
+
+    # -- the network thread -------------------------------------------------------------------
+
+    def _open_link(self) -> _Link:
+        try:
+            sock = socket.create_connection(
+                (self.config.host, self.config.port), timeout=self.config.connect_timeout
+            )
+        except (OSError, UnicodeError) as exc:
+            reason = describe(exc)
+            raise ConnectError(f"cannot connect to {self.config.address}: {reason}") from None
+        sock.settimeout(self.config.idle_timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return _Link(sock)
+
+    def _run(self, link: _Link) -> None:
+        code = 1
+        try:
+            code = self._serve_until_done(link)
+        except Exception:
+            log.exception("the network thread failed")
+        finally:
+            self._finish(code)
+
+    def _serve_until_done(self, link: _Link | None) -> int:
+        while link is not None:
+            reason = self._serve(link)
+            self._lose(link)
+            if self._quitting.is_set():
+                return 0
+            if self._fatal is not None:
+                return 1
+            self._note(f"Connection lost: {reason}" if reason else "Connection lost", "error")
+            if not self.config.reconnect:
+                return 1
+            link = self._reconnect()
+        return 0  # /quit while waiting to reconnect
+
+    def _reconnect(self) -> _Link | None:
+        while True:
+            delay = backoff_delay(self._failures)
+            self._failures += 1
+            self._note(f"Reconnecting to {self.config.address} in {delay:g} s")
+            if self._quitting.wait(delay):
+                return None
+            try:
+                link = self._open_link()
+            except ConnectError as exc:
+                self._note(str(exc), "error")
+                continue
+            with self._lock:
+                self._link = link
+            self._note(f"Connected to {self.config.address}")
+            return link
+
+    def _serve(self, link: _Link) -> str | None:
+        """Register on `link` and handle what arrives until it ends; why it ended (None when
+        the server said so in an ERROR line the person has already seen)."""
+        with self._lock:
+            self._link = link
+            self._nick = self._wanted_nick
+        try:
+            self._register(link)
+        except ProtocolError as exc:
+            self._fatal = f"cannot register: {exc}"
+            self._note(self._fatal, "error")
+            return self._fatal
+        waiting_for_pong = False
+        error_shown = False
+        while True:
+            try:
+                lines = link.read()
+            except TimeoutError:
+                if waiting_for_pong or self._quitting.is_set():
+                    return f"no answer from the server for {2 * self.config.idle_timeout:g} s"
+                link.send(Message("PING", ["ircish-idle"]))
+                waiting_for_pong = True
+                continue
+            except OSError as exc:
+                return describe(exc)
+            if lines is None:
+                return None if error_shown else "the server closed the connection"
+            waiting_for_pong = False
+            for line in lines:
+                if not line:
+                    continue
+                log.debug("<< %s", line)
+                try:
+                    msg = parse(line)
+                except ProtocolError as exc:
+                    log.warning("ignoring a line from the server (%s): %r", exc, line)
+                    continue
+                self._handle(link, msg)
+                if self._fatal is not None:
+                    return self._fatal
+                error_shown = error_shown or msg.command == "ERROR"
+
+    def _register(self, link: _Link) -> None:
+        config = self.config
+        # CAP LS first: a server that knows CAP holds registration until our CAP END, so we
+        # could request capabilities later without changing this order.
+        link.send(Message("CAP", ["LS", "302"]))
+        if config.password is not None:
+            link.send(Message("PASS", [config.password]))
+        link.send(Message("NICK", [self._nick]))
+        link.send(Message("USER", [config.username, "0", "*", config.realname or config.nick]))
+
+    def _handle(self, link: _Link, msg: Message) -> None:
+        command = msg.command
+        if command == "PING":
+            link.send(Message("PONG", list(msg.params[-1:]) or ["ircish"]))
+            return
+        if command == "PONG":
+            self._answered(msg.params[-1] if msg.params else "")
+            return
+        if command == "CAP":
+            # `CAP * LS * :caps` means more lines follow (CAP 302); END after the last one.
+            if msg.param(1).upper() == "LS" and msg.param(2) != "*":
+                link.send(Message("CAP", ["END"]))
+            return
+        if not self._registered and self._before_welcome(link, msg):
+            return
+        if command == p.RPL_WELCOME:
+            self._welcome(link, msg)
+            return
+        me = self._nick
+        changed = self._apply(msg, me)
+        quiet = (command == "ERROR" and self._quitting.is_set()) or (
+            command in _WELCOME_BURST and self._quiet_burst
+        )
+        if command in (p.RPL_ENDOFMOTD, p.ERR_NOMOTD):
+            self._quiet_burst = False  # the burst is over: a later /motd is shown
+        if not quiet:
+            self._emit(Incoming(msg, me))
+        if changed:
+            self._emit(Changed())
+
+    def _before_welcome(self, link: _Link, msg: Message) -> bool:
+        """Registration replies the person needn't see as such; True if `msg` was one."""
+        command = msg.command
+        if command in _NICK_TAKEN:
+            taken = self._nick
+            with self._lock:
+                self._nick = taken + "_"
+            self._note(f"Nick {taken} is taken, trying {self._nick}")
+            link.send(Message("NICK", [self._nick]))
+            return True
+        if command in _FATAL_BEFORE_WELCOME:
+            self._emit(Incoming(msg, None))
+            self._fatal = strip_formatting(msg.params[-1] if msg.params else command)
+            if command == p.ERR_ERRONEUSNICKNAME and self._nick != self._wanted_nick:
+                self._note(f"Nick {self._wanted_nick} is taken and {self._nick} is refused")
+            return True
+        if command == p.ERR_UNKNOWNCOMMAND and msg.param(1).upper() == "CAP":
+            return True  # a server from before CAP: it registers us without it
+        if command == "NOTICE":
+            # Pre-registration notices ("*** Looking up your hostname", ircish's hint for
+            # nc users to type /nick) are not meant for a client that registers itself.
+            log.info("server notice: %s", strip_formatting(msg.param(1)))
+            return True
+        return False
+
+    def _apply(self, msg: Message, me: str) -> bool:
+        """Update the state for `msg`; True if the prompt may show something new."""
+        command = msg.command
+        source = msg.source_nick or ""
+        mine = casefold(source) == casefold(me)
+        with self._state_changed:
+            if command == "JOIN":
+                if mine:
+                    self._joined_locked(msg.param(0))
+                    return True
+                self._add_member_locked(msg.param(0), source)
+            elif command in ("PART", "KICK"):
+                gone = source if command == "PART" else msg.param(1)
+                if casefold(gone) == casefold(me):
+                    self._left_locked(msg.param(0))
+                    return True
+                room = self._rooms.get(casefold(msg.param(0)))
+                if room is not None:
+                    room.members.pop(casefold(gone), None)
+            elif command == "QUIT":
+                for room in self._rooms.values():
+                    room.members.pop(casefold(source), None)
+            elif command == "NICK":
+                return self._renamed_locked(source, msg.param(0), mine)
+            elif command == p.RPL_NAMREPLY and len(msg.params) >= 3:
+                names = self._pending_names.setdefault(casefold(msg.params[-2]), {})
+                for name in msg.params[-1].split():
+                    nick = name.lstrip(MEMBER_PREFIXES)
+                    if nick:
+                        names[casefold(nick)] = nick
+            elif command == p.RPL_ENDOFNAMES:
+                key = casefold(msg.param(1))
+                names = self._pending_names.pop(key, None)
+                if key in self._rooms and names is not None:
+                    self._rooms[key].members = names
+        return False
+
+    def _welcome(self, link: _Link, msg: Message) -> None:
+        with self._lock:
+            if msg.param(0) and msg.param(0) != "*":
+                self._nick = msg.param(0)
+            rooms, self._to_join = self._to_join, []
+            rejoining = bool(self._rejoining)
+            me = self._nick
+        self._failures = 0
+        self._quiet_burst, self._welcomed_before = self._welcomed_before, True
+        self._emit(Incoming(msg, me))
+        if rejoining and rooms:
+            self._note(f"Rejoining {', '.join(rooms)}")
+        # The JOINs go out before we count as registered, so whatever the UI sends next
+        # (a script's line waits for registration, then a PING round trip) finds the
+        # rooms joined.
+        for room in rooms:
+            link.send(Message("JOIN", [room]))
+        with self._state_changed:
+            self._registered = True
+            self._state_changed.notify_all()
+        self._emit(Changed())
+
+    def _joined_locked(self, name: str) -> None:
+        key = casefold(name)
+        self._rooms[key] = _Room(name, {casefold(self._nick): self._nick})
+        if key in self._rejoining:
+            self._rejoining.discard(key)
+            if self._current_room is None or casefold(self._current_room) == key:
+                self._current_room = name
+        else:
+            # A room the person asked to join becomes where their text goes.
+            self._current_room, self._query = name, None
+
+    def _left_locked(self, name: str) -> None:
+        key = casefold(name)
+        self._rooms.pop(key, None)
+        self._pending_names.pop(key, None)
+        if self._current_room is not None and casefold(self._current_room) == key:
+            # Back to the room joined most recently of those still joined.
+            self._current_room = next(reversed(self._rooms.values())).name if self._rooms else None
+
+    def _add_member_locked(self, room_name: str, nick: str) -> None:
+        room = self._rooms.get(casefold(room_name))
+        if room is not None and nick:
+            room.members[casefold(nick)] = nick
+
+    def _renamed_locked(self, old: str, new: str, mine: bool) -> bool:
+        for room in self._rooms.values():
+            if room.members.pop(casefold(old), None) is not None:
+                room.members[casefold(new)] = new
+        changed = mine
+        if mine:
+            self._nick = self._wanted_nick = new
+        if self._query is not None and casefold(self._query) == casefold(old):
+            self._query, changed = new, True
+        return changed
+
+    def _answered(self, token: str) -> None:
+        with self._lock:
+            done = self._syncs.pop(token, None)
+        if done is not None:
+            done.set()
+
+    def _lose(self, link: _Link) -> None:
+        """The link is gone: close it, remember the rooms to rejoin, wake every waiter."""
+        link.close()
+        with self._state_changed:
+            # Lost before 001: what we meant to join is still in _to_join.
+            if self._registered:
+                self._to_join = [room.name for room in self._rooms.values()]
+                self._rejoining = {casefold(name) for name in self._to_join}
+            self._registered = False
+            self._link = None
+            self._rooms.clear()
+            self._pending_names.clear()
+            waiters, self._syncs = list(self._syncs.values()), {}
+            self._state_changed.notify_all()
+        for done in waiters:
+            done.set()
+        self._emit(Changed())
+
+    def _finish(self, code: int) -> None:
+        with self._state_changed:
+            self.exit_code = code
+            self._closed = True
+            self._state_changed.notify_all()
+        self._emit(Closed(code))
+
+    def _note(self, text: str, kind: str = "info") -> None:
+        self._emit(Note(text, kind))
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self._listener(event)
+        except Exception:
+            log.exception("the UI failed to show %r", event)

@@ -1,0 +1,300 @@
+"""ircish-client pieces without a terminal: formatting (timestamp, nick colours, tables),
+completion, message splitting, backoff, and the session's state against a real server in the
+test process."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import TIMEOUT, Client, wait_for
+
+from ircish.client.input_line import completions, help_lines, split_long_message, split_text
+from ircish.client.session import (
+    Changed,
+    Event,
+    Incoming,
+    Note,
+    Session,
+    SessionConfig,
+    View,
+    backoff_delay,
+)
+from ircish.client.ui import Formatter, align_table, colour_wanted, nick_colour
+from ircish.protocol import Message, parse
+from ircish.render import render
+
+
+def formatted(line: str, me: str = "carol", colour: bool = False) -> list[str]:
+    return Formatter(colour, clock=lambda: "12:34").lines(Incoming(parse(line), me))
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (":bob!b@h PRIVMSG #general :hi", "12:34 [#general] <bob> hi"),
+        (":bob!b@h PRIVMSG carol :psst", "12:34 [private] <bob> psst"),
+        (":carol!c@h PRIVMSG bob :psst", "12:34 -> *bob* psst"),
+        (":bob!b@h PRIVMSG #general :\x01ACTION waves\x01", "12:34 [#general] * bob waves"),
+        (":bob!b@h JOIN #general", "12:34 * bob joined #general"),
+        (":bob!b@h QUIT :gone", "12:34 * bob quit (gone)"),
+        (":srv 401 carol dave :No such nick", "12:34 ! No such nick: dave"),
+    ],
+)
+def test_every_line_is_render_output_with_a_timestamp(line, expected):
+    assert formatted(line) == [expected]
+    assert expected.endswith(render(parse(line), "carol") or "")
+
+
+def test_protocol_chatter_shows_nothing():
+    assert formatted(":srv PONG srv :token") == []
+    assert formatted(":srv 366 carol #general :End of /NAMES list") == []
+
+
+def test_nick_colour_is_stable_and_ignores_case():
+    # Pinned: a colour from hash() would change from one run to the next.
+    assert nick_colour("bob") == nick_colour("BOB") == "92"
+    assert nick_colour("alice") == "93"
+    assert nick_colour("alice") != nick_colour("bob")
+
+
+def test_colour_marks_the_nick_and_errors():
+    bob = nick_colour("bob")
+    assert formatted(":bob!b@h PRIVMSG #bob :hi bob", colour=True) == [
+        f"12:34 [#bob] <\x1b[{bob}mbob\x1b[0m> hi bob"
+    ]
+    assert formatted(":carol!c@h PRIVMSG bob :x", colour=True) == [
+        f"12:34 -> *\x1b[{bob}mbob\x1b[0m* x"
+    ]
+    assert formatted(":srv 401 carol dave :No such nick", colour=True) == [
+        "12:34 \x1b[31m! No such nick: dave\x1b[0m"
+    ]
+    assert "\x1b" not in "".join(formatted(":bob!b@h PRIVMSG #bob :hi", colour=False))
+
+
+class FakeStream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    ("tty", "environ", "expected"),
+    [
+        (True, {}, True),
+        (True, {"NO_COLOR": "1"}, False),
+        (True, {"NO_COLOR": ""}, True),  # no-color.org: set *and* not empty
+        (False, {}, False),
+    ],
+)
+def test_colour_only_on_a_terminal_without_no_color(tty, environ, expected):
+    assert colour_wanted(FakeStream(tty), environ) is expected
+
+
+def test_who_rows_wait_for_the_end_and_come_out_aligned():
+    formatter = Formatter(False, clock=lambda: "12:34")
+    rows = [
+        ":srv 352 carol #general u host.example srv bob H :0 Bob",
+        ":srv 352 carol #general longuser h2 srv alexandra G :0 Alex",
+    ]
+    for row in rows:
+        assert formatter.lines(Incoming(parse(row), "carol")) == []
+    assert formatter.lines(Incoming(parse(":srv 315 carol #general :End of WHO"), "carol")) == [
+        "12:34 Users in #general:",
+        "12:34   #general  bob        u@host.example  Bob",
+        "12:34   #general  alexandra  longuser@h2     Alex (away)",
+    ]
+    assert formatter.lines(Incoming(parse(":srv 315 carol #empty :End"), "carol")) == [
+        "12:34 No users match #empty"
+    ]
+
+
+def test_align_table_keeps_the_last_cell_as_is():
+    assert align_table(["  #a  1 user  some  topic", "  #longer  12 users"], 3) == [
+        "  #a       1 user    some  topic",
+        "  #longer  12 users",
+    ]
+
+
+def test_notes_are_marked_by_kind():
+    formatter = Formatter(False, clock=lambda: "12:34")
+    assert formatter.lines(Note("Connected")) == ["12:34 -- Connected"]
+    assert formatter.lines(Note("usage: /msg", "error")) == ["12:34 ! usage: /msg"]
+    assert formatter.lines(Note("  /help", "plain")) == ["12:34   /help"]
+
+
+# -- typing -----------------------------------------------------------------------------------
+
+VIEW = View(
+    nick="carol",
+    online=True,
+    rooms=("#general", "#games"),
+    current_room="#general",
+    query=None,
+    members=("bob", "Bea", "carol"),
+    nicks=("alice", "bob", "Bea", "carol"),
+)
+
+
+@pytest.mark.parametrize(
+    ("typed", "word", "candidates"),
+    [
+        ("/jo", "/jo", ["/join "]),
+        ("/s", "/s", ["/switch "]),
+        ("/switch g", "g", ["#general", "#games"]),
+        ("/leave #ga", "#ga", ["#games"]),
+        ("hello b", "b", ["bob", "Bea"]),
+        ("hello al", "al", []),  # alice is not in the current room
+        ("/msg al", "al", ["alice"]),  # but /msg may go to anyone we share a room with
+        ("hi ca", "ca", []),  # never yourself
+        ("see #g", "#g", ["#general", "#games"]),
+    ],
+)
+def test_completion(typed, word, candidates):
+    assert completions(typed, VIEW) == (word, candidates)
+
+
+def test_help_lists_both_tables():
+    text = "\n".join(help_lines())
+    for usage in ("/join <#room>", "/query [nick]", "/switch <#room>", "/raw <IRC line>"):
+        assert usage in text
+    assert "/part [#room] [reason]  " in text and "Same as /leave." in text
+
+
+def test_long_text_is_split_at_spaces_into_lines_that_fit():
+    text = " ".join(f"word{i:03d}" for i in range(200))
+    parts = split_long_message(Message("PRIVMSG", ["#general", text]))
+    assert len(parts) > 1
+    assert " ".join(part.params[1] for part in parts) == text
+    assert all(len(part.to_bytes()) <= 512 - 100 for part in parts)
+    assert split_text("é" * 300, 100) == ["é" * 50] * 6  # never inside a UTF-8 character
+    assert split_long_message(Message("PRIVMSG", ["#g", "short"])) == [
+        Message("PRIVMSG", ["#g", "short"])
+    ]
+
+
+def test_backoff_doubles_up_to_30_seconds():
+    assert [backoff_delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+# -- the session against a real server ---------------------------------------------------------
+
+
+class Recorder:
+    """A listener that keeps every event (from any thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def rendered(self) -> list[str]:
+        with self.lock:
+            events = list(self.events)
+        return [
+            line
+            for event in events
+            if isinstance(event, Incoming)
+            for line in [render(event.msg, event.me)]
+            if line
+        ]
+
+
+@pytest.fixture
+def open_session(server) -> Iterator[Callable[..., tuple[Session, Recorder]]]:
+    sessions: list[Session] = []
+
+    def start(nick: str, *rooms: str) -> tuple[Session, Recorder]:
+        recorder = Recorder()
+        config = SessionConfig(nick=nick, port=server.address[1], rooms=rooms, reconnect=False)
+        session = Session(config, recorder)
+        session.start()
+        sessions.append(session)
+        assert session.wait_registered(TIMEOUT)
+        assert session.sync(TIMEOUT)
+        return session, recorder
+
+    yield start
+    for session in sessions:
+        session.quit()
+
+
+def test_session_tracks_rooms_members_and_the_current_target(open_session, connect):
+    bob = connect("bob")
+    bob.send("JOIN #a")
+    bob.expect("JOIN #a")
+    session, recorder = open_session("carol", "#a", "#b")
+    view = session.view()
+    assert view.rooms == ("#a", "#b")
+    assert view.current_room == "#b"
+    assert session.switch("a") == "#a"
+    assert session.view().members == ("bob", "carol")
+
+    session.query("bob")
+    assert session.view().target == "bob"
+    bob.send("NICK robert")
+    bob.expect("NICK")
+    session.sync(TIMEOUT)
+    view = session.view()
+    assert view.members == ("carol", "robert")
+    assert view.query == "robert"  # the private chat follows the rename
+    assert any(isinstance(event, Changed) for event in recorder.events)
+
+    session.query(None)
+    session.send(Message("PART", ["#a"]))
+    session.sync(TIMEOUT)
+    assert session.view().current_room == "#b"  # back to the room still joined
+    assert "* You left #a" in recorder.rendered()
+
+
+def test_own_messages_are_echoed_once_and_nothing_is_sent_offline(open_session, connect):
+    bob: Client = connect("bob")
+    session, recorder = open_session("carol", "#a")
+    assert session.send(Message("PRIVMSG", ["bob", "hi"]), echo=True)
+    bob.expect("PRIVMSG bob :?hi")
+    wait_for(lambda: "-> *bob* hi" in recorder.rendered())
+    session.quit()
+    assert session.wait_closed(TIMEOUT) == 0
+    assert not session.send(Message("PRIVMSG", ["bob", "again"]), echo=True)
+    assert recorder.rendered().count("-> *bob* hi") == 1
+    assert not any(re.search("again", line) for line in recorder.rendered())
+
+
+def test_a_silent_server_is_noticed_and_the_session_ends():
+    """A server that stops answering (no data, no PONG) is taken as lost: never a hang."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    recorder = Recorder()
+    config = SessionConfig(
+        nick="carol", port=listener.getsockname()[1], reconnect=False, idle_timeout=0.2
+    )
+    session = Session(config, recorder)
+    try:
+        session.start()
+        peer, _ = listener.accept()
+        with peer:
+            peer.settimeout(TIMEOUT)
+            peer.sendall(b":fake 001 carol :Welcome\r\n")
+            assert session.wait_registered(TIMEOUT)
+            assert session.wait_closed(TIMEOUT) == 1
+            received = b""
+            while chunk := peer.recv(4096):
+                received += chunk
+        assert b"\r\nPING " in received  # it asked before giving up
+    finally:
+        session.quit()
+        listener.close()
+    notes = [event.text for event in recorder.events if isinstance(event, Note)]
+    assert "Connection lost: no answer from the server for 0.4 s" in notes
