@@ -7,14 +7,11 @@ first line (IRC or human text) and hands each message to the dispatcher.
 Sending: `Connection.send` never blocks and never reorders. It appends the
 bytes to this connection's outbox under the outbox lock (the last lock in
 the order of ircish/world.py) and, if no sender owns the connection yet,
-takes the writer role: a reader thread remembers the connection and writes
-it itself after the command, when it holds no lock; any other thread hands
-it to the `SenderPool`. A writer sends everything that has queued in one
-`send` with MSG_DONTWAIT; if the kernel buffer is full, the connection is
-parked with the pool's poller thread until it is writable and then drained
-by a pool thread, so a receiver that stops reading holds up no thread and
-nobody else. Past `sendq_bytes` queued, the connection is dropped
-("SendQ exceeded").
+hands it to the `SenderPool`. A pool thread writes everything that has
+queued in one `send` with MSG_DONTWAIT; if the kernel buffer is full, the
+connection is parked with the pool's poller thread until it is writable, so
+a receiver that stops reading holds up no thread and nobody else. Past
+`sendq_bytes` queued, the connection is dropped ("SendQ exceeded").
 
 Closing: the socket is shut down by the sender that flushed the last bytes
 (or aborted), which wakes the reader; the reader removes the user from the
@@ -50,25 +47,6 @@ CLOSE_GRACE_SECONDS = 5.0
 #: so with a reader thread per client this is paid per idle connection:
 #: 16 KiB cost ~10 kB RSS more per connection than 4 KiB (bench/, idle).
 RECV_BYTES = 4096
-
-
-#: Per reader thread: the outboxes it took the writer role for while handling
-#: one chunk of input. Writing them itself, once it holds no lock, spares a
-#: sender-pool wake-up per reply or private message (bench/, dm scenario).
-_claimed = threading.local()
-
-
-def flush_claimed() -> None:
-    """Write the outboxes this thread claimed; call only while holding no lock."""
-    conns = _claimed.conns
-    while conns:
-        batch = conns[:]
-        conns.clear()
-        for conn in batch:
-            try:
-                conn._flush()
-            except Exception:
-                log.exception("unexpected error flushing %s", conn)
 
 
 class SenderPool:
@@ -238,10 +216,6 @@ class Connection:
         if overflow:
             log.info("%s: SendQ exceeded (%d bytes)", self, self._queued)
             self.close("SendQ exceeded", flush=False)
-            return
-        claimed = getattr(_claimed, "conns", None)
-        if claimed is not None:
-            claimed.append(self)  # this reader thread writes it once it holds no lock
         else:
             self.server.senders.schedule(self)
 
@@ -354,7 +328,6 @@ class Connection:
 
     def _read_loop(self) -> None:
         reason = "Connection closed"
-        _claimed.conns = []
         try:
             reason = self._read_lines()
         except OSError as exc:
@@ -381,7 +354,6 @@ class Connection:
                 self._take_line(line.rstrip(b"\r"))
                 if self._closing:
                     return self.quit_reason or "Connection closed"
-            flush_claimed()
             buf = buf[start:]
             if len(buf) > limits.read_buffer_bytes:
                 log.info(
@@ -432,7 +404,6 @@ class Connection:
         except Exception:
             log.exception("%s: error while removing", self)
         self.close(reason, flush=True)
-        flush_claimed()
         with self._lock:
             self._reader_done = True
             close_fd = self._take_fd_locked()
