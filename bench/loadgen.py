@@ -1,0 +1,755 @@
+"""The load generator: worker processes that each drive a share of the IRC clients.
+
+A worker owns its clients' sockets and one epoll loop. The controller (scenarios.py)
+talks to it over a pipe, one phase at a time: `setup` (paced connect, register, join),
+`fanout`/`dm` (traffic), `status` (counters, during the drain), `finish` (latency
+samples), `ping` (every client PINGs and waits for its PONG), `churn`
+(connect/join/quit cycles), `close`. Clients always answer the server's PINGs.
+
+Counting is kept cheap so the generator is not the bottleneck: a received chunk is cut
+at its last newline and its relayed messages are counted with one
+`bytes.count(b" PRIVMSG ")`. Only sampled messages (text starting with `!!`) are parsed,
+for latency, and only one "monitor" member per worker parses every line, to tell its
+senders how many of their messages have arrived (the in-flight window of max-rate runs).
+Message text: `[!!]<sender>:<seq>:<monotonic ns> <padding>`; CLOCK_MONOTONIC is shared
+by all processes of the machine, so send and receive stamps compare across workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import select
+import socket
+import struct
+import time
+import traceback
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+PRIVMSG = b" PRIVMSG "
+SAMPLE = b" :!!"
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+RECV_BYTES = 262144
+#: A line this long without a newline means the stream is garbage.
+MAX_TAIL = 65536
+RST_LINGER = struct.pack("ii", 1, 0)
+PING_LINE = re.compile(rb"^(?::\S+ )?PING (.*?)\r?$", re.MULTILINE)
+
+# Client states.
+CONNECTING, REGISTERING, JOINING, READY, QUITTING, DEAD = range(6)
+
+
+def now_ns() -> int:
+    return time.monotonic_ns()
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class Client:
+    __slots__ = (
+        "acked",
+        "churn_started",
+        "fd",
+        "idx",
+        "monitor",
+        "nick",
+        "out",
+        "peer",
+        "phase",
+        "ping_sent",
+        "room",
+        "rx",
+        "sent",
+        "sock",
+        "started",
+        "state",
+        "tail",
+    )
+
+    def __init__(self, idx: int, nick: str, room: str | None) -> None:
+        self.idx = idx
+        self.nick = nick
+        self.room = room
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.state = CONNECTING
+        self.tail = b""
+        self.out = b""
+        self.rx = 0  # PRIVMSG lines received
+        self.sent = 0  # messages this client sent in the traffic phase
+        self.acked = 0  # of those, how many the designated receiver has seen
+        self.peer: Client | None = None  # dm: the other side of the pair
+        self.monitor = False
+        self.phase = 0.0  # fixed rate: where in the period this sender's slot falls
+        self.started = 0
+        self.ping_sent = 0
+        self.churn_started = 0
+
+
+class Worker:
+    """One process's clients and event loop."""
+
+    def __init__(self, wid: int, pipe: Pipe, port: int, source_ip: str) -> None:
+        self.wid = wid
+        self.pipe = pipe
+        self.port = port
+        self.source_ip = source_ip
+        self.ep = select.epoll()
+        self.ep.register(pipe.fileno(), EPOLLIN)
+        self.by_fd: dict[int, Client] = {}
+        self.clients: list[Client] = []
+        self.phase: str | None = None
+        self.p: dict[str, Any] = {}  # the current phase's parameters and state
+        self.rx_total = 0
+        self.errors: list[str] = []
+        self.error_count = 0
+        self.lost_clients = 0
+        self.latencies: list[int] = []
+        self.lat_from = 0
+        self.lat_to = 0
+        self.pong_pending = 0
+        self.pong_latencies: list[int] = []
+        self.monitor_counts: dict[bytes, int] = {}
+        #: Clients connected but not yet welcomed (001): an upper bound on the
+        #: connections waiting in the server's accept queue.
+        self.pending = 0
+        self.pending_max = 1 << 30
+        #: Seconds: the shortest loop turn in traffic phases (0: none).
+        self.min_period = 0.0
+        self.running = True
+
+    # -- plumbing ------------------------------------------------------------
+
+    def error(self, text: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < 20:
+            self.errors.append(text)
+
+    def open_client(self, client: Client) -> bool:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((self.source_ip, 0))
+        except OSError as exc:
+            sock.close()
+            self.error(f"bind {self.source_ip}: {exc}")
+            return False
+        code = sock.connect_ex(("127.0.0.1", self.port))
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.error(f"connect: {os.strerror(code)}")
+            return False
+        client.sock = sock
+        client.fd = sock.fileno()
+        client.state = CONNECTING
+        client.tail = b""
+        client.out = b""
+        client.started = now_ns()
+        self.pending += 1
+        self.by_fd[client.fd] = client
+        self.ep.register(client.fd, EPOLLOUT)
+        return True
+
+    def drop(self, client: Client, abortive: bool = True) -> None:
+        """Close a client's socket (RST when `abortive`, so no TIME_WAIT is left)."""
+        sock = client.sock
+        if sock is None:
+            return
+        self.by_fd.pop(client.fd, None)
+        with contextlib.suppress(OSError):
+            self.ep.unregister(client.fd)
+        if abortive:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RST_LINGER)
+        sock.close()
+        client.sock = None
+        client.fd = -1
+        client.state = DEAD
+
+    def send(self, client: Client, data: bytes) -> None:
+        if client.sock is None:
+            return  # dropped earlier in this same event
+        if client.out:
+            client.out += data
+            return
+        try:
+            sent = client.sock.send(data)  # type: ignore[union-attr]
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.on_lost(client, f"send: {exc.strerror or exc}")
+            return
+        if sent < len(data):
+            client.out = data[sent:]
+            self.ep.modify(client.fd, EPOLLIN | EPOLLOUT)
+
+    def on_writable(self, client: Client) -> None:
+        if client.state == CONNECTING:
+            code = client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
+            if code:
+                self.on_lost(client, f"connect: {os.strerror(code)}")
+                return
+            client.state = REGISTERING
+            self.ep.modify(client.fd, EPOLLIN)
+            nick = client.nick
+            self.send(client, f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+            return
+        if not client.out:
+            self.ep.modify(client.fd, EPOLLIN)
+            return
+        try:
+            sent = client.sock.send(client.out)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.on_lost(client, f"send: {exc.strerror or exc}")
+            return
+        client.out = client.out[sent:]
+        if not client.out:
+            self.ep.modify(client.fd, EPOLLIN)
+
+    def on_lost(self, client: Client, why: str) -> None:
+        if client.state in (CONNECTING, REGISTERING):
+            self.pending -= 1
+        if self.phase == "churn" and client.state == QUITTING:
+            self.churn_done(client, ok=True)
+            return
+        self.error(f"{client.nick}: {why}")
+        if client.state in (READY, JOINING, REGISTERING, CONNECTING) and self.phase != "churn":
+            self.lost_clients += 1
+        if self.phase == "setup" and client.state != READY:
+            self.p["failed"] += 1
+            self.p["inflight"] -= 1
+        if self.phase == "ping" and client.ping_sent:
+            client.ping_sent = 0
+            self.pong_pending -= 1
+        if self.phase == "churn":
+            self.churn_done(client, ok=False)
+            return
+        self.drop(client)
+
+    def on_readable(self, client: Client) -> None:
+        try:
+            data = client.sock.recv(RECV_BYTES)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.on_lost(client, f"recv: {exc.strerror or exc}")
+            return
+        if not data:
+            self.on_lost(client, "closed by server")
+            return
+        if client.tail:
+            data = client.tail + data
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):
+            client.tail = data[cut:]
+            if len(client.tail) > MAX_TAIL:
+                self.on_lost(client, "line too long")
+                return
+            if not cut:
+                return
+            data = data[:cut]
+        else:
+            client.tail = b""
+        if client.state == READY:
+            # The hot path: count, and parse only what must be parsed.
+            count = data.count(PRIVMSG)
+            if count:
+                client.rx += count
+                self.rx_total += count
+                if SAMPLE in data:
+                    self.take_samples(data)
+                if client.monitor:
+                    self.monitor_lines(data)
+            if b"PING" in data:
+                self.answer_pings(client, data)
+            if client.ping_sent and b"PONG" in data:
+                self.pong_pending -= 1
+                self.pong_latencies.append(now_ns() - client.ping_sent)
+                client.ping_sent = 0
+            if b"ERROR" in data and (data.startswith(b"ERROR") or b"\nERROR" in data):
+                self.error(f"{client.nick}: {data[data.find(b'ERROR') :][:120]!r}")
+            return
+        self.on_handshake(client, data)
+
+    def on_handshake(self, client: Client, data: bytes) -> None:
+        if b"PING" in data:
+            self.answer_pings(client, data)
+        if client.state == REGISTERING:
+            if b" 001 " in data:
+                client.state = JOINING
+                self.pending -= 1
+                room = client.room or "#churn"
+                self.send(client, f"JOIN {room}\r\n".encode())
+            elif b" 433 " in data or b" 432 " in data or data.startswith(b"ERROR"):
+                self.on_lost(client, f"registration refused: {data[:160]!r}")
+        elif client.state == JOINING:
+            if b" 366 " in data:
+                client.state = READY
+                if self.phase == "setup":
+                    self.setup_ready(client)
+                elif self.phase == "churn":
+                    client.state = QUITTING
+                    self.send(client, b"QUIT :cycle\r\n")
+            elif b" 403 " in data or b" 405 " in data or b" 471 " in data:
+                self.on_lost(client, f"join refused: {data[:160]!r}")
+        # QUITTING: wait for the server to close (ERROR line, then EOF).
+
+    def answer_pings(self, client: Client, data: bytes) -> None:
+        for match in PING_LINE.finditer(data):
+            self.send(client, b"PONG " + match.group(1) + b"\r\n")
+
+    def take_samples(self, data: bytes) -> None:
+        received = now_ns()
+        pos = data.find(SAMPLE)
+        lat_from, lat_to, latencies = self.lat_from, self.lat_to, self.latencies
+        while pos >= 0:
+            end = data.find(b" ", pos + 4)
+            try:
+                stamp = int(data[pos + 4 : end].split(b":")[2])
+            except (ValueError, IndexError):
+                self.error(f"bad sample {data[pos : pos + 80]!r}")
+                stamp = 0
+            if lat_from <= stamp < lat_to:
+                latencies.append(received - stamp)
+            pos = data.find(SAMPLE, end)
+
+    def monitor_lines(self, data: bytes) -> None:
+        counts = self.monitor_counts
+        for line in data.split(b"\n"):
+            if PRIVMSG in line and line.startswith(b":"):
+                nick = line[1 : line.find(b"!")]
+                counts[nick] = counts.get(nick, 0) + 1
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        pipe_fd = self.pipe.fileno()
+        poll = self.ep.poll
+        by_fd = self.by_fd
+        sleep = time.sleep
+        clock = time.monotonic
+        started = clock()
+        while self.running:
+            timeout = 0.001 if self.phase in ("fanout", "dm", "setup", "churn") else 0.05
+            if self.min_period:
+                # Let lines pile up for a moment, so one recv takes several and one
+                # epoll call returns many sockets: per-line cost drops a lot, and
+                # latency gains at most `min_period` (a floor shared by all servers).
+                left = self.min_period - (clock() - started)
+                if left > 0:
+                    sleep(left)
+                started = clock()
+            for fd, mask in poll(timeout):
+                if fd == pipe_fd:
+                    self.on_command()
+                    continue
+                client = by_fd.get(fd)
+                if client is None:
+                    continue
+                if mask & EPOLLOUT:
+                    self.on_writable(client)
+                    if client.sock is None:
+                        continue
+                if mask & ~EPOLLOUT:
+                    self.on_readable(client)
+            if self.phase is not None:
+                getattr(self, f"tick_{self.phase}")()
+
+    def reply(self, payload: dict[str, Any]) -> None:
+        payload.setdefault("wid", self.wid)
+        self.pipe.send(payload)
+
+    def on_command(self) -> None:
+        try:
+            name, params = self.pipe.recv()
+        except EOFError:
+            self.running = False
+            return
+        try:
+            getattr(self, f"cmd_{name}")(**params)
+        except Exception:
+            self.reply({"error": traceback.format_exc()})
+
+    def base_stats(self) -> dict[str, Any]:
+        return {
+            "rx": self.rx_total,
+            "cpu": cpu_seconds(),
+            "errors": self.errors[:],
+            "error_count": self.error_count,
+            "lost_clients": self.lost_clients,
+            "t": now_ns(),
+        }
+
+    def cmd_status(self) -> None:
+        self.reply(self.base_stats())
+
+    def cmd_exit(self) -> None:
+        self.cmd_close(reply=False)
+        self.running = False
+
+    def cmd_close(self, reply: bool = True) -> None:
+        for client in self.clients:
+            self.drop(client)
+        for client in list(self.by_fd.values()):
+            self.drop(client)
+        self.phase = None
+        if reply:
+            self.reply({"closed": True})
+
+    # -- setup: paced connect, register, join ----------------------------------
+
+    def cmd_setup(
+        self,
+        clients: list[tuple[int, str, str]],
+        rate: float,
+        window: int,
+        pending_max: int,
+        timeout: float,
+    ) -> None:
+        self.pending_max = pending_max
+        self.clients = [Client(idx, nick, room) for idx, nick, room in clients]
+        self.phase = "setup"
+        start = now_ns()
+        self.p = {
+            "next": 0,
+            "inflight": 0,
+            "ready": 0,
+            "failed": 0,
+            "rate": rate,
+            "window": window,
+            "t0": start,
+            "deadline": start + int(timeout * 1e9),
+            "first_connect": None,
+            "last_ready": None,
+            "setup_ns": [],
+        }
+        self.tick_setup()
+
+    def setup_ready(self, client: Client) -> None:
+        p = self.p
+        p["ready"] += 1
+        p["inflight"] -= 1
+        stamp = now_ns()
+        p["last_ready"] = stamp
+        p["setup_ns"].append(stamp - client.started)
+
+    def tick_setup(self) -> None:
+        p = self.p
+        stamp = now_ns()
+        clients = self.clients
+        allowed = int((stamp - p["t0"]) * p["rate"] / 1e9) + 1
+        while (
+            p["next"] < len(clients)
+            and p["inflight"] < p["window"]
+            and self.pending < self.pending_max
+            and p["next"] < allowed
+        ):
+            client = clients[p["next"]]
+            p["next"] += 1
+            if p["first_connect"] is None:
+                p["first_connect"] = now_ns()
+            if self.open_client(client):
+                p["inflight"] += 1
+            else:
+                p["failed"] += 1
+        finished = p["ready"] + p["failed"] >= len(clients)
+        if finished or stamp > p["deadline"]:
+            waiting = len(clients) - p["ready"] - p["failed"]
+            if waiting:
+                self.error(f"setup timed out with {waiting} clients not joined")
+            self.phase = None
+            setup_ns = sorted(p["setup_ns"])
+            self.reply(
+                {
+                    **self.base_stats(),
+                    "ready": p["ready"],
+                    "failed": p["failed"] + waiting,
+                    "first_connect": p["first_connect"],
+                    "last_ready": p["last_ready"],
+                    "setup_ns": setup_ns,
+                }
+            )
+
+    # -- traffic: room fan-out and private pairs --------------------------------
+
+    def cmd_fanout(
+        self,
+        room: str,
+        senders: list[int],
+        phases: dict[int, float],
+        monitor: int | None,
+        mode: str,
+        window: int,
+        rate_per_sender: float,
+        times: dict[str, int],
+        sample_every: int,
+        pad: int,
+        tick_ms: float = 10.0,
+        min_period_ms: float = 0.0,
+    ) -> None:
+        by_idx = {client.idx: client for client in self.clients}
+        for client in self.clients:
+            client.sent = client.acked = client.rx = 0
+            client.monitor = False
+        if monitor is not None:
+            by_idx[monitor].monitor = True
+        for idx, phase in phases.items():
+            by_idx[idx].phase = phase
+        self.start_traffic(times, min_period_ms)
+        self.p.update(
+            kind="fanout",
+            target=f"PRIVMSG {room} :".encode(),
+            senders=[by_idx[idx] for idx in senders],
+            mode=mode,
+            window=window,
+            rate=rate_per_sender,
+            sample_every=sample_every,
+            pad=b" " + b"x" * pad,
+            tick_ns=max(1, int(tick_ms * 1e6)),
+        )
+        self.phase = "fanout"
+
+    def cmd_dm(
+        self,
+        pairs: list[tuple[int, int]],
+        mode: str,
+        window: int,
+        rate_per_sender: float,
+        times: dict[str, int],
+        sample_every: int,
+        pad: int,
+        min_period_ms: float = 0.0,
+    ) -> None:
+        by_idx = {client.idx: client for client in self.clients}
+        senders = []
+        for client in self.clients:
+            client.sent = client.acked = client.rx = 0
+            client.monitor = False
+        for a_idx, b_idx in pairs:
+            a, b = by_idx[a_idx], by_idx[b_idx]
+            a.peer, b.peer = b, a
+            senders += [a, b]
+        self.start_traffic(times, min_period_ms)
+        self.p.update(
+            kind="dm",
+            senders=senders,
+            targets={c.idx: f"PRIVMSG {c.peer.nick} :".encode() for c in senders},  # type: ignore[union-attr]
+            mode=mode,
+            window=window,
+            rate=rate_per_sender,
+            sample_every=sample_every,
+            pad=b" " + b"x" * pad,
+        )
+        self.phase = "dm"
+
+    def start_traffic(self, times: dict[str, int], min_period_ms: float) -> None:
+        self.min_period = min_period_ms / 1000
+        self.rx_total = 0
+        self.latencies = []
+        self.lat_from = times["measure_from"]
+        self.lat_to = times["measure_to"]
+        self.monitor_counts = {}
+        self.p = {
+            "times": times,
+            "snap_from": None,
+            "snap_to": None,
+            "stopped": False,
+        }
+
+    def tick_fanout(self) -> None:
+        self.tick_traffic()
+
+    def tick_dm(self) -> None:
+        self.tick_traffic()
+
+    def tick_traffic(self) -> None:
+        p = self.p
+        times = p["times"]
+        stamp = now_ns()
+        if p["snap_from"] is None and stamp >= times["measure_from"]:
+            p["snap_from"] = (stamp, self.rx_total, cpu_seconds())
+        if p["snap_to"] is None and stamp >= times["measure_to"]:
+            p["snap_to"] = (stamp, self.rx_total, cpu_seconds())
+        if p["stopped"]:
+            return
+        if stamp >= times["stop"]:
+            p["stopped"] = True
+            self.reply(
+                {
+                    **self.base_stats(),
+                    "sent": {c.idx: c.sent for c in p["senders"]},
+                    "snap_from": p["snap_from"],
+                    "snap_to": p["snap_to"],
+                }
+            )
+            return
+        if stamp < times["start"]:
+            return
+        window = p["window"]
+        max_rate = p["mode"] == "max"
+        rate = p["rate"]
+        elapsed = stamp - times["start"]
+        sample_every = p["sample_every"]
+        tick_ns = p.get("tick_ns", 1)
+        pad = p["pad"]
+        dm = p["kind"] == "dm"
+        counts = self.monitor_counts
+        for sender in p["senders"]:
+            if max_rate:
+                acked = sender.peer.rx if dm else counts.get(sender.nick.encode(), 0)  # type: ignore[union-attr]
+                room = window - (sender.sent - acked)
+            else:
+                # Message j is due at (j + phase) / rate, sent on a clock of
+                # `tick_ns` (phase 0 and a 1 ns tick: all senders in lockstep).
+                slots = (elapsed - elapsed % tick_ns) * rate / 1e9 - sender.phase
+                room = (int(slots) + 1 if slots >= 0 else 0) - sender.sent
+            if room <= 0 or sender.sock is None:
+                continue
+            target = p["targets"][sender.idx] if dm else p["target"]
+            parts = []
+            for seq in range(sender.sent, sender.sent + room):
+                mark = b"!!" if seq % sample_every == 0 else b""
+                parts.append(b"%s%s%d:%d:%d%s\r\n" % (target, mark, sender.idx, seq, stamp, pad))
+            sender.sent += room
+            self.send(sender, b"".join(parts))
+
+    def cmd_finish(self) -> None:
+        """The traffic phase is over: hand back the latency samples and counters."""
+        self.phase = None
+        self.min_period = 0.0
+        self.reply({**self.base_stats(), "latencies": self.latencies})
+        self.latencies = []
+
+    # -- ping check ------------------------------------------------------------
+
+    def cmd_ping(self, timeout: float) -> None:
+        self.pong_latencies = []
+        self.pong_pending = 0
+        stamp = now_ns()
+        for client in self.clients:
+            if client.state == READY and client.sock is not None:
+                client.ping_sent = now_ns()
+                self.pong_pending += 1
+                self.send(client, b"PING :bench%d\r\n" % client.idx)
+        self.p = {"t0": stamp, "deadline": stamp + int(timeout * 1e9), "asked": self.pong_pending}
+        self.phase = "ping"
+
+    def tick_ping(self) -> None:
+        p = self.p
+        stamp = now_ns()
+        if self.pong_pending <= 0 or stamp > p["deadline"]:
+            self.phase = None
+            missing = self.pong_pending
+            for client in self.clients:
+                client.ping_sent = 0
+            self.reply(
+                {
+                    **self.base_stats(),
+                    "asked": p["asked"],
+                    "answered": p["asked"] - missing,
+                    "pong_ns": sorted(self.pong_latencies),
+                    "elapsed_ns": stamp - p["t0"],
+                }
+            )
+
+    # -- churn: connect, register, join, quit, over and over -------------------
+
+    def cmd_churn(
+        self,
+        cycles: int,
+        concurrency: int,
+        pending_max: int,
+        prefix: str,
+        rooms: int,
+        timeout: float,
+    ) -> None:
+        self.clients = []
+        self.pending_max = pending_max
+        stamp = now_ns()
+        self.p = {
+            "todo": cycles,
+            "started": 0,
+            "done": 0,
+            "failed": 0,
+            "active": {},
+            "concurrency": concurrency,
+            "prefix": prefix,
+            "rooms": rooms,
+            "cycle_timeout": int(timeout * 1e9),
+            "deadline": stamp + int(max(30.0, timeout * 3) * 1e9),
+            "t0": stamp,
+            "cycle_ns": [],
+        }
+        self.phase = "churn"
+        self.tick_churn()
+
+    def churn_done(self, client: Client, ok: bool) -> None:
+        p = self.p
+        if p["active"].pop(client.idx, None) is None:
+            return
+        if ok:
+            p["done"] += 1
+            p["cycle_ns"].append(now_ns() - client.churn_started)
+        else:
+            p["failed"] += 1
+        self.drop(client, abortive=not ok)
+
+    def tick_churn(self) -> None:
+        p = self.p
+        stamp = now_ns()
+        for client in list(p["active"].values()):
+            if stamp - client.churn_started > p["cycle_timeout"]:
+                self.error(f"{client.nick}: cycle timed out in state {client.state}")
+                self.churn_done(client, ok=False)
+        while (
+            p["started"] < p["todo"]
+            and len(p["active"]) < p["concurrency"]
+            and self.pending < self.pending_max
+        ):
+            n = p["started"]
+            p["started"] += 1
+            client = Client(n, f"{p['prefix']}{n}", f"#churn{n % p['rooms']}")
+            client.churn_started = now_ns()
+            if self.open_client(client):
+                p["active"][n] = client
+            else:
+                p["failed"] += 1
+        finished = p["done"] + p["failed"] >= p["todo"]
+        if finished or stamp > p["deadline"]:
+            for client in list(p["active"].values()):
+                self.error(f"{client.nick}: churn phase ended in state {client.state}")
+                self.churn_done(client, ok=False)
+            self.phase = None
+            self.reply(
+                {
+                    **self.base_stats(),
+                    "done": p["done"],
+                    "failed": p["failed"] + (p["todo"] - p["started"]),
+                    "elapsed_ns": now_ns() - p["t0"],
+                    "cycle_ns": sorted(p["cycle_ns"]),
+                }
+            )
+
+
+def worker_main(wid: int, pipe: Pipe, port: int, source_ip: str) -> None:
+    """Entry point of a worker process."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    worker = Worker(wid, pipe, port, source_ip)
+    try:
+        worker.run()
+    finally:
+        worker.cmd_close(reply=False)

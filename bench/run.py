@@ -1,0 +1,650 @@
+"""Run the benchmark matrix against ircish, ngircd and miniircd and print one table.
+
+    python bench/run.py                 # full matrix, all three servers (~5 min on 2 cores)
+    python bench/run.py --quick         # smaller and shorter (~1.5 min), for a smoke check
+    python bench/run.py --servers ircish --only fanout200
+    python bench/run.py --record        # also rewrite bench/RESULTS.md with this run
+
+Every run of a scenario gets a fresh server on its own free port (so CPU, RSS and room
+state start clean), and the servers take turns scenario by scenario. Results go to
+bench/results/<stamp>.jsonl (one line per run, plus a header with the machine) and
+bench/results/latest.md (the table, the targets of issue 4 and the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import scenarios  # noqa: E402
+import servers  # noqa: E402
+
+RESULTS_DIR = BENCH / "results"
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    run: Callable[..., dict[str, Any]]
+    params: dict[str, Any]
+    #: The table's rows: (result key, label, "up"/"down"/"" = which way is better).
+    rows: list[tuple[str, str, str]]
+    repeats: int = 1
+    #: The key that picks the median run when repeated.
+    median_key: str | None = None
+    #: Clients the scenario holds at once (a server with fewer is marked n/a).
+    clients: int = 0
+    #: The number shown in the progress lines.
+    headline: str = ""
+
+
+FANOUT_ROWS = [
+    ("deliveries_per_s", "deliveries/s", "up"),
+    ("p50_ms", "latency p50 ms", "down"),
+    ("p99_ms", "latency p99 ms", "down"),
+    ("lost", "lost", "down"),
+    ("server_us_per_delivery", "server CPU µs/delivery", "down"),
+    ("server_cpu_cores", "server CPU cores", ""),
+    ("gen_cpu_cores", "generator CPU cores", ""),
+]
+FIXED_ROWS = [
+    ("target_deliveries_per_s", "offered deliveries/s", ""),
+    ("deliveries_per_s", "deliveries/s", "up"),
+    ("keeps_up", "keeps up", ""),
+    ("drain_s", "drain after stop s", "down"),
+    ("p50_ms", "latency p50 ms", "down"),
+    ("p99_ms", "latency p99 ms", "down"),
+    ("lost", "lost", "down"),
+    ("server_cpu_cores", "server CPU cores", ""),
+    ("gen_cpu_cores", "generator CPU cores", ""),
+]
+DM_ROWS = [
+    ("msgs_per_s", "messages/s", "up"),
+    ("p50_ms", "latency p50 ms", "down"),
+    ("p99_ms", "latency p99 ms", "down"),
+    ("lost", "lost", "down"),
+    ("server_us_per_msg", "server CPU µs/message", "down"),
+    ("server_cpu_cores", "server CPU cores", ""),
+    ("gen_cpu_cores", "generator CPU cores", ""),
+]
+IDLE_ROWS = [
+    ("ready", "clients joined", "up"),
+    ("setup_s", "setup s (first connect to last 366)", "down"),
+    ("join_p99_ms", "connect-to-366 p99 ms", "down"),
+    ("rss_per_conn_kb", "server RSS kB/connection", "down"),
+    ("ping_answered", "PONGs within 10 s", "up"),
+    ("pong_max_ms", "slowest PONG ms", "down"),
+    ("server_threads", "server threads", ""),
+]
+CHURN_ROWS = [
+    ("cycles_per_s", "cycles/s", "up"),
+    ("failed", "failed cycles", "down"),
+    ("cycle_p99_ms", "cycle p99 ms", "down"),
+    ("listen_overflows", "listen overflows (system-wide)", "down"),
+]
+
+
+def matrix(quick: bool) -> list[Scenario]:
+    short = {"warmup": 1.0, "measure": 2.0} if quick else {"warmup": 1.0, "measure": 4.0}
+    return [
+        Scenario(
+            "fanout200",
+            "fanout, 200 members, 10 senders, max rate (window 16 per sender)",
+            scenarios.fanout,
+            {"members": 200, "senders": 10, "mode": "max", "window": 16, **short},
+            FANOUT_ROWS,
+            repeats=1 if quick else 3,
+            median_key="deliveries_per_s",
+            clients=200,
+        ),
+        Scenario(
+            "fanout1000",
+            "fanout, 1000 members, 10 senders, 300 msg/s fixed",
+            scenarios.fanout,
+            {
+                "members": 1000,
+                "senders": 10,
+                "mode": "fixed",
+                "rate": 300.0,
+                "warmup": 1.0,
+                "measure": 3.0 if quick else 5.0,
+                "sample_every": 10,
+            },
+            FIXED_ROWS,
+            repeats=1 if quick else 3,
+            median_key="p99_ms",
+            clients=1000,
+            headline="p99_ms",
+        ),
+        Scenario(
+            "dm200",
+            "dm, 200 pairs, max rate (window 8 per direction)",
+            scenarios.dm,
+            {"pairs": 200, "window": 8, **short},
+            DM_ROWS,
+            repeats=1 if quick else 3,
+            median_key="msgs_per_s",
+            clients=400,
+        ),
+        Scenario(
+            "idle10000" if not quick else "idle2000",
+            f"idle, {2000 if quick else 10000} clients in rooms of 100, then PING all",
+            scenarios.idle,
+            {"clients": 2000 if quick else 10000},
+            IDLE_ROWS,
+            clients=2000 if quick else 10000,
+            headline="setup_s",
+        ),
+        Scenario(
+            "churn2000" if not quick else "churn500",
+            f"churn, {500 if quick else 2000} connect/register/join/quit cycles, 50 at once",
+            scenarios.churn,
+            {"cycles": 500 if quick else 2000, "concurrency": 50},
+            CHURN_ROWS,
+            clients=50,
+        ),
+    ]
+
+
+# --- machine and environment ---------------------------------------------------------------
+
+
+def machine_info(rev: str | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    git = ["git", "-C", str(servers.REPO)]
+    info["ircish_commit"] = _run([*git, "rev-parse", "--short", rev or "HEAD"])
+    if rev is None:  # the work tree as it is, maybe with someone's edits in progress
+        info["ircish_dirty"] = bool(_run([*git, "status", "--porcelain", "ircish", "commands"]))
+    info["ngircd"] = (_run([servers.NGIRCD, "--version"]) or "").splitlines()[:1]
+    info["miniircd"] = _run([sys.executable, "-m", "miniircd", "--version"])
+    return info
+
+
+def _run(command: list[str]) -> str | None:
+    try:
+        return (
+            subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
+    """Wait (bounded) until the machine is nearly idle; return the busy cores last seen.
+
+    The cores are shared with whatever else runs here; a run that starts on a busy
+    machine measures that other job too.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy0 = scenarios.machine_busy()[0]
+        time.sleep(0.5)
+        busy1 = scenarios.machine_busy()[0]
+        cores = (busy1 - busy0) / 0.5
+        if cores < threshold or time.monotonic() > deadline:
+            return round(cores, 2)
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One scenario against a fresh `kind` server; never raises."""
+    record: dict[str, Any] = {"scenario": scenario.name, "server": kind, "rep": rep}
+    if scenario.clients > servers.MAX_CLIENTS[kind]:
+        record["na"] = f"{kind} cannot hold {scenario.clients} clients (select() limit)"
+        return record
+    record["background_cores"] = wait_for_quiet(args.quiet_wait)
+    workdir = Path(tempfile.mkdtemp(prefix=f"ircish-bench-{kind}-"))
+    started = time.monotonic()
+    server = None
+    try:
+        server = servers.start_server(
+            kind,
+            servers.free_port(),
+            workdir,
+            sender_threads=args.sender_threads,
+            ircish_dir=args.ircish_dir,
+        )
+        record["backlog"] = server.backlog
+        tag = f"{scenario.name[0]}{rep}{kind[0]}"
+        record.update(
+            scenario.run(server, tag, workers=args.workers, **scenario.params),
+        )
+    except Exception as exc:  # a harness or server failure is a result, not a crash
+        record["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if server is not None:
+            record["server_cpu_total_s"] = round(server.cpu_seconds(), 2)
+            stop_started = time.monotonic()
+            code = server.stop(timeout=args.stop_timeout)
+            record["stop_s"] = round(time.monotonic() - stop_started, 2)
+            record["stop_code"] = code
+            if record.get("error") or not record.get("server_alive", True):
+                record["server_log_tail"] = server.log_tail(8)
+        if record.get("error"):
+            record["workdir"] = str(workdir)  # kept: config and server log
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    record["wall_s"] = round(time.monotonic() - started, 1)
+    return record
+
+
+def pick(runs: list[dict[str, Any]], scenario: Scenario) -> dict[str, Any]:
+    if len(runs) == 1 or not scenario.median_key:
+        return runs[0]
+    return scenarios.median_run(runs, scenario.median_key)
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) < 1:
+            return f"{value:.2g}" if value else "0"
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def ratio(ours: Any, theirs: Any) -> str:
+    if isinstance(ours, bool) or isinstance(theirs, bool):
+        return ""
+    if not isinstance(ours, (int, float)) or not isinstance(theirs, (int, float)):
+        return ""
+    if theirs == 0:
+        return "" if ours == 0 else "∞"
+    return f"{ours / theirs:.2f}x"
+
+
+def cell(result: dict[str, Any] | None, key: str) -> Any:
+    if result is None:
+        return None
+    if "na" in result:
+        return "n/a"
+    if "error" in result and key not in result:
+        return "error"
+    return result.get(key)
+
+
+def table(
+    chosen: dict[str, dict[str, dict[str, Any]]], plan: list[Scenario], kinds: list[str]
+) -> str:
+    peers = [k for k in kinds if k != "ircish"]
+    head = ["scenario", "metric", *kinds]
+    if "ircish" in kinds:
+        head += [f"ircish/{peer}" for peer in peers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for scenario in plan:
+        results = chosen.get(scenario.name, {})
+        for n, (key, label, better) in enumerate(scenario.rows):
+            arrow = {"up": " ↑", "down": " ↓"}.get(better, "")
+            row = [scenario.name if n == 0 else "", label + arrow]
+            values = {kind: cell(results.get(kind), key) for kind in kinds}
+            row += [fmt(values[kind]) for kind in kinds]
+            if "ircish" in kinds:
+                # Ratios only where one way is better; a thread count ratio means nothing.
+                row += [ratio(values["ircish"], values[peer]) if better else "" for peer in peers]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def targets(
+    chosen: dict[str, dict[str, dict[str, Any]]], plan: list[Scenario]
+) -> list[tuple[str, str, str]]:
+    """Issue 4's targets, each as (target, PASS/FAIL/?, the numbers behind it)."""
+
+    def get(scenario: str, kind: str, key: str) -> Any:
+        return chosen.get(scenario, {}).get(kind, {}).get(key)
+
+    out: list[tuple[str, str, str]] = []
+
+    def check(scenario: str, peer: str, name: str, ok: bool | None, detail: str) -> None:
+        """Record one target, unless this run left out the scenario or the peer."""
+        if all(kind in chosen.get(scenario, {}) for kind in ("ircish", peer)):
+            out.append((name, "?" if ok is None else ("PASS" if ok else "FAIL"), detail))
+
+    ours = get("fanout200", "ircish", "deliveries_per_s")
+    theirs = get("fanout200", "miniircd", "deliveries_per_s")
+    lost = get("fanout200", "ircish", "lost")
+    check(
+        "fanout200",
+        "miniircd",
+        "fanout 200/10 max: deliveries/s >= 1.0x miniircd, 0 lost",
+        None if ours is None or theirs is None else (ours >= theirs and lost == 0),
+        f"{fmt(ours)} vs {fmt(theirs)} ({ratio(ours, theirs)}), lost {fmt(lost)}",
+    )
+    keeps = get("fanout1000", "ircish", "keeps_up")
+    p99 = get("fanout1000", "ircish", "p99_ms")
+    ng99 = get("fanout1000", "ngircd", "p99_ms")
+    lost = get("fanout1000", "ircish", "lost")
+    check(
+        "fanout1000",
+        "ngircd",
+        "fanout 1000/10 at 300 msg/s: keeps up, p99 <= 2x ngircd, 0 lost",
+        None if p99 is None or ng99 is None else bool(keeps and p99 <= 2 * ng99 and lost == 0),
+        f"keeps up {fmt(keeps)}, p99 {fmt(p99)} ms vs ngircd {fmt(ng99)} ms "
+        f"({ratio(p99, ng99)}), lost {fmt(lost)}",
+    )
+    ours = get("dm200", "ircish", "msgs_per_s")
+    theirs = get("dm200", "miniircd", "msgs_per_s")
+    check(
+        "dm200",
+        "miniircd",
+        "dm 200 pairs max: messages/s >= 1.0x miniircd",
+        None if ours is None or theirs is None else ours >= theirs,
+        f"{fmt(ours)} vs {fmt(theirs)} ({ratio(ours, theirs)})",
+    )
+    idle = next((name for name in chosen if name.startswith("idle")), None)
+    if idle:
+        ready = get(idle, "ircish", "ready")
+        setup = get(idle, "ircish", "setup_s")
+        ng_setup = get(idle, "ngircd", "setup_s")
+        ponged = get(idle, "ircish", "all_ponged")
+        rss = get(idle, "ircish", "rss_per_conn_kb")
+        wanted = next(s.params["clients"] for s in plan if s.name == idle)
+        check(
+            idle,
+            "ngircd",
+            f"{idle}: all joined no slower than ngircd, all PONG within 10 s, RSS <= 40 kB/conn",
+            None
+            if setup is None or ng_setup is None or rss is None
+            else bool(ready == wanted and setup <= ng_setup and ponged and rss <= 40),
+            f"joined {fmt(ready)}/{wanted} in {fmt(setup)} s vs ngircd {fmt(ng_setup)} s, "
+            f"all PONG in 10 s {fmt(ponged)}, RSS {fmt(rss)} kB/conn",
+        )
+    return out
+
+
+def markdown_report(
+    chosen: dict[str, dict[str, dict[str, Any]]],
+    plan: list[Scenario],
+    kinds: list[str],
+    info: dict[str, Any],
+    command: str,
+    elapsed: float,
+) -> str:
+    parts = [
+        f"Command: `{command}` ({elapsed / 60:.1f} min, {info.get('stamp')})",
+        "",
+        f"Machine: {info.get('cores')} cores ({info.get('cpu', '?')}), "
+        f"{info.get('memory_gib', '?')} GiB, Linux {info.get('kernel')}, "
+        f"Python {info.get('python')}; ircish {info.get('ircish_commit')}"
+        f"{' (with uncommitted changes)' if info.get('ircish_dirty') else ''}, "
+        f"{' '.join(info.get('ngircd') or ['ngircd ?'])}, miniircd {info.get('miniircd')}.",
+        "",
+        "Scenarios:",
+    ]
+    parts += [
+        f"- `{s.name}`: {s.title}" + (f" (median of {s.repeats})" if s.repeats > 1 else "")
+        for s in plan
+    ]
+    parts += ["", table(chosen, plan, kinds), ""]
+    results = targets(chosen, plan)
+    if results:
+        parts += ["Targets (issue 4):", ""]
+        parts += [f"- {verdict} {name}: {detail}" for name, verdict, detail in results]
+        parts.append("")
+    notes = []
+    for scenario in plan:
+        for kind in kinds:
+            result = chosen.get(scenario.name, {}).get(kind)
+            if not result:
+                continue
+            if "error" in result:
+                notes.append(f"- {scenario.name} / {kind}: {result['error']}")
+            elif "na" in result:
+                notes.append(f"- {scenario.name} / {kind}: n/a, {result['na']}")
+            gen, srv = result.get("gen_cpu_cores"), result.get("server_cpu_cores")
+            if gen is not None and srv is not None and gen > 0.9 and gen + srv > 1.8:
+                notes.append(
+                    f"- {scenario.name} / {kind}: the 2 cores were saturated and the "
+                    f"generator had {gen} of them (server {srv}): the generator may be the "
+                    "bottleneck, so this is a lower bound for the server"
+                )
+            other = result.get("other_cpu_cores")
+            if other is not None and other > 0.3:
+                notes.append(
+                    f"- {scenario.name} / {kind}: {other} cores of other work ran during "
+                    "the window (a shared machine): treat as noisy"
+                )
+            if result.get("errors"):
+                samples = "; ".join(result.get("error_samples", [])[:2])
+                notes.append(
+                    f"- {scenario.name} / {kind}: {result['errors']} client errors ({samples})"
+                )
+            if result.get("stop_code") not in (0, None, -15):
+                notes.append(
+                    f"- {scenario.name} / {kind}: did not stop within the stop timeout "
+                    f"after SIGTERM (exit {result.get('stop_code')}, {result.get('stop_s')} s)"
+                )
+    if notes:
+        parts += ["Notes:", "", *notes, ""]
+    return "\n".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller, shorter matrix")
+    parser.add_argument(
+        "--servers",
+        default=",".join(servers.SERVER_KINDS),
+        help="comma list of ircish,ngircd,miniircd (default: all)",
+    )
+    parser.add_argument("--only", help="comma list of scenario names to run")
+    parser.add_argument("--repeats", type=int, help="override the repeat count of every scenario")
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes")
+    parser.add_argument("--sender-threads", type=int, help="ircish server.sender_threads")
+    parser.add_argument(
+        "--ircish-rev",
+        help="run ircish as committed at this git revision (e.g. HEAD), not the work tree",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="seconds to wait at most for an idle machine before each run (default 20)",
+    )
+    parser.add_argument(
+        "--no-retry-noisy",
+        dest="retry_noisy",
+        action="store_false",
+        help="keep a run during which other jobs used > 0.3 cores (default: run it again once)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a server gets after SIGTERM before SIGKILL (default 10)",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="also write bench/RESULTS.md from this run"
+    )
+    parser.add_argument(
+        "--report",
+        metavar="JSONL",
+        type=Path,
+        help="run nothing: rebuild the report from a results file (with --record: RESULTS.md)",
+    )
+    args = parser.parse_args()
+    if args.report:
+        return report_from(args.report, args.record)
+    servers.raise_file_limit()
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    kinds.sort(key=lambda k: servers.SERVER_KINDS.index(k) if k in servers.SERVER_KINDS else 99)
+    for kind in kinds:
+        if kind not in servers.SERVER_KINDS:
+            parser.error(f"unknown server {kind!r}")
+        missing = servers.check_installed(kind)
+        if missing:
+            parser.error(missing)
+    plan = matrix(args.quick)
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        unknown = wanted - {s.name for s in plan}
+        if unknown:
+            parser.error(f"unknown scenario(s) {sorted(unknown)}; have {[s.name for s in plan]}")
+        plan = [s for s in plan if s.name in wanted]
+    if args.repeats:
+        for scenario in plan:
+            scenario.repeats = args.repeats
+
+    args.ircish_dir = None
+    if args.ircish_rev and "ircish" in kinds:
+        try:
+            args.ircish_dir = servers.export_revision(
+                args.ircish_rev, Path(tempfile.mkdtemp(prefix="ircish-rev-"))
+            )
+        except subprocess.CalledProcessError as exc:
+            parser.error(f"cannot export {args.ircish_rev}: {exc.stderr.decode().strip()}")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    info = machine_info(args.ircish_rev)
+    info["stamp"] = stamp
+    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    RESULTS_DIR.mkdir(exist_ok=True)
+    jsonl = RESULTS_DIR / f"{stamp}.jsonl"
+    started = time.monotonic()
+    chosen: dict[str, dict[str, dict[str, Any]]] = {}
+    with open(jsonl, "w") as out:
+        out.write(json.dumps({"machine": info, "command": command.strip()}) + "\n")
+        for scenario in plan:
+            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+            for rep in range(scenario.repeats):
+                for kind in kinds:
+                    record = run_one(kind, scenario, rep, args)
+                    if noisy(record) and args.retry_noisy:
+                        # Another job shared the cores during the window: once more.
+                        _progress(scenario, record, "noisy, running it again")
+                        out.write(json.dumps({**record, "discarded": "noisy"}) + "\n")
+                        record = run_one(kind, scenario, rep, args)
+                        record["retried_noisy"] = True
+                    runs[kind].append(record)
+                    out.write(json.dumps(record) + "\n")
+                    out.flush()
+                    _progress(scenario, record)
+            chosen[scenario.name] = {kind: pick(runs[kind], scenario) for kind in kinds}
+        elapsed = time.monotonic() - started
+        out.write(json.dumps({"elapsed_s": round(elapsed, 1)}) + "\n")
+    if args.ircish_dir is not None:
+        shutil.rmtree(args.ircish_dir, ignore_errors=True)
+    report = markdown_report(chosen, plan, kinds, info, command.strip(), elapsed)
+    (RESULTS_DIR / "latest.md").write_text(report)
+    if args.record:
+        _write_results_md(report)
+    print()
+    print(report)
+    print(f"results: {jsonl.relative_to(servers.REPO)}, bench/results/latest.md")
+    return 0
+
+
+def report_from(path: Path, record: bool) -> int:
+    """Rebuild the report (and with `record`, RESULTS.md) from a results file."""
+    header: dict[str, Any] = {}
+    elapsed = None
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if "machine" in entry:
+            header = entry
+        elif "elapsed_s" in entry:
+            elapsed = entry["elapsed_s"]
+        elif "scenario" in entry and "discarded" not in entry:
+            runs.setdefault(entry["scenario"], {}).setdefault(entry["server"], []).append(entry)
+    known = {s.name: s for s in matrix(False) + matrix(True)}
+    plan = [known[name] for name in runs if name in known]
+    present = {kind for per in runs.values() for kind in per}
+    kinds = [k for k in servers.SERVER_KINDS if k in present]
+    chosen = {
+        scenario.name: {kind: pick(rs, scenario) for kind, rs in runs[scenario.name].items()}
+        for scenario in plan
+    }
+    if elapsed is None:  # older files: the runs' own time, without the waits between
+        elapsed = sum(
+            r.get("wall_s") or 0 for per in runs.values() for rs in per.values() for r in rs
+        )
+    report = markdown_report(
+        chosen, plan, kinds, header.get("machine", {}), header.get("command", "?"), elapsed
+    )
+    (RESULTS_DIR / "latest.md").write_text(report)
+    if record:
+        _write_results_md(report)
+    print(report)
+    return 0
+
+
+def noisy(record: dict[str, Any], limit: float = 0.3) -> bool:
+    other = record.get("other_cpu_cores")
+    return other is not None and other > limit
+
+
+def _progress(scenario: Scenario, record: dict[str, Any], extra: str = "") -> None:
+    key = scenario.headline or scenario.median_key or scenario.rows[0][0]
+    if "na" in record:
+        status = "n/a"
+    elif "error" in record:
+        status = "ERROR " + record["error"].splitlines()[0][:100]
+    else:
+        status = f"{key}={fmt(record.get(key))}"
+        if record.get("lost"):
+            status += f" lost={fmt(record['lost'])}"
+    if record.get("other_cpu_cores") is not None:
+        status += f" other={record['other_cpu_cores']}"
+    print(
+        f"[{scenario.name} #{record['rep']}] {record['server']:9} {status} "
+        f"({record.get('wall_s')} s) {extra}".rstrip(),
+        flush=True,
+    )
+
+
+def _write_results_md(report: str) -> None:
+    text = (
+        "# Benchmark results\n\n"
+        "The latest full run of the matrix in bench/README.md: ircish against ngircd and\n"
+        "miniircd on the same machine, same generator, one command. Ratios are\n"
+        "ircish/peer; ↑ means higher is better, ↓ lower is better.\n\n" + report
+    )
+    (BENCH / "RESULTS.md").write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,593 @@
+"""The scenarios: each starts the load-generator workers against a running server, drives
+them through their phases and returns one flat dict of metrics.
+
+- fanout: N members of one room, S senders; `max` rate (each sender keeps at most W
+  messages undelivered at its worker's monitor member) or a `fixed` total rate.
+- dm: P pairs, each side sending to the other, max rate with a window per direction.
+- idle: N clients in rooms of 100; setup time, server RSS per connection, then every
+  client PINGs and must get its PONG within 10 s.
+- churn: connect/register/join/quit cycles, C at a time.
+
+Throughput is measured over a fixed window after a warm-up; then sending stops and the
+drain waits (bounded) for every in-flight message: lost = expected - received. The
+server's CPU (from /proc) and the generator's own CPU are measured over the same window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from typing import Any
+
+from loadgen import worker_main
+from servers import ServerProcess
+
+_source_counter = 0
+
+
+def next_source_ip() -> str:
+    """A fresh loopback source address per worker, so no run inherits another's ports."""
+    global _source_counter
+    _source_counter += 1
+    n = _source_counter
+    base = 20 + os.getpid() % 200
+    return f"127.{base}.{n // 250 % 250}.{n % 250 + 1}"
+
+
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows + ListenDrops: connects the kernel dropped for a full backlog."""
+    try:
+        with open("/proc/net/netstat") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return 0
+    for header, values in zip(lines[::2], lines[1::2], strict=False):
+        if header.startswith("TcpExt:"):
+            table = dict(zip(header.split()[1:], values.split()[1:], strict=True))
+            return int(table.get("ListenOverflows", 0)) + int(table.get("ListenDrops", 0))
+    return 0
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
+def percentile(sorted_values: list[int] | list[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return float(sorted_values[index])
+
+
+def ms(value_ns: float | None) -> float | None:
+    return None if value_ns is None else round(value_ns / 1e6, 2)
+
+
+class GeneratorError(RuntimeError):
+    pass
+
+
+class Generator:
+    """The worker processes and the pipe protocol to them."""
+
+    def __init__(self, port: int, workers: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self.pipes = []
+        self.procs = []
+        for wid in range(workers):
+            parent, child = context.Pipe()
+            proc = context.Process(
+                target=worker_main,
+                args=(wid, child, port, next_source_ip()),
+                name=f"loadgen-{wid}",
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+        self.workers = workers
+
+    def call(self, name: str, params: list[dict[str, Any]], timeout: float) -> list[dict]:
+        """Send one command to every worker (its own params each); wait for all replies."""
+        for pipe, param in zip(self.pipes, params, strict=True):
+            pipe.send((name, param))
+        return self.collect(timeout, name)
+
+    def collect(self, timeout: float, what: str) -> list[dict]:
+        replies: dict[int, dict] = {}
+        deadline = time.monotonic() + timeout
+        pending = {pipe: wid for wid, pipe in enumerate(self.pipes)}
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GeneratorError(f"{what}: no reply from workers {sorted(pending.values())}")
+            for pipe in wait(list(pending), left):
+                wid = pending.pop(pipe)  # type: ignore[call-overload]
+                try:
+                    reply = pipe.recv()  # type: ignore[union-attr]
+                except EOFError:
+                    raise GeneratorError(f"{what}: worker {wid} died") from None
+                if "error" in reply:
+                    raise GeneratorError(f"{what}: worker {wid} failed:\n{reply['error']}")
+                replies[wid] = reply
+        return [replies[wid] for wid in range(self.workers)]
+
+    def same(self, name: str, wait_s: float, **params: Any) -> list[dict]:
+        return self.call(name, [params] * self.workers, wait_s)
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                pipe.send(("exit", {}))
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()  # our own child, by its PID
+                proc.join(5)
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def split(items: list, workers: int) -> list[list]:
+    return [items[wid::workers] for wid in range(workers)]
+
+
+def summed_errors(replies: list[dict]) -> tuple[int, list[str]]:
+    count = sum(r["error_count"] for r in replies)
+    samples = [text for r in replies for text in r["errors"]][:5]
+    return count, samples
+
+
+def pending_share(server: ServerProcess, workers: int) -> int:
+    """Each worker's cap on unwelcomed connects: all together never exceed the backlog."""
+    backlog = server.backlog or 10
+    return max(1, backlog // workers)
+
+
+def setup_clients(
+    server: ServerProcess,
+    gen: Generator,
+    per_worker: list[list[tuple[int, str, str]]],
+    rate: float,
+    window: int,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Paced connect + register + join of each worker's `(index, nick, room)` clients.
+
+    At most `rate` connects/s, at most `window` clients between connect and end of
+    NAMES, and never more unwelcomed connects than the server's listen backlog.
+    """
+    replies = gen.call(
+        "setup",
+        [
+            {
+                "clients": part,
+                "rate": rate / gen.workers,
+                "window": max(1, window // gen.workers),
+                "pending_max": pending_share(server, gen.workers),
+                "timeout": timeout,
+            }
+            for part in per_worker
+        ],
+        timeout + 30,
+    )
+    firsts = [r["first_connect"] for r in replies if r["first_connect"] is not None]
+    lasts = [r["last_ready"] for r in replies if r["last_ready"] is not None]
+    setup_ns = sorted(v for r in replies for v in r["setup_ns"])
+    errors, samples = summed_errors(replies)
+    return {
+        "ready": sum(r["ready"] for r in replies),
+        "failed": sum(r["failed"] for r in replies),
+        "setup_s": round((max(lasts) - min(firsts)) / 1e9, 3) if firsts and lasts else None,
+        "join_p50_ms": ms(percentile(setup_ns, 0.5)),
+        "join_p99_ms": ms(percentile(setup_ns, 0.99)),
+        "setup_errors": errors,
+        "setup_error_samples": samples,
+        # Fresh workers start at 0 CPU seconds, so their totals are the setup's cost.
+        "gen_cpu_setup_s": round(sum(r["cpu"] for r in replies), 2),
+    }
+
+
+def nicks(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(count)]
+
+
+def _traffic(
+    server: ServerProcess,
+    gen: Generator,
+    command: str,
+    params: list[dict[str, Any]],
+    recipients_per_message: int,
+    warmup: float,
+    measure: float,
+    drain_timeout: float,
+    on_window: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Run a traffic phase already described by `params`; measure, stop, drain, collect.
+
+    `on_window(seconds)` is called as the measurement window opens (e.g. to attach a
+    profiler for exactly that long).
+    """
+    start = time.monotonic_ns() + 200_000_000
+    times = {
+        "start": start,
+        "measure_from": start + int(warmup * 1e9),
+        "measure_to": start + int((warmup + measure) * 1e9),
+    }
+    times["stop"] = times["measure_to"]
+    for param in params:
+        param["times"] = times
+    overflows_before = listen_overflows()
+    for pipe, param in zip(gen.pipes, params, strict=True):
+        pipe.send((command, param))
+    # The server's CPU over the same window as the deliveries.
+    _sleep_until(times["measure_from"])
+    if on_window is not None:
+        on_window(measure)
+    server_cpu_from = server.cpu_times()
+    switches_from = server.context_switches()
+    busy_from = machine_busy()[0]
+    _sleep_until(times["measure_to"])
+    server_cpu_to = server.cpu_times()
+    switches_to = server.context_switches()
+    busy_to = machine_busy()[0]
+    stopped = gen.collect(warmup + measure + 60, command)
+    sent = sum(sum(r["sent"].values()) for r in stopped)
+    expected = sent * recipients_per_message
+    # Drain: wait for every in-flight message, bounded.
+    stop_ns = times["stop"]
+    drain_deadline = time.monotonic() + drain_timeout
+    received = sum(r["rx"] for r in stopped)
+    drained_at = None
+    while True:
+        if received >= expected:
+            drained_at = time.monotonic_ns()
+            break
+        if time.monotonic() > drain_deadline or not server.alive():
+            break
+        time.sleep(0.05)
+        received = sum(r["rx"] for r in gen.same("status", 30))
+    finished = gen.same("finish", 60)
+    received = sum(r["rx"] for r in finished)
+    latencies = sorted(v for r in finished for v in r["latencies"])
+    # Deliveries in the window: per worker (each snapped its own counter), then summed.
+    rate = 0.0
+    gen_cpu = 0.0
+    window_ok = True
+    for r in stopped:
+        if r["snap_from"] is None or r["snap_to"] is None:
+            window_ok = False
+            continue
+        (t0, rx0, cpu0), (t1, rx1, cpu1) = r["snap_from"], r["snap_to"]
+        rate += (rx1 - rx0) / max(1e-9, (t1 - t0) / 1e9)
+        gen_cpu += cpu1 - cpu0
+    errors, samples = summed_errors(finished)
+    server_cpu = sum(server_cpu_to) - sum(server_cpu_from)
+    server_sys = server_cpu_to[1] - server_cpu_from[1]
+    delivered_in_window = rate * measure
+    return {
+        "deliveries_per_s": round(rate) if window_ok else None,
+        "sent": sent,
+        "expected": expected,
+        "received": received,
+        "lost": max(0, expected - received),
+        "extra": max(0, received - expected),
+        "drain_s": round((drained_at - stop_ns) / 1e9, 3) if drained_at else None,
+        "p50_ms": ms(percentile(latencies, 0.50)),
+        "p99_ms": ms(percentile(latencies, 0.99)),
+        "max_ms": ms(percentile(latencies, 1.0)),
+        "samples": len(latencies),
+        "server_cpu_cores": round(server_cpu / measure, 3),
+        # Kernel time: syscalls, futex hand-offs, context switches, loopback TCP.
+        "server_sys_share": round(server_sys / server_cpu, 2) if server_cpu else None,
+        "gen_cpu_cores": round(gen_cpu / measure, 3),
+        # Everything else the machine ran meanwhile (kernel softirq included): a
+        # number well above 0.1 means another job shared the cores during the window.
+        "other_cpu_cores": round((busy_to - busy_from - server_cpu - gen_cpu) / measure, 3),
+        "server_switches_per_delivery": (
+            round((switches_to - switches_from) / delivered_in_window, 3)
+            if switches_from is not None and switches_to is not None and delivered_in_window
+            else None
+        ),
+        "server_us_per_delivery": (
+            round(server_cpu / delivered_in_window * 1e6, 2) if delivered_in_window else None
+        ),
+        "errors": errors,
+        "error_samples": samples,
+        "lost_clients": sum(r["lost_clients"] for r in finished),
+        "listen_overflows": listen_overflows() - overflows_before,
+        "server_alive": server.alive(),
+    }
+
+
+def _sleep_until(deadline_ns: int) -> None:
+    left = (deadline_ns - time.monotonic_ns()) / 1e9
+    if left > 0:
+        time.sleep(left)
+
+
+def fanout(
+    server: ServerProcess,
+    tag: str,
+    members: int,
+    senders: int,
+    mode: str = "max",
+    rate: float = 0.0,
+    window: int = 16,
+    warmup: float = 1.0,
+    measure: float = 4.0,
+    drain_timeout: float = 10.0,
+    workers: int = 2,
+    connect_rate: float = 2000.0,
+    connect_window: int = 100,
+    sample_every: int = 50,
+    pad: int = 40,
+    stagger: bool = False,
+    tick_ms: float = 10.0,
+    min_period_ms: float = 0.0,
+    on_window: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """N members in one room; S of them talk. `rate` is the total msg/s in fixed mode.
+
+    Fixed rate sends in lockstep by default: every sender's slot k falls at k / (rate/S)
+    s, so the room gets rate/S bursts of S messages per second. `stagger` spreads the
+    senders' slots over the period instead and sends on a `tick_ms` clock: smoother
+    traffic, but a receiver then reads about one line per recv, and on 2 cores the
+    generator needs more CPU than the server. `min_period_ms` makes every generator
+    loop turn last at least that long, to batch reads (adds up to that much latency).
+    """
+    gen = Generator(server.port, workers)
+    try:
+        room = f"#{tag}"
+        clients = [(i, nick, room) for i, nick in enumerate(nicks(tag, members))]
+        per_worker = split(clients, workers)
+        setup = setup_clients(server, gen, per_worker, connect_rate, connect_window)
+        result: dict[str, Any] = dict(setup)
+        if setup["ready"] < members:
+            result["error"] = f"only {setup['ready']} of {members} clients joined"
+            return result
+        # Senders spread evenly over the member list and alternate between the workers
+        # (client i lives in worker i % workers); each worker's first non-sender
+        # member is its monitor.
+        step = max(1, members // senders)
+        sender_order = [
+            min(members - 1, i * step + (i - i * step) % workers) for i in range(senders)
+        ]
+        sender_ids = set(sender_order)
+        params = []
+        for part in per_worker:
+            own = [idx for idx, _, _ in part if idx in sender_ids]
+            monitor = next((idx for idx, _, _ in part if idx not in sender_ids), None)
+            params.append(
+                {
+                    "room": room,
+                    "senders": own,
+                    "phases": {
+                        idx: sender_order.index(idx) / senders if stagger else 0.0 for idx in own
+                    },
+                    "monitor": monitor,
+                    "mode": mode,
+                    "window": window,
+                    "rate_per_sender": rate / senders if mode == "fixed" else 0.0,
+                    "sample_every": sample_every,
+                    "pad": pad,
+                    "tick_ms": tick_ms if stagger else 0.0,
+                    "min_period_ms": min_period_ms,
+                }
+            )
+        traffic = _traffic(
+            server, gen, "fanout", params, members - 1, warmup, measure, drain_timeout, on_window
+        )
+        result.update(traffic)
+        if traffic["deliveries_per_s"] is not None:
+            result["msgs_per_s"] = round(traffic["deliveries_per_s"] / (members - 1))
+        if mode == "fixed":
+            target = rate * (members - 1)
+            result["target_deliveries_per_s"] = round(target)
+            achieved = traffic["deliveries_per_s"] or 0
+            # Keeping up: the window's delivery rate matches the offered load and the
+            # backlog left when sending stops drains within a second.
+            result["keeps_up"] = bool(
+                achieved >= 0.97 * target
+                and traffic["drain_s"] is not None
+                and traffic["drain_s"] <= 1.0
+            )
+        return result
+    finally:
+        gen.close()
+
+
+def dm(
+    server: ServerProcess,
+    tag: str,
+    pairs: int,
+    window: int = 8,
+    warmup: float = 1.0,
+    measure: float = 4.0,
+    drain_timeout: float = 10.0,
+    workers: int = 2,
+    connect_rate: float = 2000.0,
+    connect_window: int = 100,
+    sample_every: int = 10,
+    pad: int = 40,
+    on_window: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """P pairs of private chats at max rate; both sides of a pair live in one worker."""
+    gen = Generator(server.port, workers)
+    try:
+        names = nicks(tag, 2 * pairs)
+        # Client 2k and 2k+1 are a pair; pairs are dealt to workers whole. Each client
+        # joins a room of its own so all setups look alike (register, join).
+        per_worker: list[list[tuple[int, str, str]]] = [[] for _ in range(workers)]
+        for k in range(pairs):
+            for idx in (2 * k, 2 * k + 1):
+                per_worker[k % workers].append((idx, names[idx], f"#{names[idx]}"))
+        setup = setup_clients(server, gen, per_worker, connect_rate, connect_window)
+        result: dict[str, Any] = dict(setup)
+        if setup["ready"] < 2 * pairs:
+            result["error"] = f"only {setup['ready']} of {2 * pairs} clients joined"
+            return result
+        params = [
+            {
+                "pairs": [(idx, idx + 1) for idx, _, _ in part if idx % 2 == 0],
+                "mode": "max",
+                "window": window,
+                "rate_per_sender": 0.0,
+                "sample_every": sample_every,
+                "pad": pad,
+            }
+            for part in per_worker
+        ]
+        traffic = _traffic(server, gen, "dm", params, 1, warmup, measure, drain_timeout, on_window)
+        traffic["msgs_per_s"] = traffic.pop("deliveries_per_s")
+        traffic["server_us_per_msg"] = traffic.pop("server_us_per_delivery")
+        traffic["server_switches_per_msg"] = traffic.pop("server_switches_per_delivery")
+        result.update(traffic)
+        return result
+    finally:
+        gen.close()
+
+
+def idle(
+    server: ServerProcess,
+    tag: str,
+    clients: int,
+    room_size: int = 100,
+    hold: float = 2.0,
+    ping_timeout: float = 10.0,
+    workers: int = 2,
+    connect_rate: float = 2000.0,
+    connect_window: int = 200,
+) -> dict[str, Any]:
+    """Hold N registered clients in rooms of `room_size`; RSS per connection; PING all."""
+    gen = Generator(server.port, workers)
+    try:
+        before = server.status()
+        cpu_before = server.cpu_seconds()
+        busy_before = machine_busy()[0]
+        overflows_before = listen_overflows()
+        names = nicks(tag, clients)
+        specs = [(i, nick, f"#{tag}r{i // room_size}") for i, nick in enumerate(names)]
+        setup = setup_clients(
+            server, gen, split(specs, workers), connect_rate, connect_window, timeout=180.0
+        )
+        result: dict[str, Any] = dict(setup)
+        server_cpu = server.cpu_seconds() - cpu_before
+        result["server_cpu_setup_s"] = round(server_cpu, 2)
+        if setup["setup_s"]:
+            # As in the traffic windows: other work on the machine during the setup.
+            other = machine_busy()[0] - busy_before - server_cpu - setup["gen_cpu_setup_s"]
+            result["other_cpu_cores"] = round(other / setup["setup_s"], 3)
+        result["connects_per_s"] = (
+            round(setup["ready"] / setup["setup_s"]) if setup["setup_s"] else None
+        )
+        time.sleep(hold)
+        after = server.status()
+        result.update(
+            rss_before_kb=before.get("rss_kb"),
+            rss_after_kb=after.get("rss_kb"),
+            server_threads=after.get("threads"),
+            listen_overflows=listen_overflows() - overflows_before,
+        )
+        if setup["ready"]:
+            delta = after.get("rss_kb", 0) - before.get("rss_kb", 0)
+            result["rss_per_conn_kb"] = round(delta / setup["ready"], 1)
+        pings = gen.same("ping", ping_timeout + 30, timeout=ping_timeout)
+        pong_ns = sorted(v for r in pings for v in r["pong_ns"])
+        asked = sum(r["asked"] for r in pings)
+        answered = sum(r["answered"] for r in pings)
+        result.update(
+            ping_asked=asked,
+            ping_answered=answered,
+            all_ponged=bool(asked == clients and answered == asked),
+            pong_p50_ms=ms(percentile(pong_ns, 0.5)),
+            pong_p99_ms=ms(percentile(pong_ns, 0.99)),
+            pong_max_ms=ms(percentile(pong_ns, 1.0)),
+            server_alive=server.alive(),
+        )
+        errors, samples = summed_errors(pings)
+        result["errors"] = errors
+        result["error_samples"] = samples
+        if setup["ready"] < clients:
+            result["error"] = f"only {setup['ready']} of {clients} clients joined"
+        return result
+    finally:
+        gen.close()
+
+
+def churn(
+    server: ServerProcess,
+    tag: str,
+    cycles: int,
+    concurrency: int = 50,
+    rooms: int = 10,
+    cycle_timeout: float = 10.0,
+    workers: int = 2,
+) -> dict[str, Any]:
+    """Connect, register, join, quit; `concurrency` cycles at once, `cycles` in all."""
+    gen = Generator(server.port, workers)
+    try:
+        overflows_before = listen_overflows()
+        cpu_before = server.cpu_seconds()
+        shares = [cycles // workers + (1 if w < cycles % workers else 0) for w in range(workers)]
+        replies = gen.call(
+            "churn",
+            [
+                {
+                    "cycles": shares[w],
+                    "concurrency": max(1, concurrency // workers),
+                    "pending_max": pending_share(server, workers),
+                    "prefix": f"{tag}w{w}x",
+                    "rooms": rooms,
+                    "timeout": cycle_timeout,
+                }
+                for w in range(workers)
+            ],
+            cycle_timeout * 3 + 60 + cycles / 20,
+        )
+        done = sum(r["done"] for r in replies)
+        elapsed = max(r["elapsed_ns"] for r in replies) / 1e9
+        cycle_ns = sorted(v for r in replies for v in r["cycle_ns"])
+        errors, samples = summed_errors(replies)
+        return {
+            "cycles": cycles,
+            "done": done,
+            "failed": sum(r["failed"] for r in replies),
+            "elapsed_s": round(elapsed, 3),
+            "cycles_per_s": round(done / elapsed, 1) if elapsed else None,
+            "cycle_p50_ms": ms(percentile(cycle_ns, 0.5)),
+            "cycle_p99_ms": ms(percentile(cycle_ns, 0.99)),
+            "server_cpu_s": round(server.cpu_seconds() - cpu_before, 2),
+            "errors": errors,
+            "error_samples": samples,
+            "listen_overflows": listen_overflows() - overflows_before,
+            "server_alive": server.alive(),
+        }
+    finally:
+        gen.close()
+
+
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose `key` is the median (the middle one of 3), with every run's `key`."""
+    scored = [r for r in runs if r.get(key) is not None]
+    if not scored:
+        return runs[0]
+    scored.sort(key=lambda r: r[key])
+    chosen = dict(scored[(len(scored) - 1) // 2])
+    chosen[f"{key}_runs"] = [r.get(key) for r in runs]
+    chosen["runs"] = len(runs)
+    if len(scored) > 1:
+        chosen[f"{key}_median"] = statistics.median(r[key] for r in scored)
+    return chosen

@@ -1,0 +1,306 @@
+"""The servers under test: ircish and its two peers, each started fresh on its own port.
+
+`start_server(kind, port, workdir)` writes the server's config into `workdir`, starts
+it as a child process, waits until its port accepts connections and returns a
+`ServerProcess`, which reads the server's CPU time and RSS from /proc and stops it
+(SIGTERM, then SIGKILL) by its own PID. The configs lift every limit that would make
+a benchmark measure a policy instead of speed: connection caps, flood penalties,
+ping timeouts during a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_KINDS = ("ircish", "ngircd", "miniircd")
+#: Most clients a peer can hold; miniircd is one select() loop (FD_SETSIZE = 1024).
+MAX_CLIENTS = {"ircish": 20000, "ngircd": 20000, "miniircd": 1000}
+
+
+def raise_file_limit() -> None:
+    """Every client is a descriptor: lift the soft limit to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class ServerProcess:
+    kind: str
+    port: int
+    proc: subprocess.Popen
+    workdir: Path
+    log_path: Path
+    command: list[str] = field(default_factory=list)
+    #: The listener's backlog; the generator never has more connects pending than this.
+    backlog: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server process, all threads included."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            return float("nan"), float("nan")
+        # The command name may hold spaces: fields are counted after its ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_times())
+
+    def status(self) -> dict[str, int]:
+        """VmRSS/VmHWM in kB and the thread count, from /proc/PID/status."""
+        wanted = {"VmRSS": "rss_kb", "VmHWM": "hwm_kb", "Threads": "threads"}
+        out: dict[str, int] = {}
+        try:
+            with open(f"/proc/{self.pid}/status") as handle:
+                for line in handle:
+                    key, _, value = line.partition(":")
+                    if key in wanted:
+                        out[wanted[key]] = int(value.split()[0])
+        except OSError:
+            pass
+        return out
+
+    def context_switches(self, max_threads: int = 3000) -> int | None:
+        """Context switches of all the server's threads so far (None past `max_threads`)."""
+        try:
+            tasks = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return None
+        if len(tasks) > max_threads:
+            return None
+        total = 0
+        for task in tasks:
+            try:
+                with open(f"/proc/{self.pid}/task/{task}/status") as handle:
+                    for line in handle:
+                        if "ctxt_switches:" in line:  # voluntary + nonvoluntary
+                            total += int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL: only this process, by its PID."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def listen_backlog(port: int) -> int | None:
+    """The listen backlog of the socket on 127.0.0.1:`port` (`ss` shows it as Send-Q)."""
+    try:
+        out = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "LISTEN":
+            return int(fields[2])
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _ircish_config(workdir: Path, port: int, sender_threads: int | None) -> list[str]:
+    threads = f"\n  sender_threads: {sender_threads}" if sender_threads else ""
+    config = workdir / "ircish.yaml"
+    config.write_text(
+        f"""\
+server:
+  name: bench.ircish.local
+  host: 127.0.0.1
+  port: {port}
+  motd: bench{threads}
+limits:
+  max_clients: 20000
+  sendq_bytes: 16777216
+  registration_timeout: 120
+  # Idle bench clients must not be pinged mid-run; the idle scenario pings itself.
+  ping_interval: 3600
+  ping_timeout: 3600
+log_level: WARNING
+"""
+    )
+    return [
+        sys.executable,
+        "-m",
+        "ircish.cli",
+        "-c",
+        str(config),
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+    ]
+
+
+def _ngircd_config(workdir: Path, port: int) -> list[str]:
+    config = workdir / "ngircd.conf"
+    # MaxConnectionsIP and MaxPenaltyTime = 0: every bench client comes from
+    # loopback and sends as fast as it may; the defaults would refuse or throttle it.
+    config.write_text(
+        f"""\
+[Global]
+Name = bench.ngircd.local
+Info = ircish bench peer
+AdminInfo1 = bench
+AdminInfo2 = bench
+AdminEMail = bench@localhost
+Ports = {port}
+Listen = 127.0.0.1
+MotdPhrase = bench
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+MaxPenaltyTime = 0
+MaxNickLength = 30
+MaxListSize = 100
+PingTimeout = 3600
+PongTimeout = 3600
+[Options]
+PAM = no
+DNS = no
+Ident = no
+"""
+    )
+    os.chmod(workdir, 0o755)  # ngircd drops root for "nobody" and must read its config
+    os.chmod(config, 0o644)
+    return [NGIRCD, "-n", "-f", str(config)]
+
+
+def _miniircd_command(port: int) -> list[str]:
+    command = [sys.executable, "-m", "miniircd", "--ports", str(port), "--listen", "127.0.0.1"]
+    if os.geteuid() == 0:
+        command += ["--setuid", "nobody"]  # it refuses to run as root
+    return command
+
+
+def server_command(
+    kind: str, port: int, workdir: Path, sender_threads: int | None = None
+) -> list[str]:
+    if kind == "ircish":
+        return _ircish_config(workdir, port, sender_threads)
+    if kind == "ngircd":
+        return _ngircd_config(workdir, port)
+    if kind == "miniircd":
+        return _miniircd_command(port)
+    raise ValueError(f"unknown server kind {kind!r}")
+
+
+def check_installed(kind: str) -> str | None:
+    """None if the server can run here, otherwise what to install."""
+    if kind == "ngircd" and not os.access(NGIRCD, os.X_OK):
+        return "ngircd not found: apt-get install -y ngircd"
+    if kind == "miniircd":
+        import importlib.util
+
+        if importlib.util.find_spec("miniircd") is None:
+            return "miniircd not found: pip install miniircd"
+    return None
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before listening")
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                # A bare connect-and-close; every server here shrugs it off.
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on port {port} within {timeout:.0f} s")
+
+
+def export_revision(rev: str, into: Path) -> Path:
+    """Check out ircish revision `rev` into `into` (git archive: the work tree is untouched)."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev, "ircish", "commands"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True, timeout=60)
+    return into
+
+
+def start_server(
+    kind: str,
+    port: int,
+    workdir: Path,
+    sender_threads: int | None = None,
+    ircish_dir: Path | None = None,
+) -> ServerProcess:
+    """Start `kind` on 127.0.0.1:`port`.
+
+    ircish runs from `ircish_dir` (a directory holding the `ircish` and `commands`
+    packages, e.g. from `export_revision`), by default from this checkout.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = server_command(kind, port, workdir, sender_threads)
+    log_path = workdir / f"{kind}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=ircish_dir or REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=raise_file_limit,
+        )
+    server = ServerProcess(kind, port, proc, workdir, log_path, command)
+    try:
+        wait_for_port(port, proc)
+    except Exception:
+        server.stop()
+        raise
+    time.sleep(0.2)  # let the probe connection be reaped before measuring anything
+    server.backlog = listen_backlog(port)
+    return server
