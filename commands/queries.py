@@ -212,9 +212,8 @@ def mode(ctx: Context, msg: Message) -> None:
         if char in "+-":
             sign = char
         elif char == "i":
-            if user.invisible != (sign == "+"):
-                user.invisible = sign == "+"
-                applied += ("" if applied.endswith(sign) or sign in applied[-2:-1] else sign) + "i"
+            if ctx.world.set_invisible(user, sign == "+"):
+                applied += sign + "i"
         else:
             unknown = True
     if applied:

@@ -60,7 +60,7 @@ def try_register(ctx: Context) -> None:
             ctx.reply(p.ERR_PASSWDMISMATCH, "Password incorrect")
             ctx.disconnect("Bad password", "Bad password")
             return
-    user.registered = True
+    ctx.world.mark_registered(user)
     welcome(ctx)
 
 

@@ -154,7 +154,7 @@ class ServerConfig:
     port: int = _setting(6667, _between(0, 65535))
     motd: str | None = _setting(None, _motd)
     password: str | None = _setting(None, _password)
-    sender_threads: int = _setting(4, _at_least(1))
+    sender_threads: int = _setting(1, _at_least(1))
 
 
 @dataclass(frozen=True)

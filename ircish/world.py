@@ -153,6 +153,8 @@ class World:
         self.lock = threading.Lock()
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
+        self._registered = 0  # registered users in `users`
+        self._invisible = 0  # of those, with user mode +i
         for name, topic in rooms:
             room = Room(name, topic, persistent=True)
             self.rooms[room.key] = room
@@ -176,10 +178,28 @@ class World:
             return list(self.rooms.values())
 
     def counts(self) -> tuple[int, int, int]:
-        """(users, invisible users, rooms)."""
+        """(users, invisible users, rooms): kept as counters, since every
+        registration asks (LUSERS) and a scan would make that O(users)."""
         with self.lock:
-            users = [u for u in self.users.values() if u.registered]
-            return len(users), sum(u.invisible for u in users), len(self.rooms)
+            return self._registered, self._invisible, len(self.rooms)
+
+    def mark_registered(self, user: User) -> None:
+        """`user` finished registration: it now counts and can be found."""
+        with self.lock:
+            if not user.registered:
+                user.registered = True
+                self._registered += 1
+                self._invisible += user.invisible
+
+    def set_invisible(self, user: User, invisible: bool) -> bool:
+        """User mode +i/-i; False if it was already so."""
+        with self.lock:
+            if user.invisible == invisible:
+                return False
+            user.invisible = invisible
+            if user.registered:
+                self._invisible += 1 if invisible else -1
+            return True
 
     # -- nicks ----------------------------------------------------------------
 
@@ -247,6 +267,9 @@ class World:
         with self.lock:
             if user.nick is not None and self.users.get(casefold(user.nick)) is user:
                 del self.users[casefold(user.nick)]
+                if user.registered:
+                    self._registered -= 1
+                    self._invisible -= user.invisible
             if not user.rooms:
                 return
             with ExitStack() as stack:

@@ -220,6 +220,15 @@ def test_lusers_counts(server, connect):
     assert got[3][:3] == ("254", "alice", "2")
     assert re.match(r"I have 3 clients\b", got[4][2])
 
+    # The counters follow +i and leaving: carol hides, then bob quits.
+    carol.send("MODE carol +i")
+    carol.expect(r" MODE carol :?\+i$")
+    bob.send("QUIT")
+    alice.expect(rf"^:bob!u@{HOST} QUIT ")
+    got = replies(alice, "LUSERS", "255")
+    assert got[0][2].startswith("There are 1 users and 1 invisible")
+    assert re.match(r"I have 2 clients\b", got[4][2])
+
 
 # -- HELP ------------------------------------------------------------------------------
 
