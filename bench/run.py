@@ -636,14 +636,26 @@ def _progress(scenario: Scenario, record: dict[str, Any], extra: str = "") -> No
     )
 
 
+#: Everything in RESULTS.md from this line on is written by hand (profile,
+#: what was tried) and survives `--record`.
+ANALYSIS_MARKER = "<!-- analysis: written by hand, kept by run.py --record -->"
+
+
 def _write_results_md(report: str) -> None:
+    path = BENCH / "RESULTS.md"
+    old = path.read_text() if path.exists() else ""
+    analysis = old[old.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in old else ANALYSIS_MARKER
     text = (
         "# Benchmark results\n\n"
         "The latest full run of the matrix in bench/README.md: ircish against ngircd and\n"
         "miniircd on the same machine, same generator, one command. Ratios are\n"
-        "ircish/peer; ↑ means higher is better, ↓ lower is better.\n\n" + report
+        "ircish/peer; ↑ means higher is better, ↓ lower is better.\n\n"
+        + report.rstrip()
+        + "\n\n"
+        + analysis.rstrip()
+        + "\n"
     )
-    (BENCH / "RESULTS.md").write_text(text)
+    path.write_text(text)
 
 
 if __name__ == "__main__":
