@@ -16,13 +16,34 @@ from ircish.config import LOG_LEVELS, Config, ConfigError, default_config, load_
 log = logging.getLogger("ircish")
 
 
-def raise_file_limit() -> None:
-    """Every client is a descriptor: lift the soft limit to the hard one."""
+def check_os_limits(max_clients: int) -> None:
+    """Every client is a descriptor and a thread: lift the soft file limit to the
+    hard one, and say clearly if the machine cannot hold `max_clients`."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard < 4096:
-        log.warning("open-file limit is %d: at most about %d clients", hard, hard - 32)
+    # Descriptors the server needs besides clients: listener, poller pipe, logs.
+    if hard < max_clients + 32:
+        log.warning(
+            "open-file limit is %d but max_clients is %d: at most about %d clients "
+            "(raise it with `ulimit -n` or LimitNOFILE=)",
+            hard,
+            max_clients,
+            hard - 32,
+        )
+    for path in ("/proc/sys/kernel/threads-max", "/proc/sys/kernel/pid_max"):
+        try:
+            with open(path) as f:
+                threads = int(f.read())
+        except (OSError, ValueError):
+            continue
+        if threads < max_clients + 32:
+            log.warning(
+                "%s is %d but max_clients is %d and each client needs a thread",
+                path,
+                threads,
+                max_clients,
+            )
 
 
 @click.command(
@@ -70,7 +91,7 @@ def run(config: Config) -> None:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    raise_file_limit()
+    check_os_limits(config.limits.max_clients)
     server = Server(config)
     # Handlers first: a signal that arrives once clients can connect must
     # already mean "shut down cleanly".

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -122,3 +123,30 @@ def test_port_in_use_is_one_clear_line():
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_low_file_limit_is_warned_about(tmp_path):
+    """With max_clients above the hard open-file limit, the server says so at start."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 256))
+
+    config = tmp_path / "config.yaml"
+    config.write_text("limits:\n  max_clients: 5000\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVER, "-c", str(config), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_limit,
+    )
+    try:
+        connect_with_retry(port).close()  # it is up, so the start-up checks have run
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    assert "open-file limit is 256 but max_clients is 5000" in stderr
