@@ -157,6 +157,10 @@ server:
   motd: bench{threads}
 limits:
   max_clients: 20000
+  # Every bench client comes from 127.0.0.1 and sends at full speed, as the
+  # peers are configured (MaxConnectionsIP = 0, MaxPenaltyTime = 0).
+  max_clients_per_ip: 0
+  flood_rate: 0
   sendq_bytes: 16777216
   registration_timeout: 120
   # Idle bench clients must not be pinged mid-run; the idle scenario pings itself.

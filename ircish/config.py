@@ -75,6 +75,12 @@ def _positive(value: float) -> str | None:
     return None
 
 
+def _non_negative(value: float) -> str | None:
+    if not math.isfinite(value) or value < 0:
+        return f"must be a finite number >= 0, got {_describe(value)}"
+    return None
+
+
 def _word(value: str) -> str | None:
     """Names that end up inside protocol lines (server name, network, host)."""
     if not value:
@@ -162,6 +168,7 @@ class Limits:
     """Bounds on clients, lines, queues and timers; every input is capped by one of these."""
 
     max_clients: int = _setting(1000, _at_least(1))
+    max_clients_per_ip: int = _setting(10, _at_least(0))
     max_line_bytes: int = _setting(512, _between(512, 8192))
     read_buffer_bytes: int = _setting(8192, _at_least(1))
     sendq_bytes: int = _setting(1048576, _at_least(4096))
@@ -172,6 +179,9 @@ class Limits:
     room_length: int = _setting(50, _between(2, 200))
     topic_length: int = _setting(390, _between(1, 400))
     away_length: int = _setting(200, _between(1, 400))
+    flood_burst: int = _setting(20, _at_least(1))
+    flood_rate: float = _setting(4.0, _non_negative)
+    flood_disconnect_seconds: float = _setting(60.0, _positive)
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.read_buffer_bytes < self.max_line_bytes:

@@ -46,6 +46,8 @@ class Server:
         self.world = World((room.name, room.topic) for room in config.rooms)
         self.senders = SenderPool(config.server.sender_threads)
         self.connections: set[Connection] = set()
+        #: Live connections per source address (max_clients_per_ip), under connections_lock.
+        self._per_ip: dict[str, int] = {}
         self.connections_lock = threading.Condition(threading.Lock())
         self.created_text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.address: tuple[str, int] = (config.server.host, config.server.port)
@@ -145,17 +147,23 @@ class Server:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._enable_keepalive(sock)
         conn = Connection(self, sock, address)
+        limits = self.config.limits
+        ip = address[0]
+        per_ip = limits.max_clients_per_ip
         with self.connections_lock:
-            full = len(self.connections) >= self.config.limits.max_clients
-            if not full:
+            if len(self.connections) >= limits.max_clients:
+                refusal = "Server is full, try again later"
+            elif per_ip and self._per_ip.get(ip, 0) >= per_ip:
+                refusal = f"Too many connections from your address (at most {per_ip})"
+            else:
+                refusal = None
                 self.connections.add(conn)
-        if full:
-            log.info("refusing %s: server full", address[0])
+                self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        if refusal is not None:
+            # Refused before any thread exists for it: one line, then closed.
+            log.info("refusing %s: %s", ip, refusal)
             with contextlib.suppress(OSError):
-                sock.send(
-                    Message("ERROR", ["Server is full, try again later"]).to_bytes(),
-                    socket.MSG_DONTWAIT,
-                )
+                sock.send(Message("ERROR", [refusal]).to_bytes(), socket.MSG_DONTWAIT)
             sock.close()
             return
         log.info("connection from %s:%d", address[0], address[1])
@@ -179,8 +187,15 @@ class Server:
         """Called by a connection's reader when it ends: leave the world, tell the rooms."""
         if conn.user.nick is not None:
             self.world.remove_user(conn.user, reason)
+        ip = conn.address[0]
         with self.connections_lock:
-            self.connections.discard(conn)
+            if conn in self.connections:
+                self.connections.discard(conn)
+                left = self._per_ip[ip] - 1
+                if left:
+                    self._per_ip[ip] = left
+                else:
+                    del self._per_ip[ip]
             self.connections_lock.notify_all()
         log.info("%s left: %s", conn, reason)
 

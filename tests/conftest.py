@@ -37,7 +37,10 @@ def make_config(
     """A test config: ephemeral port; keyword settings go to `server` or `limits` by name."""
     server_fields = {f.name for f in dataclasses.fields(ServerConfig)}
     server_kw = {k: v for k, v in settings.items() if k in server_fields}
-    limits_kw = {k: v for k, v in settings.items() if k not in server_fields}
+    # Tests open many clients from 127.0.0.1 and send bursts: the per-address
+    # limit and flood control are off unless a test turns them on.
+    limits_kw = {"max_clients_per_ip": 0, "flood_rate": 0.0}
+    limits_kw.update({k: v for k, v in settings.items() if k not in server_fields})
     server = ServerConfig(**{"name": SERVER, "port": 0, **server_kw})
     return Config(server=server, limits=Limits(**limits_kw), rooms=rooms, log_level=log_level)
 
@@ -45,8 +48,12 @@ def make_config(
 class Client:
     """A raw socket client that speaks lines and waits for expected ones."""
 
-    def __init__(self, address: tuple[str, int], nick: str | None = None) -> None:
-        self.sock = socket.create_connection(address, timeout=TIMEOUT)
+    def __init__(
+        self, address: tuple[str, int], nick: str | None = None, source: str | None = None
+    ) -> None:
+        self.sock = socket.create_connection(
+            address, timeout=TIMEOUT, source_address=(source, 0) if source else None
+        )
         self.nick = nick
         self.buffer = b""
         self.lines: list[str] = []  # everything received, in order
@@ -195,8 +202,10 @@ def connect(server: Server) -> Iterator[Callable[..., Client]]:
     """Open clients to `server` (registered if a nick is given); all closed afterwards."""
     clients: list[Client] = []
 
-    def open_client(nick: str | None = None, target: Server | None = None) -> Client:
-        client = Client((target or server).address)
+    def open_client(
+        nick: str | None = None, target: Server | None = None, source: str | None = None
+    ) -> Client:
+        client = Client((target or server).address, source=source)
         clients.append(client)
         if nick:
             client.register(nick)

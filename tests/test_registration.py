@@ -5,6 +5,7 @@ dispatcher's 451/421/461, PING/PONG and the ping, registration and client-count 
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import pytest
@@ -345,3 +346,20 @@ def test_max_clients(start_server, connect):
     wait_for(lambda: srv.connection_count() == 1)
     carol = connect("carol", target=srv)
     assert carol.sync() == []
+
+
+def test_max_clients_per_ip(start_server, connect):
+    """Extra connections from one address get ERROR and no thread; other addresses get in."""
+    srv = start_server(max_clients_per_ip=2)
+    first = connect("alice", target=srv)
+    connect("bob", target=srv)
+    threads_before = threading.active_count()
+    refused = connect(target=srv)
+    assert refused.expect_closed() == ["ERROR :Too many connections from your address (at most 2)"]
+    assert threading.active_count() == threads_before
+    other_address = connect(target=srv, source="127.0.0.2")
+    other_address.register("carol")
+    first.send("QUIT")
+    first.expect_closed()
+    wait_for(lambda: srv.connection_count() == 2)
+    connect("dave", target=srv)  # a place was freed for 127.0.0.1
