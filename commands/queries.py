@@ -85,7 +85,7 @@ def shares_room(a: User, b: User) -> bool:
     return a is b or not a.rooms.keys().isdisjoint(b.rooms.keys())
 
 
-@command("WHO", syntax="[<#room>|<mask>]")
+@command("WHO", syntax="[<#room>|<mask>]", cost=2)
 def who(ctx: Context, msg: Message) -> None:
     """List the people in a room, or whose nick matches a mask."""
     mask = msg.param(0) or "*"

@@ -94,7 +94,7 @@ def pass_(ctx: Context, msg: Message) -> None:
     ctx.conn.password = msg.params[0]
 
 
-@command("NICK", pre_registration=True, syntax="<nick>")
+@command("NICK", pre_registration=True, syntax="<nick>", cost=2)
 def nick(ctx: Context, msg: Message) -> None:
     """Choose or change your nick."""
     new = msg.param(0)
@@ -136,13 +136,13 @@ def ping(ctx: Context, msg: Message) -> None:
     ctx.send(Message("PONG", [ctx.server.name, msg.params[0]], ctx.server.name))
 
 
-@command("PONG", pre_registration=True, syntax="<token>")
+@command("PONG", pre_registration=True, syntax="<token>", cost=0)
 def pong(ctx: Context, msg: Message) -> None:
     """Answer the server's PING."""
     ctx.conn.ping_sent_at = None
 
 
-@command("QUIT", pre_registration=True, syntax="[:<reason>]")
+@command("QUIT", pre_registration=True, syntax="[:<reason>]", cost=0)
 def quit_(ctx: Context, msg: Message) -> None:
     """Leave the server; your rooms are told."""
     text = msg.param(0)

@@ -99,7 +99,7 @@ def topic(ctx: Context, msg: Message) -> None:
         raise IRCError(p.ERR_NOTONCHANNEL, room.name, "You're not in that room")
 
 
-@command("NAMES", syntax="[<#room>{,<#room>}]")
+@command("NAMES", syntax="[<#room>{,<#room>}]", cost=2)
 def names(ctx: Context, msg: Message) -> None:
     """List who is in a room (default: your rooms)."""
     if not msg.params:
@@ -117,7 +117,7 @@ def names(ctx: Context, msg: Message) -> None:
             names_replies(ctx, room)
 
 
-@command("LIST", syntax="[<#room>{,<#room>}]")
+@command("LIST", syntax="[<#room>{,<#room>}]", cost=3)
 def list_(ctx: Context, msg: Message) -> None:
     """List rooms with their user counts and topics."""
     if msg.params and msg.params[0]:

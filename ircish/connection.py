@@ -31,7 +31,8 @@ import time
 from typing import TYPE_CHECKING
 
 from ircish import protocol
-from ircish.dispatch import dispatch_line
+from ircish.dispatch import DEFAULT_COST, dispatch_line
+from ircish.flood import ExcessFlood, FloodGate
 from ircish.protocol import Message
 from ircish.render import render
 from ircish.world import User
@@ -163,6 +164,12 @@ class Connection:
         self._reader_done = False
         self._fd_closed = False
         self.close_deadline: float | None = None
+        limits = self.limits
+        self.flood = (
+            FloodGate(limits.flood_burst, limits.flood_rate, limits.flood_disconnect_seconds)
+            if limits.flood_rate > 0
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"<Connection {self.address[0]}:{self.address[1]} {self.user.nick}>"
@@ -376,6 +383,7 @@ class Connection:
                 self.limits.max_line_bytes,
             )
             self.reply_error(protocol.ERR_INPUTTOOLONG, "Input line was too long")
+            self.throttle(DEFAULT_COST)
             return
         try:
             line = raw.decode("utf-8")
@@ -389,8 +397,28 @@ class Connection:
                     self.server.name,
                 )
             )
+            self.throttle(DEFAULT_COST)
             return
         dispatch_line(self, line)
+
+    def throttle(self, cost: int) -> bool:
+        """Flood control for one command: wait while in debt (fakelag). Runs in the
+        reader thread. False if the client was cut off for Excess Flood."""
+        if self.flood is None or cost == 0:
+            return True
+        try:
+            wait = self.flood.charge(cost)
+        except ExcessFlood:
+            log.info("%s: Excess Flood", self)
+            self.close("Excess Flood", "Excess Flood")
+            return False
+        if wait > 0:
+            log.debug("%s: flooding, slowed down %.2f s", self, wait)
+            deadline = time.monotonic() + wait
+            # Short naps, so a connection closed meanwhile (shutdown, kill) stops waiting.
+            while not self._closing and (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(left, 0.25))
+        return not self._closing
 
     def reply_error(self, numeric: str, *params: str) -> None:
         nick = self.user.nick or "*"

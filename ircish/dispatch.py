@@ -35,6 +35,12 @@ class CommandSpec:
     pre_registration: bool
     syntax: str
     summary: str
+    #: Flood-control tokens the command takes (ircish/flood.py); 0 is free.
+    cost: int = 1
+
+
+#: What a line costs when it names no known command or cannot be read at all.
+DEFAULT_COST = 1
 
 
 #: Every IRC command the server knows, built once at import of `commands`.
@@ -42,13 +48,20 @@ COMMANDS: dict[str, CommandSpec] = {}
 
 
 def command(
-    name: str, *, min_params: int = 0, pre_registration: bool = False, syntax: str = ""
+    name: str,
+    *,
+    min_params: int = 0,
+    pre_registration: bool = False,
+    syntax: str = "",
+    cost: int = DEFAULT_COST,
 ) -> Callable[[Handler], Handler]:
     """Register a handler. Its docstring's first line is the HELP summary."""
 
     def register(handler: Handler) -> Handler:
         summary = (handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else ""
-        COMMANDS[name] = CommandSpec(name, handler, min_params, pre_registration, syntax, summary)
+        COMMANDS[name] = CommandSpec(
+            name, handler, min_params, pre_registration, syntax, summary, cost
+        )
         return handler
 
     return register
@@ -133,10 +146,19 @@ def session_kind(line: str) -> str:
 
 
 def dispatch_line(conn: Connection, line: str) -> None:
-    """Turn one decoded input line into a Message, per the session kind, and dispatch it."""
+    """Turn one decoded input line into a Message, charge its flood cost, dispatch it."""
     if conn.mode is None:
         conn.mode = session_kind(line)
         log.debug("%s: %s session", conn, conn.mode)
+    msg = line_to_message(conn, line)
+    spec = None if msg is None else COMMANDS.get(msg.command)
+    # Refused lines cost too: flooding junk is flooding.
+    if conn.throttle(DEFAULT_COST if spec is None else spec.cost) and msg is not None:
+        dispatch(conn, msg)
+
+
+def line_to_message(conn: Connection, line: str) -> Message | None:
+    """The Message a line stands for, per the session kind; None (answered) if refused."""
     if "\0" in line or "\r" in line:
         # Refused before translation, so no session kind can smuggle them on.
         log.info("%s: line with NUL or CR refused", conn)
@@ -146,23 +168,19 @@ def dispatch_line(conn: Connection, line: str) -> None:
         else:
             word = line.split(" ", 1)[0].upper()
             conn.reply_error(protocol.ERR_UNKNOWNERROR, safe_param(word), why)
-        return
-    if conn.mode == "irc":
-        try:
-            msg = protocol.parse(line)
-        except ProtocolError as exc:
-            log.info("%s: malformed line refused: %s", conn, exc)
-            word = line.split(" ", 1)[0].upper()
-            if word in COMMANDS:
-                conn.reply_error(protocol.ERR_UNKNOWNERROR, word, f"Malformed line: {exc}")
-            else:
-                conn.reply_error(protocol.ERR_UNKNOWNCOMMAND, safe_param(word), "Unknown command")
-            return
-    else:
-        msg = text_line_to_message(conn, line)
-        if msg is None:
-            return
-    dispatch(conn, msg)
+        return None
+    if conn.mode != "irc":
+        return text_line_to_message(conn, line)
+    try:
+        return protocol.parse(line)
+    except ProtocolError as exc:
+        log.info("%s: malformed line refused: %s", conn, exc)
+        word = line.split(" ", 1)[0].upper()
+        if word in COMMANDS:
+            conn.reply_error(protocol.ERR_UNKNOWNERROR, word, f"Malformed line: {exc}")
+        else:
+            conn.reply_error(protocol.ERR_UNKNOWNCOMMAND, safe_param(word), "Unknown command")
+        return None
 
 
 def text_line_to_message(conn: Connection, line: str) -> Message | None:
