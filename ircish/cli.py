@@ -81,12 +81,12 @@ def main(
     except ConfigError as exc:
         click.echo(f"ircish-server: {exc}", err=True)
         sys.exit(2)
-    run(config)
+    run(config, config_path or "built-in defaults")
 
 
-def run(config: Config) -> None:
-    """Start a server and serve until SIGINT/SIGTERM."""
-    from ircish.server import Server
+def run(config: Config, source: str = "config") -> None:
+    """Start a server and serve until SIGINT/SIGTERM. `source` names the config in errors."""
+    from ircish.server import ListenError, Server
 
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -100,11 +100,22 @@ def run(config: Config) -> None:
         signal.signal(signum, lambda *_: stop.set())
     try:
         server.start()
+    except ConfigError as exc:
+        # Found only when the server reads the files (a TLS key that doesn't match...):
+        # still a config error, reported like the others.
+        click.echo(f"ircish-server: {ConfigError(source, exc.key_path, exc.problem)}", err=True)
+        sys.exit(2)
+    except ListenError as exc:
+        click.echo(f"ircish-server: cannot listen on {exc.where}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         where = f"{config.server.host}:{config.server.port}"
         click.echo(f"ircish-server: cannot listen on {where}: {exc.strerror or exc}", err=True)
         sys.exit(1)
-    click.echo(f"ircish-server listening on {server.address[0]}:{server.address[1]}", err=True)
+    listening = f"ircish-server listening on {server.address[0]}:{server.address[1]}"
+    if server.tls_address is not None:
+        listening += f", TLS on {server.tls_address[0]}:{server.tls_address[1]}"
+    click.echo(listening, err=True)
     while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
         pass
     server.shutdown("Server shutting down")

@@ -27,6 +27,7 @@ __all__ = [
     "Limits",
     "RoomConfig",
     "ServerConfig",
+    "TlsConfig",
     "default_config",
     "load_config",
     "parse_config",
@@ -123,6 +124,24 @@ def _room_name(value: str) -> str | None:
     return None
 
 
+def _readable_file(value: str) -> str | None:
+    """A file the server reads at start (TLS certificate, key): there and readable now, so a
+    typo is a config error rather than a failure at the first connection. Relative paths are
+    from the directory the server is started in."""
+    if not value:
+        return "must not be empty"
+    try:
+        with open(value, "rb"):
+            pass
+    except FileNotFoundError:
+        return f"no such file: {_describe(value)}"
+    except IsADirectoryError:
+        return f"is a directory, not a file: {_describe(value)}"
+    except OSError as exc:
+        return f"cannot read {_describe(value)} ({exc.strerror or exc})"
+    return None
+
+
 def _log_level(value: str) -> str | None:
     if value not in LOG_LEVELS:
         return f"must be one of {', '.join(LOG_LEVELS)}, got {_describe(value)}"
@@ -164,6 +183,15 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """The optional second listener, for IRC over TLS (6697 is the usual port: RFC 7194)."""
+
+    cert: str = _setting(check=_readable_file)  # PEM chain, the server's certificate first
+    key: str = _setting(check=_readable_file)  # PEM private key, not password-protected
+    port: int = _setting(6697, _between(0, 65535))
+
+
+@dataclass(frozen=True)
 class Limits:
     """Bounds on clients, lines, queues and timers; every input is capped by one of these."""
 
@@ -202,8 +230,12 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     rooms: tuple[RoomConfig, ...] = ()
     log_level: str = _setting("INFO", _log_level, normalize=str.upper)
+    #: None (the default, or `tls: null`): plain TCP only.
+    tls: TlsConfig | None = None
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if self.tls is not None and self.tls.port != 0 and self.tls.port == self.server.port:
+            yield ("tls.port", f"must differ from server.port (both are {self.tls.port})")
         seen: dict[str, int] = {}
         for index, room in enumerate(self.rooms):
             where = f"rooms[{index}]"
@@ -249,6 +281,9 @@ class Config:
             config = dataclasses.replace(
                 config, server=dataclasses.replace(config.server, **server_changes)
             )
+        tls = config.tls
+        if port is not None and tls is not None and tls.port != 0 and tls.port == port:
+            raise ConfigError(source, "--port", f"{port} is already tls.port")
         if log_level is not None:
             level = _read_field(Config, "log_level", log_level, "--log-level", source)
             config = dataclasses.replace(config, log_level=level)
@@ -368,6 +403,9 @@ def _convert(hint: Any, raw: object, path: str, source: str) -> Any:
         options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
         if raw is None:
             return None
+        if len(options) == 1 and dataclasses.is_dataclass(options[0]):
+            # An optional section (`tls:`): absent or null means off, a mapping turns it on.
+            return _build(options[0], raw, path, source)
         if len(options) == 1 and _matches(options[0], raw):
             return _convert(options[0], raw, path, source)
         raise ConfigError(

@@ -1,9 +1,14 @@
-"""The listener: accept thread, housekeeping thread, connection registry, shutdown.
+"""The listeners: accept threads, housekeeping thread, connection registry, shutdown.
 
 `Server.start()` binds and starts the threads; `Server.shutdown()` (from any
 thread, e.g. a signal handler's waker) stops accepting, tells every client
 with an `ERROR` line, flushes, and waits for the readers to finish.
 `connections_lock` guards the set of live connections and is taken alone.
+
+With a `tls:` section there is a second listener with its own accept thread.
+Its sockets are wrapped in a `TlsTransport` (ircish/tls.py) and then served
+like any other; the handshake runs in the connection's reader thread, so a
+peer that never finishes it holds up no one.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -20,6 +26,7 @@ import commands  # noqa: F401  (importing fills the command table)
 from ircish.config import Config
 from ircish.connection import Connection, SenderPool
 from ircish.protocol import Message
+from ircish.tls import TlsTransport, server_context
 from ircish.world import World
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,14 @@ GIL_SWITCH_INTERVAL = 0.05
 RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
+class ListenError(OSError):
+    """A listener could not be bound; `where` names it ("127.0.0.1:6697 (TLS)")."""
+
+    def __init__(self, where: str, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.where = where
+
+
 class Server:
     """One ircish server: its world, its listener and its threads."""
 
@@ -51,7 +66,12 @@ class Server:
         self.connections_lock = threading.Condition(threading.Lock())
         self.created_text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.address: tuple[str, int] = (config.server.host, config.server.port)
+        #: Where the TLS listener is, once started (None without a `tls:` section).
+        self.tls_address: tuple[str, int] | None = None
         self._listener: socket.socket | None = None
+        self._tls_listener: socket.socket | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        self._not_tls_reply = b""
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         # Shown before the session kind is known: IRC clients display it as a
@@ -65,26 +85,57 @@ class Server:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the listener and start the accept, sender and housekeeping threads."""
+        """Bind the listeners and start the accept, sender and housekeeping threads.
+
+        Raises `ConfigError` (key path `tls...`) if the TLS certificate or key can't be
+        used, and `ListenError` if a port can't be bound; nothing is left running then.
+        """
+        tls = self.config.tls
+        if tls is not None:
+            # Before binding anything: a bad certificate must stop the start, not the
+            # first client's handshake.
+            self._tls_context = server_context(tls)
         host, port = self.address
+        self._listener = self._bind(host, port, f"{host}:{port}")
+        self.address = self._listener.getsockname()[:2]
+        if tls is not None:
+            try:
+                self._tls_listener = self._bind(host, tls.port, f"{host}:{tls.port} (TLS)")
+            except ListenError:
+                self._listener.close()
+                raise
+            self.tls_address = self._tls_listener.getsockname()[:2]
+            # Read by someone typing on the TLS port: the one line they can understand.
+            self._not_tls_reply = Message(
+                "ERROR",
+                [f"This port speaks TLS only; plain connections go to port {self.address[1]}"],
+            ).to_bytes()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        self.senders.start()
+        loops = [("accept", self._accept_loop, (self._listener, False))]
+        if self._tls_listener is not None:
+            loops.append(("accept-tls", self._accept_loop, (self._tls_listener, True)))
+        loops.append(("housekeeping", self._housekeeping, ()))
+        for name, target, args in loops:
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("listening on %s:%d", *self.address)
+        if self.tls_address is not None:
+            log.info("listening for TLS on %s:%d", *self.tls_address)
+
+    @staticmethod
+    def _bind(host: str, port: int, where: str) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((host, port))
             listener.listen(LISTEN_BACKLOG)
-        except OSError:
+        except OSError as exc:
             listener.close()
-            raise
-        self._listener = listener
-        self.address = listener.getsockname()[:2]
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        self.senders.start()
-        for target, name in ((self._accept_loop, "accept"), (self._housekeeping, "housekeeping")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        log.info("listening on %s:%d", *self.address)
+            raise ListenError(where, exc) from exc
+        return listener
 
     def shutdown(self, reason: str = "Server shutting down", timeout: float = 3.0) -> None:
         """Stop accepting, say goodbye to everyone, flush, and stop the threads."""
@@ -92,11 +143,12 @@ class Server:
             return
         self._stopping.set()
         log.info("shutting down: %s", reason)
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
-            except OSError:
-                pass
+        for listener in (self._listener, self._tls_listener):
+            if listener is not None:
+                try:
+                    listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+                except OSError:
+                    pass
         for conn in self._snapshot():
             conn.close(reason, reason)
         if not self._wait_for_readers(timeout):
@@ -106,8 +158,9 @@ class Server:
         for thread in self._threads:
             thread.join(timeout=2.0)
         self.senders.stop()
-        if self._listener is not None:
-            self._listener.close()
+        for listener in (self._listener, self._tls_listener):
+            if listener is not None:
+                listener.close()
         log.info("stopped")
 
     def _wait_for_readers(self, timeout: float) -> bool:
@@ -123,11 +176,10 @@ class Server:
     def connection_count(self) -> int:
         return len(self.connections)
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
+    def _accept_loop(self, listener: socket.socket, tls: bool) -> None:
         while not self._stopping.is_set():
             try:
-                sock, address = self._listener.accept()
+                sock, address = listener.accept()
             except OSError as exc:
                 if self._stopping.is_set():
                     return
@@ -138,16 +190,29 @@ class Server:
                     log.warning("accept failed: %s", exc)
                 continue
             try:
-                self._admit(sock, address)
+                self._admit(sock, address, tls)
             except Exception:
                 log.exception("could not set up connection from %s", address)
                 sock.close()
 
-    def _admit(self, sock: socket.socket, address: tuple) -> None:
+    def _admit(self, sock: socket.socket, address: tuple, tls: bool = False) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._enable_keepalive(sock)
-        conn = Connection(self, sock, address)
         limits = self.config.limits
+        if tls:
+            assert self._tls_context is not None
+            # No I/O here: the handshake happens in the reader thread, within the
+            # registration timeout, so a silent peer blocks nobody's accept.
+            transport = TlsTransport(
+                sock,
+                self._tls_context,
+                server_side=True,
+                handshake_timeout=limits.registration_timeout,
+                not_tls_reply=self._not_tls_reply,
+            )
+            conn = Connection(self, transport, address)
+        else:
+            conn = Connection(self, sock, address)
         ip = address[0]
         per_ip = limits.max_clients_per_ip
         with self.connections_lock:
@@ -160,13 +225,16 @@ class Server:
                 self.connections.add(conn)
                 self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         if refusal is not None:
-            # Refused before any thread exists for it: one line, then closed.
-            log.info("refusing %s: %s", ip, refusal)
-            with contextlib.suppress(OSError):
-                sock.send(Message("ERROR", [refusal]).to_bytes(), socket.MSG_DONTWAIT)
+            # Refused before any thread exists for it: one line, then closed. A TLS
+            # peer could not read a plain line, and the handshake needs a thread: it
+            # is just closed.
+            log.info("refusing %s%s: %s", ip, " (TLS)" if tls else "", refusal)
+            if not tls:
+                with contextlib.suppress(OSError):
+                    sock.send(Message("ERROR", [refusal]).to_bytes(), socket.MSG_DONTWAIT)
             sock.close()
             return
-        log.info("connection from %s:%d", address[0], address[1])
+        log.info("connection from %s:%d%s", address[0], address[1], " (TLS)" if tls else "")
         conn.send(self._greeting)
         conn.start()
 

@@ -1,5 +1,6 @@
 """One client's conversation with an IRC server: the TCP link (a reader thread, a sending
-thread behind a queue), registration (CAP, PASS, NICK, USER, nick fallback), the state the UI
+thread behind a queue; TLS through ircish/tls.py, which lets those two threads share it),
+registration (CAP, PASS, NICK, USER, nick fallback), the state the UI
 reads (our nick, rooms and their members, the current room, the private-chat target) and
 reconnecting with backoff. It knows nothing about terminals: every event goes to one listener
 callback that the UI supplies, from whichever thread produced it.
@@ -12,6 +13,7 @@ import logging
 import queue
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from ircish import protocol as p
 from ircish.protocol import Message, ProtocolError, casefold, parse
 from ircish.render import strip_formatting
+from ircish.tls import TlsError, TlsTransport
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,12 @@ _WELCOME_BURST = frozenset(
 
 
 class ConnectError(Exception):
-    """The server could not be reached; the text is one line for a person."""
+    """The server could not be reached; the text is one line for a person. `certificate` is
+    true when the server's TLS certificate was not trusted (the CLI says how to trust it)."""
+
+    def __init__(self, text: str, *, certificate: bool = False) -> None:
+        super().__init__(text)
+        self.certificate = certificate
 
 
 def is_room(name: str) -> bool:
@@ -76,6 +84,8 @@ class SessionConfig:
     #: Rooms to join once registered (the last one becomes the current room).
     rooms: tuple[str, ...] = ()
     reconnect: bool = True
+    #: Speak TLS with this context (ircish.tls.client_context); None: plain TCP.
+    tls_context: ssl.SSLContext | None = None
     connect_timeout: float = 10.0
     #: Seconds of silence before we PING the server; as long again without an answer = lost.
     idle_timeout: float = 60.0
@@ -160,7 +170,7 @@ class _Link:
     whatever has queued into one write. `read` is for the network thread alone.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket | TlsTransport) -> None:
         self.sock = sock
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._buffer = b""
@@ -263,7 +273,7 @@ class Session:
         link = self._open_link()
         with self._lock:
             self._link = link
-        self._note(f"Connected to {self.config.address}")
+        self._note(self._connected_text(link))
         self._thread = threading.Thread(
             target=self._run, args=(link,), name="ircish-client-net", daemon=True
         )
@@ -384,9 +394,31 @@ class Session:
         except (OSError, UnicodeError) as exc:
             reason = describe(exc)
             raise ConnectError(f"cannot connect to {self.config.address}: {reason}") from None
-        sock.settimeout(self.config.idle_timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        return _Link(sock)
+        if self.config.tls_context is None:
+            sock.settimeout(self.config.idle_timeout)
+            return _Link(sock)
+        transport = TlsTransport(
+            sock, self.config.tls_context, server_side=False, server_hostname=self.config.host
+        )
+        try:
+            transport.handshake(self.config.connect_timeout)
+        except OSError as exc:
+            transport.close()
+            certificate = isinstance(exc, TlsError) and exc.verify_failed
+            raise ConnectError(
+                f"cannot connect to {self.config.address}: {describe(exc)}", certificate=certificate
+            ) from None
+        transport.settimeout(self.config.idle_timeout)
+        return _Link(transport)
+
+    def _connected_text(self, link: _Link) -> str:
+        text = f"Connected to {self.config.address}"
+        context = self.config.tls_context
+        if isinstance(link.sock, TlsTransport) and context is not None:
+            checked = "" if context.verify_mode != ssl.CERT_NONE else ", certificate not checked"
+            text += f" ({link.sock.version()}{checked})"
+        return text
 
     def _run(self, link: _Link) -> None:
         code = 1
@@ -425,7 +457,7 @@ class Session:
                 continue
             with self._lock:
                 self._link = link
-            self._note(f"Connected to {self.config.address}")
+            self._note(self._connected_text(link))
             return link
 
     def _serve(self, link: _Link) -> str | None:
