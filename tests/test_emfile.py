@@ -1,0 +1,80 @@
+"""Out of file descriptors: the accept loop waits instead of spinning, then recovers."""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import subprocess
+import time
+
+from conftest import TIMEOUT, Client
+from test_cli import SERVER, connect_with_retry, free_port
+
+#: The server's whole descriptor budget: a few for itself, the rest for clients.
+FD_LIMIT = 40
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def greeted(clients: list[Client], settle: float = 1.0) -> set[Client]:
+    """Clients whose greeting arrived; stop once none has arrived for `settle` s."""
+    got: set[Client] = set()
+    while True:
+        waiting = [c for c in clients if c not in got]
+        ready, _, _ = select.select([c.sock for c in waiting], [], [], settle)
+        if not ready:
+            return got
+        got.update(c for c in waiting if c.sock in ready)
+
+
+def test_accept_survives_emfile_and_recovers(tmp_path):
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+
+    config = tmp_path / "config.yaml"
+    config.write_text("limits:\n  max_clients: 1000\n  max_clients_per_ip: 0\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVER, "-c", str(config), "--port", str(port), "--log-level", "WARNING"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_limit,
+    )
+    clients: list[Client] = []
+    try:
+        clients.append(connect_with_retry(port))
+        # More clients than descriptors: the rest wait in the listen backlog.
+        clients += [Client(("127.0.0.1", port)) for _ in range(FD_LIMIT)]
+        accepted = greeted(clients)
+        waiting = [c for c in clients if c not in accepted]
+        assert accepted and waiting
+
+        # Waiting for descriptors must not spin: well under half a core.
+        before, start = cpu_seconds(proc.pid), time.monotonic()
+        select.select([], [], [], 1.0)  # the measured interval itself
+        used = cpu_seconds(proc.pid) - before
+        assert used / (time.monotonic() - start) < 0.5
+
+        # Free descriptors: the first waiting client is accepted and registers.
+        for client in accepted:
+            client.close()
+        waiting[0].register("late")
+        assert waiting[0].sync() == []
+    finally:
+        for client in clients:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0
+    assert "accept: Too many open files; pausing before accepting again" in stderr
