@@ -130,15 +130,16 @@ def _readable_file(value: str) -> str | None:
     from the directory the server is started in."""
     if not value:
         return "must not be empty"
+    # The whole path, however long (`_describe` would cut it): it is what needs fixing.
     try:
         with open(value, "rb"):
             pass
     except FileNotFoundError:
-        return f"no such file: {_describe(value)}"
+        return f"no such file: {value!r}"
     except IsADirectoryError:
-        return f"is a directory, not a file: {_describe(value)}"
+        return f"is a directory, not a file: {value!r}"
     except OSError as exc:
-        return f"cannot read {_describe(value)} ({exc.strerror or exc})"
+        return f"cannot read {value!r} ({exc.strerror or exc})"
     return None
 
 

@@ -16,6 +16,16 @@ a receiver that stops reading holds up no thread and nobody else. Past
 Closing: the socket is shut down by the sender that flushed the last bytes
 (or aborted), which wakes the reader; the reader removes the user from the
 world and the file descriptor is closed once neither side uses it.
+
+TLS: on the TLS listener `sock` is an `ircish.tls.TlsTransport`. It offers
+the five calls used here (recv, send with MSG_DONTWAIT, shutdown, close,
+fileno) with a socket's meaning, so nothing here depends on the kind of
+socket: its first `recv` runs the handshake in this reader thread (bounded
+by registration_timeout), and its `send` never blocks and raises
+BlockingIOError when the kernel buffer is full, so a TLS connection is
+parked with the poller like any other. (An `ssl.SSLSocket` could not be
+used here: OpenSSL forbids SSL_read and SSL_write on one SSL object from
+two threads at once, and SSLSocket.send refuses MSG_DONTWAIT.)
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from ircish.world import User
 
 if TYPE_CHECKING:
     from ircish.server import Server
+    from ircish.tls import TlsTransport
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +147,7 @@ class SenderPool:
 class Connection:
     """A client socket with its reader thread and outbound queue."""
 
-    def __init__(self, server: Server, sock: socket.socket, address: tuple) -> None:
+    def __init__(self, server: Server, sock: socket.socket | TlsTransport, address: tuple) -> None:
         self.server = server
         self.sock = sock
         self.fileno = sock.fileno()

@@ -7,7 +7,7 @@ else needs to know how delivery works.
 Lock order (a thread may take a later lock while holding an earlier one,
 never the reverse):
 
-    World.lock  ->  Room.lock  ->  Connection outbox lock  (ircish/connection.py)
+    World.lock  ->  Room.lock  ->  Connection outbox lock  ->  TlsTransport._lock
 
 - `World.lock` guards the nick table, the room table and every `User.rooms`.
   Joining and leaving take it, so creating a room on first join and deleting
@@ -16,7 +16,10 @@ never the reverse):
   every member while holding it, so all members see one room's messages in the
   same order. Several room locks at once only while holding `World.lock`
   (nick change, quit), which makes their order irrelevant.
-- The outbox lock is a leaf: `Connection.send` only appends to a queue.
+- The outbox lock: `Connection.send` only appends to a queue under it.
+- `TlsTransport._lock` (ircish/tls.py, TLS connections only) guards the SSL
+  object; it is last in the order (no code holds it with another lock) and is
+  never held while waiting.
 - `Server.connections_lock` (ircish/server.py) is taken alone.
 No socket I/O and no blocking call happens under any of these locks.
 """

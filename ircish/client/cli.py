@@ -1,12 +1,13 @@
-"""`ircish-client`: the Click layer. It checks the arguments, builds a `SessionConfig`, picks
-the interactive UI (stdin and stdout are a terminal) or the scripted one, connects, and exits
-with the session's status: 0 after /quit or end of input, 1 if the server can't be reached
-or is lost for good, 2 for bad arguments.
+"""`ircish-client`: the Click layer. It checks the arguments, builds a `SessionConfig` (with
+the TLS context, made once), picks the interactive UI (stdin and stdout are a terminal) or
+the scripted one, connects, and exits with the session's status: 0 after /quit or end of
+input, 1 if the server can't be reached or is lost for good, 2 for bad arguments.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 
 import click
@@ -14,18 +15,24 @@ import click
 from ircish import __version__
 from ircish.client.session import ConnectError, Session, SessionConfig
 from ircish.client.ui import InteractiveUI, ScriptedUI, colour_wanted, default_streams
+from ircish.tls import client_context, describe_ssl_error
 
 EXAMPLES = """\b
 Examples:
   ircish-client --nick carol                       # 127.0.0.1:6667
   ircish-client -n carol --join '#general' --join '#ops'
   IRCISH_HOST=chat.example IRCISH_NICK=carol ircish-client
+  ircish-client -n carol --host chat.example --tls  # TLS, port 6697
   printf '/join #ops\\nhello\\n' | ircish-client --nick bot
 
 \b
 In the chat: /join #room, /msg nick text, /query nick, /switch #room,
 /who, /list, /help; plain text goes to the current room or private chat.
 """
+
+PLAIN_PORT, TLS_PORT = 6667, 6697
+#: Said after "certificate verify failed: ...".
+CERTIFICATE_HINT = "trust its CA with --ca-file FILE, or skip the check with --insecure"
 
 #: Characters no IRC nick may hold; the server judges the rest.
 _NICK_FORBIDDEN = set(" ,*?!@:#&") | {chr(c) for c in range(33)} | {"\x7f"}
@@ -79,9 +86,26 @@ def _check_rooms(
     envvar="IRCISH_PORT",
     show_envvar=True,
     type=click.IntRange(1, 65535),
-    default=6667,
-    show_default=True,
-    help="Server port.",
+    help=f"Server port.  [default: {PLAIN_PORT}, or {TLS_PORT} with --tls]",
+)
+@click.option(
+    "--tls/--no-tls",
+    envvar="IRCISH_TLS",
+    show_envvar=True,
+    default=False,
+    help="Connect with TLS, checking the server's certificate against the system's CAs.",
+)
+@click.option(
+    "--ca-file",
+    envvar="IRCISH_CA_FILE",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --tls: trust the CA certificates in this PEM file instead of the system's.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="With --tls: do not check the server's certificate (anyone in between can read).",
 )
 @click.option(
     "-j",
@@ -107,7 +131,10 @@ def _check_rooms(
 def main(
     nick: str,
     host: str,
-    port: int,
+    port: int | None,
+    tls: bool,
+    ca_file: str | None,
+    insecure: bool,
     rooms: tuple[str, ...],
     password: str | None,
     realname: str | None,
@@ -123,10 +150,12 @@ def main(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     if debug:
         logging.getLogger("ircish").setLevel(logging.DEBUG)
+    tls_context = _tls_context(tls, ca_file, insecure)
     config = SessionConfig(
         nick=nick,
         host=host,
-        port=port,
+        port=port or (TLS_PORT if tls else PLAIN_PORT),
+        tls_context=tls_context,
         realname=realname,
         password=password,
         rooms=rooms,
@@ -141,9 +170,31 @@ def main(
     try:
         session.start()
     except ConnectError as exc:
-        click.echo(f"ircish-client: {exc}", err=True)
+        hint = f" ({CERTIFICATE_HINT})" if exc.certificate else ""
+        click.echo(f"ircish-client: {exc}{hint}", err=True)
         sys.exit(1)
     sys.exit(ui.run(session))
+
+
+def _tls_context(tls: bool, ca_file: str | None, insecure: bool) -> ssl.SSLContext | None:
+    if not tls:
+        for given, option in ((ca_file, "--ca-file"), (insecure, "--insecure")):
+            if given:
+                raise click.UsageError(f"{option} only makes sense with --tls")
+        return None
+    if ca_file and insecure:
+        raise click.UsageError("--ca-file and --insecure contradict each other")
+    try:
+        return client_context(verify=not insecure, ca_file=ca_file)
+    except ssl.SSLError as exc:
+        raise click.BadParameter(
+            f"no CA certificate in {ca_file!r} ({describe_ssl_error(exc)})",
+            param_hint="--ca-file",
+        ) from None
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {ca_file!r} ({exc.strerror or exc})", param_hint="--ca-file"
+        ) from None
 
 
 if __name__ == "__main__":

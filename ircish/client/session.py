@@ -1,9 +1,9 @@
 """One client's conversation with an IRC server: the TCP link (a reader thread, a sending
-thread behind a queue; TLS through ircish/tls.py, which lets those two threads share it),
-registration (CAP, PASS, NICK, USER, nick fallback), the state the UI
-reads (our nick, rooms and their members, the current room, the private-chat target) and
-reconnecting with backoff. It knows nothing about terminals: every event goes to one listener
-callback that the UI supplies, from whichever thread produced it.
+thread behind a queue; with TLS, ircish/tls.py lets those two threads share it), registration
+(CAP, PASS, NICK, USER, nick fallback), the state the UI reads (our nick, rooms and their
+members, the current room, the private-chat target) and reconnecting with backoff. It knows
+nothing about terminals: every event goes to one listener callback that the UI supplies, from
+whichever thread produced it.
 """
 
 from __future__ import annotations
