@@ -13,9 +13,10 @@ connection is parked with the pool's poller thread until it is writable, so
 a receiver that stops reading holds up no thread and nobody else. Past
 `sendq_bytes` queued, the connection is dropped ("SendQ exceeded").
 
-Closing: the socket is shut down by the sender that flushed the last bytes
-(or aborted), which wakes the reader; the reader removes the user from the
-world and the file descriptor is closed once neither side uses it.
+Closing: the sender that flushed the last bytes (or aborted) shuts down the
+read side, which wakes the reader; the reader removes the user from the
+world, and the descriptor is closed (the peer sees FIN) once neither side
+uses it.
 
 TLS: on the TLS listener `sock` is an `ircish.tls.TlsTransport`. It offers
 the five calls used here (recv, send with MSG_DONTWAIT, shutdown, close,
@@ -332,8 +333,11 @@ class Connection:
         return False
 
     def _shutdown_socket(self) -> None:
+        """Wake the reader. Only the read side: the peer sees the connection close
+        when the reader has removed the user and closes the descriptor, so a client
+        that reconnects at once finds its nick free."""
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass  # already gone
 

@@ -57,6 +57,8 @@ class Message:
         """Format without the line ending. Raises ProtocolError on unsafe text."""
         parts = []
         if self.prefix:
+            if " " in self.prefix or any(c in self.prefix for c in FORBIDDEN_CHARS):
+                raise ProtocolError(f"prefix of {self.command} has a space, CR, LF or NUL")
             parts.append(":" + self.prefix)
         parts.append(self.command)
         last = len(self.params) - 1
@@ -121,12 +123,16 @@ def parse(line: str) -> Message:
         rest, trailing = rest.split(" :", 1)
     elif rest.startswith(":"):
         rest, trailing = "", rest[1:]
-    words = rest.split()
+    # Only the ASCII space separates parameters (RFC 2812 2.3.1); str.split()
+    # would also split on tabs and Unicode spaces that to_line() keeps.
+    words = [word for word in rest.split(" ") if word]
     if not words:
         raise ProtocolError("no command")
-    command = words[0].upper()
-    if not (command.isascii() and (command.isalpha() or (len(command) == 3 and command.isdigit()))):
-        raise ProtocolError(f"invalid command {words[0]!r}")
+    word = words[0]
+    # ASCII first: "jo\u0131n".upper() (dotless i) would otherwise become JOIN.
+    if not (word.isascii() and (word.isalpha() or (len(word) == 3 and word.isdigit()))):
+        raise ProtocolError(f"invalid command {word!r}")
+    command = word.upper()
     params = words[1:]
     if trailing is not None:
         params.append(trailing)

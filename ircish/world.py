@@ -59,7 +59,9 @@ def valid_room_name(name: str, max_length: int) -> bool:
     """A room is '#' then at least one char; no space, comma, BEL, colon or control chars."""
     if not 1 < len(name) <= max_length or name[0] != "#":
         return False
-    return not any(c in " ,:\x07" or ord(c) < 32 or ord(c) == 127 for c in name)
+    # No separators, no C0/C1 controls or DEL, and no Unicode spaces that a
+    # client might split on.
+    return not any(c in ",:" or c.isspace() or ord(c) < 32 or 127 <= ord(c) < 160 for c in name)
 
 
 class User:
