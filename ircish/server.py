@@ -177,6 +177,7 @@ class Server:
         return len(self.connections)
 
     def _accept_loop(self, listener: socket.socket, tls: bool) -> None:
+        starved = False  # out of descriptors: said once, then quiet until it passes
         while not self._stopping.is_set():
             try:
                 sock, address = listener.accept()
@@ -184,11 +185,16 @@ class Server:
                 if self._stopping.is_set():
                     return
                 if exc.errno in RESOURCE_ERRNOS:
-                    log.warning("accept: %s; pausing before accepting again", exc.strerror)
+                    if not starved:
+                        log.warning("accept: %s; pausing before accepting again", exc.strerror)
+                        starved = True
                     self._stopping.wait(0.1)
                 else:
                     log.warning("accept failed: %s", exc)
                 continue
+            if starved:
+                log.warning("accept: descriptors are free again; accepting")
+                starved = False
             try:
                 self._admit(sock, address, tls)
             except Exception:

@@ -77,4 +77,8 @@ def test_accept_survives_emfile_and_recovers(tmp_path):
                 proc.kill()
                 proc.communicate()
     assert proc.returncode == 0
-    assert "accept: Too many open files; pausing before accepting again" in stderr
+    # Said once per shortage (there may be a second one as the backlog drains),
+    # not at every 0.1 s retry over the second it lasted; the recovery is said too.
+    warnings = stderr.count("accept: Too many open files; pausing before accepting again")
+    assert 1 <= warnings <= 3
+    assert "accept: descriptors are free again; accepting" in stderr
