@@ -7,8 +7,10 @@ instead of sleeping.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -220,6 +222,30 @@ def settle(*clients: Client) -> None:
     """Drop whatever each client has been sent so far (JOINs, NAMES, ...)."""
     for client in clients:
         client.sync()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class Baseline:
+    """The test process's threads and descriptors now (the server runs in this process)."""
+
+    def __init__(self) -> None:
+        self.threads = set(threading.enumerate())
+        self.fds = open_fds()
+
+    def wait_restored(self, timeout: float = TIMEOUT) -> None:
+        """Poll until no thread started since is alive and no more descriptors are open."""
+        deadline = time.monotonic() + timeout
+        while True:
+            extra = [t.name for t in threading.enumerate() if t not in self.threads]
+            fds = open_fds()
+            if not extra and fds <= self.fds:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"not back to baseline: threads {extra[:10]}, fds {fds} > {self.fds}")
+            time.sleep(0.01)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:

@@ -25,34 +25,11 @@ import threading
 import time
 
 import pytest
-from conftest import TIMEOUT, Client, prefix
+from conftest import TIMEOUT, Baseline, Client, prefix
 
 from ircish.server import Server
 
 ROOM = "#r"
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-class Baseline:
-    """The test process's threads and descriptors now (the server runs in this process)."""
-
-    def __init__(self) -> None:
-        self.threads = set(threading.enumerate())
-        self.fds = open_fds()
-
-    def wait_restored(self, timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            extra = [t.name for t in threading.enumerate() if t not in self.threads]
-            fds = open_fds()
-            if not extra and fds <= self.fds:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"not back to baseline: threads {extra}, fds {fds} > {self.fds}")
-            time.sleep(0.01)
 
 
 def crash_records(caplog: pytest.LogCaptureFixture) -> list[str]:

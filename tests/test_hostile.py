@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import re
 import socket
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import TIMEOUT, Client, make_config, prefix
+from conftest import TIMEOUT, Baseline, Client, make_config, prefix
 
 from ircish import protocol as p
 from ircish.protocol import parse
@@ -31,30 +30,6 @@ ROOM = "#r"
 #: Longest line body a client may receive: 512 bytes with CRLF.
 MAX_BODY = 510
 FAIL_UTF8 = r"^:test\.server FAIL \* INVALID_UTF8 :"
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-class Baseline:
-    """The test process's threads and descriptors now (the server runs in this process)."""
-
-    def __init__(self) -> None:
-        self.threads = set(threading.enumerate())
-        self.fds = open_fds()
-
-    def wait_restored(self, timeout: float = TIMEOUT) -> None:
-        """Poll until no thread started since is alive and no more descriptors are open."""
-        deadline = time.monotonic() + timeout
-        while True:
-            extra = [t.name for t in threading.enumerate() if t not in self.threads]
-            fds = open_fds()
-            if not extra and fds <= self.fds:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"not back to baseline: threads {extra}, fds {fds} > {self.fds}")
-            time.sleep(0.01)
 
 
 def crash_records(records: list[logging.LogRecord]) -> list[str]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import pytest
-from conftest import TIMEOUT, Client
+from conftest import TIMEOUT, Baseline, Client
 
 from ircish.config import RoomConfig
 from ircish.protocol import casefold
@@ -46,29 +46,6 @@ SEED = int(os.environ.get("IRCISH_SOAK_SEED", "20240501"))
 #: Seconds between forced thread switches during the soak (CPython's default is 0.005).
 SOAK_SWITCH_INTERVAL = 0.0002
 LINE = re.compile(r"^:([^!\s]+)!\S+ (PRIVMSG|TOPIC|JOIN|PART|NICK|QUIT)(?: (\S+))?(?: :?(.*))?$")
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-class Baseline:
-    """The test process's threads and descriptors now (the server runs in this process)."""
-
-    def __init__(self) -> None:
-        self.threads = set(threading.enumerate())
-        self.fds = open_fds()
-
-    def wait_restored(self, timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            extra = [t.name for t in threading.enumerate() if t not in self.threads]
-            fds = open_fds()
-            if not extra and fds <= self.fds:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"not back to baseline: threads {extra[:10]}, fds {fds} > {self.fds}")
-            time.sleep(0.01)
 
 
 @dataclass
