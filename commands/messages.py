@@ -6,7 +6,7 @@ import time
 
 from ircish import protocol as p
 from ircish.dispatch import Context, IRCError, command
-from ircish.protocol import Message, safe_param
+from ircish.protocol import Message, casefold, safe_param
 
 #: Targets one PRIVMSG/NOTICE may name (advertised as TARGMAX).
 MAX_TARGETS = 4
@@ -26,7 +26,7 @@ def relay(ctx: Context, msg: Message, notice: bool) -> None:
         if notice:
             return
         raise IRCError(p.ERR_NOTEXTTOSEND, "No text to send")
-    targets = msg.params[0].split(",")
+    targets = list({casefold(t): t for t in msg.params[0].split(",")}.values())  # once each
     if len(targets) > MAX_TARGETS:
         if notice:
             return

@@ -45,6 +45,9 @@ def isupport_replies(ctx: Context) -> None:
 
 def lusers_replies(ctx: Context) -> None:
     users, invisible, rooms = ctx.world.counts()
+    if not ctx.user.registered:  # the welcome burst is sent just before registering
+        users += 1
+        invisible += ctx.user.invisible
     unknown = ctx.server.connection_count() - users
     ctx.reply(
         p.RPL_LUSERCLIENT,
@@ -94,9 +97,10 @@ def who(ctx: Context, msg: Message) -> None:
         if room is not None:
             members, *_ = room.snapshot()
             for member in members:
-                who_reply(ctx, member, room.name)
+                if not member.invisible or shares_room(ctx.user, member):
+                    who_reply(ctx, member, room.name)
     else:
-        pattern = casefold(mask)
+        pattern = casefold(mask).replace("[", "[[]")  # '[' is a nick character, not a class
         for other in ctx.world.users_snapshot():
             if fnmatch.fnmatchcase(casefold(other.nick), pattern) and (
                 not other.invisible or shares_room(ctx.user, other)

@@ -60,8 +60,11 @@ def try_register(ctx: Context) -> None:
             ctx.reply(p.ERR_PASSWDMISMATCH, "Password incorrect")
             ctx.disconnect("Bad password", "Bad password")
             return
-    ctx.world.mark_registered(user)
+    # Queue the welcome burst before anyone can find the user, so nothing
+    # another client sends can arrive before 001.
     welcome(ctx)
+    ctx.flush()
+    ctx.world.mark_registered(user)
 
 
 @command("CAP", min_params=1, pre_registration=True, syntax="<LS|LIST|REQ|END> [:<caps>]")

@@ -68,6 +68,8 @@ class SenderPool:
     def __init__(self, threads: int) -> None:
         self._ready: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._new_parked: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        #: Parked connections by descriptor; only the poller thread touches it.
+        self._parked: dict[int, Connection] = {}
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -115,11 +117,22 @@ class SenderPool:
                 conn._flush()
             except Exception:
                 log.exception("sender thread: unexpected error flushing %s", conn)
+                conn._writer_failed()
 
     def _poll_loop(self) -> None:
+        while not self._stopping:
+            try:
+                self._poll_until_stopped()
+            except Exception:
+                # Parked connections would be stuck for good: log and poll again.
+                log.exception("poller: unexpected error")
+
+    def _poll_until_stopped(self) -> None:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
-        parked: dict[int, Connection] = {}
+        parked = self._parked  # kept across a restart of this loop
+        for fd in parked:
+            poller.register(fd, select.POLLOUT)
         while not self._stopping:
             while True:
                 try:
@@ -138,6 +151,13 @@ class SenderPool:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
             woken.update(fd for fd, conn in parked.items() if conn.aborting)
+            # A closing connection whose peer never reads again: past its grace
+            # period it is aborted here, since housekeeping no longer sees it.
+            now = time.monotonic()
+            for fd, conn in parked.items():
+                if conn.closing and conn.close_deadline is not None and now > conn.close_deadline:
+                    conn.close("Closing timed out", flush=False)
+                    woken.add(fd)
             for fd in woken:
                 conn = parked.pop(fd, None)
                 if conn is not None:
@@ -233,7 +253,7 @@ class Connection:
             self._writer_busy = True
         lock.release()
         if overflow:
-            log.info("%s: SendQ exceeded (%d bytes)", self, self._queued)
+            # Logged by the sender that drops it: we may hold a room lock here.
             self.close("SendQ exceeded", flush=False)
         else:
             self.server.senders.schedule(self)
@@ -267,6 +287,8 @@ class Connection:
         while True:
             with self._lock:
                 if self._abort or self._fd_closed:
+                    if self._chunks or self._pending:
+                        log.info("%s: dropping its output: %s", self, self.quit_reason)
                     self._chunks.clear()
                     self._pending = b""
                     data = b""
@@ -309,6 +331,13 @@ class Connection:
                 return
         if close_fd:
             self.sock.close()
+
+    def _writer_failed(self) -> None:
+        """A sender crashed on this connection: give up the writer role and abort,
+        so it is still closed and its reader woken."""
+        with self._lock:
+            self._writer_busy = False
+        self.close("Internal error", flush=False)
 
     def _write(self, data: bytes) -> int:
         """Send as much of `data` as the kernel takes now; never blocks."""

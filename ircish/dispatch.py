@@ -104,7 +104,12 @@ class Context:
 
     def flush(self) -> None:
         for msg in self.replies:
-            self.conn.send(msg)
+            try:
+                self.conn.send(msg)
+            except ProtocolError:
+                # A reply that cannot be formatted is a server bug: log it, keep
+                # the connection (and its reader thread) going.
+                log.exception("%s: reply could not be formatted: %r", self.conn, msg)
         self.replies.clear()
         if self.closing is not None:
             self.conn.close(*self.closing)

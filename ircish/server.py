@@ -242,7 +242,13 @@ class Server:
             return
         log.info("connection from %s:%d%s", address[0], address[1], " (TLS)" if tls else "")
         conn.send(self._greeting)
-        conn.start()
+        try:
+            conn.start()
+        except RuntimeError as exc:  # can't start new thread: out of threads
+            log.warning("cannot serve %s: %s", ip, exc)
+            # As if its reader had run and ended: leave the registry, close the fd
+            # once the sender is done with the greeting.
+            conn._finish("Could not start a reader thread")
 
     def _enable_keepalive(self, sock: socket.socket) -> None:
         """TCP keepalive finds peers that vanish silently (text sessions get no PING)."""

@@ -72,7 +72,9 @@ class User:
         self.nick: str | None = None
         self.username = ""
         self.realname = ""
-        self.host = host
+        # An IPv6 address may start with ':', which cannot begin a middle
+        # parameter (WHO, WHOIS): prefix '0' as other servers do.
+        self.host = "0" + host if host.startswith(":") else host
         self.registered = False
         self.invisible = False
         self.away: str | None = None
@@ -118,10 +120,6 @@ class Room:
         for member in self.members:
             if member is not exclude:
                 member.conn.send(msg, wire)
-
-    def broadcast(self, msg: Message, exclude: User | None = None) -> None:
-        with self.lock:
-            self.broadcast_locked(msg, exclude)
 
     def send_from(self, sender: User, msg: Message) -> bool:
         """Relay a member's message to the others; False if `sender` is not a member."""

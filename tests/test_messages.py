@@ -60,6 +60,13 @@ def test_comma_targets_reach_each(trio, verb):
     assert carol.messages() == [Message(verb, ["carol", "hi both"], prefix("alice"))]
 
 
+@pytest.mark.parametrize("verb", ["PRIVMSG", "NOTICE"])
+def test_a_repeated_target_gets_the_message_once(trio, verb):
+    alice, bob, _ = trio
+    alice.send(f"{verb} bob,BOB,bob :once")
+    assert bob.messages() == [Message(verb, ["bob", "once"], prefix("alice"))]
+
+
 #: Each bad way to address a message: what follows the verb; the numeric PRIVMSG gets for
 #: it, and the target that numeric names (None where it names none). NOTICE gets nothing.
 BAD_ADDRESSING = {
@@ -69,7 +76,7 @@ BAD_ADDRESSING = {
     "unknown-nick": (" nobody :hi", p.ERR_NOSUCHNICK, "nobody"),
     "unknown-room": (" #nowhere :hi", p.ERR_NOSUCHCHANNEL, "#nowhere"),
     "not-a-member": (" #other :hi", p.ERR_CANNOTSENDTOCHAN, "#other"),
-    "five-targets": (" bob,carol,bob,carol,bob :hi", p.ERR_TOOMANYTARGETS, None),
+    "five-targets": (" bob,carol,dave,erin,fred :hi", p.ERR_TOOMANYTARGETS, None),
 }
 
 

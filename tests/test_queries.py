@@ -294,3 +294,36 @@ def test_version_and_time(connect):
     (time_reply,) = replies(alice, "TIME", "391")
     assert time_reply[:3] == ("391", "alice", SERVER)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", time_reply[3])
+
+
+def test_ipv6_client_shows_in_who_and_whois(start_server, connect):
+    """'::1' cannot start a middle parameter: the host is shown as '0::1'."""
+    srv = start_server(host="::1")
+    alice = connect("alice", target=srv)
+    bob = connect("bob", target=srv)
+    assert replies(bob, "WHOIS alice", "318")[0] == (
+        "311",
+        "bob",
+        "alice",
+        "u",
+        "0::1",
+        "*",
+        "Real Name",
+    )
+    assert replies(bob, "WHO alice", "315")[0][4] == "0::1"
+    assert alice.sync() == []  # and nobody was disconnected
+
+
+def test_invisible_member_hidden_from_who_room_by_strangers(people, connect):
+    alice, bob = people
+    bob.send("MODE bob +i")
+    bob.expect(r" MODE bob :?\+i$")
+    stranger = connect("stranger")
+    assert [row[6] for row in replies(stranger, "WHO #room", "315")[:-1]] == ["alice"]
+    assert sorted(row[6] for row in replies(alice, "WHO #room", "315")[:-1]) == ["alice", "bob"]
+
+
+def test_who_mask_brackets_are_nick_characters(connect):
+    connect("[bot]")
+    asker = connect("asker")
+    assert [row[6] for row in replies(asker, "WHO [bot]", "315")[:-1]] == ["[bot]"]
