@@ -64,6 +64,7 @@ def test_comma_targets_reach_each(trio, verb):
 def test_a_repeated_target_gets_the_message_once(trio, verb):
     alice, bob, _ = trio
     alice.send(f"{verb} bob,BOB,bob :once")
+    assert alice.messages() == []  # handled (sync on the sender first)
     assert bob.messages() == [Message(verb, ["bob", "once"], prefix("alice"))]
 
 
