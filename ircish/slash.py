@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ircish.protocol import FORBIDDEN_CHARS, Message, ProtocolError, parse
+from ircish.protocol import Message, ProtocolError, has_forbidden, parse
 
 ROOM_PREFIX = "#"
 
@@ -38,7 +38,7 @@ def translate(line: str, current_room: str | None) -> Message:
     """Turn a line starting with '/' into the Message to send. Raises SlashError if malformed."""
     if not line.startswith("/"):
         raise SlashError("not a slash command")
-    if any(c in line for c in FORBIDDEN_CHARS):
+    if has_forbidden(line):
         raise SlashError("text may not contain CR, LF or NUL")
     if line.startswith("//"):
         # irssi convention: a doubled slash sends the rest, with one slash, as plain text.
