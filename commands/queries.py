@@ -26,7 +26,6 @@ def isupport_tokens(ctx: Context) -> list[str]:
         "CHANMODES=,,,n",
         f"CHANNELLEN={limits.room_length}",
         "CHANTYPES=#",
-        f"LINELEN={limits.max_line_bytes}",
         f"NETWORK={ctx.config.server.network}",
         f"NICKLEN={limits.nick_length}",
         "PREFIX=",

@@ -141,8 +141,11 @@ def ping(ctx: Context, msg: Message) -> None:
 
 @command("PONG", pre_registration=True, syntax="<token>", cost=0)
 def pong(ctx: Context, msg: Message) -> None:
-    """Answer the server's PING."""
-    ctx.conn.ping_sent_at = None
+    """Answer the server's PING.
+
+    Nothing to do here: any line from the client counts as alive, and the
+    housekeeping thread clears the outstanding PING when it sees one.
+    """
 
 
 @command("QUIT", pre_registration=True, syntax="[:<reason>]", cost=0)

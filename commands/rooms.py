@@ -8,7 +8,7 @@ from ircish.protocol import Message, clip, safe_param
 from ircish.world import Room, valid_room_name
 
 #: Bytes a reply line may use before CRLF (RFC 2812 2.3).
-LINE_BUDGET = 510
+LINE_BUDGET = p.DEFAULT_LINE_BYTES - 2  # CRLF
 
 
 def room_or_error(ctx: Context, name: str) -> Room:
