@@ -253,7 +253,8 @@ class Connection:
             self._writer_busy = True
         lock.release()
         if overflow:
-            # Logged by the sender that drops it: we may hold a room lock here.
+            # No logging here (we may hold a room lock): the reader logs the
+            # reason when it removes the user.
             self.close("SendQ exceeded", flush=False)
         else:
             self.server.senders.schedule(self)
@@ -287,8 +288,6 @@ class Connection:
         while True:
             with self._lock:
                 if self._abort or self._fd_closed:
-                    if self._chunks or self._pending:
-                        log.info("%s: dropping its output: %s", self, self.quit_reason)
                     self._chunks.clear()
                     self._pending = b""
                     data = b""
