@@ -1,4 +1,5 @@
-"""`ircish-server`: a thin Click layer that loads the config and runs a `Server`."""
+"""`ircish-server`: a thin Click layer that loads the config and runs a `Server`, plus the
+`hash-password` subcommand that makes the password hashes the `operators:` section holds."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import resource
 import signal
 import sys
 import threading
+import typing
 
 import click
+from click.core import ParameterSource
 
 from ircish import __version__
 from ircish.config import LOG_LEVELS, Config, ConfigError, default_config, load_config
+from ircish.passwords import hash_password
 
 log = logging.getLogger("ircish")
 
@@ -46,9 +50,13 @@ def check_os_limits(max_clients: int) -> None:
             )
 
 
-@click.command(
+@click.group(
+    invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Example: ircish-server -c examples/config.yaml --port 6667",
+    epilog=(
+        "Example: ircish-server -c examples/config.yaml --port 6667\n\n"
+        "Without a command, the server runs; the options above are for running it."
+    ),
 )
 @click.option(
     "-c",
@@ -66,8 +74,13 @@ def check_os_limits(max_clients: int) -> None:
     help="Logging verbosity (overrides log_level).",
 )
 @click.version_option(__version__, prog_name="ircish-server")
+@click.pass_context
 def main(
-    config_path: str | None, host: str | None, port: int | None, log_level: str | None
+    ctx: click.Context,
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    log_level: str | None,
 ) -> None:
     """Run an ircish chat server.
 
@@ -75,6 +88,16 @@ def main(
     server; `nc HOST PORT` gives a human text session (/nick carol, /join
     #general, then type). SIGINT or SIGTERM shuts down cleanly.
     """
+    if ctx.invoked_subcommand is not None:
+        # `--port 7000 hash-password` would silently ignore --port; say so instead.
+        # (IRCISH_CONFIG from the environment is fine: it is not a request.)
+        for param in ("config_path", "host", "port", "log_level"):
+            if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
+                option = next(p for p in ctx.command.params if p.name == param)
+                raise click.UsageError(
+                    f"{option.opts[-1]} is for running the server, not for {ctx.invoked_subcommand}"
+                )
+        return
     try:
         config = load_config(config_path) if config_path else default_config()
         config = config.with_overrides(host=host, port=port, log_level=log_level)
@@ -82,6 +105,48 @@ def main(
         click.echo(f"ircish-server: {exc}", err=True)
         sys.exit(2)
     run(config, config_path or "built-in defaults")
+
+
+@main.command("hash-password")
+def hash_password_command() -> None:
+    """Print a hash of a password, for `operators:` in the config.
+
+    On a terminal it asks for the password twice, without showing it. Otherwise it
+    reads the first line of stdin, for scripts:
+
+    \b
+        echo "$PASSWORD" | ircish-server hash-password
+
+    The hash goes to stdout; put it in an operator's `password:`. OPER <name>
+    <password> (or /oper name password) checks a password against it.
+    """
+    if sys.stdin.isatty():
+        # Prompts on stderr, so `ircish-server hash-password > hash.txt` keeps only the hash.
+        password = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True, err=True, type=str
+        )
+    else:
+        # Bytes, not the text stream, so what the locale makes of them doesn't matter.
+        line = sys.stdin.buffer.readline()
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        password = line.decode("utf-8", "surrogateescape")
+    try:
+        # A password that isn't UTF-8 could never match one sent over IRC (the server
+        # enforces UTF-8), so it is refused rather than hashed as something else.
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        _fail("the password is not valid UTF-8")
+    if not password:
+        _fail("the password is empty")
+    if any(ch in "\r\n\0" for ch in password):
+        _fail("the password contains CR, LF or NUL, which no IRC line can carry")
+    click.echo(hash_password(password))
+
+
+def _fail(problem: str) -> typing.NoReturn:
+    """One line on stderr and exit status 2, like a config error."""
+    click.echo(f"ircish-server: {problem}", err=True)
+    sys.exit(2)
 
 
 def run(config: Config, source: str = "config") -> None:

@@ -2,7 +2,8 @@
 that turns a file into those objects, and every check a setting must pass. The schema is
 declared once below; the loader walks the dataclass fields and type hints generically, so
 adding a setting means adding one field. A bad file becomes one `ConfigError` line naming
-the file, the key path and the problem.
+the file, the key path and the problem. Operator passwords are only ever stored as hashes
+(`ircish.passwords`); a plain-text one is refused here.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Any
 
 import yaml
 
+from ircish.passwords import SCHEME, hash_problem
 from ircish.protocol import casefold
 
 __all__ = [
     "Config",
     "ConfigError",
     "Limits",
+    "OperatorConfig",
     "RoomConfig",
     "ServerConfig",
     "TlsConfig",
@@ -104,6 +107,23 @@ def _password(value: str) -> str | None:
     return _one_line(value)
 
 
+def _password_hash(value: str) -> str | None:
+    # The reason never quotes the value: it may be a real password pasted by mistake.
+    if not value.startswith(f"{SCHEME}$"):
+        reason = "plain-text passwords are not accepted"
+    else:
+        reason = hash_problem(value)
+        if reason is None:
+            return None
+    return f"must be a scrypt hash made by `ircish-server hash-password` ({reason})"
+
+
+def _not_empty(value: tuple[Any, ...]) -> str | None:
+    if not value:
+        return "must not be an empty list"
+    return None
+
+
 def _motd(value: str) -> str | None:
     if any(not ch.isprintable() and ch not in "\n\t" for ch in value):
         return "must not contain control characters other than line breaks and tabs"
@@ -154,9 +174,14 @@ def _setting(
     check: _Check | None = None,
     *,
     normalize: Callable[[Any], Any] | None = None,
+    each: _Check | None = None,
+    repr: bool = True,
 ) -> Any:
-    """A dataclass field carrying its own rule; `normalize` runs before `check`."""
-    return field(default=default, metadata={"check": check, "normalize": normalize})
+    """A dataclass field carrying its own rule; `normalize` runs before `check`. For a
+    list setting, `each` is the rule for every item (its errors name the item: `hosts[1]`).
+    `repr=False` keeps a value out of reprs, and so out of logs."""
+    metadata = {"check": check, "normalize": normalize, "each": each}
+    return field(default=default, metadata=metadata, repr=repr)
 
 
 # --- the schema ----------------------------------------------------------------------------
@@ -168,6 +193,17 @@ class RoomConfig:
 
     name: str = _setting(check=_room_name)
     topic: str = _setting("", _one_line)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """A server operator: OPER <name> <password> from a matching host grants the role."""
+
+    name: str = _setting(check=_word)
+    #: Made by `ircish-server hash-password`; never the password itself.
+    password: str = _setting(check=_password_hash, repr=False)
+    #: Glob patterns (fnmatch) for the client's host or IP address; any one must match.
+    hosts: tuple[str, ...] = _setting(("*",), _not_empty, each=_word)
 
 
 @dataclass(frozen=True)
@@ -233,6 +269,7 @@ class Config:
     log_level: str = _setting("INFO", _log_level, normalize=str.upper)
     #: None (the default, or `tls: null`): plain TCP only.
     tls: TlsConfig | None = None
+    operators: tuple[OperatorConfig, ...] = ()
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.tls is not None and self.tls.port != 0 and self.tls.port == self.server.port:
@@ -263,6 +300,20 @@ class Config:
                     f"duplicate room {_describe(room.name)} (same as rooms[{seen[folded]}])",
                 )
             seen.setdefault(folded, index)
+        # Casefolded like nicks, so `Alice` and `alice` cannot be two operators with two
+        # passwords whichever way OPER compares names.
+        operator_seen: dict[str, int] = {}
+        for index, operator in enumerate(self.operators):
+            folded = casefold(operator.name)
+            if folded in operator_seen:
+                yield (
+                    f"operators[{index}].name",
+                    (
+                        f"duplicate operator {_describe(operator.name)} "
+                        f"(same as operators[{operator_seen[folded]}])"
+                    ),
+                )
+            operator_seen.setdefault(folded, index)
 
     def with_overrides(
         self,
@@ -383,6 +434,12 @@ def _read_field(cls: type, name: str, raw: object, path: str, source: str) -> An
         problem = check(value)
         if problem is not None:
             raise ConfigError(source, path, problem)
+    each = spec.metadata.get("each")
+    if each is not None:
+        for index, item in enumerate(value):
+            problem = each(item)
+            if problem is not None:
+                raise ConfigError(source, f"{path}[{index}]", problem)
     return value
 
 

@@ -1,24 +1,38 @@
-"""The `ircish-server` command: config errors, overrides, and SIGTERM shutdown."""
+"""The `ircish-server` command: config errors, overrides, SIGTERM shutdown, and the
+`hash-password` subcommand on a terminal (a pty, via pexpect) and in a pipe."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import resource
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from conftest import TIMEOUT, Client
 
+from ircish.passwords import hash_password, verify_password
+
 SERVER = [sys.executable, "-m", "ircish.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+HASH_LINE = re.compile(r"scrypt\$\S+")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=30, check=False)
+def run_cli(*args: str, stdin: str | bytes = "") -> subprocess.CompletedProcess[str]:
+    # Always a pipe for stdin (empty by default): a test must never wait on the terminal.
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    result = subprocess.run([*SERVER, *args], input=data, capture_output=True, timeout=30)
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
 
 
 @pytest.mark.parametrize(
@@ -28,6 +42,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         ("server:\n  colour: red\n", r"server\.colour: unknown key"),
         ("rooms:\n  - name: general\n", r"rooms\[0\]\.name: "),
         ("server: [1, 2\n", r"not valid YAML"),
+        (
+            "operators:\n  - {name: alice, password: hunter2}\n",
+            r"operators\[0\]\.password: must be a scrypt hash made by "
+            r"`ircish-server hash-password` \(plain-text passwords are not accepted\)$",
+        ),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path, text, expected):
@@ -53,6 +72,165 @@ def test_help_explains_options():
     assert result.returncode == 0
     for option in ("--config", "--host", "--port", "--log-level"):
         assert option in result.stdout
+
+
+def test_help_lists_the_hash_password_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert re.search(r"^\s+hash-password\s+\S", result.stdout, re.MULTILINE), result.stdout
+    result = run_cli("hash-password", "--help")
+    assert result.returncode == 0
+    assert "ircish-server hash-password" in result.stdout
+
+
+def test_version_still_works():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("ircish-server, version ")
+
+
+def test_server_options_are_refused_with_a_subcommand():
+    result = run_cli("--port", "7000", "hash-password", stdin="pw\n")
+    assert result.returncode == 2
+    assert "--port is for running the server, not for hash-password" in result.stderr
+    assert result.stdout == ""
+
+
+def test_unknown_subcommand_is_a_usage_error():
+    result = run_cli("hash-pasword")
+    assert result.returncode == 2
+    assert "No such command 'hash-pasword'" in result.stderr
+
+
+# --- hash-password ----------------------------------------------------------------------------
+
+
+class PasswordPrompt:
+    """`ircish-server hash-password` on a pseudo-terminal, with `redirect` (shell syntax)
+    applied to it; everything the terminal shows is kept in `shown`."""
+
+    def __init__(self, redirect: str = "") -> None:
+        self.pexpect = pytest.importorskip("pexpect")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IRCISH_")}
+        command = f"exec {shlex.join([*SERVER, 'hash-password'])} {redirect}"
+        self.child = self.pexpect.spawn(
+            "/bin/sh", ["-c", command], cwd=str(ROOT), env=env, encoding="utf-8", timeout=TIMEOUT
+        )
+        self.shown = io.StringIO()
+        self.child.logfile_read = self.shown
+
+    def answer(self, prompt: str, text: str) -> None:
+        # The prompt's trailing space is written by getpass after it has turned echo off
+        # (and flushed pending input), so typing after it is typing as a person would.
+        self.child.expect_exact(prompt)
+        self.child.send(text + "\r")
+
+    def finish(self) -> tuple[int, str]:
+        """The exit status, and everything the terminal showed."""
+        self.child.expect(self.pexpect.EOF)
+        self.child.close()
+        return self.child.exitstatus, self.shown.getvalue()
+
+    def close(self) -> None:
+        self.child.close(force=True)
+
+
+@pytest.fixture
+def password_prompt() -> Iterator[Callable[..., PasswordPrompt]]:
+    prompts: list[PasswordPrompt] = []
+
+    def start(redirect: str = "") -> PasswordPrompt:
+        prompts.append(PasswordPrompt(redirect))
+        return prompts[-1]
+
+    yield start
+    for prompt in prompts:
+        prompt.close()
+
+
+def test_hash_password_on_a_terminal_does_not_echo(password_prompt):
+    term = password_prompt()
+    term.answer("Password: ", "tr0ub4dor &3")
+    term.answer("Repeat for confirmation: ", "tr0ub4dor &3")
+    status, shown = term.finish()
+    assert status == 0, shown
+    assert "tr0ub4dor" not in shown
+    hashes = HASH_LINE.findall(shown)
+    assert len(hashes) == 1, shown
+    assert verify_password("tr0ub4dor &3", hashes[0])
+
+
+def test_hash_password_confirmation_mismatch_asks_again(password_prompt):
+    term = password_prompt()
+    term.answer("Password: ", "first-attempt")
+    term.answer("Repeat for confirmation: ", "second-attempt")
+    term.child.expect_exact("Error: The two entered values do not match.")
+    term.answer("Password: ", "third-attempt")
+    term.answer("Repeat for confirmation: ", "third-attempt")
+    status, shown = term.finish()
+    assert status == 0, shown
+    for typed in ("first-attempt", "second-attempt", "third-attempt"):
+        assert typed not in shown
+    (encoded,) = HASH_LINE.findall(shown)
+    assert verify_password("third-attempt", encoded)
+    assert not verify_password("first-attempt", encoded)
+
+
+def test_hash_password_prompts_stay_out_of_stdout(password_prompt, tmp_path):
+    """`ircish-server hash-password > file` on a terminal: the file holds the hash alone."""
+    out = tmp_path / "hash.txt"
+    term = password_prompt(f"> {shlex.quote(str(out))}")
+    term.answer("Password: ", "to a file")
+    term.answer("Repeat for confirmation: ", "mistyped")
+    term.child.expect_exact("Error: The two entered values do not match.")
+    term.answer("Password: ", "to a file")
+    term.answer("Repeat for confirmation: ", "to a file")
+    status, shown = term.finish()
+    assert status == 0, shown
+    assert HASH_LINE.search(shown) is None  # not on the terminal: in the file
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1
+    assert verify_password("to a file", lines[0])
+
+
+@pytest.mark.parametrize(
+    ("stdin", "password"),
+    [
+        ("s3cret\n", "s3cret"),
+        ("s3cret", "s3cret"),  # no newline at the end
+        ("s3cret\r\n", "s3cret"),
+        ("  spaces kept  \n", "  spaces kept  "),
+        ("first line\nsecond line\n", "first line"),
+        ("pässwörd ✓\n", "pässwörd ✓"),
+    ],
+)
+def test_hash_password_from_a_pipe(stdin, password):
+    result = run_cli("hash-password", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no prompt for a script
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert result.stdout == lines[0] + "\n"
+    assert verify_password(password, lines[0])
+    assert not verify_password(password + "x", lines[0])
+
+
+@pytest.mark.parametrize(
+    ("stdin", "problem"),
+    [
+        (b"", "the password is empty"),
+        (b"\n", "the password is empty"),
+        (b"\r\n", "the password is empty"),
+        (b"a\0b\n", "the password contains CR, LF or NUL, which no IRC line can carry"),
+        (b"a\rb\n", "the password contains CR, LF or NUL, which no IRC line can carry"),
+        (b"caf\xe9\n", "the password is not valid UTF-8"),
+    ],
+)
+def test_hash_password_refuses_a_bad_password_with_exit_2(stdin, problem):
+    result = run_cli("hash-password", stdin=stdin)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == f"ircish-server: {problem}\n"
 
 
 def test_bad_port_override_exits_2():
@@ -112,6 +290,27 @@ def test_signal_shuts_down_cleanly(tmp_path, signum):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_server_starts_with_operators_in_the_config(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"operators:\n  - {{name: alice, password: '{hash_password('pw')}', hosts: ['127.*']}}\n"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVER, "-c", str(config), "--port", str(port)], stderr=subprocess.PIPE
+    )
+    try:
+        connect_with_retry(port).close()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert b"Traceback" not in stderr
 
 
 def test_port_in_use_is_one_clear_line():

@@ -12,6 +12,7 @@ from ircish.config import (
     Config,
     ConfigError,
     Limits,
+    OperatorConfig,
     RoomConfig,
     ServerConfig,
     default_config,
@@ -20,6 +21,9 @@ from ircish.config import (
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
+#: Well formed, so the config takes it; no password is known to match it.
+HASH = "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA==$a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
+HASH_MESSAGE = "must be a scrypt hash made by `ircish-server hash-password`"
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -55,6 +59,7 @@ def test_example_loads_with_expected_values() -> None:
         RoomConfig(name="#help", topic="Ask here"),
     )
     assert config.log_level == "INFO"
+    assert config.operators == ()
     # The example documents the defaults, so apart from motd and rooms it *is* the default.
     assert config.limits == Limits()
     assert dataclasses.replace(config.server, motd=None) == ServerConfig()
@@ -67,6 +72,33 @@ def test_example_mentions_every_setting() -> None:
     assert set(data["limits"]) == {f.name for f in dataclasses.fields(Limits)}
     for room in data["rooms"]:
         assert set(room) == {f.name for f in dataclasses.fields(RoomConfig)}
+
+
+def commented_operators_example() -> str:
+    """The example's commented-out `operators:` entry, uncommented."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# operators:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line.removeprefix("# "))
+    return "\n".join(block) + "\n"
+
+
+def test_example_operator_entry_shows_every_key_and_its_placeholder_is_refused(
+    tmp_path: Path,
+) -> None:
+    text = commented_operators_example()
+    entry = yaml.safe_load(text)["operators"][0]
+    assert set(entry) == {f.name for f in dataclasses.fields(OperatorConfig)}
+    # Copied as it is, the placeholder stops the server: nobody runs with a sample hash.
+    assert load_error(tmp_path, text) == (
+        f"operators[0].password: {HASH_MESSAGE} (the salt is not valid base64)"
+    )
+    # With a real hash pasted in, it loads.
+    config = load_config(write_config(tmp_path, text.replace(entry["password"], HASH)))
+    assert config.operators == (OperatorConfig("alice", HASH, ("127.0.0.1", "10.0.*")),)
 
 
 # --- valid input ----------------------------------------------------------------------------
@@ -100,6 +132,122 @@ def test_example_mentions_every_setting() -> None:
 )
 def test_valid_files(tmp_path: Path, text: str, expected: Config) -> None:
     assert load_config(write_config(tmp_path, text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("operators:\n", ()),
+        ("operators: []\n", ()),
+        (
+            f"operators:\n  - name: alice\n    password: '{HASH}'\n",
+            (OperatorConfig("alice", HASH, ("*",)),),
+        ),
+        (
+            f"operators:\n  - {{name: alice, password: '{HASH}', hosts: ['127.0.0.1', '*.lan']}}\n"
+            f"  - {{name: bob, password: '{HASH}', hosts: ['10.?.0.*']}}\n",
+            (
+                OperatorConfig("alice", HASH, ("127.0.0.1", "*.lan")),
+                OperatorConfig("bob", HASH, ("10.?.0.*",)),
+            ),
+        ),
+        # An unquoted hash is a plain YAML string too ('$' means nothing to YAML).
+        (f"operators: [{{name: ops, password: {HASH}}}]\n", (OperatorConfig("ops", HASH),)),
+    ],
+)
+def test_valid_operators(tmp_path: Path, text: str, expected: tuple[OperatorConfig, ...]) -> None:
+    assert load_config(write_config(tmp_path, text)).operators == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "operators: [{name: alice, password: hunter2}]\n",
+            f"operators[0].password: {HASH_MESSAGE} (plain-text passwords are not accepted)",
+        ),
+        (
+            "operators: [{name: alice, password: 'scrypt$16384$8$1$abc'}]\n",
+            f"operators[0].password: {HASH_MESSAGE} (not in the form scrypt$n$r$p$salt$hash)",
+        ),
+        (
+            f"operators: [{{name: alice, password: '{HASH.replace('16384', '1000')}'}}]\n",
+            (
+                f"operators[0].password: {HASH_MESSAGE} "
+                "(n must be a power of two between 1024 and 1048576, got 1000)"
+            ),
+        ),
+        (
+            "operators: [{name: alice, password: ''}]\n",
+            f"operators[0].password: {HASH_MESSAGE} (plain-text passwords are not accepted)",
+        ),
+        (
+            "operators: [{name: alice, password: 1234}]\n",
+            "operators[0].password: expected a string, got 1234",
+        ),
+        ("operators: [{name: alice}]\n", "operators[0].password: required key is missing"),
+        (f"operators: [{{password: '{HASH}'}}]\n", "operators[0].name: required key is missing"),
+        (
+            f"operators: [{{name: '', password: '{HASH}'}}]\n",
+            "operators[0].name: must not be empty",
+        ),
+        (
+            f"operators: [{{name: 'al ice', password: '{HASH}'}}]\n",
+            "operators[0].name: must not contain spaces or control characters, got 'al ice'",
+        ),
+        (
+            f"operators: [{{name: alice, password: '{HASH}', colour: red}}]\n",
+            "operators[0].colour: unknown key",
+        ),
+        (
+            f"operators:\n  - {{name: alice, password: '{HASH}'}}\n"
+            f"  - {{name: bob, password: '{HASH}'}}\n"
+            f"  - {{name: alice, password: '{HASH}'}}\n",
+            "operators[2].name: duplicate operator 'alice' (same as operators[0])",
+        ),
+        (
+            f"operators:\n  - {{name: Alice, password: '{HASH}'}}\n"
+            f"  - {{name: ALICE, password: '{HASH}'}}\n",
+            "operators[1].name: duplicate operator 'ALICE' (same as operators[0])",
+        ),
+        (
+            f"operators: [{{name: alice, password: '{HASH}', hosts: []}}]\n",
+            "operators[0].hosts: must not be an empty list",
+        ),
+        (
+            f"operators: [{{name: alice, password: '{HASH}', hosts: null}}]\n",
+            "operators[0].hosts: must not be an empty list",
+        ),
+        (
+            f"operators: [{{name: alice, password: '{HASH}', hosts: '*'}}]\n",
+            "operators[0].hosts: expected a list, got '*'",
+        ),
+        (
+            f"operators: [{{name: alice, password: '{HASH}', hosts: ['*', '']}}]\n",
+            "operators[0].hosts[1]: must not be empty",
+        ),
+        (
+            f"operators: [{{name: alice, password: '{HASH}', hosts: ['10.0.0.1 *']}}]\n",
+            (
+                "operators[0].hosts[0]: must not contain spaces or control characters, "
+                "got '10.0.0.1 *'"
+            ),
+        ),
+        (
+            f"operators: [{{name: alice, password: '{HASH}', hosts: [10]}}]\n",
+            "operators[0].hosts[0]: expected a string, got 10",
+        ),
+        ("operators: {name: alice}\n", "operators: expected a list, got a mapping"),
+    ],
+)
+def test_operator_errors(tmp_path: Path, text: str, message: str) -> None:
+    assert load_error(tmp_path, text) == message
+
+
+def test_operator_password_stays_out_of_reprs() -> None:
+    config = Config(operators=(OperatorConfig("alice", HASH),))
+    assert HASH not in repr(config)
+    assert "alice" in repr(config)
 
 
 def test_int_is_accepted_for_float_and_stored_as_float() -> None:
@@ -347,6 +495,7 @@ def test_with_overrides_validates(overrides: dict, message: str) -> None:
         (ServerConfig(), "port", 1),
         (Limits(), "max_clients", 1),
         (RoomConfig("#a"), "topic", "x"),
+        (OperatorConfig("alice", HASH), "hosts", ("10.*",)),
     ],
 )
 def test_config_objects_are_frozen(obj: object, attribute: str, value: object) -> None:
