@@ -39,11 +39,12 @@ def relay(ctx: Context, msg: Message, notice: bool) -> None:
             if room is None:
                 if not notice:
                     ctx.reply(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
-            elif not room.send_from(user, Message(msg.command, [room.name, text], user.prefix)):
+                continue
+            try:
+                room.send_from(user, Message(msg.command, [room.name, text], user.prefix))
+            except IRCError as exc:
                 if not notice:
-                    ctx.reply(
-                        p.ERR_CANNOTSENDTOCHAN, room.name, "Cannot send to room: join it first"
-                    )
+                    ctx.reply(exc.numeric, *exc.params)
             continue
         recipient = ctx.world.find_user(target)
         if recipient is None:

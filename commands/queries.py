@@ -1,16 +1,18 @@
-"""Questions about people and the server: WHO WHOIS AWAY MODE MOTD LUSERS HELP."""
+"""Questions about people and the server: WHO WHOIS AWAY MOTD LUSERS HELP ..."""
 
 from __future__ import annotations
 
 import fnmatch
 import time
 
-from ircish import __version__
+from commands.messages import MAX_TARGETS
+from commands.moderation import MAX_KICK_TARGETS
+from ircish import __version__, modes
 from ircish import protocol as p
 from ircish.dispatch import COMMANDS, Context, IRCError, command
 from ircish.protocol import Message, clip, safe_param
 from ircish.slash import SLASH_COMMANDS
-from ircish.world import User, casefold
+from ircish.world import Room, User, casefold, status_prefix
 
 USERLEN = 16
 #: ISUPPORT allows at most 13 tokens per 005 line.
@@ -20,16 +22,30 @@ TOKENS_PER_LINE = 13
 def isupport_tokens(ctx: Context) -> list[str]:
     """What 005 advertises: only what the server enforces."""
     limits = ctx.config.limits
+    kinds = modes.ROOM_MODES.items()
+    # CHANMODES=A,B,C,D: list modes, always a parameter, a parameter when set, flags.
+    chanmodes = ",".join(
+        "".join(sorted(letter for letter, k in kinds if k == kind))
+        for kind in (modes.LIST, modes.ALWAYS, modes.WHEN_SET, modes.FLAG)
+    )
+    prefix = "({}){}".format(
+        "".join(modes.STATUS_PREFIXES), "".join(modes.STATUS_PREFIXES.values())
+    )
     return [
         f"AWAYLEN={limits.away_length}",
         "CASEMAPPING=ascii",
-        "CHANMODES=,,,n",
+        f"CHANMODES={chanmodes}",
         f"CHANNELLEN={limits.room_length}",
         "CHANTYPES=#",
+        f"KEYLEN={modes.KEY_LENGTH}",
+        f"KICKLEN={limits.topic_length}",
+        f"MAXLIST=b:{modes.MAX_BANS}",
+        f"MODES={modes.MAX_PARAM_CHANGES}",
         f"NETWORK={ctx.config.server.network}",
         f"NICKLEN={limits.nick_length}",
-        "PREFIX=",
-        "TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:4,NOTICE:4,WHOIS:1",
+        f"PREFIX={prefix}",
+        f"TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},"
+        f"WHOIS:1,KICK:{MAX_KICK_TARGETS}",
         f"TOPICLEN={limits.topic_length}",
         f"USERLEN={USERLEN}",
         "UTF8ONLY",
@@ -43,7 +59,7 @@ def isupport_replies(ctx: Context) -> None:
 
 
 def lusers_replies(ctx: Context) -> None:
-    users, invisible, rooms = ctx.world.counts()
+    users, invisible, operators, rooms = ctx.world.counts()
     if not ctx.user.registered:  # the welcome burst is sent just before registering
         users += 1
         invisible += ctx.user.invisible
@@ -52,7 +68,7 @@ def lusers_replies(ctx: Context) -> None:
         p.RPL_LUSERCLIENT,
         f"There are {users - invisible} users and {invisible} invisible on 1 servers",
     )
-    ctx.reply(p.RPL_LUSEROP, "0", "operator(s) online")
+    ctx.reply(p.RPL_LUSEROP, str(operators), "operator(s) online")
     ctx.reply(p.RPL_LUSERUNKNOWN, str(max(unknown, 0)), "unknown connection(s)")
     ctx.reply(p.RPL_LUSERCHANNELS, str(rooms), "rooms formed")
     ctx.reply(p.RPL_LUSERME, f"I have {users} clients and 0 servers")
@@ -69,8 +85,9 @@ def motd_replies(ctx: Context) -> None:
     ctx.reply(p.RPL_ENDOFMOTD, "End of /MOTD command")
 
 
-def who_reply(ctx: Context, user: User, room_name: str) -> None:
-    flags = "G" if user.away is not None else "H"
+def who_reply(ctx: Context, user: User, room_name: str, status: str = "") -> None:
+    # Flags (RFC 2812 3.6.1): H here / G away, '*' server operator, then '@' or '+'.
+    flags = ("G" if user.away is not None else "H") + "*" * user.oper + status_prefix(status)
     ctx.reply(
         p.RPL_WHOREPLY,
         room_name,
@@ -93,11 +110,10 @@ def who(ctx: Context, msg: Message) -> None:
     mask = msg.param(0) or "*"
     if mask.startswith("#"):
         room = ctx.world.find_room(mask)
-        if room is not None:
-            members, *_ = room.snapshot()
-            for member in members:
+        if room is not None and not room.is_secret_to(ctx.user):
+            for member, status in room.snapshot().members.items():
                 if not member.invisible or shares_room(ctx.user, member):
-                    who_reply(ctx, member, room.name)
+                    who_reply(ctx, member, room.name, status)
     else:
         pattern = casefold(mask).replace("[", "[[]")  # '[' is a nick character, not a class
         for other in ctx.world.users_snapshot():
@@ -118,10 +134,12 @@ def whois(ctx: Context, msg: Message) -> None:
         ctx.reply(p.RPL_ENDOFWHOIS, safe_param(target), "End of /WHOIS list")
         return
     ctx.reply(p.RPL_WHOISUSER, other.nick, other.username, other.host, "*", other.realname)
-    rooms = [room.name for room in list(other.rooms.values())]
+    rooms = whois_rooms(ctx.user, list(other.rooms.values()), other)
     if rooms:
         ctx.reply(p.RPL_WHOISCHANNELS, other.nick, " ".join(rooms))
     ctx.reply(p.RPL_WHOISSERVER, other.nick, ctx.server.name, ctx.config.server.network)
+    if other.oper:
+        ctx.reply(p.RPL_WHOISOPERATOR, other.nick, "is a server operator")
     if other.away is not None:
         ctx.reply(p.RPL_AWAY, other.nick, other.away)
     idle = int(time.time() - other.last_spoke)
@@ -129,6 +147,15 @@ def whois(ctx: Context, msg: Message) -> None:
         p.RPL_WHOISIDLE, other.nick, str(idle), str(int(other.signon)), "seconds idle, signon time"
     )
     ctx.reply(p.RPL_ENDOFWHOIS, other.nick, "End of /WHOIS list")
+
+
+def whois_rooms(asker: User, rooms: list[Room], other: User) -> list[str]:
+    """`other`'s rooms with their prefix, leaving out secret rooms the asker is not in."""
+    return [
+        status_prefix(room.members.get(other, "")) + room.name
+        for room in rooms
+        if not room.is_secret_to(asker)
+    ]
 
 
 @command("WHOWAS", min_params=1, syntax="<nick>")
@@ -182,47 +209,6 @@ def away(ctx: Context, msg: Message) -> None:
     else:
         ctx.user.away = None
         ctx.reply(p.RPL_UNAWAY, "You are no longer marked as being away")
-
-
-@command("MODE", min_params=1, syntax="<nick|#room> [<modes>]")
-def mode(ctx: Context, msg: Message) -> None:
-    """Show a room's modes or your own; +i/-i hides you from WHO of strangers."""
-    target = msg.params[0]
-    if target.startswith("#"):
-        room = ctx.world.find_room(target)
-        if room is None:
-            raise IRCError(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
-        change = msg.param(1)
-        if not change:
-            ctx.reply(p.RPL_CHANNELMODEIS, room.name, "+n")
-            ctx.reply(p.RPL_CREATIONTIME, room.name, str(room.created))
-        elif change.lstrip("+") == "b" and len(msg.params) == 2:
-            ctx.reply(p.RPL_ENDOFBANLIST, room.name, "End of room ban list")
-        else:
-            raise IRCError(p.ERR_CHANOPRIVSNEEDED, room.name, "You're not a room operator")
-        return
-    user = ctx.user
-    if casefold(target) != casefold(user.nick):
-        if ctx.world.find_user(target) is None:
-            raise IRCError(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
-        raise IRCError(p.ERR_USERSDONTMATCH, "Can't change mode for other users")
-    change = msg.param(1)
-    if not change:
-        ctx.reply(p.RPL_UMODEIS, "+i" if user.invisible else "+")
-        return
-    applied, sign, unknown = "", "+", False
-    for char in change:
-        if char in "+-":
-            sign = char
-        elif char == "i":
-            if ctx.world.set_invisible(user, sign == "+"):
-                applied += sign + "i"
-        else:
-            unknown = True
-    if applied:
-        ctx.send(Message("MODE", [user.nick, applied], user.nick))
-    if unknown:
-        ctx.reply(p.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag (only +i/-i exist)")
 
 
 @command("MOTD", syntax="")

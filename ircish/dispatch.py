@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ircish import protocol, slash
-from ircish.protocol import Message, ProtocolError, safe_param
+from ircish.protocol import IRCError, Message, ProtocolError, safe_param
 
 if TYPE_CHECKING:
     from ircish.connection import Connection
+
+__all__ = ["COMMANDS", "CommandSpec", "Context", "IRCError", "command", "dispatch"]
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,6 @@ def command(
         return handler
 
     return register
-
-
-class IRCError(Exception):
-    """A protocol error: the dispatcher replies `numeric` with `params` to the sender."""
-
-    def __init__(self, numeric: str, *params: str) -> None:
-        super().__init__(numeric, *params)
-        self.numeric = numeric
-        self.params = params
 
 
 class Context:

@@ -29,6 +29,19 @@ class ProtocolError(ValueError):
     """A line that is not a valid IRC message."""
 
 
+class IRCError(Exception):
+    """A refusal: the sender gets the numeric reply `numeric` with `params` (after its nick).
+
+    Raised by handlers and by the `World`/`Room` methods that check and act under one
+    lock; the dispatcher turns it into the reply line.
+    """
+
+    def __init__(self, numeric: str, *params: str) -> None:
+        super().__init__(numeric, *params)
+        self.numeric = numeric
+        self.params = params
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One IRC message: ``[@tags] [:prefix] COMMAND param param :trailing``."""
@@ -195,15 +208,18 @@ RPL_CREATIONTIME = "329"
 RPL_NOTOPIC = "331"
 RPL_TOPIC = "332"
 RPL_TOPICWHOTIME = "333"
+RPL_INVITING = "341"
 RPL_VERSION = "351"
 RPL_WHOREPLY = "352"
 RPL_NAMREPLY = "353"
 RPL_ENDOFNAMES = "366"
+RPL_BANLIST = "367"
 RPL_ENDOFWHOWAS = "369"
 RPL_ENDOFBANLIST = "368"
 RPL_MOTD = "372"
 RPL_MOTDSTART = "375"
 RPL_ENDOFMOTD = "376"
+RPL_YOUREOPER = "381"
 RPL_TIME = "391"
 RPL_HELPSTART = "704"
 RPL_HELPTXT = "705"
@@ -222,16 +238,28 @@ ERR_NOMOTD = "422"
 ERR_NONICKNAMEGIVEN = "431"
 ERR_ERRONEUSNICKNAME = "432"
 ERR_NICKNAMEINUSE = "433"
+ERR_USERNOTINCHANNEL = "441"
 ERR_NOTONCHANNEL = "442"
+ERR_USERONCHANNEL = "443"
 ERR_NOTREGISTERED = "451"
 ERR_NEEDMOREPARAMS = "461"
 ERR_ALREADYREGISTERED = "462"
 ERR_PASSWDMISMATCH = "464"
+ERR_CHANNELISFULL = "471"
+ERR_UNKNOWNMODE = "472"
+ERR_INVITEONLYCHAN = "473"
+ERR_BANNEDFROMCHAN = "474"
+ERR_BADCHANNELKEY = "475"
 ERR_BADCHANMASK = "476"
+ERR_BANLISTFULL = "478"
+ERR_NOPRIVILEGES = "481"
 ERR_CHANOPRIVSNEEDED = "482"
+ERR_NOOPERHOST = "491"
 ERR_UMODEUNKNOWNFLAG = "501"
 ERR_USERSDONTMATCH = "502"
 ERR_HELPNOTFOUND = "524"
+ERR_INVALIDKEY = "525"
+ERR_INVALIDMODEPARAM = "696"
 ERR_INVALIDCAPCMD = "410"
 ERR_UNKNOWNERROR = "400"
 

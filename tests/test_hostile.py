@@ -382,7 +382,7 @@ def test_invalid_utf8_anywhere_is_refused_line_by_line(make_arena):
     assert len(fails) == len(INVALID_UTF8) * len(templates), got
     assert [line for line in got if not re.match(FAIL_UTF8, line)] == []
     assert relayed(arena.bob.sync()) == []
-    assert arena.bob.names(ROOM) == ["alice", "bob", "mallory"]
+    assert arena.bob.names(ROOM) == ["@alice", "bob", "mallory"]  # alice founded ROOM
     arena.assert_recovered(fresh)
 
 
@@ -431,6 +431,9 @@ def test_overlong_names_are_refused_and_overlong_texts_are_clipped(make_arena):
     who = arena.bob.expect(rf"^:{nick}!(\S+)@\S+ JOIN {ROOM}$")
     assert len(who[1]) <= 16  # USERLEN
     arena.alice.expect(rf"^:{nick}!\S+ JOIN {ROOM}$")
+    # ROOM is +t and alice founded it: let mallory, who is no operator, set the topic.
+    arena.alice.send(f"MODE {ROOM} -t")
+    arena.alice.expect(rf"^:{re.escape(prefix('alice'))} MODE {ROOM} -t$")
 
     topic = "ü✓" * 200  # 1000 bytes of 2- and 3-byte characters: too long for one line
     mallory.send(f"TOPIC {ROOM} :{topic[:150]}")  # 375 bytes: within TOPICLEN

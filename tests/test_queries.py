@@ -23,7 +23,8 @@ def replies(client, line: str, last: str) -> list[tuple[str, ...]]:
 
 @pytest.fixture
 def people(connect):
-    """alice and bob (user bobu, "Bob Builder") share #room; bob is also in #other."""
+    """alice and bob (user bobu, "Bob Builder") share #room; bob is also in #other.
+    Each founded the rooms they joined first, so alice runs #room and bob #other."""
     alice = connect("alice")
     bob = connect()
     bob.register("bob", user="bobu", realname="Bob Builder")
@@ -42,7 +43,7 @@ def test_who_room_lists_each_member_then_315(people):
     got = replies(alice, "WHO #room", "315")
     assert sorted(got[:-1]) == sorted(
         [
-            ("352", "alice", "#room", "u", HOST, SERVER, "alice", "H", "0 Real Name"),
+            ("352", "alice", "#room", "u", HOST, SERVER, "alice", "H@", "0 Real Name"),
             ("352", "alice", "#room", "bobu", HOST, SERVER, "bob", "H", "0 Bob Builder"),
         ]
     )
@@ -51,6 +52,7 @@ def test_who_room_lists_each_member_then_315(people):
 
 def test_who_nick_and_away_flag(people):
     alice, bob = people
+    # WHO by nick names no room, so no status: bob runs #other but shows plain "H".
     assert replies(alice, "WHO bob", "315") == [
         ("352", "alice", "*", "bobu", HOST, SERVER, "bob", "H", "0 Bob Builder"),
         ("315", "alice", "bob", "End of WHO list"),
@@ -59,7 +61,7 @@ def test_who_nick_and_away_flag(people):
     bob.expect(rf"^:{SERVER} 306 bob ")
     assert replies(alice, "WHO bob", "315")[0][7] == "G"
     member_flags = {row[6]: row[7] for row in replies(alice, "WHO #room", "315")[:-1]}
-    assert member_flags == {"alice": "H", "bob": "G"}
+    assert member_flags == {"alice": "H@", "bob": "G"}
 
 
 def test_who_unknown_room_is_only_315(connect):
@@ -92,7 +94,7 @@ def test_whois_lists_everything_in_order(people):
     assert [row[0] for row in got] == ["311", "319", "312", "301", "317", "318"]
     assert got[0] == ("311", "alice", "bob", "bobu", HOST, "*", "Bob Builder")
     assert got[1][:3] == ("319", "alice", "bob")
-    assert sorted(got[1][3].split()) == ["#other", "#room"]
+    assert sorted(got[1][3].split()) == sorted(["#room", "@#other"])  # bob runs #other
     assert got[2][:4] == ("312", "alice", "bob", SERVER)
     assert got[3] == ("301", "alice", "bob", "gone fishing")
     _, _, _, idle, signon, _ = got[4]
@@ -154,7 +156,7 @@ def test_away_replies_and_auto_301(connect):
         ("MODE nosuch", [("401", "alice", "nosuch")]),
         ("MODE #room b", [("368", "alice", "#room")]),
         ("MODE #room +b", [("368", "alice", "#room")]),
-        ("MODE #room +m", [("482", "alice", "#room")]),
+        ("MODE #room +q", [("472", "alice", "q")]),
         ("MODE #nosuch", [("403", "alice", "#nosuch")]),
     ],
 )
@@ -170,7 +172,7 @@ def test_mode_replies(people, line, expected):
 def test_mode_room_shows_modes_and_creation_time(people):
     alice, _ = people
     got = replies(alice, "MODE #room", "329")
-    assert got[0] == ("324", "alice", "#room", "+n")
+    assert got[0] == ("324", "alice", "#room", "+nt")
     assert got[1][:3] == ("329", "alice", "#room")
     assert abs(int(got[1][3]) - time.time()) < 60
     assert len(got) == 2
@@ -288,9 +290,14 @@ def test_userhost_shows_away_state(people):
 
 def test_version_and_time(connect):
     alice = connect("alice")
-    got = replies(alice, "VERSION", "005")
+    alice.send("VERSION")
+    # 351, then the 005 lines (as many as the tokens need): all of it, up to the PONG.
+    messages = alice.messages()
+    assert all(msg.prefix == SERVER for msg in messages), messages
+    got = [(msg.command, *msg.params) for msg in messages]
     assert got[0][0] == "351" and got[0][1:3] == ("alice", f"ircish-{__version__}")
-    assert any("CASEMAPPING=ascii" in reply for reply in got[-1])
+    assert len(got) > 1 and all(row[:2] == ("005", "alice") for row in got[1:]), got
+    assert "CASEMAPPING=ascii" in [token for row in got[1:] for token in row[2:-1]]
     (time_reply,) = replies(alice, "TIME", "391")
     assert time_reply[:3] == ("391", "alice", SERVER)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", time_reply[3])

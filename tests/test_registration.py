@@ -95,9 +95,9 @@ def test_isupport_reflects_config_limits(start_server, connect):
     assert tokens["CHANNELLEN"] == "20"
     assert tokens["TOPICLEN"] == "100"
     assert tokens["AWAYLEN"] == "50"
-    # No room operators or prefixes exist, and +n is the one room mode.
-    assert tokens["PREFIX"] == ""
-    assert tokens["CHANMODES"] == ",,,n"
+    # Room operators and voice; bans, key, limit and five flag modes (issue 6).
+    assert tokens["PREFIX"] == "(ov)@+"
+    assert tokens["CHANMODES"] == "b,k,l,imnst"
     assert "UTF8ONLY" in tokens
 
 

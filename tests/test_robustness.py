@@ -304,7 +304,7 @@ def test_unicode_and_odd_room_names_work(connect, room):
     bob.send(f"PRIVMSG {room} :héllo wörld ✓ 🎉")
     alice.expect(rf"^:{re.escape(prefix('bob'))} PRIVMSG {re.escape(room)} :héllo wörld ✓ 🎉$")
     alice.send(f"NAMES {room}")
-    alice.expect(rf" {p.RPL_NAMREPLY} alice = {re.escape(room)} :alice bob$")
+    alice.expect(rf" {p.RPL_NAMREPLY} alice = {re.escape(room)} :@alice bob$")
 
 
 def test_room_names_fold_ascii_case_only(connect):
@@ -313,7 +313,7 @@ def test_room_names_fold_ascii_case_only(connect):
     bob.send("JOIN #cafÉ")  # É is not ASCII: CASEMAPPING=ascii makes this another room
     bob.expect(rf" {p.RPL_ENDOFNAMES} bob #cafÉ ")
     bob.send("JOIN #CAFé")
-    bob.expect(rf" {p.RPL_NAMREPLY} bob = #Café :alice bob$")
+    bob.expect(rf" {p.RPL_NAMREPLY} bob = #Café :@alice bob$")  # alice founded #Café
     alice.expect(rf"^:{re.escape(prefix('bob'))} JOIN #Café$")
 
 

@@ -27,14 +27,15 @@ def listed(client: Client, arg: str = "") -> list[tuple[str, ...]]:
 
 
 @pytest.mark.parametrize(
-    ("rooms", "expected"),
+    ("rooms", "expected", "listed_as"),
     [
-        ((RoomConfig("#lobby", "Hi"),), ["JOIN", p.RPL_TOPIC, p.RPL_TOPICWHOTIME]),
-        ((), ["JOIN"]),
+        # A room from the config has no founder; a room the JOIN creates is run by its joiner.
+        ((RoomConfig("#lobby", "Hi"),), ["JOIN", p.RPL_TOPIC, p.RPL_TOPICWHOTIME], "alice"),
+        ((), ["JOIN"], "@alice"),
     ],
     ids=["with-topic", "no-topic"],
 )
-def test_join_replies_in_order(start_server, connect, rooms, expected):
+def test_join_replies_in_order(start_server, connect, rooms, expected, listed_as):
     srv = start_server(rooms=rooms)
     alice = connect("alice", target=srv)
     alice.send("JOIN #lobby")
@@ -46,7 +47,7 @@ def test_join_replies_in_order(start_server, connect, rooms, expected):
         assert msgs[1] == Message(p.RPL_TOPIC, ["alice", "#lobby", "Hi"], SERVER)
         assert msgs[2].params[:2] == ("alice", "#lobby")
         assert msgs[2].params[3].isdigit()
-    assert msgs[-2] == Message(p.RPL_NAMREPLY, ["alice", "=", "#lobby", "alice"], SERVER)
+    assert msgs[-2] == Message(p.RPL_NAMREPLY, ["alice", "=", "#lobby", listed_as], SERVER)
     assert msgs[-1].params[:2] == ("alice", "#lobby")
     assert msgs[-1].prefix == SERVER
 
@@ -190,7 +191,7 @@ def test_names_is_split_to_fit_the_line_and_lists_everyone_once(start_server, co
     for msg in msgs[:-1]:
         assert msg.params[:3] == ("watcher", "=", "#big")
     listed_nicks = [nick for msg in msgs[:-1] for nick in msg.params[3].split()]
-    assert sorted(listed_nicks) == sorted(nicks)
+    assert sorted(listed_nicks) == sorted(["@" + nicks[0], *nicks[1:]])  # the founder
 
 
 def test_names_without_arguments_lists_your_rooms(connect):
@@ -202,8 +203,8 @@ def test_names_without_arguments_lists_your_rooms(connect):
     alice.send("NAMES")
     msgs = alice.messages()
     assert [(m.command, m.params[1:]) for m in msgs if m.command == p.RPL_NAMREPLY] == [
-        (p.RPL_NAMREPLY, ("=", "#a", "alice")),
-        (p.RPL_NAMREPLY, ("=", "#b", "alice bob")),
+        (p.RPL_NAMREPLY, ("=", "#a", "@alice")),
+        (p.RPL_NAMREPLY, ("=", "#b", "@alice bob")),
     ]
     assert [m.params[1] for m in msgs if m.command == p.RPL_ENDOFNAMES] == ["#a", "#b"]
     assert msgs[-1].command == p.RPL_ENDOFNAMES
@@ -229,7 +230,7 @@ def test_part_with_reason_is_seen_by_the_room_and_echoed(server, connect):
     expected = Message("PART", ["#room", "see you later"], prefix("bob"))
     assert bob.messages() == [expected]
     assert alice.messages() == [expected]
-    assert alice.names("#room") == ["alice"]
+    assert alice.names("#room") == ["@alice"]
 
 
 @pytest.mark.parametrize(
@@ -260,6 +261,11 @@ def test_topic_query_set_and_clear(connect):
     alice.join("#room")
     bob.join("#room")
     alice.sync()
+    # alice founded #room, which is +t: let bob, who is no operator, set the topic too.
+    alice.send("MODE #room -t")
+    lifted = Message("MODE", ["#room", "-t"], prefix("alice"))
+    assert alice.messages() == [lifted]
+    assert bob.messages() == [lifted]
 
     alice.send("TOPIC #room")
     assert [(m.command, m.params[:2]) for m in alice.messages()] == [

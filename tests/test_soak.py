@@ -6,11 +6,14 @@ the invariants are checked precisely:
 - every *stable* member (in the same rooms from start to end, never renamed) got every room
   message and topic change of its rooms exactly once, and all stable members of a room saw
   them in one order; a half line cut off by a reset never reached anyone;
+- whoever created a room (issue 6) is its operator, as its JOIN's NAMES shows (the stable
+  members also get op from the founders before the soak); a TOPIC took effect exactly when
+  its sender was the room's operator (rooms are +t), and a refused one (482) reached nobody;
 - every private message to a stable member reached it exactly once;
 - every JOIN, PART, NICK and QUIT of a churning client reached each stable member sharing a
   room with it exactly once;
-- the server's nick and room tables match who is still connected and where, and its
-  threads and descriptors are back to what they were before the soak.
+- the server's nick and room tables match who is still connected, where, and with which
+  status, and its threads and descriptors are back to what they were before the soak.
 
 The short form runs with the suite; the long form (200 clients, 30 s) with
 `python -m pytest -q -m slow tests/test_soak.py`. Each client draws its actions from
@@ -34,10 +37,13 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import pytest
-from conftest import TIMEOUT, Baseline, Client
+from conftest import SERVER, TIMEOUT, Baseline, Client
 
+from ircish import protocol as p
 from ircish.config import RoomConfig
+from ircish.modes import MAX_PARAM_CHANGES
 from ircish.protocol import casefold
+from ircish.world import Counts
 
 #: #lobby comes from the config, so it must outlive its last member.
 LOBBY = "#lobby"
@@ -46,6 +52,22 @@ SEED = int(os.environ.get("IRCISH_SOAK_SEED", "20240501"))
 #: Seconds between forced thread switches during the soak (CPython's default is 0.005).
 SOAK_SWITCH_INTERVAL = 0.0002
 LINE = re.compile(r"^:([^!\s]+)!\S+ (PRIVMSG|TOPIC|JOIN|PART|NICK|QUIT)(?: (\S+))?(?: :?(.*))?$")
+NAMES = re.compile(rf"^:\S+ {p.RPL_NAMREPLY} \S+ [=*@] (\S+) :?(.*)$")
+
+
+def joined_as_operator(lines: list[str], nick: str, room: str) -> bool:
+    """Whether the NAMES of `nick`'s JOIN of `room` (in `lines`) lists them as `@nick`.
+    Modes change only before the soak (`give_stables_op`): a churner keeps that status
+    until it leaves the room."""
+    for line in lines:
+        match = NAMES.match(line)
+        if match is None or match[1] != room:
+            continue
+        for name in match[2].split():
+            if name.lstrip("@+") == nick:
+                assert name in (nick, f"@{nick}"), (name, line)  # nobody gives voice here
+                return name.startswith("@")
+    raise AssertionError(f"{nick} not in the NAMES of {room}: {lines}")
 
 
 @dataclass
@@ -84,6 +106,9 @@ class Sim:
         self.client: Client | None = None
         self.nick = ""
         self.rooms: set[str] = set()
+        #: Rooms this client runs: it created them, or (a stable member) got op at setup.
+        #: The status survives a rename and goes with leaving the room.
+        self.ops: set[str] = set()
         self.seq = 0
         self.error: BaseException | None = None
 
@@ -100,8 +125,25 @@ class Sim:
             client.close()
             return False
         client.expect(r" 376 | 422 ")
-        self.client, self.nick, self.rooms = client, nick, set()
+        self.client, self.nick, self.rooms, self.ops = client, nick, set(), set()
         return True
+
+    def set_topic(self, room: str, kind: str) -> list[str]:
+        """TOPIC `room`: it takes effect exactly when this client runs the room (+t).
+        The lines that came back, for a stable member to take."""
+        item = self.new_id("t")
+        self.client.send(f"TOPIC {room} :t {item}")
+        lines = self.client.sync()
+        echoed = f":{self.nick}!u@127.0.0.1 TOPIC {room} :t {item}" in lines
+        refusal = f":{SERVER} {p.ERR_CHANOPRIVSNEEDED} {self.nick} {room} "
+        refused = any(line.startswith(refusal) for line in lines)
+        assert echoed != refused, lines
+        assert echoed == (room in self.ops), (self.nick, room, sorted(self.ops), lines)
+        with self.ledger.lock:
+            # A refused topic is like a cut-off half line: nobody may ever see it.
+            (self.ledger.room_items[room] if echoed else self.ledger.never).add(item)
+        self.ledger.note(f"{kind}-topic" if echoed else f"{kind}-topic-refused")
+        return lines
 
     def run(self) -> None:
         try:
@@ -128,7 +170,11 @@ class Stable(Sim):
 
     def setup(self) -> None:
         assert self.connect(f"s{self.index}")
-        self.client.join(*self.home)
+        for room in self.home:
+            self.client.send(f"JOIN {room}")
+            lines = self.client.collect_until(rf" {p.RPL_ENDOFNAMES} {self.nick} {room} ")
+            if joined_as_operator(lines, self.nick, room):
+                self.ops.add(room)
         self.rooms = set(self.home)
 
     def take(self, lines: list[str]) -> None:
@@ -170,11 +216,7 @@ class Stable(Sim):
                 client.send(f"PRIVMSG {peer} :p {item}")
                 self.ledger.note("stable-private")
             elif roll < 0.85:
-                room, item = rng.choice(self.home), self.new_id("t")
-                with self.ledger.lock:
-                    self.ledger.room_items[room].add(item)
-                client.send(f"TOPIC {room} :t {item}")
-                self.ledger.note("stable-topic")
+                self.take(self.set_topic(rng.choice(self.home), "stable"))
             else:
                 client.send(rng.choice(["NAMES", f"WHO {rng.choice(ROOMS)}", "LIST", "LUSERS"]))
                 self.ledger.note("stable-query")
@@ -224,7 +266,7 @@ class Churner(Sim):
             elif roll < 0.62:
                 self.whisper()
             elif roll < 0.67 and self.rooms:
-                self.topic(rng.choice(sorted(self.rooms)))
+                self.set_topic(rng.choice(sorted(self.rooms)), "churner")
             elif roll < 0.77:
                 self.rename()
             elif roll < 0.80:
@@ -245,6 +287,8 @@ class Churner(Sim):
         lines = self.client.sync()
         assert f":{self.nick}!u@127.0.0.1 JOIN {room}" in lines, lines
         self.rooms.add(room)
+        if joined_as_operator(lines, self.nick, room):
+            self.ops.add(room)
         self.event("JOIN", self.nick, room, self.rooms)
         self.ledger.note("join")
 
@@ -254,6 +298,7 @@ class Churner(Sim):
         assert f":{self.nick}!u@127.0.0.1 PART {room} bye" in lines, lines
         self.event("PART", self.nick, room, self.rooms)
         self.rooms.discard(room)
+        self.ops.discard(room)
         self.ledger.note("part")
 
     def part_all(self) -> None:
@@ -262,7 +307,7 @@ class Churner(Sim):
         for room in sorted(self.rooms):
             assert f":{self.nick}!u@127.0.0.1 PART {room} :Left all rooms" in lines, lines
             self.event("PART", self.nick, room, self.rooms)
-        self.rooms = set()
+        self.rooms, self.ops = set(), set()
         self.ledger.note("join-0")
 
     def say(self, room: str) -> None:
@@ -281,14 +326,6 @@ class Churner(Sim):
         self.client.send(f"PRIVMSG {peer} :p {item}")
         self.client.sync()
         self.ledger.note("churner-private")
-
-    def topic(self, room: str) -> None:
-        item = self.new_id("t")
-        with self.ledger.lock:
-            self.ledger.room_items[room].add(item)
-        self.client.send(f"TOPIC {room} :t {item}")
-        self.client.sync()
-        self.ledger.note("churner-topic")
 
     def rename(self) -> None:
         new = f"c{self.index}n{self.seq + 1}"
@@ -333,8 +370,25 @@ class Churner(Sim):
             client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()
         self.event("QUIT", nick, "", rooms)
-        self.client, self.rooms = None, set()
+        self.client, self.rooms, self.ops = None, set(), set()
         self.ledger.note(f"leave-{how}")
+
+
+def give_stables_op(stables: list[Stable]) -> None:
+    """Each room's founder gives op to the other stable members in it, so their topics take
+    effect too (rooms are +t). #lobby, from the config, has no founder: nobody runs it."""
+    founders = {room: member for member in stables for room in member.ops}
+    assert LOBBY not in founders
+    for room, founder in sorted(founders.items()):
+        members = [m for m in stables if room in m.home]
+        assert [m for m in members if room in m.ops] == [founder], room
+        nicks = [m.nick for m in members if m is not founder]
+        for start in range(0, len(nicks), MAX_PARAM_CHANGES):
+            batch = nicks[start : start + MAX_PARAM_CHANGES]
+            founder.client.send(f"MODE {room} +{'o' * len(batch)} {' '.join(batch)}")
+            founder.client.expect(rf"^:{founder.nick}!\S+ MODE {room} \+o+ {' '.join(batch)}$")
+        for member in members:
+            member.ops.add(room)
 
 
 def _expected_events(ledger: Ledger, member: Stable) -> Counter:
@@ -393,8 +447,9 @@ def test_churn_soak_keeps_every_invariant(start_server, caplog, clients, seconds
     everyone: list[Sim] = [*stables, *churners]
     for member in stables:
         member.setup()
+    give_stables_op(stables)
     for member in stables:
-        member.client.sync()  # the setup JOINs are not part of the soak
+        member.client.sync()  # the setup JOINs and MODEs are not part of the soak
     threads = [threading.Thread(target=sim.run, name=f"sim-{sim.index}") for sim in everyone]
     try:
         for thread in threads:
@@ -424,15 +479,18 @@ def test_churn_soak_keeps_every_invariant(start_server, caplog, clients, seconds
         assert sorted(casefold(u.nick) for u in world.users_snapshot()) == sorted(
             casefold(sim.nick) for sim in connected
         )
-        where: dict[str, set[str]] = defaultdict(set)
+        where: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for sim in connected:
             for room in sim.rooms:
-                where[room].add(sim.nick)
+                where[room].add((sim.nick, "o" if room in sim.ops else ""))
         tables = {
-            room.name: {u.nick for u in room.snapshot()[0]} for room in world.rooms_snapshot()
+            room.name: {(u.nick, status) for u, status in room.snapshot().members.items()}
+            for room in world.rooms_snapshot()
         }
         assert tables == {LOBBY: set(), **where}, f"seed {SEED}"
-        assert world.counts() == (len(connected), 0, len(tables))
+        assert world.counts() == Counts(
+            users=len(connected), invisible=0, operators=0, rooms=len(tables)
+        )
 
         # What each stable member got.
         for member in stables:
@@ -457,7 +515,10 @@ def test_churn_soak_keeps_every_invariant(start_server, caplog, clients, seconds
                     f"seed {SEED}: {a.nick} and {b.nick} saw {room} in different orders"
                 )
         # The soak did what it claims.
-        for action in ("join", "part", "rename", "leave-quit", "leave-reset", "connect"):
+        for action in (
+            *("join", "part", "rename", "leave-quit", "leave-reset", "connect"),
+            *("stable-topic", "churner-topic-refused"),
+        ):
             assert ledger.actions[action] > 0, (action, ledger.actions)
     finally:
         sys.setswitchinterval(switch_interval)

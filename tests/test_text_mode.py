@@ -106,7 +106,8 @@ def test_plain_text_before_nick_asks_for_a_nick(connect):
     ids=["privmsg", "action", "part", "quit", "nick", "topic"],
 )
 def test_text_user_sees_irc_users_events_rendered(connect, action, shown):
-    bob, carol = text_then_irc(connect)
+    # bob founds ROOM, so he may set its topic (+t).
+    bob, carol = irc_then_text(connect, ROOM)
 
     bob.send(action)
     carol.expect(rf"^{re.escape(shown)}$")
@@ -119,7 +120,7 @@ def test_irc_user_sees_text_users_join_message_and_leave(connect):
 
     carol.send(f"/join {ROOM}")
     carol.expect(rf"^\* You joined {ROOM}$")
-    carol.expect(rf"^Users in {ROOM}: dave carol$")
+    carol.expect(rf"^Users in {ROOM}: @dave carol$")
     dave.expect(rf"^:{CAROL} JOIN {ROOM}$")
 
     carol.send("hello everyone")
@@ -212,7 +213,8 @@ def test_me_sends_a_ctcp_action_to_the_current_room(connect):
 
 
 def test_topic_sets_and_shows_the_current_rooms_topic(connect):
-    bob, carol = irc_then_text(connect, ROOM)
+    # carol founds ROOM, so she may set its topic (+t).
+    bob, carol = text_then_irc(connect)
 
     carol.send("/topic new topic")
     bob.expect(rf"^:{CAROL} TOPIC {ROOM} :new topic$")
@@ -231,12 +233,12 @@ def test_topic_sets_and_shows_the_current_rooms_topic(connect):
         (
             "/who",
             [
-                rf"  {ROOM}  carol  carol@{HOST}  carol",
+                rf"  {ROOM}  @carol  carol@{HOST}  carol",
                 rf"  {ROOM}  bob  u@{HOST}  Real Name",
             ],
         ),
-        (f"/who {ROOM}", [rf"  {ROOM}  carol  .*", rf"  {ROOM}  bob  .*"]),
-        ("/names", [rf"Users in {ROOM}: carol bob"]),
+        (f"/who {ROOM}", [rf"  {ROOM}  @carol  .*", rf"  {ROOM}  bob  .*"]),
+        ("/names", [rf"Users in {ROOM}: @carol bob"]),
         ("/list", [r"Rooms:", rf"  {ROOM}  2 users"]),
         (
             "/whois bob",
@@ -252,7 +254,7 @@ def test_topic_sets_and_shows_the_current_rooms_topic(connect):
     ids=["who", "who-room", "names", "list", "whois", "away"],
 )
 def test_queries_give_readable_lines(connect, line, expected):
-    _, carol = text_then_irc(connect)
+    _, carol = text_then_irc(connect)  # carol founds ROOM: she is listed as @carol
 
     carol.send(line)
     got = sync_text(carol)

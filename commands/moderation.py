@@ -1,0 +1,183 @@
+"""Keeping rooms civil: MODE (room and user modes), KICK, INVITE, and the server
+operators' OPER and KILL. Who may do what is checked in ircish/world.py under the
+room's lock; this module reads the command and answers."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+
+from commands.rooms import room_or_error
+from ircish import modes, passwords
+from ircish import protocol as p
+from ircish.dispatch import Context, IRCError, command
+from ircish.protocol import Message, casefold, clip, safe_param
+from ircish.world import Room
+
+log = logging.getLogger(__name__)
+
+#: Nicks one KICK may name (advertised as TARGMAX=KICK:...).
+MAX_KICK_TARGETS = 4
+#: OPER runs scrypt: dear enough that guessing is slow, even within the flood burst.
+OPER_COST = 10
+#: What an OPER with an unknown name is checked against: a hash of a random password
+#: nobody knows (`ircish-server hash-password` made it).
+DECOY_HASH = (
+    "scrypt$16384$8$1$NY7vAYoqqGMy5HBATf7pww==$jYHyHixJnwlY1S0j9FEwHP2NNnqiupzirMwCstJYN3c="
+)
+
+
+@command("MODE", min_params=1, syntax="<#room|nick> [<modes> [<argument>...]]")
+def mode(ctx: Context, msg: Message) -> None:
+    """Show or change a room's modes (operators) or your own (+i, -o)."""
+    if msg.params[0].startswith("#"):
+        room_mode(ctx, room_or_error(ctx, msg.params[0]), msg.param(1), msg.params[2:])
+    else:
+        user_mode(ctx, msg.params[0], msg.param(1))
+
+
+def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) -> None:
+    # MODE #room <modestring> [<args>...]
+    if not modestring:
+        ctx.reply(p.RPL_CHANNELMODEIS, room.name, *room.mode_params(ctx.user))
+        ctx.reply(p.RPL_CREATIONTIME, room.name, str(room.created))
+        return
+    parsed = modes.parse_changes(modestring, args)
+    for letter in parsed.unknown:
+        ctx.reply(p.ERR_UNKNOWNMODE, safe_param(letter), "is not a room mode here")
+    for signed in parsed.missing:
+        ctx.reply(p.ERR_NEEDMOREPARAMS, "MODE", f"Not enough parameters: {signed} needs one")
+    list_query = any(c.is_list_query for c in parsed.changes)
+    changes = [c for c in parsed.changes if not c.is_list_query]
+    changes, dropped = limit_param_changes(changes)
+    if changes:
+        for refusal in room.change_modes(ctx.user, changes, ctx.world.find_user):
+            ctx.reply(refusal.numeric, *refusal.params)
+    if dropped:
+        ctx.reply(
+            p.ERR_UNKNOWNERROR,
+            "MODE",
+            f"At most {modes.MAX_PARAM_CHANGES} changes with a parameter per MODE; "
+            f"not applied: {' '.join(modes.format_changes(dropped))}",
+        )
+    if list_query:
+        for ban in room.ban_list():
+            ctx.reply(p.RPL_BANLIST, room.name, ban.mask, ban.setter, str(ban.when))
+        ctx.reply(p.RPL_ENDOFBANLIST, room.name, "End of room ban list")
+
+
+def limit_param_changes(
+    changes: list[modes.Change],
+) -> tuple[list[modes.Change], list[modes.Change]]:
+    """Split off the changes with a parameter past MODES (ISUPPORT); flags always fit."""
+    kept: list[modes.Change] = []
+    dropped: list[modes.Change] = []
+    with_param = 0
+    for change in changes:
+        if change.arg is not None:
+            with_param += 1
+            if with_param > modes.MAX_PARAM_CHANGES:
+                dropped.append(change)
+                continue
+        kept.append(change)
+    return kept, dropped
+
+
+def user_mode(ctx: Context, target: str, modestring: str) -> None:
+    # MODE <nick> [<modestring>]: only your own; +o comes from OPER alone.
+    user = ctx.user
+    if casefold(target) != casefold(user.nick):
+        if ctx.world.find_user(target) is None:
+            raise IRCError(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
+        raise IRCError(p.ERR_USERSDONTMATCH, "Can't change mode for other users")
+    if not modestring:
+        ctx.reply(p.RPL_UMODEIS, "+" + "i" * user.invisible + "o" * user.oper)
+        return
+    parsed = modes.parse_changes(modestring, (), modes.USER_MODES)
+    applied: list[modes.Change] = []
+    for change in parsed.changes:
+        if change.letter == "i":
+            changed = ctx.world.set_invisible(user, change.adding)
+        elif change.adding:  # +o
+            ctx.reply(p.ERR_NOPRIVILEGES, "Permission denied: use OPER to become an operator")
+            continue
+        else:
+            changed = ctx.world.set_operator(user, False)
+        if changed:
+            applied.append(change)
+    if applied:
+        ctx.send(Message("MODE", [user.nick, *modes.format_changes(applied)], user.nick))
+    if parsed.unknown:
+        known = "".join(modes.USER_MODES)
+        ctx.reply(p.ERR_UMODEUNKNOWNFLAG, f"Unknown MODE flag (user modes here: {known})")
+
+
+@command("KICK", min_params=2, syntax="<#room> <nick>{,<nick>} [:<reason>]")
+def kick(ctx: Context, msg: Message) -> None:
+    """Remove someone from a room (room operators)."""
+    room = room_or_error(ctx, msg.params[0])
+    reason = clip(msg.param(2), ctx.config.limits.topic_length) or ctx.user.nick
+    nicks = list({casefold(n): n for n in msg.params[1].split(",") if n}.values())
+    if len(nicks) > MAX_KICK_TARGETS:
+        raise IRCError(p.ERR_TOOMANYTARGETS, safe_param(msg.params[1]), "Too many targets")
+    for nick in nicks:
+        try:
+            target = ctx.world.find_user(nick)
+            if target is None:
+                raise IRCError(p.ERR_NOSUCHNICK, safe_param(nick), "No such nick")
+            ctx.world.kick(ctx.user, room, target, reason)
+        except IRCError as exc:
+            ctx.reply(exc.numeric, *exc.params)
+
+
+@command("INVITE", min_params=2, syntax="<nick> <#room>")
+def invite(ctx: Context, msg: Message) -> None:
+    """Invite someone into a room (operators, when it is +i)."""
+    target = ctx.world.find_user(msg.params[0])
+    if target is None:
+        raise IRCError(p.ERR_NOSUCHNICK, safe_param(msg.params[0]), "No such nick")
+    room = room_or_error(ctx, msg.params[1])
+    room.invite(ctx.user, target)
+    ctx.reply(p.RPL_INVITING, target.nick, room.name)
+    if target.away is not None:
+        ctx.reply(p.RPL_AWAY, target.nick, target.away)
+
+
+@command("OPER", min_params=2, syntax="<name> <password>", cost=OPER_COST)
+def oper(ctx: Context, msg: Message) -> None:
+    """Become a server operator with a name and password from the config."""
+    name, password = msg.params[0], msg.params[1]
+    user = ctx.user
+    entry = next((o for o in ctx.config.operators if o.name == name), None)
+    if entry is not None and not any(fnmatch.fnmatchcase(user.host, h) for h in entry.hosts):
+        log.warning("%s: OPER %s refused: host %s not allowed", ctx.conn, name, user.host)
+        raise IRCError(p.ERR_NOOPERHOST, "No operator block for your host")
+    # An unknown name and a wrong password get the same answer, after the same scrypt
+    # work, so neither the reply nor its timing tells which names exist.
+    stored = entry.password if entry is not None else DECOY_HASH
+    if not passwords.verify_password(password, stored) or entry is None:
+        log.warning("%s: OPER %s refused: bad name or password", ctx.conn, safe_param(name))
+        raise IRCError(p.ERR_PASSWDMISMATCH, "Password incorrect")
+    log.info("%s: OPER %s: now a server operator", ctx.conn, name)
+    if ctx.world.set_operator(user, True):
+        ctx.send(Message("MODE", [user.nick, "+o"], user.nick))
+    ctx.reply(p.RPL_YOUREOPER, "You are now a server operator")
+
+
+@command("KILL", min_params=1, syntax="<nick> [:<reason>]")
+def kill(ctx: Context, msg: Message) -> None:
+    """Disconnect someone from the server (server operators)."""
+    if not ctx.user.oper:
+        raise IRCError(p.ERR_NOPRIVILEGES, "Permission denied: you're not a server operator")
+    target = ctx.world.find_user(msg.params[0])
+    if target is None:
+        raise IRCError(p.ERR_NOSUCHNICK, safe_param(msg.params[0]), "No such nick")
+    reason = clip(msg.param(1), ctx.config.limits.topic_length) or "No reason given"
+    quit_reason = f"Killed ({ctx.user.nick} ({reason}))"
+    log.info("%s: KILL %s: %s", ctx.conn, target.nick, reason)
+    target.send(Message("KILL", [target.nick, reason], ctx.user.prefix))
+    target.conn.close(quit_reason, f"Closing Link: {target.host} ({quit_reason})")
+    if target is not ctx.user:
+        ctx.send(
+            Message("NOTICE", [ctx.user.nick, f"Killed {target.nick}: {reason}"], ctx.server.name)
+        )
