@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from ircish import modes
 from ircish import protocol as p
 from ircish.protocol import Message
 
@@ -21,6 +22,9 @@ _COLOUR = re.compile(
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _ROOM_PREFIXES = "#&"
+#: Status marks before a nick in NAMES and WHO flags: ours are modes.STATUS_PREFIXES (@ +);
+#: other servers' ISUPPORT PREFIX adds ~ (owner), & (admin) and % (half-operator).
+MEMBER_PREFIXES = "~&@%+"
 _UNKNOWN_SOURCE = "*"
 _TIME_FORMAT = "%Y-%m-%d %H:%M"
 
@@ -177,21 +181,151 @@ def _topic(msg: Message, me: str | None) -> str:
 
 def _kick(msg: Message, me: str | None) -> str:
     room, victim, reason = _param(msg, 0), _param(msg, 1), _param(msg, 2)
-    return f"* {_source(msg)} kicked {victim} from {room}{_reason(reason)}"
+    if _same_nick(msg.param(1), me):
+        return f"* You were kicked from {room} by {_source(msg)}{_reason(reason)}"
+    who = "You" if _is_me(msg, me) else _source(msg)
+    return f"* {who} kicked {victim} from {room}{_reason(reason)}"
+
+
+def _kill(msg: Message, me: str | None) -> str:
+    # `:alice KILL bob :reason` reaches only the victim; the others see bob's QUIT.
+    reason = _reason(_param(msg, 1))
+    if _same_nick(msg.param(0), me):
+        return f"* You were killed by {_source(msg)}{reason}"
+    return f"* {_source(msg)} killed {_param(msg, 0)}{reason}"
+
+
+# A room mode change in words: (signed letter) -> (verb, what). The verb is in the base form
+# ("give"; "gives" after another's nick). In `what`, {arg} is the change's parameter (paired
+# with its letter by modes.parse_changes, never by a table here) and {room} the room: named
+# the first time, "the room" after; a line that never names it ends with "in #room".
+_ROOM_MODE_WORDS: dict[str, tuple[str, str]] = {
+    "+o": ("give", "operator to {arg}"),
+    "-o": ("remove", "operator from {arg}"),
+    "+v": ("give", "voice to {arg}"),
+    "-v": ("remove", "voice from {arg}"),
+    "+b": ("ban", "{arg}"),
+    "-b": ("unban", "{arg}"),
+    "+k": ("set", "the key of {room} to {arg}"),
+    "-k": ("remove", "the key from {room}"),
+    "+l": ("limit", "{room} to {arg} {people}"),
+    "-l": ("remove", "the user limit from {room}"),
+    "+i": ("make", "{room} invite-only"),
+    "-i": ("remove", "invite-only from {room}"),
+    "+m": ("moderate", "{room}"),
+    "-m": ("stop", "moderating {room}"),
+    "+s": ("make", "{room} secret"),
+    "-s": ("make", "{room} public"),
+    "+t": ("let", "only operators set the topic of {room}"),
+    "-t": ("let", "anyone set the topic of {room}"),
+    "+n": ("block", "messages from outside {room}"),
+    "-n": ("allow", "messages from outside {room}"),
+}
+# Our own user modes, after "You are ".
+_USER_MODE_WORDS: dict[str, str] = {
+    "+o": "now a server operator",
+    "-o": "no longer a server operator",
+    "+i": "now invisible",
+    "-i": "no longer invisible",
+}
+_STATUS_LETTERS = frozenset(modes.STATUS_PREFIXES)
+# One pass over the template, so a nick or room holding "{arg}" is never filled in again.
+_PLACEHOLDER = re.compile(r"\{(arg|room|people)\}")
 
 
 def _mode(msg: Message, me: str | None) -> str:
-    target, modes = _param(msg, 0), " ".join(_params(msg, 1))
+    target = _param(msg, 0)
     if _is_room(target):
-        return f"* {_source(msg)} sets mode {modes} on {target}"
+        return _room_mode(msg, me) or _mode_as_letters(msg, me)
     if _same_nick(msg.param(0), me):
-        return f"* Your modes: {modes}"
-    return f"* {_source(msg)} sets mode {modes} on {target}"
+        return _own_mode(msg) or f"* Your modes: {' '.join(_params(msg, 1))}"
+    return _mode_as_letters(msg, me)
+
+
+def _mode_as_letters(msg: Message, me: str | None) -> str:
+    # For letters we cannot put in words (another server's), as the server wrote them.
+    who, verb = ("You", "set") if _is_me(msg, me) else (_source(msg), "sets")
+    changes = " ".join(x for x in _params(msg, 1) if x)
+    return " ".join(x for x in ("*", who, verb, "mode", changes, "on", _param(msg, 0)) if x)
+
+
+def _readable_changes(msg: Message, table: dict[str, str]) -> list[modes.Change] | None:
+    """The changes of a relayed MODE line, or None unless every letter and parameter was
+    understood: after an unknown letter, which parameter belongs to which is a guess."""
+    args = msg.params[2:]
+    parsed = modes.parse_changes(msg.param(1), args, table)
+    used = sum(change.arg is not None for change in parsed.changes)
+    if parsed.unknown or parsed.missing or used != len(args) or not parsed.changes:
+        return None
+    return parsed.changes
+
+
+def _room_mode(msg: Message, me: str | None) -> str | None:
+    changes = _readable_changes(msg, modes.ROOM_MODES)
+    if changes is None:
+        return None
+    # Runs of one change share their words: "+oo bob carol" gives operator to "bob and carol".
+    runs: list[tuple[str, list[str]]] = []
+    for change in changes:
+        words = _ROOM_MODE_WORDS.get(change.signed)
+        if words is None or (change.arg is None and "{arg}" in words[1]):
+            return None  # a letter with no words, or a list query (never relayed)
+        arg = strip_formatting(change.arg or "")
+        if change.letter in _STATUS_LETTERS and _same_nick(change.arg, me):
+            arg = "you"
+        if runs and runs[-1][0] == change.signed and "{room}" not in words[1]:
+            runs[-1][1].append(arg)
+        else:
+            runs.append((change.signed, [arg]))
+    room, named = _param(msg, 0), False
+    # Consecutive changes with one verb share it: "gives operator to bob and voice to carol".
+    groups: list[tuple[str, list[str]]] = []
+    for signed, args in runs:
+        verb, template = _ROOM_MODE_WORDS[signed]
+        values = {
+            "arg": _and(args),
+            "room": "the room" if named else room,
+            "people": "person" if args == ["1"] else "people",
+        }
+        named = named or "{room}" in template
+        what = _fill(template, values)
+        if groups and groups[-1][0] == verb:
+            groups[-1][1].append(what)
+        else:
+            groups.append((verb, [what]))
+    mine = _is_me(msg, me)
+    clauses = [f"{verb if mine else verb + 's'} {_and(whats)}" for verb, whats in groups]
+    who = "You" if mine else _source(msg)
+    return f"* {who} {_and(clauses)}" + ("" if named else f" in {room}")
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda found: values[found.group(1)], template)
+
+
+def _own_mode(msg: Message) -> str | None:
+    changes = _readable_changes(msg, modes.USER_MODES)
+    if changes is None:
+        return None
+    states = [_USER_MODE_WORDS.get(change.signed, "") for change in changes]
+    if not all(states):
+        return None
+    return f"* You are {_and(states)}"
+
+
+def _and(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'; with an 'and' inside an item, 'a and b, and c'."""
+    if len(items) == 1:
+        return items[0]
+    last = ", and " if any(" and " in item for item in items) else " and "
+    return ", ".join(items[:-1]) + last + items[-1]
 
 
 def _invite(msg: Message, me: str | None) -> str:
-    invitee = "you" if _same_nick(msg.param(0), me) else _param(msg, 0)
-    return f"* {_source(msg)} invites {invitee} to {_param(msg, 1)}"
+    room = _param(msg, 1)
+    if _same_nick(msg.param(0), me):
+        return f"* {_source(msg)} invites you to {room} (/join {room})"
+    return f"* {_source(msg)} invites {_param(msg, 0)} to {room}"
 
 
 def _error(msg: Message, me: str | None) -> str:
@@ -212,6 +346,7 @@ _COMMANDS: dict[str, Renderer] = {
     "NICK": _nick,
     "TOPIC": _topic,
     "KICK": _kick,
+    "KILL": _kill,
     "MODE": _mode,
     "INVITE": _invite,
     "ERROR": _error,
@@ -273,11 +408,15 @@ def _list_entry(msg: Message) -> str:
 def _who_reply(msg: Message) -> str:
     room, user, host, nick = _param(msg, 1), _param(msg, 2), _param(msg, 3), _param(msg, 5)
     realname = _param(msg, 7).partition(" ")[2]  # "<hopcount> <realname>"
-    line = f"  {room}  {nick}  {user}@{host}"
+    # Flags (RFC 2812 3.6.1): H here or G away, '*' server operator, then the status marks.
+    here, flags = msg.param(6)[:1], msg.param(6)[1:]
+    status = next((mark for mark in flags if mark in MEMBER_PREFIXES), "")
+    line = f"  {room}  {status}{nick}  {user}@{host}"
     if realname:
         line += f"  {realname}"
-    if msg.param(6).startswith("G"):
-        line += " (away)"
+    notes = ["server operator"] * ("*" in flags) + ["away"] * (here == "G")
+    if notes:
+        line += f" ({', '.join(notes)})"
     return line
 
 
@@ -304,6 +443,46 @@ def _error_reply(msg: Message) -> str:
         return f"! error {strip_formatting(msg.command)}"
     middle = " ".join(_params(msg, 1, -1))
     return f"! {_text(msg)}: {middle}" if middle else f"! {_text(msg)}"
+
+
+def _inviting(msg: Message) -> str:
+    # "<me> <nick> <room>"; RFC 1459 has the room first.
+    nick, room = _param(msg, 1), _param(msg, 2)
+    if _is_room(nick):
+        nick, room = room, nick
+    return f"You invited {nick} to {room}"
+
+
+def _ban_entry(msg: Message) -> str:
+    # "<me> <room> <mask> [<setter> <time>]": a table row (two spaces between cells).
+    room, mask, setter = _param(msg, 1), _param(msg, 2), msg.param(3)
+    line = f"  {room}  {mask}"
+    if setter:
+        line += f"  by {strip_formatting(setter.split('!', 1)[0])}"
+        if msg.param(4):
+            line += f" on {_timestamp(msg.param(4))}"
+    return line
+
+
+# Join refusals: the numeric says why, whatever words the server chose ("Cannot join channel
+# (+l)" means little to someone who never typed a mode).
+_CANNOT_JOIN = {
+    p.ERR_CHANNELISFULL: "it is full",
+    p.ERR_INVITEONLYCHAN: "it is invite-only; an operator can /invite you",
+    p.ERR_BANNEDFROMCHAN: "you are banned",
+    p.ERR_BADCHANNELKEY: "it needs the right key: /join {room} <key>",
+}
+
+
+def _cannot_join(msg: Message) -> str:
+    room = _param(msg, 1)
+    return f"! Cannot join {room}: {_CANNOT_JOIN[msg.command].format(room=room)}"
+
+
+def _mode_param_refused(msg: Message) -> str:
+    # "<me> <room|nick> <letter> <param> :why"
+    target, letter, value = _param(msg, 1), _param(msg, 2), _param(msg, 3)
+    return f"! {_text(msg)}: mode {letter} {value} on {target}"
 
 
 def _unknown_numeric(msg: Message) -> str | None:
@@ -345,6 +524,13 @@ _NUMERICS: dict[str, NumericRenderer] = {
     p.RPL_ENDOFMOTD: _text,
     p.RPL_HELPSTART: _text,
     p.RPL_HELPTXT: _text,
+    p.RPL_INVITING: _inviting,
+    p.RPL_BANLIST: _ban_entry,
+    p.RPL_ENDOFBANLIST: lambda msg: f"End of ban list for {_param(msg, 1)}",
+    p.ERR_USERONCHANNEL: lambda msg: f"! {_param(msg, 1)} is already in {_param(msg, 2)}",
+    p.ERR_UNKNOWNMODE: lambda msg: f"! Mode {_param(msg, 1)} {_text(msg)}",
+    p.ERR_INVALIDMODEPARAM: _mode_param_refused,
+    **{numeric: _cannot_join for numeric in _CANNOT_JOIN},
 }
 
 
@@ -360,6 +546,9 @@ _HIDDEN_NUMERICS = frozenset(
         p.RPL_ENDOFNAMES,
         p.RPL_ENDOFHELP,
         p.RPL_ENDOFWHOWAS,
+        # OPER success: the MODE +o that comes with it (RFC 2812 3.1.4) already says
+        # "* You are now a server operator"; two lines saying so would look like a bug.
+        p.RPL_YOUREOPER,
     }
 )
 

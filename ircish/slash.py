@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ircish.modes import MAX_PARAM_CHANGES, Change, format_changes
 from ircish.protocol import Message, ProtocolError, has_forbidden, parse
 
 ROOM_PREFIX = "#"
@@ -106,6 +107,14 @@ def _with_room_prefix(name: str) -> str:
     return name if name.startswith(ROOM_PREFIX) else ROOM_PREFIX + name
 
 
+def _room_and_words(
+    args: str, current_room: str | None, name: str, low: int, high: int | None
+) -> tuple[str, list[str]]:
+    """Split `[#room] word...` for the moderation rows: the room defaults to the current one."""
+    room, rest = _optional_room(args, current_room)
+    return _require_room(room, _no_room(name)), _words(rest, name, low, high)
+
+
 # Builders: /name args -> Message. Each names its row for the usage hint.
 
 
@@ -184,7 +193,68 @@ def _help(args: str, current_room: str | None) -> Message:
 
 
 def _mode(args: str, current_room: str | None) -> Message:
-    return Message("MODE", _words(args, "mode", 1, None))
+    words = _words(args, "mode", 0, None)
+    # No target, or a first word that is a mode string (`/mode +m`): the current room.
+    if not words or words[0].startswith(("+", "-")):
+        words.insert(0, _require_room(current_room, _no_room("mode")))
+    return Message("MODE", words)
+
+
+def _member_status(name: str, adding: bool, letter: str) -> Callable[[str, str | None], Message]:
+    """The builder of /op, /deop, /voice, /devoice: one MODE line for all the nicks."""
+
+    def build(args: str, current_room: str | None) -> Message:
+        room, nicks = _room_and_words(args, current_room, name, 1, None)
+        if len(nicks) > MAX_PARAM_CHANGES:
+            # The server applies only MAX_PARAM_CHANGES of them (ISUPPORT MODES); refusing
+            # here beats a line that half works.
+            raise SlashError(
+                f"at most {MAX_PARAM_CHANGES} nicks at a time; {SLASH_COMMANDS[name].usage}"
+            )
+        changes = [Change(adding, letter, nick) for nick in nicks]
+        return Message("MODE", [room, *format_changes(changes)])
+
+    return build
+
+
+def _kick(args: str, current_room: str | None) -> Message:
+    room, rest = _optional_room(args, current_room)
+    room = _require_room(room, _no_room("kick"))
+    # Like /leave, the reason keeps its spacing; only the space after the nick separates.
+    nick, _, reason = rest.lstrip(" ").partition(" ")
+    if not nick:
+        raise SlashError(SLASH_COMMANDS["kick"].usage)
+    return Message("KICK", [room, nick, reason] if reason.strip() else [room, nick])
+
+
+def _ban(args: str, current_room: str | None) -> Message:
+    # The mask goes out as typed: the server completes `bob` to `bob!*@*`. No mask: the list.
+    room, mask = _room_and_words(args, current_room, "ban", 0, 1)
+    return Message("MODE", [room, "+b", *mask])
+
+
+def _unban(args: str, current_room: str | None) -> Message:
+    room, mask = _room_and_words(args, current_room, "unban", 1, 1)
+    return Message("MODE", [room, "-b", *mask])
+
+
+def _invite(args: str, current_room: str | None) -> Message:
+    words = _words(args, "invite", 1, 2)
+    # The room is the second word, so a missing '#' can be added as /join does.
+    room = _with_room_prefix(words[1]) if len(words) == 2 else current_room
+    return Message("INVITE", [words[0], _require_room(room, _no_room("invite"))])
+
+
+def _oper(args: str, current_room: str | None) -> Message:
+    # The password is the rest of the line: it may contain spaces.
+    return Message("OPER", _target_and_text(args, "oper"))
+
+
+def _kill(args: str, current_room: str | None) -> Message:
+    nick, _, reason = args.lstrip(" ").partition(" ")
+    if not nick:
+        raise SlashError(SLASH_COMMANDS["kill"].usage)
+    return Message("KILL", [nick, reason] if reason.strip() else [nick])
 
 
 def _motd(args: str, current_room: str | None) -> Message:
@@ -240,7 +310,59 @@ SLASH_COMMANDS: dict[str, SlashCommand] = _table(
     ),
     SlashCommand("help", "HELP", "[command]", "Show the commands, or help for one.", _help),
     SlashCommand(
-        "mode", "MODE", "<target> [modes...]", "Show or change room or user modes.", _mode
+        "mode",
+        "MODE",
+        "[#room|nick] [modes] [args...]",
+        "Show or change a room's modes (default: current) or your own.",
+        _mode,
+    ),
+    SlashCommand(
+        "op",
+        "MODE",
+        "[#room] <nick>...",
+        "Make people room operators (@).",
+        _member_status("op", True, "o"),
+    ),
+    SlashCommand(
+        "deop",
+        "MODE",
+        "[#room] <nick>...",
+        "Take room operator status (@) away.",
+        _member_status("deop", False, "o"),
+    ),
+    SlashCommand(
+        "voice",
+        "MODE",
+        "[#room] <nick>...",
+        "Let people speak in a moderated room (+).",
+        _member_status("voice", True, "v"),
+    ),
+    SlashCommand(
+        "devoice",
+        "MODE",
+        "[#room] <nick>...",
+        "Take voice (+) away.",
+        _member_status("devoice", False, "v"),
+    ),
+    SlashCommand("kick", "KICK", "[#room] <nick> [reason]", "Put someone out of a room.", _kick),
+    SlashCommand(
+        "ban",
+        "MODE",
+        "[#room] [mask|nick]",
+        "Ban a nick or nick!user@host mask; alone, list the bans.",
+        _ban,
+    ),
+    SlashCommand("unban", "MODE", "[#room] <mask>", "Lift a ban.", _unban),
+    SlashCommand(
+        "invite",
+        "INVITE",
+        "<nick> [#room]",
+        "Invite someone to a room (default: current).",
+        _invite,
+    ),
+    SlashCommand("oper", "OPER", "<name> <password>", "Become a server operator.", _oper),
+    SlashCommand(
+        "kill", "KILL", "<nick> [reason]", "Disconnect someone (server operators).", _kill
     ),
     SlashCommand("motd", "MOTD", "", "Show the message of the day.", _motd),
     SlashCommand("lusers", "LUSERS", "", "Show how many users and rooms there are.", _lusers),

@@ -5,6 +5,7 @@ test process."""
 from __future__ import annotations
 
 import io
+import logging
 import re
 import socket
 import threading
@@ -22,6 +23,7 @@ from ircish.client.session import (
     Session,
     SessionConfig,
     View,
+    _Link,
     backoff_delay,
 )
 from ircish.client.ui import Formatter, align_table, colour_wanted, nick_colour
@@ -119,6 +121,44 @@ def test_who_rows_wait_for_the_end_and_come_out_aligned():
     ]
 
 
+def test_ban_list_rows_wait_for_the_end_and_an_empty_list_says_so():
+    formatter = Formatter(False, clock=lambda: "12:34")
+    rows = [
+        ":srv 367 carol #r x!*@* alice!a@h 1795255200",
+        ":srv 367 carol #r longer!*@spam.example bob!b@h 1795255200",
+    ]
+    for row in rows:
+        assert formatter.lines(Incoming(parse(row), "carol")) == []
+    end = Incoming(parse(":srv 368 carol #r :End of room ban list"), "carol")
+    assert formatter.lines(end) == [
+        "12:34 Bans in #r:",
+        "12:34   #r  x!*@*                  by alice on 2026-11-21 10:00",
+        "12:34   #r  longer!*@spam.example  by bob on 2026-11-21 10:00",
+    ]
+    assert formatter.lines(end) == ["12:34 No bans in #r"]
+
+
+def test_who_rows_show_status_marks():
+    formatter = Formatter(False, clock=lambda: "12:34")
+    for row in (
+        ":srv 352 carol #r u h srv alice H*@ :0 Alice",
+        ":srv 352 carol #r u h srv bob G+ :0 Bob",
+    ):
+        formatter.lines(Incoming(parse(row), "carol"))
+    assert formatter.lines(Incoming(parse(":srv 315 carol #r :End"), "carol")) == [
+        "12:34 Users in #r:",
+        "12:34   #r  @alice  u@h  Alice (server operator)",
+        "12:34   #r  +bob    u@h  Bob (away)",
+    ]
+
+
+def test_kick_line_colours_both_nicks():
+    alice, bob = nick_colour("alice"), nick_colour("bob")
+    assert formatted(":alice!a@h KICK #r bob :bye", colour=True) == [
+        f"12:34 * \x1b[{alice}malice\x1b[0m kicked \x1b[{bob}mbob\x1b[0m from #r (bye)"
+    ]
+
+
 def test_align_table_keeps_the_last_cell_as_is():
     assert align_table(["  #a  1 user  some  topic", "  #longer  12 users"], 3) == [
         "  #a       1 user    some  topic",
@@ -158,6 +198,11 @@ VIEW = View(
         ("/msg al", "al", ["alice"]),  # but /msg may go to anyone we share a room with
         ("hi ca", "ca", []),  # never yourself
         ("see #g", "#g", ["#general", "#games"]),
+        ("/op b", "b", ["bob", "Bea"]),  # moderation acts on the current room's members
+        ("/kick #general B", "B", ["bob", "Bea"]),
+        ("/invite al", "al", ["alice"]),  # an invite goes to someone not in the room
+        ("/kill al", "al", ["alice"]),
+        ("/mode #ga", "#ga", ["#games"]),
     ],
 )
 def test_completion(typed, word, candidates):
@@ -169,6 +214,8 @@ def test_help_lists_both_tables():
     for usage in ("/join <#room>", "/query [nick]", "/switch <#room>", "/raw <IRC line>"):
         assert usage in text
     assert "/part [#room] [reason]  " in text and "Same as /leave." in text
+    for usage in ("/op [#room] <nick>...", "/kick [#room] <nick> [reason]", "/oper <name>"):
+        assert usage in text
 
 
 def test_long_text_is_split_at_spaces_into_lines_that_fit():
@@ -298,3 +345,152 @@ def test_a_silent_server_is_noticed_and_the_session_ends():
         listener.close()
     notes = [event.text for event in recorder.events if isinstance(event, Note)]
     assert "Connection lost: no answer from the server for 0.4 s" in notes
+
+
+# -- the session's state, fed Message objects (no server) ---------------------------------------
+
+
+class FakeLink:
+    """Stands in for the TCP link: keeps what the session sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def send(self, msg: Message) -> None:
+        self.sent.append(msg)
+
+    def close(self) -> None:
+        pass
+
+    def joins(self) -> list[list[str]]:
+        return [list(msg.params) for msg in self.sent if msg.command == "JOIN"]
+
+
+class FedSession:
+    """A Session whose network thread is the test: lines go in through the session's own
+    handler, as if read from the server."""
+
+    def __init__(self, nick: str = "carol") -> None:
+        self.recorder = Recorder()
+        self.session = Session(SessionConfig(nick=nick, reconnect=True), self.recorder)
+        self.link = FakeLink()
+        self.session._link = self.link  # type: ignore[assignment]
+        self.feed(f":srv 001 {nick} :Welcome")
+
+    def feed(self, *lines: str) -> None:
+        for line in lines:
+            self.session._handle(self.link, parse(line))  # type: ignore[arg-type]
+
+    def reconnect(self) -> FakeLink:
+        """Lose the link and register on a new one; the new link (its JOINs are the rejoin)."""
+        self.session._lose(self.link)  # type: ignore[arg-type]
+        self.link = FakeLink()
+        self.session._link = self.link  # type: ignore[assignment]
+        self.feed(f":srv 001 {self.session.view().nick} :Welcome back")
+        return self.link
+
+    def notes(self) -> list[str]:
+        return [event.text for event in self.recorder.events if isinstance(event, Note)]
+
+
+@pytest.fixture
+def fed() -> FedSession:
+    return FedSession()
+
+
+def test_names_with_status_marks_give_bare_nicks(fed):
+    fed.feed(
+        ":carol!c@h JOIN #r",
+        ":srv 353 carol @ #r :@alice +bob carol @+dave",
+        ":srv 366 carol #r :End of /NAMES list",
+    )
+    view = fed.session.view()
+    assert view.members == ("alice", "bob", "carol", "dave")
+    assert completions("hi a", view) == ("a", ["alice"])
+    assert completions("/op d", view) == ("d", ["dave"])
+
+
+def test_a_kick_of_someone_else_removes_them(fed):
+    fed.feed(":carol!c@h JOIN #r", ":bob!b@h JOIN #r", ":alice!a@h KICK #r bob :bye")
+    assert fed.session.view().members == ("carol",)
+    assert fed.session.view().rooms == ("#r",)
+
+
+def test_a_kick_of_me_leaves_the_room_and_a_reconnect_does_not_rejoin_it(fed):
+    fed.feed(":carol!c@h JOIN #a", ":carol!c@h JOIN #b", ":alice!a@h KICK #B Carol :out")
+    view = fed.session.view()
+    assert view.rooms == ("#a",)
+    assert view.current_room == "#a"  # back to the room still joined
+    assert any(isinstance(event, Changed) for event in fed.recorder.events)
+    assert "* You were kicked from #B by alice (out)" in fed.recorder.rendered()
+    link = fed.reconnect()
+    assert link.joins() == [["#a"]]
+
+
+def test_a_rejoin_uses_the_key_typed_or_set_while_in(fed):
+    assert fed.session.send(Message("JOIN", ["#k,#plain,#other", "hunter2,,x"]))
+    fed.feed(":carol!c@h JOIN #k", ":carol!c@h JOIN #plain", ":carol!c@h JOIN #m")
+    fed.feed(":alice!a@h MODE #m +lk 5 s3cret")  # a key set while we are in
+    link = fed.reconnect()
+    assert link.joins() == [["#k", "hunter2"], ["#plain"], ["#m", "s3cret"]]
+
+
+def test_the_key_follows_mode_and_324_and_is_dropped_when_it_fails(fed):
+    fed.feed(":carol!c@h JOIN #r", ":alice!a@h MODE #r +k one")
+    fed.feed(":srv 324 carol #r +knt two")
+    assert fed.reconnect().joins() == [["#r", "two"]]
+    fed.feed(":carol!c@h JOIN #r", ":alice!a@h MODE #r -k *")
+    assert fed.reconnect().joins() == [["#r"]]
+    fed.feed(":carol!c@h JOIN #r", ":alice!a@h MODE #r +k three")
+    fed.feed(":alice!a@h MODE #r +qk bob four")  # another server's letter: a guess, ignored
+    fed.feed(":alice!a@h MODE #elsewhere +k five")  # not a room we are in
+    assert fed.reconnect().joins() == [["#r", "three"]]
+    fed.feed(":srv 475 carol #r :Cannot join channel (+k)")  # the rejoin is refused
+    fed.feed(":carol!c@h JOIN #r")  # the person gets in another way (an invite, say)
+    assert fed.reconnect().joins() == [["#r"]]  # without the key that failed
+
+
+def test_a_refused_rejoin_does_not_mark_the_next_join_as_a_rejoin(fed):
+    fed.feed(":carol!c@h JOIN #a", ":carol!c@h JOIN #b")
+    fed.session.switch("#a")
+    assert fed.reconnect().joins() == [["#a"], ["#b"]]
+    fed.feed(":carol!c@h JOIN #a", ":srv 474 carol #b :Cannot join channel (+b)")
+    assert fed.session.view().current_room == "#a"  # a rejoin keeps the current room
+    fed.feed(":carol!c@h JOIN #b")  # later, the person's own /join: it becomes current
+    assert fed.session.view().current_room == "#b"
+
+
+def test_mode_changes_keep_the_members(fed):
+    fed.feed(":carol!c@h JOIN #r", ":bob!b@h JOIN #r", ":alice!a@h MODE #r +o-v bob bob")
+    assert fed.session.view().members == ("bob", "carol")
+    assert "* alice gives operator to bob and removes voice from bob in #r" in (
+        fed.recorder.rendered()
+    )
+
+
+def test_being_killed_ends_the_session_without_reconnecting(fed):
+    fed.feed(":carol!c@h JOIN #r", ":alice!a@h KILL carol :spamming")
+    assert fed.session._fatal == "killed by alice"
+    assert "Disconnected by a server operator; not reconnecting" in fed.notes()
+    assert "* You were killed by alice (spamming)" in fed.recorder.rendered()
+
+
+def test_someone_else_killed_is_just_a_line(fed):
+    fed.feed(":alice!a@h KILL bob :spamming")
+    assert fed.session._fatal is None
+
+
+def test_the_debug_log_never_holds_a_password(caplog):
+    ours, theirs = socket.socketpair()
+    link = _Link(ours)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="ircish.client.session"):
+            link.send(Message("OPER", ["admin", "s3cret"]))
+            link.send(Message("PASS", ["hunter2"]))
+            link.send(Message("PRIVMSG", ["#r", "hello"]))
+        assert "OPER admin ****" in caplog.text and "PASS ****" in caplog.text
+        assert "s3cret" not in caplog.text and "hunter2" not in caplog.text
+        assert "PRIVMSG #r hello" in caplog.text
+    finally:
+        link.close()
+        theirs.close()

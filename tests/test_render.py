@@ -6,8 +6,9 @@ import re
 
 import pytest
 
+from ircish import modes
 from ircish.protocol import Message, parse
-from ircish.render import render, strip_formatting
+from ircish.render import _ROOM_MODE_WORDS, _USER_MODE_WORDS, render, strip_formatting
 
 ME = "carol"
 BOB = ":bob!b@host"
@@ -68,14 +69,16 @@ NOON = "1795255200"  # 2026-11-21 10:00 UTC
         (f"{BOB} TOPIC #general :", ME, "* bob cleared the topic of #general"),
         (f"{BOB} TOPIC #general", ME, "* bob cleared the topic of #general"),
         # KICK / MODE / INVITE / ERROR
+        # KICK / KILL / INVITE / ERROR (MODE has its own table below)
         (f"{ALICE} KICK #r bob :be nice", ME, "* alice kicked bob from #r (be nice)"),
         (f"{ALICE} KICK #r bob", ME, "* alice kicked bob from #r"),
-        (f"{ALICE} MODE #r +o bob", ME, "* alice sets mode +o bob on #r"),
-        (f"{ALICE} MODE #r +nt", ME, "* alice sets mode +nt on #r"),
-        (":carol MODE carol :+i", ME, "* Your modes: +i"),
-        (f"{SRV} MODE Carol +iw", ME, "* Your modes: +iw"),
-        (f"{SRV} MODE bob +i", ME, "* irc.example sets mode +i on bob"),
-        (f"{ALICE} INVITE carol #r", ME, "* alice invites you to #r"),
+        (f"{ALICE} KICK #r carol :be nice", ME, "* You were kicked from #r by alice (be nice)"),
+        (f"{ALICE} KICK #r Carol", ME, "* You were kicked from #r by alice"),
+        (":carol!c@host KICK #r bob :bye", ME, "* You kicked bob from #r (bye)"),
+        (f"{ALICE} KICK #r carol :bye", None, "* alice kicked carol from #r (bye)"),
+        (f"{ALICE} KILL carol :spamming", ME, "* You were killed by alice (spamming)"),
+        (f"{ALICE} KILL bob", ME, "* alice killed bob"),
+        (f"{ALICE} INVITE carol #r", ME, "* alice invites you to #r (/join #r)"),
         (f"{ALICE} INVITE bob #r", ME, "* alice invites bob to #r"),
         ("ERROR :Closing link: (Quit: bye)", ME, "! Closing link: (Quit: bye)"),
         # IRCv3 standard replies
@@ -89,6 +92,115 @@ NOON = "1795255200"  # 2026-11-21 10:00 UTC
 )
 def test_render_commands(line: str, me: str | None, expected: str) -> None:
     assert render(parse(line), me) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "me", "expected"),
+    [
+        # member status: a change per nick, "you" when it is me
+        (f"{ALICE} MODE #r +o bob", ME, "* alice gives operator to bob in #r"),
+        (f"{ALICE} MODE #r -o bob", ME, "* alice removes operator from bob in #r"),
+        (f"{ALICE} MODE #r +v bob", ME, "* alice gives voice to bob in #r"),
+        (f"{ALICE} MODE #r -v bob", ME, "* alice removes voice from bob in #r"),
+        (f"{ALICE} MODE #r +o carol", ME, "* alice gives operator to you in #r"),
+        (f"{ALICE} MODE #r +o Carol", ME, "* alice gives operator to you in #r"),
+        (
+            f"{ALICE} MODE #r +ov bob carol",
+            "dave",
+            "* alice gives operator to bob and voice to carol in #r",
+        ),
+        (f"{ALICE} MODE #r +oo bob carol", ME, "* alice gives operator to bob and you in #r"),
+        (
+            f"{ALICE} MODE #r +ooov a b c d",
+            ME,
+            "* alice gives operator to a, b and c, and voice to d in #r",
+        ),
+        (
+            f"{ALICE} MODE #r +o-o bob dave",
+            ME,
+            "* alice gives operator to bob and removes operator from dave in #r",
+        ),
+        # bans
+        (f"{ALICE} MODE #r +b x!*@*", ME, "* alice bans x!*@* in #r"),
+        (f"{ALICE} MODE #r -b x!*@*", ME, "* alice unbans x!*@* in #r"),
+        (f"{ALICE} MODE #r +bb a!*@* b!*@*", ME, "* alice bans a!*@* and b!*@* in #r"),
+        (
+            f"{ALICE} MODE #r +ov-b bob dave x!*@*",
+            ME,
+            "* alice gives operator to bob and voice to dave, and unbans x!*@* in #r",
+        ),
+        # settings name the room once, then say "the room"
+        (f"{ALICE} MODE #r +k hunter2", ME, "* alice sets the key of #r to hunter2"),
+        (f"{ALICE} MODE #r -k *", ME, "* alice removes the key from #r"),
+        (f"{ALICE} MODE #r -k", ME, "* alice removes the key from #r"),
+        (f"{ALICE} MODE #r +l 10", ME, "* alice limits #r to 10 people"),
+        (f"{ALICE} MODE #r +l 1", ME, "* alice limits #r to 1 person"),
+        (f"{ALICE} MODE #r -l", ME, "* alice removes the user limit from #r"),
+        (f"{ALICE} MODE #r +i", ME, "* alice makes #r invite-only"),
+        (f"{ALICE} MODE #r -i", ME, "* alice removes invite-only from #r"),
+        (f"{ALICE} MODE #r +m", ME, "* alice moderates #r"),
+        (f"{ALICE} MODE #r -m", ME, "* alice stops moderating #r"),
+        (f"{ALICE} MODE #r +s", ME, "* alice makes #r secret"),
+        (f"{ALICE} MODE #r -s", ME, "* alice makes #r public"),
+        (f"{ALICE} MODE #r +t", ME, "* alice lets only operators set the topic of #r"),
+        (f"{ALICE} MODE #r -t", ME, "* alice lets anyone set the topic of #r"),
+        (f"{ALICE} MODE #r +n", ME, "* alice blocks messages from outside #r"),
+        (f"{ALICE} MODE #r -n", ME, "* alice allows messages from outside #r"),
+        (
+            f"{ALICE} MODE #r +mi",
+            ME,
+            "* alice moderates #r and makes the room invite-only",
+        ),
+        (
+            f"{ALICE} MODE #r +kl secret 10",
+            ME,
+            "* alice sets the key of #r to secret and limits the room to 10 people",
+        ),
+        (
+            f"{ALICE} MODE #r +o-m bob",
+            ME,
+            "* alice gives operator to bob and stops moderating #r",
+        ),
+        (
+            f"{ALICE} MODE #r +is",
+            ME,
+            "* alice makes #r invite-only and the room secret",
+        ),
+        # my own changes: "You" with the plain verb
+        (":carol!c@host MODE #r +o bob", ME, "* You give operator to bob in #r"),
+        (":carol!c@host MODE #r +m", ME, "* You moderate #r"),
+        (":carol!c@host MODE #r +q bob", ME, "* You set mode +q bob on #r"),
+        (f"{SRV} MODE #r +o bob", ME, "* irc.example gives operator to bob in #r"),
+        # what cannot be put in words is shown as the server wrote it
+        (f"{ALICE} MODE #r +q bob", ME, "* alice sets mode +q bob on #r"),
+        (f"{ALICE} MODE #r +qo bob dave", ME, "* alice sets mode +qo bob dave on #r"),
+        (f"{ALICE} MODE #r +o", ME, "* alice sets mode +o on #r"),
+        (f"{ALICE} MODE #r +o bob dave", ME, "* alice sets mode +o bob dave on #r"),
+        (f"{ALICE} MODE #r +b", ME, "* alice sets mode +b on #r"),
+        (f"{ALICE} MODE #r", ME, "* alice sets mode on #r"),
+        # a nick or room holding a placeholder is not filled in again
+        (f"{ALICE} MODE #{{arg}} +o {{room}}", ME, "* alice gives operator to {room} in #{arg}"),
+        # user modes: mine in words, others' as written
+        (":carol MODE carol +o", ME, "* You are now a server operator"),
+        (":carol MODE carol -o", ME, "* You are no longer a server operator"),
+        (":carol MODE carol :+i", ME, "* You are now invisible"),
+        (":carol MODE carol -i", ME, "* You are no longer invisible"),
+        (":carol MODE carol +i-o", ME, "* You are now invisible and no longer a server operator"),
+        (f"{SRV} MODE Carol +iw", ME, "* Your modes: +iw"),
+        (f"{SRV} MODE bob +i", ME, "* irc.example sets mode +i on bob"),
+    ],
+)
+def test_render_mode(line: str, me: str | None, expected: str) -> None:
+    assert render(parse(line), me) == expected
+
+
+def test_every_mode_letter_has_words_both_ways() -> None:
+    # The words are looked up by letter; the letters and their parameters come from modes.py.
+    signed = {f"{sign}{letter}" for letter in modes.ROOM_MODES for sign in "+-"}
+    assert set(_ROOM_MODE_WORDS) == signed
+    assert set(_USER_MODE_WORDS) == {
+        f"{sign}{letter}" for letter in modes.USER_MODES for sign in "+-"
+    }
 
 
 @pytest.mark.parametrize(
@@ -137,6 +249,7 @@ def test_render_commands(line: str, me: str | None, expected: str) -> None:
         # names
         (f"{SRV} 353 carol = #r :alice @bob carol", "Users in #r: alice @bob carol"),
         (f"{SRV} 353 carol #r :alice bob", "Users in #r: alice bob"),
+        (f"{SRV} 353 carol @ #secret :@alice +bob carol", "Users in #secret: @alice +bob carol"),
         # list
         (f"{SRV} 321 carol Channel :Users  Name", "Rooms:"),
         (f"{SRV} 322 carol #r 3 :Be nice", "  #r  3 users  Be nice"),
@@ -147,8 +260,24 @@ def test_render_commands(line: str, me: str | None, expected: str) -> None:
             f"{SRV} 352 carol #r bob host.example irc.example bob H :0 Bob Smith",
             "  #r  bob  bob@host.example  Bob Smith",
         ),
-        (f"{SRV} 352 carol #r b h irc.example bob G@ :0 Bob", "  #r  bob  b@h  Bob (away)"),
+        (f"{SRV} 352 carol #r b h irc.example bob G :0 Bob", "  #r  bob  b@h  Bob (away)"),
         (f"{SRV} 352 carol #r b h irc.example bob H :0", "  #r  bob  b@h"),
+        # status marks before the nick, as in NAMES; '*' is a server operator
+        (f"{SRV} 352 carol #r b h irc.example bob G@ :0 Bob", "  #r  @bob  b@h  Bob (away)"),
+        (f"{SRV} 352 carol #r b h irc.example bob H+ :0 Bob", "  #r  +bob  b@h  Bob"),
+        (
+            f"{SRV} 352 carol #r b h irc.example bob H*@ :0 Bob",
+            "  #r  @bob  b@h  Bob (server operator)",
+        ),
+        (
+            f"{SRV} 352 carol #r b h irc.example bob G*+ :0",
+            "  #r  +bob  b@h (server operator, away)",
+        ),
+        (f"{SRV} 352 carol #r b h irc.example bob H@+ :0 Bob", "  #r  @bob  b@h  Bob"),
+        (
+            f"{SRV} 352 carol * b h irc.example bob H* :0 Bob",
+            "  *  bob  b@h  Bob (server operator)",
+        ),
         # whois
         (f"{SRV} 311 carol bob b host * :Bob Smith", "bob is bob!b@host (Bob Smith)"),
         (f"{SRV} 319 carol bob :#a @#b ", "bob is in: #a @#b"),
@@ -185,9 +314,55 @@ def test_render_commands(line: str, me: str | None, expected: str) -> None:
         ),
         (f"{SRV} 501 carol :Unknown MODE flag", "! Unknown MODE flag"),
         (f"{SRV} 433 *", "! error 433"),
+        # moderation: replies
+        (f"{SRV} 341 carol bob #r", "You invited bob to #r"),
+        (f"{SRV} 341 carol #r bob", "You invited bob to #r"),  # RFC 1459 order
+        (
+            f"{SRV} 367 carol #r x!*@* alice!a@h {NOON}",
+            "  #r  x!*@*  by alice on 2026-11-21 10:00",
+        ),
+        (f"{SRV} 367 carol #r x!*@* alice", "  #r  x!*@*  by alice"),
+        (f"{SRV} 367 carol #r x!*@*", "  #r  x!*@*"),
+        (f"{SRV} 368 carol #r :End of room ban list", "End of ban list for #r"),
+        # moderation: errors through the generic form, where it reads well
+        (f"{SRV} 442 carol #r :You're not in that room", "! You're not in that room: #r"),
+        (f"{SRV} 482 carol #r :You're not a room operator", "! You're not a room operator: #r"),
+        (
+            f"{SRV} 441 carol bob #r :They aren't in that room",
+            "! They aren't in that room: bob #r",
+        ),
+        (
+            f"{SRV} 478 carol #r x!*@* :The room's ban list is full",
+            "! The room's ban list is full: #r x!*@*",
+        ),
+        (
+            f"{SRV} 481 carol :Permission denied: you're not a server operator",
+            "! Permission denied: you're not a server operator",
+        ),
+        (f"{SRV} 491 carol :No operator block for your host", "! No operator block for your host"),
+        (f"{SRV} 464 carol :Password incorrect", "! Password incorrect"),
+        (f"{SRV} 525 carol #r :Key is not well-formed", "! Key is not well-formed: #r"),
+        # moderation: errors with their own words
+        (f"{SRV} 443 carol bob #r :is already in the room", "! bob is already in #r"),
+        (f"{SRV} 443 carol bob #r :is already on channel", "! bob is already in #r"),
+        (f"{SRV} 472 carol x :is not a room mode here", "! Mode x is not a room mode here"),
+        (f"{SRV} 472 carol x :is unknown mode char to me", "! Mode x is unknown mode char to me"),
+        (
+            f"{SRV} 696 carol #r l 0 :The limit must be a whole number",
+            "! The limit must be a whole number: mode l 0 on #r",
+        ),
+        (f"{SRV} 471 carol #r :Cannot join channel (+l)", "! Cannot join #r: it is full"),
+        (
+            f"{SRV} 473 carol #r :Cannot join room (+i): it is invite only",
+            "! Cannot join #r: it is invite-only; an operator can /invite you",
+        ),
+        (f"{SRV} 474 carol #r :Cannot join channel (+b)", "! Cannot join #r: you are banned"),
+        (
+            f"{SRV} 475 carol #r :Cannot join channel (+k)",
+            "! Cannot join #r: it needs the right key: /join #r <key>",
+        ),
         # unknown numerics: the params after the recipient
         (f"{SRV} 042 carol ABC123 :your unique ID", "ABC123 your unique ID"),
-        (f"{SRV} 368 carol #r :End of channel ban list", "#r End of channel ban list"),
     ],
 )
 def test_render_numerics(line: str, expected: str) -> None:
@@ -210,6 +385,8 @@ def test_render_numerics(line: str, expected: str) -> None:
         f"{SRV} 329 carol #r {NOON}",
         f"{SRV} 706 carol join :End of /HELP",
         f"{SRV} 369 carol nobody :End of WHOWAS",
+        # OPER's success: the MODE +o that comes with it says so
+        f"{SRV} 381 carol :You are now a server operator",
         f"{SRV} 999 carol",
     ],
 )
@@ -248,12 +425,16 @@ def test_render_edge_cases(msg: Message, me: str | None, expected: str) -> None:
     assert render(msg, me) == expected
 
 
-_ODD_PARAMS = ["", "\x01", "\x01ACTION", "\x03", "#", "*", "carol", "-1", "9" * 40, "a b", "é"]
+_ODD_PARAMS = [
+    "", "\x01", "\x01ACTION", "\x03", "#", "*", "carol", "-1", "9" * 40, "a b", "é",
+    "+o", "-k", "+ov-b", "+{arg}", "{room}", "+\x1b[2J", "+l",
+]  # fmt: skip
 _COMMANDS = [
     "PRIVMSG", "NOTICE", "JOIN", "PART", "QUIT", "NICK", "TOPIC", "KICK", "MODE", "INVITE",
-    "ERROR", "FAIL", "WARN", "NOTE", "PING", "CAP", "FROB",
+    "KILL", "ERROR", "FAIL", "WARN", "NOTE", "PING", "CAP", "FROB",
     "001", "221", "252", "301", "311", "312", "313", "317", "319", "322", "324", "331", "332",
-    "333", "352", "353", "372", "401", "451", "704", "999",
+    "333", "341", "352", "353", "367", "368", "372", "401", "443", "451", "471", "472", "473",
+    "474", "475", "696", "704", "999",
 ]  # fmt: skip
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -294,3 +475,15 @@ def test_render_never_raises_and_never_emits_control_chars(
 )
 def test_strip_formatting(text: str, expected: str) -> None:
     assert strip_formatting(text) == expected
+
+
+@pytest.mark.parametrize("target", ["#r", "carol", "bob", "#", ""])
+@pytest.mark.parametrize(
+    "modestring", ["+o", "-k", "+ov-b", "+l", "-l", "+{arg}", "+\x1b[2J", "+b", "o", "+-", ""]
+)
+def test_render_mode_never_raises_on_odd_lines(target: str, modestring: str) -> None:
+    for args in ([], ["\x03"], ["{room}", "x"], ["1", "2", "3", "4", "5"], ["a\x1b[2Jb"]):
+        for prefix in ("carol!c@h", "alice!a@h", "\x02", None):
+            msg = Message("MODE", [target, modestring, *args], prefix)
+            out = render(msg, "carol")
+            assert out is not None and not _UNSAFE.search(out), (msg, out)

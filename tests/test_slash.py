@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ircish import modes
 from ircish.protocol import Message, parse
 from ircish.slash import SLASH_COMMANDS, SlashError, translate
 
@@ -70,16 +71,56 @@ ROOM = "#cur"
         ("/help", None, Message("HELP")),
         ("/help join", None, Message("HELP", ["join"])),
         ("/help /join", None, Message("HELP", ["join"])),
-        # /mode
+        # /mode: a first word that is a mode string, or none, means the current room
         ("/mode #r +o bob", None, Message("MODE", ["#r", "+o", "bob"])),
         ("/mode carol", None, Message("MODE", ["carol"])),
+        ("/mode carol -i", ROOM, Message("MODE", ["carol", "-i"])),
+        ("/mode", ROOM, Message("MODE", [ROOM])),
+        ("/mode +m", ROOM, Message("MODE", [ROOM, "+m"])),
+        ("/mode -t+l 10", ROOM, Message("MODE", [ROOM, "-t+l", "10"])),
+        ("/mode +k  hunter2 ", ROOM, Message("MODE", [ROOM, "+k", "hunter2"])),
+        ("/mode #r", ROOM, Message("MODE", ["#r"])),
+        # /op /deop /voice /devoice: one MODE line, the room first if it starts with '#'
+        ("/op bob", ROOM, Message("MODE", [ROOM, "+o", "bob"])),
+        ("/op bob carol", ROOM, Message("MODE", [ROOM, "+oo", "bob", "carol"])),
+        ("/op #r bob", ROOM, Message("MODE", ["#r", "+o", "bob"])),
+        ("/op #r bob", None, Message("MODE", ["#r", "+o", "bob"])),
+        ("/OP  a b c d", ROOM, Message("MODE", [ROOM, "+oooo", "a", "b", "c", "d"])),
+        ("/deop bob", ROOM, Message("MODE", [ROOM, "-o", "bob"])),
+        ("/deop #r bob carol", ROOM, Message("MODE", ["#r", "-oo", "bob", "carol"])),
+        ("/voice bob", ROOM, Message("MODE", [ROOM, "+v", "bob"])),
+        ("/voice #r bob carol", ROOM, Message("MODE", ["#r", "+vv", "bob", "carol"])),
+        ("/devoice bob", ROOM, Message("MODE", [ROOM, "-v", "bob"])),
+        # /kick: the reason keeps its spacing, as /leave's does
+        ("/kick bob", ROOM, Message("KICK", [ROOM, "bob"])),
+        ("/kick bob be  nice", ROOM, Message("KICK", [ROOM, "bob", "be  nice"])),
+        ("/kick #r bob", None, Message("KICK", ["#r", "bob"])),
+        ("/kick #r bob go away", ROOM, Message("KICK", ["#r", "bob", "go away"])),
+        ("/kick #r bob   ", ROOM, Message("KICK", ["#r", "bob"])),
+        # /ban /unban: the mask as typed (the server completes bob to bob!*@*)
+        ("/ban", ROOM, Message("MODE", [ROOM, "+b"])),
+        ("/ban #r", None, Message("MODE", ["#r", "+b"])),
+        ("/ban bob", ROOM, Message("MODE", [ROOM, "+b", "bob"])),
+        ("/ban *!*@spam.example", ROOM, Message("MODE", [ROOM, "+b", "*!*@spam.example"])),
+        ("/ban #r bob!*@*", ROOM, Message("MODE", ["#r", "+b", "bob!*@*"])),
+        ("/unban bob!*@*", ROOM, Message("MODE", [ROOM, "-b", "bob!*@*"])),
+        ("/unban #r bob", None, Message("MODE", ["#r", "-b", "bob"])),
+        # /invite: the room second, '#' added as /join does
+        ("/invite bob", ROOM, Message("INVITE", ["bob", ROOM])),
+        ("/invite bob #r", ROOM, Message("INVITE", ["bob", "#r"])),
+        ("/invite bob r", None, Message("INVITE", ["bob", "#r"])),
+        # /oper /kill
+        ("/oper admin s3cret", None, Message("OPER", ["admin", "s3cret"])),
+        ("/oper admin pass word", None, Message("OPER", ["admin", "pass word"])),
+        ("/kill bob", None, Message("KILL", ["bob"])),
+        ("/kill bob stop  spamming", ROOM, Message("KILL", ["bob", "stop  spamming"])),
         # /motd, /lusers
         ("/motd", None, Message("MOTD")),
         ("/lusers", None, Message("LUSERS")),
         # unknown names go out as a raw IRC line
-        ("/kick #r bob go away", ROOM, parse("kick #r bob go away")),
-        ("/kick #r bob go away", ROOM, Message("KICK", ["#r", "bob", "go", "away"])),
-        ("/KICK #r bob :go away", ROOM, Message("KICK", ["#r", "bob", "go away"])),
+        ("/userhost bob carol", ROOM, parse("userhost bob carol")),
+        ("/userhost bob carol", ROOM, Message("USERHOST", ["bob", "carol"])),
+        ("/WALLOPS :hello there", ROOM, Message("WALLOPS", ["hello there"])),
         ("/foo", None, Message("FOO")),
         # // sends a plain message that starts with '/'
         ("//etc/passwd is  here", ROOM, Message("PRIVMSG", [ROOM, "/etc/passwd is  here"])),
@@ -122,7 +163,34 @@ def test_translate(line: str, room: str | None, expected: Message) -> None:
         ("/whois", ROOM, "usage: /whois <nick>"),
         ("/whois a b", ROOM, "usage: /whois <nick>"),
         ("/help a b", ROOM, "usage: /help"),
-        ("/mode", ROOM, "usage: /mode <target>"),
+        ("/mode", None, "no current room; usage: /mode [#room|nick]"),
+        ("/mode +m", None, "no current room"),
+        ("/op", ROOM, "usage: /op [#room] <nick>..."),
+        ("/op #r", ROOM, "usage: /op [#room] <nick>..."),
+        ("/op bob", None, "no current room; usage: /op"),
+        ("/op a b c d e", ROOM, "at most 4 nicks at a time; usage: /op"),
+        ("/deop", ROOM, "usage: /deop [#room] <nick>..."),
+        ("/voice #r", ROOM, "usage: /voice [#room] <nick>..."),
+        ("/devoice a b c d e", ROOM, "at most 4 nicks"),
+        ("/op :bob carol", ROOM, "cannot send"),  # only the last parameter may start with ":"
+        ("/kick", ROOM, "usage: /kick [#room] <nick> [reason]"),
+        ("/kick #r", ROOM, "usage: /kick"),
+        ("/kick #r  ", ROOM, "usage: /kick"),
+        ("/kick bob", None, "no current room; usage: /kick"),
+        ("/ban", None, "no current room; usage: /ban [#room] [mask|nick]"),
+        ("/ban a b", ROOM, "usage: /ban"),
+        ("/unban", ROOM, "usage: /unban [#room] <mask>"),
+        ("/unban #r", ROOM, "usage: /unban"),
+        ("/unban a b", ROOM, "usage: /unban"),
+        ("/unban bob", None, "no current room"),
+        ("/invite", ROOM, "usage: /invite <nick> [#room]"),
+        ("/invite bob", None, "no current room; usage: /invite"),
+        ("/invite bob #r extra", ROOM, "usage: /invite"),
+        ("/oper", ROOM, "usage: /oper <name> <password>"),
+        ("/oper admin", ROOM, "usage: /oper <name> <password>"),
+        ("/kill", ROOM, "usage: /kill <nick> [reason]"),
+        ("/kill   ", ROOM, "usage: /kill"),
+        ("/kill :bob bye", ROOM, "cannot send"),
         ("/motd now", ROOM, "usage: /motd"),
         ("/lusers now", ROOM, "usage: /lusers"),
         ("//hi", None, "no current room"),
@@ -151,6 +219,7 @@ def test_table_holds_exactly_the_agreed_commands() -> None:
     assert set(SLASH_COMMANDS) == {
         "nick", "join", "msg", "notice", "me", "who", "leave", "part", "quit",
         "topic", "list", "names", "whois", "away", "help", "mode", "motd", "lusers",
+        "op", "deop", "voice", "devoice", "kick", "ban", "unban", "invite", "oper", "kill",
     }  # fmt: skip
 
 
@@ -175,7 +244,21 @@ SAMPLE_ARGS = {
     "mode": "#r",
     "motd": "",
     "lusers": "",
+    "op": "bob",
+    "deop": "bob",
+    "voice": "bob",
+    "devoice": "bob",
+    "kick": "bob",
+    "ban": "bob",
+    "unban": "bob",
+    "invite": "bob",
+    "oper": "admin secret",
+    "kill": "bob",
 }
+
+
+def test_every_row_has_a_sample() -> None:
+    assert set(SAMPLE_ARGS) == set(SLASH_COMMANDS)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLE_ARGS))
@@ -204,3 +287,28 @@ def test_part_is_an_alias_of_leave() -> None:
 )
 def test_usage_line(name: str, usage: str) -> None:
     assert SLASH_COMMANDS[name].usage == usage
+
+
+@pytest.mark.parametrize(
+    ("line", "adding", "letter"),
+    [
+        ("/op #r a b c d", True, "o"),
+        ("/deop a b", False, "o"),
+        ("/voice a", True, "v"),
+        ("/devoice #r a b c", False, "v"),
+    ],
+)
+def test_status_rows_read_back_as_one_change_per_nick(line: str, adding: bool, letter: str) -> None:
+    # What the server (and render.py) will make of the line, through the one mode table.
+    msg = translate(line, ROOM)
+    nicks = [word for word in line.split()[1:] if not word.startswith("#")]
+    parsed = modes.parse_changes(msg.params[1], msg.params[2:])
+    assert parsed.changes == [modes.Change(adding, letter, nick) for nick in nicks]
+    assert not parsed.unknown and not parsed.missing
+
+
+def test_nick_limit_follows_the_mode_table() -> None:
+    nicks = " ".join(f"n{i}" for i in range(modes.MAX_PARAM_CHANGES))
+    assert len(translate(f"/op {nicks}", ROOM).params) == 2 + modes.MAX_PARAM_CHANGES
+    with pytest.raises(SlashError, match=f"at most {modes.MAX_PARAM_CHANGES} nicks"):
+        translate(f"/op {nicks} one_more", ROOM)

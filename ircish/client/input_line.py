@@ -18,8 +18,12 @@ from ircish.slash import SLASH_COMMANDS, SlashError
 #: What a relayed `:nick!user@host` prefix may cost; our text must leave room for it.
 PREFIX_ALLOWANCE = 100
 #: Slash commands whose first argument is a room / a nick, for Tab completion.
-ROOM_ARGUMENT = frozenset({"join", "leave", "part", "switch", "who", "names", "topic", "list"})
-NICK_ARGUMENT = frozenset({"msg", "notice", "query", "whois"})
+ROOM_ARGUMENT = frozenset(
+    {"join", "leave", "part", "switch", "who", "names", "topic", "list", "mode"}
+)
+#: /op, /kick and the like complete from the current room's members (the default pool);
+#: these may name anyone we share a room with.
+NICK_ARGUMENT = frozenset({"msg", "notice", "query", "whois", "invite", "kill"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,16 +18,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ircish import modes
 from ircish import protocol as p
 from ircish.protocol import Message, ProtocolError, casefold, parse
-from ircish.render import strip_formatting
+from ircish.render import MEMBER_PREFIXES, strip_formatting
 from ircish.tls import TlsError, TlsTransport
 
 log = logging.getLogger(__name__)
 
 ROOM_PREFIXES = "#&"
-#: Status marks a NAMES reply may put before a nick (ISUPPORT PREFIX on other servers).
-MEMBER_PREFIXES = "~&@%+"
 MAX_BACKOFF = 30.0
 #: Bytes without a newline after which the server's stream is taken as broken.
 READ_LIMIT = 1 << 16
@@ -37,6 +36,20 @@ QUIT_WAIT = 3.0
 _FATAL_BEFORE_WELCOME = frozenset({p.ERR_ERRONEUSNICKNAME, p.ERR_PASSWDMISMATCH, "465"})
 #: 433 nick in use; 437 nick temporarily unavailable (some servers, after a netsplit).
 _NICK_TAKEN = frozenset({p.ERR_NICKNAMEINUSE, "437"})
+#: Refusals of a JOIN, naming the room: full, invite-only, banned, bad key, no such room...
+_JOIN_REFUSED = frozenset(
+    {
+        p.ERR_CHANNELISFULL,
+        p.ERR_INVITEONLYCHAN,
+        p.ERR_BANNEDFROMCHAN,
+        p.ERR_BADCHANNELKEY,
+        p.ERR_NOSUCHCHANNEL,
+        p.ERR_BADCHANMASK,
+        "405",  # ERR_TOOMANYCHANNELS
+    }
+)
+#: Commands whose last parameter is a password: PASS <password>, OPER <name> <password>.
+_SECRET_LAST_PARAM = frozenset({"PASS", "OPER"})
 _USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
 #: The burst after 001 (server info, LUSERS, MOTD): shown once, not again on each reconnect.
 _WELCOME_BURST = frozenset(
@@ -181,7 +194,9 @@ class _Link:
         """Queue `msg`. Raises ProtocolError if it cannot be one IRC line."""
         data = msg.to_bytes()
         if log.isEnabledFor(logging.DEBUG):
-            shown = "PASS ****" if msg.command == "PASS" else data.rstrip(b"\r\n").decode()
+            shown = data.rstrip(b"\r\n").decode()
+            if msg.command in _SECRET_LAST_PARAM:  # a --debug log must not hold a password
+                shown = " ".join([msg.command, *msg.params[:-1], "****"])
             log.debug(">> %s", shown)
         self._outbox.put(data)
 
@@ -253,6 +268,9 @@ class Session:
         self._pending_names: dict[str, dict[str, str]] = {}
         self._to_join: list[str] = list(config.rooms)  # JOINed after the next 001
         self._rejoining: set[str] = set()  # a rejoin keeps the person's current room
+        # Casefolded room -> its key (+k): as typed in /join or set while we are in, so a
+        # rejoin after a reconnect gets back into a keyed room.
+        self._keys: dict[str, str] = {}
         self._link: _Link | None = None
         self._syncs: dict[str, threading.Event] = {}
         # Written by the network thread only.
@@ -305,6 +323,8 @@ class Session:
         if link is None:
             return False
         link.send(msg)
+        if msg.command == "JOIN" and len(msg.params) > 1:
+            self._remember_keys(msg.params[0], msg.params[1])
         if echo and msg.command in ("PRIVMSG", "NOTICE") and casefold(msg.param(0)) != casefold(me):
             self._emit(Incoming(Message(msg.command, msg.params, prefix=me), me))
         return True
@@ -541,6 +561,11 @@ class Session:
             self._emit(Incoming(msg, me))
         if changed:
             self._emit(Changed())
+        if command == "KILL" and casefold(msg.param(0)) == casefold(me):
+            # A server operator put us out. Reconnecting (and rejoining) at once would undo
+            # that, as rejoining would undo a KICK: the session ends instead.
+            self._fatal = f"killed by {strip_formatting(msg.source_nick or 'the server')}"
+            self._note("Disconnected by a server operator; not reconnecting", "error")
 
     def _before_welcome(self, link: _Link, msg: Message) -> bool:
         """Registration replies the person needn't see as such; True if `msg` was one."""
@@ -591,6 +616,14 @@ class Session:
                     room.members.pop(casefold(source), None)
             elif command == "NICK":
                 return self._renamed_locked(source, msg.param(0), mine)
+            elif command == "MODE" or command == p.RPL_CHANNELMODEIS:
+                self._room_mode_locked(msg.params if command == "MODE" else msg.params[1:])
+            elif command in _JOIN_REFUSED:
+                # A rejoin that was refused (banned, +i, new key): a later /join of that
+                # room is the person's own and makes it current. A refused key is no use.
+                self._rejoining.discard(casefold(msg.param(1)))
+                if command == p.ERR_BADCHANNELKEY:
+                    self._keys.pop(casefold(msg.param(1)), None)
             elif command == p.RPL_NAMREPLY and len(msg.params) >= 3:
                 names = self._pending_names.setdefault(casefold(msg.params[-2]), {})
                 for name in msg.params[-1].split():
@@ -610,6 +643,7 @@ class Session:
                 self._nick = msg.param(0)
             rooms, self._to_join = self._to_join, []
             rejoining = bool(self._rejoining)
+            keys = dict(self._keys)
             me = self._nick
         self._failures = 0
         self._quiet_burst, self._welcomed_before = self._welcomed_before, True
@@ -620,7 +654,8 @@ class Session:
         # (a script's line waits for registration, then a PING round trip) finds the
         # rooms joined.
         for room in rooms:
-            link.send(Message("JOIN", [room]))
+            key = keys.get(casefold(room))
+            link.send(Message("JOIN", [room, key] if key else [room]))
         with self._state_changed:
             self._registered = True
             self._state_changed.notify_all()
@@ -641,9 +676,34 @@ class Session:
         key = casefold(name)
         self._rooms.pop(key, None)
         self._pending_names.pop(key, None)
+        self._keys.pop(key, None)
         if self._current_room is not None and casefold(self._current_room) == key:
             # Back to the room joined most recently of those still joined.
             self._current_room = next(reversed(self._rooms.values())).name if self._rooms else None
+
+    def _room_mode_locked(self, params: tuple[str, ...] | list[str]) -> None:
+        """Follow the key of a room we are in, from a MODE line or a 324 reply:
+        <room> <modestring> [<args>...]."""
+        key = casefold(params[0]) if params else ""
+        if key not in self._rooms or len(params) < 2:
+            return
+        parsed = modes.parse_changes(params[1], params[2:])
+        if parsed.unknown:
+            return  # another server's letter may take a parameter: the pairing is a guess
+        for change in parsed.changes:
+            if change.letter != "k":
+                continue
+            if change.adding and change.arg:
+                self._keys[key] = change.arg
+            elif not change.adding:
+                self._keys.pop(key, None)
+
+    def _remember_keys(self, rooms: str, keys: str) -> None:
+        # JOIN #a,#b key_a,key_b: the keys pair with the rooms in order.
+        with self._lock:
+            for room, key in zip(rooms.split(","), keys.split(","), strict=False):
+                if room and key:
+                    self._keys[casefold(room)] = key
 
     def _add_member_locked(self, room_name: str, nick: str) -> None:
         room = self._rooms.get(casefold(room_name))

@@ -43,7 +43,11 @@ _NOTE_COLOURS = {"error": "31", "info": "90", "plain": ""}
 _NOTE_MARKS = {"error": "! ", "info": "-- ", "plain": ""}
 _NICK_CHARS = r"A-Za-z0-9\[\]\\`^{|}_-"
 #: Reply rows gathered until their end numeric, and how many columns a row has.
-_TABLES = {p.RPL_WHOREPLY: (p.RPL_ENDOFWHO, 4), p.RPL_LIST: (p.RPL_LISTEND, 3)}
+_TABLES = {
+    p.RPL_WHOREPLY: (p.RPL_ENDOFWHO, 4),
+    p.RPL_LIST: (p.RPL_LISTEND, 3),
+    p.RPL_BANLIST: (p.RPL_ENDOFBANLIST, 3),
+}
 _TABLE_ENDS = {end: row for row, (end, _) in _TABLES.items()}
 #: How long, at end of input, a script waits for a registration under way.
 EOF_GRACE = 10.0
@@ -123,6 +127,11 @@ class Formatter:
             if not rows:
                 return [self._stamp(f"No users match {mask}")]
             header = [f"Users in {mask}:" if is_room(mask) else f"Users matching {mask}:"]
+        elif row_command == p.RPL_BANLIST:
+            room = strip_formatting(end.param(1))
+            if not rows:
+                return [self._stamp(f"No bans in {room}")]
+            header = [f"Bans in {room}:"]
         elif not rows:
             return [self._stamp("  (no rooms)")]
         return [self._stamp(line) for line in header + align_table(rows, _TABLES[row_command][1])]
