@@ -6,7 +6,7 @@ import hmac
 import re
 
 from commands.queries import USERLEN, isupport_replies, lusers_replies, motd_replies
-from ircish import __version__
+from ircish import __version__, modes
 from ircish import protocol as p
 from ircish.dispatch import Context, IRCError, command
 from ircish.protocol import Message, safe_param
@@ -29,7 +29,7 @@ def welcome(ctx: Context) -> None:
     )
     ctx.reply(p.RPL_YOURHOST, f"Your host is {server.name}, running version ircish-{__version__}")
     ctx.reply(p.RPL_CREATED, f"This server was created {server.created_text}")
-    ctx.reply(p.RPL_MYINFO, server.name, f"ircish-{__version__}", "i", "n")
+    ctx.reply(p.RPL_MYINFO, server.name, f"ircish-{__version__}", *modes.myinfo_letters())
     isupport_replies(ctx)
     lusers_replies(ctx)
     motd_replies(ctx)

@@ -84,6 +84,12 @@ class ParsedModes:
     missing: list[str]
 
 
+def myinfo_letters() -> tuple[str, str, str]:
+    """004's user modes, room modes, and room modes that take a parameter."""
+    with_param = (letter for letter, kind in ROOM_MODES.items() if takes_param(kind, True))
+    return "".join(sorted(USER_MODES)), "".join(sorted(ROOM_MODES)), "".join(sorted(with_param))
+
+
 def takes_param(kind: str, adding: bool) -> bool:
     return kind in (STATUS, LIST, ALWAYS) or (kind == WHEN_SET and adding)
 

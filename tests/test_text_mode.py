@@ -330,3 +330,35 @@ def test_own_nick_change_reads_as_you(connect):
     carol = text_session(connect, "carol")
     carol.send("/nick caroline")
     assert "* You are now known as caroline" in sync_text(carol)
+
+
+def test_moderation_reads_as_sentences_and_works_from_a_text_session(connect):
+    """carol (nc) creates the room, so she is its operator: her /op, /voice, /mode and
+    /kick go out through the slash table; bob (IRC) gets the IRC lines, carol sentences."""
+    bob, carol = text_then_irc(connect)
+    dave = connect("dave")
+    dave.join(ROOM)
+    carol.expect(rf"^\* dave joined {ROOM}$")
+    carol.send("/op bob")
+    bob.expect(rf"^:{CAROL} MODE {ROOM} \+o bob$")
+    carol.expect(rf"^\* You give operator to bob in {ROOM}$")
+    bob.send(f"MODE {ROOM} +mv dave")
+    carol.expect(rf"^\* bob moderates {ROOM} and gives voice to dave$")
+    carol.send("/kick dave be nice")
+    bob.expect(rf"^:{CAROL} KICK {ROOM} dave :be nice$")
+    carol.expect(rf"^\* You kicked dave from {ROOM} \(be nice\)$")
+    bob.send(f"KICK {ROOM} carol :your turn")
+    carol.expect(rf"^\* You were kicked from {ROOM} by bob \(your turn\)$")
+    carol.send("anyone?")  # no room left: the line is refused, not sent anywhere
+    carol.expect(r"^! You are in no room: /join #room$")
+    carol.send(f"/join {ROOM}")
+    carol.expect(rf"^Users in {ROOM}: @bob carol$")
+
+
+def test_a_text_user_who_is_not_an_operator_is_told_so(connect):
+    bob, carol = irc_then_text(connect, ROOM)
+    carol.send("/op carol")
+    carol.expect(r"^! You're not a room operator: #general$")
+    carol.send("/kick bob")
+    carol.expect(r"^! You're not a room operator: #general$")
+    assert not [x for x in bob.sync() if " MODE " in x or " KICK " in x]
