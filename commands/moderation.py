@@ -118,6 +118,8 @@ def kick(ctx: Context, msg: Message) -> None:
     room = room_or_error(ctx, msg.params[0])
     reason = clip(msg.param(2), ctx.config.limits.topic_length) or ctx.user.nick
     nicks = list({casefold(n): n for n in msg.params[1].split(",") if n}.values())
+    if not nicks:
+        raise IRCError(p.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters: no nick to kick")
     if len(nicks) > MAX_KICK_TARGETS:
         raise IRCError(p.ERR_TOOMANYTARGETS, safe_param(msg.params[1]), "Too many targets")
     for nick in nicks:

@@ -393,13 +393,14 @@ class Room:
 
     def _change_ban_locked(self, actor: User, adding: bool, raw: str) -> modes.Change | None:
         mask = modes.normalize_mask(raw)
-        if len(mask) > modes.MASK_LENGTH:
+        if not raw or len(mask) > modes.MASK_LENGTH:
+            # An empty mask would complete to '!*@*' (or '*!*@*': everyone); refuse it.
             raise IRCError(
                 p.ERR_INVALIDMODEPARAM,
                 self.name,
                 "b",
                 p.safe_param(raw),
-                f"Ban masks may be at most {modes.MASK_LENGTH} characters",
+                f"A ban mask needs 1 to {modes.MASK_LENGTH} characters",
             )
         folded = casefold(mask)
         if not adding:

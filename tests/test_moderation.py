@@ -331,10 +331,13 @@ def test_ban_list_is_bounded(connect: Connect) -> None:
     assert numerics(lines).count(p.RPL_BANLIST) == modes.MAX_BANS
 
 
-def test_a_too_long_ban_mask_is_refused(connect: Connect) -> None:
+@pytest.mark.parametrize("mask", ["x" * modes.MASK_LENGTH, ":"])
+def test_a_too_long_or_empty_ban_mask_is_refused(connect: Connect, mask: str) -> None:
     (alice,) = in_room(connect, "#r", "alice")
-    alice.send(f"MODE #r +b {'x' * modes.MASK_LENGTH}")
+    alice.send(f"MODE #r +b {mask}")
     alice.expect(rf" {p.ERR_INVALIDMODEPARAM} alice #r b ")
+    alice.send("MODE #r b")
+    assert numerics(alice.collect_until(rf" {p.RPL_ENDOFBANLIST} ")) == [p.RPL_ENDOFBANLIST]
 
 
 # --- several changes in one MODE, and parsing edge cases ------------------------------
@@ -478,6 +481,9 @@ def test_kick_errors(connect: Connect) -> None:
     alice.expect(rf" {p.ERR_NEEDMOREPARAMS} alice KICK ")
     alice.send("KICK #r a,b,c,d,e")
     alice.expect(rf" {p.ERR_TOOMANYTARGETS} alice ")
+    for empty in ("KICK #r :", "KICK #r ,"):
+        alice.send(empty)
+        alice.expect(rf" {p.ERR_NEEDMOREPARAMS} alice KICK ")
 
 
 def test_the_last_member_kicked_ends_the_room(server: Server, connect: Connect) -> None:
