@@ -151,15 +151,16 @@ def oper(ctx: Context, msg: Message) -> None:
     name, password = msg.params[0], msg.params[1]
     user = ctx.user
     entry = next((o for o in ctx.config.operators if o.name == name), None)
-    if entry is not None and not any(fnmatch.fnmatchcase(user.host, h) for h in entry.hosts):
-        log.warning("%s: OPER %s refused: host %s not allowed", ctx.conn, name, user.host)
-        raise IRCError(p.ERR_NOOPERHOST, "No operator block for your host")
     # An unknown name and a wrong password get the same answer, after the same scrypt
-    # work, so neither the reply nor its timing tells which names exist.
+    # work, so neither the reply nor its timing tells which names exist; the host is
+    # judged only after the password, for the same reason.
     stored = entry.password if entry is not None else DECOY_HASH
     if not passwords.verify_password(password, stored) or entry is None:
         log.warning("%s: OPER %s refused: bad name or password", ctx.conn, safe_param(name))
         raise IRCError(p.ERR_PASSWDMISMATCH, "Password incorrect")
+    if not any(fnmatch.fnmatchcase(user.host, pattern) for pattern in entry.hosts):
+        log.warning("%s: OPER %s refused: host %s not allowed", ctx.conn, name, user.host)
+        raise IRCError(p.ERR_NOOPERHOST, "No operator block for your host")
     log.info("%s: OPER %s: now a server operator", ctx.conn, name)
     if ctx.world.set_operator(user, True):
         ctx.send(Message("MODE", [user.nick, "+o"], user.nick))

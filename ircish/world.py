@@ -170,8 +170,8 @@ class Room:
         self.limit: int | None = None  # +l
         #: casefolded mask -> Ban, in the order they were set.
         self.bans: dict[str, Ban] = {}
-        #: Users invited past +i/+k/+l/+b; an invite is used up by joining, and a user
-        #: who leaves the server drops out by itself (weak references).
+        #: Users invited past +i; an invite is used up by joining, and a user who leaves
+        #: the server drops out by itself (weak references).
         self.invited: weakref.WeakSet[User] = weakref.WeakSet()
 
     # -- who may do what (callers hold self.lock) ------------------------------
@@ -196,13 +196,14 @@ class Room:
         return any(ban.pattern.fullmatch(who) for ban in self.bans.values())
 
     def check_join_locked(self, user: User, password: str | None) -> None:
-        """Raise the numeric that keeps `user` out, if any. An invite or server
-        operator status lets them past every one (the operator chose to let them in)."""
-        if user.oper or user in self.invited:
+        """Raise the numeric that keeps `user` out, if any. Server operators pass them all.
+        An invite lets one past +i only: without +i any member may invite, so an invite
+        must not undo an operator's ban, key or limit."""
+        if user.oper:
             return
         if self.is_banned_locked(user):
             raise IRCError(p.ERR_BANNEDFROMCHAN, self.name, "Cannot join room (+b): you are banned")
-        if "i" in self.flags:
+        if "i" in self.flags and user not in self.invited:
             raise IRCError(
                 p.ERR_INVITEONLYCHAN, self.name, "Cannot join room (+i): it is invite only"
             )
@@ -306,7 +307,7 @@ class Room:
         return refusals
 
     def invite(self, inviter: User, target: User) -> None:
-        """Let `target` in past +i (and +k, +l, +b) once, and tell them."""
+        """Let `target` in past +i once, and tell them."""
         with self.lock:
             self.require_member_locked(inviter)
             if "i" in self.flags:
@@ -393,14 +394,16 @@ class Room:
 
     def _change_ban_locked(self, actor: User, adding: bool, raw: str) -> modes.Change | None:
         mask = modes.normalize_mask(raw)
-        if not raw or len(mask) > modes.MASK_LENGTH:
-            # An empty mask would complete to '!*@*' (or '*!*@*': everyone); refuse it.
+        # An empty mask would complete to '*!*@*' (everyone); one with a space or a
+        # leading ':' cannot be relayed or listed as a middle parameter.
+        if not raw or len(mask) > modes.MASK_LENGTH or p.safe_param(mask) != mask:
             raise IRCError(
                 p.ERR_INVALIDMODEPARAM,
                 self.name,
                 "b",
                 p.safe_param(raw),
-                f"A ban mask needs 1 to {modes.MASK_LENGTH} characters",
+                f"A ban mask is 1 to {modes.MASK_LENGTH} characters, no spaces, "
+                "not starting with ':'",
             )
         folded = casefold(mask)
         if not adding:
@@ -498,7 +501,9 @@ class World:
             return True
 
     def rename_user(self, user: User, new_nick: str) -> bool:
-        """Change a registered user's nick; tell them and everyone sharing a room, once."""
+        """Change a registered user's nick; tell them and everyone sharing a room, once.
+        False if the nick is taken; IRCError (435) while a ban silences them in a room,
+        since a new nick would slip past a ban on the old one."""
         key = casefold(new_nick)
         with self.lock:
             holder = self.users.get(key)
@@ -508,6 +513,14 @@ class World:
             with ExitStack() as stack:
                 for room in user.rooms.values():
                     stack.enter_context(room.lock)
+                for room in user.rooms.values():
+                    if not room.members[user] and not user.oper and room.is_banned_locked(user):
+                        raise IRCError(
+                            p.ERR_BANNICKCHANGE,
+                            new_nick,
+                            room.name,
+                            "Cannot change nick while banned in that room",
+                        )
                 del self.users[casefold(user.nick)]
                 self.users[key] = user
                 # Delivered before the rename so the user's own text session

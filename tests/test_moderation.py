@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
 
+from commands import moderation
 from ircish import modes
 from ircish import protocol as p
 from ircish.config import OperatorConfig, RoomConfig
 from ircish.passwords import hash_password
 from ircish.protocol import parse
 from ircish.server import Server
-from tests.conftest import HOST, SERVER, Client, make_config, prefix, settle
+from tests.conftest import HOST, SERVER, Client, make_config, prefix, settle, wait_for
 
 Connect = Callable[..., Client]
 
@@ -50,6 +53,10 @@ def whois_rooms(client: Client, nick: str) -> str:
 def relayed_modes(client: Client) -> list[str]:
     """The MODE lines among what `client` was sent so far."""
     return [x for x in client.sync() if parse(x).command == "MODE"]
+
+
+def relayed_modes_in(lines: list[str]) -> list[str]:
+    return [x for x in lines if parse(x).command == "MODE"]
 
 
 def numerics(lines: list[str]) -> list[str]:
@@ -138,6 +145,14 @@ def test_voice_lets_a_member_speak_in_a_moderated_room(connect: Connect) -> None
     bob.expect(rf" {p.ERR_CANNOTSENDTOCHAN} bob #r ")
 
 
+def test_voice_outranks_a_ban_for_speaking(connect: Connect) -> None:
+    alice, bob = in_room(connect, "#r", "alice", "bob")
+    alice.send("MODE #r +vb bob bob")
+    bob.expect(r" MODE #r \+vb bob bob!\*@\*$")
+    bob.send("PRIVMSG #r :voiced, so heard")
+    alice.expect(rf"^:{re.escape(prefix('bob'))} PRIVMSG #r :voiced, so heard$")
+
+
 def test_topic_lock_lets_only_operators_set_the_topic(connect: Connect) -> None:
     alice, bob = in_room(connect, "#r", "alice", "bob")
     outsider = connect("dave")
@@ -222,6 +237,17 @@ def test_key_is_needed_to_join_and_shown_only_to_members(connect: Connect) -> No
     assert mode_of(bob, "#r") == ["+nt"]
 
 
+def test_a_room_past_the_end_of_the_key_list_has_no_key(connect: Connect) -> None:
+    (alice,) = in_room(connect, "#r", "alice")
+    carol = connect("carol")
+    alice.send("MODE #r +k s3cret")
+    alice.expect(r" MODE #r \+k s3cret$")
+    carol.send("JOIN #other,#r x")  # one key, for #other: #r gets none
+    carol.expect(rf" {p.RPL_ENDOFNAMES} carol #other ")
+    carol.expect(rf" {p.ERR_BADCHANNELKEY} carol #r ")
+    assert alice.names("#r") == ["@alice"]
+
+
 @pytest.mark.parametrize("key", ["a,b", "x" * (modes.KEY_LENGTH + 1)])
 def test_a_malformed_key_is_refused(connect: Connect, key: str) -> None:
     (alice,) = in_room(connect, "#r", "alice")
@@ -296,6 +322,43 @@ def test_ban_keeps_out_and_silences_and_unban_lifts_it(connect: Connect) -> None
     carol.join("#r")
 
 
+@pytest.mark.parametrize(
+    ("mask", "completed"),
+    [
+        ("bob", "bob!*@*"),
+        (f"*@{HOST}", f"*!*@{HOST}"),
+        (f"!u@{HOST}", f"*!u@{HOST}"),
+        (f"bob!@{HOST}", f"bob!*@{HOST}"),
+        ("bob!u", "bob!u@*"),
+        ("bob!u@", "bob!u@*"),
+        # Kept as typed, matched case-insensitively.
+        ("BOB", "BOB!*@*"),
+    ],
+)
+def test_ban_masks_are_completed_and_keep_their_target_out(
+    connect: Connect, mask: str, completed: str
+) -> None:
+    (alice,) = in_room(connect, "#r", "alice")
+    bob = connect("bob")
+    alice.send(f"MODE #r +b {mask}")
+    alice.expect(rf"^:{re.escape(prefix('alice'))} MODE #r \+b {re.escape(completed)}$")
+    bob.send("JOIN #r")
+    bob.expect(rf" {p.ERR_BANNEDFROMCHAN} bob #r ")
+
+
+def test_a_banned_member_cannot_slip_the_ban_by_changing_nick(connect: Connect) -> None:
+    alice, bob, carol = in_room(connect, "#r", "alice", "bob", "carol")
+    alice.send("MODE #r +b bob")
+    carol.expect(r" MODE #r \+b bob!\*@\*$")
+    bob.send("NICK bobby")
+    bob.expect(rf" {p.ERR_BANNICKCHANGE} bob bobby #r :")
+    assert carol.names("#r") == ["@alice", "bob", "carol"]
+    alice.send("MODE #r +v bob")  # voice outranks the ban, so the nick is free again
+    bob.expect(r" MODE #r \+v bob$")
+    bob.send("NICK bobby")
+    carol.expect(rf"^:{re.escape(prefix('bob'))} NICK :?bobby$")
+
+
 def test_ban_list_shows_mask_setter_and_time(connect: Connect) -> None:
     alice, bob = in_room(connect, "#r", "alice", "bob")
     alice.send(f"MODE #r +b *!*@{HOST}")
@@ -356,6 +419,33 @@ def test_several_changes_are_relayed_as_one_line_of_what_took_effect(connect: Co
 
 
 @pytest.mark.parametrize(
+    ("setup", "command"),
+    [
+        ("MODE #r +b x", "MODE #r +b X!*@*"),
+        ("MODE #r +k s3cret", "MODE #r +k s3cret"),
+        ("MODE #r +l 5", "MODE #r +l 05"),
+        ("MODE #r +v bob", "MODE #r +v BOB"),
+        (None, "MODE #r -k"),
+        (None, "MODE #r -b y"),
+    ],
+)
+def test_a_change_to_what_is_already_so_is_not_relayed(
+    connect: Connect, setup: str | None, command: str
+) -> None:
+    alice, bob = in_room(connect, "#r", "alice", "bob")
+    if setup:
+        alice.send(setup)
+        bob.expect(" MODE #r ")
+        settle(alice)
+    alice.send(command)
+    got = alice.sync()
+    assert numerics(got) == []
+    assert relayed_modes_in(got) == []
+    # alice's MODE is handled (her PONG came), so any relay is queued before bob's PONG.
+    assert relayed_modes(bob) == []
+
+
+@pytest.mark.parametrize(
     ("command", "replies", "relayed"),
     [
         # unknown letters: 472 each once, the known ones still apply
@@ -366,6 +456,7 @@ def test_several_changes_are_relayed_as_one_line_of_what_took_effect(connect: Co
         # missing parameters: 461 per change, the rest still apply
         ("MODE #r +om", [(p.ERR_NEEDMOREPARAMS, "MODE")], "+m"),
         ("MODE #r +kl", [(p.ERR_NEEDMOREPARAMS, "MODE")] * 2, None),
+        ("MODE #r +ooooooo", [(p.ERR_NEEDMOREPARAMS, "MODE")], None),  # once, not per letter
         # a leading letter without a sign means '+'
         ("MODE #r m", [], "+m"),
         # 'l' takes no parameter when removed; the spare one is ignored
@@ -569,9 +660,11 @@ def test_a_server_operator_acts_as_operator_in_any_room(oconnect: Connect) -> No
     for client in (root, alice, bob):
         client.expect(rf"^:{re.escape(prefix('root'))} MODE #r \+v bob$")
     root.send("TOPIC #r :set by root")
-    bob.expect(r" TOPIC #r :set by root$")
+    for client in (root, bob):
+        client.expect(rf"^:{re.escape(prefix('root'))} TOPIC #r :set by root$")
     root.send("KICK #r alice :out")
-    bob.expect(r" KICK #r alice :?out$")
+    for client in (root, alice, bob):
+        client.expect(rf"^:{re.escape(prefix('root'))} KICK #r alice :?out$")
     # And in: +i and +k do not keep a server operator out.
     root.join("#r")
 
@@ -593,3 +686,122 @@ def test_kill_disconnects_and_is_relayed_as_quit(oconnect: Connect) -> None:
     assert closing[-1].startswith("ERROR :Closing Link: ") and "Killed (root (spam))" in closing[-1]
     bob.expect(rf"^:{re.escape(prefix('carol'))} QUIT :Killed \(root \(spam\)\)$")
     assert bob.names("#r") == ["@bob"]
+
+
+def test_a_server_operator_sees_secret_rooms_from_outside(oconnect: Connect) -> None:
+    alice, root = oconnect("alice"), oconnect("root")
+    alice.join("#hidden")
+    alice.send("MODE #hidden +s")
+    alice.expect(r" MODE #hidden \+s$")
+    root.send(f"OPER root :{OPER_PASSWORD}")
+    root.expect(f" {p.RPL_YOUREOPER} ")
+    root.send("LIST")
+    assert [x for x in root.collect_until(rf" {p.RPL_LISTEND} ") if " #hidden " in x]
+    assert root.names("#hidden") == ["@alice"]
+
+
+def test_an_unknown_operator_name_is_refused_whatever_the_password(
+    oconnect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nobody knows the decoy's password; make it known to show that matching it is no way in.
+    monkeypatch.setattr(moderation, "DECOY_HASH", hash_password("decoy"))
+    alice = oconnect("alice")
+    alice.send("OPER nobody decoy")
+    alice.expect(rf" {p.ERR_PASSWDMISMATCH} alice :")
+    alice.send("MODE alice")
+    alice.expect(rf" {p.RPL_UMODEIS} alice \+$")
+
+
+def operators_online(client: Client) -> str:
+    client.send("LUSERS")
+    return parse(client.expect(rf" {p.RPL_LUSEROP} ").string).params[1]
+
+
+def test_an_operator_who_quits_is_no_longer_counted(oconnect: Connect) -> None:
+    root, bob = oconnect("root"), oconnect("bob")
+    root.send(f"OPER root :{OPER_PASSWORD}")
+    root.expect(f" {p.RPL_YOUREOPER} ")
+    assert operators_online(bob) == "1"
+    root.send("QUIT :bye")
+    root.expect_closed()
+    # The server forgets a user after its socket closes: poll until it has.
+    wait_for(lambda: operators_online(bob) == "0")
+
+
+# --- bugs found in review: these fail until fixed ----------------------------------------
+
+
+def test_ban_mask_matching_takes_linear_time() -> None:
+    # mask_pattern turns each '*' into a backtracking '.*': a mask like *a*a*...*z against
+    # a prefix of many a's takes exponential time, and JOIN runs the match holding
+    # World.lock, so any user (rooms are free to found) can stall the whole server.
+    # A subprocess, so the runaway match can be killed.
+    code = (
+        "from ircish.modes import mask_pattern, normalize_mask\n"
+        "pattern = mask_pattern(normalize_mask('*a' * 14 + '*z'))\n"
+        f"assert not pattern.fullmatch('a' * 30 + '!' + 'a' * 16 + '@{HOST}')\n"
+    )
+    try:
+        subprocess.run([sys.executable, "-c", code], timeout=5, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("matching one ban mask took more than 5 s")
+
+
+@pytest.mark.parametrize("mask", [":x", "a b"])
+def test_a_ban_mask_that_cannot_be_a_middle_parameter_is_refused(
+    connect: Connect, mask: str
+) -> None:
+    # Stored, it could be neither relayed (the -k after it would be lost with the line)
+    # nor listed in 367.
+    alice, bob = in_room(connect, "#r", "alice", "bob")
+    alice.send("MODE #r +k s3cret")
+    bob.expect(r" MODE #r \+k s3cret$")
+    alice.send(f"MODE #r +b-k :{mask}")
+    assert numerics(alice.sync()) == [p.ERR_INVALIDMODEPARAM]
+    assert relayed_modes(bob) == [f":{prefix('alice')} MODE #r -k *"]
+    bob.send("MODE #r b")
+    assert numerics(bob.collect_until(rf" {p.RPL_ENDOFBANLIST} ")) == [p.RPL_ENDOFBANLIST]
+
+
+def test_a_ban_on_at_host_is_completed_to_any_nick_and_user(connect: Connect) -> None:
+    # normalize_mask's "user@host" branch completes only the nick: '@host' -> '*!@host',
+    # which matches nobody (every user has a user name).
+    (alice,) = in_room(connect, "#r", "alice")
+    bob = connect("bob")
+    alice.send(f"MODE #r +b @{HOST}")
+    alice.expect(rf" MODE #r \+b {re.escape(f'*!*@{HOST}')}$")
+    bob.send("JOIN #r")
+    bob.expect(rf" {p.ERR_BANNEDFROMCHAN} bob #r ")
+
+
+def test_a_member_who_is_not_an_operator_cannot_invite_past_a_ban(connect: Connect) -> None:
+    # Without +i any member may INVITE, and an invite lets its target past +b (and +k, +l):
+    # so any member can undo an operator's ban.
+    alice, bob = in_room(connect, "#r", "alice", "bob")
+    carol = connect("carol")
+    alice.send("MODE #r +b carol")
+    bob.expect(r" MODE #r \+b carol!\*@\*$")
+    bob.send("INVITE carol #r")  # refusing it (482) or keeping the ban both do
+    bob.sync()
+    carol.send("JOIN #r")
+    carol.expect(rf" {p.ERR_BANNEDFROMCHAN} carol #r ")
+
+
+def test_oper_from_a_host_not_allowed_does_not_tell_which_names_exist(
+    start_server: Callable[..., Server],
+) -> None:
+    # 491 comes before the password check, for known names only: from any host an
+    # unknown name gets 464, so 491 confirms a name (the code says neither reply nor
+    # timing should).
+    server = oper_server(start_server, hosts=("10.*",))
+    alice = Client(server.address)
+    try:
+        alice.register("alice")
+        refusal = rf" ({p.ERR_NOOPERHOST}|{p.ERR_PASSWDMISMATCH}) alice :"
+        answers = []
+        for name in ("root", "nobody"):
+            alice.send(f"OPER {name} wrong")
+            answers.append(alice.expect(refusal).group(1))
+        assert answers[0] == answers[1]
+    finally:
+        alice.close()
