@@ -22,19 +22,10 @@ TOKENS_PER_LINE = 13
 def isupport_tokens(ctx: Context) -> list[str]:
     """What 005 advertises: only what the server enforces."""
     limits = ctx.config.limits
-    kinds = modes.ROOM_MODES.items()
-    # CHANMODES=A,B,C,D: list modes, always a parameter, a parameter when set, flags.
-    chanmodes = ",".join(
-        "".join(sorted(letter for letter, k in kinds if k == kind))
-        for kind in (modes.LIST, modes.ALWAYS, modes.WHEN_SET, modes.FLAG)
-    )
-    prefix = "({}){}".format(
-        "".join(modes.STATUS_PREFIXES), "".join(modes.STATUS_PREFIXES.values())
-    )
     return [
         f"AWAYLEN={limits.away_length}",
         "CASEMAPPING=ascii",
-        f"CHANMODES={chanmodes}",
+        f"CHANMODES={modes.CHANMODES}",
         f"CHANNELLEN={limits.room_length}",
         "CHANTYPES=#",
         f"KEYLEN={modes.KEY_LENGTH}",
@@ -43,7 +34,7 @@ def isupport_tokens(ctx: Context) -> list[str]:
         f"MODES={modes.MAX_PARAM_CHANGES}",
         f"NETWORK={ctx.config.server.network}",
         f"NICKLEN={limits.nick_length}",
-        f"PREFIX={prefix}",
+        f"PREFIX={modes.PREFIX}",
         f"TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},"
         f"WHOIS:1,KICK:{MAX_KICK_TARGETS}",
         f"TOPICLEN={limits.topic_length}",

@@ -29,7 +29,7 @@ def welcome(ctx: Context) -> None:
     )
     ctx.reply(p.RPL_YOURHOST, f"Your host is {server.name}, running version ircish-{__version__}")
     ctx.reply(p.RPL_CREATED, f"This server was created {server.created_text}")
-    ctx.reply(p.RPL_MYINFO, server.name, f"ircish-{__version__}", *modes.myinfo_letters())
+    ctx.reply(p.RPL_MYINFO, server.name, f"ircish-{__version__}", *modes.MYINFO_LETTERS)
     isupport_replies(ctx)
     lusers_replies(ctx)
     motd_replies(ctx)

@@ -85,14 +85,25 @@ class ParsedModes:
     missing: list[str]
 
 
-def myinfo_letters() -> tuple[str, str, str]:
-    """004's user modes, room modes, and room modes that take a parameter."""
-    with_param = (letter for letter, kind in ROOM_MODES.items() if takes_param(kind, True))
-    return "".join(sorted(USER_MODES)), "".join(sorted(ROOM_MODES)), "".join(sorted(with_param))
-
-
 def takes_param(kind: str, adding: bool) -> bool:
     return kind in (STATUS, LIST, ALWAYS) or (kind == WHEN_SET and adding)
+
+
+def _letters(kinds: tuple[str, ...]) -> str:
+    return "".join(sorted(letter for letter, kind in ROOM_MODES.items() if kind in kinds))
+
+
+# What the welcome burst advertises, worked out once from the tables above.
+#: 004: user modes, room modes, room modes that take a parameter.
+MYINFO_LETTERS = (
+    "".join(sorted(USER_MODES)),
+    "".join(sorted(ROOM_MODES)),
+    _letters((STATUS, LIST, ALWAYS, WHEN_SET)),
+)
+#: ISUPPORT CHANMODES=A,B,C,D: list modes, always a parameter, a parameter when set, flags.
+CHANMODES = ",".join(_letters((kind,)) for kind in (LIST, ALWAYS, WHEN_SET, FLAG))
+#: ISUPPORT PREFIX=(ov)@+.
+PREFIX = f"({''.join(STATUS_PREFIXES)}){''.join(STATUS_PREFIXES.values())}"
 
 
 def parse_changes(
