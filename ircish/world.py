@@ -11,9 +11,10 @@ never the reverse):
 
     World.lock  ->  Room.lock  ->  Connection outbox lock  ->  TlsTransport._lock
 
-- `World.lock` guards the nick table, the room table and every `User.rooms`.
-  Joining and leaving take it, so creating a room on first join and deleting
-  it on last leave is one atomic step.
+- `World.lock` guards the nick table, the room table, every `User.rooms`, and the
+  LUSERS counters with the user modes they count (+i, +o; read without it, a
+  single attribute read). Joining and leaving take it, so creating a room on
+  first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the ban list
   and the invite list. A room broadcast enqueues to
   every member while holding it, so all members see one room's messages in the
