@@ -12,12 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TIMEOUT, Client
+from helpers import TIMEOUT, Client
 
 from ircish.passwords import hash_password, verify_password
 
@@ -239,78 +238,35 @@ def test_bad_port_override_exits_2():
     assert "--port" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def connect_with_retry(port: int) -> Client:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            return Client(("127.0.0.1", port))
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_shuts_down_cleanly(tmp_path, signum):
+def test_signal_shuts_down_cleanly(server_process, signum):
     """Every client is told, the process exits 0 within a few seconds."""
-    config = tmp_path / "config.yaml"
-    config.write_text("rooms:\n  - name: '#general'\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [*SERVER, "-c", str(config), "--port", str(port), "--log-level", "INFO"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    server = server_process("rooms:\n  - name: '#general'\n")
     clients = []
     try:
         for nick in ("alice", "bob"):
-            client = connect_with_retry(port)
+            client = Client(server.address)
             clients.append(client)
             client.register(nick)
             client.send("JOIN #general")
             client.expect(r" 366 ")
-        proc.send_signal(signum)
+        server.proc.send_signal(signum)
         for client in clients:
             lines = client.expect_closed()
             assert any(re.match(r"ERROR :.*shutting down", line) for line in lines), lines
-        assert proc.wait(timeout=5) == 0
+        assert server.wait() == 0
     finally:
         for client in clients:
             client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
-def test_server_starts_with_operators_in_the_config(tmp_path):
-    config = tmp_path / "config.yaml"
-    config.write_text(
+def test_server_starts_with_operators_in_the_config(server_process):
+    server = server_process(
         f"operators:\n  - {{name: alice, password: '{hash_password('pw')}', hosts: ['127.*']}}\n"
     )
-    port = free_port()
-    proc = subprocess.Popen(
-        [*SERVER, "-c", str(config), "--port", str(port)], stderr=subprocess.PIPE
-    )
-    try:
-        connect_with_retry(port).close()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr
-    assert b"Traceback" not in stderr
+    Client(server.address).close()
+    assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log()
 
 
 def test_port_in_use_is_one_clear_line():
@@ -324,28 +280,13 @@ def test_port_in_use_is_one_clear_line():
     assert "Traceback" not in result.stderr
 
 
-def test_low_file_limit_is_warned_about(tmp_path):
+def test_low_file_limit_is_warned_about(server_process):
     """With max_clients above the hard open-file limit, the server says so at start."""
 
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, 256))
 
-    config = tmp_path / "config.yaml"
-    config.write_text("limits:\n  max_clients: 5000\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [*SERVER, "-c", str(config), "--port", str(port)],
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=low_limit,
-    )
-    try:
-        connect_with_retry(port).close()  # it is up, so the start-up checks have run
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0
-    assert "open-file limit is 256 but max_clients is 5000" in stderr
+    server = server_process("limits:\n  max_clients: 5000\n", preexec_fn=low_limit)
+    # It is listening, so the start-up checks have run.
+    assert server.stop() == 0
+    assert "open-file limit is 256 but max_clients is 5000" in server.log()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -17,11 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TIMEOUT, Client
+from helpers import TIMEOUT, Client, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = [sys.executable, "-m", "ircish.client.cli"]
-SERVER = [sys.executable, "-m", "ircish.cli"]
 STAMP = r"^\d\d:\d\d "
 
 
@@ -339,44 +337,21 @@ def test_who_and_list_are_aligned_tables(spawn, observer):
 # -- connection trouble -----------------------------------------------------------------------
 
 
-def start_server_process(port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [*SERVER, "--port", str(port), "--log-level", "WARNING"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()  # "ircish-server listening on ..." once it accepts
-    assert "listening" in line, line
-    return proc
-
-
-def stop_server_process(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    proc.wait(TIMEOUT)
-    assert proc.stderr is not None
-    proc.stderr.close()
-
-
-def test_reconnects_and_rejoins_after_the_server_restarts(spawn, observer):
+def test_reconnects_and_rejoins_after_the_server_restarts(spawn, observer, server_process):
     port = free_port()
-    first = start_server_process(port)
-    second: subprocess.Popen[str] | None = None
+    first = server_process(port=port, log_level="WARNING")
+    second: ServerProcess | None = None
     try:
         alice = spawn("--nick", "alice", "--join", "#general", "--join", "#ops", port=port)
         joined(alice, "alice", "#general")
         joined(alice, "alice", "#ops")
         alice.send("/switch #general")
         alice.expect("-- Talking in #general")
-        stop_server_process(first)
+        assert first.stop() == 0
         alice.expect(r"! Server shutting down$")
         alice.expect(r"! Connection lost$")
         alice.expect(rf"-- Reconnecting to 127\.0\.0\.1:{port} in 1 s$")
-        second = start_server_process(port)
+        second = server_process(port=port, log_level="WARNING")
         alice.expect(r"-- Rejoining #general, #ops$", timeout=10)
         joined(alice, "alice", "#general")
         joined(alice, "alice", "#ops")
@@ -388,9 +363,9 @@ def test_reconnects_and_rejoins_after_the_server_restarts(spawn, observer):
         assert sum("Welcome to the ircish Network" in line for line in alice.seen) == 2
         assert sum("MOTD File is missing" in line for line in alice.seen) == 1
     finally:
-        stop_server_process(first)
+        first.stop()
         if second is not None:
-            stop_server_process(second)
+            second.stop()
 
 
 def test_without_reconnect_a_lost_server_ends_the_client_with_status_1(start_server):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TIMEOUT, Client
+from helpers import TIMEOUT, Client
 
 pexpect = pytest.importorskip("pexpect")
 pyte = pytest.importorskip("pyte")

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import TIMEOUT, Client, wait_for
+from helpers import TIMEOUT, Client, wait_for
 
 from ircish.client.input_line import completions, help_lines, split_long_message, split_text
 from ircish.client.session import (

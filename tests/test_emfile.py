@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 import resource
 import select
-import signal
-import subprocess
 import time
 
-from conftest import TIMEOUT, Client
-from test_cli import SERVER, connect_with_retry, free_port
+from helpers import Client
 
 #: The server's whole descriptor budget: a few for itself, the rest for clients.
 FD_LIMIT = 40
@@ -33,32 +30,27 @@ def greeted(clients: list[Client], settle: float = 1.0) -> set[Client]:
         got.update(c for c in waiting if c.sock in ready)
 
 
-def test_accept_survives_emfile_and_recovers(tmp_path):
+def test_accept_survives_emfile_and_recovers(server_process):
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
-    config = tmp_path / "config.yaml"
-    config.write_text("limits:\n  max_clients: 1000\n  max_clients_per_ip: 0\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [*SERVER, "-c", str(config), "--port", str(port), "--log-level", "WARNING"],
-        stderr=subprocess.PIPE,
-        text=True,
+    server = server_process(
+        "limits:\n  max_clients: 1000\n  max_clients_per_ip: 0\n",
+        log_level="WARNING",
         preexec_fn=low_limit,
     )
     clients: list[Client] = []
     try:
-        clients.append(connect_with_retry(port))
         # More clients than descriptors: the rest wait in the listen backlog.
-        clients += [Client(("127.0.0.1", port)) for _ in range(FD_LIMIT)]
+        clients += [Client(server.address) for _ in range(FD_LIMIT + 1)]
         accepted = greeted(clients)
         waiting = [c for c in clients if c not in accepted]
         assert accepted and waiting
 
         # Waiting for descriptors must not spin: well under half a core.
-        before, start = cpu_seconds(proc.pid), time.monotonic()
+        before, start = cpu_seconds(server.proc.pid), time.monotonic()
         select.select([], [], [], 1.0)  # the measured interval itself
-        used = cpu_seconds(proc.pid) - before
+        used = cpu_seconds(server.proc.pid) - before
         assert used / (time.monotonic() - start) < 0.5
 
         # Free descriptors: the first waiting client is accepted and registers.
@@ -69,16 +61,10 @@ def test_accept_survives_emfile_and_recovers(tmp_path):
     finally:
         for client in clients:
             client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = proc.communicate(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert proc.returncode == 0
+    assert server.stop() == 0
+    log = server.log()
     # Said once per shortage (there may be a second one as the backlog drains),
     # not at every 0.1 s retry over the second it lasted; the recovery is said too.
-    warnings = stderr.count("accept: Too many open files; pausing before accepting again")
+    warnings = log.count("accept: Too many open files; pausing before accepting again")
     assert 1 <= warnings <= 3
-    assert "accept: descriptors are free again; accepting" in stderr
+    assert "accept: descriptors are free again; accepting" in log

@@ -13,7 +13,6 @@ then `ip netns exec a iptables -A OUTPUT -j DROP` (or `tc qdisc add dev va root 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import socket
@@ -25,7 +24,7 @@ import threading
 import time
 
 import pytest
-from conftest import TIMEOUT, Baseline, Client, prefix
+from helpers import TIMEOUT, Baseline, Client, prefix
 
 from ircish.server import Server
 
@@ -301,57 +300,30 @@ def test_a_peer_that_stops_answering_is_removed_by_ping_timeout(start_server, cl
 # -- SIGTERM with hundreds of clients ---------------------------------------------------------
 
 
-def _start_server_process(tmp_path, log) -> tuple[subprocess.Popen[bytes], int]:
-    """`ircish-server` on a free port, logging to `log` (a file: it never fills up)."""
-    config = tmp_path / "config.yaml"
-    config.write_text(
+def test_sigterm_with_300_clients_tells_everyone_and_exits_0_within_5_s(server_process):
+    server = server_process(
         "limits:\n  max_clients_per_ip: 0\n  flood_rate: 0\nrooms:\n  - name: '#general'\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ircish.cli", "-c", str(config), "--port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        log.seek(0)
-        found = re.search(rb"listening on 127\.0\.0\.1:(\d+)", log.read())
-        if found:
-            return proc, int(found[1])
-        assert proc.poll() is None, "the server exited at start"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-
-
-def test_sigterm_with_300_clients_tells_everyone_and_exits_0_within_5_s(tmp_path):
     clients: list[Client] = []
-    with open(tmp_path / "server.log", "w+b") as log:
-        proc, port = _start_server_process(tmp_path, log)
-        try:
-            for i in range(300):
-                client = Client(("127.0.0.1", port))
-                clients.append(client)
-                client.send_registration(f"u{i}")
-                client.send(f"JOIN #general,#room{i % 10}")
-            for client in clients:
-                client.expect(rf" 366 {client.nick} #room\d ")
+    try:
+        for i in range(300):
+            client = Client(server.address)
+            clients.append(client)
+            client.send_registration(f"u{i}")
+            client.send(f"JOIN #general,#room{i % 10}")
+        for client in clients:
+            client.expect(rf" 366 {client.nick} #room\d ")
 
-            proc.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            for client in clients:
-                lines = client.expect_closed()
-                assert "ERROR :Server shutting down" in lines, (client.nick, lines[-3:])
-            status = proc.wait(timeout=max(0.1, signalled + 5 - time.monotonic()))
-            assert status == 0
-            assert time.monotonic() - signalled < 5
-        finally:
-            for client in clients:
-                client.close()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        log.seek(0)
-        text = log.read().decode(errors="replace")
+        server.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        for client in clients:
+            lines = client.expect_closed()
+            assert "ERROR :Server shutting down" in lines, (client.nick, lines[-3:])
+        assert server.wait(timeout=max(0.1, signalled + 5 - time.monotonic())) == 0
+        assert time.monotonic() - signalled < 5
+    finally:
+        for client in clients:
+            client.close()
+    text = server.log()
     assert "Traceback" not in text, text[-3000:]
     assert not re.search(r" (ERROR|CRITICAL) ", text), text[-3000:]

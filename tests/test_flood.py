@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import HOST
+from helpers import HOST
 
 from ircish.dispatch import COMMANDS
 from ircish.flood import ExcessFlood, FloodGate

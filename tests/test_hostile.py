@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import TIMEOUT, Baseline, Client, make_config, prefix
+from helpers import TIMEOUT, Baseline, Client, make_config, prefix
 
 from ircish import protocol as p
 from ircish.protocol import parse

@@ -7,7 +7,7 @@ import socket
 import struct
 
 import pytest
-from conftest import SERVER, prefix, settle, wait_for
+from helpers import SERVER, prefix, settle, wait_for
 
 from ircish import protocol as p
 from ircish.protocol import Message, parse

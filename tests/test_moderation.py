@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 import pytest
+from helpers import HOST, SERVER, Client, make_config, prefix, settle, wait_for
 
 from commands import moderation
 from ircish import modes
@@ -19,7 +20,6 @@ from ircish.config import OperatorConfig, RoomConfig
 from ircish.passwords import hash_password
 from ircish.protocol import parse
 from ircish.server import Server
-from tests.conftest import HOST, SERVER, Client, make_config, prefix, settle, wait_for
 
 Connect = Callable[..., Client]
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from unittest import mock
 
 import pytest
-from conftest import make_config
+from helpers import make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

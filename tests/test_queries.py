@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from conftest import HOST, SERVER, wait_for
+from helpers import HOST, SERVER, wait_for
 
 from ircish import __version__
 from ircish.protocol import parse

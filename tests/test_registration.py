@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import HOST, SERVER, wait_for
+from helpers import HOST, SERVER, wait_for
 
 from ircish.protocol import parse
 

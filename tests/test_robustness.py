@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 
 import pytest
-from conftest import TIMEOUT, Client, prefix
+from helpers import TIMEOUT, Client, prefix
 
 from ircish import protocol as p
 from ircish.dispatch import COMMANDS

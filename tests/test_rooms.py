@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import SERVER, Client, prefix, settle
+from helpers import SERVER, Client, prefix, settle
 
 from ircish import protocol as p
 from ircish.config import RoomConfig

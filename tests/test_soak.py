@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import pytest
-from conftest import SERVER, TIMEOUT, Baseline, Client
+from helpers import SERVER, TIMEOUT, Baseline, Client
 
 from ircish import protocol as p
 from ircish.config import RoomConfig

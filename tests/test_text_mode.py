@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import HOST, Client, prefix
+from helpers import HOST, Client, prefix
 
 from ircish import protocol as p
 

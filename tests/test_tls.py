@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-from conftest import HOST, TIMEOUT, Client, make_config, prefix, wait_for
 from cryptography.hazmat.primitives import serialization
+from helpers import HOST, TIMEOUT, Client, make_config, prefix, wait_for
 
 from ircish.client.session import Note, Session, SessionConfig
 from ircish.config import ConfigError, TlsConfig, parse_config

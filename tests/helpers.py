@@ -1,0 +1,305 @@
+"""What the tests share: a test config, a raw-socket IRC `Client`, a server in a subprocess
+(`ServerProcess`), and polling helpers. Every read has a timeout; waits poll for a condition.
+
+Test modules import from here (`from helpers import Client`); tests/conftest.py holds only
+the fixtures built on these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ircish import protocol as p
+from ircish.config import Config, Limits, RoomConfig, ServerConfig
+from ircish.protocol import Message, parse
+
+TIMEOUT = 5.0
+#: The name of every test server (see `make_config`).
+SERVER = "test.server"
+#: The host part of every prefix: all test clients come from loopback.
+HOST = "127.0.0.1"
+
+
+def prefix(nick: str, user: str = "u") -> str:
+    """The prefix of `nick`'s lines: IRC test clients register as user `u`."""
+    return f"{nick}!{user}@{HOST}"
+
+
+def make_config(
+    *, rooms: tuple[RoomConfig, ...] = (), log_level: str = "WARNING", **settings: object
+) -> Config:
+    """A test config: ephemeral port; keyword settings go to `server` or `limits` by name."""
+    server_fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    server_kw = {k: v for k, v in settings.items() if k in server_fields}
+    # Tests open many clients from 127.0.0.1 and send bursts: the per-address
+    # limit and flood control are off unless a test turns them on.
+    limits_kw = {"max_clients_per_ip": 0, "flood_rate": 0.0}
+    limits_kw.update({k: v for k, v in settings.items() if k not in server_fields})
+    server = ServerConfig(**{"name": SERVER, "port": 0, **server_kw})
+    return Config(server=server, limits=Limits(**limits_kw), rooms=rooms, log_level=log_level)
+
+
+class Client:
+    """A raw socket client that speaks lines and waits for expected ones."""
+
+    def __init__(
+        self, address: tuple[str, int], nick: str | None = None, source: str | None = None
+    ) -> None:
+        self.sock = socket.create_connection(
+            address, timeout=TIMEOUT, source_address=(source, 0) if source else None
+        )
+        self.nick = nick
+        self.buffer = b""
+        self.lines: list[str] = []  # everything received, in order
+
+    def send(self, line: str | bytes) -> None:
+        data = line if isinstance(line, bytes) else line.encode() + b"\r\n"
+        self.sock.sendall(data)
+
+    def _read_more(self, deadline: float) -> bool:
+        """Receive once; False on EOF. Raises TimeoutError past the deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            raise TimeoutError from None
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            return False
+        self.buffer += data
+        *complete, self.buffer = self.buffer.split(b"\n")
+        self.lines.extend(line.rstrip(b"\r").decode("utf-8", "replace") for line in complete)
+        return True
+
+    def _read_until(self, pattern: str, timeout: float) -> tuple[list[str], re.Match[str]]:
+        """Consume lines up to the first matching `pattern`: those lines and the match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        got: list[str] = []
+        while True:
+            while self.lines:
+                line = self.lines.pop(0)
+                got.append(line)
+                match = regex.search(line)
+                if match:
+                    return got, match
+            try:
+                if not self._read_more(deadline):
+                    pytest.fail(f"connection closed waiting for {pattern!r}; got {got}")
+            except TimeoutError:
+                pytest.fail(f"timed out waiting for {pattern!r}; got {got}")
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
+        """Consume lines until one matches `pattern` (re.search); fail on timeout/EOF."""
+        return self._read_until(pattern, timeout)[1]
+
+    def collect_until(self, pattern: str, timeout: float = TIMEOUT) -> list[str]:
+        """All lines up to and including the first matching `pattern`."""
+        return self._read_until(pattern, timeout)[0]
+
+    def expect_closed(self, timeout: float = TIMEOUT) -> list[str]:
+        """Read until the server closes the connection; return the lines seen."""
+        deadline = time.monotonic() + timeout
+        got = []
+        try:
+            while self._read_more(deadline):
+                pass
+        except TimeoutError:
+            pytest.fail(f"server did not close the connection; got {self.lines}")
+        got, self.lines = self.lines, []
+        return got
+
+    def quiet(self, timeout: float = 0.3) -> list[str]:
+        """Lines that arrive within `timeout` (used to show nothing more came)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self._read_more(deadline):
+                pass
+        except TimeoutError:
+            pass
+        got, self.lines = self.lines, []
+        return got
+
+    def send_registration(self, nick: str, user: str = "u", realname: str = "Real Name") -> None:
+        """Send NICK and USER without waiting for the answer."""
+        self.nick = nick
+        self.send(f"NICK {nick}")
+        self.send(f"USER {user} 0 * :{realname}")
+
+    def register(self, nick: str, user: str = "u", realname: str = "Real Name") -> None:
+        self.send_registration(nick, user, realname)
+        self.expect(r" 376 | 422 ")
+
+    def sync(self) -> list[str]:
+        """Round-trip a PING; the lines that arrived before the PONG.
+
+        The server handles one connection's lines in order, so everything sent
+        earlier has been handled (and its replies are among the lines returned).
+        """
+        token = f"sync{time.monotonic_ns()}"
+        self.send(f"PING {token}")
+        return self.collect_until(rf"^:(\S+) PONG \1 {token}$")[:-1]
+
+    def messages(self) -> list[Message]:
+        """`sync`, parsed."""
+        return [parse(line) for line in self.sync()]
+
+    def join(self, *rooms: str) -> None:
+        """Join `rooms` one by one, waiting for the end of each one's NAMES."""
+        for room in rooms:
+            self.send(f"JOIN {room}")
+            self.expect(rf" {p.RPL_ENDOFNAMES} {self.nick} {re.escape(room)} ")
+
+    def names(self, room: str) -> list[str]:
+        """The nicks a NAMES of `room` lists (after dropping what came before)."""
+        self.sync()
+        self.send(f"NAMES {room}")
+        lines = self.collect_until(rf" {p.RPL_ENDOFNAMES} ")
+        return [
+            nick
+            for msg in map(parse, lines)
+            if msg.command == p.RPL_NAMREPLY
+            for nick in msg.params[3].split()
+        ]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def settle(*clients: Client) -> None:
+    """Drop whatever each client has been sent so far (JOINs, NAMES, ...)."""
+    for client in clients:
+        client.sync()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class Baseline:
+    """The test process's threads and descriptors now (the server runs in this process)."""
+
+    def __init__(self) -> None:
+        self.threads = set(threading.enumerate())
+        self.fds = open_fds()
+
+    def wait_restored(self, timeout: float = TIMEOUT) -> None:
+        """Poll until no thread started since is alive and no more descriptors are open."""
+        deadline = time.monotonic() + timeout
+        while True:
+            extra = [t.name for t in threading.enumerate() if t not in self.threads]
+            fds = open_fds()
+            if not extra and fds <= self.fds:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"not back to baseline: threads {extra[:10]}, fds {fds} > {self.fds}")
+            time.sleep(0.01)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Poll `condition` until true; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        time.sleep(0.01)
+
+
+#: `ircish-server` as a subprocess (the module form, so no console script is needed).
+SERVER_COMMAND = [sys.executable, "-m", "ircish.cli"]
+_LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+
+class ServerProcess:
+    """`ircish-server` in a subprocess: its config written to `workdir/config.yaml`, its
+    stderr (the log) to `workdir/server.log`, a file that never fills up. Started with
+    `--port 0` unless `port` is given; `port` is read back from its "listening on" line."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        config_text: str = "",
+        *args: str,
+        port: int = 0,
+        log_level: str = "INFO",
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "config.yaml"
+        self.config_path.write_text(config_text)
+        self.log_path = workdir / "server.log"
+        self._log = open(self.log_path, "w+b")  # noqa: SIM115 (closed in kill/stop)
+        self.proc = subprocess.Popen(
+            [
+                *SERVER_COMMAND,
+                "-c",
+                str(self.config_path),
+                "--port",
+                str(port),
+                "--log-level",
+                log_level,
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=preexec_fn,
+        )
+        self.port = self._wait_for_port()
+        self.address = ("127.0.0.1", self.port)
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            found = _LISTENING.search(self.log())
+            if found:
+                return int(found[1])
+            if self.proc.poll() is not None:
+                pytest.fail(f"the server exited at start ({self.proc.returncode}): {self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"the server did not start: {self.log()}")
+            time.sleep(0.02)
+
+    def log(self) -> str:
+        """Everything the server has written to stderr so far."""
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
+        """Send `signum` and wait for the exit status (see `wait`)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        """The exit status, once it has exited; killed, and the test failed, past `timeout`."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the server did not exit within {timeout} s")
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
