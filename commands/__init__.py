@@ -1,5 +1,2 @@
-"""Command handlers, one module per family; importing this package fills the table."""
-
-from commands import messages, moderation, queries, registration, rooms
-
-__all__ = ["messages", "moderation", "queries", "registration", "rooms"]
+"""Command handlers, one module per command family. This folder is imported as the package
+`ircish.commands` (see ircish/commands.py), never as a top-level `commands`."""

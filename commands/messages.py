@@ -52,20 +52,20 @@ def relay(ctx: Context, msg: Message, notice: bool) -> None:
                 ctx.reply(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
             continue
         relayed = Message(msg.command, [recipient.nick, text], user.prefix)
-        recipient.send(relayed)
-        if ctx.conn.mode == "text":
+        ctx.world.tell_user(user, recipient, relayed)
+        if ctx.session.is_text:
             ctx.send(relayed)  # a text session sees what it sent: "-> *bob* hi"
         if not notice and recipient.away is not None:
             ctx.reply(p.RPL_AWAY, recipient.nick, recipient.away)
 
 
-@command("PRIVMSG", syntax="<nick|#room>{,<target>} :<text>")
+@command("PRIVMSG", syntax="<nick|#room>{,<target>} :<text>", targets=0)
 def privmsg(ctx: Context, msg: Message) -> None:
     """Send a message to a room you are in or to a nick."""
     relay(ctx, msg, notice=False)
 
 
-@command("NOTICE", syntax="<nick|#room>{,<target>} :<text>")
+@command("NOTICE", syntax="<nick|#room>{,<target>} :<text>", targets=0)
 def notice(ctx: Context, msg: Message) -> None:
     """Like PRIVMSG, but never answered automatically."""
     relay(ctx, msg, notice=True)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import fnmatch
 import logging
 
-from commands.rooms import room_or_error
 from ircish import modes, passwords
 from ircish import protocol as p
 from ircish.dispatch import Context, IRCError, command
 from ircish.protocol import Message, casefold, clip, safe_param
 from ircish.world import Room
+
+from .rooms import room_or_error
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,15 @@ def mode(ctx: Context, msg: Message) -> None:
 def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) -> None:
     # MODE #room <modestring> [<args>...]
     if not modestring:
-        ctx.reply(p.RPL_CHANNELMODEIS, room.name, *room.mode_params(ctx.user))
-        ctx.reply(p.RPL_CREATIONTIME, room.name, str(room.created))
+
+        def describe(room: Room) -> list[Message]:
+            room.require_visible_locked(ctx.user)
+            return [
+                ctx.numeric(p.RPL_CHANNELMODEIS, room.name, *room.mode_params_locked(ctx.user)),
+                ctx.numeric(p.RPL_CREATIONTIME, room.name, str(room.created)),
+            ]
+
+        ctx.answer_about(room, describe)
         return
     parsed = modes.parse_changes(modestring, args)
     for letter in parsed.unknown:
@@ -51,7 +59,13 @@ def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) 
     changes = [c for c in parsed.changes if not c.is_list_query]
     changes, dropped = limit_param_changes(changes)
     if changes:
-        for refusal in room.change_modes(ctx.user, changes, ctx.world.find_user):
+        # Nicks are looked up before the room's lock is taken (World.lock comes first).
+        targets = {
+            c.arg: ctx.world.find_user(c.arg)
+            for c in changes
+            if modes.ROOM_MODES[c.letter] == modes.STATUS and c.arg is not None
+        }
+        for refusal in room.change_modes(ctx.user, changes, targets):
             ctx.reply(refusal.numeric, *refusal.params)
     if dropped:
         ctx.reply(
@@ -61,9 +75,20 @@ def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) 
             f"not applied: {' '.join(modes.format_changes(dropped))}",
         )
     if list_query:
-        for ban in room.ban_list():
-            ctx.reply(p.RPL_BANLIST, room.name, ban.mask, ban.setter, str(ban.when))
-        ctx.reply(p.RPL_ENDOFBANLIST, room.name, "End of room ban list")
+        ctx.answer_about(room, lambda room: ban_lines(ctx, room))
+
+
+def ban_lines(ctx: Context, room: Room) -> list[Message]:
+    """367 for each ban, then 368 (called under the room's lock); 442 to outsiders of a
+    secret room."""
+    room.require_visible_locked(ctx.user)
+    return [
+        *(
+            ctx.numeric(p.RPL_BANLIST, room.name, ban.mask, ban.setter, str(ban.when))
+            for ban in room.bans.values()
+        ),
+        ctx.numeric(p.RPL_ENDOFBANLIST, room.name, "End of room ban list"),
+    ]
 
 
 def limit_param_changes(
@@ -112,7 +137,7 @@ def user_mode(ctx: Context, target: str, modestring: str) -> None:
         ctx.reply(p.ERR_UMODEUNKNOWNFLAG, f"Unknown MODE flag (user modes here: {known})")
 
 
-@command("KICK", min_params=2, syntax="<#room> <nick>{,<nick>} [:<reason>]")
+@command("KICK", min_params=2, syntax="<#room> <nick>{,<nick>} [:<reason>]", targets=1)
 def kick(ctx: Context, msg: Message) -> None:
     """Remove someone from a room (room operators)."""
     room = room_or_error(ctx, msg.params[0])

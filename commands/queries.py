@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections.abc import Mapping
 
-from commands.messages import MAX_TARGETS
-from commands.moderation import MAX_KICK_TARGETS
 from ircish import __version__, modes
 from ircish import protocol as p
-from ircish.dispatch import COMMANDS, Context, IRCError, command
+from ircish.dispatch import CommandSpec, Context, IRCError, command
 from ircish.protocol import Message, clip, safe_param
 from ircish.slash import SLASH_COMMANDS
 from ircish.world import Room, User, casefold, status_prefix
 
+from .messages import MAX_TARGETS
+from .moderation import MAX_KICK_TARGETS
+
 USERLEN = 16
-#: ISUPPORT allows at most 13 tokens per 005 line.
+#: At most 13 tokens per 005 line, so that it fits in 512 bytes with any name.
 TOKENS_PER_LINE = 13
 
 
@@ -25,6 +27,7 @@ def isupport_tokens(ctx: Context) -> list[str]:
     return [
         f"AWAYLEN={limits.away_length}",
         "CASEMAPPING=ascii",
+        f"CHANLIMIT=#:{limits.max_rooms_per_user}",
         f"CHANMODES={modes.CHANMODES}",
         f"CHANNELLEN={limits.room_length}",
         "CHANTYPES=#",
@@ -76,10 +79,10 @@ def motd_replies(ctx: Context) -> None:
     ctx.reply(p.RPL_ENDOFMOTD, "End of /MOTD command")
 
 
-def who_reply(ctx: Context, user: User, room_name: str, status: str = "") -> None:
+def who_line(ctx: Context, user: User, room_name: str, status: str = "") -> Message:
     # Flags (RFC 2812 3.6.1): H here / G away, '*' server operator, then '@' or '+'.
     flags = ("G" if user.away is not None else "H") + "*" * user.oper + status_prefix(status)
-    ctx.reply(
+    return ctx.numeric(
         p.RPL_WHOREPLY,
         room_name,
         user.username,
@@ -95,23 +98,32 @@ def shares_room(a: User, b: User) -> bool:
     return a is b or not a.rooms.keys().isdisjoint(b.rooms.keys())
 
 
+def room_who_lines(ctx: Context, room: Room) -> list[Message]:
+    """352 for each member the asker may see (called under the room's lock)."""
+    if room.is_secret_to(ctx.user):
+        return []
+    return [
+        who_line(ctx, member, room.name, status)
+        for member, status in room.members.items()
+        if not member.invisible or shares_room(ctx.user, member)
+    ]
+
+
 @command("WHO", syntax="[<#room>|<mask>]", cost=2)
 def who(ctx: Context, msg: Message) -> None:
     """List the people in a room, or whose nick matches a mask."""
     mask = msg.param(0) or "*"
     if mask.startswith("#"):
         room = ctx.world.find_room(mask)
-        if room is not None and not room.is_secret_to(ctx.user):
-            for member, status in room.snapshot().members.items():
-                if not member.invisible or shares_room(ctx.user, member):
-                    who_reply(ctx, member, room.name, status)
+        if room is not None:
+            ctx.answer_about(room, lambda room: room_who_lines(ctx, room))
     else:
         pattern = casefold(mask).replace("[", "[[]")  # '[' is a nick character, not a class
         for other in ctx.world.users_snapshot():
             if fnmatch.fnmatchcase(casefold(other.nick), pattern) and (
                 not other.invisible or shares_room(ctx.user, other)
             ):
-                who_reply(ctx, other, "*")
+                ctx.send(who_line(ctx, other, "*"))
     ctx.reply(p.RPL_ENDOFWHO, safe_param(mask), "End of WHO list")
 
 
@@ -127,7 +139,7 @@ def whois(ctx: Context, msg: Message) -> None:
     ctx.reply(p.RPL_WHOISUSER, other.nick, other.username, other.host, "*", other.realname)
     rooms = whois_rooms(ctx.user, list(other.rooms.values()), other)
     if rooms:
-        ctx.reply(p.RPL_WHOISCHANNELS, other.nick, " ".join(rooms))
+        ctx.reply_words(p.RPL_WHOISCHANNELS, other.nick, words=rooms)
     ctx.reply(p.RPL_WHOISSERVER, other.nick, ctx.server.name, ctx.config.server.network)
     if other.oper:
         ctx.reply(p.RPL_WHOISOPERATOR, other.nick, "is a server operator")
@@ -162,7 +174,7 @@ def ison(ctx: Context, msg: Message) -> None:
     """Which of these nicks are online (used by clients' notify lists)."""
     wanted = " ".join(msg.params).split()
     online = [user.nick for user in map(ctx.world.find_user, wanted) if user is not None]
-    ctx.reply(p.RPL_ISON, " ".join(online))
+    ctx.reply_words(p.RPL_ISON, words=online)
 
 
 @command("USERHOST", min_params=1, syntax="<nick>{ <nick>}")
@@ -214,9 +226,9 @@ def lusers(ctx: Context, msg: Message) -> None:
     lusers_replies(ctx)
 
 
-def help_line(slash_name: str) -> str:
+def help_line(slash_name: str, commands: Mapping[str, CommandSpec]) -> str:
     entry = SLASH_COMMANDS[slash_name]
-    spec = COMMANDS.get(entry.command)
+    spec = commands.get(entry.command)
     summary = entry.summary or (spec.summary if spec else "")
     return f"/{slash_name} {entry.syntax}".rstrip() + f"  - {summary}"
 
@@ -228,13 +240,13 @@ def help_(ctx: Context, msg: Message) -> None:
     if not topic:
         ctx.reply(p.RPL_HELPSTART, "*", "Commands (plain text goes to your current room):")
         for name in sorted(SLASH_COMMANDS):
-            ctx.reply(p.RPL_HELPTXT, "*", help_line(name))
+            ctx.reply(p.RPL_HELPTXT, "*", help_line(name, ctx.server.commands))
         ctx.reply(p.RPL_ENDOFHELP, "*", "End of /HELP")
         return
     if topic in SLASH_COMMANDS:
-        ctx.reply(p.RPL_HELPSTART, topic, help_line(topic))
-    elif topic.upper() in COMMANDS:
-        spec = COMMANDS[topic.upper()]
+        ctx.reply(p.RPL_HELPSTART, topic, help_line(topic, ctx.server.commands))
+    elif topic.upper() in ctx.server.commands:
+        spec = ctx.server.commands[topic.upper()]
         ctx.reply(
             p.RPL_HELPSTART, topic, f"{spec.name} {spec.syntax}".rstrip() + f"  - {spec.summary}"
         )

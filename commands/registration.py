@@ -5,12 +5,13 @@ from __future__ import annotations
 import hmac
 import re
 
-from commands.queries import USERLEN, isupport_replies, lusers_replies, motd_replies
 from ircish import __version__, modes
 from ircish import protocol as p
 from ircish.dispatch import Context, IRCError, command
 from ircish.protocol import Message, safe_param
 from ircish.world import valid_nick
+
+from .queries import USERLEN, isupport_replies, lusers_replies, motd_replies
 
 _USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -33,7 +34,7 @@ def welcome(ctx: Context) -> None:
     isupport_replies(ctx)
     lusers_replies(ctx)
     motd_replies(ctx)
-    if ctx.conn.mode == "text":
+    if ctx.session.is_text:
         ctx.send(
             Message(
                 "NOTICE",
@@ -45,17 +46,17 @@ def welcome(ctx: Context) -> None:
 
 def try_register(ctx: Context) -> None:
     """Finish registration once NICK and USER (text sessions: NICK) are in and CAP is done."""
-    user, conn = ctx.user, ctx.conn
-    if user.registered or user.nick is None or conn.cap_negotiating:
+    user, session = ctx.user, ctx.session
+    if user.registered or user.nick is None or session.cap_negotiating:
         return
     if not user.username:
-        if conn.mode != "text":
+        if not session.is_text:
             return
         user.username = clean_username(user.nick)
         user.realname = user.nick
     expected = ctx.config.server.password
     if expected is not None:
-        given = (conn.password or "").encode()
+        given = (session.password or "").encode()
         if not hmac.compare_digest(given, expected.encode()):
             ctx.reply(p.ERR_PASSWDMISMATCH, "Password incorrect")
             ctx.disconnect("Bad password", "Bad password")
@@ -74,16 +75,16 @@ def cap(ctx: Context, msg: Message) -> None:
     nick = ctx.user.nick or "*"
     if sub == "LS":
         if not ctx.user.registered:
-            ctx.conn.cap_negotiating = True
+            ctx.session.cap_negotiating = True
         ctx.send(Message("CAP", [nick, "LS", ""], ctx.server.name))
     elif sub == "LIST":
         ctx.send(Message("CAP", [nick, "LIST", ""], ctx.server.name))
     elif sub == "REQ":
         if not ctx.user.registered:
-            ctx.conn.cap_negotiating = True
+            ctx.session.cap_negotiating = True
         ctx.send(Message("CAP", [nick, "NAK", msg.param(1)], ctx.server.name))
     elif sub == "END":
-        ctx.conn.cap_negotiating = False
+        ctx.session.cap_negotiating = False
         try_register(ctx)
     else:
         raise IRCError(p.ERR_INVALIDCAPCMD, safe_param(msg.params[0]), "Invalid CAP subcommand")
@@ -94,7 +95,7 @@ def pass_(ctx: Context, msg: Message) -> None:
     """Give the server password (before NICK/USER)."""
     if ctx.user.registered:
         raise IRCError(p.ERR_ALREADYREGISTERED, "You may not reregister")
-    ctx.conn.password = msg.params[0]
+    ctx.session.password = msg.params[0]
 
 
 @command("NICK", pre_registration=True, syntax="<nick>", cost=2)

@@ -21,19 +21,27 @@ log = logging.getLogger("ircish")
 
 
 def check_os_limits(max_clients: int) -> None:
-    """Every client is a descriptor and a thread: lift the soft file limit to the
-    hard one, and say clearly if the machine cannot hold `max_clients`."""
+    """Every client is a descriptor and a thread: lift the soft file limit as far as the
+    server can use, and say clearly if the machine cannot hold `max_clients`."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    # Descriptors the server needs besides clients: listener, poller pipe, logs.
-    if hard < max_clients + 32:
+    # Descriptors the server needs besides clients: listeners, poller pipe, logs.
+    needed = max_clients + 32
+    # Where the hard limit is unlimited (macOS), asking for it fails: the kernel caps a
+    # process lower (kern.maxfilesperproc). Ask for what max_clients needs instead.
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < needed:
         log.warning(
             "open-file limit is %d but max_clients is %d: at most about %d clients "
             "(raise it with `ulimit -n` or LimitNOFILE=)",
-            hard,
+            soft,
             max_clients,
-            hard - 32,
+            soft - 32,
         )
     for path in ("/proc/sys/kernel/threads-max", "/proc/sys/kernel/pid_max"):
         try:
@@ -151,13 +159,14 @@ def _fail(problem: str) -> typing.NoReturn:
 
 def run(config: Config, source: str = "config") -> None:
     """Start a server and serve until SIGINT/SIGTERM. `source` names the config in errors."""
+    from ircish.commands import command_table
     from ircish.server import ListenError, Server
 
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     check_os_limits(config.limits.max_clients)
-    server = Server(config)
+    server = Server(config, command_table())
     # Handlers first: a signal that arrives once clients can connect must
     # already mean "shut down cleanly".
     stop = threading.Event()

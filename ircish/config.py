@@ -244,6 +244,7 @@ class Limits:
     room_length: int = _setting(50, _between(2, 200))
     topic_length: int = _setting(390, _between(1, 400))
     away_length: int = _setting(200, _between(1, 400))
+    max_rooms_per_user: int = _setting(50, _between(1, 10000))
     flood_burst: int = _setting(20, _at_least(1))
     flood_rate: float = _setting(4.0, _non_negative)
     flood_disconnect_seconds: float = _setting(60.0, _positive)

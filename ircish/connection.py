@@ -1,32 +1,27 @@
 """One client connection: its reader thread, its outbound queue and its limits.
 
-Reading: a thread per connection receives bytes, splits lines, enforces the
-line and buffer limits and the UTF-8 policy, picks the session kind from the
-first line (IRC or human text) and hands each message to the dispatcher.
+Layers (ircish/transport.py, session.py, dispatch.py): the `Transport` beneath hands up
+whole lines and writes bytes without waiting; the `Session` above turns a line into a
+message (or a refusal) and decides flood control; the `Dispatcher` runs the handler. This
+module is the threaded driver between them: a reader thread per connection, and an outbox
+drained by the sender pool.
 
-Sending: `Connection.send` never blocks and never reorders. It appends the
-bytes to this connection's outbox under the outbox lock (the last lock in
-the order of ircish/world.py) and, if no sender owns the connection yet,
-hands it to the `SenderPool`. A pool thread writes everything that has
-queued in one `send` with MSG_DONTWAIT; if the kernel buffer is full, the
-connection is parked with the pool's poller thread until it is writable, so
-a receiver that stops reading holds up no thread and nobody else. Past
-`sendq_bytes` queued, the connection is dropped ("SendQ exceeded").
+Reading: the reader thread takes lines from the transport, gives each to the session,
+waits as long as flood control says (fakelag), then sends the refusal or dispatches the
+message. A transport that overflows its buffer, or a client flooding for too long, is cut
+off with an ERROR line.
 
-Closing: the sender that flushed the last bytes (or aborted) shuts down the
-read side, which wakes the reader; the reader removes the user from the
-world, and the descriptor is closed (the peer sees FIN) once neither side
-uses it.
+Sending: `Connection.send` and `deliver` never block and never reorder. They append the
+bytes to this connection's outbox under the outbox lock (in the order of ircish/world.py)
+and, if no sender owns the connection yet, hand it to the `SenderPool`. A pool thread
+writes everything that has queued in one `send`; if the kernel buffer is full, the
+connection is parked with the pool's poller thread until it is writable, so a receiver
+that stops reading holds up no thread and nobody else. Past `sendq_bytes` queued, the
+connection is dropped ("SendQ exceeded").
 
-TLS: on the TLS listener `sock` is an `ircish.tls.TlsTransport`. It offers
-the five calls used here (recv, send with MSG_DONTWAIT, shutdown, close,
-fileno) with a socket's meaning, so nothing here depends on the kind of
-socket: its first `recv` runs the handshake in this reader thread (bounded
-by registration_timeout), and its `send` never blocks and raises
-BlockingIOError when the kernel buffer is full, so a TLS connection is
-parked with the poller like any other. (An `ssl.SSLSocket` could not be
-used here: OpenSSL forbids SSL_read and SSL_write on one SSL object from
-two threads at once, and SSLSocket.send refuses MSG_DONTWAIT.)
+Closing: the sender that flushed the last bytes (or aborted) shuts down the read side,
+which wakes the reader; the reader removes the user from the world, and the descriptor is
+closed (the peer sees FIN) once neither side uses it.
 """
 
 from __future__ import annotations
@@ -36,30 +31,26 @@ import logging
 import os
 import queue
 import select
-import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ircish import protocol
-from ircish.dispatch import DEFAULT_COST, dispatch_line
-from ircish.flood import ExcessFlood, FloodGate
+from ircish.events import Event
+from ircish.locks import held, new_lock
 from ircish.protocol import Message
-from ircish.render import render
+from ircish.session import IRC, Session
+from ircish.transport import InputOverflow, Transport
 from ircish.world import User
 
 if TYPE_CHECKING:
-    from ircish.server import Server
-    from ircish.tls import TlsTransport
+    from ircish.config import Limits
+    from ircish.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
 #: How long a closing connection may take to flush before it is cut off.
 CLOSE_GRACE_SECONDS = 5.0
-#: recv() size. CPython allocates the whole buffer before each blocking recv,
-#: so with a reader thread per client this is paid per idle connection:
-#: 16 KiB cost ~10 kB RSS more per connection than 4 KiB (bench/, idle).
-RECV_BYTES = 4096
 
 
 class SenderPool:
@@ -166,27 +157,35 @@ class SenderPool:
 
 
 class Connection:
-    """A client socket with its reader thread and outbound queue."""
+    """A client's transport, with its reader thread, session and outbound queue."""
 
-    def __init__(self, server: Server, sock: socket.socket | TlsTransport, address: tuple) -> None:
-        self.server = server
-        self.sock = sock
-        self.fileno = sock.fileno()
+    def __init__(
+        self,
+        transport: Transport,
+        address: tuple,
+        *,
+        dispatcher: Dispatcher,
+        senders: SenderPool,
+        limits: Limits,
+        on_finish: Callable[[Connection, str], None],
+    ) -> None:
+        self.transport = transport
+        self.fileno = transport.fileno()
         self.address = address
-        self.limits = server.config.limits
-        self._sendq_bytes = self.limits.sendq_bytes
-        #: "irc" or "text" once the first line has been read.
-        self.mode: str | None = None
+        self._dispatcher = dispatcher
+        self._senders = senders
+        self._on_finish = on_finish
+        self._sendq_bytes = limits.sendq_bytes
         self.user = User(self, address[0])
+        self.session = Session(
+            self.user, dispatcher.commands, limits, dispatcher.name, frame=transport.frame
+        )
         self.connected_at = time.monotonic()
         self.last_recv = self.connected_at
         self.ping_sent_at: float | None = None
         self.quit_reason: str | None = None
-        # Registration state (commands/registration.py).
-        self.cap_negotiating = False
-        self.password: str | None = None
         # Outbox state, guarded by _lock.
-        self._lock = threading.Lock()
+        self._lock = new_lock("Connection outbox lock")
         self._chunks: list[bytes] = []
         self._queued = 0  # bytes in _chunks plus the unsent remainder
         self._pending = b""  # unsent remainder, owned by the active sender
@@ -196,12 +195,6 @@ class Connection:
         self._reader_done = False
         self._fd_closed = False
         self.close_deadline: float | None = None
-        limits = self.limits
-        self.flood = (
-            FloodGate(limits.flood_burst, limits.flood_rate, limits.flood_disconnect_seconds)
-            if limits.flood_rate > 0
-            else None
-        )
 
     def __repr__(self) -> str:
         return f"<Connection {self.address[0]}:{self.address[1]} {self.user.nick}>"
@@ -216,21 +209,23 @@ class Connection:
 
     # -- sending --------------------------------------------------------------
 
-    def send(self, msg: Message, wire: bytes | None = None) -> None:
+    def deliver(self, event: Event) -> None:
+        """Queue a relayed event: its bytes are made once per wire format, not per client.
+        This runs once per delivery, under the sender's room lock: the fan-out hot path."""
+        fmt = self.session.wire_format
+        if fmt is None:  # a text session: rendered for this person
+            data = self.session.encode(event.message)
+            if not data:
+                return
+        else:
+            data = event.wire(fmt)
+        self.send_bytes(data)
+
+    def send(self, msg: Message) -> None:
         """Queue `msg` for this client (rendered as text for text sessions)."""
-        if self.mode != "text" and wire is not None:
-            self.send_bytes(wire)  # the fan-out fast path: bytes formatted once
-            return
-        data = self._encode(msg, wire)
+        data = self.session.encode(msg)
         if data:
             self.send_bytes(data)
-
-    def _encode(self, msg: Message, wire: bytes | None = None) -> bytes:
-        """The bytes this session gets for `msg`: IRC wire form, or one human line."""
-        if self.mode == "text":
-            line = render(msg, self.user.nick)
-            return b"" if line is None else line.encode("utf-8") + b"\r\n"
-        return wire if wire is not None else msg.to_bytes()
 
     def send_bytes(self, data: bytes) -> None:
         # This runs once per delivery, under the sender's room lock: plain
@@ -257,13 +252,14 @@ class Connection:
             # reason when it removes the user.
             self.close("SendQ exceeded", flush=False)
         else:
-            self.server.senders.schedule(self)
+            self._senders.schedule(self)
 
     def close(self, reason: str, error: str | None = None, flush: bool = True) -> None:
         """Finish this connection: optionally send `ERROR :error`, flush, shut down.
 
         Safe from any thread and under any world/room lock: it only queues.
         """
+        line = b"" if error is None else self.session.encode(Message("ERROR", [error]))
         with self._lock:
             if self.quit_reason is None:
                 self.quit_reason = reason
@@ -272,8 +268,7 @@ class Connection:
             if not flush:
                 self._abort = True
                 self._chunks.clear()
-            elif error is not None:
-                line = self._encode(Message("ERROR", [error]))
+            elif line:
                 self._chunks.append(line)
                 self._queued += len(line)
             self._closing = True
@@ -281,7 +276,7 @@ class Connection:
             if self._writer_busy:
                 return  # the active sender will see _closing/_abort
             self._writer_busy = True
-        self.server.senders.schedule(self)
+        self._senders.schedule(self)
 
     def _flush(self) -> None:
         """Write what is queued. Runs in a sender thread that owns the writer role."""
@@ -322,14 +317,14 @@ class Connection:
                     park = False
                     more = bool(self._chunks)
             if park:
-                self.server.senders.park(self)
+                self._senders.park(self)
                 return
             if more and not self._closing:
                 # Let other connections have the thread; come back for the rest.
-                self.server.senders.schedule(self)
+                self._senders.schedule(self)
                 return
         if close_fd:
-            self.sock.close()
+            self.transport.close()
 
     def _writer_failed(self) -> None:
         """A sender crashed on this connection: give up the writer role and abort,
@@ -344,7 +339,7 @@ class Connection:
         sent = 0
         try:
             while sent < len(data):
-                sent += self.sock.send(view[sent:], socket.MSG_DONTWAIT)
+                sent += self.transport.send(view[sent:])
         except BlockingIOError:
             pass
         except OSError as exc:
@@ -355,6 +350,7 @@ class Connection:
 
     def _take_fd_locked(self) -> bool:
         """True if the caller must close the socket now (both sides are done)."""
+        assert held(self._lock)
         if self._reader_done and not self._writer_busy and not self._fd_closed:
             self._fd_closed = True
             return True
@@ -364,10 +360,7 @@ class Connection:
         """Wake the reader. Only the read side: the peer sees the connection close
         when the reader has removed the user and closes the descriptor, so a client
         that reconnects at once finds its nick free."""
-        try:
-            self.sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass  # already gone
+        self.transport.shutdown_read()
 
     # -- reading --------------------------------------------------------------
 
@@ -389,89 +382,56 @@ class Connection:
             self._finish(reason)
 
     def _read_lines(self) -> str:
-        limits = self.limits
-        buf = b""
         while True:
-            data = self.sock.recv(RECV_BYTES)
-            if not data:
-                return "Connection closed"
-            self.last_recv = time.monotonic()
-            buf += data
-            start = 0
-            while (end := buf.find(b"\n", start)) >= 0:
-                line = buf[start:end]
-                start = end + 1
-                self._take_line(line.rstrip(b"\r"))
-                if self._closing:
-                    return self.quit_reason or "Connection closed"
-            buf = buf[start:]
-            if len(buf) > limits.read_buffer_bytes:
-                log.info(
-                    "%s: over %d bytes without a newline, disconnecting",
-                    self,
-                    limits.read_buffer_bytes,
-                )
+            try:
+                lines = self.transport.receive()
+            except InputOverflow:
+                log.info("%s: too many bytes without a newline, disconnecting", self)
                 self.close("Input buffer exceeded", "Input buffer exceeded: line without newline")
                 return "Input buffer exceeded"
+            if not lines:
+                return "Connection closed"
+            for raw in lines:
+                self._take_line(raw)
+                if self._closing:
+                    return self.quit_reason or "Connection closed"
 
     def _take_line(self, raw: bytes) -> None:
-        """Check one received line against the limits and dispatch it."""
-        if not raw.strip():
-            return
-        if len(raw) + 2 > self.limits.max_line_bytes:
-            log.info(
-                "%s: line of %d bytes refused (limit %d)",
-                self,
-                len(raw) + 2,
-                self.limits.max_line_bytes,
-            )
-            self.reply_error(protocol.ERR_INPUTTOOLONG, "Input line was too long")
-            self.throttle(DEFAULT_COST)
-            return
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            log.info("%s: line with invalid UTF-8 refused", self)
-            # UTF8ONLY is advertised: refuse rather than guess (IRCv3 standard replies).
-            self.send(
-                Message(
-                    "FAIL",
-                    ["*", "INVALID_UTF8", "Message rejected: not valid UTF-8"],
-                    self.server.name,
-                )
-            )
-            self.throttle(DEFAULT_COST)
-            return
-        dispatch_line(self, line)
-
-    def throttle(self, cost: int) -> bool:
-        """Flood control for one command: wait while in debt (fakelag). Runs in the
-        reader thread. False if the client was cut off for Excess Flood."""
-        if self.flood is None or cost == 0:
-            return True
-        try:
-            wait = self.flood.charge(cost)
-        except ExcessFlood:
+        """One line through the session, flood control, then the refusal or the handler."""
+        inbound = self.session.take(raw)
+        if inbound.alive:
+            self.last_recv = time.monotonic()
+        if inbound.excess_flood:
             log.info("%s: Excess Flood", self)
             self.close("Excess Flood", "Excess Flood")
-            return False
-        if wait > 0:
-            log.debug("%s: flooding, slowed down %.2f s", self, wait)
-            deadline = time.monotonic() + wait
-            # Short naps, so a connection closed meanwhile (shutdown, kill) stops waiting.
-            while not self._closing and (left := deadline - time.monotonic()) > 0:
-                time.sleep(min(left, 0.25))
+            return
+        if inbound.wait > 0 and not self._fakelag(inbound.wait):
+            return
+        if inbound.note is not None:
+            log.info("%s: %s", self, inbound.note)
+        if inbound.refusal is not None:
+            self.send(inbound.refusal)
+        if inbound.message is not None:
+            self._dispatcher.dispatch(self.session, inbound.message)
+
+    def _fakelag(self, wait: float) -> bool:
+        """Wait `wait` seconds in this reader thread (the client slows only itself). False if
+        the connection was closed meanwhile (shutdown, KILL): short naps notice it."""
+        log.debug("%s: flooding, slowed down %.2f s", self, wait)
+        deadline = time.monotonic() + wait
+        while not self._closing and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))
         return not self._closing
 
-    def reply_error(self, numeric: str, *params: str) -> None:
-        nick = self.user.nick or "*"
-        self.send(Message(numeric, [nick, *params], self.server.name))
+    @property
+    def is_irc(self) -> bool:
+        return self.session.kind == IRC
 
     def _finish(self, reason: str) -> None:
         """Reader is done: leave the world, then let the fd close."""
         reason = self.quit_reason or reason
         try:
-            self.server.remove_connection(self, reason)
+            self._on_finish(self, reason)
         except Exception:
             log.exception("%s: error while removing", self)
         self.close(reason, flush=True)
@@ -479,4 +439,4 @@ class Connection:
             self._reader_done = True
             close_fd = self._take_fd_locked()
         if close_fd:
-            self.sock.close()
+            self.transport.close()

@@ -1,32 +1,49 @@
-"""The command table and the dispatcher that checks it before any handler runs.
+"""The command table, and the dispatcher that checks it before any handler runs.
 
-Handlers in `commands/` register themselves with `@command(...)`: name,
-minimum parameters, whether they may run before registration, and the syntax
-shown by HELP and 461 replies. The dispatcher answers 421 (unknown), 451
-(not registered) and 461 (not enough parameters) itself, turns `IRCError`
-into its numeric, and logs and answers a handler that crashes; the reader
-thread goes on. Replies are buffered in the `Context` and sent once the
-handler is done, so their order is fixed.
+Handlers in `commands/` are marked with `@command(...)`: name, minimum parameters, whether
+they may run before registration, the syntax shown by HELP and 461 replies, and the flood
+cost. `build_table` collects the marked handlers of the modules it is given into a table;
+the server is given that table (ircish/commands.py builds ours) and refuses to start
+without one. The dispatcher answers 421 (unknown), 451 (not registered) and 461 (not enough
+parameters) itself, turns `IRCError` into its numeric, and logs and answers a handler that
+crashes; the reader thread goes on. Replies are buffered in the `Context` and sent once the
+handler is done, so their order is fixed; a reply that describes a room is sent under the
+room's lock instead (`Context.answer_about`), so it is never older than the room's events.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING
 
-from ircish import protocol, slash
+from ircish import protocol
 from ircish.protocol import IRCError, Message, ProtocolError, safe_param
 
 if TYPE_CHECKING:
-    from ircish.connection import Connection
+    from ircish.config import Config
+    from ircish.session import Session
+    from ircish.world import Room, RoomReply, World
 
-__all__ = ["COMMANDS", "CommandSpec", "Context", "IRCError", "command", "dispatch"]
+__all__ = [
+    "DEFAULT_COST",
+    "CommandSpec",
+    "Context",
+    "Dispatcher",
+    "IRCError",
+    "build_table",
+    "command",
+]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[["Context", Message], None]
+
+#: What a line costs when it names no known command or cannot be read at all.
+DEFAULT_COST = 1
 
 
 @dataclass(frozen=True)
@@ -38,15 +55,15 @@ class CommandSpec:
     syntax: str
     summary: str
     #: Flood-control tokens the command takes (ircish/flood.py); 0 is free.
-    cost: int = 1
+    cost: int = DEFAULT_COST
+    #: The index of the parameter that is a comma list of targets, if any: the command
+    #: then costs `cost` per target (JOIN #a,#b,#c costs three times JOIN #a).
+    targets: int | None = None
 
-
-#: What a line costs when it names no known command or cannot be read at all.
-DEFAULT_COST = 1
-
-
-#: Every IRC command the server knows, built once at import of `commands`.
-COMMANDS: dict[str, CommandSpec] = {}
+    def cost_of(self, msg: Message) -> int:
+        if self.targets is None or self.targets >= len(msg.params):
+            return self.cost
+        return self.cost * max(1, msg.params[self.targets].count(",") + 1)
 
 
 def command(
@@ -56,40 +73,152 @@ def command(
     pre_registration: bool = False,
     syntax: str = "",
     cost: int = DEFAULT_COST,
+    targets: int | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register a handler. Its docstring's first line is the HELP summary."""
+    """Mark a handler for `build_table`. Its docstring's first line is the HELP summary."""
 
-    def register(handler: Handler) -> Handler:
+    def mark(handler: Handler) -> Handler:
         summary = (handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else ""
-        COMMANDS[name] = CommandSpec(
-            name, handler, min_params, pre_registration, syntax, summary, cost
+        handler.command_spec = CommandSpec(  # type: ignore[attr-defined]
+            name, handler, min_params, pre_registration, syntax, summary, cost, targets
         )
         return handler
 
-    return register
+    return mark
+
+
+def build_table(modules: Iterable[ModuleType]) -> dict[str, CommandSpec]:
+    """The command table: every `@command` handler defined in `modules`, by name. Raises
+    ValueError if two handlers claim one name."""
+    table: dict[str, CommandSpec] = {}
+    for module in modules:
+        for value in vars(module).values():
+            spec = getattr(value, "command_spec", None)
+            if not isinstance(spec, CommandSpec) or value.__module__ != module.__name__:
+                continue  # not a handler, or one imported from another module
+            if spec.name in table:
+                raise ValueError(f"two handlers for {spec.name}: {module.__name__} and another")
+            table[spec.name] = spec
+    return table
+
+
+class Dispatcher:
+    """The command table and what handlers may use besides their sender: the world, the
+    config, the server's name, start time and connection count. Handlers see it as
+    `ctx.server`. It does no I/O; a test can drive it with sessions and no socket."""
+
+    def __init__(
+        self,
+        commands: Mapping[str, CommandSpec],
+        world: World,
+        config: Config,
+        connection_count: Callable[[], int] = lambda: 0,
+    ) -> None:
+        if not commands:
+            raise ValueError("the command table is empty: every line would be answered 421")
+        self.commands: Mapping[str, CommandSpec] = MappingProxyType(dict(commands))
+        self.world = world
+        self.config = config
+        self.name = config.server.name
+        self.created_text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self.connection_count = connection_count
+
+    def dispatch(self, session: Session, msg: Message) -> None:
+        """Check `msg` against the command table and run its handler; send the replies."""
+        ctx = Context(session, self)
+        spec = self.commands.get(msg.command)
+        try:
+            if spec is None:
+                raise IRCError(
+                    protocol.ERR_UNKNOWNCOMMAND, safe_param(msg.command), "Unknown command"
+                )
+            if not session.user.registered and not spec.pre_registration:
+                hint = "Choose a nick first: /nick <name>" if session.is_text else ""
+                raise IRCError(protocol.ERR_NOTREGISTERED, hint or "You have not registered")
+            if len(msg.params) < spec.min_params:
+                raise IRCError(
+                    protocol.ERR_NEEDMOREPARAMS,
+                    spec.name,
+                    f"Not enough parameters (usage: {spec.name} {spec.syntax})",
+                )
+            spec.handler(ctx, msg)
+        except IRCError as exc:
+            ctx.reply(exc.numeric, *exc.params)
+        except Exception:
+            log.exception("%s: handler for %s failed on %r", session.user, msg.command, msg)
+            ctx.reply(
+                protocol.ERR_UNKNOWNERROR, msg.command, "Internal server error; it was logged"
+            )
+        ctx.flush()
 
 
 class Context:
-    """What a handler works with: the sender, the server, and a reply buffer."""
+    """What a handler works with: the sender (session, user, connection), the server as
+    handlers see it (`server`: the dispatcher), and a reply buffer."""
 
-    __slots__ = ("closing", "config", "conn", "replies", "server", "user", "world")
+    __slots__ = (
+        "closing",
+        "config",
+        "conn",
+        "replies",
+        "server",
+        "session",
+        "unsendable",
+        "user",
+        "world",
+    )
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.user = conn.user
-        self.server = conn.server
-        self.world = conn.server.world
-        self.config = conn.server.config
+    def __init__(self, session: Session, server: Dispatcher) -> None:
+        self.session = session
+        self.user = session.user
+        self.conn = session.user.conn
+        self.server = server
+        self.world = server.world
+        self.config = server.config
         self.replies: list[Message] = []
         self.closing: tuple[str, str] | None = None
+        #: Replies that could not be formatted, logged once no lock is held.
+        self.unsendable: list[tuple[Message, ProtocolError]] = []
 
     def reply(self, numeric: str, *params: str) -> None:
         """Queue a numeric addressed to the sender (`*` before they have a nick)."""
-        self.replies.append(Message(numeric, [self.user.nick or "*", *params], self.server.name))
+        self.replies.append(self.numeric(numeric, *params))
+
+    def numeric(self, numeric: str, *params: str) -> Message:
+        """A numeric from the server to the sender, to queue or to send."""
+        return Message(numeric, [self.user.nick or "*", *params], self.server.name)
+
+    def reply_words(self, numeric: str, *params: str, words: list[str]) -> None:
+        """A numeric whose last parameter lists `words`, split over lines that fit 512
+        bytes, between words (WHOIS rooms, ISON)."""
+        self.replies += protocol.numeric_lines(
+            self.server.name, numeric, self.user.nick or "*", list(params), words
+        )
 
     def send(self, msg: Message) -> None:
         """Queue any message for the sender, after the handler's other replies."""
         self.replies.append(msg)
+
+    def answer_about(self, room: Room, build: RoomReply) -> None:
+        """Send the replies so far, then what `build` says about `room`, built and queued
+        under the room's lock (see `Room.answer`). `build` may raise IRCError."""
+        self.flush()
+        room.answer(self.send_now, build)
+        self._log_unsendable()
+
+    def send_now(self, msg: Message) -> None:
+        """Queue `msg` to the sender's connection at once (may run under a room's lock)."""
+        try:
+            self.conn.send(msg)
+        except ProtocolError as exc:
+            # A reply that cannot be formatted is a server bug: it is logged (later: no
+            # logging under a lock), and the connection and its reader thread go on.
+            self.unsendable.append((msg, exc))
+
+    def _log_unsendable(self) -> None:
+        for msg, exc in self.unsendable:
+            log.error("%s: reply could not be formatted (%s): %r", self.user, exc, msg)
+        self.unsendable.clear()
 
     def disconnect(self, reason: str, error: str) -> None:
         """Close the sender's connection once the replies so far are sent."""
@@ -97,106 +226,8 @@ class Context:
 
     def flush(self) -> None:
         for msg in self.replies:
-            try:
-                self.conn.send(msg)
-            except ProtocolError:
-                # A reply that cannot be formatted is a server bug: log it, keep
-                # the connection (and its reader thread) going.
-                log.exception("%s: reply could not be formatted: %r", self.conn, msg)
+            self.send_now(msg)
         self.replies.clear()
+        self._log_unsendable()
         if self.closing is not None:
             self.conn.close(*self.closing)
-
-
-def dispatch(conn: Connection, msg: Message) -> None:
-    """Check `msg` against the command table and run its handler."""
-    ctx = Context(conn)
-    spec = COMMANDS.get(msg.command)
-    try:
-        if spec is None:
-            raise IRCError(protocol.ERR_UNKNOWNCOMMAND, safe_param(msg.command), "Unknown command")
-        if not conn.user.registered and not spec.pre_registration:
-            hint = "Choose a nick first: /nick <name>" if conn.mode == "text" else ""
-            raise IRCError(protocol.ERR_NOTREGISTERED, hint or "You have not registered")
-        if len(msg.params) < spec.min_params:
-            raise IRCError(
-                protocol.ERR_NEEDMOREPARAMS,
-                spec.name,
-                f"Not enough parameters (usage: {spec.name} {spec.syntax})",
-            )
-        spec.handler(ctx, msg)
-    except IRCError as exc:
-        ctx.reply(exc.numeric, *exc.params)
-    except Exception:
-        log.exception("%s: handler for %s failed on %r", conn, msg.command, msg)
-        ctx.reply(protocol.ERR_UNKNOWNERROR, msg.command, "Internal server error; it was logged")
-    ctx.flush()
-
-
-def session_kind(line: str) -> str:
-    """'irc' if the first line is an IRC command we know, else 'text' (nc users)."""
-    if line.startswith("/"):
-        return "text"
-    try:
-        return "irc" if protocol.parse(line).command in COMMANDS else "text"
-    except ProtocolError:
-        return "text"
-
-
-def dispatch_line(conn: Connection, line: str) -> None:
-    """Turn one decoded input line into a Message, charge its flood cost, dispatch it."""
-    if conn.mode is None:
-        conn.mode = session_kind(line)
-        log.debug("%s: %s session", conn, conn.mode)
-    msg = line_to_message(conn, line)
-    spec = None if msg is None else COMMANDS.get(msg.command)
-    # Refused lines cost too: flooding junk is flooding.
-    if conn.throttle(DEFAULT_COST if spec is None else spec.cost) and msg is not None:
-        dispatch(conn, msg)
-
-
-def line_to_message(conn: Connection, line: str) -> Message | None:
-    """The Message a line stands for, per the session kind; None (answered) if refused."""
-    if "\0" in line or "\r" in line:
-        # Refused before translation, so no session kind can smuggle them on.
-        log.info("%s: line with NUL or CR refused", conn)
-        why = "Line refused: it contains NUL or CR"
-        if conn.mode == "text":
-            conn.send(Message("FAIL", ["*", "INVALID_LINE", why], conn.server.name))
-        else:
-            word = line.split(" ", 1)[0].upper()
-            conn.reply_error(protocol.ERR_UNKNOWNERROR, safe_param(word), why)
-        return None
-    if conn.mode != "irc":
-        return text_line_to_message(conn, line)
-    try:
-        return protocol.parse(line)
-    except ProtocolError as exc:
-        log.info("%s: malformed line refused: %s", conn, exc)
-        word = line.split(" ", 1)[0].upper()
-        if word in COMMANDS:
-            conn.reply_error(protocol.ERR_UNKNOWNERROR, word, f"Malformed line: {exc}")
-        else:
-            conn.reply_error(protocol.ERR_UNKNOWNCOMMAND, safe_param(word), "Unknown command")
-        return None
-
-
-def text_line_to_message(conn: Connection, line: str) -> Message | None:
-    """A text session's line: a slash command, or plain text for the current room."""
-    room = conn.user.current_room
-    if line.startswith("/") and not line.startswith("//"):
-        try:
-            return slash.translate(line, room)
-        except (slash.SlashError, ProtocolError) as exc:
-            conn.send(Message("FAIL", ["*", "USAGE", str(exc)], conn.server.name))
-            return None
-    if line.startswith("//"):
-        line = line[1:]
-    if room is None and conn.user.registered:
-        conn.send(
-            Message(
-                "FAIL", ["PRIVMSG", "NO_ROOM", "You are in no room: /join #room"], conn.server.name
-            )
-        )
-        return None
-    return Message("PRIVMSG", [room or "*", line])

@@ -15,8 +15,9 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 from typing import NamedTuple
+
+from ircish.locks import new_semaphore
 
 __all__ = ["hash_password", "hash_problem", "verify_password"]
 
@@ -36,7 +37,7 @@ _SALT_RANGE = (16, 64)
 
 # At most two scrypt computations at once: each holds 16 MiB (more for a raised cost), and
 # a flood of OPER lines must not multiply that. Taken alone, never with another lock held.
-_scrypt_slots = threading.BoundedSemaphore(2)
+_scrypt_slots = new_semaphore("scrypt semaphore", 2)
 
 _NUMBER = re.compile(r"[1-9][0-9]*", re.ASCII)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}", re.ASCII)

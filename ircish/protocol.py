@@ -74,7 +74,13 @@ class Message:
         return self.params[index] if index < len(self.params) else default
 
     def to_line(self) -> str:
-        """Format without the line ending. Raises ProtocolError on unsafe text."""
+        """Format without the line ending, tags included. Raises ProtocolError on unsafe text."""
+        if self.tags:
+            return format_tags(self.tags) + " " + self.body()
+        return self.body()
+
+    def body(self) -> str:
+        """The line after the tags: ``[:prefix] COMMAND params``. Raises ProtocolError."""
         parts = []
         if self.prefix:
             if " " in self.prefix or has_forbidden(self.prefix):
@@ -96,11 +102,89 @@ class Message:
         return " ".join(parts)
 
     def to_bytes(self, limit: int = DEFAULT_LINE_BYTES) -> bytes:
-        """The wire form with CRLF, cut at a UTF-8 boundary to fit `limit` bytes."""
-        data = self.to_line().encode("utf-8")
+        """The wire form with CRLF. The part after the tags is cut at a UTF-8 boundary to fit
+        `limit` bytes with its CRLF; the tags do not count against it (IRCv3 message-tags:
+        they have their own budget, `MAX_TAG_BYTES`)."""
+        data = self.body().encode("utf-8")
         if len(data) > limit - 2:
             data = truncate_utf8(data, limit - 2)
+        if self.tags:
+            return format_tags(self.tags).encode("utf-8") + b" " + data + b"\r\n"
         return data + b"\r\n"
+
+
+# -- message tags (https://ircv3.net/specs/extensions/message-tags) ---------------------------
+
+#: Bytes of tag data (without the leading '@' and the space after) a client may send, and
+#: a server may add: the spec's 4094 each, 8191 in all with '@' and the spaces.
+MAX_CLIENT_TAG_BYTES = 4094
+MAX_TAG_BYTES = 8191
+
+_TAG_ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
+_TAG_ESCAPE_TABLE = str.maketrans(_TAG_ESCAPES)
+_TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+
+
+def escape_tag_value(value: str) -> str:
+    """A tag value as it goes on the wire: ';', space, backslash, CR and LF escaped."""
+    return value.translate(_TAG_ESCAPE_TABLE)
+
+
+def unescape_tag_value(raw: str) -> str:
+    """The value a wire tag stands for. An unknown escape stands for its character ('\\b'
+    is 'b'), and a lone backslash at the end is dropped, as the spec says."""
+    if "\\" not in raw:
+        return raw
+    out = []
+    chars = iter(raw)
+    for char in chars:
+        if char != "\\":
+            out.append(char)
+            continue
+        following = next(chars, "")
+        out.append(_TAG_UNESCAPES.get(following, following))
+    return "".join(out)
+
+
+def valid_tag_key(key: str) -> bool:
+    """``[+][vendor/]name``: letters, digits, '-', and '.' or '/' for the vendor part."""
+    name = key[1:] if key.startswith("+") else key
+    return bool(name) and all(c.isascii() and (c.isalnum() or c in "-./") for c in name)
+
+
+def format_tags(tags: dict[str, str]) -> str:
+    """``@key=value;key2`` (a key with an empty value is sent without '='). Raises
+    ProtocolError for a key that cannot be sent."""
+    items = []
+    for key, value in tags.items():
+        if not valid_tag_key(key):
+            raise ProtocolError(f"tag key {key!r} cannot be sent")
+        items.append(f"{key}={escape_tag_value(value)}" if value else key)
+    return "@" + ";".join(items)
+
+
+def numeric_lines(
+    source: str, numeric: str, target: str, params: list[str], words: list[str]
+) -> list[Message]:
+    """A numeric whose last parameter is a list of words (353 NAMES, 319 WHOIS rooms, 303
+    ISON), as several lines that each fit `DEFAULT_LINE_BYTES`, cut between words, never
+    inside one. At least one line, even for no words (ISON answers an empty 303)."""
+    head = f":{source} {numeric} {target} {' '.join(params)} :".replace("  ", " ")
+    budget = DEFAULT_LINE_BYTES - 2 - len(head.encode("utf-8"))
+    lines: list[Message] = []
+    batch: list[str] = []
+    used = 0
+    for word in words:
+        size = len(word.encode("utf-8")) + (1 if batch else 0)
+        if batch and used + size > budget:
+            lines.append(Message(numeric, [target, *params, " ".join(batch)], source))
+            batch, used = [], 0
+            size -= 1
+        batch.append(word)
+        used += size
+    if batch or not lines:
+        lines.append(Message(numeric, [target, *params, " ".join(batch)], source))
+    return lines
 
 
 def truncate_utf8(data: bytes, limit: int) -> bytes:
@@ -130,7 +214,7 @@ def parse(line: str) -> Message:
         for item in raw_tags.split(";"):
             if item:
                 key, _, value = item.partition("=")
-                tags[key] = value
+                tags[key] = unescape_tag_value(value)  # a repeated key: the last one wins
         rest = rest.lstrip(" ")
     prefix = None
     if rest.startswith(":"):
@@ -228,6 +312,7 @@ RPL_ENDOFHELP = "706"
 ERR_NOSUCHNICK = "401"
 ERR_NOSUCHCHANNEL = "403"
 ERR_CANNOTSENDTOCHAN = "404"
+ERR_TOOMANYCHANNELS = "405"
 ERR_WASNOSUCHNICK = "406"
 ERR_TOOMANYTARGETS = "407"
 ERR_NORECIPIENT = "411"

@@ -9,6 +9,10 @@ With a `tls:` section there is a second listener with its own accept thread.
 Its sockets are wrapped in a `TlsTransport` (ircish/tls.py) and then served
 like any other; the handshake runs in the connection's reader thread, so a
 peer that never finishes it holds up no one.
+
+Wiring is explicit: the server is given its command table (ircish/commands.py builds
+ours) and refuses to start with an empty one; it builds the `World` and the `Dispatcher`
+and hands each connection its transport.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Mapping
 
-import commands  # noqa: F401  (importing fills the command table)
 from ircish.config import Config
 from ircish.connection import Connection, SenderPool
+from ircish.dispatch import CommandSpec, Dispatcher
+from ircish.locks import new_lock
 from ircish.protocol import Message
 from ircish.tls import TlsTransport, server_context
-from ircish.world import World
+from ircish.transport import StreamTransport
+from ircish.world import Recorder, World
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +62,24 @@ class ListenError(OSError):
 class Server:
     """One ircish server: its world, its listener and its threads."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        commands: Mapping[str, CommandSpec],
+        record: Recorder | None = None,
+    ) -> None:
+        """`commands` is the command table (ircish.commands.command_table()); ValueError if
+        it is empty. `record` is called once per relayed event, after the relay, outside
+        every lock (the history store's hook)."""
         self.config = config
         self.name = config.server.name
-        self.world = World((room.name, room.topic) for room in config.rooms)
+        self.world = World(((room.name, room.topic) for room in config.rooms), record=record)
+        self.dispatcher = Dispatcher(commands, self.world, config, self.connection_count)
         self.senders = SenderPool(config.server.sender_threads)
         self.connections: set[Connection] = set()
         #: Live connections per source address (max_clients_per_ip), under connections_lock.
         self._per_ip: dict[str, int] = {}
-        self.connections_lock = threading.Condition(threading.Lock())
-        self.created_text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self.connections_lock = threading.Condition(new_lock("Server.connections_lock"))
         self.address: tuple[str, int] = (config.server.host, config.server.port)
         #: Where the TLS listener is, once started (None without a `tls:` section).
         self.tls_address: tuple[str, int] | None = None
@@ -209,16 +224,24 @@ class Server:
             assert self._tls_context is not None
             # No I/O here: the handshake happens in the reader thread, within the
             # registration timeout, so a silent peer blocks nobody's accept.
-            transport = TlsTransport(
+            stream = TlsTransport(
                 sock,
                 self._tls_context,
                 server_side=True,
                 handshake_timeout=limits.registration_timeout,
                 not_tls_reply=self._not_tls_reply,
             )
-            conn = Connection(self, transport, address)
+            transport = StreamTransport(stream, limits.read_buffer_bytes, kind="tls")
         else:
-            conn = Connection(self, sock, address)
+            transport = StreamTransport(sock, limits.read_buffer_bytes, kind="tcp")
+        conn = Connection(
+            transport,
+            address,
+            dispatcher=self.dispatcher,
+            senders=self.senders,
+            limits=limits,
+            on_finish=self.remove_connection,
+        )
         ip = address[0]
         per_ip = limits.max_clients_per_ip
         with self.connections_lock:
@@ -264,20 +287,24 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
     def remove_connection(self, conn: Connection, reason: str) -> None:
-        """Called by a connection's reader when it ends: leave the world, tell the rooms."""
-        if conn.user.nick is not None:
-            self.world.remove_user(conn.user, reason)
-        ip = conn.address[0]
-        with self.connections_lock:
-            if conn in self.connections:
-                self.connections.discard(conn)
-                left = self._per_ip[ip] - 1
-                if left:
-                    self._per_ip[ip] = left
-                else:
-                    del self._per_ip[ip]
-            self.connections_lock.notify_all()
-        log.info("%s left: %s", conn, reason)
+        """Called by a connection's reader when it ends: leave the world, tell the rooms.
+        The connection's slot and its address's count are freed even if leaving the world
+        fails (the reader logs that)."""
+        try:
+            if conn.user.nick is not None:
+                self.world.remove_user(conn.user, reason)
+        finally:
+            ip = conn.address[0]
+            with self.connections_lock:
+                if conn in self.connections:
+                    self.connections.discard(conn)
+                    left = self._per_ip[ip] - 1
+                    if left:
+                        self._per_ip[ip] = left
+                    else:
+                        del self._per_ip[ip]
+                self.connections_lock.notify_all()
+            log.info("%s left: %s", conn, reason)
 
     # -- housekeeping ---------------------------------------------------------
 
@@ -309,7 +336,7 @@ class Server:
         elif not conn.user.registered:
             if now - conn.connected_at > limits.registration_timeout:
                 conn.close("Registration timeout", "Registration timed out")
-        elif conn.mode == "irc":
+        elif conn.is_irc:
             if conn.ping_sent_at is not None and conn.last_recv >= conn.ping_sent_at:
                 conn.ping_sent_at = None
             if conn.ping_sent_at is None:

@@ -26,10 +26,10 @@ import logging
 import select
 import socket
 import ssl
-import threading
 import time
 
 from ircish.config import ConfigError, TlsConfig
+from ircish.locks import new_lock
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class TlsTransport:
         self._timeout: float | None = None
         # Guards the SSL object, the BIOs and the fields below. Held only for in-memory work
         # and non-blocking sends, never while waiting.
-        self._lock = threading.Lock()
+        self._lock = new_lock("TlsTransport._lock")
         self._established = False
         self._early: list[bytes] = []  # plaintext sent before the handshake was over
         self._wire = b""  # ciphertext made but not yet taken by the kernel, in order

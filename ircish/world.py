@@ -6,8 +6,12 @@ through `Room` and `World` methods, so nothing else needs to know how delivery w
 Who may do what in a room is checked here, under the lock that guards the state the
 answer depends on; a refusal is an `IRCError` the dispatcher turns into a numeric.
 
+Every relay is an `Event` (ircish/events.py: one time and one msgid for all its receivers).
+After the relay, with every lock released, the event is handed once to the world's
+`record` hook (the history store's, in a later issue).
+
 Lock order (a thread may take a later lock while holding an earlier one,
-never the reverse):
+never the reverse; ircish/locks.py holds the same order as data, and checks it in tests):
 
     World.lock  ->  Room.lock  ->  Connection outbox lock  ->  TlsTransport._lock
 
@@ -16,10 +20,12 @@ never the reverse):
   single attribute read). Joining and leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the ban list
-  and the invite list. A room broadcast enqueues to
-  every member while holding it, so all members see one room's messages in the
-  same order. Several room locks at once only while holding `World.lock`
-  (nick change, quit), which makes their order irrelevant.
+  and the invite list. A room broadcast enqueues to every member while holding it, so
+  all members see one room's messages in the same order; a reply that describes a room
+  (NAMES, a JOIN's topic and names, WHO, TOPIC, MODE) is built and queued under it too
+  (`Room.answer`), so it is never older than an event queued before it. Several room
+  locks at once only while holding `World.lock` (nick change, quit), which makes their
+  order irrelevant.
 - The outbox lock: `Connection.send` only appends to a queue under it.
 - `TlsTransport._lock` (ircish/tls.py, TLS connections only) guards the SSL
   object; it is last in the order (no code holds it with another lock) and is
@@ -27,33 +33,64 @@ never the reverse):
 - `Server.connections_lock` (ircish/server.py) is taken alone.
 - The scrypt semaphore (ircish/passwords.py, OPER) is taken alone: a reader thread
   may wait on it, holding nothing else.
-No socket I/O and no blocking call happens under any of these locks.
+No socket I/O, no blocking call and no call into code outside this module that could take
+a lock (a lookup callback, say) happens under any of these locks. Every `*_locked` method
+asserts that its caller holds the lock.
+
+Reads without a lock, and what they rely on (free-threaded CPython 3.13t keeps each of
+them safe too, since a single dict or set operation and an attribute read are atomic
+there as well):
+- `World.find_user`, `World.find_room`: one dict read.
+- `User.rooms` is copy-on-write: it is replaced, never changed in place, under World.lock,
+  so a reader without the lock (`current_room`, WHOIS, NAMES without a room, JOIN 0)
+  iterates a dict nobody changes. (Iterating it while a KICK changed it in place crashed
+  text sessions: issue 10.)
+- `Room.is_secret_to`: a set membership test and a dict membership test.
+- Attributes read alone: `User.nick`, `away`, `oper`, `invisible`, `registered`; the
+  LUSERS counters are read together under World.lock (`counts`).
+- `events.new_msgid` relies on `next()` of an `itertools.count` being one atomic call.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ircish import modes
 from ircish import protocol as p
+from ircish.events import Event
+from ircish.locks import held, new_lock
 from ircish.protocol import IRCError, Message, casefold
 
 if TYPE_CHECKING:
     import re
-    from collections.abc import Callable, Iterable
+
+#: Called once per relayed event, after the relay, outside every lock.
+Recorder = Callable[[Event], None]
+#: Builds, under a room's lock, what a reply says about the room (see `Room.answer`).
+RoomReply = Callable[["Room"], "Iterable[Message]"]
 
 
 class Deliverer(Protocol):
-    """What a user record needs from its connection: a non-blocking send."""
+    """What a user record needs from its connection: non-blocking sends, and closing."""
 
-    def send(self, msg: Message, wire: bytes | None = None) -> None: ...
+    def deliver(self, event: Event) -> None:
+        """Queue a relayed event, in this client's wire format."""
+        ...
+
+    def send(self, msg: Message) -> None:
+        """Queue one message (a reply, a notice) for this client."""
+        ...
 
     def close(self, reason: str, error: str | None = None, flush: bool = True) -> None: ...
+
+
+def _ignore(event: Event) -> None:
+    """The record hook of a world that keeps no history."""
 
 
 NICK_SPECIALS = "[]\\`_^{|}"
@@ -95,8 +132,9 @@ class User:
         self.oper = False
         self.signon = time.time()
         self.last_spoke = time.time()
-        #: Rooms by casefolded name, in join order. Guarded by World.lock.
-        self.rooms: dict[str, Room] = {}
+        #: Rooms by casefolded name, in join order. Replaced, never changed in place, under
+        #: World.lock (copy-on-write), so it may be read and iterated without the lock.
+        self.rooms: Mapping[str, Room] = {}
 
     @property
     def prefix(self) -> str:
@@ -105,10 +143,11 @@ class User:
     @property
     def current_room(self) -> str | None:
         """The last joined room still joined: where a text session's plain lines go."""
-        return next(reversed(self.rooms.values())).name if self.rooms else None
+        rooms = self.rooms  # one read: the dict itself never changes
+        return next(reversed(rooms.values())).name if rooms else None
 
-    def send(self, msg: Message, wire: bytes | None = None) -> None:
-        self.conn.send(msg, wire)
+    def send(self, msg: Message) -> None:
+        self.conn.send(msg)
 
     def __repr__(self) -> str:
         return f"<User {self.nick}>"
@@ -151,12 +190,15 @@ def status_prefix(status: str) -> str:
 
 
 class Room:
-    """A room: its members, topic, modes and lock. `broadcast` is the one fan-out path."""
+    """A room: its members, topic, modes and lock. `broadcast_locked` is the one fan-out path."""
 
-    def __init__(self, name: str, topic: str = "", persistent: bool = False) -> None:
+    def __init__(
+        self, name: str, topic: str = "", persistent: bool = False, record: Recorder = _ignore
+    ) -> None:
         self.name = name
-        self.key = casefold(name)
-        self.lock = threading.Lock()
+        #: The casefolded name: the room table's key.
+        self.folded = casefold(name)
+        self.lock = new_lock("Room.lock")
         #: member -> status letters ("", "o", "v", "ov"), in join order.
         self.members: dict[User, str] = {}
         self.topic = topic
@@ -165,9 +207,10 @@ class Room:
         self.created = int(time.time())
         #: Rooms from the config outlive their last member.
         self.persistent = persistent
+        self._record = record
         #: Flag modes (modes.FLAG letters) that are on.
         self.flags: set[str] = set(modes.DEFAULT_ROOM_FLAGS)
-        self.password: str | None = None  # +k (named so, since `key` is the casefolded name)
+        self.join_key: str | None = None  # +k
         self.limit: int | None = None  # +l
         #: casefolded mask -> Ban, in the order they were set.
         self.bans: dict[str, Ban] = {}
@@ -179,6 +222,7 @@ class Room:
 
     def is_operator_locked(self, user: User) -> bool:
         """A room operator, or a server operator (who acts as one in every room)."""
+        assert held(self.lock)
         return user.oper or "o" in self.members.get(user, "")
 
     def require_operator_locked(self, user: User) -> None:
@@ -187,19 +231,29 @@ class Room:
 
     def require_member_locked(self, user: User) -> None:
         """Members, and server operators, may act on a room."""
+        assert held(self.lock)
         if user not in self.members and not user.oper:
             raise IRCError(p.ERR_NOTONCHANNEL, self.name, "You're not in that room")
 
+    def require_visible_locked(self, user: User) -> None:
+        """What a secret room says about itself (topic, modes, bans) is for its members and
+        server operators; others get 442, as they would for any room they are not in."""
+        assert held(self.lock)
+        if self.is_secret_to(user):
+            raise IRCError(p.ERR_NOTONCHANNEL, self.name, "You're not in that room")
+
     def is_banned_locked(self, user: User) -> bool:
+        assert held(self.lock)
         if not self.bans:
             return False
         who = casefold(user.prefix)
         return any(ban.pattern.fullmatch(who) for ban in self.bans.values())
 
-    def check_join_locked(self, user: User, password: str | None) -> None:
+    def check_join_locked(self, user: User, key: str | None) -> None:
         """Raise the numeric that keeps `user` out, if any. Server operators pass them all.
         An invite lets one past +i only: without +i any member may invite, so an invite
         must not undo an operator's ban, key or limit."""
+        assert held(self.lock)
         if user.oper:
             return
         if self.is_banned_locked(user):
@@ -208,7 +262,7 @@ class Room:
             raise IRCError(
                 p.ERR_INVITEONLYCHAN, self.name, "Cannot join room (+i): it is invite only"
             )
-        if self.password is not None and password != self.password:
+        if self.join_key is not None and key != self.join_key:
             raise IRCError(
                 p.ERR_BADCHANNELKEY, self.name, "Cannot join room (+k): wrong or missing key"
             )
@@ -216,18 +270,20 @@ class Room:
             raise IRCError(p.ERR_CHANNELISFULL, self.name, "Cannot join room (+l): it is full")
 
     def is_secret_to(self, user: User) -> bool:
-        """+s hides a room from LIST, NAMES, WHO and WHOIS of anyone outside it.
-        (One dict read: callers need not hold the lock.)"""
+        """+s hides a room from LIST, NAMES, WHO and WHOIS of anyone outside it, and its topic,
+        modes and bans too. (A set test and a dict test: callers need not hold the lock.)"""
         return "s" in self.flags and user not in self.members and not user.oper
 
-    def broadcast_locked(self, msg: Message, exclude: User | None = None) -> None:
-        """Enqueue `msg` to every member but `exclude`. Caller holds self.lock."""
-        wire = msg.to_bytes()
+    # -- delivery ----------------------------------------------------------------
+
+    def broadcast_locked(self, event: Event, exclude: User | None = None) -> None:
+        """Enqueue `event` to every member but `exclude`. Caller holds self.lock."""
+        assert held(self.lock)
         for member in self.members:
             if member is not exclude:
-                member.conn.send(msg, wire)
+                member.conn.deliver(event)
 
-    def send_from(self, sender: User, msg: Message) -> None:
+    def send_from(self, sender: User, msg: Message) -> Event:
         """Relay a message to the members but `sender`; IRCError (404) if the room's modes
         keep `sender` quiet: +n outsiders, +m without voice, banned members without voice."""
         with self.lock:
@@ -248,7 +304,19 @@ class Room:
                     raise IRCError(
                         p.ERR_CANNOTSENDTOCHAN, self.name, "Cannot send to room: you are banned"
                     )
-            self.broadcast_locked(msg, exclude=sender)
+            event = Event(msg, (self.name,))
+            self.broadcast_locked(event, exclude=sender)
+        self._record(event)
+        return event
+
+    def answer(self, send: Callable[[Message], None], build: RoomReply) -> None:
+        """Send what `build` says about this room, built and queued under the room's lock, so
+        the reply reflects every event of this room queued to its receiver before it (issue
+        10: a NAMES snapshot taken before a PART and sent after it left a ghost member).
+        `build` only reads the room; it may raise IRCError (a refusal, nothing sent)."""
+        with self.lock:
+            for msg in build(self):
+                send(msg)
 
     def set_topic(self, setter: User, topic: str) -> None:
         """Change the topic and tell the room: members may, only operators under +t."""
@@ -259,43 +327,40 @@ class Room:
             self.topic = topic
             self.topic_setter = setter.prefix
             self.topic_time = int(time.time())
-            self.tell_locked(setter, Message("TOPIC", [self.name, topic], setter.prefix))
+            event = self.tell_locked(setter, Message("TOPIC", [self.name, topic], setter.prefix))
+        self._record(event)
 
     def snapshot(self) -> Snapshot:
         """Members with their status, topic, topic setter and time, read consistently."""
         with self.lock:
             return Snapshot(dict(self.members), self.topic, self.topic_setter, self.topic_time)
 
-    def mode_params(self, viewer: User) -> list[str]:
+    def mode_params_locked(self, viewer: User) -> list[str]:
         """324's mode string and parameters; the key only for members and server operators."""
-        with self.lock:
-            params = [modes.describe_flags(self.flags, self.password, self.limit)]
-            if self.password is not None:
-                params.append(self.password if viewer in self.members or viewer.oper else "*")
-            if self.limit is not None:
-                params.append(str(self.limit))
-            return params
-
-    def ban_list(self) -> list[Ban]:
-        with self.lock:
-            return list(self.bans.values())
+        assert held(self.lock)
+        params = [modes.describe_flags(self.flags, self.join_key, self.limit)]
+        if self.join_key is not None:
+            params.append(self.join_key if viewer in self.members or viewer.oper else "*")
+        if self.limit is not None:
+            params.append(str(self.limit))
+        return params
 
     def change_modes(
-        self,
-        actor: User,
-        changes: list[modes.Change],
-        find_user: Callable[[str], User | None],
+        self, actor: User, changes: list[modes.Change], targets: Mapping[str, User | None]
     ) -> list[IRCError]:
         """Apply an operator's changes in order and relay those that took effect as one
         MODE line (modes.split_changes cuts it only past 512 bytes). Raises 482 for a
-        non-operator, who changes nothing; returns the refusals of single changes."""
+        non-operator, who changes nothing; returns the refusals of single changes.
+        `targets` holds the user each +o/+v nick names, looked up before the room's lock
+        is taken (a lookup may take World.lock, which comes first in the order)."""
         refusals: list[IRCError] = []
+        events: list[Event] = []
         with self.lock:
             self.require_operator_locked(actor)
             applied: list[modes.Change] = []
             for change in changes:
                 try:
-                    effect = self._apply_locked(actor, change, find_user)
+                    effect = self._apply_locked(actor, change, targets)
                 except IRCError as exc:
                     refusals.append(exc)
                     continue
@@ -304,7 +369,9 @@ class Room:
             head = len(f":{actor.prefix} MODE {self.name} ".encode())
             for group in modes.split_changes(applied, p.DEFAULT_LINE_BYTES - 2 - head):
                 params = [self.name, *modes.format_changes(group)]
-                self.tell_locked(actor, Message("MODE", params, actor.prefix))
+                events.append(self.tell_locked(actor, Message("MODE", params, actor.prefix)))
+        for event in events:
+            self._record(event)
         return refusals
 
     def invite(self, inviter: User, target: User) -> None:
@@ -318,24 +385,32 @@ class Room:
                     p.ERR_USERONCHANNEL, target.nick, self.name, "is already in the room"
                 )
             self.invited.add(target)
-            target.send(Message("INVITE", [target.nick, self.name], inviter.prefix))
+            event = Event(
+                Message("INVITE", [target.nick, self.name], inviter.prefix), (target.nick,)
+            )
+            target.conn.deliver(event)
+        self._record(event)
 
     # -- helpers that expect self.lock to be held --------------------------------
 
-    def tell_locked(self, actor: User, msg: Message) -> None:
+    def tell_locked(self, actor: User, msg: Message) -> Event:
         """Broadcast, and echo to an actor acting from outside (a server operator)."""
-        self.broadcast_locked(msg)
+        assert held(self.lock)
+        event = Event(msg, (self.name,))
+        self.broadcast_locked(event)
         if actor not in self.members:
-            actor.send(msg)
+            actor.conn.deliver(event)
+        return event
 
     def _apply_locked(
-        self, actor: User, change: modes.Change, find_user: Callable[[str], User | None]
+        self, actor: User, change: modes.Change, targets: Mapping[str, User | None]
     ) -> modes.Change | None:
         """One change; the change as relayed if it took effect, None if it changed nothing."""
+        assert held(self.lock)
         letter, adding, arg = change.letter, change.adding, change.arg
         kind = modes.ROOM_MODES[letter]
         if kind == modes.STATUS:
-            target = find_user(arg or "")
+            target = targets.get(arg or "")
             if target is None:
                 raise IRCError(p.ERR_NOSUCHNICK, p.safe_param(arg or ""), "No such nick")
             status = self.members.get(target)
@@ -351,9 +426,9 @@ class Room:
             return self._change_ban_locked(actor, adding, arg or "")
         if letter == "k":
             if not adding:
-                if self.password is None:
+                if self.join_key is None:
                     return None
-                self.password = None
+                self.join_key = None
                 return modes.Change(False, "k", "*")
             if not modes.valid_key(arg or ""):
                 raise IRCError(
@@ -362,9 +437,9 @@ class Room:
                     f"Key is not well-formed: 1 to {modes.KEY_LENGTH} characters, "
                     "no spaces or commas",
                 )
-            if arg == self.password:
+            if arg == self.join_key:
                 return None
-            self.password = arg
+            self.join_key = arg
             return change
         if letter == "l":
             if not adding:
@@ -394,6 +469,7 @@ class Room:
         return change
 
     def _change_ban_locked(self, actor: User, adding: bool, raw: str) -> modes.Change | None:
+        assert held(self.lock)
         mask = modes.normalize_mask(raw)
         # An empty mask would complete to '*!*@*' (everyone); one with a space or a
         # leading ':' cannot be relayed or listed as a middle parameter.
@@ -426,16 +502,27 @@ class Room:
 class World:
     """The nick table and the room table."""
 
-    def __init__(self, rooms: Iterable[tuple[str, str]] = ()) -> None:
-        self.lock = threading.Lock()
+    def __init__(
+        self, rooms: Iterable[tuple[str, str]] = (), record: Recorder | None = None
+    ) -> None:
+        self.lock = new_lock("World.lock")
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
+        #: Called once per relayed event, after the relay, outside every lock (history).
+        self.record: Recorder = record or _ignore
         self._registered = 0  # registered users in `users`
         self._invisible = 0  # of those, with user mode +i
         self._operators = 0  # of those, with user mode +o
         for name, topic in rooms:
-            room = Room(name, topic, persistent=True)
-            self.rooms[room.key] = room
+            room = self._new_room(name, topic, persistent=True)
+            self.rooms[room.folded] = room
+
+    def _new_room(self, name: str, topic: str = "", persistent: bool = False) -> Room:
+        return Room(name, topic, persistent, record=self._record_event)
+
+    def _record_event(self, event: Event) -> None:
+        # Through this method, so a hook set after the rooms were made still applies.
+        self.record(event)
 
     # -- lookups (a single dict read is atomic; no lock needed) --------------
 
@@ -510,11 +597,14 @@ class World:
             holder = self.users.get(key)
             if holder is not None and holder is not user:
                 return False
-            msg = Message("NICK", [new_nick], user.prefix)
+            rooms = list(user.rooms.values())
+            event = Event(
+                Message("NICK", [new_nick], user.prefix), tuple(room.name for room in rooms)
+            )
             with ExitStack() as stack:
-                for room in user.rooms.values():
+                for room in rooms:
                     stack.enter_context(room.lock)
-                for room in user.rooms.values():
+                for room in rooms:
                     if not room.members[user] and not user.oper and room.is_banned_locked(user):
                         raise IRCError(
                             p.ERR_BANNICKCHANGE,
@@ -526,33 +616,61 @@ class World:
                 self.users[key] = user
                 # Delivered before the rename so the user's own text session
                 # renders it as "You are now known as ...".
-                self._deliver_once(msg, self._neighbours_locked(user) | {user: None})
+                self._deliver_once_locked(event, self._neighbours_locked(user) | {user: None})
                 user.nick = new_nick
-            return True
+        self.record(event)
+        return True
 
     # -- rooms ----------------------------------------------------------------
 
-    def join(self, user: User, name: str, password: str | None = None) -> Room | None:
-        """Add `user` to room `name`, creating it with `user` as its operator; tell the
-        room. None if already in; IRCError if the room's modes keep them out."""
-        key = casefold(name)
+    def join(
+        self,
+        user: User,
+        name: str,
+        key: str | None = None,
+        *,
+        max_rooms: int | None = None,
+        answer: tuple[Callable[[Message], None], RoomReply] | None = None,
+    ) -> Room | None:
+        """Add `user` to room `name`, creating it with `user` as its operator; tell the room.
+        None if already in; IRCError if the room's modes keep them out, or if they are in
+        `max_rooms` rooms already (405). `answer` (send, build) sends the joiner what the
+        room looks like under the room's lock, right after the JOIN (see `Room.answer`)."""
+        folded = casefold(name)
         with self.lock:
-            room = self.rooms.get(key)
+            room = self.rooms.get(folded)
+            if room is not None and user in room.members:
+                return None
+            if max_rooms is not None and len(user.rooms) >= max_rooms:
+                raise IRCError(
+                    p.ERR_TOOMANYCHANNELS,
+                    p.safe_param(name),
+                    f"You have joined too many rooms (at most {max_rooms})",
+                )
             # Whoever creates a room runs it. A room from the config has no founder: it
             # exists before anyone joins, so server operators give op there (as ngIRCd's
             # predefined channels).
             founder = room is None
-            if founder:
-                room = self.rooms[key] = Room(name)
+            if room is None:
+                room = self.rooms[folded] = self._new_room(name)
             with room.lock:
-                if user in room.members:
-                    return None
-                room.check_join_locked(user, password)
+                try:
+                    room.check_join_locked(user, key)
+                except IRCError:
+                    if founder:
+                        del self.rooms[folded]
+                    raise
                 room.invited.discard(user)
                 room.members[user] = "o" if founder else ""
-                user.rooms[key] = room
-                room.broadcast_locked(Message("JOIN", [room.name], user.prefix))
-            return room
+                user.rooms = {**user.rooms, folded: room}
+                event = Event(Message("JOIN", [room.name], user.prefix), (room.name,))
+                room.broadcast_locked(event)
+                if answer is not None:
+                    send, build = answer
+                    for msg in build(room):
+                        send(msg)
+        self.record(event)
+        return room
 
     def part(self, user: User, room: Room, reason: str | None) -> bool:
         """Remove `user` from `room`, telling the room; drop the room if now empty."""
@@ -560,9 +678,11 @@ class World:
         with self.lock, room.lock:
             if user not in room.members:
                 return False
-            room.broadcast_locked(Message("PART", params, user.prefix))
+            event = Event(Message("PART", params, user.prefix), (room.name,))
+            room.broadcast_locked(event)
             self._remove_member_locked(user, room)
-            return True
+        self.record(event)
+        return True
 
     def kick(self, kicker: User, room: Room, target: User, reason: str) -> None:
         """An operator removes `target` from `room`; the room (target included) is told."""
@@ -573,13 +693,22 @@ class World:
                 raise IRCError(
                     p.ERR_USERNOTINCHANNEL, target.nick, room.name, "They aren't in that room"
                 )
-            room.tell_locked(
+            event = room.tell_locked(
                 kicker, Message("KICK", [room.name, target.nick, reason], kicker.prefix)
             )
             self._remove_member_locked(target, room)
+        self.record(event)
+
+    def tell_user(self, sender: User, recipient: User, msg: Message) -> Event:
+        """A private message (or notice) from `sender` to `recipient`."""
+        event = Event(msg, (recipient.nick,))
+        recipient.conn.deliver(event)
+        self.record(event)
+        return event
 
     def remove_user(self, user: User, reason: str) -> None:
         """A user leaves the server: drop them everywhere, tell each neighbour once."""
+        event = None
         with self.lock:
             if user.nick is not None and self.users.get(casefold(user.nick)) is user:
                 del self.users[casefold(user.nick)]
@@ -587,36 +716,40 @@ class World:
                     self._registered -= 1
                     self._invisible -= user.invisible
                     self._operators -= user.oper
-            if not user.rooms:
-                return
-            with ExitStack() as stack:
-                rooms = list(user.rooms.values())
-                for room in rooms:
-                    stack.enter_context(room.lock)
-                neighbours = self._neighbours_locked(user)
-                for room in rooms:
-                    self._remove_member_locked(user, room)
-                self._deliver_once(Message("QUIT", [reason], user.prefix), neighbours)
+            rooms = list(user.rooms.values())
+            if rooms:
+                event = Event(
+                    Message("QUIT", [reason], user.prefix), tuple(room.name for room in rooms)
+                )
+                with ExitStack() as stack:
+                    for room in rooms:
+                        stack.enter_context(room.lock)
+                    neighbours = self._neighbours_locked(user)
+                    for room in rooms:
+                        self._remove_member_locked(user, room)
+                    self._deliver_once_locked(event, neighbours)
+        if event is not None:
+            self.record(event)
 
     # -- helpers that expect World.lock (and the rooms' locks) to be held -----
 
     def _remove_member_locked(self, user: User, room: Room) -> None:
+        assert held(self.lock) and held(room.lock)
         del room.members[user]
-        del user.rooms[room.key]
+        user.rooms = {k: v for k, v in user.rooms.items() if v is not room}
         if not room.members and not room.persistent:
-            del self.rooms[room.key]
+            del self.rooms[room.folded]
 
-    @staticmethod
-    def _neighbours_locked(user: User) -> dict[User, object]:
+    def _neighbours_locked(self, user: User) -> dict[User, object]:
         """Everyone sharing a room with `user`, each once, `user` excluded."""
+        assert held(self.lock)
         seen: dict[User, object] = {}
         for room in user.rooms.values():
             seen.update(room.members)
         seen.pop(user, None)
         return seen
 
-    @staticmethod
-    def _deliver_once(msg: Message, recipients: Iterable[User]) -> None:
-        wire = msg.to_bytes()
+    def _deliver_once_locked(self, event: Event, recipients: Iterable[User]) -> None:
+        assert held(self.lock)
         for member in recipients:
-            member.conn.send(msg, wire)
+            member.conn.deliver(event)

@@ -3,13 +3,34 @@ servers in subprocesses. The helpers they build on are in tests/helpers.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+
+# Before anything imports ircish: every lock the servers make checks the lock order
+# (ircish/locks.py), and `no_lock_order_violations` fails a test that broke it. Servers in
+# subprocesses inherit the setting.
+os.environ["IRCISH_CHECK_LOCKS"] = "1"
+
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
-from helpers import Client, ServerProcess, make_config
+from helpers import COMMANDS, Client, ServerProcess, make_config
 
+from ircish import locks
 from ircish.config import Config
+from ircish.dispatch import CommandSpec
 from ircish.server import Server
+
+
+@pytest.fixture(autouse=True)
+def no_lock_order_violations() -> Iterator[None]:
+    """Fail any test during which a thread took locks out of the order in ircish/locks.py."""
+    assert locks.CHECKING, "IRCISH_CHECK_LOCKS was set too late"
+    before = len(locks.violations)
+    yield
+    found = locks.violations[before:]
+    del locks.violations[before:]
+    if found:
+        pytest.fail("locks taken out of order:\n" + "\n".join(found), pytrace=False)
 
 
 @pytest.fixture
@@ -17,8 +38,12 @@ def start_server() -> Iterator[Callable[..., Server]]:
     """Start servers with `make_config` settings; all are shut down after the test."""
     servers: list[Server] = []
 
-    def start(config: Config | None = None, **settings: object) -> Server:
-        server = Server(config or make_config(**settings))
+    def start(
+        config: Config | None = None,
+        commands: Mapping[str, CommandSpec] = COMMANDS,
+        **settings: object,
+    ) -> Server:
+        server = Server(config or make_config(**settings), commands)
         server.start()
         servers.append(server)
         return server

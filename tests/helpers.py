@@ -22,9 +22,16 @@ from pathlib import Path
 import pytest
 
 from ircish import protocol as p
+from ircish.commands import command_table
 from ircish.config import Config, Limits, RoomConfig, ServerConfig
+from ircish.dispatch import Dispatcher
+from ircish.events import Event
 from ircish.protocol import Message, parse
+from ircish.session import Session
+from ircish.world import User, World
 
+#: The server's command table, as ircish-server builds it.
+COMMANDS = command_table()
 TIMEOUT = 5.0
 #: The name of every test server (see `make_config`).
 SERVER = "test.server"
@@ -303,3 +310,91 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+# -- the layers above the transport, with no socket --------------------------------------------
+
+
+class Peer:
+    """One client of a `Harness`: a `Session` fed lines directly, standing in for a
+    `Connection` (it is the user's `Deliverer`). What the client is sent is kept as bytes."""
+
+    def __init__(self, harness: Harness, host: str) -> None:
+        self.harness = harness
+        self.user = User(self, host)
+        self.session = Session(
+            self.user, harness.dispatcher.commands, harness.config.limits, harness.dispatcher.name
+        )
+        self.data = bytearray()
+        self.closed: str | None = None
+
+    # The Deliverer side: what the world and the handlers send this client.
+    def deliver(self, event: Event) -> None:
+        if self.closed is None:
+            self.data += self.session.encode_event(event)
+
+    def send(self, msg: Message) -> None:
+        if self.closed is None:
+            self.data += self.session.encode(msg)
+
+    def close(self, reason: str, error: str | None = None, flush: bool = True) -> None:
+        if self.closed is None:
+            if error is not None and flush:
+                self.data += self.session.encode(Message("ERROR", [error]))
+            self.closed = reason
+
+    # The client side.
+    def line(self, text: str | bytes) -> None:
+        """Receive one line (without its line ending), as a reader thread would hand it on:
+        through the session, then the refusal or the handler (flood waits are skipped)."""
+        raw = text.encode("utf-8") if isinstance(text, str) else text
+        inbound = self.session.take(raw)
+        if inbound.excess_flood:
+            self.close("Excess Flood", "Excess Flood")
+            return
+        if inbound.refusal is not None:
+            self.send(inbound.refusal)
+        if inbound.message is not None:
+            self.harness.dispatcher.dispatch(self.session, inbound.message)
+
+    def lines(self) -> list[str]:
+        """The lines this client was sent since the last call."""
+        text = bytes(self.data).decode("utf-8")
+        self.data.clear()
+        assert not text or text.endswith("\r\n"), text[-80:]
+        return text.split("\r\n")[:-1]
+
+    def messages(self) -> list[Message]:
+        return [parse(line) for line in self.lines()]
+
+    def register(self, nick: str) -> Peer:
+        self.line(f"NICK {nick}")
+        self.line(f"USER u 0 * :{nick}")
+        assert self.user.registered, self.lines()
+        self.lines()
+        return self
+
+    def hang_up(self, reason: str = "Connection closed") -> None:
+        """The client is gone: what the reader does when its connection ends."""
+        if self.user.nick is not None:
+            self.harness.world.remove_user(self.user, reason)
+
+
+class Harness:
+    """A server's layers above its transports, with no socket and no thread: the `World`,
+    the `Dispatcher` with the real command table, and `Peer`s fed lines one at a time.
+    Every relayed event the world records is kept in `events`."""
+
+    def __init__(self, config: Config | None = None, **settings: object) -> None:
+        self.config = config or make_config(**settings)
+        self.events: list[Event] = []
+        self.world = World(
+            ((room.name, room.topic) for room in self.config.rooms), record=self.events.append
+        )
+        self.peers: list[Peer] = []
+        self.dispatcher = Dispatcher(COMMANDS, self.world, self.config, lambda: len(self.peers))
+
+    def connect(self, nick: str | None = None, host: str = HOST) -> Peer:
+        peer = Peer(self, host)
+        self.peers.append(peer)
+        return peer.register(nick) if nick else peer

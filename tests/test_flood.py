@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers import HOST
+from helpers import COMMANDS, HOST
 
-from ircish.dispatch import COMMANDS
 from ircish.flood import ExcessFlood, FloodGate
 
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 import pytest
 from helpers import HOST, SERVER, Client, make_config, prefix, settle, wait_for
 
-from commands import moderation
 from ircish import modes
 from ircish import protocol as p
+from ircish.commands import moderation
 from ircish.config import OperatorConfig, RoomConfig
 from ircish.passwords import hash_password
 from ircish.protocol import parse

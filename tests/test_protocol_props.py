@@ -12,16 +12,12 @@ import logging
 import re
 import string
 from contextlib import contextmanager
-from unittest import mock
 
 import pytest
-from helpers import make_config
+from helpers import COMMANDS, Harness, Peer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ircish.server as server_module
-from ircish.connection import Connection
-from ircish.dispatch import COMMANDS
 from ircish.protocol import (
     FORBIDDEN_CHARS,
     Message,
@@ -31,7 +27,6 @@ from ircish.protocol import (
     truncate_utf8,
 )
 from ircish.render import render
-from ircish.server import Server
 from ircish.slash import SLASH_COMMANDS
 
 #: Same examples on every run, and no example database: a failure is the same each time.
@@ -261,39 +256,6 @@ def test_render_of_any_parsed_line_is_printable(data):
 # -- one connection's whole input path, with no sockets ---------------------------------------
 
 
-class _Wire:
-    """Stands in for a client socket: keeps every byte the server writes."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def fileno(self) -> int:
-        return -1
-
-    def send(self, data, flags: int = 0) -> int:
-        self.data += data
-        return len(data)
-
-    def shutdown(self, how: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _InlineSenders:
-    """Writes each outbox at once in the calling thread (the fake socket never blocks)."""
-
-    def __init__(self, threads: int) -> None:
-        pass
-
-    def schedule(self, conn: Connection) -> None:
-        conn._flush()
-
-    def park(self, conn: Connection) -> None:
-        raise AssertionError("a _Wire never fills up")
-
-
 class _Errors(logging.Handler):
     """Collects log records that mean a crash: level ERROR and above, or a traceback."""
 
@@ -317,27 +279,23 @@ def _crash_log():
         root.removeHandler(handler)
 
 
-def _rig() -> tuple[Server, dict[str, tuple[Connection, _Wire]]]:
-    """A server that is never started: an IRC member, a text member, and `fuzz` connections
-    for both session kinds, everyone in #r."""
-    with mock.patch.object(server_module, "SenderPool", _InlineSenders):
-        server = Server(make_config())
-    conns = {}
-    for name, port in (("peer", 1), ("tpeer", 2), ("fuzz", 3), ("tfuzz", 4)):
-        wire = _Wire()
-        conns[name] = (Connection(server, wire, ("127.0.0.1", port)), wire)
+def _rig() -> tuple[Harness, dict[str, Peer]]:
+    """The layers above the transport, with no socket (tests/helpers.py `Harness`): an IRC
+    member, a text member, and `fuzz` clients of both session kinds, everyone in #r."""
+    harness = Harness()
     setup = {
         "peer": [b"NICK peer", b"USER u 0 * :p", b"JOIN #r"],
         "tpeer": [b"/nick tpeer", b"/join #r"],
         "fuzz": [b"NICK fuzz", b"USER u 0 * :f", b"JOIN #r,#s"],
         "tfuzz": [b"/nick tfuzz", b"/join #r"],
     }
+    peers = {}
     for name, lines in setup.items():
+        peer = peers[name] = harness.connect()
         for line in lines:
-            conns[name][0]._take_line(line)
-    for conn, _ in conns.values():
-        assert conn.user.registered and "#r" in conn.user.rooms
-    return server, conns
+            peer.line(line)
+        assert peer.user.registered and "#r" in peer.user.rooms
+    return harness, peers
 
 
 def _command_line(command: str, params: list[str], trailing: str | None) -> bytes:
@@ -387,8 +345,8 @@ slash_lines = st.one_of(
 )
 
 
-def _wire_lines(wire: _Wire) -> list[bytes]:
-    data = bytes(wire.data)
+def _wire_lines(peer: Peer) -> list[bytes]:
+    data = bytes(peer.data)
     assert not data or data.endswith(b"\r\n"), data[-80:]
     return [line + b"\r\n" for line in data.split(b"\r\n")[:-1]]
 
@@ -401,23 +359,25 @@ def test_any_input_lines_give_safe_output_and_no_crash(sender, data):
     is logged as a crash, and every line anyone gets is one clean line of at most 512 bytes
     (IRC sessions: one that parses)."""
     lines = data.draw(st.lists(irc_lines if sender == "fuzz" else slash_lines, max_size=12))
-    server, conns = _rig()
-    conn, _ = conns[sender]
+    harness, peers = _rig()
+    peer = peers[sender]
     with _crash_log() as crashes:
         for raw in lines:
-            if conn.closing:
+            if peer.closed:
                 break  # the reader stops reading once the connection is closing
-            # What the reader hands on: split at LF, one trailing CR removed.
+            # What the transport hands on: split at LF, one trailing CR removed.
             for piece in raw.split(b"\n"):
-                conn._take_line(piece.rstrip(b"\r"))
+                peer.line(piece.removesuffix(b"\r"))
     assert crashes == [], [r.getMessage() for r in crashes]
-    for name, (member, wire) in conns.items():
-        for line in _wire_lines(wire):
+    for name, member in peers.items():
+        for line in _wire_lines(member):
             _line_ok_for_wire(line)
-            if member.mode == "irc":
+            if member.session.kind == "irc":
                 parse(line[:-2].decode("utf-8"))
-            assert not CONTROL.search(line[:-2].decode("utf-8")) or member.mode == "irc", name
+            assert not CONTROL.search(line[:-2].decode("utf-8")) or member.session.kind == "irc", (
+                name
+            )
     # The world stays consistent: every member of a room knows it is in that room.
-    for room in server.world.rooms.values():
+    for room in harness.world.rooms.values():
         for user in room.members:
-            assert user.rooms.get(room.key) is room
+            assert user.rooms.get(room.folded) is room

@@ -14,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 
 import pytest
-from helpers import TIMEOUT, Client, prefix
+from helpers import COMMANDS, TIMEOUT, Client, prefix
 
 from ircish import protocol as p
-from ircish.dispatch import COMMANDS
 
 ROOM = "#r"
 
@@ -153,13 +152,14 @@ def test_burst_of_1000_commands_arrives_complete_and_in_order(connect):
     assert alice.sync() == []
 
 
-def test_handler_crash_is_answered_logged_and_survived(connect, caplog, monkeypatch):
+def test_handler_crash_is_answered_logged_and_survived(start_server, connect, caplog):
     def crash(ctx, msg):
         raise RuntimeError("handler blew up on purpose")
 
-    monkeypatch.setitem(COMMANDS, "AWAY", dataclasses.replace(COMMANDS["AWAY"], handler=crash))
+    commands = {**COMMANDS, "AWAY": dataclasses.replace(COMMANDS["AWAY"], handler=crash)}
+    server = start_server(commands=commands)
     caplog.set_level(logging.ERROR, logger="ircish")
-    alice, bob = room_pair(connect)
+    alice, bob = room_pair(lambda nick: connect(nick, target=server))
 
     alice.send("AWAY :gone fishing")
     got = alice.sync()

@@ -1,0 +1,125 @@
+"""Relayed events, and the wire formats they are delivered in.
+
+An `Event` is one thing users are told about: a message, a join, a part, a kick, a nick
+change, a quit, a topic or mode change. It gets its time and its id (`msgid`) once, when the
+server accepts it, and carries the sender's account (None until accounts exist), so every
+receiver of one event sees the same time and id, and the history store can keep it by them.
+
+Receivers differ in what they asked for (capabilities that add tags) and in how their
+transport frames a line. That pair is a `WireFormat`. An event's bytes are made once per
+wire format among its receivers and kept for that broadcast, never once per receiver (ergo
+irc/message_cache.go). Wire formats are interned, so the cache is keyed by identity.
+A text session (nc) gets no wire format: each person's line is rendered for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+
+from ircish.protocol import Message
+
+#: Capabilities that add tags to relayed messages (IRCv3): server-time adds `time`,
+#: message-tags adds `msgid` and the client-only `+tags`, account-tag adds `account`.
+#: Which of them a server offers is the capability table's business (a later issue).
+TAG_CAPS = frozenset({"server-time", "message-tags", "account-tag"})
+
+Framer = Callable[[bytes], bytes]
+
+
+class WireFormat:
+    """How one client's lines look: the tag capabilities it has, and its transport's framing
+    (None: lines go out as they are, CRLF-terminated, as on TCP and TLS). Get them from
+    `WireFormat.of`, which returns one shared object per distinct pair."""
+
+    __slots__ = ("frame", "tag_caps")
+    _known: dict[tuple[frozenset[str], Framer | None], WireFormat] = {}
+
+    def __init__(self, tag_caps: frozenset[str], frame: Framer | None) -> None:
+        self.tag_caps = tag_caps
+        self.frame = frame
+
+    @classmethod
+    def of(cls, caps: Iterable[str], frame: Framer | None = None) -> WireFormat:
+        tag_caps = TAG_CAPS.intersection(caps)
+        key = (tag_caps, frame)
+        # dict.setdefault is atomic, so two threads asking at once get one object.
+        return cls._known.get(key) or cls._known.setdefault(key, cls(tag_caps, frame))
+
+    def __repr__(self) -> str:
+        return f"<WireFormat {sorted(self.tag_caps)} {getattr(self.frame, '__name__', 'lines')}>"
+
+
+#: Lines as they are, with no tags: what every client gets until it asks for more.
+PLAIN = WireFormat.of(())
+
+# msgids: unique across restarts without coordination: a random boot prefix, then a count.
+_BOOT = base64.b32encode(os.urandom(5)).decode("ascii").lower()
+_sequence = itertools.count(1)
+
+
+def new_msgid() -> str:
+    # next() on itertools.count is one C call, atomic under the GIL (see ircish/world.py).
+    return f"{_BOOT}{next(_sequence):x}"
+
+
+def server_time(when: float) -> str:
+    """The `time` tag: ISO 8601 UTC with milliseconds (IRCv3 server-time)."""
+    stamp = datetime.fromtimestamp(when, timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+class Event:
+    """One relayed message with its time, id, account and targets (room names or a nick)."""
+
+    __slots__ = ("_wires", "account", "message", "msgid", "targets", "time")
+
+    def __init__(
+        self, message: Message, targets: tuple[str, ...], account: str | None = None
+    ) -> None:
+        self.message = message
+        self.targets = targets
+        self.account = account
+        self.time = time.time()
+        self.msgid = new_msgid()
+        self._wires: dict[WireFormat, bytes] = {}
+
+    def wire(self, fmt: WireFormat) -> bytes:
+        """This event's bytes in `fmt`, made on first use and kept for the next receiver."""
+        data = self._wires.get(fmt)
+        if data is None:
+            data = self._format(fmt)
+            self._wires[fmt] = data
+        return data
+
+    def formats_made(self) -> int:
+        """How many times this event was formatted (one per distinct wire format)."""
+        return len(self._wires)
+
+    def tags_for(self, tag_caps: frozenset[str]) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        if not tag_caps:
+            return tags
+        if "message-tags" in tag_caps:
+            tags.update((k, v) for k, v in self.message.tags.items() if k.startswith("+"))
+            tags["msgid"] = self.msgid
+        if "server-time" in tag_caps:
+            tags["time"] = server_time(self.time)
+        if "account-tag" in tag_caps and self.account is not None:
+            tags["account"] = self.account
+        return tags
+
+    def _format(self, fmt: WireFormat) -> bytes:
+        msg = self.message
+        tags = self.tags_for(fmt.tag_caps)
+        if tags or msg.tags:
+            msg = Message(msg.command, msg.params, msg.prefix, tags)
+        data = msg.to_bytes()
+        return data if fmt.frame is None else fmt.frame(data)
+
+    def __repr__(self) -> str:
+        return f"<Event {self.msgid} {self.message.command} {self.targets}>"

@@ -1,0 +1,220 @@
+"""One client's side of the protocol, with no I/O: lines in, `Message`s (or a refusal) out.
+
+A `Session` holds what the server knows of a client's protocol state: its kind (IRC, or
+human text for people on nc, told apart by the first line), its registration and
+capability-negotiation state (CAP, PASS), the capabilities it has and with them the wire
+format its events are delivered in, and its flood-control bucket. `take(line)` turns one
+received line into an `Inbound`: the message to dispatch or the refusal to send, with how
+long the client must wait before it is acted on (fakelag) or whether it is cut off.
+`encode` turns a message for this client into its bytes: IRC, or a rendered human line.
+
+A driver does the I/O around it and calls the dispatcher: ircish/connection.py (a reader
+thread and an outbox), or a test with no socket at all (websockets' protocol.py beside its
+sync/connection.py is the model).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ircish import protocol, slash
+from ircish.dispatch import DEFAULT_COST, CommandSpec
+from ircish.events import Event, Framer, WireFormat
+from ircish.flood import ExcessFlood, FloodGate
+from ircish.protocol import Message, ProtocolError, safe_param
+from ircish.render import render
+
+if TYPE_CHECKING:
+    from ircish.config import Limits
+    from ircish.world import User
+
+#: Session kinds: an IRC client, or a person typing (nc, telnet).
+IRC = "irc"
+TEXT = "text"
+
+
+@dataclass(slots=True)
+class Inbound:
+    """What one received line comes to."""
+
+    #: The message to dispatch, if any.
+    message: Message | None = None
+    #: What to send the client instead (the line was refused), if anything.
+    refusal: Message | None = None
+    #: Why the line was refused, for the log.
+    note: str | None = None
+    #: Seconds the client must wait before the line is acted on (flood control).
+    wait: float = 0.0
+    #: Flooded for too long: cut the client off ("Excess Flood") instead.
+    excess_flood: bool = False
+    #: Whether the line shows the client is alive (a blank line does not).
+    alive: bool = True
+
+
+class Session:
+    """One client's protocol state (see the module docstring). Used by its reader thread;
+    `wire_format` and `kind` are read by any thread that delivers to the client."""
+
+    def __init__(
+        self,
+        user: User,
+        commands: Mapping[str, CommandSpec],
+        limits: Limits,
+        server_name: str,
+        frame: Framer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.user = user
+        self._commands = commands
+        self._max_line_bytes = limits.max_line_bytes
+        self._server_name = server_name
+        self._frame = frame
+        #: IRC or TEXT once the first line has been read.
+        self.kind: str | None = None
+        #: Capabilities the client has been given (CAP REQ / ACK).
+        self.caps: frozenset[str] = frozenset()
+        #: Registration waits while CAP negotiation is open (CAP LS/REQ until CAP END).
+        self.cap_negotiating = False
+        #: What PASS gave, checked when registration completes.
+        self.password: str | None = None
+        #: How this client's events are formatted; None for a text session (rendered).
+        self.wire_format: WireFormat | None = WireFormat.of((), frame)
+        self.flood = (
+            FloodGate(limits.flood_burst, limits.flood_rate, limits.flood_disconnect_seconds, clock)
+            if limits.flood_rate > 0
+            else None
+        )
+
+    @property
+    def is_text(self) -> bool:
+        return self.kind == TEXT
+
+    def set_caps(self, caps: Iterable[str]) -> None:
+        """The client's capabilities are now `caps`; its events follow in the new format."""
+        self.caps = frozenset(caps)
+        self._update_wire_format()
+
+    def _update_wire_format(self) -> None:
+        self.wire_format = None if self.kind == TEXT else WireFormat.of(self.caps, self._frame)
+
+    # -- lines in -----------------------------------------------------------------
+
+    def take(self, raw: bytes) -> Inbound:
+        """What the received line `raw` (without its line ending) comes to."""
+        if not raw.strip():
+            # Nothing to do, but not free: a stream of blank lines is a flood too, and it
+            # shows no sign of life (only real commands hold off the ping timeout).
+            return self._charge(Inbound(alive=False), DEFAULT_COST)
+        if len(raw) + 2 > self._max_line_bytes:
+            return self._charge(
+                Inbound(
+                    refusal=self._error(protocol.ERR_INPUTTOOLONG, "Input line was too long"),
+                    note=f"line of {len(raw) + 2} bytes refused (limit {self._max_line_bytes})",
+                ),
+                DEFAULT_COST,
+            )
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # UTF8ONLY is advertised: refuse rather than guess (IRCv3 standard replies).
+            return self._charge(
+                Inbound(
+                    refusal=self._fail("*", "INVALID_UTF8", "Message rejected: not valid UTF-8"),
+                    note="line with invalid UTF-8 refused",
+                ),
+                DEFAULT_COST,
+            )
+        if self.kind is None:
+            self.kind = self._kind_of(line)
+            self._update_wire_format()
+        inbound = self._to_message(line)
+        spec = None if inbound.message is None else self._commands.get(inbound.message.command)
+        # Refused lines cost too: flooding junk is flooding.
+        cost = DEFAULT_COST if spec is None else spec.cost_of(inbound.message)  # type: ignore[arg-type]
+        return self._charge(inbound, cost)
+
+    def _kind_of(self, line: str) -> str:
+        """IRC if the first line is an IRC command we know, else TEXT (people on nc)."""
+        if line.startswith("/"):
+            return TEXT
+        try:
+            return IRC if protocol.parse(line).command in self._commands else TEXT
+        except ProtocolError:
+            return TEXT
+
+    def _to_message(self, line: str) -> Inbound:
+        if "\0" in line or "\r" in line:
+            # Refused before translation, so no session kind can smuggle them on.
+            why = "Line refused: it contains NUL or CR"
+            if self.kind == TEXT:
+                refusal = self._fail("*", "INVALID_LINE", why)
+            else:
+                word = line.split(" ", 1)[0].upper()
+                refusal = self._error(protocol.ERR_UNKNOWNERROR, safe_param(word), why)
+            return Inbound(refusal=refusal, note="line with NUL or CR refused")
+        if self.kind == TEXT:
+            return self._text_to_message(line)
+        try:
+            return Inbound(protocol.parse(line))
+        except ProtocolError as exc:
+            word = line.split(" ", 1)[0].upper()
+            if word in self._commands:
+                refusal = self._error(protocol.ERR_UNKNOWNERROR, word, f"Malformed line: {exc}")
+            else:
+                refusal = self._error(
+                    protocol.ERR_UNKNOWNCOMMAND, safe_param(word), "Unknown command"
+                )
+            return Inbound(refusal=refusal, note=f"malformed line refused: {exc}")
+
+    def _text_to_message(self, line: str) -> Inbound:
+        """A text session's line: a slash command, or plain text for the current room."""
+        room = self.user.current_room
+        if line.startswith("/") and not line.startswith("//"):
+            try:
+                return Inbound(slash.translate(line, room))
+            except (slash.SlashError, ProtocolError) as exc:
+                return Inbound(refusal=self._fail("*", "USAGE", str(exc)))
+        if line.startswith("//"):
+            line = line[1:]
+        if room is None and self.user.registered:
+            return Inbound(
+                refusal=self._fail("PRIVMSG", "NO_ROOM", "You are in no room: /join #room")
+            )
+        return Inbound(Message("PRIVMSG", [room or "*", line]))
+
+    def _charge(self, inbound: Inbound, cost: int) -> Inbound:
+        """Flood control: how long the client waits before this line counts (fakelag)."""
+        if self.flood is not None and cost:
+            try:
+                inbound.wait = self.flood.charge(cost)
+            except ExcessFlood:
+                inbound.excess_flood = True
+        return inbound
+
+    def _error(self, numeric: str, *params: str) -> Message:
+        return Message(numeric, [self.user.nick or "*", *params], self._server_name)
+
+    def _fail(self, command: str, code: str, text: str) -> Message:
+        return Message("FAIL", [command, code, text], self._server_name)
+
+    # -- messages out ---------------------------------------------------------------
+
+    def encode(self, msg: Message) -> bytes:
+        """The bytes this client gets for `msg`: IRC framed for its transport, or the one
+        human line a text session shows (b"" if a person needn't see it). Raises
+        ProtocolError for a message that cannot be formatted."""
+        if self.kind == TEXT:
+            line = render(msg, self.user.nick)
+            return b"" if line is None else line.encode("utf-8") + b"\r\n"
+        data = msg.to_bytes()
+        return data if self._frame is None else self._frame(data)
+
+    def encode_event(self, event: Event) -> bytes:
+        """`encode` for a relayed event: its shared bytes in this client's wire format."""
+        fmt = self.wire_format
+        if fmt is None:
+            return self.encode(event.message)
+        return event.wire(fmt)
