@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ircish import protocol as p
-from ircish.dispatch import Context, IRCError, command
+from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, casefold, safe_param
 
 #: Targets one PRIVMSG/NOTICE may name (advertised as TARGMAX).

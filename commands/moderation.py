@@ -9,7 +9,7 @@ import logging
 
 from ircish import modes, passwords
 from ircish import protocol as p
-from ircish.dispatch import Context, IRCError, command
+from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, casefold, clip, safe_param
 from ircish.world import Room
 

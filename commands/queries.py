@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from ircish import __version__, modes
 from ircish import protocol as p
-from ircish.dispatch import CommandSpec, Context, IRCError, command
+from ircish.commands import CommandSpec, Context, IRCError, command
 from ircish.protocol import Message, clip, safe_param
 from ircish.slash import SLASH_COMMANDS
 from ircish.world import Room, User, casefold, status_prefix

@@ -7,7 +7,7 @@ import re
 
 from ircish import __version__, modes
 from ircish import protocol as p
-from ircish.dispatch import Context, IRCError, command
+from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, safe_param
 from ircish.world import valid_nick
 

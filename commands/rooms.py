@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ircish import protocol as p
-from ircish.dispatch import Context, IRCError, command
+from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, clip, safe_param
 from ircish.world import Room, status_prefix, valid_room_name
 

@@ -27,9 +27,10 @@ import threading
 import time
 from collections.abc import Mapping
 
+from ircish.commands import CommandSpec
 from ircish.config import Config
 from ircish.connection import Connection, SenderPool
-from ircish.dispatch import CommandSpec, Dispatcher
+from ircish.dispatch import Dispatcher
 from ircish.locks import new_lock
 from ircish.protocol import Message
 from ircish.tls import TlsTransport, server_context

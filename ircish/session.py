@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ircish import protocol, slash
-from ircish.dispatch import DEFAULT_COST, CommandSpec
+from ircish.commands import DEFAULT_COST, CommandSpec
 from ircish.events import Event, Framer, WireFormat
 from ircish.flood import ExcessFlood, FloodGate
 from ircish.protocol import Message, ProtocolError, safe_param

@@ -29,7 +29,7 @@ import ssl
 import time
 
 from ircish.config import ConfigError, TlsConfig
-from ircish.locks import new_lock
+from ircish.locks import held, new_lock
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +331,7 @@ class TlsTransport:
 
     def _pass_on_output_locked(self) -> None:
         """After a read: records it produced (an alert, say) join `_wire`, in order."""
+        assert held(self._lock)
         if self._outgoing.pending:
             self._wire += self._outgoing.read()
             # A failed send shows up as a failed recv soon enough; the reader goes on reading.
@@ -339,6 +340,7 @@ class TlsTransport:
 
     def _push_locked(self) -> None:
         """Give `_wire` to the kernel without waiting; what it refuses stays in `_wire`."""
+        assert held(self._lock)
         while self._wire:
             try:
                 sent = self._raw.send(self._wire, socket.MSG_DONTWAIT)

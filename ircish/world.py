@@ -226,6 +226,7 @@ class Room:
         return user.oper or "o" in self.members.get(user, "")
 
     def require_operator_locked(self, user: User) -> None:
+        assert held(self.lock)
         if not self.is_operator_locked(user):
             raise IRCError(p.ERR_CHANOPRIVSNEEDED, self.name, "You're not a room operator")
 

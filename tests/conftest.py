@@ -16,8 +16,8 @@ import pytest
 from helpers import COMMANDS, Client, ServerProcess, make_config
 
 from ircish import locks
+from ircish.commands import CommandSpec
 from ircish.config import Config
-from ircish.dispatch import CommandSpec
 from ircish.server import Server
 
 

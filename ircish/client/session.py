@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ircish import modes
 from ircish import protocol as p
+from ircish.locks import held
 from ircish.protocol import Message, ProtocolError, casefold, parse
 from ircish.render import MEMBER_PREFIXES, strip_formatting
 from ircish.tls import TlsError, TlsTransport
@@ -662,6 +663,7 @@ class Session:
         self._emit(Changed())
 
     def _joined_locked(self, name: str) -> None:
+        assert held(self._lock)
         key = casefold(name)
         self._rooms[key] = _Room(name, {casefold(self._nick): self._nick})
         if key in self._rejoining:
@@ -673,6 +675,7 @@ class Session:
             self._current_room, self._query = name, None
 
     def _left_locked(self, name: str) -> None:
+        assert held(self._lock)
         key = casefold(name)
         self._rooms.pop(key, None)
         self._pending_names.pop(key, None)
@@ -684,6 +687,7 @@ class Session:
     def _room_mode_locked(self, params: tuple[str, ...] | list[str]) -> None:
         """Follow the key of a room we are in, from a MODE line or a 324 reply:
         <room> <modestring> [<args>...]."""
+        assert held(self._lock)
         key = casefold(params[0]) if params else ""
         if key not in self._rooms or len(params) < 2:
             return
@@ -706,11 +710,13 @@ class Session:
                     self._keys[casefold(room)] = key
 
     def _add_member_locked(self, room_name: str, nick: str) -> None:
+        assert held(self._lock)
         room = self._rooms.get(casefold(room_name))
         if room is not None and nick:
             room.members[casefold(nick)] = nick
 
     def _renamed_locked(self, old: str, new: str, mine: bool) -> bool:
+        assert held(self._lock)
         for room in self._rooms.values():
             if room.members.pop(casefold(old), None) is not None:
                 room.members[casefold(new)] = new
