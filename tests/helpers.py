@@ -228,6 +228,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
         time.sleep(0.01)
 
 
+#: The checkout under test.
+ROOT = Path(__file__).resolve().parent.parent
 #: `ircish-server` as a subprocess (the module form, so no console script is needed).
 SERVER_COMMAND = [sys.executable, "-m", "ircish.cli"]
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
@@ -246,6 +248,7 @@ class ServerProcess:
         port: int = 0,
         log_level: str = "INFO",
         preexec_fn: Callable[[], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "config.yaml"
@@ -266,8 +269,10 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # The code under test, whatever the working directory or the installed copy.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             preexec_fn=preexec_fn,
+            cwd=cwd,
         )
         self.port = self._wait_for_port()
         self.address = ("127.0.0.1", self.port)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import resource
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from helpers import TIMEOUT, Client
 
+from ircish import cli
 from ircish.passwords import hash_password, verify_password
 
 SERVER = [sys.executable, "-m", "ircish.cli"]
@@ -290,3 +292,44 @@ def test_low_file_limit_is_warned_about(server_process):
     # It is listening, so the start-up checks have run.
     assert server.stop() == 0
     assert "open-file limit is 256 but max_clients is 5000" in server.log()
+
+
+class _MacLimits:
+    """resource's calls as on macOS: the hard open-file limit is unlimited, and asking for
+    an unlimited (or too high) soft limit raises ValueError."""
+
+    RLIMIT_NOFILE = resource.RLIMIT_NOFILE
+    RLIM_INFINITY = resource.RLIM_INFINITY
+    MAX_PER_PROCESS = 10240
+
+    def __init__(self, soft: int) -> None:
+        self.soft = soft
+
+    def getrlimit(self, which: int) -> tuple[int, int]:
+        return self.soft, self.RLIM_INFINITY
+
+    def setrlimit(self, which: int, limits: tuple[int, int]) -> None:
+        soft, _ = limits
+        if soft == self.RLIM_INFINITY or soft > self.MAX_PER_PROCESS:
+            raise ValueError("current limit exceeds maximum limit")
+        self.soft = soft
+
+
+@pytest.mark.parametrize(
+    ("max_clients", "soft_after", "warned"),
+    [(1000, 1032, False), (20000, 256, True)],
+    ids=["raised-to-what-is-needed", "too-many-for-the-machine"],
+)
+def test_an_unlimited_hard_file_limit_is_no_crash(
+    monkeypatch, caplog, max_clients, soft_after, warned
+):
+    """On macOS the hard limit is unlimited and setrlimit(hard, hard) raised ValueError at
+    start. Now the soft limit is raised to what max_clients needs, or the server says why
+    it could not be."""
+    limits = _MacLimits(soft=256)
+    monkeypatch.setattr(cli, "resource", limits)
+    caplog.set_level(logging.WARNING, logger="ircish")
+    cli.check_os_limits(max_clients)
+    assert limits.soft == soft_after
+    assert ("could not raise the open-file limit from 256 to 20032" in caplog.text) == warned
+    assert ("open-file limit is 256 but max_clients is 20000" in caplog.text) == warned
