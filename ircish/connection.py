@@ -211,15 +211,17 @@ class Connection:
 
     def deliver(self, event: Event) -> None:
         """Queue a relayed event: its bytes are made once per wire format, not per client.
-        This runs once per delivery, under the sender's room lock: the fan-out hot path."""
+        This runs once per delivery, under the sender's room lock: the fan-out hot path,
+        where most receivers share the event's first format (one identity test)."""
         fmt = self.session.wire_format
-        if fmt is None:  # a text session: rendered for this person
+        if fmt is event.fmt:
+            self.send_bytes(event.data)
+        elif fmt is not None:
+            self.send_bytes(event.wire(fmt))
+        else:  # a text session: a line rendered for this person
             data = self.session.encode(event.message)
-            if not data:
-                return
-        else:
-            data = event.wire(fmt)
-        self.send_bytes(data)
+            if data:
+                self.send_bytes(data)
 
     def send(self, msg: Message) -> None:
         """Queue `msg` for this client (rendered as text for text sessions)."""

@@ -73,10 +73,18 @@ def server_time(when: float) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
-class Event:
-    """One relayed message with its time, id, account and targets (room names or a nick)."""
+#: An event's `fmt` before its first format is made.
+_NOT_YET = WireFormat(frozenset(), None)
 
-    __slots__ = ("_wires", "account", "message", "msgid", "targets", "time")
+
+class Event:
+    """One relayed message with its time, id, account and targets (room names or a nick).
+
+    `fmt` and `data` hold the first wire format made and its bytes: the one most receivers
+    share, so `Connection.deliver` finds them with one identity test. Other formats are
+    made on first use and kept too (`wire`)."""
+
+    __slots__ = ("_more", "account", "data", "fmt", "message", "msgid", "targets", "time")
 
     def __init__(
         self, message: Message, targets: tuple[str, ...], account: str | None = None
@@ -86,19 +94,29 @@ class Event:
         self.account = account
         self.time = time.time()
         self.msgid = new_msgid()
-        self._wires: dict[WireFormat, bytes] = {}
+        self.fmt = _NOT_YET
+        self.data = b""
+        self._more: dict[WireFormat, bytes] | None = None
 
     def wire(self, fmt: WireFormat) -> bytes:
         """This event's bytes in `fmt`, made on first use and kept for the next receiver."""
-        data = self._wires.get(fmt)
+        if fmt is self.fmt:
+            return self.data
+        if self.fmt is _NOT_YET:
+            self.data = self._format(fmt)
+            self.fmt = fmt  # after `data`: whoever sees the format sees its bytes
+            return self.data
+        more = self._more
+        if more is None:
+            more = self._more = {}
+        data = more.get(fmt)
         if data is None:
-            data = self._format(fmt)
-            self._wires[fmt] = data
+            data = more[fmt] = self._format(fmt)
         return data
 
     def formats_made(self) -> int:
         """How many times this event was formatted (one per distinct wire format)."""
-        return len(self._wires)
+        return (self.fmt is not _NOT_YET) + len(self._more or ())
 
     def tags_for(self, tag_caps: frozenset[str]) -> dict[str, str]:
         tags: dict[str, str] = {}
@@ -115,9 +133,8 @@ class Event:
 
     def _format(self, fmt: WireFormat) -> bytes:
         msg = self.message
-        tags = self.tags_for(fmt.tag_caps)
-        if tags or msg.tags:
-            msg = Message(msg.command, msg.params, msg.prefix, tags)
+        if fmt.tag_caps or msg.tags:  # (the message's own tags go only with message-tags)
+            msg = Message(msg.command, msg.params, msg.prefix, self.tags_for(fmt.tag_caps))
         data = msg.to_bytes()
         return data if fmt.frame is None else fmt.frame(data)
 
