@@ -10,6 +10,7 @@ import logging
 from ircish import modes, passwords
 from ircish import protocol as p
 from ircish.commands import Context, IRCError, command
+from ircish.locks import held
 from ircish.protocol import Message, casefold, clip, safe_param
 from ircish.world import Room
 
@@ -40,15 +41,7 @@ def mode(ctx: Context, msg: Message) -> None:
 def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) -> None:
     # MODE #room <modestring> [<args>...]
     if not modestring:
-
-        def describe(room: Room) -> list[Message]:
-            room.require_visible_locked(ctx.user)
-            return [
-                ctx.numeric(p.RPL_CHANNELMODEIS, room.name, *room.mode_params_locked(ctx.user)),
-                ctx.numeric(p.RPL_CREATIONTIME, room.name, str(room.created)),
-            ]
-
-        ctx.answer_about(room, describe)
+        ctx.answer_about(room, lambda room: mode_lines_locked(ctx, room))
         return
     parsed = modes.parse_changes(modestring, args)
     for letter in parsed.unknown:
@@ -75,12 +68,23 @@ def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) 
             f"not applied: {' '.join(modes.format_changes(dropped))}",
         )
     if list_query:
-        ctx.answer_about(room, lambda room: ban_lines(ctx, room))
+        ctx.answer_about(room, lambda room: ban_lines_locked(ctx, room))
 
 
-def ban_lines(ctx: Context, room: Room) -> list[Message]:
+def mode_lines_locked(ctx: Context, room: Room) -> list[Message]:
+    """324 and 329 (called under the room's lock); 442 to outsiders of a secret room."""
+    assert held(room.lock)
+    room.require_visible_locked(ctx.user)
+    return [
+        ctx.numeric(p.RPL_CHANNELMODEIS, room.name, *room.mode_params_locked(ctx.user)),
+        ctx.numeric(p.RPL_CREATIONTIME, room.name, str(room.created)),
+    ]
+
+
+def ban_lines_locked(ctx: Context, room: Room) -> list[Message]:
     """367 for each ban, then 368 (called under the room's lock); 442 to outsiders of a
     secret room."""
+    assert held(room.lock)
     room.require_visible_locked(ctx.user)
     return [
         *(

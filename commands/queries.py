@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from ircish import __version__, modes
 from ircish import protocol as p
 from ircish.commands import CommandSpec, Context, IRCError, command
+from ircish.locks import held
 from ircish.protocol import Message, clip, safe_param
 from ircish.slash import SLASH_COMMANDS
 from ircish.world import Room, User, casefold, status_prefix
@@ -98,8 +99,9 @@ def shares_room(a: User, b: User) -> bool:
     return a is b or not a.rooms.keys().isdisjoint(b.rooms.keys())
 
 
-def room_who_lines(ctx: Context, room: Room) -> list[Message]:
+def who_lines_locked(ctx: Context, room: Room) -> list[Message]:
     """352 for each member the asker may see (called under the room's lock)."""
+    assert held(room.lock)
     if room.is_secret_to(ctx.user):
         return []
     return [
@@ -116,7 +118,7 @@ def who(ctx: Context, msg: Message) -> None:
     if mask.startswith("#"):
         room = ctx.world.find_room(mask)
         if room is not None:
-            ctx.answer_about(room, lambda room: room_who_lines(ctx, room))
+            ctx.answer_about(room, lambda room: who_lines_locked(ctx, room))
     else:
         pattern = casefold(mask).replace("[", "[[]")  # '[' is a nick character, not a class
         for other in ctx.world.users_snapshot():

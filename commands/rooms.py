@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ircish import protocol as p
 from ircish.commands import Context, IRCError, command
+from ircish.locks import held
 from ircish.protocol import Message, clip, safe_param
 from ircish.world import Room, status_prefix, valid_room_name
 
@@ -15,9 +16,10 @@ def room_or_error(ctx: Context, name: str) -> Room:
     return room
 
 
-def topic_lines(ctx: Context, room: Room, always: bool = True) -> list[Message]:
+def topic_lines_locked(ctx: Context, room: Room, always: bool = True) -> list[Message]:
     """332 and 333, or 331 when there is no topic (only if `always`: a JOIN says nothing
     then). Called under the room's lock."""
+    assert held(room.lock)
     if room.topic:
         return [
             ctx.numeric(p.RPL_TOPIC, room.name, room.topic),
@@ -26,9 +28,10 @@ def topic_lines(ctx: Context, room: Room, always: bool = True) -> list[Message]:
     return [ctx.numeric(p.RPL_NOTOPIC, room.name, "No topic is set")] if always else []
 
 
-def names_lines(ctx: Context, room: Room) -> list[Message]:
+def names_lines_locked(ctx: Context, room: Room) -> list[Message]:
     """353 lines (nicks with their @/+ prefix) split so each fits in 512 bytes, then 366.
     A secret room (+s) shows nobody to outsiders. Called under the room's lock."""
+    assert held(room.lock)
     end = ctx.numeric(p.RPL_ENDOFNAMES, room.name, "End of /NAMES list")
     if room.is_secret_to(ctx.user):
         return [end]
@@ -39,9 +42,17 @@ def names_lines(ctx: Context, room: Room) -> list[Message]:
     return [*lines, end]
 
 
-def joined_lines(ctx: Context, room: Room) -> list[Message]:
+def joined_lines_locked(ctx: Context, room: Room) -> list[Message]:
     """What a joiner is told about the room right after its JOIN: topic, then names."""
-    return [*topic_lines(ctx, room, always=False), *names_lines(ctx, room)]
+    assert held(room.lock)
+    return [*topic_lines_locked(ctx, room, always=False), *names_lines_locked(ctx, room)]
+
+
+def visible_topic_lines_locked(ctx: Context, room: Room) -> list[Message]:
+    """A TOPIC query's answer; 442 for an outsider of a secret room."""
+    assert held(room.lock)
+    room.require_visible_locked(ctx.user)
+    return topic_lines_locked(ctx, room)
 
 
 @command("JOIN", min_params=1, syntax="<#room>{,<#room>} [<key>{,<key>}]", targets=0)
@@ -70,7 +81,7 @@ def join(ctx: Context, msg: Message) -> None:
                 keys[index] if index < len(keys) else None,
                 max_rooms=limits.max_rooms_per_user,
                 # Topic and names go out under the room's lock, right after the JOIN.
-                answer=(ctx.send_now, lambda room: joined_lines(ctx, room)),
+                answer=(ctx.send_now, lambda room: joined_lines_locked(ctx, room)),
             )
         except IRCError as exc:
             ctx.reply(exc.numeric, *exc.params)
@@ -95,12 +106,7 @@ def topic(ctx: Context, msg: Message) -> None:
     """Show a room's topic, or set it (members; only operators when +t; empty clears)."""
     room = room_or_error(ctx, msg.params[0])
     if len(msg.params) == 1:
-
-        def describe(room: Room) -> list[Message]:
-            room.require_visible_locked(ctx.user)
-            return topic_lines(ctx, room)
-
-        ctx.answer_about(room, describe)
+        ctx.answer_about(room, lambda room: visible_topic_lines_locked(ctx, room))
         return
     room.set_topic(ctx.user, clip(msg.params[1], ctx.config.limits.topic_length))
 
@@ -111,7 +117,7 @@ def names(ctx: Context, msg: Message) -> None:
     if not msg.params:
         rooms = list(ctx.user.rooms.values())
         for room in rooms:
-            ctx.answer_about(room, lambda room: names_lines(ctx, room))
+            ctx.answer_about(room, lambda room: names_lines_locked(ctx, room))
         if not rooms:
             ctx.reply(p.RPL_ENDOFNAMES, "*", "End of /NAMES list")
         return
@@ -120,7 +126,7 @@ def names(ctx: Context, msg: Message) -> None:
         if room is None:
             ctx.reply(p.RPL_ENDOFNAMES, safe_param(name), "End of /NAMES list")
         else:
-            ctx.answer_about(room, lambda room: names_lines(ctx, room))
+            ctx.answer_about(room, lambda room: names_lines_locked(ctx, room))
 
 
 @command("LIST", syntax="[<#room>{,<#room>}]", cost=3, targets=0)

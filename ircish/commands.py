@@ -7,12 +7,13 @@ and raise `IRCError` for a refusal. `build_table` collects the marked handlers o
 modules into a command table; `command_table()` is ours, the one ircish-server is given
 (ircish/server.py checks it before any handler runs: ircish/dispatch.py).
 
-The handlers themselves live in the top-level commands/ folder (our layout; installed
-beside this package too). They are never imported as a top-level `commands`: a
-`commands.py` of someone else's on sys.path (the working directory, say) must not stand in
-for them and give a server with no commands. So this module is their package: `__path__`
-below names that folder, and `ircish.commands.rooms` is commands/rooms.py, found by its
-place on disk, not by sys.path. The handler modules import each other relatively.
+The handlers themselves live in the top-level commands/ folder (our layout), which an
+install puts inside this package as ircish/_commands (setup.cfg), so that it takes no
+top-level name. They are never imported as a top-level `commands`: a `commands.py` of
+someone else's on sys.path (the working directory, say) must not stand in for them and give
+a server with no commands. So this module is their package: `__path__` below names that
+folder, and `ircish.commands.rooms` is commands/rooms.py, found by its place on disk, not
+by sys.path. The handler modules import each other relatively.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The folder of handler modules: commands/, beside the folder of this package.
-FOLDER = Path(__file__).resolve().parent.parent / "commands"
+_HERE = Path(__file__).resolve().parent
+#: The folder of handler modules: ircish/_commands once installed, else (a checkout)
+#: commands/ beside this package's folder.
+FOLDER = _HERE / "_commands" if (_HERE / "_commands").is_dir() else _HERE.parent / "commands"
 __path__ = [str(FOLDER)]
 
 #: The handler modules, one per command family.

@@ -381,7 +381,7 @@ class Connection:
             log.exception("%s: reader crashed", self)
             reason = "Internal error"
         finally:
-            self._finish(reason)
+            self.finish(reason)
 
     def _read_lines(self) -> str:
         while True:
@@ -394,12 +394,13 @@ class Connection:
             if not lines:
                 return "Connection closed"
             for raw in lines:
-                self._take_line(raw)
+                self.handle_line(raw)
                 if self._closing:
                     return self.quit_reason or "Connection closed"
 
-    def _take_line(self, raw: bytes) -> None:
-        """One line through the session, flood control, then the refusal or the handler."""
+    def handle_line(self, raw: bytes) -> None:
+        """One received line through the session, flood control, then the refusal or the
+        handler. The reader thread calls it for each line (a test may call it directly)."""
         inbound = self.session.take(raw)
         if inbound.alive:
             self.last_recv = time.monotonic()
@@ -413,7 +414,7 @@ class Connection:
             log.info("%s: %s", self, inbound.note)
         if inbound.refusal is not None:
             self.send(inbound.refusal)
-        if inbound.message is not None:
+        if inbound.message is not None and not self._closing:
             self._dispatcher.dispatch(self.session, inbound.message)
 
     def _fakelag(self, wait: float) -> bool:
@@ -429,8 +430,9 @@ class Connection:
     def is_irc(self) -> bool:
         return self.session.kind == IRC
 
-    def _finish(self, reason: str) -> None:
-        """Reader is done: leave the world, then let the fd close."""
+    def finish(self, reason: str) -> None:
+        """The reader is done (the peer left, or the connection was closed): leave the
+        world, then let the descriptor close."""
         reason = self.quit_reason or reason
         try:
             self._on_finish(self, reason)

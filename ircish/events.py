@@ -15,8 +15,8 @@ A text session (nc) gets no wire format: each person's line is rendered for them
 from __future__ import annotations
 
 import base64
-import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -57,14 +57,19 @@ class WireFormat:
 #: Lines as they are, with no tags: what every client gets until it asks for more.
 PLAIN = WireFormat.of(())
 
-# msgids: unique across restarts without coordination: a random boot prefix, then a count.
-_BOOT = base64.b32encode(os.urandom(5)).decode("ascii").lower()
-_sequence = itertools.count(1)
+# msgids: unique across restarts and threads without coordination. Each thread that accepts
+# events draws a random prefix once and counts from there, so no counter is shared (a shared
+# itertools.count is atomic under the GIL, but not on every free-threaded build).
+_per_thread = threading.local()
 
 
-def new_msgid() -> str:
-    # next() on itertools.count is one C call, atomic under the GIL (see ircish/world.py).
-    return f"{_BOOT}{next(_sequence):x}"
+def _next_id() -> tuple[str, int]:
+    try:
+        state = _per_thread.state
+    except AttributeError:
+        state = _per_thread.state = [base64.b32encode(os.urandom(5)).decode("ascii").lower(), 0]
+    state[1] += 1
+    return state[0], state[1]
 
 
 def server_time(when: float) -> str:
@@ -73,18 +78,15 @@ def server_time(when: float) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
-#: An event's `fmt` before its first format is made.
-_NOT_YET = WireFormat(frozenset(), None)
-
-
 class Event:
     """One relayed message with its time, id, account and targets (room names or a nick).
 
-    `fmt` and `data` hold the first wire format made and its bytes: the one most receivers
-    share, so `Connection.deliver` finds them with one identity test. Other formats are
-    made on first use and kept too (`wire`)."""
+    Its plain bytes (no tags, lines as they are) are made when it is created, before anyone
+    gets it: a message that cannot be formatted fails there and reaches nobody, and most
+    receivers take those bytes with one identity test (`fmt is PLAIN`: `Connection.deliver`).
+    Other wire formats are made on first use and kept for the next receiver (`wire`)."""
 
-    __slots__ = ("_more", "account", "data", "fmt", "message", "msgid", "targets", "time")
+    __slots__ = ("_id", "_more", "account", "data", "fmt", "message", "targets", "time")
 
     def __init__(
         self, message: Message, targets: tuple[str, ...], account: str | None = None
@@ -93,18 +95,20 @@ class Event:
         self.targets = targets
         self.account = account
         self.time = time.time()
-        self.msgid = new_msgid()
-        self.fmt = _NOT_YET
-        self.data = b""
+        self._id = _next_id()
+        self.fmt = PLAIN
+        self.data = self._format(PLAIN)  # raises ProtocolError before any delivery
         self._more: dict[WireFormat, bytes] | None = None
+
+    @property
+    def msgid(self) -> str:
+        """Fixed when the event is accepted; its text is made when first asked for."""
+        prefix, number = self._id
+        return f"{prefix}{number:x}"
 
     def wire(self, fmt: WireFormat) -> bytes:
         """This event's bytes in `fmt`, made on first use and kept for the next receiver."""
         if fmt is self.fmt:
-            return self.data
-        if self.fmt is _NOT_YET:
-            self.data = self._format(fmt)
-            self.fmt = fmt  # after `data`: whoever sees the format sees its bytes
             return self.data
         more = self._more
         if more is None:
@@ -116,7 +120,7 @@ class Event:
 
     def formats_made(self) -> int:
         """How many times this event was formatted (one per distinct wire format)."""
-        return (self.fmt is not _NOT_YET) + len(self._more or ())
+        return 1 + len(self._more or ())
 
     def tags_for(self, tag_caps: frozenset[str]) -> dict[str, str]:
         tags: dict[str, str] = {}

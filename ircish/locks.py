@@ -14,6 +14,7 @@ without, the weaker "somebody holds it" (`Lock.locked()`), which is all a plain 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import traceback
 from typing import Any
@@ -35,6 +36,8 @@ CHECKING = os.environ.get("IRCISH_CHECK_LOCKS") == "1"
 
 #: What the checker found: one text per violation, with the stack that caused it.
 violations: list[str] = []
+#: Starts each violation the checker writes to stderr.
+VIOLATION_MARKER = "LOCK ORDER VIOLATION"
 _held = threading.local()
 
 
@@ -122,10 +125,16 @@ class CheckedLock:
                     break
         if problem:
             where = "".join(traceback.format_stack(limit=12)[:-2])
-            violations.append(
+            text = (
                 f"{self.name} {problem} (thread {threading.current_thread().name} "
                 f"held {held_names})\n{where}"
             )
+            violations.append(text)
+            # Also on stderr, for servers in subprocesses: their tests look for the marker.
+            sys.stderr.write(f"{VIOLATION_MARKER}: {text}\n")
+            if self in stack:
+                # Waiting would deadlock this thread for good, and the test with it.
+                raise RuntimeError(f"{self.name} {problem}")
 
 
 def new_lock(name: str) -> Any:

@@ -272,7 +272,7 @@ class Server:
             log.warning("cannot serve %s: %s", ip, exc)
             # As if its reader had run and ended: leave the registry, close the fd
             # once the sender is done with the greeting.
-            conn._finish("Could not start a reader thread")
+            conn.finish("Could not start a reader thread")
 
     def _enable_keepalive(self, sock: socket.socket) -> None:
         """TCP keepalive finds peers that vanish silently (text sessions get no PING)."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ircish import protocol, slash
 from ircish.commands import DEFAULT_COST, CommandSpec
-from ircish.events import Event, Framer, WireFormat
+from ircish.events import Framer, WireFormat
 from ircish.flood import ExcessFlood, FloodGate
 from ircish.protocol import Message, ProtocolError, safe_param
 from ircish.render import render
@@ -131,10 +131,12 @@ class Session:
             self.kind = self._kind_of(line)
             self._update_wire_format()
         inbound = self._to_message(line)
-        spec = None if inbound.message is None else self._commands.get(inbound.message.command)
+        if self.flood is None:
+            return inbound
+        msg = inbound.message
+        spec = None if msg is None else self._commands.get(msg.command)
         # Refused lines cost too: flooding junk is flooding.
-        cost = DEFAULT_COST if spec is None else spec.cost_of(inbound.message)  # type: ignore[arg-type]
-        return self._charge(inbound, cost)
+        return self._charge(inbound, DEFAULT_COST if spec is None else spec.cost_of(msg))  # type: ignore[arg-type]
 
     def _kind_of(self, line: str) -> str:
         """IRC if the first line is an IRC command we know, else TEXT (people on nc)."""
@@ -208,13 +210,9 @@ class Session:
         ProtocolError for a message that cannot be formatted."""
         if self.kind == TEXT:
             line = render(msg, self.user.nick)
-            return b"" if line is None else line.encode("utf-8") + b"\r\n"
-        data = msg.to_bytes()
+            if line is None:
+                return b""
+            data = line.encode("utf-8") + b"\r\n"
+        else:
+            data = msg.to_bytes()
         return data if self._frame is None else self._frame(data)
-
-    def encode_event(self, event: Event) -> bytes:
-        """`encode` for a relayed event: its shared bytes in this client's wire format."""
-        fmt = self.wire_format
-        if fmt is None:
-            return self.encode(event.message)
-        return event.wire(fmt)

@@ -34,8 +34,11 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
 - The scrypt semaphore (ircish/passwords.py, OPER) is taken alone: a reader thread
   may wait on it, holding nothing else.
 No socket I/O, no blocking call and no call into code outside this module that could take
-a lock (a lookup callback, say) happens under any of these locks. Every `*_locked` method
-asserts that its caller holds the lock.
+a lock (a lookup callback, say) happens under any of these locks, with one exception made
+on purpose: `Room.answer` and `World.join(answer=...)` run a builder from the commands
+layer under the room's lock (never under World.lock). A builder only reads the room and
+returns messages for one client; it is named `*_locked` and asserts the lock like every
+other `*_locked` method, which all assert that their caller holds the lock.
 
 Reads without a lock, and what they rely on (free-threaded CPython 3.13t keeps each of
 them safe too, since a single dict or set operation and an attribute read are atomic
@@ -48,11 +51,12 @@ there as well):
 - `Room.is_secret_to`: a set membership test and a dict membership test.
 - Attributes read alone: `User.nick`, `away`, `oper`, `invisible`, `registered`; the
   LUSERS counters are read together under World.lock (`counts`).
-- `events.new_msgid` relies on `next()` of an `itertools.count` being one atomic call.
+- msgids need no shared counter (ircish/events.py: a prefix and a count per thread).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -91,6 +95,9 @@ class Deliverer(Protocol):
 
 def _ignore(event: Event) -> None:
     """The record hook of a world that keeps no history."""
+
+
+log = logging.getLogger(__name__)
 
 
 NICK_SPECIALS = "[]\\`_^{|}"
@@ -325,10 +332,11 @@ class Room:
             self.require_member_locked(setter)
             if "t" in self.flags:
                 self.require_operator_locked(setter)
+            event = Event(Message("TOPIC", [self.name, topic], setter.prefix), (self.name,))
             self.topic = topic
             self.topic_setter = setter.prefix
             self.topic_time = int(time.time())
-            event = self.tell_locked(setter, Message("TOPIC", [self.name, topic], setter.prefix))
+            self.tell_locked(setter, event)
         self._record(event)
 
     def snapshot(self) -> Snapshot:
@@ -370,7 +378,9 @@ class Room:
             head = len(f":{actor.prefix} MODE {self.name} ".encode())
             for group in modes.split_changes(applied, p.DEFAULT_LINE_BYTES - 2 - head):
                 params = [self.name, *modes.format_changes(group)]
-                events.append(self.tell_locked(actor, Message("MODE", params, actor.prefix)))
+                event = Event(Message("MODE", params, actor.prefix), (self.name,))
+                self.tell_locked(actor, event)
+                events.append(event)
         for event in events:
             self._record(event)
         return refusals
@@ -385,23 +395,21 @@ class Room:
                 raise IRCError(
                     p.ERR_USERONCHANNEL, target.nick, self.name, "is already in the room"
                 )
-            self.invited.add(target)
             event = Event(
                 Message("INVITE", [target.nick, self.name], inviter.prefix), (target.nick,)
             )
+            self.invited.add(target)
             target.conn.deliver(event)
         self._record(event)
 
     # -- helpers that expect self.lock to be held --------------------------------
 
-    def tell_locked(self, actor: User, msg: Message) -> Event:
+    def tell_locked(self, actor: User, event: Event) -> None:
         """Broadcast, and echo to an actor acting from outside (a server operator)."""
         assert held(self.lock)
-        event = Event(msg, (self.name,))
         self.broadcast_locked(event)
         if actor not in self.members:
             actor.conn.deliver(event)
-        return event
 
     def _apply_locked(
         self, actor: User, change: modes.Change, targets: Mapping[str, User | None]
@@ -522,8 +530,13 @@ class World:
         return Room(name, topic, persistent, record=self._record_event)
 
     def _record_event(self, event: Event) -> None:
-        # Through this method, so a hook set after the rooms were made still applies.
-        self.record(event)
+        """Hand `event` to the record hook. Called with no lock held, after the relay; a
+        hook that fails is logged and changes nothing: the event has been delivered, and
+        the command goes on (a JOIN list joins its next room)."""
+        try:
+            self.record(event)
+        except Exception:
+            log.exception("recording %r failed", event)
 
     # -- lookups (a single dict read is atomic; no lock needed) --------------
 
@@ -619,7 +632,7 @@ class World:
                 # renders it as "You are now known as ...".
                 self._deliver_once_locked(event, self._neighbours_locked(user) | {user: None})
                 user.nick = new_nick
-        self.record(event)
+        self._record_event(event)
         return True
 
     # -- rooms ----------------------------------------------------------------
@@ -638,39 +651,40 @@ class World:
         `max_rooms` rooms already (405). `answer` (send, build) sends the joiner what the
         room looks like under the room's lock, right after the JOIN (see `Room.answer`)."""
         folded = casefold(name)
-        with self.lock:
-            room = self.rooms.get(folded)
-            if room is not None and user in room.members:
-                return None
-            if max_rooms is not None and len(user.rooms) >= max_rooms:
-                raise IRCError(
-                    p.ERR_TOOMANYCHANNELS,
-                    p.safe_param(name),
-                    f"You have joined too many rooms (at most {max_rooms})",
-                )
-            # Whoever creates a room runs it. A room from the config has no founder: it
-            # exists before anyone joins, so server operators give op there (as ngIRCd's
-            # predefined channels).
-            founder = room is None
-            if room is None:
-                room = self.rooms[folded] = self._new_room(name)
-            with room.lock:
-                try:
-                    room.check_join_locked(user, key)
-                except IRCError:
-                    if founder:
-                        del self.rooms[folded]
-                    raise
+        with ExitStack() as holding_room:
+            with self.lock:
+                room = self.rooms.get(folded)
+                if room is not None and user in room.members:
+                    return None
+                if max_rooms is not None and len(user.rooms) >= max_rooms:
+                    raise IRCError(
+                        p.ERR_TOOMANYCHANNELS,
+                        p.safe_param(name),
+                        f"You have joined too many rooms (at most {max_rooms})",
+                    )
+                # Whoever creates a room runs it. A room from the config has no founder: it
+                # exists before anyone joins, so server operators give op there (as ngIRCd's
+                # predefined channels).
+                founder = room is None
+                if room is None:
+                    room = self._new_room(name)
+                # Made before anything changes: what cannot be formatted changes nothing.
+                event = Event(Message("JOIN", [room.name], user.prefix), (room.name,))
+                holding_room.enter_context(room.lock)
+                room.check_join_locked(user, key)
+                if founder:
+                    self.rooms[folded] = room
                 room.invited.discard(user)
                 room.members[user] = "o" if founder else ""
                 user.rooms = {**user.rooms, folded: room}
-                event = Event(Message("JOIN", [room.name], user.prefix), (room.name,))
                 room.broadcast_locked(event)
-                if answer is not None:
-                    send, build = answer
-                    for msg in build(room):
-                        send(msg)
-        self.record(event)
+            # World.lock is released here; the room's is still held, so what the joiner is
+            # told about the room comes right after its JOIN, with no event in between.
+            if answer is not None:
+                send, build = answer
+                for msg in build(room):
+                    send(msg)
+        self._record_event(event)
         return room
 
     def part(self, user: User, room: Room, reason: str | None) -> bool:
@@ -682,7 +696,7 @@ class World:
             event = Event(Message("PART", params, user.prefix), (room.name,))
             room.broadcast_locked(event)
             self._remove_member_locked(user, room)
-        self.record(event)
+        self._record_event(event)
         return True
 
     def kick(self, kicker: User, room: Room, target: User, reason: str) -> None:
@@ -694,17 +708,18 @@ class World:
                 raise IRCError(
                     p.ERR_USERNOTINCHANNEL, target.nick, room.name, "They aren't in that room"
                 )
-            event = room.tell_locked(
-                kicker, Message("KICK", [room.name, target.nick, reason], kicker.prefix)
+            event = Event(
+                Message("KICK", [room.name, target.nick, reason], kicker.prefix), (room.name,)
             )
+            room.tell_locked(kicker, event)
             self._remove_member_locked(target, room)
-        self.record(event)
+        self._record_event(event)
 
     def tell_user(self, sender: User, recipient: User, msg: Message) -> Event:
         """A private message (or notice) from `sender` to `recipient`."""
         event = Event(msg, (recipient.nick,))
         recipient.conn.deliver(event)
-        self.record(event)
+        self._record_event(event)
         return event
 
     def remove_user(self, user: User, reason: str) -> None:
@@ -730,7 +745,7 @@ class World:
                         self._remove_member_locked(user, room)
                     self._deliver_once_locked(event, neighbours)
         if event is not None:
-            self.record(event)
+            self._record_event(event)
 
     # -- helpers that expect World.lock (and the rooms' locks) to be held -----
 

@@ -21,14 +21,15 @@ from pathlib import Path
 
 import pytest
 
+from ircish import locks
 from ircish import protocol as p
 from ircish.commands import command_table
 from ircish.config import Config, Limits, RoomConfig, ServerConfig
+from ircish.connection import Connection
 from ircish.dispatch import Dispatcher
 from ircish.events import Event
 from ircish.protocol import Message, parse
-from ircish.session import Session
-from ircish.world import User, World
+from ircish.world import World
 
 #: The server's command table, as ircish-server builds it.
 COMMANDS = command_table()
@@ -301,66 +302,104 @@ class ServerProcess:
         return self.wait(timeout)
 
     def wait(self, timeout: float = TIMEOUT) -> int:
-        """The exit status, once it has exited; killed, and the test failed, past `timeout`."""
+        """The exit status, once it has exited; killed, and the test failed, past `timeout`.
+        Fails the test too if the server took locks out of order (ircish/locks.py)."""
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             pytest.fail(f"the server did not exit within {timeout} s")
         finally:
             self._log.close()
+        self.check_lock_order()
+        return status
+
+    def check_lock_order(self) -> None:
+        log = self.log()
+        if locks.VIOLATION_MARKER in log:
+            pytest.fail(log[log.index(locks.VIOLATION_MARKER) :][:3000], pytrace=False)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+        self.check_lock_order()
 
 
 # -- the layers above the transport, with no socket --------------------------------------------
 
 
+class MemoryTransport:
+    """A transport with no socket: lines are handed to the connection directly
+    (`Connection.handle_line`), and what the server sends is kept in `sent`."""
+
+    kind = "memory"
+    frame = None
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+        self.read_side_shut = False
+
+    def fileno(self) -> int:
+        return -1
+
+    def receive(self) -> list[bytes]:
+        raise AssertionError("a Harness has no reader thread")
+
+    def send(self, data: bytes | memoryview) -> int:
+        self.sent += data
+        return len(data)
+
+    def shutdown_read(self) -> None:
+        self.read_side_shut = True
+
+    def close(self) -> None:
+        pass
+
+
+class InlineSenders:
+    """Stands in for the SenderPool: writes an outbox at once, in the calling thread."""
+
+    def schedule(self, conn: Connection) -> None:
+        conn._flush()
+
+    def park(self, conn: Connection) -> None:
+        raise AssertionError("a MemoryTransport never fills up")
+
+
 class Peer:
-    """One client of a `Harness`: a `Session` fed lines directly, standing in for a
-    `Connection` (it is the user's `Deliverer`). What the client is sent is kept as bytes."""
+    """One client of a `Harness`: a real `Connection` (session, outbox, delivery) over a
+    `MemoryTransport`, with no reader thread: `line` does what the reader does with one
+    line, and what the client is sent is kept as bytes."""
 
-    def __init__(self, harness: Harness, host: str) -> None:
+    def __init__(self, harness: Harness, host: str, port: int) -> None:
         self.harness = harness
-        self.user = User(self, host)
-        self.session = Session(
-            self.user, harness.dispatcher.commands, harness.config.limits, harness.dispatcher.name
+        self.transport = MemoryTransport()
+        self.conn = Connection(
+            self.transport,
+            (host, port),
+            dispatcher=harness.dispatcher,
+            senders=InlineSenders(),  # type: ignore[arg-type]
+            limits=harness.config.limits,
+            on_finish=harness.finished,
         )
-        self.data = bytearray()
-        self.closed: str | None = None
+        self.user = self.conn.user
+        self.session = self.conn.session
 
-    # The Deliverer side: what the world and the handlers send this client.
-    def deliver(self, event: Event) -> None:
-        if self.closed is None:
-            self.data += self.session.encode_event(event)
+    @property
+    def data(self) -> bytearray:
+        """Everything sent to this client not yet taken by `lines`."""
+        return self.transport.sent
 
-    def send(self, msg: Message) -> None:
-        if self.closed is None:
-            self.data += self.session.encode(msg)
+    @property
+    def closed(self) -> bool:
+        return self.conn.closing
 
-    def close(self, reason: str, error: str | None = None, flush: bool = True) -> None:
-        if self.closed is None:
-            if error is not None and flush:
-                self.data += self.session.encode(Message("ERROR", [error]))
-            self.closed = reason
-
-    # The client side.
     def line(self, text: str | bytes) -> None:
-        """Receive one line (without its line ending), as a reader thread would hand it on:
-        through the session, then the refusal or the handler (flood waits are skipped)."""
-        raw = text.encode("utf-8") if isinstance(text, str) else text
-        inbound = self.session.take(raw)
-        if inbound.excess_flood:
-            self.close("Excess Flood", "Excess Flood")
-            return
-        if inbound.refusal is not None:
-            self.send(inbound.refusal)
-        if inbound.message is not None:
-            self.harness.dispatcher.dispatch(self.session, inbound.message)
+        """Receive one line (without its line ending), as the reader thread would hand it
+        on. Flood control waits for real, so harness tests leave it off unless they test it."""
+        self.conn.handle_line(text.encode("utf-8") if isinstance(text, str) else text)
 
     def lines(self) -> list[str]:
         """The lines this client was sent since the last call."""
@@ -381,13 +420,12 @@ class Peer:
 
     def hang_up(self, reason: str = "Connection closed") -> None:
         """The client is gone: what the reader does when its connection ends."""
-        if self.user.nick is not None:
-            self.harness.world.remove_user(self.user, reason)
+        self.conn.finish(reason)
 
 
 class Harness:
-    """A server's layers above its transports, with no socket and no thread: the `World`,
-    the `Dispatcher` with the real command table, and `Peer`s fed lines one at a time.
+    """A server with no socket and no thread: the `World`, the `Dispatcher` with the real
+    command table, and `Peer`s (connections over memory) fed lines one at a time.
     Every relayed event the world records is kept in `events`."""
 
     def __init__(self, config: Config | None = None, **settings: object) -> None:
@@ -400,6 +438,11 @@ class Harness:
         self.dispatcher = Dispatcher(COMMANDS, self.world, self.config, lambda: len(self.peers))
 
     def connect(self, nick: str | None = None, host: str = HOST) -> Peer:
-        peer = Peer(self, host)
+        peer = Peer(self, host, port=len(self.peers) + 1)
         self.peers.append(peer)
         return peer.register(nick) if nick else peer
+
+    def finished(self, conn: Connection, reason: str) -> None:
+        """A connection's end, as the server takes it: its user leaves the world."""
+        if conn.user.nick is not None:
+            self.world.remove_user(conn.user, reason)

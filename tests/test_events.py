@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import Harness, prefix
+from helpers import COMMANDS, SERVER, Harness, make_config, prefix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +23,8 @@ from ircish.protocol import (
     parse,
     unescape_tag_value,
 )
+from ircish.session import Session
+from ircish.world import User
 
 # -- tags on the wire ------------------------------------------------------------------------
 
@@ -224,3 +226,50 @@ def test_a_refused_message_records_nothing():
     bob.line("PRIVMSG #r :let me speak")
     assert calls == []
     assert " 404 bob #r " in bob.lines()[-1]
+
+
+# -- what cannot be formatted, and a hook that fails -------------------------------------------
+
+
+def test_an_unformattable_relay_reaches_nobody():
+    """The plain bytes are made before the first delivery, as the old broadcast did: a
+    message that cannot be formatted reaches no member, text or IRC."""
+    harness = Harness()
+    carol = harness.connect()
+    carol.line("/nick carol")
+    carol.line("/join #r")  # a text member first in the room's join order
+    bob, dave = harness.connect("bob"), harness.connect("dave")
+    bob.line("JOIN #r")
+    dave.line("JOIN #r")
+    for peer in (carol, bob, dave):
+        peer.lines()
+    room = harness.world.find_room("#r")
+    bad = Message("PRIVMSG", ["#r", "hi"], "alice!u@bad host")  # a prefix with a space
+    with pytest.raises(ProtocolError):
+        room.send_from(bob.user, bad)
+    assert carol.lines() == [] and dave.lines() == []
+    assert harness.events[-1].message.command == "JOIN"  # nothing recorded either
+
+
+def test_a_failing_record_hook_is_logged_and_changes_nothing(caplog):
+    harness = Harness()
+    alice = harness.connect("alice")
+
+    def record(event):
+        raise OSError("disk full")
+
+    harness.world.record = record
+    alice.line("JOIN #a,#b")
+    got = alice.lines()
+    assert f":{prefix('alice')} JOIN #a" in got and f":{prefix('alice')} JOIN #b" in got
+    failures = [r for r in caplog.records if r.getMessage().startswith("recording <Event")]
+    assert len(failures) == 2  # logged, once per event
+
+
+def test_a_framed_transport_frames_what_a_text_session_is_sent():
+    def framed(line: bytes) -> bytes:
+        return b"<" + line.rstrip(b"\r\n") + b">"
+
+    s = Session(User(None, "127.0.0.1"), COMMANDS, make_config().limits, SERVER, frame=framed)  # type: ignore[arg-type]
+    s.take(b"/nick carol")  # a person, as on a web page's text box
+    assert s.encode(Message("NOTICE", ["carol", "hi"], SERVER)) == f"<-{SERVER}- hi>".encode()

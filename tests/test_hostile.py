@@ -213,6 +213,7 @@ def test_half_finished_registration_times_out_and_frees_the_nick(make_arena, lin
     for line in lines:
         ghost.send(line)
     if "NICK ghost" in lines:
+        ghost.sync()  # its NICK has been handled (a PING is allowed before registering)
         # While it waits, the nick is held: nobody else may take it ...
         rival = arena.client()
         rival.send_registration("ghost")

@@ -6,12 +6,14 @@ that never takes a stranger's `commands.py` for its own."""
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import re
 
 import pytest
-from helpers import SERVER, Client, make_config, prefix, wait_for
+from helpers import ROOT, SERVER, Client, make_config, prefix, wait_for
 
+from ircish import commands as commands_package
 from ircish import protocol as p
 from ircish.config import OperatorConfig
 from ircish.passwords import hash_password
@@ -239,3 +241,18 @@ def test_a_strangers_commands_py_in_the_working_directory_changes_nothing(server
     client.close()
     assert server.stop() == 0
     assert "stranger" not in server.log()
+
+
+def test_an_install_puts_the_handlers_inside_the_package():
+    """setup.cfg installs commands/ as ircish/_commands (where ircish/commands.py looks
+    first), and takes no top-level `commands` name that another package might own."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    packages = setup["options"]["packages"].split()
+    package_dir = [line.split("=") for line in setup["options"]["package_dir"].split("\n") if line]
+    assert [(a.strip(), b.strip()) for a, b in package_dir] == [("ircish._commands", "commands")]
+    assert "ircish._commands" in packages
+    assert not any(name.split(".")[0] == "commands" for name in packages)
+    # Every handler module the table is built from is in that folder.
+    for module in commands_package.MODULES:
+        assert (ROOT / "commands" / f"{module}.py").is_file()
