@@ -26,7 +26,11 @@ def relay(ctx: Context, msg: Message, notice: bool) -> None:
         if notice:
             return
         raise IRCError(p.ERR_NOTEXTTOSEND, "No text to send")
-    targets = list({casefold(t): t for t in msg.params[0].split(",")}.values())  # once each
+    named = msg.params[0]
+    # Each target once (a repeated one would get the message twice).
+    targets = (
+        [named] if "," not in named else list({casefold(t): t for t in named.split(",")}.values())
+    )
     if len(targets) > MAX_TARGETS:
         if notice:
             return

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ircish.events import Event
+from ircish.events import PLAIN, Event
 from ircish.locks import held, new_lock
 from ircish.protocol import Message
 from ircish.session import IRC, Session
@@ -212,9 +212,9 @@ class Connection:
     def deliver(self, event: Event) -> None:
         """Queue a relayed event: its bytes are made once per wire format, not per client.
         This runs once per delivery, under the sender's room lock: the fan-out hot path,
-        where most receivers share the event's first format (one identity test)."""
+        where most receivers take the event's plain bytes after one identity test."""
         fmt = self.session.wire_format
-        if fmt is event.fmt:
+        if fmt is PLAIN:
             self.send_bytes(event.data)
         elif fmt is not None:
             self.send_bytes(event.wire(fmt))

@@ -81,12 +81,12 @@ def server_time(when: float) -> str:
 class Event:
     """One relayed message with its time, id, account and targets (room names or a nick).
 
-    Its plain bytes (no tags, lines as they are) are made when it is created, before anyone
-    gets it: a message that cannot be formatted fails there and reaches nobody, and most
-    receivers take those bytes with one identity test (`fmt is PLAIN`: `Connection.deliver`).
+    Its plain bytes (`data`: no tags, lines as they are) are made when it is created, before
+    anyone gets it: a message that cannot be formatted fails there and reaches nobody, and
+    most receivers take those bytes after one identity test (`Connection.deliver`).
     Other wire formats are made on first use and kept for the next receiver (`wire`)."""
 
-    __slots__ = ("_id", "_more", "account", "data", "fmt", "message", "targets", "time")
+    __slots__ = ("_id", "_more", "account", "data", "message", "targets", "time")
 
     def __init__(
         self, message: Message, targets: tuple[str, ...], account: str | None = None
@@ -96,8 +96,8 @@ class Event:
         self.account = account
         self.time = time.time()
         self._id = _next_id()
-        self.fmt = PLAIN
-        self.data = self._format(PLAIN)  # raises ProtocolError before any delivery
+        #: The PLAIN bytes, made now: this raises ProtocolError before any delivery.
+        self.data = self._format(PLAIN)
         self._more: dict[WireFormat, bytes] | None = None
 
     @property
@@ -108,7 +108,7 @@ class Event:
 
     def wire(self, fmt: WireFormat) -> bytes:
         """This event's bytes in `fmt`, made on first use and kept for the next receiver."""
-        if fmt is self.fmt:
+        if fmt is PLAIN:
             return self.data
         more = self._more
         if more is None:

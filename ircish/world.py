@@ -79,6 +79,10 @@ Recorder = Callable[[Event], None]
 RoomReply = Callable[["Room"], "Iterable[Message]"]
 
 
+def _record_nothing(event: Event) -> None:
+    """The record hook of a room made outside a world (tests)."""
+
+
 class Deliverer(Protocol):
     """What a user record needs from its connection: non-blocking sends, and closing."""
 
@@ -91,10 +95,6 @@ class Deliverer(Protocol):
         ...
 
     def close(self, reason: str, error: str | None = None, flush: bool = True) -> None: ...
-
-
-def _ignore(event: Event) -> None:
-    """The record hook of a world that keeps no history."""
 
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,11 @@ class Room:
     """A room: its members, topic, modes and lock. `broadcast_locked` is the one fan-out path."""
 
     def __init__(
-        self, name: str, topic: str = "", persistent: bool = False, record: Recorder = _ignore
+        self,
+        name: str,
+        topic: str = "",
+        persistent: bool = False,
+        record: Recorder | None = None,
     ) -> None:
         self.name = name
         #: The casefolded name: the room table's key.
@@ -214,7 +218,7 @@ class Room:
         self.created = int(time.time())
         #: Rooms from the config outlive their last member.
         self.persistent = persistent
-        self._record = record
+        self._record = record if record is not None else _record_nothing
         #: Flag modes (modes.FLAG letters) that are on.
         self.flags: set[str] = set(modes.DEFAULT_ROOM_FLAGS)
         self.join_key: str | None = None  # +k
@@ -517,8 +521,9 @@ class World:
         self.lock = new_lock("World.lock")
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
-        #: Called once per relayed event, after the relay, outside every lock (history).
-        self.record: Recorder = record or _ignore
+        #: Called once per relayed event, after the relay, outside every lock (history);
+        #: None: nothing records.
+        self.record: Recorder | None = record
         self._registered = 0  # registered users in `users`
         self._invisible = 0  # of those, with user mode +i
         self._operators = 0  # of those, with user mode +o
@@ -533,8 +538,11 @@ class World:
         """Hand `event` to the record hook. Called with no lock held, after the relay; a
         hook that fails is logged and changes nothing: the event has been delivered, and
         the command goes on (a JOIN list joins its next room)."""
+        record = self.record
+        if record is None:
+            return
         try:
-            self.record(event)
+            record(event)
         except Exception:
             log.exception("recording %r failed", event)
 
