@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ircish.events import PLAIN, Event
+from ircish.events import PLAIN, Event, WireFormat
 from ircish.locks import held, new_lock
 from ircish.protocol import Message
 from ircish.session import IRC, Session
@@ -177,8 +177,16 @@ class Connection:
         self._on_finish = on_finish
         self._sendq_bytes = limits.sendq_bytes
         self.user = User(self, address[0])
+        #: The session's wire format is PLAIN (no tags, no framing): what `deliver` asks
+        #: first, once per delivery. Kept up to date by the session.
+        self._plain = False
         self.session = Session(
-            self.user, dispatcher.commands, limits, dispatcher.name, frame=transport.frame
+            self.user,
+            dispatcher.commands,
+            limits,
+            dispatcher.name,
+            frame=transport.frame,
+            on_wire_format=self._wire_format_changed,
         )
         self.connected_at = time.monotonic()
         self.last_recv = self.connected_at
@@ -213,15 +221,19 @@ class Connection:
         """Queue a relayed event: its bytes are made once per wire format, not per client.
         This runs once per delivery, under the sender's room lock: the fan-out hot path,
         where most receivers take the event's plain bytes after one identity test."""
-        fmt = self.session.wire_format
-        if fmt is PLAIN:
+        if self._plain:
             self.send_bytes(event.data)
-        elif fmt is not None:
+            return
+        fmt = self.session.wire_format
+        if fmt is not None:
             self.send_bytes(event.wire(fmt))
         else:  # a text session: a line rendered for this person
             data = self.session.encode(event.message)
             if data:
                 self.send_bytes(data)
+
+    def _wire_format_changed(self, fmt: WireFormat | None) -> None:
+        self._plain = fmt is PLAIN
 
     def send(self, msg: Message) -> None:
         """Queue `msg` for this client (rendered as text for text sessions)."""

@@ -66,7 +66,10 @@ class Session:
         server_name: str,
         frame: Framer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_wire_format: Callable[[WireFormat | None], None] | None = None,
     ) -> None:
+        """`on_wire_format` is told each new wire format (its driver keeps it at hand for
+        the fan-out hot path)."""
         self.user = user
         self._commands = commands
         self._max_line_bytes = limits.max_line_bytes
@@ -80,8 +83,10 @@ class Session:
         self.cap_negotiating = False
         #: What PASS gave, checked when registration completes.
         self.password: str | None = None
+        self._on_wire_format = on_wire_format
         #: How this client's events are formatted; None for a text session (rendered).
-        self.wire_format: WireFormat | None = WireFormat.of((), frame)
+        self.wire_format: WireFormat | None = None
+        self._update_wire_format()
         self.flood = (
             FloodGate(limits.flood_burst, limits.flood_rate, limits.flood_disconnect_seconds, clock)
             if limits.flood_rate > 0
@@ -99,6 +104,8 @@ class Session:
 
     def _update_wire_format(self) -> None:
         self.wire_format = None if self.kind == TEXT else WireFormat.of(self.caps, self._frame)
+        if self._on_wire_format is not None:
+            self._on_wire_format(self.wire_format)
 
     # -- lines in -----------------------------------------------------------------
 
