@@ -45,10 +45,14 @@ def relay(ctx: Context, msg: Message, notice: bool) -> None:
                     ctx.reply(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
                 continue
             try:
-                room.send_from(user, Message(msg.command, [room.name, text], user.prefix))
+                event = room.send_from(user, Message(msg.command, [room.name, text], user.prefix))
             except IRCError as exc:
                 if not notice:
                     ctx.reply(exc.numeric, *exc.params)
+                continue
+            if ctx.session.is_text:
+                # A person sees where each line went: "[#room] <carol> hi" (issue 11).
+                ctx.send(event.message)
             continue
         recipient = ctx.world.find_user(target)
         if recipient is None:

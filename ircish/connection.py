@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: How long a closing connection may take to flush before it is cut off.
 CLOSE_GRACE_SECONDS = 5.0
+#: How long a new connection may stay silent before it is greeted. IRC clients speak at
+#: once (CAP, NICK), so only a person who connected with nc and waits sees the greeting.
+GREETING_DELAY = 1.0
 
 
 class SenderPool:
@@ -168,8 +171,10 @@ class Connection:
         senders: SenderPool,
         limits: Limits,
         on_finish: Callable[[Connection, str], None],
+        greeting: Message | None = None,
     ) -> None:
         self.transport = transport
+        self._greeting = greeting
         self.fileno = transport.fileno()
         self.address = address
         self._dispatcher = dispatcher
@@ -396,6 +401,8 @@ class Connection:
             self.finish(reason)
 
     def _read_lines(self) -> str:
+        if self._greeting is not None and not self.transport.wait_readable(GREETING_DELAY):
+            self.send(self._greeting)
         while True:
             try:
                 lines = self.transport.receive()

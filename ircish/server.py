@@ -90,11 +90,16 @@ class Server:
         self._not_tls_reply = b""
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        # Shown before the session kind is known: IRC clients display it as a
-        # server notice, and a person on `nc` learns what to type.
+        # For people (nc, telnet): sent only to a connection that says nothing for a
+        # moment (ircish/connection.py GREETING_DELAY), since IRC clients speak first.
+        first_step = (
+            "type /pass <password>, then /nick <name>"
+            if config.server.password is not None
+            else "type /nick <name> to choose your name"
+        )
         self._greeting = Message(
             "NOTICE",
-            ["*", "*** Welcome to ircish. Terminal users: type /nick <name>, then /help"],
+            ["*", f"*** Welcome to ircish. To start, {first_step}; /help lists the commands"],
             self.name,
         )
 
@@ -242,6 +247,7 @@ class Server:
             senders=self.senders,
             limits=limits,
             on_finish=self.remove_connection,
+            greeting=self._greeting,
         )
         ip = address[0]
         per_ip = limits.max_clients_per_ip
@@ -265,13 +271,11 @@ class Server:
             sock.close()
             return
         log.info("connection from %s:%d%s", address[0], address[1], " (TLS)" if tls else "")
-        conn.send(self._greeting)
         try:
             conn.start()
         except RuntimeError as exc:  # can't start new thread: out of threads
             log.warning("cannot serve %s: %s", ip, exc)
-            # As if its reader had run and ended: leave the registry, close the fd
-            # once the sender is done with the greeting.
+            # As if its reader had run and ended: leave the registry, close the fd.
             conn.finish("Could not start a reader thread")
 
     def _enable_keepalive(self, sock: socket.socket) -> None:

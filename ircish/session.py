@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from ircish.config import Limits
     from ircish.world import User
 
+#: How much of a person's line a hint quotes back.
+_ECHO_CHARS = 60
+
 #: Session kinds: an IRC client, or a person typing (nc, telnet).
 IRC = "irc"
 TEXT = "text"
@@ -134,7 +137,7 @@ class Session:
                 ),
                 DEFAULT_COST,
             )
-        if self.kind is None:
+        if self.kind is None or (line.startswith("/") and self._may_become_text()):
             self.kind = self._kind_of(line)
             self._update_wire_format()
         inbound = self._to_message(line)
@@ -146,13 +149,31 @@ class Session:
         return self._charge(inbound, DEFAULT_COST if spec is None else spec.cost_of(msg))  # type: ignore[arg-type]
 
     def _kind_of(self, line: str) -> str:
-        """IRC if the first line is an IRC command we know, else TEXT (people on nc)."""
+        """IRC if the first line is a command we know written as IRC clients write it, in
+        upper case (CAP, PASS, NICK, USER: every client opens so); else TEXT. A person on
+        nc who types `help` or `nick ivan` gets the text mode, and is told about slashes."""
         if line.startswith("/"):
             return TEXT
+        word = line.split(" ", 1)[0]
+        if not (word.isupper() and word in self._commands):
+            return TEXT
         try:
-            return IRC if protocol.parse(line).command in self._commands else TEXT
+            protocol.parse(line)
         except ProtocolError:
             return TEXT
+        return IRC
+
+    def _may_become_text(self) -> bool:
+        """A person whose first line was taken for IRC (`HELP` in capitals) and who then types
+        a slash command: no IRC client sends a line starting with '/', so until registration
+        or CAP, the session turns to text."""
+        return (
+            self.kind == IRC
+            and not self.user.registered
+            and not self.cap_negotiating
+            and not self.caps
+            and self.password is None
+        )
 
     def _to_message(self, line: str) -> Inbound:
         if "\0" in line or "\r" in line:
@@ -188,6 +209,14 @@ class Session:
                 return Inbound(refusal=self._fail("*", "USAGE", str(exc)))
         if line.startswith("//"):
             line = line[1:]
+        elif not self.user.registered and _names_a_slash_command(line):
+            # `nick ivan`, `help`: a command without its slash, before there is a room to
+            # talk in. Say how to write it rather than "register first".
+            return Inbound(
+                refusal=self._fail(
+                    "*", "USAGE", f"Commands start with a slash: type /{line[:_ECHO_CHARS]}"
+                )
+            )
         if room is None and self.user.registered:
             return Inbound(
                 refusal=self._fail("PRIVMSG", "NO_ROOM", "You are in no room: /join #room")
@@ -223,3 +252,8 @@ class Session:
         else:
             data = msg.to_bytes()
         return data if self._frame is None else self._frame(data)
+
+
+def _names_a_slash_command(line: str) -> bool:
+    word = line.split(" ", 1)[0].lower()
+    return word in slash.SLASH_COMMANDS

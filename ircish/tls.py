@@ -213,6 +213,18 @@ class TlsTransport:
                 else:
                     self._incoming.write_eof()
 
+    def wait_readable(self, timeout: float) -> bool:
+        """Run the handshake if it is not done, then wait up to `timeout` seconds for the
+        peer to send something: True if it did (or hung up)."""
+        if not self._established:
+            self.handshake(self._handshake_timeout)
+        with self._lock:
+            if self._ssl.pending() or self._incoming.pending:
+                return True
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+
     def send(self, data: bytes | memoryview, flags: int = 0) -> int:
         """Encrypt and hand to the kernel what it takes now; never waits (`flags` is accepted
         for socket compatibility and ignored). The count of plaintext bytes sent, or

@@ -14,6 +14,7 @@ is a third implementation of `Transport` and nothing above it changes.
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import TYPE_CHECKING, Protocol
 
@@ -44,6 +45,11 @@ class Transport(Protocol):
     def receive(self) -> list[bytes]:
         """Block until whole lines arrive (without their line endings); [] at the end of the
         stream. Raises InputOverflow, or OSError for the connection."""
+        ...
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the client to send something (or hang up): True
+        if it did. Called by the reader thread only, before its first `receive`."""
         ...
 
     def send(self, data: bytes | memoryview) -> int:
@@ -94,6 +100,16 @@ class StreamTransport:
                 continue
             *lines, self._buffer = (self._buffer + data).split(b"\n")
             return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+    def wait_readable(self, timeout: float) -> bool:
+        if self._buffer:
+            return True
+        wait = getattr(self._stream, "wait_readable", None)
+        if wait is not None:  # TLS: after the handshake, and bytes already decrypted count
+            return bool(wait(timeout))
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
 
     def send(self, data: bytes | memoryview) -> int:
         return self._stream.send(data, socket.MSG_DONTWAIT)

@@ -347,6 +347,9 @@ class MemoryTransport:
     def receive(self) -> list[bytes]:
         raise AssertionError("a Harness has no reader thread")
 
+    def wait_readable(self, timeout: float) -> bool:
+        raise AssertionError("a Harness has no reader thread")
+
     def send(self, data: bytes | memoryview) -> int:
         self.sent += data
         return len(data)

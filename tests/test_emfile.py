@@ -9,6 +9,8 @@ import time
 
 from helpers import Client
 
+from ircish.connection import GREETING_DELAY
+
 #: The server's whole descriptor budget: a few for itself, the rest for clients.
 FD_LIMIT = 40
 
@@ -19,8 +21,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def greeted(clients: list[Client], settle: float = 1.0) -> set[Client]:
-    """Clients whose greeting arrived; stop once none has arrived for `settle` s."""
+def greeted(clients: list[Client], settle: float = GREETING_DELAY + 1.5) -> set[Client]:
+    """Clients whose greeting arrived (a silent connection is greeted after GREETING_DELAY);
+    stop once none has arrived for `settle` s."""
     got: set[Client] = set()
     while True:
         waiting = [c for c in clients if c not in got]

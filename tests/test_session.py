@@ -38,18 +38,52 @@ def session(clock: FakeClock | None = None, **settings: object) -> Session:
         ("NICK carol", IRC),
         ("CAP LS 302", IRC),
         ("PASS secret", IRC),
+        ("USER carol 0 * :Carol", IRC),
         ("/nick carol", TEXT),
         ("hello there", TEXT),
         ("frobnicate the thing", TEXT),
         (":::", TEXT),
+        # Words a person types that happen to name IRC commands (issue 11).
+        ("help", TEXT),
+        ("nick ivan", TEXT),
+        ("list", TEXT),
+        ("join #general", TEXT),
+        ("Nick ivan", TEXT),
     ],
 )
 def test_the_first_line_decides_the_kind(first, kind):
     s = session()
     s.take(first.encode())
     assert s.kind == kind
-    s.take(b"/nick x" if kind == IRC else b"NICK x")
-    assert s.kind == kind  # decided once
+    s.take(b"NICK x")
+    assert s.kind == kind  # an IRC line never changes it
+
+
+def test_a_person_taken_for_irc_becomes_text_with_a_slash_command():
+    s = session()
+    s.take(b"HELP")
+    assert s.kind == IRC
+    inbound = s.take(b"/nick ivan")
+    assert s.kind == TEXT
+    assert inbound.message == Message("NICK", ["ivan"])
+
+
+@pytest.mark.parametrize("opening", ["CAP LS 302", "PASS secret"])
+def test_a_client_that_negotiated_stays_irc_whatever_it_sends(opening):
+    peer = Harness().connect()
+    peer.line(opening)
+    peer.line("/nick x")
+    assert peer.session.kind == IRC
+    assert any(" 421 * /NICK " in line for line in peer.lines())
+
+
+@pytest.mark.parametrize("line", ["help", "nick ivan", "join #general"])
+def test_a_command_without_its_slash_before_registration_is_explained(line):
+    inbound = session().take(line.encode())
+    assert inbound.message is None
+    assert inbound.refusal == Message(
+        "FAIL", ["*", "USAGE", f"Commands start with a slash: type /{line}"], SERVER
+    )
 
 
 def test_an_irc_line_becomes_its_message():

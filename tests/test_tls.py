@@ -191,7 +191,7 @@ def test_a_tls_client_and_a_plain_client_chat_in_one_room(tls_server, pki, clien
     bob = TlsClient(server.tls_address, pki.client_context())
     clients += [alice, bob]
     assert bob.sock.version() in ("TLSv1.2", "TLSv1.3")
-    # Sent before the handshake was over, delivered right after it, first.
+    # A silent connection is greeted (GREETING_DELAY), over TLS too.
     bob.expect(r"^:test\.server NOTICE \* :\*\*\* Welcome to ircish")
     alice.register("alice")
     bob.register("bob")

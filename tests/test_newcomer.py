@@ -1,0 +1,90 @@
+"""What a person new to ircish meets on nc (issue 11), over real sockets: the greeting only
+people see, a first line that names a command without its slash, and the lines of the text
+mode that tell them where they are."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from helpers import SERVER, TIMEOUT, Client
+from test_text_mode import ROOM, sync_text, text_join, text_session
+
+from ircish.connection import GREETING_DELAY
+
+GREETING = rf"^:{re.escape(SERVER)} NOTICE \* :\*\*\* Welcome to ircish\. To start, "
+
+
+def test_a_silent_connection_is_greeted_with_what_to_type(connect):
+    person = connect()
+    started = time.monotonic()
+    line = person.expect(GREETING, timeout=GREETING_DELAY + TIMEOUT).string
+    assert time.monotonic() - started >= GREETING_DELAY * 0.9
+    assert "type /nick <name> to choose your name; /help lists the commands" in line
+
+
+def test_the_greeting_asks_for_the_password_first_where_there_is_one(start_server):
+    server = start_server(password="sesame")
+    person = Client(server.address)
+    try:
+        line = person.expect(GREETING, timeout=GREETING_DELAY + TIMEOUT).string
+        assert "type /pass <password>, then /nick <name>" in line
+    finally:
+        person.close()
+
+
+@pytest.mark.parametrize("opening", ["CAP LS 302", "NICK alice"])
+def test_irc_clients_that_speak_at_once_never_see_the_greeting(connect, opening):
+    client = connect()
+    client.send(opening)
+    lines = []
+    if opening.startswith("CAP"):
+        lines += client.collect_until(r" CAP \* LS ")
+        client.send("CAP END")
+    client.send_registration("alice")
+    lines += client.collect_until(r" (376|422) ")
+    lines += client.quiet(GREETING_DELAY + 0.5)
+    assert [line for line in lines if "NOTICE * :*** Welcome to ircish" in line] == []
+    assert any(" 001 alice " in line for line in lines)
+
+
+@pytest.mark.parametrize("first", ["help", "nick ivan", "list", "join #general"])
+def test_a_first_line_naming_a_command_without_a_slash_is_the_text_mode(connect, first):
+    ivan = connect()
+    ivan.send(first)
+    ivan.expect(rf"^! Commands start with a slash: type /{re.escape(first)}$")
+    # Still a text session: the slash form works, and what comes back is for people.
+    ivan.send("/nick ivan")
+    ivan.expect(r"^Welcome to the \S+ Network, ivan!")
+    raw = [line for line in sync_text(ivan) if re.match(r"^(:|\d{3} )", line)]
+    assert raw == []
+
+
+def test_a_person_taken_for_irc_turns_to_text_with_a_slash(connect):
+    ivan = connect()
+    ivan.send("HELP")  # capitals: read as IRC, as a script's HELP would be
+    ivan.expect(r" 704 \* ")
+    ivan.send("/nick ivan")
+    ivan.expect(r"^Welcome to the \S+ Network, ivan!")
+
+
+def test_an_irc_client_after_cap_keeps_irc_whatever_it_sends(connect):
+    client = connect()
+    client.send("CAP LS 302")
+    client.expect(r" CAP \* LS ")
+    client.send("/nick ivan")
+    client.expect(rf"^:{re.escape(SERVER)} 421 \* /NICK ")
+
+
+def test_own_room_lines_are_shown_with_the_room_they_went_to(connect):
+    bob = connect("bob")
+    bob.join(ROOM, "#other")
+    carol = text_session(connect, "carol")
+    text_join(carol, ROOM)
+    text_join(carol, "#other")
+    carol.send("hello there")
+    carol.expect(r"^\[#other\] <carol> hello there$")
+    bob.expect(r"^:carol!\S+ PRIVMSG #other :hello there$")
+    carol.send(f"/msg {ROOM} and here")
+    carol.expect(rf"^\[{ROOM}\] <carol> and here$")
