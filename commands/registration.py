@@ -56,6 +56,13 @@ def try_register(ctx: Context) -> None:
         user.realname = user.nick
     expected = ctx.config.server.password
     if expected is not None:
+        if session.password is None and session.is_text:
+            # A person who has not given it yet is told how, and may still (PASS registers).
+            ctx.reply(
+                p.ERR_PASSWDMISMATCH,
+                "This server needs a password: type /pass <password> (your nick is kept)",
+            )
+            return
         given = (session.password or "").encode()
         if not hmac.compare_digest(given, expected.encode()):
             ctx.reply(p.ERR_PASSWDMISMATCH, "Password incorrect")
@@ -96,6 +103,8 @@ def pass_(ctx: Context, msg: Message) -> None:
     if ctx.user.registered:
         raise IRCError(p.ERR_ALREADYREGISTERED, "You may not reregister")
     ctx.session.password = msg.params[0]
+    if ctx.session.is_text:
+        try_register(ctx)  # a person told to give it after /nick
 
 
 @command("NICK", pre_registration=True, syntax="<nick>", cost=2)

@@ -333,8 +333,10 @@ def _error(msg: Message, me: str | None) -> str:
 
 
 def _standard_reply(msg: Message, me: str | None) -> str:
-    # FAIL/WARN/NOTE <command> <code> [context...] :description (IRCv3 standard replies).
-    return f"! {strip_formatting(msg.params[-1]) if msg.params else ''}"
+    # FAIL/WARN/NOTE <command> <code> [context...] :description (IRCv3 standard replies):
+    # failures and warnings read as errors, notes as news.
+    mark = "*" if msg.command.upper() == "NOTE" else "!"
+    return f"{mark} {strip_formatting(msg.params[-1]) if msg.params else ''}"
 
 
 _COMMANDS: dict[str, Renderer] = {

@@ -45,7 +45,8 @@ class Inbound:
 
     #: The message to dispatch, if any.
     message: Message | None = None
-    #: What to send the client instead (the line was refused), if anything.
+    #: What to send the client instead of a dispatch: a refusal, or the session's own
+    #: answer (a text session's /switch).
     refusal: Message | None = None
     #: Why the line was refused, for the log.
     note: str | None = None
@@ -203,6 +204,9 @@ class Session:
         """A text session's line: a slash command, or plain text for the current room."""
         room = self.user.current_room
         if line.startswith("/") and not line.startswith("//"):
+            switched = self._switch(line)
+            if switched is not None:
+                return switched
             try:
                 return Inbound(slash.translate(line, room))
             except (slash.SlashError, ProtocolError) as exc:
@@ -223,6 +227,28 @@ class Session:
             )
         return Inbound(Message("PRIVMSG", [room or "*", line]))
 
+    def _switch(self, line: str) -> Inbound | None:
+        """`/switch #room`, or `/join #room` of a room the person is in already: that room
+        becomes the current one, and they are told. None for any other line."""
+        name, _, args = line[1:].partition(" ")
+        name, words = name.lower(), args.split()
+        if name not in ("switch", "join") or (name == "join" and len(words) != 1):
+            return None
+        if not words or len(words) > 1:
+            rooms = ", ".join(room.name for room in self.user.rooms.values()) or "no room"
+            usage = slash.SLASH_COMMANDS["switch"].usage
+            return Inbound(refusal=self._fail("*", "USAGE", f"{usage} (you are in {rooms})"))
+        target = words[0] if words[0].startswith("#") else "#" + words[0]
+        room = self.user.rooms.get(protocol.casefold(target))
+        if room is None:
+            if name == "join":
+                return None  # a room to join
+            return Inbound(
+                refusal=self._fail("*", "NOT_JOINED", f"You are not in {target}: /join {target}")
+            )
+        self.user.chosen_room = room.folded
+        return Inbound(refusal=self._note("SWITCH", f"Now talking in {room.name}"))
+
     def _charge(self, inbound: Inbound, cost: int) -> Inbound:
         """Flood control: how long the client waits before this line counts (fakelag)."""
         if self.flood is not None and cost:
@@ -237,6 +263,9 @@ class Session:
 
     def _fail(self, command: str, code: str, text: str) -> Message:
         return Message("FAIL", [command, code, text], self._server_name)
+
+    def _note(self, code: str, text: str) -> Message:
+        return Message("NOTE", ["*", code, text], self._server_name)
 
     # -- messages out ---------------------------------------------------------------
 

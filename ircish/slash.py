@@ -29,6 +29,9 @@ class SlashCommand:
     build: Callable[[str, str | None], Message]
     #: For an alias row, the name of the row it duplicates (so /help can say so).
     alias_of: str | None = None
+    #: Answered by whoever keeps the person's state (the server's text session, the
+    #: client), never sent: `command` is empty and `build` raises SlashError.
+    local: bool = False
 
     @property
     def usage(self) -> str:
@@ -257,6 +260,19 @@ def _kill(args: str, current_room: str | None) -> Message:
     return Message("KILL", [nick, reason] if reason.strip() else [nick])
 
 
+def _pass(args: str, current_room: str | None) -> Message:
+    # The whole rest of the line: a password may contain spaces.
+    password = args.strip(" ")
+    if not password:
+        raise SlashError(SLASH_COMMANDS["pass"].usage)
+    return Message("PASS", [password])
+
+
+def _switch(args: str, current_room: str | None) -> Message:
+    # Answered by whoever keeps the current room (the server's text session, the client).
+    raise SlashError("/switch is answered where the current room is kept, not sent")
+
+
 def _motd(args: str, current_room: str | None) -> Message:
     return Message("MOTD", _words(args, "motd", 0, 0))
 
@@ -276,6 +292,9 @@ _LEAVE = SlashCommand(
 SLASH_COMMANDS: dict[str, SlashCommand] = _table(
     SlashCommand("nick", "NICK", "<newnick>", "Change your nickname.", _nick),
     SlashCommand(
+        "pass", "PASS", "<password>", "Give the server's password (where it has one).", _pass
+    ),
+    SlashCommand(
         "join",
         "JOIN",
         "<#room>[,<#room>...] [key]",
@@ -290,6 +309,14 @@ SLASH_COMMANDS: dict[str, SlashCommand] = _table(
     ),
     SlashCommand("me", "PRIVMSG", "<action>", "Describe an action in the current room.", _me),
     SlashCommand("who", "WHO", "[#room|mask]", "List who is in a room (default: current).", _who),
+    SlashCommand(
+        "switch",
+        "",
+        "<#room>",
+        "Make another room you are in the current one (/join of it does too).",
+        _switch,
+        local=True,
+    ),
     _LEAVE,
     SlashCommand(
         "part", _LEAVE.command, _LEAVE.syntax, _LEAVE.summary, _LEAVE.build, alias_of="leave"

@@ -142,6 +142,9 @@ class User:
         #: Rooms by casefolded name, in join order. Replaced, never changed in place, under
         #: World.lock (copy-on-write), so it may be read and iterated without the lock.
         self.rooms: Mapping[str, Room] = {}
+        #: The casefolded room a text session chose with /switch; None: the last joined.
+        #: Only the user's own reader thread reads or writes it (a JOIN clears it).
+        self.chosen_room: str | None = None
 
     @property
     def prefix(self) -> str:
@@ -149,9 +152,13 @@ class User:
 
     @property
     def current_room(self) -> str | None:
-        """The last joined room still joined: where a text session's plain lines go."""
+        """Where a text session's plain lines go: the room chosen with /switch if still
+        joined, else the last joined room still joined."""
         rooms = self.rooms  # one read: the dict itself never changes
-        return next(reversed(rooms.values())).name if rooms else None
+        if not rooms:
+            return None
+        chosen = rooms.get(self.chosen_room) if self.chosen_room is not None else None
+        return (chosen or next(reversed(rooms.values()))).name
 
     def send(self, msg: Message) -> None:
         self.conn.send(msg)
@@ -685,6 +692,7 @@ class World:
                 room.invited.discard(user)
                 room.members[user] = "o" if founder else ""
                 user.rooms = {**user.rooms, folded: room}
+                user.chosen_room = None  # the room joined last is the current one
                 room.broadcast_locked(event)
             # World.lock is released here; the room's is still held, so what the joiner is
             # told about the room comes right after its JOIN, with no event in between.

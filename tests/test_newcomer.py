@@ -88,3 +88,76 @@ def test_own_room_lines_are_shown_with_the_room_they_went_to(connect):
     bob.expect(r"^:carol!\S+ PRIVMSG #other :hello there$")
     carol.send(f"/msg {ROOM} and here")
     carol.expect(rf"^\[{ROOM}\] <carol> and here$")
+
+
+def test_switch_and_join_of_a_joined_room_change_the_current_room(connect):
+    bob = connect("bob")
+    bob.join(ROOM, "#other")
+    carol = text_session(connect, "carol")
+    text_join(carol, ROOM)
+    text_join(carol, "#other")
+    carol.send(f"/switch {ROOM}")
+    carol.expect(rf"^\* Now talking in {ROOM}$")
+    carol.send("to general")
+    carol.expect(rf"^\[{ROOM}\] <carol> to general$")
+    bob.expect(rf"PRIVMSG {ROOM} :to general$")
+    carol.send("/join other")  # already in: no JOIN, but it becomes current
+    carol.expect(r"^\* Now talking in #other$")
+    carol.send("to other")
+    carol.expect(r"^\[#other\] <carol> to other$")
+    assert not [line for line in bob.sync() if " JOIN " in line]
+    # A new room is current once joined; leaving it returns to the last joined.
+    text_join(carol, "#third")
+    carol.send(f"/switch {ROOM}")
+    carol.expect(rf"^\* Now talking in {ROOM}$")
+    carol.send(f"/leave {ROOM}")
+    carol.expect(rf"^\* You left {ROOM}")
+    carol.send("where now")
+    carol.expect(r"^\[#third\] <carol> where now$")
+
+
+@pytest.mark.parametrize(
+    ("line", "answer"),
+    [
+        ("/switch #nowhere", r"^! You are not in #nowhere: /join #nowhere$"),
+        ("/switch", rf"^! usage: /switch <#room> \(you are in {ROOM}\)$"),
+        ("/switch #a #b", rf"^! usage: /switch <#room> \(you are in {ROOM}\)$"),
+    ],
+)
+def test_switch_explains_what_it_cannot_do(connect, line, answer):
+    carol = text_session(connect, "carol")
+    text_join(carol, ROOM)
+    carol.send(line)
+    carol.expect(answer)
+
+
+def test_help_lists_switch_and_pass(connect):
+    carol = text_session(connect, "carol")
+    carol.send("/help")
+    lines = sync_text(carol)
+    assert any(line.startswith("/switch <#room>") for line in lines), lines
+    assert any(line.startswith("/pass <password>") for line in lines), lines
+
+
+def test_a_person_told_about_the_password_gives_it_and_is_welcomed(start_server):
+    server = start_server(password="open sesame")
+    carol = Client(server.address)
+    try:
+        carol.send("/nick carol")
+        carol.expect(r"^! This server needs a password: type /pass <password>")
+        carol.send("/pass open sesame")
+        carol.expect(r"^Welcome to the \S+ Network, carol!")
+    finally:
+        carol.close()
+
+
+def test_a_wrong_password_from_a_person_still_closes_the_connection(start_server):
+    server = start_server(password="sesame")
+    carol = Client(server.address)
+    try:
+        carol.send("/pass nope")
+        carol.send("/nick carol")
+        lines = carol.expect_closed()
+        assert "! Password incorrect" in lines
+    finally:
+        carol.close()

@@ -84,7 +84,7 @@ NOON = "1795255200"  # 2026-11-21 10:00 UTC
         # IRCv3 standard replies
         (f"{SRV} FAIL JOIN CHANNEL_FULL #r :Room is full", ME, "! Room is full"),
         (f"{SRV} WARN REHASH CERTS_EXPIRED :Certificate expired", ME, "! Certificate expired"),
-        (f"{SRV} NOTE * OPER_MESSAGE :hello", ME, "! hello"),
+        (f"{SRV} NOTE * OPER_MESSAGE :hello", ME, "* hello"),
         # unknown commands: source nick then a raw-ish form
         (f"{BOB} WALLOPS :hello there", ME, "bob WALLOPS hello there"),
         ("FROB a b", ME, "FROB a b"),

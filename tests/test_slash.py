@@ -220,6 +220,7 @@ def test_table_holds_exactly_the_agreed_commands() -> None:
         "nick", "join", "msg", "notice", "me", "who", "leave", "part", "quit",
         "topic", "list", "names", "whois", "away", "help", "mode", "motd", "lusers",
         "op", "deop", "voice", "devoice", "kick", "ban", "unban", "invite", "oper", "kill",
+        "pass", "switch",
     }  # fmt: skip
 
 
@@ -254,11 +255,27 @@ SAMPLE_ARGS = {
     "invite": "bob",
     "oper": "admin secret",
     "kill": "bob",
+    "pass": "open sesame",
 }
+#: Rows the session answers itself: never sent.
+LOCAL_ROWS = {"switch"}
 
 
 def test_every_row_has_a_sample() -> None:
-    assert set(SAMPLE_ARGS) == set(SLASH_COMMANDS)
+    assert set(SAMPLE_ARGS) | LOCAL_ROWS == set(SLASH_COMMANDS)
+    assert {name for name, row in SLASH_COMMANDS.items() if row.local} == LOCAL_ROWS
+
+
+@pytest.mark.parametrize("name", sorted(LOCAL_ROWS))
+def test_a_local_row_is_never_sent(name: str) -> None:
+    with pytest.raises(SlashError):
+        translate(f"/{name} #r", ROOM)
+
+
+def test_pass_keeps_spaces_and_needs_a_password() -> None:
+    assert translate("/pass open sesame", ROOM) == Message("PASS", ["open sesame"])
+    with pytest.raises(SlashError, match="usage: /pass <password>"):
+        translate("/pass  ", ROOM)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLE_ARGS))
