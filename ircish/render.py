@@ -1,6 +1,7 @@
 """Rendering: one IRC `Message` -> the one line a person reads (or None for protocol chatter),
 shared by the server's text mode and the terminal client, plus `strip_formatting`, which makes
-any peer-supplied text safe to print (no IRC formatting, no control characters, no CR/LF/NUL).
+any peer-supplied text safe to print (no IRC formatting, no control characters, no CR/LF/NUL),
+and `Tables`, which gathers WHO, LIST and ban-list rows into one aligned table.
 """
 
 from __future__ import annotations
@@ -564,3 +565,74 @@ def _render_numeric(numeric: str, msg: Message) -> str | None:
     if p.is_error_numeric(numeric):
         return _error_reply(msg)
     return _unknown_numeric(msg)
+
+
+# Tables: reply rows gathered until their end numeric, then shown aligned under a heading.
+
+#: A table's row numeric -> its end numeric, and how many columns a rendered row has.
+TABLE_ROWS = {
+    p.RPL_WHOREPLY: (p.RPL_ENDOFWHO, 4),
+    p.RPL_LIST: (p.RPL_LISTEND, 3),
+    p.RPL_BANLIST: (p.RPL_ENDOFBANLIST, 3),
+}
+_TABLE_ENDS = {end: row for row, (end, _) in TABLE_ROWS.items()}
+
+
+class Tables:
+    """WHO, LIST and ban-list replies as a person reads them: the rows are held until their
+    end numeric, then given back as one table with a heading and aligned columns. One per
+    reader of replies, used by one thread (the replies to one client's own commands)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[str]] = {}
+
+    def take(self, msg: Message, me: str | None) -> list[str] | None:
+        """The lines `msg` completes ([] while a table is gathering), or None when `msg` is
+        not part of a table (render it as usual)."""
+        command = msg.command
+        if command in TABLE_ROWS:
+            text = render(msg, me)
+            if text is not None:
+                self._rows.setdefault(command, []).append(text)
+            return []
+        if command in _TABLE_ENDS:
+            return self._table(_TABLE_ENDS[command], msg)
+        return None
+
+    def unfinished(self) -> list[str]:
+        """Rows whose end numeric never came (the link went): better shown than lost."""
+        rows = [row for pending in self._rows.values() for row in pending]
+        self._rows.clear()
+        return rows
+
+    def _table(self, row_command: str, end: Message) -> list[str]:
+        rows = self._rows.pop(row_command, [])
+        header: list[str] = []
+        if row_command == p.RPL_WHOREPLY:
+            mask = _param(end, 1)
+            if not rows:
+                return [f"No users match {mask}"]
+            header = [f"Users in {mask}:" if _is_room(mask) else f"Users matching {mask}:"]
+        elif row_command == p.RPL_BANLIST:
+            room = _param(end, 1)
+            if not rows:
+                return [f"No bans in {room}"]
+            header = [f"Bans in {room}:"]
+        elif not rows:
+            return ["  (no rooms)"]
+        return header + align_table(rows, TABLE_ROWS[row_command][1])
+
+
+def align_table(rows: list[str], columns: int) -> list[str]:
+    """Rows of cells separated by two spaces (as WHO, LIST and ban rows render), with every
+    cell but a row's last padded to its column's width."""
+    cells = [row.strip().split("  ", columns - 1) for row in rows]
+    widths = [0] * columns
+    for row in cells:
+        for i, cell in enumerate(row[: columns - 1]):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + row[-1:]
+        lines.append("  " + "  ".join(padded))
+    return lines

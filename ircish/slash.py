@@ -9,9 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ircish.modes import MAX_PARAM_CHANGES, Change, format_changes
-from ircish.protocol import Message, ProtocolError, has_forbidden, parse
+from ircish.protocol import (
+    DEFAULT_LINE_BYTES,
+    Message,
+    ProtocolError,
+    has_forbidden,
+    parse,
+    truncate_utf8,
+)
 
 ROOM_PREFIX = "#"
+#: What a relayed `:nick!user@host` prefix may cost; a person's text must leave room for it.
+PREFIX_ALLOWANCE = 100
 
 
 class SlashError(ValueError):
@@ -58,6 +67,34 @@ def translate(line: str, current_room: str | None) -> Message:
     except ProtocolError as exc:
         raise SlashError(f"cannot send that: {exc}") from None
     return msg
+
+
+def split_long_message(msg: Message) -> list[Message]:
+    """A PRIVMSG/NOTICE whose text would not fit one relayed line, as several messages."""
+    if msg.command not in ("PRIVMSG", "NOTICE") or len(msg.params) != 2:
+        return [msg]
+    target, text = msg.params
+    if text.startswith("\x01"):  # CTCP: one unit, never cut
+        return [msg]
+    overhead = len(f" {msg.command} {target} :\r\n".encode()) + PREFIX_ALLOWANCE
+    pieces = split_text(text, DEFAULT_LINE_BYTES - overhead)
+    return [Message(msg.command, [target, piece]) for piece in pieces]
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` UTF-8 bytes, cut at a space when one is near."""
+    pieces: list[str] = []
+    while len(text.encode()) > limit:
+        fits = len(truncate_utf8(text.encode(), limit).decode("utf-8", "ignore"))
+        space = text.rfind(" ", 0, fits + 1)
+        if space > fits // 2:
+            pieces.append(text[:space])
+            text = text[space + 1 :]
+        else:
+            pieces.append(text[:fits])
+            text = text[fits:]
+    pieces.append(text)
+    return [piece for piece in pieces if piece] or [text]
 
 
 def _raw_line(name: str, args: str) -> Message:

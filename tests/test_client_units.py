@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from helpers import TIMEOUT, Client, wait_for
 
-from ircish.client.input_line import completions, help_lines, split_long_message, split_text
+from ircish.client.input_line import completions, help_lines
 from ircish.client.session import (
     Changed,
     Event,
@@ -26,9 +26,10 @@ from ircish.client.session import (
     _Link,
     backoff_delay,
 )
-from ircish.client.ui import Formatter, align_table, colour_wanted, nick_colour
+from ircish.client.ui import Formatter, colour_wanted, nick_colour
 from ircish.protocol import Message, parse
-from ircish.render import render
+from ircish.render import align_table, render
+from ircish.slash import split_long_message, split_text
 
 
 def formatted(line: str, me: str = "carol", colour: bool = False) -> list[str]:

@@ -11,12 +11,9 @@ from dataclasses import dataclass
 
 from ircish import slash
 from ircish.client.session import ROOM_PREFIXES, Note, Session, View, is_room
-from ircish.protocol import DEFAULT_LINE_BYTES, Message, ProtocolError, casefold, parse
-from ircish.protocol import truncate_utf8 as _truncate_utf8
-from ircish.slash import SLASH_COMMANDS, SlashError
+from ircish.protocol import Message, ProtocolError, casefold, parse
+from ircish.slash import SLASH_COMMANDS, SlashError, split_long_message
 
-#: What a relayed `:nick!user@host` prefix may cost; our text must leave room for it.
-PREFIX_ALLOWANCE = 100
 #: Slash commands whose first argument is a room / a nick, for Tab completion.
 ROOM_ARGUMENT = frozenset(
     {"join", "leave", "part", "switch", "who", "names", "topic", "list", "mode"}
@@ -105,34 +102,6 @@ class CommandLine:
         else:
             self.send(Message("PRIVMSG", [target, text]), echo=True)
         return False
-
-
-def split_long_message(msg: Message) -> list[Message]:
-    """A PRIVMSG/NOTICE whose text would not fit one relayed line, as several messages."""
-    if msg.command not in ("PRIVMSG", "NOTICE") or len(msg.params) != 2:
-        return [msg]
-    target, text = msg.params
-    if text.startswith("\x01"):  # CTCP: one unit, never cut
-        return [msg]
-    overhead = len(f" {msg.command} {target} :\r\n".encode()) + PREFIX_ALLOWANCE
-    pieces = split_text(text, DEFAULT_LINE_BYTES - overhead)
-    return [Message(msg.command, [target, piece]) for piece in pieces]
-
-
-def split_text(text: str, limit: int) -> list[str]:
-    """`text` in pieces of at most `limit` UTF-8 bytes, cut at a space when one is near."""
-    pieces: list[str] = []
-    while len(text.encode()) > limit:
-        fits = len(_truncate_utf8(text.encode(), limit).decode("utf-8", "ignore"))
-        space = text.rfind(" ", 0, fits + 1)
-        if space > fits // 2:
-            pieces.append(text[:space])
-            text = text[space + 1 :]
-        else:
-            pieces.append(text[:fits])
-            text = text[fits:]
-    pieces.append(text)
-    return [piece for piece in pieces if piece] or [text]
 
 
 # The client's own commands.

@@ -19,7 +19,6 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from ircish import protocol as p
 from ircish.client.input_line import CommandLine, completions
 from ircish.client.session import (
     QUIT_WAIT,
@@ -32,7 +31,7 @@ from ircish.client.session import (
     is_room,
 )
 from ircish.protocol import Message, casefold
-from ircish.render import render, strip_formatting
+from ircish.render import Tables, render, strip_formatting
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -42,13 +41,6 @@ NICK_COLOURS = ("31", "32", "33", "35", "36", "91", "92", "93", "94", "95", "96"
 _NOTE_COLOURS = {"error": "31", "info": "90", "plain": ""}
 _NOTE_MARKS = {"error": "! ", "info": "-- ", "plain": ""}
 _NICK_CHARS = r"A-Za-z0-9\[\]\\`^{|}_-"
-#: Reply rows gathered until their end numeric, and how many columns a row has.
-_TABLES = {
-    p.RPL_WHOREPLY: (p.RPL_ENDOFWHO, 4),
-    p.RPL_LIST: (p.RPL_LISTEND, 3),
-    p.RPL_BANLIST: (p.RPL_ENDOFBANLIST, 3),
-}
-_TABLE_ENDS = {end: row for row, (end, _) in _TABLES.items()}
 #: How long, at end of input, a script waits for a registration under way.
 EOF_GRACE = 10.0
 
@@ -67,28 +59,13 @@ def paint(text: str, sgr: str) -> str:
     return f"\x1b[{sgr}m{text}\x1b[0m" if sgr else text
 
 
-def align_table(rows: list[str], columns: int) -> list[str]:
-    """Rows of cells separated by two spaces (as render.py writes WHO and LIST rows), with
-    every cell but a row's last padded to its column's width."""
-    cells = [row.strip().split("  ", columns - 1) for row in rows]
-    widths = [0] * columns
-    for row in cells:
-        for i, cell in enumerate(row[: columns - 1]):
-            widths[i] = max(widths[i], len(cell))
-    lines = []
-    for row in cells:
-        padded = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + row[-1:]
-        lines.append("  " + "  ".join(padded))
-    return lines
-
-
 class Formatter:
     """Session events -> the lines a person reads. Not thread-safe: callers hold a lock."""
 
     def __init__(self, colour: bool, clock: Callable[[], str] | None = None) -> None:
         self.colour = colour
         self.clock = clock or (lambda: time.strftime("%H:%M"))
-        self._rows: dict[str, list[str]] = {}
+        self._tables = Tables()
 
     def lines(self, event: Event) -> list[str]:
         if isinstance(event, Incoming):
@@ -104,14 +81,9 @@ class Formatter:
         return f"{self.clock()} {text}"
 
     def _incoming(self, msg: Message, me: str | None) -> list[str]:
-        command = msg.command
-        if command in _TABLES:
-            text = render(msg, me)
-            if text is not None:
-                self._rows.setdefault(command, []).append(text)
-            return []
-        if command in _TABLE_ENDS:
-            return self._table(_TABLE_ENDS[command], msg)
+        table = self._tables.take(msg, me)
+        if table is not None:
+            return [self._stamp(line) for line in table]
         text = render(msg, me)
         if text is None:
             return []
@@ -119,28 +91,8 @@ class Formatter:
             text = self._paint(msg, me, text)
         return [self._stamp(text)]
 
-    def _table(self, row_command: str, end: Message) -> list[str]:
-        rows = self._rows.pop(row_command, [])
-        header: list[str] = []
-        if row_command == p.RPL_WHOREPLY:
-            mask = strip_formatting(end.param(1))
-            if not rows:
-                return [self._stamp(f"No users match {mask}")]
-            header = [f"Users in {mask}:" if is_room(mask) else f"Users matching {mask}:"]
-        elif row_command == p.RPL_BANLIST:
-            room = strip_formatting(end.param(1))
-            if not rows:
-                return [self._stamp(f"No bans in {room}")]
-            header = [f"Bans in {room}:"]
-        elif not rows:
-            return [self._stamp("  (no rooms)")]
-        return [self._stamp(line) for line in header + align_table(rows, _TABLES[row_command][1])]
-
     def _unfinished_tables(self) -> list[str]:
-        # The link went before the end numeric: show what arrived rather than lose it.
-        rows = [row for pending in self._rows.values() for row in pending]
-        self._rows.clear()
-        return [self._stamp(row) for row in rows]
+        return [self._stamp(row) for row in self._tables.unfinished()]
 
     def _paint(self, msg: Message, me: str | None, text: str) -> str:
         if text.startswith("! "):
