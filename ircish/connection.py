@@ -427,14 +427,19 @@ class Connection:
             log.info("%s: Excess Flood", self)
             self.close("Excess Flood", "Excess Flood")
             return
+        if inbound.notice is not None:
+            self.send(inbound.notice)
         if inbound.wait > 0 and not self._fakelag(inbound.wait):
             return
         if inbound.note is not None:
             log.info("%s: %s", self, inbound.note)
         if inbound.refusal is not None:
             self.send(inbound.refusal)
-        if inbound.message is not None and not self._closing:
-            self._dispatcher.dispatch(self.session, inbound.message)
+        if inbound.message is not None:
+            for msg in (inbound.message, *inbound.then):
+                if self._closing:
+                    break
+                self._dispatcher.dispatch(self.session, msg)
 
     def _fakelag(self, wait: float) -> bool:
         """Wait `wait` seconds in this reader thread (the client slows only itself). False if

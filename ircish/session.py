@@ -6,7 +6,8 @@ capability-negotiation state (CAP, PASS), the capabilities it has and with them 
 format its events are delivered in, and its flood-control bucket. `take(line)` turns one
 received line into an `Inbound`: the message to dispatch or the refusal to send, with how
 long the client must wait before it is acted on (fakelag) or whether it is cut off.
-`encode` turns a message for this client into its bytes: IRC, or a rendered human line.
+`encode` turns a message for this client into its bytes: IRC, or a rendered human line with
+the time before it (WHO, LIST and ban replies gathered into aligned tables).
 
 A driver does the I/O around it and calls the dispatcher: ircish/connection.py (a reader
 thread and an outbox), or a test with no socket at all (websockets' protocol.py beside its
@@ -25,7 +26,7 @@ from ircish.commands import DEFAULT_COST, CommandSpec
 from ircish.events import Framer, WireFormat
 from ircish.flood import ExcessFlood, FloodGate
 from ircish.protocol import Message, ProtocolError, safe_param
-from ircish.render import render
+from ircish.render import Tables, render
 
 if TYPE_CHECKING:
     from ircish.config import Limits
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 #: How much of a person's line a hint quotes back.
 _ECHO_CHARS = 60
+
+#: A text session's lines start with the server's local time: `HH:MM `.
+_STAMP_FORMAT = "%H:%M "
 
 #: Session kinds: an IRC client, or a person typing (nc, telnet).
 IRC = "irc"
@@ -45,6 +49,8 @@ class Inbound:
 
     #: The message to dispatch, if any.
     message: Message | None = None
+    #: More messages to dispatch after it, in order: a text session's long line, split.
+    then: tuple[Message, ...] = ()
     #: What to send the client instead of a dispatch: a refusal, or the session's own
     #: answer (a text session's /switch).
     refusal: Message | None = None
@@ -54,6 +60,8 @@ class Inbound:
     wait: float = 0.0
     #: Flooded for too long: cut the client off ("Excess Flood") instead.
     excess_flood: bool = False
+    #: Sent at once, before any wait: a person is told when flood control slows them.
+    notice: Message | None = None
     #: Whether the line shows the client is alive (a blank line does not).
     alive: bool = True
 
@@ -71,9 +79,10 @@ class Session:
         frame: Framer | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_wire_format: Callable[[WireFormat | None], None] | None = None,
+        stamp: Callable[[], str] = lambda: time.strftime(_STAMP_FORMAT),
     ) -> None:
         """`on_wire_format` is told each new wire format (its driver keeps it at hand for
-        the fan-out hot path)."""
+        the fan-out hot path); `stamp` is the time before each line of a text session."""
         self.user = user
         self._commands = commands
         self._max_line_bytes = limits.max_line_bytes
@@ -96,6 +105,12 @@ class Session:
             if limits.flood_rate > 0
             else None
         )
+        #: A text session was told it is being slowed, and has not caught up since.
+        self._told_slowed = False
+        self._stamp = stamp
+        #: WHO/LIST/ban rows on their way to a text session's table. Only replies to the
+        #: client's own commands carry them, so only its reader thread touches this.
+        self._tables = Tables()
 
     @property
     def is_text(self) -> bool:
@@ -119,7 +134,7 @@ class Session:
             # Nothing to do, but not free: a stream of blank lines is a flood too, and it
             # shows no sign of life (only real commands hold off the ping timeout).
             return self._charge(Inbound(alive=False), DEFAULT_COST)
-        if len(raw) + 2 > self._max_line_bytes:
+        if len(raw) + 2 > self._max_line_bytes and self.kind != TEXT:
             return self._charge(
                 Inbound(
                     refusal=self._error(protocol.ERR_INPUTTOOLONG, "Input line was too long"),
@@ -141,13 +156,39 @@ class Session:
         if self.kind is None or (line.startswith("/") and self._may_become_text()):
             self.kind = self._kind_of(line)
             self._update_wire_format()
-        inbound = self._to_message(line)
+        if len(raw) + 2 > self._max_line_bytes:
+            inbound = self._long_text(line, len(raw) + 2)
+        else:
+            inbound = self._to_message(line)
         if self.flood is None:
             return inbound
-        msg = inbound.message
-        spec = None if msg is None else self._commands.get(msg.command)
         # Refused lines cost too: flooding junk is flooding.
-        return self._charge(inbound, DEFAULT_COST if spec is None else spec.cost_of(msg))  # type: ignore[arg-type]
+        cost = DEFAULT_COST
+        if inbound.message is not None:
+            cost = sum(self._cost_of(msg) for msg in (inbound.message, *inbound.then))
+        return self._charge(inbound, cost)
+
+    def _cost_of(self, msg: Message) -> int:
+        spec = self._commands.get(msg.command)
+        return DEFAULT_COST if spec is None else spec.cost_of(msg)
+
+    def _long_text(self, line: str, size: int) -> Inbound:
+        """A text session's line over the limit: text for a room or a person (plain, /msg,
+        /notice, /me) goes as several messages cut between words, as ircish-client does;
+        any other command is refused with the limit."""
+        inbound = self._to_message(line)
+        msg = inbound.message
+        if msg is None:
+            return inbound  # refused anyway (no room, a usage error): say why
+        pieces = slash.split_long_message(msg)
+        if len(pieces) < 2:  # not text (or a CTCP, never cut): cannot be made to fit
+            limit = self._max_line_bytes - 2
+            text = f"Line too long: {size - 2} bytes, the limit is {limit}"
+            return Inbound(
+                refusal=self._fail("*", "LINE_TOO_LONG", text),
+                note=f"line of {size} bytes refused (limit {self._max_line_bytes})",
+            )
+        return Inbound(pieces[0], then=tuple(pieces[1:]))
 
     def _kind_of(self, line: str) -> str:
         """IRC if the first line is a command we know written as IRC clients write it, in
@@ -250,12 +291,23 @@ class Session:
         return Inbound(refusal=self._note("SWITCH", f"Now talking in {room.name}"))
 
     def _charge(self, inbound: Inbound, cost: int) -> Inbound:
-        """Flood control: how long the client waits before this line counts (fakelag)."""
+        """Flood control: how long the client waits before this line counts (fakelag). A
+        person is told once when it starts, not on every line."""
         if self.flood is not None and cost:
             try:
                 inbound.wait = self.flood.charge(cost)
             except ExcessFlood:
                 inbound.excess_flood = True
+            if inbound.wait <= 0:
+                self._told_slowed = False
+            elif self.kind == TEXT and not self._told_slowed:
+                self._told_slowed = True
+                inbound.notice = self._note(
+                    "SLOWED",
+                    "You are sending faster than the server takes lines, so each line now "
+                    f"waits its turn; {self.flood.disconnect_after:.0f} s behind, you are "
+                    "disconnected",
+                )
         return inbound
 
     def _error(self, numeric: str, *params: str) -> Message:
@@ -274,12 +326,18 @@ class Session:
         human line a text session shows (b"" if a person needn't see it). Raises
         ProtocolError for a message that cannot be formatted."""
         if self.kind == TEXT:
-            line = render(msg, self.user.nick)
-            if line is None:
+            lines = self._tables.take(msg, self.user.nick)
+            if lines is None:
+                line = render(msg, self.user.nick)
+                lines = [] if line is None else [line]
+            if not lines:
                 return b""
-            data = line.encode("utf-8") + b"\r\n"
-        else:
-            data = msg.to_bytes()
+            stamp = self._stamp()
+            each = [f"{stamp}{line}\r\n".encode() for line in lines]
+            if self._frame is not None:  # a message-oriented transport: a frame per line
+                each = [self._frame(data) for data in each]
+            return b"".join(each)
+        data = msg.to_bytes()
         return data if self._frame is None else self._frame(data)
 
 

@@ -21,6 +21,7 @@ from ircish.protocol import (
 ROOM_PREFIX = "#"
 #: What a relayed `:nick!user@host` prefix may cost; a person's text must leave room for it.
 PREFIX_ALLOWANCE = 100
+_ACTION = "\x01ACTION "
 
 
 class SlashError(ValueError):
@@ -74,11 +75,14 @@ def split_long_message(msg: Message) -> list[Message]:
     if msg.command not in ("PRIVMSG", "NOTICE") or len(msg.params) != 2:
         return [msg]
     target, text = msg.params
-    if text.startswith("\x01"):  # CTCP: one unit, never cut
+    head = tail = ""
+    if text.startswith(_ACTION) and text.endswith("\x01"):  # /me: each piece an action
+        head, tail, text = _ACTION, "\x01", text[len(_ACTION) : -1]
+    elif text.startswith("\x01"):  # any other CTCP: one unit, never cut
         return [msg]
-    overhead = len(f" {msg.command} {target} :\r\n".encode()) + PREFIX_ALLOWANCE
+    overhead = len(f" {msg.command} {target} :{head}{tail}\r\n".encode()) + PREFIX_ALLOWANCE
     pieces = split_text(text, DEFAULT_LINE_BYTES - overhead)
-    return [Message(msg.command, [target, piece]) for piece in pieces]
+    return [Message(msg.command, [target, f"{head}{piece}{tail}"]) for piece in pieces]
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -182,7 +186,7 @@ def _me(args: str, current_room: str | None) -> Message:
     room = _require_room(current_room, "/me needs a current room; /join one")
     if not args.strip():
         raise SlashError(SLASH_COMMANDS["me"].usage)
-    return Message("PRIVMSG", [room, f"\x01ACTION {args}\x01"])
+    return Message("PRIVMSG", [room, f"{_ACTION}{args}\x01"])
 
 
 def _who(args: str, current_room: str | None) -> Message:

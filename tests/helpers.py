@@ -40,6 +40,15 @@ SERVER = "test.server"
 HOST = "127.0.0.1"
 
 
+#: The time a text session's line starts with; no IRC line starts so.
+TEXT_STAMP = re.compile(r"^\d\d:\d\d ")
+
+
+def unstamped(line: str) -> str:
+    """A text session's line without the time before it (an IRC line as it is)."""
+    return TEXT_STAMP.sub("", line, count=1)
+
+
 def prefix(nick: str, user: str = "u") -> str:
     """The prefix of `nick`'s lines: IRC test clients register as user `u`."""
     return f"{nick}!{user}@{HOST}"
@@ -61,6 +70,9 @@ def make_config(
 
 class Client:
     """A raw socket client that speaks lines and waits for expected ones."""
+
+    #: Keep the `HH:MM ` before each text-mode line (most tests compare the text).
+    keep_stamps = False
 
     def __init__(
         self, address: tuple[str, int], nick: str | None = None, source: str | None = None
@@ -92,7 +104,8 @@ class Client:
             return False
         self.buffer += data
         *complete, self.buffer = self.buffer.split(b"\n")
-        self.lines.extend(line.rstrip(b"\r").decode("utf-8", "replace") for line in complete)
+        decoded = (line.rstrip(b"\r").decode("utf-8", "replace") for line in complete)
+        self.lines.extend(decoded if self.keep_stamps else map(unstamped, decoded))
         return True
 
     def _read_until(self, pattern: str, timeout: float) -> tuple[list[str], re.Match[str]]:
@@ -409,7 +422,7 @@ class Peer:
         text = bytes(self.data).decode("utf-8")
         self.data.clear()
         assert not text or text.endswith("\r\n"), text[-80:]
-        return text.split("\r\n")[:-1]
+        return [unstamped(line) for line in text.split("\r\n")[:-1]]
 
     def messages(self) -> list[Message]:
         return [parse(line) for line in self.lines()]

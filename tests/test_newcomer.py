@@ -161,3 +161,95 @@ def test_a_wrong_password_from_a_person_still_closes_the_connection(start_server
         assert "! Password incorrect" in lines
     finally:
         carol.close()
+
+
+def test_each_text_line_starts_with_the_time(connect):
+    carol = connect()
+    carol.keep_stamps = True
+    carol.send("/nick carol")
+    welcome = carol.expect(r"Welcome to the \S+ Network, carol!").string
+    assert re.fullmatch(r"\d\d:\d\d Welcome to the \S+ Network, carol!\S+", welcome), welcome
+    carol.send("/whois nobody-here")
+    answer = carol.expect(r"No such nick: nobody-here$").string
+    assert re.fullmatch(r"\d\d:\d\d ! No such nick: nobody-here", answer), answer
+
+
+def test_a_long_line_goes_as_several_messages_cut_between_words(connect):
+    bob = connect("bob")
+    bob.join(ROOM)
+    carol = text_session(connect, "carol")
+    text_join(carol, ROOM)
+    words = [f"word{i:03d}" for i in range(150)]  # 1199 bytes: several relayed lines
+    carol.send(" ".join(words))
+    relayed = [line for line in bob.collect_until(r" word149$") if " PRIVMSG " in line]
+    assert len(relayed) > 1 and all(len(line.encode()) + 2 <= 512 for line in relayed)
+    got = [line.split(f" PRIVMSG {ROOM} :", 1)[1] for line in relayed]
+    assert " ".join(got).split(" ") == words  # every word once, in order, none cut
+    shown = [carol.expect(rf"^\[{ROOM}\] <carol> (.*)$").group(1) for _ in got]
+    assert shown == got
+
+
+def test_a_long_action_goes_as_several_actions(connect):
+    bob = connect("bob")
+    bob.join(ROOM)
+    carol = text_session(connect, "carol")
+    text_join(carol, ROOM)
+    words = [f"waves{i:03d}" for i in range(100)]
+    carol.send("/me " + " ".join(words))
+    relayed = bob.collect_until(r" waves099\x01$")
+    got = [re.search(rf" PRIVMSG {ROOM} :\x01ACTION (.*)\x01$", line) for line in relayed]
+    pieces = [match.group(1) for match in got if match]
+    assert len(pieces) > 1 and " ".join(pieces).split(" ") == words
+
+
+def test_a_long_command_that_is_not_text_is_refused_with_the_limit(connect):
+    carol = text_session(connect, "carol")
+    carol.send("/topic #general " + "x" * 600)
+    carol.expect(r"^! Line too long: 616 bytes, the limit is 510$")
+    carol.send("/join #after")  # the session goes on
+    carol.expect(r"^Users in #after: ")
+
+
+def test_a_person_is_told_once_when_flood_control_slows_them(start_server):
+    server = start_server(flood_burst=3, flood_rate=2.0)
+    carol = Client(server.address)
+    try:
+        carol.nick = "carol"
+        carol.send("/nick carol")
+        carol.expect(r"^Welcome to the \S+ Network, carol!")
+        carol.send("/join #fast")
+        carol.expect(r"^Users in #fast: ")
+        for i in range(6):
+            carol.send(f"line {i}")
+        got = carol.collect_until(r"^\[#fast\] <carol> line 5$")
+        told = [line for line in got if line.startswith("* You are sending faster")]
+        assert len(told) == 1, got
+        assert got.index(told[0]) < got.index("[#fast] <carol> line 5")
+        assert [line for line in got if "<carol>" in line] == [
+            f"[#fast] <carol> line {i}" for i in range(6)
+        ]  # slowed, not dropped
+    finally:
+        carol.close()
+
+
+def test_list_and_bans_come_as_aligned_tables(connect):
+    bob = connect("bob")
+    bob.join("#a-long-room-name")
+    carol = text_session(connect, "carol")
+    text_join(carol, ROOM)
+    carol.send("/list")
+    assert sync_text(carol) == [
+        "Rooms:",
+        "  #a-long-room-name  1 user",
+        f"  {ROOM}           1 user",
+    ]
+    carol.send(f"/ban {ROOM} troll")
+    carol.send(f"/ban {ROOM} someone-else")
+    sync_text(carol)
+    carol.send(f"/mode {ROOM} +b")
+    heading, *rows = sync_text(carol)
+    assert heading == f"Bans in {ROOM}:"
+    assert [re.sub(r" on .*", "", row) for row in rows] == [
+        f"  {ROOM}  troll!*@*         by carol",
+        f"  {ROOM}  someone-else!*@*  by carol",
+    ]

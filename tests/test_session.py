@@ -4,6 +4,8 @@ each `Peer` is a `Session` fed lines directly, its output kept as bytes."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from helpers import COMMANDS, SERVER, Harness, make_config, prefix
 
@@ -172,10 +174,40 @@ def test_a_text_session_gets_human_lines_and_no_wire_format():
     carol = harness.connect()
     carol.line("/nick carol")
     assert carol.session.kind == TEXT and carol.session.wire_format is None
-    assert carol.session.encode(Message("PRIVMSG", ["carol", "hi"], prefix("bob"))) == (
-        b"[private] <bob> hi\r\n"
-    )
+    line = carol.session.encode(Message("PRIVMSG", ["carol", "hi"], prefix("bob")))
+    assert re.fullmatch(rb"\d\d:\d\d \[private\] <bob> hi\r\n", line), line
     assert carol.session.encode(Message("PING", ["x"])) == b""
+
+
+def text_session(**settings: object) -> Session:
+    config = make_config(**settings)
+    user = User(None, "127.0.0.1")  # type: ignore[arg-type]
+    made = Session(user, COMMANDS, config.limits, SERVER, clock=FakeClock(), stamp=lambda: "12:34 ")
+    made.take(b"/nick carol")
+    user.nick = "carol"
+    return made
+
+
+def test_a_text_sessions_lines_start_with_the_time():
+    carol = text_session()
+    assert carol.encode(Message("NOTICE", ["carol", "hi"], prefix("bob"))) == (
+        b"12:34 -bob- hi\r\n"
+    )
+
+
+def test_who_rows_come_as_one_aligned_table_with_a_heading():
+    carol = text_session()
+    rows = [
+        Message(p.RPL_WHOREPLY, ["carol", "#r", "u", "h", SERVER, nick, "H", "0 Real"], SERVER)
+        for nick in ("al", "bartholomew")
+    ]
+    assert [carol.encode(row) for row in rows] == [b"", b""]  # held for the table
+    end = carol.encode(Message(p.RPL_ENDOFWHO, ["carol", "#r", "End of WHO list"], SERVER))
+    assert end.decode().split("\r\n")[:-1] == [
+        "12:34 Users in #r:",
+        "12:34   #r  al           u@h  Real",
+        "12:34   #r  bartholomew  u@h  Real",
+    ]
 
 
 # -- handlers through the session layer ------------------------------------------------------

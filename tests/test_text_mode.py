@@ -232,12 +232,13 @@ def test_topic_sets_and_shows_the_current_rooms_topic(connect):
     [
         (
             "/who",
-            [
+            [  # one table, its columns aligned, as ircish-client shows it
+                rf"Users in {ROOM}:",
                 rf"  {ROOM}  @carol  carol@{HOST}  carol",
-                rf"  {ROOM}  bob  u@{HOST}  Real Name",
+                rf"  {ROOM}  bob     u@{HOST}      Real Name",
             ],
         ),
-        (f"/who {ROOM}", [rf"  {ROOM}  @carol  .*", rf"  {ROOM}  bob  .*"]),
+        (f"/who {ROOM}", [rf"Users in {ROOM}:", rf"  {ROOM}  @carol  .*", rf"  {ROOM}  bob  .*"]),
         ("/names", [rf"Users in {ROOM}: @carol bob"]),
         ("/list", [r"Rooms:", rf"  {ROOM}  2 users"]),
         (
