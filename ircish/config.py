@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ircish.passwords import SCHEME, hash_problem
+from ircish.passwords import SCHEME, hash_password, hash_problem
 from ircish.protocol import casefold
 
 __all__ = [
@@ -38,6 +38,11 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+#: This machine, as OPER sees a client's address: IPv4 loopback, IPv6 loopback, and IPv4
+#: loopback on a dual-stack (`::`) listener. An IPv6 address that starts with ':' is shown
+#: with a leading '0' (ircish.world.User.host), so `::1` is matched as `0::1`.
+LOOPBACK_HOSTS = ("127.0.0.1", "0::1", "0::ffff:127.0.0.1")
 
 #: A rule for one value: returns what is wrong with it, or None when it is fine.
 _Check = Callable[[Any], "str | None"]
@@ -316,6 +321,16 @@ class Config:
                     ),
                 )
             operator_seen.setdefault(folded, index)
+
+    def with_console_operator(self, name: str, token: str) -> Config:
+        """A copy with one more operator: `name`, whose password is `token` (kept only as a
+        hash), and who can OPER only from this machine (`LOOPBACK_HOSTS`). ircish-server
+        adds one when the config has no `operators:`, so someone at the console can
+        moderate out of the box (issue 11)."""
+        entry = {"name": name, "password": hash_password(token), "hosts": list(LOOPBACK_HOSTS)}
+        # Through the same checks as the file's operators: a bad name fails here, not at OPER.
+        operator = _build(OperatorConfig, entry, "operators", "console operator")
+        return dataclasses.replace(self, operators=(*self.operators, operator))
 
     def with_overrides(
         self,
