@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import secrets
 import signal
 import sys
 import threading
@@ -18,6 +19,9 @@ from ircish.config import LOG_LEVELS, Config, ConfigError, default_config, load_
 from ircish.passwords import hash_password
 
 log = logging.getLogger("ircish")
+
+#: The operator ircish-server makes when the config names none (see `run`).
+CONSOLE_OPERATOR = "admin"
 
 
 def check_os_limits(max_clients: int) -> None:
@@ -166,6 +170,13 @@ def run(config: Config, source: str = "config") -> None:
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     check_os_limits(config.limits.max_clients)
+    console_token = None
+    if not config.operators:
+        # Without it, nobody could moderate a config room such as the example's #general:
+        # they start with no room operator (issue 11). A fresh token each start, told only
+        # on this console, and usable only from this machine.
+        console_token = secrets.token_urlsafe()
+        config = config.with_console_operator(CONSOLE_OPERATOR, console_token)
     server = Server(config, command_table())
     # Handlers first: a signal that arrives once clients can connect must
     # already mean "shut down cleanly".
@@ -190,6 +201,13 @@ def run(config: Config, source: str = "config") -> None:
     if server.tls_address is not None:
         listening += f", TLS on {server.tls_address[0]}:{server.tls_address[1]}"
     click.echo(listening, err=True)
+    if console_token is not None:
+        log.warning(
+            "No operators in the config: from this machine, type /oper %s %s to moderate "
+            "(add operators: to the config to turn this off)",
+            CONSOLE_OPERATOR,
+            console_token,
+        )
     while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
         pass
     server.shutdown("Server shutting down")

@@ -9,6 +9,7 @@ the file, the key path and the problem. Operator passwords are only ever stored 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import math
 import os
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ircish.passwords import SCHEME, hash_problem
+from ircish.passwords import SCHEME, hash_password, hash_problem
 from ircish.protocol import casefold
 
 __all__ = [
@@ -37,6 +38,11 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+#: This machine, as OPER sees a client's address: IPv4 loopback, IPv6 loopback, and IPv4
+#: loopback on a dual-stack (`::`) listener. An IPv6 address that starts with ':' is shown
+#: with a leading '0' (ircish.world.User.host), so `::1` is matched as `0::1`.
+LOOPBACK_HOSTS = ("127.0.0.1", "0::1", "0::ffff:127.0.0.1")
 
 #: A rule for one value: returns what is wrong with it, or None when it is fine.
 _Check = Callable[[Any], "str | None"]
@@ -316,6 +322,16 @@ class Config:
                 )
             operator_seen.setdefault(folded, index)
 
+    def with_console_operator(self, name: str, token: str) -> Config:
+        """A copy with one more operator: `name`, whose password is `token` (kept only as a
+        hash), and who can OPER only from this machine (`LOOPBACK_HOSTS`). ircish-server
+        adds one when the config has no `operators:`, so someone at the console can
+        moderate out of the box (issue 11)."""
+        entry = {"name": name, "password": hash_password(token), "hosts": list(LOOPBACK_HOSTS)}
+        # Through the same checks as the file's operators: a bad name fails here, not at OPER.
+        operator = _build(OperatorConfig, entry, "operators", "console operator")
+        return dataclasses.replace(self, operators=(*self.operators, operator))
+
     def with_overrides(
         self,
         host: str | None = None,
@@ -467,11 +483,9 @@ def _convert(hint: Any, raw: object, path: str, source: str) -> Any:
             return _build(options[0], raw, path, source)
         if len(options) == 1 and _matches(options[0], raw):
             return _convert(options[0], raw, path, source)
-        raise ConfigError(
-            source, path, f"expected {_type_name(options[0])} or null, got {_describe(raw)}"
-        )
+        raise ConfigError(source, path, _wrong_type(options[0], raw, or_null=True))
     if not _matches(hint, raw):
-        raise ConfigError(source, path, f"expected {_type_name(hint)}, got {_describe(raw)}")
+        raise ConfigError(source, path, _wrong_type(hint, raw))
     if hint is float:
         if not math.isfinite(raw):  # type: ignore[arg-type]
             raise ConfigError(source, path, f"expected a finite number, got {_describe(raw)}")
@@ -492,6 +506,33 @@ def _matches(hint: Any, raw: object) -> bool:
 
 def _type_name(hint: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[hint]
+
+
+def _wrong_type(hint: Any, raw: object, *, or_null: bool = False) -> str:
+    """The problem with a value of the wrong type, with how to fix it when quotes are it."""
+    expected = _type_name(hint) + (" or null" if or_null else "")
+    return f"expected {expected}, got {_describe(raw)}{_quoting_hint(hint, raw)}"
+
+
+def _quoting_hint(hint: Any, raw: object) -> str:
+    """Quotes decide a YAML scalar's type (issue 11): `ping_interval: "60"` is a string and
+    `name: 42` a number. Say which way to fix it, but only when that fix alone would do."""
+    # date: `motd: 2024-05-01` is read as a date, and quoting makes it the text it looks like.
+    if hint is str and isinstance(raw, (int, float, datetime.date)):  # bool is an int
+        return " (quote it)"
+    if hint in (int, float) and isinstance(raw, str):
+        unquoted = _unquoted(raw)
+        if _matches(hint, unquoted) and math.isfinite(unquoted):  # type: ignore[arg-type]
+            return " (write it without quotes)"
+    return ""
+
+
+def _unquoted(text: str) -> object:
+    """What YAML reads when `text` is written without quotes (text itself if it can't)."""
+    try:
+        return yaml.load(text, Loader=_StrictSafeLoader)
+    except yaml.YAMLError:
+        return text
 
 
 # --- message helpers ------------------------------------------------------------------------

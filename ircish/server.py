@@ -141,9 +141,8 @@ class Server:
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        log.info("listening on %s:%d", *self.address)
-        if self.tls_address is not None:
-            log.info("listening for TLS on %s:%d", *self.tls_address)
+        # No "listening" log line: whoever started the server says where it listens, from
+        # `address` and `tls_address` (ircish-server prints one line; two was issue 11).
 
     @staticmethod
     def _bind(host: str, port: int, where: str) -> socket.socket:

@@ -251,8 +251,9 @@ _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 class ServerProcess:
     """`ircish-server` in a subprocess: its config written to `workdir/config.yaml`, its
-    stderr (the log) to `workdir/server.log`, a file that never fills up. Started with
-    `--port 0` unless `port` is given; `port` is read back from its "listening on" line."""
+    stdout and stderr (what a terminal would show: the log and the cli's lines) to
+    `workdir/server.log`, a file that never fills up. Started with `--port 0` unless
+    `port` is given; `port` is read back from its "listening on" line."""
 
     def __init__(
         self,
@@ -281,7 +282,7 @@ class ServerProcess:
                 *args,
             ],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=self._log,
             stderr=self._log,
             # The code under test, whatever the working directory or the installed copy.
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
@@ -305,7 +306,7 @@ class ServerProcess:
             time.sleep(0.02)
 
     def log(self) -> str:
-        """Everything the server has written to stderr so far."""
+        """Everything the server has written to stdout and stderr so far."""
         return self.log_path.read_bytes().decode("utf-8", "replace")
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from helpers import TIMEOUT, Client
 
 from ircish import cli
@@ -269,6 +270,24 @@ def test_server_starts_with_operators_in_the_config(server_process):
     Client(server.address).close()
     assert server.stop() == 0, server.log()
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("log_level", ["INFO", "DEBUG", "WARNING"])
+def test_listening_is_said_once(server_process, log_level, tmp_path):
+    """Someone starting the server in a terminal sees where it listens, once, whatever the
+    log level (issue 11: the log and the cli both said it)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    issued.private_key_pem.write_to_path(str(key))
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    config = f"tls: {{cert: '{cert}', key: '{key}', port: 0}}\n"
+    server = server_process(config, log_level=log_level)
+    assert server.stop() == 0
+    said = [line for line in server.log().splitlines() if "listening" in line]
+    assert len(said) == 1, server.log()
+    assert re.fullmatch(
+        r"ircish-server listening on 127\.0\.0\.1:\d+, TLS on 127\.0\.0\.1:\d+", said[0]
+    )
 
 
 def test_port_in_use_is_one_clear_line():

@@ -183,7 +183,7 @@ def test_valid_operators(tmp_path: Path, text: str, expected: tuple[OperatorConf
         ),
         (
             "operators: [{name: alice, password: 1234}]\n",
-            "operators[0].password: expected a string, got 1234",
+            "operators[0].password: expected a string, got 1234 (quote it)",
         ),
         ("operators: [{name: alice}]\n", "operators[0].password: required key is missing"),
         (f"operators: [{{password: '{HASH}'}}]\n", "operators[0].name: required key is missing"),
@@ -235,7 +235,7 @@ def test_valid_operators(tmp_path: Path, text: str, expected: tuple[OperatorConf
         ),
         (
             f"operators: [{{name: alice, password: '{HASH}', hosts: [10]}}]\n",
-            "operators[0].hosts[0]: expected a string, got 10",
+            "operators[0].hosts[0]: expected a string, got 10 (quote it)",
         ),
         ("operators: {name: alice}\n", "operators: expected a list, got a mapping"),
     ],
@@ -272,8 +272,11 @@ def test_parse_config_accepts_none_and_dicts() -> None:
     [
         # wrong type
         ("limits: {sendq_bytes: abc}\n", "limits.sendq_bytes: expected an integer, got 'abc'"),
-        ("server: {name: 42}\n", "server.name: expected a string, got 42"),
-        ("server: {password: 1234}\n", "server.password: expected a string or null, got 1234"),
+        ("server: {name: 42}\n", "server.name: expected a string, got 42 (quote it)"),
+        (
+            "server: {password: 1234}\n",
+            "server.password: expected a string or null, got 1234 (quote it)",
+        ),
         ("limits: {ping_interval: soon}\n", "limits.ping_interval: expected a number, got 'soon'"),
         ("limits: {max_clients: 10.5}\n", "limits.max_clients: expected an integer, got 10.5"),
         (
@@ -401,6 +404,47 @@ def test_parse_config_accepts_none_and_dicts() -> None:
     ],
 )
 def test_error_messages(tmp_path: Path, text: str, message: str) -> None:
+    assert load_error(tmp_path, text) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # A number in quotes is a string to YAML: the fix is to drop the quotes.
+        (
+            'limits: {ping_interval: "60"}\n',
+            "limits.ping_interval: expected a number, got '60' (write it without quotes)",
+        ),
+        (
+            "limits: {ping_timeout: '2.5'}\n",
+            "limits.ping_timeout: expected a number, got '2.5' (write it without quotes)",
+        ),
+        (
+            "server: {port: '6667'}\n",
+            "server.port: expected an integer, got '6667' (write it without quotes)",
+        ),
+        # ... but only when dropping them would be enough.
+        ("server: {port: '66 67'}\n", "server.port: expected an integer, got '66 67'"),
+        ("server: {port: '6667.5'}\n", "server.port: expected an integer, got '6667.5'"),
+        ("limits: {ping_timeout: '.inf'}\n", "limits.ping_timeout: expected a number, got '.inf'"),
+        ("limits: {ping_timeout: 'true'}\n", "limits.ping_timeout: expected a number, got 'true'"),
+        # A number, true/false or a date where text is expected: quoting makes it text.
+        ("server: {network: 2024}\n", "server.network: expected a string, got 2024 (quote it)"),
+        (
+            "rooms: [{name: '#a', topic: 1.5}]\n",
+            "rooms[0].topic: expected a string, got 1.5 (quote it)",
+        ),
+        ("server: {network: yes}\n", "server.network: expected a string, got true (quote it)"),
+        (
+            "server: {motd: 2024-05-01}\n",
+            "server.motd: expected a string or null, got 2024-05-01 (quote it)",
+        ),
+        # No quoting fixes a list or a mapping.
+        ("server: {name: [a]}\n", "server.name: expected a string, got a list"),
+        ("server: {port: {a: 1}}\n", "server.port: expected an integer, got a mapping"),
+    ],
+)
+def test_type_errors_say_when_quotes_are_the_fix(tmp_path: Path, text: str, message: str) -> None:
     assert load_error(tmp_path, text) == message
 
 
