@@ -12,7 +12,7 @@ from ircish import protocol as p
 from ircish.commands import Context, IRCError, command
 from ircish.locks import held
 from ircish.protocol import Message, casefold, clip, safe_param
-from ircish.world import Room
+from ircish.world import Room, irc_host
 
 from .rooms import room_or_error
 
@@ -187,7 +187,7 @@ def oper(ctx: Context, msg: Message) -> None:
     if not passwords.verify_password(password, stored) or entry is None:
         log.warning("%s: OPER %s refused: bad name or password", ctx.conn, safe_param(name))
         raise IRCError(p.ERR_PASSWDMISMATCH, "Password incorrect")
-    if not any(fnmatch.fnmatchcase(user.host, pattern) for pattern in entry.hosts):
+    if not any(fnmatch.fnmatchcase(user.host, irc_host(pattern)) for pattern in entry.hosts):
         log.warning("%s: OPER %s refused: host %s not allowed", ctx.conn, name, user.host)
         raise IRCError(p.ERR_NOOPERHOST, "No operator block for your host")
     log.info("%s: OPER %s: now a server operator", ctx.conn, name)

@@ -40,9 +40,8 @@ __all__ = [
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 #: This machine, as OPER sees a client's address: IPv4 loopback, IPv6 loopback, and IPv4
-#: loopback on a dual-stack (`::`) listener. An IPv6 address that starts with ':' is shown
-#: with a leading '0' (ircish.world.User.host), so `::1` is matched as `0::1`.
-LOOPBACK_HOSTS = ("127.0.0.1", "0::1", "0::ffff:127.0.0.1")
+#: loopback on a dual-stack (`::`) listener.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 #: A rule for one value: returns what is wrong with it, or None when it is fine.
 _Check = Callable[[Any], "str | None"]

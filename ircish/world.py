@@ -121,6 +121,13 @@ def valid_room_name(name: str, max_length: int) -> bool:
     return not any(c in ",:" or c.isspace() or ord(c) < 32 or 127 <= ord(c) < 160 for c in name)
 
 
+def irc_host(address: str) -> str:
+    """An address as IRC shows it: an IPv6 address may start with ':', which cannot begin a
+    middle parameter (WHO, WHOIS), so it gets a '0' before it as on other servers (`::1` is
+    `0::1`). Host patterns in the config go through it too, so `::1` matches."""
+    return "0" + address if address.startswith(":") else address
+
+
 class User:
     """One person: identity, away state and rooms. Belongs to one connection."""
 
@@ -129,9 +136,7 @@ class User:
         self.nick: str | None = None
         self.username = ""
         self.realname = ""
-        # An IPv6 address may start with ':', which cannot begin a middle
-        # parameter (WHO, WHOIS): prefix '0' as other servers do.
-        self.host = "0" + host if host.startswith(":") else host
+        self.host = irc_host(host)
         self.registered = False
         self.invisible = False
         self.away: str | None = None

@@ -4,6 +4,7 @@ OPER only from this machine. A config with operators gets no such thing."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import pytest
 from helpers import Client, ServerProcess, make_config, wait_for
 
 from ircish import protocol as p
-from ircish.config import LOOPBACK_HOSTS, Config
+from ircish.config import LOOPBACK_HOSTS, Config, OperatorConfig
 from ircish.passwords import hash_password, verify_password
 from ircish.server import Server
 
@@ -116,12 +117,12 @@ def test_with_console_operator_keeps_only_a_hash_and_leaves_the_original():
     assert "the-token" not in repr(config)
 
 
-def oper_reply(address: tuple[str, int], source: str | None = None) -> str:
-    """The numeric an OPER admin with the right token gets from `source`."""
+def oper_reply(address: tuple[str, int], source: str | None = None, name: str = "admin") -> str:
+    """The numeric an OPER `name` with the right token gets from `source`."""
     client = Client(address, source=source)
     try:
         client.register("bob")
-        client.send("OPER admin the-token")
+        client.send(f"OPER {name} the-token")
         return client.expect(r" (381|464|491) bob ")[1]
     finally:
         client.close()
@@ -161,3 +162,12 @@ def test_the_token_works_from_127_0_0_1_on_a_dual_stack_listener(
         pytest.skip("this machine's IPv6 sockets are IPv6 only (net.ipv6.bindv6only)")
     assert reply == p.RPL_YOUREOPER
     assert oper_reply(("127.0.0.1", server.address[1]), source="127.0.0.2") == p.ERR_NOOPERHOST
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_an_operator_host_written_as_ipv6_matches_as_written(start_server: Callable[..., Server]):
+    # IRC shows ::1 as 0::1 (a parameter cannot start with ':'); `hosts: ["::1"]` in a
+    # config must still mean ::1.
+    operator = OperatorConfig(name="bob", password=hash_password("the-token"), hosts=("::1",))
+    server = start_server(dataclasses.replace(make_config(host="::1"), operators=(operator,)))
+    assert oper_reply(server.address, name="bob") == p.RPL_YOUREOPER
