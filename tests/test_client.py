@@ -407,6 +407,11 @@ def test_unreachable_server_is_one_line_and_status_1():
         (["--nick", "carol", "--port", "70000"], {}, "--port"),
         (["--nick", "carol", "--port", "abc"], {}, "--port"),
         (["--nick", "bad nick"], {}, "is not a nick"),
+        # The server's nick rule (RFC 2812: no digit first), checked before connecting: the
+        # unreachable port shows no connection was tried (that would exit 1).
+        (["--nick", "9bad", "--port", "1"], {}, "'9bad' is not a nick: it starts with a letter"),
+        (["--nick", "caröl", "--port", "1"], {}, "is not a nick"),
+        (["--port", "1"], {"IRCISH_NICK": "a.b"}, "'a.b' is not a nick"),
         (["--nick", "carol", "--join", "#a b"], {}, "is not a room name"),
         (["--nick", "carol"], {"IRCISH_PORT": "0"}, "--port"),
         (["--nick", "carol", "--colour"], {}, "No such option"),

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from helpers import TIMEOUT, Client, wait_for
 
+from ircish import protocol, world
 from ircish.client.input_line import completions, help_lines
 from ircish.client.session import (
     Changed,
@@ -233,6 +234,15 @@ def test_long_text_is_split_at_spaces_into_lines_that_fit():
 
 def test_backoff_doubles_up_to_30_seconds():
     assert [backoff_delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+@pytest.mark.parametrize(
+    ("nick", "valid"),
+    [("carol", True), ("[x]_-9", True), ("9bad", False), ("-x", False), ("caröl", False)],
+)
+def test_the_client_checks_a_nick_with_the_servers_own_rule(nick, valid):
+    assert world.valid_nick is protocol.valid_nick  # one rule, not a copy in the client
+    assert protocol.valid_nick(nick) is valid  # no length: that is the server's NICKLEN
 
 
 # -- the session against a real server ---------------------------------------------------------
