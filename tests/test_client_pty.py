@@ -118,6 +118,8 @@ def test_incoming_message_does_not_disturb_a_half_typed_line(terminal, bob):
 def test_tab_completes_commands_and_nicks_and_ctrl_c_clears_the_line(terminal, bob):
     term = terminal("--nick", "carol", "--join", "#general")
     term.wait_for_prompt("carol@#general>")
+    # The names list on screen means the client knows the members: Tab completes them now
+    # (it once pressed Tab between the list and its end, 366, and found nobody: issue 11).
     term.wait_for_line(r"Users in #general: .*bob")
 
     term.child.send("bo\t")

@@ -471,6 +471,16 @@ def test_a_refused_rejoin_does_not_mark_the_next_join_as_a_rejoin(fed):
     assert fed.session.view().current_room == "#b"
 
 
+def test_names_are_members_as_soon_as_they_are_listed(fed):
+    # Once "Users in #r: ..." is on screen, Tab completes those nicks (issue 11: a test
+    # pressed Tab between the list and its end, 366, and found nobody to complete).
+    fed.feed(":carol!c@h JOIN #r", ":srv 353 carol = #r :carol @bob")
+    assert completions("bo", fed.session.view()) == ("bo", ["bob"])
+    fed.feed(":srv 366 carol #r :End of /NAMES list")
+    fed.feed(":srv 353 carol = #r :carol dave", ":srv 366 carol #r :End of /NAMES list")
+    assert fed.session.view().members == ("carol", "dave")  # a new list replaces the old one
+
+
 def test_mode_changes_keep_the_members(fed):
     fed.feed(":carol!c@h JOIN #r", ":bob!b@h JOIN #r", ":alice!a@h MODE #r +o-v bob bob")
     assert fed.session.view().members == ("bob", "carol")

@@ -626,11 +626,17 @@ class Session:
                 if command == p.ERR_BADCHANNELKEY:
                     self._keys.pop(casefold(msg.param(1)), None)
             elif command == p.RPL_NAMREPLY and len(msg.params) >= 3:
-                names = self._pending_names.setdefault(casefold(msg.params[-2]), {})
+                key = casefold(msg.params[-2])
+                names = self._pending_names.setdefault(key, {})
+                joined = self._rooms.get(key)
                 for name in msg.params[-1].split():
                     nick = name.lstrip(MEMBER_PREFIXES)
                     if nick:
                         names[casefold(nick)] = nick
+                        # Known at once, not only at the end of the list: once "Users in
+                        # #room: ..." is on screen, Tab completes those nicks.
+                        if joined is not None:
+                            joined.members[casefold(nick)] = nick
             elif command == p.RPL_ENDOFNAMES:
                 key = casefold(msg.param(1))
                 names = self._pending_names.pop(key, None)
