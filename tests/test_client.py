@@ -334,6 +334,27 @@ def test_who_and_list_are_aligned_tables(spawn, observer):
     alice.expect(rf"{STAMP}  #general  2 users$")
 
 
+def test_after_a_kick_text_goes_to_the_room_current_before(spawn, observer):
+    op = observer("op", "#a", "#b", "#c")
+    alice = spawn("--nick", "alice", "--join", "#a,#b,#c")
+    for room in ("#a", "#b", "#c"):
+        joined(alice, "alice", room)
+    alice.send("/switch #a")
+    alice.expect(r"-- Talking in #a$")
+    alice.send("/switch #b")
+    alice.expect(r"-- Talking in #b$")
+    op.send("KICK #b alice :out")
+    alice.expect(rf"{STAMP}\* You were kicked from #b by op \(out\)$")
+    alice.expect(rf"{STAMP}-- Talking in #a$")  # the room before #b, not the last joined
+    alice.send("where does this go")
+    op.expect(r"^:alice!\S+ PRIVMSG #a :where does this go$")
+    alice.send("/leave")
+    alice.expect(rf"{STAMP}\* You left #a$")
+    alice.expect(rf"{STAMP}-- Talking in #c$")
+    alice.send("/leave")
+    alice.expect(rf"{STAMP}-- You are in no room now: /join #room$")
+
+
 # -- connection trouble -----------------------------------------------------------------------
 
 

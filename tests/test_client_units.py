@@ -481,6 +481,21 @@ def test_names_are_members_as_soon_as_they_are_listed(fed):
     assert fed.session.view().members == ("carol", "dave")  # a new list replaces the old one
 
 
+def test_leaving_the_current_room_goes_back_to_the_one_current_before(fed):
+    fed.feed(":carol!c@h JOIN #a", ":carol!c@h JOIN #b", ":carol!c@h JOIN #c")
+    for room in ("#a", "#b"):
+        fed.session.switch(room)
+    fed.feed(":op!o@h KICK #b carol :out")
+    assert fed.session.view().current_room == "#a"  # not #c, the last one joined
+    assert fed.notes()[-1] == "Talking in #a"
+    fed.feed(":op!o@h KICK #c carol :out")  # not the current room: nothing moves
+    assert fed.session.view().current_room == "#a"
+    assert fed.notes()[-1] == "Talking in #a"
+    fed.feed(":carol!c@h PART #a")
+    assert fed.session.view().current_room is None
+    assert fed.notes()[-1] == "You are in no room now: /join #room"
+
+
 def test_mode_changes_keep_the_members(fed):
     fed.feed(":carol!c@h JOIN #r", ":bob!b@h JOIN #r", ":alice!a@h MODE #r +o-v bob bob")
     assert fed.session.view().members == ("bob", "carol")

@@ -274,6 +274,9 @@ class Session:
         self._keys: dict[str, str] = {}
         self._link: _Link | None = None
         self._syncs: dict[str, threading.Event] = {}
+        # Casefolded rooms in the order they were last current (the latest last): leaving the
+        # current room (/leave, a KICK) goes back to the one before, as a person expects.
+        self._recent: list[str] = []
         # Written by the network thread only.
         self._failures = 0
         self._welcomed_before = False
@@ -342,7 +345,8 @@ class Session:
             joined = self._rooms.get(casefold(room if is_room(room) else "#" + room))
             if joined is None:
                 return None
-            self._current_room, self._query = joined.name, None
+            self._make_current_locked(joined.name)
+            self._query = None
         self._emit(Changed())
         return joined.name
 
@@ -552,6 +556,8 @@ class Session:
             self._welcome(link, msg)
             return
         me = self._nick
+        with self._lock:
+            room_before = self._current_room
         changed = self._apply(msg, me)
         quiet = (command == "ERROR" and self._quitting.is_set()) or (
             command in _WELCOME_BURST and self._quiet_burst
@@ -560,6 +566,8 @@ class Session:
             self._quiet_burst = False  # the burst is over: a later /motd is shown
         if not quiet:
             self._emit(Incoming(msg, me))
+        if changed and command in ("PART", "KICK"):
+            self._tell_where_text_goes(room_before)
         if changed:
             self._emit(Changed())
         if command == "KILL" and casefold(msg.param(0)) == casefold(me):
@@ -567,6 +575,18 @@ class Session:
             # that, as rejoining would undo a KICK: the session ends instead.
             self._fatal = f"killed by {strip_formatting(msg.source_nick or 'the server')}"
             self._note("Disconnected by a server operator; not reconnecting", "error")
+
+    def _tell_where_text_goes(self, room_before: str | None) -> None:
+        """After we left the current room (/leave, a KICK): where plain text goes now, as a
+        script has no prompt to show it."""
+        with self._lock:
+            room, query = self._current_room, self._query
+        if room == room_before or query is not None:
+            return
+        if room is not None:
+            self._note(f"Talking in {room}")
+        else:
+            self._note("You are in no room now: /join #room")
 
     def _before_welcome(self, link: _Link, msg: Message) -> bool:
         """Registration replies the person needn't see as such; True if `msg` was one."""
@@ -675,10 +695,19 @@ class Session:
         if key in self._rejoining:
             self._rejoining.discard(key)
             if self._current_room is None or casefold(self._current_room) == key:
-                self._current_room = name
+                self._make_current_locked(name)
         else:
             # A room the person asked to join becomes where their text goes.
-            self._current_room, self._query = name, None
+            self._make_current_locked(name)
+            self._query = None
+
+    def _make_current_locked(self, name: str) -> None:
+        assert held(self._lock)
+        key = casefold(name)
+        self._current_room = name
+        if key in self._recent:
+            self._recent.remove(key)
+        self._recent.append(key)
 
     def _left_locked(self, name: str) -> None:
         assert held(self._lock)
@@ -686,9 +715,17 @@ class Session:
         self._rooms.pop(key, None)
         self._pending_names.pop(key, None)
         self._keys.pop(key, None)
+        if key in self._recent:
+            self._recent.remove(key)
         if self._current_room is not None and casefold(self._current_room) == key:
-            # Back to the room joined most recently of those still joined.
-            self._current_room = next(reversed(self._rooms.values())).name if self._rooms else None
+            # Back to the room that was current before (a room never current: the one joined
+            # last), after a /leave or a KICK alike.
+            before = next((k for k in reversed(self._recent) if k in self._rooms), None)
+            if before is None and self._rooms:
+                before = next(reversed(self._rooms))
+            self._current_room = None
+            if before is not None:
+                self._make_current_locked(self._rooms[before].name)
 
     def _room_mode_locked(self, params: tuple[str, ...] | list[str]) -> None:
         """Follow the key of a room we are in, from a MODE line or a 324 reply:
