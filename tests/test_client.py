@@ -334,6 +334,32 @@ def test_who_and_list_are_aligned_tables(spawn, observer):
     alice.expect(rf"{STAMP}  #general  2 users$")
 
 
+def test_a_refused_message_is_shown_as_not_sent_never_as_said(spawn, observer):
+    op = observer("op", "#quiet")  # the first in a room is its operator
+    alice = joined(spawn("--nick", "alice", "--join", "#quiet"), "alice", "#quiet")
+    op.expect(r"^:alice!\S+ JOIN #quiet$")
+    op.send("MODE #quiet +m")
+    alice.expect(rf"{STAMP}\* op moderates #quiet$")
+
+    alice.send("anyone there?")
+    lines = alice.collect_until(
+        rf"{STAMP}! Not sent to #quiet: anyone there\? "
+        r"\(Cannot send to room: it is moderated \(\+m\) and you have no voice\)$"
+    )
+    assert not any("<alice> anyone there?" in line for line in lines), lines
+    alice.send("/msg nobody psst")
+    alice.expect(rf"{STAMP}! Not sent to nobody: psst \(No such nick\)$")
+    alice.send("/me waves")
+    alice.expect(rf"{STAMP}! Not sent to #quiet: \* alice waves \(Cannot send to room: .*\)$")
+
+    op.send("MODE #quiet +v alice")
+    alice.expect(rf"{STAMP}\* op gives voice to you in #quiet$")
+    alice.send("thanks")
+    alice.expect(rf"{STAMP}\[#quiet\] <alice> thanks$")  # taken: shown as said
+    op.expect(r"^:alice!\S+ PRIVMSG #quiet :?thanks$")
+    assert not any(re.search(r"<alice> anyone there|-> \*nobody\*", line) for line in alice.seen)
+
+
 def test_after_a_kick_text_goes_to_the_room_current_before(spawn, observer):
     op = observer("op", "#a", "#b", "#c")
     alice = spawn("--nick", "alice", "--join", "#a,#b,#c")

@@ -496,6 +496,55 @@ def test_leaving_the_current_room_goes_back_to_the_one_current_before(fed):
     assert fed.notes()[-1] == "You are in no room now: /join #room"
 
 
+def pings(link: FakeLink) -> list[str]:
+    return [msg.params[0] for msg in link.sent if msg.command == "PING"]
+
+
+def test_own_messages_are_shown_when_the_server_confirms_them(fed):
+    fed.feed(":carol!c@h JOIN #r")
+    assert fed.session.send(Message("PRIVMSG", ["#r", "hi"]), echo=True)
+    assert fed.session.send(Message("PRIVMSG", ["bob,nobody", "psst"]), echo=True)
+    first, second = pings(fed.link)
+    assert fed.recorder.rendered()[-1] == "* You joined #r"  # nothing until the server answers
+    fed.feed(f":srv PONG srv :{first}")
+    assert fed.recorder.rendered()[-1] == "[#r] <carol> hi"
+    fed.feed(":srv 401 carol nobody :No such nick", f":srv PONG srv :{second}")
+    assert fed.notes()[-1] == "Not sent to nobody: psst (No such nick)"
+    assert fed.recorder.rendered()[-1] == "-> *bob* psst"  # sent to the one that exists
+    assert not any(line.startswith("! No such nick") for line in fed.recorder.rendered())
+    # A refusal with nothing waiting to be confirmed is shown as it is.
+    fed.feed(":srv 401 carol nobody :No such nick")
+    assert fed.recorder.rendered()[-1] == "! No such nick: nobody"
+
+
+def test_lines_sent_together_are_confirmed_by_one_ping(fed):
+    # A paste: each line costs a flood token on the server, so one PING covers them all.
+    fed.feed(":carol!c@h JOIN #r")
+    said = [Message("PRIVMSG", ["#r", f"line {n}"]) for n in (1, 2)]
+    assert fed.session.send_all([*said, Message("PRIVMSG", ["bob", "line 3"])], echo=True)
+    (token,) = pings(fed.link)
+    # +m: each line to the room is refused, in the order sent; the one to bob goes through.
+    fed.feed(":srv 404 carol #r :Cannot send to room", ":srv 404 carol #r :Cannot send to room")
+    fed.feed(f":srv PONG srv :{token}")
+    assert fed.notes()[-2:] == [
+        "Not sent to #r: line 1 (Cannot send to room)",
+        "Not sent to #r: line 2 (Cannot send to room)",
+    ]
+    assert fed.recorder.rendered()[-1] == "-> *bob* line 3"
+    assert not any("<carol> line" in line for line in fed.recorder.rendered())
+
+
+def test_a_message_not_confirmed_when_the_link_goes_is_said_to_be_maybe_not_sent(fed):
+    fed.feed(":carol!c@h JOIN #r")
+    assert fed.session.send(Message("PRIVMSG", ["#r", "\x01ACTION waves\x01"]), echo=True)
+    fed.reconnect()
+    assert fed.notes()[0] == (
+        "Maybe not sent to #r: * carol waves (the connection was lost before the server "
+        "confirmed it)"
+    )
+    assert not any("waves" in line for line in fed.recorder.rendered())
+
+
 def test_mode_changes_keep_the_members(fed):
     fed.feed(":carol!c@h JOIN #r", ":bob!b@h JOIN #r", ":alice!a@h MODE #r +o-v bob bob")
     assert fed.session.view().members == ("bob", "carol")

@@ -79,15 +79,16 @@ class CommandLine:
         return False
 
     def send(self, msg: Message, echo: bool) -> None:
-        for part in split_long_message(msg):
-            try:
-                sent = self.session.send(part, echo=echo)
-            except ProtocolError as exc:
-                self.hint(f"cannot send that: {exc}")
-                return
-            if not sent:
-                self.hint("not connected to the server; nothing was sent")
-                return
+        self._send_all(split_long_message(msg), echo)
+
+    def _send_all(self, msgs: list[Message], echo: bool) -> None:
+        try:
+            sent = self.session.send_all(msgs, echo=echo)
+        except ProtocolError as exc:
+            self.hint(f"cannot send that: {exc}")
+            return
+        if not sent:
+            self.hint("not connected to the server; nothing was sent")
 
     def info(self, text: str) -> None:
         self.show(Note(text))

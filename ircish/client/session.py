@@ -57,6 +57,16 @@ _WELCOME_BURST = frozenset(
     {"002", "003", "004", "005", "250", "251", "252", "253", "254", "255", "265", "266"}
     | {"375", "372", "376", "422"}
 )
+#: Refusals of a PRIVMSG/NOTICE that name the refused target in parameter 1: no such nick,
+#: server or room, cannot send (+m, +n, banned), and other servers' "you must be identified"
+#: (477, 486) and "cannot send to user" (531).
+_SEND_REFUSED_TO = frozenset(
+    {p.ERR_NOSUCHNICK, "402", p.ERR_NOSUCHCHANNEL, p.ERR_CANNOTSENDTOCHAN, "477", "486", "531"}
+)
+#: Refusals of a whole PRIVMSG/NOTICE, whatever its targets (FAIL is one too).
+_SEND_REFUSED = frozenset(
+    {p.ERR_TOOMANYTARGETS, p.ERR_NORECIPIENT, p.ERR_NOTEXTTOSEND, p.ERR_INPUTTOOLONG}
+)
 
 
 class ConnectError(Exception):
@@ -174,6 +184,28 @@ class _Room:
     members: dict[str, str] = field(default_factory=dict)  # casefolded nick -> nick
 
 
+@dataclass
+class _Unconfirmed:
+    """A PRIVMSG/NOTICE we sent and the server has not yet confirmed: it is shown as ours when
+    the PONG to the PING sent after it comes back, to the targets no refusal named first."""
+
+    msg: Message
+    me: str
+    targets: dict[str, str]  # casefolded -> as written, for the targets not refused
+
+    def refuse(self, targets: list[str]) -> str:
+        """Drop `targets` (casefolded) from those it went to; the ones dropped, as written."""
+        gone = [self.targets.pop(key) for key in targets if key in self.targets]
+        return ",".join(gone)
+
+    def shown_text(self) -> str:
+        """The text as a person reads it in "Not sent to #room: <text>"."""
+        text = self.msg.param(1)
+        if text.startswith("\x01ACTION"):
+            return f"* {self.me} {strip_formatting(text[7:].strip(chr(1)).lstrip())}"
+        return strip_formatting(text)
+
+
 _CLOSE = None  # the sending thread's stop mark
 
 
@@ -277,6 +309,9 @@ class Session:
         # Casefolded rooms in the order they were last current (the latest last): leaving the
         # current room (/leave, a KICK) goes back to the one before, as a person expects.
         self._recent: list[str] = []
+        # PING token -> the messages sent before that PING and not yet confirmed, in the
+        # order sent.
+        self._unconfirmed: dict[str, list[_Unconfirmed]] = {}
         # Written by the network thread only.
         self._failures = 0
         self._welcomed_before = False
@@ -319,18 +354,46 @@ class Session:
 
     def send(self, msg: Message, echo: bool = False) -> bool:
         """Queue `msg` for the server; never blocks. False (nothing sent) if not registered.
-        With `echo`, a PRIVMSG/NOTICE is also shown as our own (servers don't echo it).
-        Raises ProtocolError if `msg` cannot be one IRC line."""
+        With `echo`, a PRIVMSG/NOTICE is also shown as our own once the server has taken it
+        (see `send_all`). Raises ProtocolError if `msg` cannot be one IRC line."""
+        return self.send_all([msg], echo)
+
+    def send_all(self, msgs: list[Message], echo: bool = False) -> bool:
+        """Queue `msgs` in order; never blocks. False (nothing sent) if not registered.
+        Raises ProtocolError (nothing sent) if one cannot be an IRC line.
+
+        With `echo`, each PRIVMSG/NOTICE is shown as ours only once the server has taken it:
+        servers don't echo it (ircish has no echo-message). One PING follows the lot, and the
+        server answers one client's lines in order, so a refusal of one of them (404 in a +m
+        room, 401 no such nick...) comes before the PONG: that one is shown as "Not sent to
+        <target>: <text> (<why>)", the others as sent when the PONG comes. One PING per call,
+        not per message: each line costs flood tokens on the server, and a paste is many."""
+        for msg in msgs:
+            msg.to_bytes()  # raises ProtocolError before anything is queued
+        token = f"ircish-echo-{next(self._tokens)}"
         with self._lock:
             link = self._link if self._registered else None
             me = self._nick
+            waiting = [
+                _Unconfirmed(msg, me, {casefold(t): t for t in msg.param(0).split(",") if t})
+                for msg in msgs
+                if echo
+                and msg.command in ("PRIVMSG", "NOTICE")
+                and len(msg.params) > 1
+                # Sent to ourselves, it comes back from the server anyway.
+                and casefold(msg.param(0)) != casefold(me)
+            ]
+            if link is not None and waiting:
+                # Waiting before the lines go out: a refusal can come back at once.
+                self._unconfirmed[token] = waiting
         if link is None:
             return False
-        link.send(msg)
-        if msg.command == "JOIN" and len(msg.params) > 1:
-            self._remember_keys(msg.params[0], msg.params[1])
-        if echo and msg.command in ("PRIVMSG", "NOTICE") and casefold(msg.param(0)) != casefold(me):
-            self._emit(Incoming(Message(msg.command, msg.params, prefix=me), me))
+        for msg in msgs:
+            link.send(msg)
+            if msg.command == "JOIN" and len(msg.params) > 1:
+                self._remember_keys(msg.params[0], msg.params[1])
+        if waiting:
+            link.send(Message("PING", [token]))
         return True
 
     def query(self, nick: str | None) -> None:
@@ -544,6 +607,10 @@ class Session:
             return
         if command == "PONG":
             self._answered(msg.params[-1] if msg.params else "")
+            return
+        if (command in _SEND_REFUSED_TO or command in _SEND_REFUSED or command == "FAIL") and (
+            self._refused(msg)
+        ):
             return
         if command == "CAP":
             # `CAP * LS * :caps` means more lines follow (CAP 302); END after the last one.
@@ -773,8 +840,35 @@ class Session:
     def _answered(self, token: str) -> None:
         with self._lock:
             done = self._syncs.pop(token, None)
+            confirmed = self._unconfirmed.pop(token, [])
         if done is not None:
             done.set()
+        for sent in confirmed:
+            if sent.targets:
+                # Taken by the server: shown as ours, to the targets no refusal named.
+                targets = ",".join(sent.targets.values())
+                echo = Message(sent.msg.command, [targets, *sent.msg.params[1:]], prefix=sent.me)
+                self._emit(Incoming(echo, sent.me))
+
+    def _refused(self, msg: Message) -> bool:
+        """If `msg` (a refusal of a PRIVMSG/NOTICE) refuses a message not yet confirmed, say
+        so; True if it did. It refuses the first message it fits of those sent before the
+        next PONG, as replies come in order."""
+        command = msg.command
+        whole = command in _SEND_REFUSED or command == "FAIL"  # not naming one target
+        with self._lock:
+            for sent in next(iter(self._unconfirmed.values()), []):
+                if command == "FAIL" and msg.param(0).upper() not in (sent.msg.command, "*"):
+                    continue
+                refused = sent.refuse(list(sent.targets) if whole else [casefold(msg.param(1))])
+                if refused:
+                    break
+            else:
+                return False
+        reason = strip_formatting(msg.params[-1]) if len(msg.params) > 1 else command
+        text = f"Not sent to {strip_formatting(refused)}: {sent.shown_text()} ({reason})"
+        self._note(text, "error")
+        return True
 
     def _lose(self, link: _Link) -> None:
         """The link is gone: close it, remember the rooms to rejoin, wake every waiter."""
@@ -789,9 +883,19 @@ class Session:
             self._rooms.clear()
             self._pending_names.clear()
             waiters, self._syncs = list(self._syncs.values()), {}
+            unconfirmed = [sent for batch in self._unconfirmed.values() for sent in batch]
+            self._unconfirmed = {}
             self._state_changed.notify_all()
         for done in waiters:
             done.set()
+        for sent in unconfirmed:
+            if sent.targets:
+                where = strip_formatting(",".join(sent.targets.values()))
+                self._note(
+                    f"Maybe not sent to {where}: {sent.shown_text()} (the connection was lost "
+                    "before the server confirmed it)",
+                    "error",
+                )
         self._emit(Changed())
 
     def _finish(self, code: int) -> None:
