@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from helpers import TIMEOUT, Client, ServerProcess
 
+from ircish.protocol import parse
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = [sys.executable, "-m", "ircish.client.cli"]
 STAMP = r"^\d\d:\d\d "
@@ -379,6 +381,39 @@ def test_after_a_kick_text_goes_to_the_room_current_before(spawn, observer):
     alice.expect(rf"{STAMP}-- Talking in #c$")
     alice.send("/leave")
     alice.expect(rf"{STAMP}-- You are in no room now: /join #room$")
+
+
+def test_ctcp_version_ping_and_time_are_answered(spawn, observer):
+    bob = observer("bob")
+    alice = spawn("--nick", "alice")
+    alice.expect(r"Welcome to")
+    for request in ("VERSION", "PING 1712345678 123", "TIME", "CLIENTINFO"):
+        bob.send(f"PRIVMSG alice :\x01{request}\x01")
+    bob.expect(r"^:alice!\S+ NOTICE bob :\x01VERSION ircish-client \d+\.\d+\.\d+\x01$")
+    bob.expect(r"^:alice!\S+ NOTICE bob :\x01PING 1712345678 123\x01$")
+    bob.expect(r"^:alice!\S+ NOTICE bob :\x01TIME \w{3}, \d\d \w{3} \d{4} [\d:]{8} [-+]\d{4}\x01$")
+    alice.expect(rf"{STAMP}\* bob sent a CTCP CLIENTINFO$")
+    # The fourth request in a row came within 2 s of the third: dropped, not answered.
+    alice.send("/msg bob done")
+    lines = bob.collect_until(r"PRIVMSG bob :?done$")
+    assert not any("CLIENTINFO" in line for line in lines), lines
+
+
+def test_a_ctcp_flood_gets_three_answers_and_the_rest_is_dropped(spawn, observer):
+    # Every answer costs the client flood tokens on the server: answering a flood of requests
+    # would get it cut off ("Excess Flood"), so it answers 3 at once, then 1 per 2 s.
+    bob = observer("bob")
+    alice = spawn("--nick", "alice")
+    alice.expect(r"Welcome to")
+    bob.send("".join(f"PRIVMSG alice :\x01PING {n}\x01\r\n" for n in range(20)).encode())
+    bob.send("PRIVMSG alice :that was all")
+    alice.expect(r"\[private\] <bob> that was all$")
+    alice.send("/msg bob done")
+    lines = bob.collect_until(r"PRIVMSG bob :?done$")
+    answers = [parse(line).params[1] for line in lines if " NOTICE bob " in line]
+    assert answers[:3] == ["\x01PING 0\x01", "\x01PING 1\x01", "\x01PING 2\x01"]
+    # A fourth only if handling the twenty took the client 2 s.
+    assert len(answers) <= 4, answers
 
 
 # -- connection trouble -----------------------------------------------------------------------

@@ -21,11 +21,13 @@ from ircish.client.session import (
     Event,
     Incoming,
     Note,
+    ReplyBudget,
     Session,
     SessionConfig,
     View,
     _Link,
     backoff_delay,
+    ctcp_reply,
 )
 from ircish.client.ui import Formatter, colour_wanted, nick_colour
 from ircish.protocol import Message, parse
@@ -234,6 +236,38 @@ def test_long_text_is_split_at_spaces_into_lines_that_fit():
 
 def test_backoff_doubles_up_to_30_seconds():
     assert [backoff_delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+@pytest.mark.parametrize(
+    ("request_text", "reply"),
+    [
+        ("\x01VERSION\x01", "\x01VERSION ircish-client 0.1.0\x01"),
+        ("\x01version\x01", "\x01VERSION ircish-client 0.1.0\x01"),
+        ("\x01PING 1712345678 42\x01", "\x01PING 1712345678 42\x01"),
+        ("\x01PING\x01", "\x01PING\x01"),
+        ("\x01PING a\x01b\x01", "\x01PING ab\x01"),  # no CTCP delimiter inside
+        ("\x01PING " + "9" * 300 + "\x01", "\x01PING " + "9" * 100 + "\x01"),
+        ("\x01TIME\x01", "\x01TIME Tue, 02 Apr 2024 10:00:00 +0200\x01"),
+        ("\x01CLIENTINFO\x01", "\x01CLIENTINFO ACTION CLIENTINFO PING TIME VERSION\x01"),
+        ("\x01ACTION waves\x01", None),
+        ("\x01DCC SEND x 1 2 3\x01", None),
+        ("VERSION", None),
+    ],
+)
+def test_ctcp_replies(request_text, reply):
+    assert ctcp_reply(request_text, now=lambda: "Tue, 02 Apr 2024 10:00:00 +0200") == reply
+
+
+def test_ctcp_replies_come_three_at_once_then_one_per_two_seconds():
+    now = [100.0]
+    budget = ReplyBudget(burst=3, interval=2.0, clock=lambda: now[0])
+    assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
+    now[0] += 1.9
+    assert not budget.take()
+    now[0] += 0.1
+    assert [budget.take(), budget.take()] == [True, False]
+    now[0] += 60.0  # a long quiet: the burst again, no more
+    assert [budget.take() for _ in range(4)] == [True, True, True, False]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ whichever thread produced it.
 
 from __future__ import annotations
 
+import email.utils
 import itertools
 import logging
 import queue
@@ -15,10 +16,11 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ircish import modes
+from ircish import __version__, modes
 from ircish import protocol as p
 from ircish.locks import held
 from ircish.protocol import Message, ProtocolError, casefold, parse
@@ -67,6 +69,14 @@ _SEND_REFUSED_TO = frozenset(
 _SEND_REFUSED = frozenset(
     {p.ERR_TOOMANYTARGETS, p.ERR_NORECIPIENT, p.ERR_NOTEXTTOSEND, p.ERR_INPUTTOOLONG}
 )
+#: CTCP requests answered (CTCP spec, ircdocs.horse): what CLIENTINFO lists.
+CTCP_ANSWERED = ("ACTION", "CLIENTINFO", "PING", "TIME", "VERSION")
+#: CTCP replies: this many at once, then one every CTCP_REPLY_INTERVAL seconds; requests
+#: past that are dropped, so a CTCP flood cannot make us flood the server and be cut off.
+CTCP_REPLY_BURST = 3
+CTCP_REPLY_INTERVAL = 2.0
+#: A CTCP PING's token is sent back; a longer one is cut to this many characters.
+CTCP_PING_TOKEN_MAX = 100
 
 
 class ConnectError(Exception):
@@ -85,6 +95,53 @@ def is_room(name: str) -> bool:
 def backoff_delay(failures: int) -> float:
     """Seconds to wait before reconnect attempt number `failures` + 1: 1, 2, 4, ... 30."""
     return min(2.0 ** min(failures, 16), MAX_BACKOFF)
+
+
+class ReplyBudget:
+    """A token bucket for automatic replies: `burst` at once, then one per `interval` seconds.
+    Used by the network thread alone; the clock is injected so tests can drive it."""
+
+    def __init__(
+        self,
+        burst: int = CTCP_REPLY_BURST,
+        interval: float = CTCP_REPLY_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = float(burst)
+        self.interval = interval
+        self.clock = clock
+        self.tokens = float(burst)
+        self.updated = clock()
+
+    def take(self) -> bool:
+        """True (one reply spent) if a reply may go out now."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) / self.interval)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def ctcp_reply(request: str, now: Callable[[], str] | None = None) -> str | None:
+    """The NOTICE text that answers the CTCP request `request` ("\x01VERSION\x01"), or None
+    for text that is no CTCP request we answer (ACTION is shown, never answered)."""
+    if not request.startswith("\x01"):
+        return None
+    command, _, argument = request[1:].removesuffix("\x01").partition(" ")
+    command = command.upper()
+    if command == "VERSION":
+        answer = f"ircish-client {__version__}"
+    elif command == "PING":
+        answer = argument.replace("\x01", "")[:CTCP_PING_TOKEN_MAX]
+    elif command == "TIME":
+        answer = now() if now is not None else email.utils.formatdate(localtime=True)
+    elif command == "CLIENTINFO":
+        answer = " ".join(CTCP_ANSWERED)
+    else:
+        return None
+    return f"\x01{command} {answer}\x01" if answer else f"\x01{command}\x01"
 
 
 def describe(exc: BaseException) -> str:
@@ -319,6 +376,7 @@ class Session:
         self._fatal: str | None = None
         self._quitting = threading.Event()
         self._tokens = itertools.count(1)
+        self._ctcp_budget = ReplyBudget()
         self._thread: threading.Thread | None = None
         self.exit_code: int | None = None
 
@@ -637,6 +695,8 @@ class Session:
             self._tell_where_text_goes(room_before)
         if changed:
             self._emit(Changed())
+        if command == "PRIVMSG" and msg.param(1).startswith("\x01"):
+            self._answer_ctcp(link, msg, me)
         if command == "KILL" and casefold(msg.param(0)) == casefold(me):
             # A server operator put us out. Reconnecting (and rejoining) at once would undo
             # that, as rejoining would undo a KICK: the session ends instead.
@@ -869,6 +929,22 @@ class Session:
         text = f"Not sent to {strip_formatting(refused)}: {sent.shown_text()} ({reason})"
         self._note(text, "error")
         return True
+
+    def _answer_ctcp(self, link: _Link, msg: Message, me: str) -> None:
+        source = msg.source_nick or ""
+        from_server = "!" not in (msg.prefix or "") and "." in source
+        if not source or from_server or casefold(source) == casefold(me):
+            return
+        reply = ctcp_reply(msg.param(1))
+        if reply is None:
+            return
+        if not self._ctcp_budget.take():
+            log.info("CTCP from %s not answered: too many requests", strip_formatting(source))
+            return
+        try:
+            link.send(Message("NOTICE", [source, reply]))
+        except ProtocolError as exc:
+            log.info("cannot answer a CTCP from %s: %s", strip_formatting(source), exc)
 
     def _lose(self, link: _Link) -> None:
         """The link is gone: close it, remember the rooms to rejoin, wake every waiter."""
