@@ -15,7 +15,7 @@ import pytest
 from helpers import TIMEOUT, Client, wait_for
 
 from ircish import protocol, world
-from ircish.client.input_line import completions, help_lines
+from ircish.client.input_line import completions, help_lines, paste_as_one_line, paste_lines
 from ircish.client.session import (
     Changed,
     Event,
@@ -236,6 +236,24 @@ def test_long_text_is_split_at_spaces_into_lines_that_fit():
 
 def test_backoff_doubles_up_to_30_seconds():
     assert [backoff_delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+@pytest.mark.parametrize(
+    ("pasted", "lines"),
+    [
+        ("one\rtwo\rthree", ["one", "two", "three"]),  # xterm
+        ("one\r\ntwo\r\n", ["one", "two"]),  # iTerm2
+        ("one\n\n  \ntwo\n", ["one", "two"]),  # blank lines cannot be sent
+        ("just one\n", ["just one"]),
+        ("/etc/passwd\n/quit", ["/etc/passwd", "/quit"]),
+    ],
+)
+def test_a_paste_is_one_message_per_line(pasted, lines):
+    assert paste_lines(pasted) == lines
+
+
+def test_a_one_line_paste_loses_its_line_ends():
+    assert paste_as_one_line("just one\r\n") == "just one"
 
 
 @pytest.mark.parametrize(
