@@ -258,6 +258,21 @@ def safe_param(text: str) -> str:
     return text
 
 
+NICK_SPECIALS = "[]\\`_^{|}"
+
+
+def valid_nick(nick: str, max_length: int | None = None) -> bool:
+    """RFC 2812 2.3.1 nick: a letter or special first, then letters, digits, specials, '-'.
+    `max_length` is the server's NICKLEN; None checks the characters alone (a client before
+    it has heard the server's limit)."""
+    too_long = max_length is not None and len(nick) > max_length
+    if not nick or too_long or not nick.isascii():
+        return False
+    if not (nick[0].isalpha() or nick[0] in NICK_SPECIALS):
+        return False
+    return all(c.isalnum() or c in NICK_SPECIALS or c == "-" for c in nick)
+
+
 # Numerics (modern.ircdocs.horse "Numerics"). One name per number, used everywhere.
 RPL_WELCOME = "001"
 RPL_YOURHOST = "002"

@@ -229,6 +229,9 @@ _USER_MODE_WORDS: dict[str, str] = {
     "+i": "now invisible",
     "-i": "no longer invisible",
 }
+# A status someone gives their own nick: "You give yourself operator", not "You give operator
+# to you" (issue 11). Taking it reads well as it is: "bob removes operator from themself".
+_REFLEXIVE_MODE_WORDS: dict[str, str] = {"+o": "{arg} operator", "+v": "{arg} voice"}
 _STATUS_LETTERS = frozenset(modes.STATUS_PREFIXES)
 # One pass over the template, so a nick or room holding "{arg}" is never filled in again.
 _PLACEHOLDER = re.compile(r"\{(arg|room|people)\}")
@@ -266,23 +269,30 @@ def _room_mode(msg: Message, me: str | None) -> str | None:
     if changes is None:
         return None
     # Runs of one change share their words: "+oo bob carol" gives operator to "bob and carol".
-    runs: list[tuple[str, list[str]]] = []
+    mine = _is_me(msg, me)
+    runs: list[tuple[str, list[str], list[bool]]] = []  # (signed, args, whether each is self)
     for change in changes:
         words = _ROOM_MODE_WORDS.get(change.signed)
         if words is None or (change.arg is None and "{arg}" in words[1]):
             return None  # a letter with no words, or a list query (never relayed)
         arg = strip_formatting(change.arg or "")
-        if change.letter in _STATUS_LETTERS and _same_nick(change.arg, me):
+        self_given = change.letter in _STATUS_LETTERS and _same_nick(change.arg, msg.source_nick)
+        if self_given:
+            arg = "yourself" if mine else "themself"
+        elif change.letter in _STATUS_LETTERS and _same_nick(change.arg, me):
             arg = "you"
         if runs and runs[-1][0] == change.signed and "{room}" not in words[1]:
             runs[-1][1].append(arg)
+            runs[-1][2].append(self_given)
         else:
-            runs.append((change.signed, [arg]))
+            runs.append((change.signed, [arg], [self_given]))
     room, named = _param(msg, 0), False
     # Consecutive changes with one verb share it: "gives operator to bob and voice to carol".
     groups: list[tuple[str, list[str]]] = []
-    for signed, args in runs:
+    for signed, args, selves in runs:
         verb, template = _ROOM_MODE_WORDS[signed]
+        if selves == [True]:
+            template = _REFLEXIVE_MODE_WORDS.get(signed, template)
         values = {
             "arg": _and(args),
             "room": "the room" if named else room,
@@ -294,7 +304,6 @@ def _room_mode(msg: Message, me: str | None) -> str | None:
             groups[-1][1].append(what)
         else:
             groups.append((verb, [what]))
-    mine = _is_me(msg, me)
     clauses = [f"{verb if mine else verb + 's'} {_and(whats)}" for verb, whats in groups]
     who = "You" if mine else _source(msg)
     return f"* {who} {_and(clauses)}" + ("" if named else f" in {room}")

@@ -70,6 +70,10 @@ from ircish.events import Event
 from ircish.locks import held, new_lock
 from ircish.protocol import IRCError, Message, casefold
 
+# The nick rule is pure protocol (ircish-client checks a nick with it before connecting); it
+# is re-exported here, where the commands have always found it.
+from ircish.protocol import valid_nick as valid_nick
+
 if TYPE_CHECKING:
     import re
 
@@ -98,18 +102,6 @@ class Deliverer(Protocol):
 
 
 log = logging.getLogger(__name__)
-
-
-NICK_SPECIALS = "[]\\`_^{|}"
-
-
-def valid_nick(nick: str, max_length: int) -> bool:
-    """RFC 2812 2.3.1 nick: a letter or special first, then letters, digits, specials, '-'."""
-    if not 0 < len(nick) <= max_length or not nick.isascii():
-        return False
-    if not (nick[0].isalpha() or nick[0] in NICK_SPECIALS):
-        return False
-    return all(c.isalnum() or c in NICK_SPECIALS or c == "-" for c in nick)
 
 
 def valid_room_name(name: str, max_length: int) -> bool:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from helpers import TIMEOUT, Client, ServerProcess
 
+from ircish.protocol import parse
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = [sys.executable, "-m", "ircish.client.cli"]
 STAMP = r"^\d\d:\d\d "
@@ -334,6 +336,86 @@ def test_who_and_list_are_aligned_tables(spawn, observer):
     alice.expect(rf"{STAMP}  #general  2 users$")
 
 
+def test_a_refused_message_is_shown_as_not_sent_never_as_said(spawn, observer):
+    op = observer("op", "#quiet")  # the first in a room is its operator
+    alice = joined(spawn("--nick", "alice", "--join", "#quiet"), "alice", "#quiet")
+    op.expect(r"^:alice!\S+ JOIN #quiet$")
+    op.send("MODE #quiet +m")
+    alice.expect(rf"{STAMP}\* op moderates #quiet$")
+
+    alice.send("anyone there?")
+    lines = alice.collect_until(
+        rf"{STAMP}! Not sent to #quiet: anyone there\? "
+        r"\(Cannot send to room: it is moderated \(\+m\) and you have no voice\)$"
+    )
+    assert not any("<alice> anyone there?" in line for line in lines), lines
+    alice.send("/msg nobody psst")
+    alice.expect(rf"{STAMP}! Not sent to nobody: psst \(No such nick\)$")
+    alice.send("/me waves")
+    alice.expect(rf"{STAMP}! Not sent to #quiet: \* alice waves \(Cannot send to room: .*\)$")
+
+    op.send("MODE #quiet +v alice")
+    alice.expect(rf"{STAMP}\* op gives voice to you in #quiet$")
+    alice.send("thanks")
+    alice.expect(rf"{STAMP}\[#quiet\] <alice> thanks$")  # taken: shown as said
+    op.expect(r"^:alice!\S+ PRIVMSG #quiet :?thanks$")
+    assert not any(re.search(r"<alice> anyone there|-> \*nobody\*", line) for line in alice.seen)
+
+
+def test_after_a_kick_text_goes_to_the_room_current_before(spawn, observer):
+    op = observer("op", "#a", "#b", "#c")
+    alice = spawn("--nick", "alice", "--join", "#a,#b,#c")
+    for room in ("#a", "#b", "#c"):
+        joined(alice, "alice", room)
+    alice.send("/switch #a")
+    alice.expect(r"-- Talking in #a$")
+    alice.send("/switch #b")
+    alice.expect(r"-- Talking in #b$")
+    op.send("KICK #b alice :out")
+    alice.expect(rf"{STAMP}\* You were kicked from #b by op \(out\)$")
+    alice.expect(rf"{STAMP}-- Talking in #a$")  # the room before #b, not the last joined
+    alice.send("where does this go")
+    op.expect(r"^:alice!\S+ PRIVMSG #a :where does this go$")
+    alice.send("/leave")
+    alice.expect(rf"{STAMP}\* You left #a$")
+    alice.expect(rf"{STAMP}-- Talking in #c$")
+    alice.send("/leave")
+    alice.expect(rf"{STAMP}-- You are in no room now: /join #room$")
+
+
+def test_ctcp_version_ping_and_time_are_answered(spawn, observer):
+    bob = observer("bob")
+    alice = spawn("--nick", "alice")
+    alice.expect(r"Welcome to")
+    for request in ("VERSION", "PING 1712345678 123", "TIME", "CLIENTINFO"):
+        bob.send(f"PRIVMSG alice :\x01{request}\x01")
+    bob.expect(r"^:alice!\S+ NOTICE bob :\x01VERSION ircish-client \d+\.\d+\.\d+\x01$")
+    bob.expect(r"^:alice!\S+ NOTICE bob :\x01PING 1712345678 123\x01$")
+    bob.expect(r"^:alice!\S+ NOTICE bob :\x01TIME \w{3}, \d\d \w{3} \d{4} [\d:]{8} [-+]\d{4}\x01$")
+    alice.expect(rf"{STAMP}\* bob sent a CTCP CLIENTINFO$")
+    # The fourth request in a row came within 2 s of the third: dropped, not answered.
+    alice.send("/msg bob done")
+    lines = bob.collect_until(r"PRIVMSG bob :?done$")
+    assert not any("CLIENTINFO" in line for line in lines), lines
+
+
+def test_a_ctcp_flood_gets_three_answers_and_the_rest_is_dropped(spawn, observer):
+    # Every answer costs the client flood tokens on the server: answering a flood of requests
+    # would get it cut off ("Excess Flood"), so it answers 3 at once, then 1 per 2 s.
+    bob = observer("bob")
+    alice = spawn("--nick", "alice")
+    alice.expect(r"Welcome to")
+    bob.send("".join(f"PRIVMSG alice :\x01PING {n}\x01\r\n" for n in range(20)).encode())
+    bob.send("PRIVMSG alice :that was all")
+    alice.expect(r"\[private\] <bob> that was all$")
+    alice.send("/msg bob done")
+    lines = bob.collect_until(r"PRIVMSG bob :?done$")
+    answers = [parse(line).params[1] for line in lines if " NOTICE bob " in line]
+    assert answers[:3] == ["\x01PING 0\x01", "\x01PING 1\x01", "\x01PING 2\x01"]
+    # A fourth only if handling the twenty took the client 2 s.
+    assert len(answers) <= 4, answers
+
+
 # -- connection trouble -----------------------------------------------------------------------
 
 
@@ -407,6 +489,11 @@ def test_unreachable_server_is_one_line_and_status_1():
         (["--nick", "carol", "--port", "70000"], {}, "--port"),
         (["--nick", "carol", "--port", "abc"], {}, "--port"),
         (["--nick", "bad nick"], {}, "is not a nick"),
+        # The server's nick rule (RFC 2812: no digit first), checked before connecting: the
+        # unreachable port shows no connection was tried (that would exit 1).
+        (["--nick", "9bad", "--port", "1"], {}, "'9bad' is not a nick: it starts with a letter"),
+        (["--nick", "caröl", "--port", "1"], {}, "is not a nick"),
+        (["--port", "1"], {"IRCISH_NICK": "a.b"}, "'a.b' is not a nick"),
         (["--nick", "carol", "--join", "#a b"], {}, "is not a room name"),
         (["--nick", "carol"], {"IRCISH_PORT": "0"}, "--port"),
         (["--nick", "carol", "--colour"], {}, "No such option"),

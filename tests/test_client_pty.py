@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import TIMEOUT, Client
 
+from ircish.protocol import parse
+
 pexpect = pytest.importorskip("pexpect")
 pyte = pytest.importorskip("pyte")
 
@@ -118,6 +120,8 @@ def test_incoming_message_does_not_disturb_a_half_typed_line(terminal, bob):
 def test_tab_completes_commands_and_nicks_and_ctrl_c_clears_the_line(terminal, bob):
     term = terminal("--nick", "carol", "--join", "#general")
     term.wait_for_prompt("carol@#general>")
+    # The names list on screen means the client knows the members: Tab completes them now
+    # (it once pressed Tab between the list and its end, 366, and found nobody: issue 11).
     term.wait_for_line(r"Users in #general: .*bob")
 
     term.child.send("bo\t")
@@ -137,6 +141,78 @@ def test_tab_completes_commands_and_nicks_and_ctrl_c_clears_the_line(terminal, b
     term.child.send("just us\r")
     lines = bob.collect_until(r"PRIVMSG bob :just us$")
     assert not any("mistake" in line for line in lines)
+
+
+# -- pasting several lines (issue 11) ----------------------------------------------------------
+
+#: What a terminal sends around a paste once the program turned bracketed paste on.
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+STAMPED = re.compile(r"^\d\d:\d\d ")
+
+
+def paste(term: Terminal, lines: list[str], line_end: str) -> None:
+    term.child.send(PASTE_START + line_end.join(lines) + PASTE_END)
+
+
+def said(lines: list[str]) -> list[str]:
+    """The texts of the PRIVMSGs among raw lines."""
+    return [msg.params[1] for msg in map(parse, lines) if msg.command == "PRIVMSG"]
+
+
+def assert_screen_clean(term: Terminal) -> None:
+    """Every line on screen is a whole event line or the prompt: nothing glued to leftovers."""
+    lines = [line for line in term.lines() if line]
+    prompt = lines.pop()
+    assert prompt.startswith(("carol@#general>", "Paste ")), prompt
+    assert all(STAMPED.match(line) for line in lines), "\n".join(term.lines())
+
+
+def test_a_paste_of_a_few_lines_sends_one_message_per_line(terminal, bob):
+    term = terminal("--nick", "carol", "--join", "#general")
+    term.wait_for_prompt("carol@#general>")
+    bob.expect(r"carol!\S+ JOIN #general")
+
+    term.child.send("look: ")
+    term.wait_for_prompt("carol@#general> look:")
+    # xterm ends pasted lines with CR; a line starting with '/' is pasted text, not a command.
+    paste(term, ["first line", "second line", "/usr/bin/env is a path", ""], "\r")
+    lines = bob.collect_until(r"PRIVMSG #general :/usr/bin/env is a path$")
+    assert said(lines) == ["look: first line", "second line", "/usr/bin/env is a path"]
+    term.wait_for_line(r"^\d\d:\d\d \[#general\] <carol> /usr/bin/env is a path$")
+    term.wait_for_prompt("carol@#general>")
+    assert not any("cannot send" in line for line in term.lines())
+    assert_screen_clean(term)
+
+
+def test_a_long_paste_asks_first_and_esc_cancels_it(terminal, bob):
+    term = terminal("--nick", "carol", "--join", "#general")
+    term.wait_for_prompt("carol@#general>")
+    bob.expect(r"carol!\S+ JOIN #general")
+    twelve = [f"line {n} of the paste" for n in range(1, 13)]
+    question = "Paste 12 lines to #general? Enter sends them, Esc cancels"
+
+    paste(term, twelve, "\n")
+    term.wait_for_prompt(question)
+    # What arrives meanwhile has a line of its own, and the question stays.
+    bob.send("PRIVMSG #general :while you decide")
+    term.wait_for_line(r"^\d\d:\d\d \[#general\] <bob> while you decide$")
+    term.wait_for_prompt(question)
+    assert_screen_clean(term)
+    term.child.send("\x1b")  # Esc
+    term.wait_for_line(r"-- Paste of 12 lines cancelled; nothing was sent$")
+    term.wait_for_prompt("carol@#general>")
+    term.child.send("marker\r")
+    lines = bob.collect_until(r"PRIVMSG #general :?marker$")
+    assert not any("of the paste" in line for line in lines), lines
+
+    paste(term, twelve, "\r\n")  # iTerm2's line ends
+    term.wait_for_prompt(question)
+    term.child.send("\r")
+    lines = bob.collect_until(r"PRIVMSG #general :line 12 of the paste$")
+    assert said(lines) == twelve
+    term.wait_for_line(r"^\d\d:\d\d \[#general\] <carol> line 12 of the paste$")
+    term.wait_for_prompt("carol@#general>")
+    assert_screen_clean(term)
 
 
 def test_ctrl_d_sends_quit_and_exits_0(terminal, bob):

@@ -14,17 +14,20 @@ from collections.abc import Callable, Iterator
 import pytest
 from helpers import TIMEOUT, Client, wait_for
 
-from ircish.client.input_line import completions, help_lines
+from ircish import protocol, world
+from ircish.client.input_line import completions, help_lines, paste_as_one_line, paste_lines
 from ircish.client.session import (
     Changed,
     Event,
     Incoming,
     Note,
+    ReplyBudget,
     Session,
     SessionConfig,
     View,
     _Link,
     backoff_delay,
+    ctcp_reply,
 )
 from ircish.client.ui import Formatter, colour_wanted, nick_colour
 from ircish.protocol import Message, parse
@@ -233,6 +236,65 @@ def test_long_text_is_split_at_spaces_into_lines_that_fit():
 
 def test_backoff_doubles_up_to_30_seconds():
     assert [backoff_delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+@pytest.mark.parametrize(
+    ("pasted", "lines"),
+    [
+        ("one\rtwo\rthree", ["one", "two", "three"]),  # xterm
+        ("one\r\ntwo\r\n", ["one", "two"]),  # iTerm2
+        ("one\n\n  \ntwo\n", ["one", "two"]),  # blank lines cannot be sent
+        ("just one\n", ["just one"]),
+        ("/etc/passwd\n/quit", ["/etc/passwd", "/quit"]),
+    ],
+)
+def test_a_paste_is_one_message_per_line(pasted, lines):
+    assert paste_lines(pasted) == lines
+
+
+def test_a_one_line_paste_loses_its_line_ends():
+    assert paste_as_one_line("just one\r\n") == "just one"
+
+
+@pytest.mark.parametrize(
+    ("request_text", "reply"),
+    [
+        ("\x01VERSION\x01", "\x01VERSION ircish-client 0.1.0\x01"),
+        ("\x01version\x01", "\x01VERSION ircish-client 0.1.0\x01"),
+        ("\x01PING 1712345678 42\x01", "\x01PING 1712345678 42\x01"),
+        ("\x01PING\x01", "\x01PING\x01"),
+        ("\x01PING a\x01b\x01", "\x01PING ab\x01"),  # no CTCP delimiter inside
+        ("\x01PING " + "9" * 300 + "\x01", "\x01PING " + "9" * 100 + "\x01"),
+        ("\x01TIME\x01", "\x01TIME Tue, 02 Apr 2024 10:00:00 +0200\x01"),
+        ("\x01CLIENTINFO\x01", "\x01CLIENTINFO ACTION CLIENTINFO PING TIME VERSION\x01"),
+        ("\x01ACTION waves\x01", None),
+        ("\x01DCC SEND x 1 2 3\x01", None),
+        ("VERSION", None),
+    ],
+)
+def test_ctcp_replies(request_text, reply):
+    assert ctcp_reply(request_text, now=lambda: "Tue, 02 Apr 2024 10:00:00 +0200") == reply
+
+
+def test_ctcp_replies_come_three_at_once_then_one_per_two_seconds():
+    now = [100.0]
+    budget = ReplyBudget(burst=3, interval=2.0, clock=lambda: now[0])
+    assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
+    now[0] += 1.9
+    assert not budget.take()
+    now[0] += 0.1
+    assert [budget.take(), budget.take()] == [True, False]
+    now[0] += 60.0  # a long quiet: the burst again, no more
+    assert [budget.take() for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("nick", "valid"),
+    [("carol", True), ("[x]_-9", True), ("9bad", False), ("-x", False), ("caröl", False)],
+)
+def test_the_client_checks_a_nick_with_the_servers_own_rule(nick, valid):
+    assert world.valid_nick is protocol.valid_nick  # one rule, not a copy in the client
+    assert protocol.valid_nick(nick) is valid  # no length: that is the server's NICKLEN
 
 
 # -- the session against a real server ---------------------------------------------------------
@@ -459,6 +521,80 @@ def test_a_refused_rejoin_does_not_mark_the_next_join_as_a_rejoin(fed):
     assert fed.session.view().current_room == "#a"  # a rejoin keeps the current room
     fed.feed(":carol!c@h JOIN #b")  # later, the person's own /join: it becomes current
     assert fed.session.view().current_room == "#b"
+
+
+def test_names_are_members_as_soon_as_they_are_listed(fed):
+    # Once "Users in #r: ..." is on screen, Tab completes those nicks (issue 11: a test
+    # pressed Tab between the list and its end, 366, and found nobody to complete).
+    fed.feed(":carol!c@h JOIN #r", ":srv 353 carol = #r :carol @bob")
+    assert completions("bo", fed.session.view()) == ("bo", ["bob"])
+    fed.feed(":srv 366 carol #r :End of /NAMES list")
+    fed.feed(":srv 353 carol = #r :carol dave", ":srv 366 carol #r :End of /NAMES list")
+    assert fed.session.view().members == ("carol", "dave")  # a new list replaces the old one
+
+
+def test_leaving_the_current_room_goes_back_to_the_one_current_before(fed):
+    fed.feed(":carol!c@h JOIN #a", ":carol!c@h JOIN #b", ":carol!c@h JOIN #c")
+    for room in ("#a", "#b"):
+        fed.session.switch(room)
+    fed.feed(":op!o@h KICK #b carol :out")
+    assert fed.session.view().current_room == "#a"  # not #c, the last one joined
+    assert fed.notes()[-1] == "Talking in #a"
+    fed.feed(":op!o@h KICK #c carol :out")  # not the current room: nothing moves
+    assert fed.session.view().current_room == "#a"
+    assert fed.notes()[-1] == "Talking in #a"
+    fed.feed(":carol!c@h PART #a")
+    assert fed.session.view().current_room is None
+    assert fed.notes()[-1] == "You are in no room now: /join #room"
+
+
+def pings(link: FakeLink) -> list[str]:
+    return [msg.params[0] for msg in link.sent if msg.command == "PING"]
+
+
+def test_own_messages_are_shown_when_the_server_confirms_them(fed):
+    fed.feed(":carol!c@h JOIN #r")
+    assert fed.session.send(Message("PRIVMSG", ["#r", "hi"]), echo=True)
+    assert fed.session.send(Message("PRIVMSG", ["bob,nobody", "psst"]), echo=True)
+    first, second = pings(fed.link)
+    assert fed.recorder.rendered()[-1] == "* You joined #r"  # nothing until the server answers
+    fed.feed(f":srv PONG srv :{first}")
+    assert fed.recorder.rendered()[-1] == "[#r] <carol> hi"
+    fed.feed(":srv 401 carol nobody :No such nick", f":srv PONG srv :{second}")
+    assert fed.notes()[-1] == "Not sent to nobody: psst (No such nick)"
+    assert fed.recorder.rendered()[-1] == "-> *bob* psst"  # sent to the one that exists
+    assert not any(line.startswith("! No such nick") for line in fed.recorder.rendered())
+    # A refusal with nothing waiting to be confirmed is shown as it is.
+    fed.feed(":srv 401 carol nobody :No such nick")
+    assert fed.recorder.rendered()[-1] == "! No such nick: nobody"
+
+
+def test_lines_sent_together_are_confirmed_by_one_ping(fed):
+    # A paste: each line costs a flood token on the server, so one PING covers them all.
+    fed.feed(":carol!c@h JOIN #r")
+    said = [Message("PRIVMSG", ["#r", f"line {n}"]) for n in (1, 2)]
+    assert fed.session.send_all([*said, Message("PRIVMSG", ["bob", "line 3"])], echo=True)
+    (token,) = pings(fed.link)
+    # +m: each line to the room is refused, in the order sent; the one to bob goes through.
+    fed.feed(":srv 404 carol #r :Cannot send to room", ":srv 404 carol #r :Cannot send to room")
+    fed.feed(f":srv PONG srv :{token}")
+    assert fed.notes()[-2:] == [
+        "Not sent to #r: line 1 (Cannot send to room)",
+        "Not sent to #r: line 2 (Cannot send to room)",
+    ]
+    assert fed.recorder.rendered()[-1] == "-> *bob* line 3"
+    assert not any("<carol> line" in line for line in fed.recorder.rendered())
+
+
+def test_a_message_not_confirmed_when_the_link_goes_is_said_to_be_maybe_not_sent(fed):
+    fed.feed(":carol!c@h JOIN #r")
+    assert fed.session.send(Message("PRIVMSG", ["#r", "\x01ACTION waves\x01"]), echo=True)
+    fed.reconnect()
+    assert fed.notes()[0] == (
+        "Maybe not sent to #r: * carol waves (the connection was lost before the server "
+        "confirmed it)"
+    )
+    assert not any("waves" in line for line in fed.recorder.rendered())
 
 
 def test_mode_changes_keep_the_members(fed):

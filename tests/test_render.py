@@ -169,6 +169,14 @@ def test_render_commands(line: str, me: str | None, expected: str) -> None:
         # my own changes: "You" with the plain verb
         (":carol!c@host MODE #r +o bob", ME, "* You give operator to bob in #r"),
         (":carol!c@host MODE #r +m", ME, "* You moderate #r"),
+        # a status given to oneself (issue 11: not "You give operator to you")
+        (":carol!c@host MODE #r +o carol", ME, "* You give yourself operator in #r"),
+        (":carol!c@host MODE #r +v Carol", ME, "* You give yourself voice in #r"),
+        (":carol!c@host MODE #r -o carol", ME, "* You remove operator from yourself in #r"),
+        (f"{ALICE} MODE #r +o alice", ME, "* alice gives themself operator in #r"),
+        (f"{ALICE} MODE #r -v alice", ME, "* alice removes voice from themself in #r"),
+        (f"{ALICE} MODE #r +oo alice bob", ME, "* alice gives operator to themself and bob in #r"),
+        (f"{ALICE} MODE #r +o themself", ME, "* alice gives operator to themself in #r"),
         (":carol!c@host MODE #r +q bob", ME, "* You set mode +q bob on #r"),
         (f"{SRV} MODE #r +o bob", ME, "* irc.example gives operator to bob in #r"),
         # what cannot be put in words is shown as the server wrote it

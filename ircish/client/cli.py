@@ -15,6 +15,7 @@ import click
 from ircish import __version__
 from ircish.client.session import ConnectError, Session, SessionConfig
 from ircish.client.ui import InteractiveUI, ScriptedUI, colour_wanted, default_streams
+from ircish.protocol import NICK_SPECIALS, valid_nick
 from ircish.tls import client_context, describe_ssl_error
 
 EXAMPLES = """\b
@@ -34,13 +35,15 @@ PLAIN_PORT, TLS_PORT = 6667, 6697
 #: Said after "certificate verify failed: ...".
 CERTIFICATE_HINT = "trust its CA with --ca-file FILE, or skip the check with --insecure"
 
-#: Characters no IRC nick may hold; the server judges the rest.
-_NICK_FORBIDDEN = set(" ,*?!@:#&") | {chr(c) for c in range(33)} | {"\x7f"}
-
 
 def _check_nick(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and (not value or set(value) & _NICK_FORBIDDEN or value[0] in "$:"):
-        raise click.BadParameter(f"{value!r} is not a nick (no spaces, no ,*?!@:#&)")
+    # The server's own rule, before any connection; its length limit (NICKLEN) is the
+    # server's to judge, as we have not heard it yet.
+    if value is not None and not valid_nick(value):
+        raise click.BadParameter(
+            f"{value!r} is not a nick: it starts with a letter or one of {NICK_SPECIALS} and "
+            f"holds only letters, digits, '-' and those (e.g. carol, carol_2)"
+        )
     return value
 
 

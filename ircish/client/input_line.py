@@ -1,11 +1,13 @@
 """What a typed line means: plain text for the current target, a slash command from the shared
 table (`ircish/slash.py`), or one of the client's own commands in `LOCAL_COMMANDS` (/query,
-/switch, /raw, /help), which need the client's state rather than the server. Also the
-Tab-completion candidates for a half-typed line and `/help`, which lists both tables.
+/switch, /raw, /help), which need the client's state rather than the server. Also what a paste
+of several lines becomes (`paste_lines`: one message each), the Tab-completion candidates for a
+half-typed line and `/help`, which lists both tables.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +23,19 @@ ROOM_ARGUMENT = frozenset(
 #: /op, /kick and the like complete from the current room's members (the default pool);
 #: these may name anyone we share a room with.
 NICK_ARGUMENT = frozenset({"msg", "notice", "query", "whois", "invite", "kill"})
+#: Line ends in pasted text: terminals send CR (xterm), LF or CRLF (iTerm2) between lines.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def paste_lines(text: str) -> list[str]:
+    """The messages a paste of `text` (with what the input line held around it) becomes: one
+    per line; blank lines and NULs are left out (IRC can send neither)."""
+    return [line for line in _LINE_END.split(text.replace("\0", "")) if line.strip()]
+
+
+def paste_as_one_line(text: str) -> str:
+    """A paste that holds one line (maybe with line ends around it), as one line to edit."""
+    return _LINE_END.sub("", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +94,30 @@ class CommandLine:
         return False
 
     def send(self, msg: Message, echo: bool) -> None:
-        for part in split_long_message(msg):
-            try:
-                sent = self.session.send(part, echo=echo)
-            except ProtocolError as exc:
-                self.hint(f"cannot send that: {exc}")
-                return
-            if not sent:
-                self.hint("not connected to the server; nothing was sent")
-                return
+        self._send_all(split_long_message(msg), echo)
+
+    def _send_all(self, msgs: list[Message], echo: bool) -> None:
+        try:
+            sent = self.session.send_all(msgs, echo=echo)
+        except ProtocolError as exc:
+            self.hint(f"cannot send that: {exc}")
+            return
+        if not sent:
+            self.hint("not connected to the server; nothing was sent")
+
+    def paste(self, lines: list[str]) -> None:
+        """Send pasted lines as text, one message each, even those that start with '/': a
+        pasted path or code is not a command (typed commands run; pasted ones are said)."""
+        target = self.session.view().target
+        if target is None:
+            self.hint(f"you are in no room: {len(lines)} pasted lines not sent (/join #room)")
+            return
+        parts = [
+            part
+            for line in lines
+            for part in split_long_message(Message("PRIVMSG", [target, line]))
+        ]
+        self._send_all(parts, echo=True)
 
     def info(self, text: str) -> None:
         self.show(Note(text))

@@ -8,6 +8,7 @@ whichever thread produced it.
 
 from __future__ import annotations
 
+import email.utils
 import itertools
 import logging
 import queue
@@ -15,10 +16,11 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ircish import modes
+from ircish import __version__, modes
 from ircish import protocol as p
 from ircish.locks import held
 from ircish.protocol import Message, ProtocolError, casefold, parse
@@ -57,6 +59,24 @@ _WELCOME_BURST = frozenset(
     {"002", "003", "004", "005", "250", "251", "252", "253", "254", "255", "265", "266"}
     | {"375", "372", "376", "422"}
 )
+#: Refusals of a PRIVMSG/NOTICE that name the refused target in parameter 1: no such nick,
+#: server or room, cannot send (+m, +n, banned), and other servers' "you must be identified"
+#: (477, 486) and "cannot send to user" (531).
+_SEND_REFUSED_TO = frozenset(
+    {p.ERR_NOSUCHNICK, "402", p.ERR_NOSUCHCHANNEL, p.ERR_CANNOTSENDTOCHAN, "477", "486", "531"}
+)
+#: Refusals of a whole PRIVMSG/NOTICE, whatever its targets (FAIL is one too).
+_SEND_REFUSED = frozenset(
+    {p.ERR_TOOMANYTARGETS, p.ERR_NORECIPIENT, p.ERR_NOTEXTTOSEND, p.ERR_INPUTTOOLONG}
+)
+#: CTCP requests answered (CTCP spec, ircdocs.horse): what CLIENTINFO lists.
+CTCP_ANSWERED = ("ACTION", "CLIENTINFO", "PING", "TIME", "VERSION")
+#: CTCP replies: this many at once, then one every CTCP_REPLY_INTERVAL seconds; requests
+#: past that are dropped, so a CTCP flood cannot make us flood the server and be cut off.
+CTCP_REPLY_BURST = 3
+CTCP_REPLY_INTERVAL = 2.0
+#: A CTCP PING's token is sent back; a longer one is cut to this many characters.
+CTCP_PING_TOKEN_MAX = 100
 
 
 class ConnectError(Exception):
@@ -75,6 +95,53 @@ def is_room(name: str) -> bool:
 def backoff_delay(failures: int) -> float:
     """Seconds to wait before reconnect attempt number `failures` + 1: 1, 2, 4, ... 30."""
     return min(2.0 ** min(failures, 16), MAX_BACKOFF)
+
+
+class ReplyBudget:
+    """A token bucket for automatic replies: `burst` at once, then one per `interval` seconds.
+    Used by the network thread alone; the clock is injected so tests can drive it."""
+
+    def __init__(
+        self,
+        burst: int = CTCP_REPLY_BURST,
+        interval: float = CTCP_REPLY_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = float(burst)
+        self.interval = interval
+        self.clock = clock
+        self.tokens = float(burst)
+        self.updated = clock()
+
+    def take(self) -> bool:
+        """True (one reply spent) if a reply may go out now."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) / self.interval)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def ctcp_reply(request: str, now: Callable[[], str] | None = None) -> str | None:
+    """The NOTICE text that answers the CTCP request `request` ("\x01VERSION\x01"), or None
+    for text that is no CTCP request we answer (ACTION is shown, never answered)."""
+    if not request.startswith("\x01"):
+        return None
+    command, _, argument = request[1:].removesuffix("\x01").partition(" ")
+    command = command.upper()
+    if command == "VERSION":
+        answer = f"ircish-client {__version__}"
+    elif command == "PING":
+        answer = argument.replace("\x01", "")[:CTCP_PING_TOKEN_MAX]
+    elif command == "TIME":
+        answer = now() if now is not None else email.utils.formatdate(localtime=True)
+    elif command == "CLIENTINFO":
+        answer = " ".join(CTCP_ANSWERED)
+    else:
+        return None
+    return f"\x01{command} {answer}\x01" if answer else f"\x01{command}\x01"
 
 
 def describe(exc: BaseException) -> str:
@@ -172,6 +239,28 @@ class View:
 class _Room:
     name: str
     members: dict[str, str] = field(default_factory=dict)  # casefolded nick -> nick
+
+
+@dataclass
+class _Unconfirmed:
+    """A PRIVMSG/NOTICE we sent and the server has not yet confirmed: it is shown as ours when
+    the PONG to the PING sent after it comes back, to the targets no refusal named first."""
+
+    msg: Message
+    me: str
+    targets: dict[str, str]  # casefolded -> as written, for the targets not refused
+
+    def refuse(self, targets: list[str]) -> str:
+        """Drop `targets` (casefolded) from those it went to; the ones dropped, as written."""
+        gone = [self.targets.pop(key) for key in targets if key in self.targets]
+        return ",".join(gone)
+
+    def shown_text(self) -> str:
+        """The text as a person reads it in "Not sent to #room: <text>"."""
+        text = self.msg.param(1)
+        if text.startswith("\x01ACTION"):
+            return f"* {self.me} {strip_formatting(text[7:].strip(chr(1)).lstrip())}"
+        return strip_formatting(text)
 
 
 _CLOSE = None  # the sending thread's stop mark
@@ -274,6 +363,12 @@ class Session:
         self._keys: dict[str, str] = {}
         self._link: _Link | None = None
         self._syncs: dict[str, threading.Event] = {}
+        # Casefolded rooms in the order they were last current (the latest last): leaving the
+        # current room (/leave, a KICK) goes back to the one before, as a person expects.
+        self._recent: list[str] = []
+        # PING token -> the messages sent before that PING and not yet confirmed, in the
+        # order sent.
+        self._unconfirmed: dict[str, list[_Unconfirmed]] = {}
         # Written by the network thread only.
         self._failures = 0
         self._welcomed_before = False
@@ -281,6 +376,7 @@ class Session:
         self._fatal: str | None = None
         self._quitting = threading.Event()
         self._tokens = itertools.count(1)
+        self._ctcp_budget = ReplyBudget()
         self._thread: threading.Thread | None = None
         self.exit_code: int | None = None
 
@@ -316,18 +412,46 @@ class Session:
 
     def send(self, msg: Message, echo: bool = False) -> bool:
         """Queue `msg` for the server; never blocks. False (nothing sent) if not registered.
-        With `echo`, a PRIVMSG/NOTICE is also shown as our own (servers don't echo it).
-        Raises ProtocolError if `msg` cannot be one IRC line."""
+        With `echo`, a PRIVMSG/NOTICE is also shown as our own once the server has taken it
+        (see `send_all`). Raises ProtocolError if `msg` cannot be one IRC line."""
+        return self.send_all([msg], echo)
+
+    def send_all(self, msgs: list[Message], echo: bool = False) -> bool:
+        """Queue `msgs` in order; never blocks. False (nothing sent) if not registered.
+        Raises ProtocolError (nothing sent) if one cannot be an IRC line.
+
+        With `echo`, each PRIVMSG/NOTICE is shown as ours only once the server has taken it:
+        servers don't echo it (ircish has no echo-message). One PING follows the lot, and the
+        server answers one client's lines in order, so a refusal of one of them (404 in a +m
+        room, 401 no such nick...) comes before the PONG: that one is shown as "Not sent to
+        <target>: <text> (<why>)", the others as sent when the PONG comes. One PING per call,
+        not per message: each line costs flood tokens on the server, and a paste is many."""
+        for msg in msgs:
+            msg.to_bytes()  # raises ProtocolError before anything is queued
+        token = f"ircish-echo-{next(self._tokens)}"
         with self._lock:
             link = self._link if self._registered else None
             me = self._nick
+            waiting = [
+                _Unconfirmed(msg, me, {casefold(t): t for t in msg.param(0).split(",") if t})
+                for msg in msgs
+                if echo
+                and msg.command in ("PRIVMSG", "NOTICE")
+                and len(msg.params) > 1
+                # Sent to ourselves, it comes back from the server anyway.
+                and casefold(msg.param(0)) != casefold(me)
+            ]
+            if link is not None and waiting:
+                # Waiting before the lines go out: a refusal can come back at once.
+                self._unconfirmed[token] = waiting
         if link is None:
             return False
-        link.send(msg)
-        if msg.command == "JOIN" and len(msg.params) > 1:
-            self._remember_keys(msg.params[0], msg.params[1])
-        if echo and msg.command in ("PRIVMSG", "NOTICE") and casefold(msg.param(0)) != casefold(me):
-            self._emit(Incoming(Message(msg.command, msg.params, prefix=me), me))
+        for msg in msgs:
+            link.send(msg)
+            if msg.command == "JOIN" and len(msg.params) > 1:
+                self._remember_keys(msg.params[0], msg.params[1])
+        if waiting:
+            link.send(Message("PING", [token]))
         return True
 
     def query(self, nick: str | None) -> None:
@@ -342,7 +466,8 @@ class Session:
             joined = self._rooms.get(casefold(room if is_room(room) else "#" + room))
             if joined is None:
                 return None
-            self._current_room, self._query = joined.name, None
+            self._make_current_locked(joined.name)
+            self._query = None
         self._emit(Changed())
         return joined.name
 
@@ -541,6 +666,10 @@ class Session:
         if command == "PONG":
             self._answered(msg.params[-1] if msg.params else "")
             return
+        if (command in _SEND_REFUSED_TO or command in _SEND_REFUSED or command == "FAIL") and (
+            self._refused(msg)
+        ):
+            return
         if command == "CAP":
             # `CAP * LS * :caps` means more lines follow (CAP 302); END after the last one.
             if msg.param(1).upper() == "LS" and msg.param(2) != "*":
@@ -552,6 +681,8 @@ class Session:
             self._welcome(link, msg)
             return
         me = self._nick
+        with self._lock:
+            room_before = self._current_room
         changed = self._apply(msg, me)
         quiet = (command == "ERROR" and self._quitting.is_set()) or (
             command in _WELCOME_BURST and self._quiet_burst
@@ -560,13 +691,29 @@ class Session:
             self._quiet_burst = False  # the burst is over: a later /motd is shown
         if not quiet:
             self._emit(Incoming(msg, me))
+        if changed and command in ("PART", "KICK"):
+            self._tell_where_text_goes(room_before)
         if changed:
             self._emit(Changed())
+        if command == "PRIVMSG" and msg.param(1).startswith("\x01"):
+            self._answer_ctcp(link, msg, me)
         if command == "KILL" and casefold(msg.param(0)) == casefold(me):
             # A server operator put us out. Reconnecting (and rejoining) at once would undo
             # that, as rejoining would undo a KICK: the session ends instead.
             self._fatal = f"killed by {strip_formatting(msg.source_nick or 'the server')}"
             self._note("Disconnected by a server operator; not reconnecting", "error")
+
+    def _tell_where_text_goes(self, room_before: str | None) -> None:
+        """After we left the current room (/leave, a KICK): where plain text goes now, as a
+        script has no prompt to show it."""
+        with self._lock:
+            room, query = self._current_room, self._query
+        if room == room_before or query is not None:
+            return
+        if room is not None:
+            self._note(f"Talking in {room}")
+        else:
+            self._note("You are in no room now: /join #room")
 
     def _before_welcome(self, link: _Link, msg: Message) -> bool:
         """Registration replies the person needn't see as such; True if `msg` was one."""
@@ -626,11 +773,17 @@ class Session:
                 if command == p.ERR_BADCHANNELKEY:
                     self._keys.pop(casefold(msg.param(1)), None)
             elif command == p.RPL_NAMREPLY and len(msg.params) >= 3:
-                names = self._pending_names.setdefault(casefold(msg.params[-2]), {})
+                key = casefold(msg.params[-2])
+                names = self._pending_names.setdefault(key, {})
+                joined = self._rooms.get(key)
                 for name in msg.params[-1].split():
                     nick = name.lstrip(MEMBER_PREFIXES)
                     if nick:
                         names[casefold(nick)] = nick
+                        # Known at once, not only at the end of the list: once "Users in
+                        # #room: ..." is on screen, Tab completes those nicks.
+                        if joined is not None:
+                            joined.members[casefold(nick)] = nick
             elif command == p.RPL_ENDOFNAMES:
                 key = casefold(msg.param(1))
                 names = self._pending_names.pop(key, None)
@@ -669,10 +822,19 @@ class Session:
         if key in self._rejoining:
             self._rejoining.discard(key)
             if self._current_room is None or casefold(self._current_room) == key:
-                self._current_room = name
+                self._make_current_locked(name)
         else:
             # A room the person asked to join becomes where their text goes.
-            self._current_room, self._query = name, None
+            self._make_current_locked(name)
+            self._query = None
+
+    def _make_current_locked(self, name: str) -> None:
+        assert held(self._lock)
+        key = casefold(name)
+        self._current_room = name
+        if key in self._recent:
+            self._recent.remove(key)
+        self._recent.append(key)
 
     def _left_locked(self, name: str) -> None:
         assert held(self._lock)
@@ -680,9 +842,17 @@ class Session:
         self._rooms.pop(key, None)
         self._pending_names.pop(key, None)
         self._keys.pop(key, None)
+        if key in self._recent:
+            self._recent.remove(key)
         if self._current_room is not None and casefold(self._current_room) == key:
-            # Back to the room joined most recently of those still joined.
-            self._current_room = next(reversed(self._rooms.values())).name if self._rooms else None
+            # Back to the room that was current before (a room never current: the one joined
+            # last), after a /leave or a KICK alike.
+            before = next((k for k in reversed(self._recent) if k in self._rooms), None)
+            if before is None and self._rooms:
+                before = next(reversed(self._rooms))
+            self._current_room = None
+            if before is not None:
+                self._make_current_locked(self._rooms[before].name)
 
     def _room_mode_locked(self, params: tuple[str, ...] | list[str]) -> None:
         """Follow the key of a room we are in, from a MODE line or a 324 reply:
@@ -730,8 +900,51 @@ class Session:
     def _answered(self, token: str) -> None:
         with self._lock:
             done = self._syncs.pop(token, None)
+            confirmed = self._unconfirmed.pop(token, [])
         if done is not None:
             done.set()
+        for sent in confirmed:
+            if sent.targets:
+                # Taken by the server: shown as ours, to the targets no refusal named.
+                targets = ",".join(sent.targets.values())
+                echo = Message(sent.msg.command, [targets, *sent.msg.params[1:]], prefix=sent.me)
+                self._emit(Incoming(echo, sent.me))
+
+    def _refused(self, msg: Message) -> bool:
+        """If `msg` (a refusal of a PRIVMSG/NOTICE) refuses a message not yet confirmed, say
+        so; True if it did. It refuses the first message it fits of those sent before the
+        next PONG, as replies come in order."""
+        command = msg.command
+        whole = command in _SEND_REFUSED or command == "FAIL"  # not naming one target
+        with self._lock:
+            for sent in next(iter(self._unconfirmed.values()), []):
+                if command == "FAIL" and msg.param(0).upper() not in (sent.msg.command, "*"):
+                    continue
+                refused = sent.refuse(list(sent.targets) if whole else [casefold(msg.param(1))])
+                if refused:
+                    break
+            else:
+                return False
+        reason = strip_formatting(msg.params[-1]) if len(msg.params) > 1 else command
+        text = f"Not sent to {strip_formatting(refused)}: {sent.shown_text()} ({reason})"
+        self._note(text, "error")
+        return True
+
+    def _answer_ctcp(self, link: _Link, msg: Message, me: str) -> None:
+        source = msg.source_nick or ""
+        from_server = "!" not in (msg.prefix or "") and "." in source
+        if not source or from_server or casefold(source) == casefold(me):
+            return
+        reply = ctcp_reply(msg.param(1))
+        if reply is None:
+            return
+        if not self._ctcp_budget.take():
+            log.info("CTCP from %s not answered: too many requests", strip_formatting(source))
+            return
+        try:
+            link.send(Message("NOTICE", [source, reply]))
+        except ProtocolError as exc:
+            log.info("cannot answer a CTCP from %s: %s", strip_formatting(source), exc)
 
     def _lose(self, link: _Link) -> None:
         """The link is gone: close it, remember the rooms to rejoin, wake every waiter."""
@@ -746,9 +959,19 @@ class Session:
             self._rooms.clear()
             self._pending_names.clear()
             waiters, self._syncs = list(self._syncs.values()), {}
+            unconfirmed = [sent for batch in self._unconfirmed.values() for sent in batch]
+            self._unconfirmed = {}
             self._state_changed.notify_all()
         for done in waiters:
             done.set()
+        for sent in unconfirmed:
+            if sent.targets:
+                where = strip_formatting(",".join(sent.targets.values()))
+                self._note(
+                    f"Maybe not sent to {where}: {sent.shown_text()} (the connection was lost "
+                    "before the server confirmed it)",
+                    "error",
+                )
         self._emit(Changed())
 
     def _finish(self, code: int) -> None:

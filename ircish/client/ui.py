@@ -1,7 +1,9 @@
 """What the person sees and types. `Formatter` turns session events into finished lines (an
 `HH:MM` timestamp, the text from `ircish/render.py`, nick colours, WHO/LIST replies gathered
 into aligned tables); `InteractiveUI` reads a prompt_toolkit input line that incoming text never
-overwrites; `ScriptedUI` reads stdin and writes one flushed line per event, for pipes and tests.
+overwrites, and sends a paste of several lines as one message per line (asking first above
+`PASTE_ASK_ABOVE` lines); `ScriptedUI` reads stdin and writes one flushed line per event, for
+pipes and tests.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from ircish.client.input_line import CommandLine, completions
+from ircish.client.input_line import CommandLine, completions, paste_as_one_line, paste_lines
 from ircish.client.session import (
     QUIT_WAIT,
     Changed,
@@ -43,6 +45,9 @@ _NOTE_MARKS = {"error": "! ", "info": "-- ", "plain": ""}
 _NICK_CHARS = r"A-Za-z0-9\[\]\\`^{|}_-"
 #: How long, at end of input, a script waits for a registration under way.
 EOF_GRACE = 10.0
+#: A paste of more lines than this asks before sending (as irssi and WeeChat do): a paste
+#: into the wrong window, or of a whole file, is easy to make and cannot be taken back.
+PASTE_ASK_ABOVE = 5
 
 
 def colour_wanted(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
@@ -210,10 +215,22 @@ class ScriptedUI:
             os.close(devnull)
 
 
+class Pasted:
+    """What the input line gives back for a paste of several lines: the lines to send."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+
 class InteractiveUI:
     """A prompt_toolkit input line (`carol@#general> `) with history and Tab completion;
     events are printed above it through `patch_stdout`, so a half-typed line is never
-    disturbed. Ctrl-C clears the line, Ctrl-D or /quit leaves."""
+    disturbed. Ctrl-C clears the line, Ctrl-D or /quit leaves.
+
+    A bracketed paste (what terminals send for a paste) of one line goes into the input line
+    to edit; of several lines, each becomes a message (a line never holds a line end, which
+    IRC cannot send and which would break the one-line prompt). Above PASTE_ASK_ABOVE lines
+    the prompt asks first: Enter sends them, Esc or Ctrl-C cancels."""
 
     def __init__(self, colour: bool) -> None:
         self.formatter = Formatter(colour)
@@ -221,6 +238,8 @@ class InteractiveUI:
         self._session: Session | None = None
         self._prompt: PromptSession[str] | None = None
         self._prompt_done = threading.Event()
+        #: A long paste waiting for Enter or Esc (touched only in the prompt's event loop).
+        self._paste: list[str] | None = None
 
     def on_event(self, event: Event) -> None:
         with self._lock:
@@ -246,6 +265,7 @@ class InteractiveUI:
             # The sent line is shown as the echo of what went out ("[#room] <me> text"), so
             # the typed copy is erased rather than left above it.
             erase_when_done=True,
+            key_bindings=self._paste_bindings(),
         )
         try:
             with patch_stdout(raw=True), _logging_to(sys.stderr):
@@ -257,18 +277,66 @@ class InteractiveUI:
                     except EOFError:
                         session.quit()
                         break
-                    if line is None or commands.handle(line):
+                    if isinstance(line, Pasted):
+                        commands.paste(line.lines)
+                    elif line is None or commands.handle(line):
                         break
         finally:
             self._prompt_done.set()
         code = session.wait_closed(2 * QUIT_WAIT)
         return 1 if code is None else code
 
+    def _paste_bindings(self) -> object:
+        from prompt_toolkit.filters import Condition
+        from prompt_toolkit.key_binding import KeyBindings
+        from prompt_toolkit.keys import Keys
+
+        bindings = KeyBindings()
+        asking = Condition(lambda: self._paste is not None)
+
+        @bindings.add(Keys.BracketedPaste)
+        def _pasted(event):  # type: ignore[no-untyped-def]
+            if self._paste is not None:
+                return  # asking about a paste already: one at a time
+            buffer = event.current_buffer
+            document = buffer.document
+            whole = document.text_before_cursor + event.data + document.text_after_cursor
+            lines = paste_lines(whole)
+            if len(lines) < 2:
+                buffer.insert_text(paste_as_one_line(event.data))
+                return
+            buffer.reset()
+            if len(lines) <= PASTE_ASK_ABOVE:
+                event.app.exit(result=Pasted(lines))
+            else:
+                self._paste = lines  # the prompt now asks (see _prompt_text)
+
+        @bindings.add("enter", filter=asking)
+        def _send_paste(event):  # type: ignore[no-untyped-def]
+            lines, self._paste = self._paste, None
+            event.app.exit(result=Pasted(lines or []))
+
+        @bindings.add("escape", filter=asking, eager=True)
+        @bindings.add("c-c", filter=asking)
+        def _cancel_paste(event):  # type: ignore[no-untyped-def]
+            count, self._paste = len(self._paste or ()), None
+            self.on_event(Note(f"Paste of {count} lines cancelled; nothing was sent"))
+
+        @bindings.add(Keys.Any, filter=asking)
+        def _ignore_typing(event):  # type: ignore[no-untyped-def]
+            pass  # while asking, only Enter, Esc and Ctrl-C mean something
+
+        return bindings
+
     def _prompt_text(self) -> object:
         from prompt_toolkit.formatted_text import ANSI
 
         assert self._session is not None
         view = self._session.view()
+        if self._paste is not None:
+            where = f" to {strip_formatting(view.target)}" if view.target else ""
+            question = f"Paste {len(self._paste)} lines{where}? Enter sends them, Esc cancels "
+            return ANSI(paint(question, "1" if self.formatter.colour else ""))
         nick = strip_formatting(view.nick)
         if self.formatter.colour:
             nick = paint(nick, nick_colour(nick))
