@@ -96,10 +96,16 @@ def bob(connect) -> Client:
     return client
 
 
-def test_incoming_message_does_not_disturb_a_half_typed_line(terminal, bob):
+def carol_in_general(terminal, bob):
+    """carol's client, at its prompt in #general, where bob has seen her join."""
     term = terminal("--nick", "carol", "--join", "#general")
     term.wait_for_prompt("carol@#general>")
     bob.expect(r"carol!\S+ JOIN #general")
+    return term
+
+
+def test_incoming_message_does_not_disturb_a_half_typed_line(terminal, bob):
+    term = carol_in_general(terminal, bob)
 
     term.child.send("half typed")
     term.wait_for_prompt("carol@#general> half typed")
@@ -168,9 +174,7 @@ def assert_screen_clean(term: Terminal) -> None:
 
 
 def test_a_paste_of_a_few_lines_sends_one_message_per_line(terminal, bob):
-    term = terminal("--nick", "carol", "--join", "#general")
-    term.wait_for_prompt("carol@#general>")
-    bob.expect(r"carol!\S+ JOIN #general")
+    term = carol_in_general(terminal, bob)
 
     term.child.send("look: ")
     term.wait_for_prompt("carol@#general> look:")
@@ -185,9 +189,7 @@ def test_a_paste_of_a_few_lines_sends_one_message_per_line(terminal, bob):
 
 
 def test_a_long_paste_asks_first_and_esc_cancels_it(terminal, bob):
-    term = terminal("--nick", "carol", "--join", "#general")
-    term.wait_for_prompt("carol@#general>")
-    bob.expect(r"carol!\S+ JOIN #general")
+    term = carol_in_general(terminal, bob)
     twelve = [f"line {n} of the paste" for n in range(1, 13)]
     question = "Paste 12 lines to #general? Enter sends them, Esc cancels"
 
@@ -216,9 +218,7 @@ def test_a_long_paste_asks_first_and_esc_cancels_it(terminal, bob):
 
 
 def test_ctrl_d_sends_quit_and_exits_0(terminal, bob):
-    term = terminal("--nick", "carol", "--join", "#general")
-    term.wait_for_prompt("carol@#general>")
-    bob.expect(r"carol!\S+ JOIN #general")
+    term = carol_in_general(terminal, bob)
     term.child.sendcontrol("d")
     bob.expect(r"^:carol!\S+ QUIT :Client Quit$")
     term.child.expect(pexpect.EOF, timeout=TIMEOUT)
