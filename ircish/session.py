@@ -134,14 +134,9 @@ class Session:
             # Nothing to do, but not free: a stream of blank lines is a flood too, and it
             # shows no sign of life (only real commands hold off the ping timeout).
             return self._charge(Inbound(alive=False), DEFAULT_COST)
-        if len(raw) + 2 > self._max_line_bytes and self.kind != TEXT:
-            return self._charge(
-                Inbound(
-                    refusal=self._error(protocol.ERR_INPUTTOOLONG, "Input line was too long"),
-                    note=f"line of {len(raw) + 2} bytes refused (limit {self._max_line_bytes})",
-                ),
-                DEFAULT_COST,
-            )
+        too_long = len(raw) + 2 > self._max_line_bytes
+        if too_long and self.kind == IRC:
+            return self._charge(self._too_long(len(raw) + 2), DEFAULT_COST)
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -156,8 +151,11 @@ class Session:
         if self.kind is None or (line.startswith("/") and self._may_become_text()):
             self.kind = self._kind_of(line)
             self._update_wire_format()
-        if len(raw) + 2 > self._max_line_bytes:
-            inbound = self._long_text(line, len(raw) + 2)
+        if too_long:
+            if self.kind == TEXT:
+                inbound = self._long_text(line, len(raw) + 2)
+            else:
+                inbound = self._too_long(len(raw) + 2)
         else:
             inbound = self._to_message(line)
         if self.flood is None:
@@ -171,6 +169,12 @@ class Session:
     def _cost_of(self, msg: Message) -> int:
         spec = self._commands.get(msg.command)
         return DEFAULT_COST if spec is None else spec.cost_of(msg)
+
+    def _too_long(self, size: int) -> Inbound:
+        return Inbound(
+            refusal=self._error(protocol.ERR_INPUTTOOLONG, "Input line was too long"),
+            note=f"line of {size} bytes refused (limit {self._max_line_bytes})",
+        )
 
     def _long_text(self, line: str, size: int) -> Inbound:
         """A text session's line over the limit: text for a room or a person (plain, /msg,
@@ -188,6 +192,8 @@ class Session:
                 refusal=self._fail("*", "LINE_TOO_LONG", text),
                 note=f"line of {size} bytes refused (limit {self._max_line_bytes})",
             )
+        if not self.user.registered:
+            return inbound  # one "choose a nick first", not one per piece
         return Inbound(pieces[0], then=tuple(pieces[1:]))
 
     def _kind_of(self, line: str) -> str:

@@ -244,3 +244,20 @@ def test_list_and_bans_come_as_aligned_tables(connect):
         f"  {ROOM}  troll!*@*         by carol",
         f"  {ROOM}  someone-else!*@*  by carol",
     ]
+
+
+@pytest.mark.parametrize(
+    ("first", "answer"),
+    [
+        ("/" + "z" * 700, r"^! Line too long: 701 bytes, the limit is 510$"),
+        ("hello " * 200, r"^! .*/nick"),  # one answer asking for a nick, not one per piece
+    ],
+)
+def test_a_long_first_line_from_a_person_gets_a_human_answer(connect, first, answer):
+    ivan = connect()
+    ivan.send(first)
+    got = ivan.collect_until(answer)
+    assert not [line for line in got if re.match(r"^:\S+ 417 ", line)], got
+    ivan.send("/nick ivan")
+    later = ivan.collect_until(r"^Welcome to the \S+ Network, ivan!")
+    assert not [line for line in later if line.startswith("!")], later

@@ -110,7 +110,10 @@ def test_a_text_line_goes_to_the_current_room():
 @pytest.mark.parametrize(
     ("line", "refusal"),
     [
-        (b"x" * 600, f":{SERVER} {p.ERR_INPUTTOOLONG} * :Input line was too long"),
+        (
+            b"PRIVMSG #a :" + b"x" * 600,
+            f":{SERVER} {p.ERR_INPUTTOOLONG} * :Input line was too long",
+        ),
         (b"NICK \xff\xfe", f":{SERVER} FAIL * INVALID_UTF8 :Message rejected: not valid UTF-8"),
         (
             b"NICK a\rb",
