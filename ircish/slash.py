@@ -22,6 +22,8 @@ ROOM_PREFIX = "#"
 #: What a relayed `:nick!user@host` prefix may cost; a person's text must leave room for it.
 PREFIX_ALLOWANCE = 100
 _ACTION = "\x01ACTION "
+#: Text is split only into pieces of at least this many bytes; less would be confetti.
+MIN_PIECE_BYTES = 64
 
 
 class SlashError(ValueError):
@@ -81,12 +83,18 @@ def split_long_message(msg: Message) -> list[Message]:
     elif text.startswith("\x01"):  # any other CTCP: one unit, never cut
         return [msg]
     overhead = len(f" {msg.command} {target} :{head}{tail}\r\n".encode()) + PREFIX_ALLOWANCE
-    pieces = split_text(text, DEFAULT_LINE_BYTES - overhead)
+    budget = DEFAULT_LINE_BYTES - overhead
+    if budget < MIN_PIECE_BYTES:  # the targets alone nearly fill a line: it goes (or fails) whole
+        return [msg]
+    pieces = split_text(text, budget)
     return [Message(msg.command, [target, f"{head}{piece}{tail}"]) for piece in pieces]
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """`text` in pieces of at most `limit` UTF-8 bytes, cut at a space when one is near."""
+    """`text` in pieces of at most `limit` UTF-8 bytes, cut at a space when one is near.
+    `limit` must hold any one character (4 bytes), or no piece could be cut."""
+    if limit < 4:
+        raise ValueError(f"cannot split text into pieces of {limit} bytes")
     pieces: list[str] = []
     while len(text.encode()) > limit:
         fits = len(truncate_utf8(text.encode(), limit).decode("utf-8", "ignore"))

@@ -631,3 +631,15 @@ def test_the_debug_log_never_holds_a_password(caplog):
     finally:
         link.close()
         theirs.close()
+
+
+@pytest.mark.parametrize("limit", [-5, 0, 3])
+def test_split_text_refuses_a_limit_that_holds_no_character(limit):
+    with pytest.raises(ValueError):
+        split_text("some text", limit)
+
+
+def test_a_message_whose_targets_fill_the_line_is_not_split():
+    targets = ",".join(f"nick{i:03d}" for i in range(60))
+    msg = Message("PRIVMSG", [targets, "x " * 300])
+    assert split_long_message(msg) == [msg]

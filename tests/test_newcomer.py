@@ -261,3 +261,15 @@ def test_a_long_first_line_from_a_person_gets_a_human_answer(connect, first, ans
     ivan.send("/nick ivan")
     later = ivan.collect_until(r"^Welcome to the \S+ Network, ivan!")
     assert not [line for line in later if line.startswith("!")], later
+
+
+def test_a_long_message_to_a_very_long_target_list_is_refused_not_split(connect):
+    # The targets alone nearly fill a line: splitting the text would make pieces of no
+    # bytes (it once looped forever, growing a list, in the reader thread).
+    bob = connect("bob")
+    carol = text_session(connect, "carol")
+    targets = ",".join(["bob"] + [f"nobody{i:03d}" for i in range(45)])  # 453 bytes
+    carol.send(f"/msg {targets} " + "words " * 100)
+    carol.expect(r"^! Line too long: \d+ bytes, the limit is 510$", timeout=5)
+    carol.send("/msg bob still here")
+    bob.expect(r" PRIVMSG bob :still here$")
