@@ -44,15 +44,16 @@ def relay(ctx: Context, msg: Message, notice: bool) -> None:
                 if not notice:
                     ctx.reply(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
                 continue
+            # A person sees where each line went, "[#room] <carol> hi" (issue 11), queued in
+            # the room's order, after the replies so far.
+            echo = ctx.session.is_text
+            if echo:
+                ctx.flush()
             try:
-                event = room.send_from(user, Message(msg.command, [room.name, text], user.prefix))
+                room.send_from(user, Message(msg.command, [room.name, text], user.prefix), echo)
             except IRCError as exc:
                 if not notice:
                     ctx.reply(exc.numeric, *exc.params)
-                continue
-            if ctx.session.is_text:
-                # A person sees where each line went: "[#room] <carol> hi" (issue 11).
-                ctx.send(event.message)
             continue
         recipient = ctx.world.find_user(target)
         if recipient is None:
@@ -60,9 +61,11 @@ def relay(ctx: Context, msg: Message, notice: bool) -> None:
                 ctx.reply(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
             continue
         relayed = Message(msg.command, [recipient.nick, text], user.prefix)
-        ctx.world.tell_user(user, recipient, relayed)
         if ctx.session.is_text:
-            ctx.send(relayed)  # a text session sees what it sent: "-> *bob* hi"
+            # A person sees what they sent, "-> *bob* hi", before bob can answer it.
+            ctx.flush()
+            ctx.send_now(relayed)
+        ctx.world.tell_user(user, recipient, relayed)
         if not notice and recipient.away is not None:
             ctx.reply(p.RPL_AWAY, recipient.nick, recipient.away)
 

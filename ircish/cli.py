@@ -202,11 +202,17 @@ def run(config: Config, source: str = "config") -> None:
         listening += f", TLS on {server.tls_address[0]}:{server.tls_address[1]}"
     click.echo(listening, err=True)
     if console_token is not None:
+        # On the console whatever the log level, and never to a log handler (a journal or
+        # file keeps it): the token is a secret.
+        click.echo(
+            f"No operators in the config: from this machine, type /oper {CONSOLE_OPERATOR} "
+            f"{console_token} to moderate (add operators: to the config to turn this off)",
+            err=True,
+        )
         log.warning(
-            "No operators in the config: from this machine, type /oper %s %s to moderate "
-            "(add operators: to the config to turn this off)",
+            "No operators in the config: console operator %s made, its token shown on the "
+            "console only",
             CONSOLE_OPERATOR,
-            console_token,
         )
     while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
         pass

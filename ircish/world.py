@@ -299,9 +299,11 @@ class Room:
             if member is not exclude:
                 member.conn.deliver(event)
 
-    def send_from(self, sender: User, msg: Message) -> Event:
-        """Relay a message to the members but `sender`; IRCError (404) if the room's modes
-        keep `sender` quiet: +n outsiders, +m without voice, banned members without voice."""
+    def send_from(self, sender: User, msg: Message, echo: bool = False) -> Event:
+        """Relay a message to the members but `sender` (with `echo`, to `sender` too, in the
+        room's order: a person's own line never shows after a reply to it); IRCError (404)
+        if the room's modes keep `sender` quiet: +n outsiders, +m without voice, banned
+        members without voice."""
         with self.lock:
             # The fan-out hot path: one dict read for a plain member, then two cheap tests.
             status = self.members.get(sender)
@@ -321,7 +323,7 @@ class Room:
                         p.ERR_CANNOTSENDTOCHAN, self.name, "Cannot send to room: you are banned"
                     )
             event = Event(msg, (self.name,))
-            self.broadcast_locked(event, exclude=sender)
+            self.broadcast_locked(event, exclude=None if echo else sender)
         self._record(event)
         return event
 

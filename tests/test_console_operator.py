@@ -20,7 +20,7 @@ from ircish.server import Server
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
 TOKEN_LINE = re.compile(
-    r" WARNING ircish: No operators in the config: from this machine, type /oper admin (\S+) "
+    r"^No operators in the config: from this machine, type /oper admin (\S+) "
     r"to moderate \(add operators: to the config to turn this off\)$",
     re.MULTILINE,
 )
@@ -171,3 +171,14 @@ def test_an_operator_host_written_as_ipv6_matches_as_written(start_server: Calla
     operator = OperatorConfig(name="bob", password=hash_password("the-token"), hosts=("::1",))
     server = start_server(dataclasses.replace(make_config(host="::1"), operators=(operator,)))
     assert oper_reply(server.address, name="bob") == p.RPL_YOUREOPER
+
+
+def test_the_token_shows_at_any_log_level_and_never_in_a_log_line(server_process):
+    quiet = re.sub(r"(?m)^log_level:.*$", "", EXAMPLE.read_text()) + "\nlog_level: ERROR\n"
+    console_token(server_process(quiet))  # shown, though ERROR hides every warning
+    loud = re.sub(r"(?m)^log_level:.*$", "", EXAMPLE.read_text()) + "\nlog_level: DEBUG\n"
+    server = server_process(loud)
+    token = console_token(server)
+    wait_for(lambda: "console operator admin made" in server.log())
+    logged = [line for line in server.log().splitlines() if " WARNING " in line or " INFO " in line]
+    assert logged and not [line for line in logged if token in line], logged

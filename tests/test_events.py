@@ -276,3 +276,27 @@ def test_a_framed_transport_frames_what_a_text_session_is_sent():
         rf"<\d\d:\d\d -{re.escape(SERVER)}- hi>".encode(),
         s.encode(Message("NOTICE", ["carol", "hi"], SERVER)),
     )
+
+
+@pytest.mark.parametrize("target", ["#r", "bob"])
+def test_a_persons_own_line_comes_before_an_answer_to_it(target):
+    # bob answers the moment carol's line is relayed (the record hook runs right after the
+    # relay, before carol's handler ends): carol must still see her line first (issue 11).
+    harness = Harness()
+    bob = harness.connect("bob")
+    carol = harness.connect()
+    carol.line("/nick carol")
+    bob.line("JOIN #r")
+    carol.line("/join #r")
+    bob.lines(), carol.lines()
+
+    def answer(event):
+        if event.message.params[-1] == "hello":
+            bob.line(f"PRIVMSG {'#r' if target == '#r' else 'carol'} :hi carol")
+
+    harness.world.record = answer
+    carol.line(f"/msg {target} hello")
+    told = [line for line in carol.lines() if "hello" in line or "hi carol" in line]
+    mine = "[#r] <carol> hello" if target == "#r" else "-> *bob* hello"
+    theirs = "[#r] <bob> hi carol" if target == "#r" else "[private] <bob> hi carol"
+    assert told == [mine, theirs]
