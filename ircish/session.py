@@ -184,7 +184,8 @@ class Session:
         msg = inbound.message
         if msg is None:
             return inbound  # refused anyway (no room, a usage error): say why
-        pieces = slash.split_long_message(msg)
+        # The relay's prefix as it will be (a nick may be up to 200 bytes long).
+        pieces = slash.split_long_message(msg, len(f":{self.user.prefix}".encode()))
         if len(pieces) < 2:  # not text (or a CTCP, never cut): cannot be made to fit
             limit = self._max_line_bytes - 2
             text = f"Line too long: {size - 2} bytes, the limit is {limit}"

@@ -72,8 +72,10 @@ def translate(line: str, current_room: str | None) -> Message:
     return msg
 
 
-def split_long_message(msg: Message) -> list[Message]:
-    """A PRIVMSG/NOTICE whose text would not fit one relayed line, as several messages."""
+def split_long_message(msg: Message, prefix_bytes: int = PREFIX_ALLOWANCE) -> list[Message]:
+    """A PRIVMSG/NOTICE whose text would not fit one relayed line, as several messages.
+    `prefix_bytes` is what the relay's `:nick!user@host` costs: the server knows it, a
+    client allows `PREFIX_ALLOWANCE`."""
     if msg.command not in ("PRIVMSG", "NOTICE") or len(msg.params) != 2:
         return [msg]
     target, text = msg.params
@@ -82,7 +84,7 @@ def split_long_message(msg: Message) -> list[Message]:
         head, tail, text = _ACTION, "\x01", text[len(_ACTION) : -1]
     elif text.startswith("\x01"):  # any other CTCP: one unit, never cut
         return [msg]
-    overhead = len(f" {msg.command} {target} :{head}{tail}\r\n".encode()) + PREFIX_ALLOWANCE
+    overhead = len(f" {msg.command} {target} :{head}{tail}\r\n".encode()) + prefix_bytes
     budget = DEFAULT_LINE_BYTES - overhead
     if budget < MIN_PIECE_BYTES:  # the targets alone nearly fill a line: it goes (or fails) whole
         return [msg]

@@ -273,3 +273,28 @@ def test_a_long_message_to_a_very_long_target_list_is_refused_not_split(connect)
     carol.expect(r"^! Line too long: \d+ bytes, the limit is 510$", timeout=5)
     carol.send("/msg bob still here")
     bob.expect(r" PRIVMSG bob :still here$")
+
+
+def test_long_text_from_a_long_nick_is_split_to_fit_with_its_prefix(start_server):
+    # With a 150-byte nick, a fixed 100-byte allowance for the prefix would make relayed
+    # pieces over 512 bytes, cut short on the way out.
+    server = start_server(nick_length=200)
+    bob = Client(server.address)
+    carol = Client(server.address)
+    try:
+        bob.register("bob")
+        bob.join(ROOM)
+        nick = "c" * 150
+        carol.send(f"/nick {nick}")
+        carol.expect(r"^Welcome to the ")
+        carol.send(f"/join {ROOM}")
+        carol.expect(rf"^Users in {ROOM}: ")
+        words = [f"word{i:03d}" for i in range(150)]
+        carol.send(" ".join(words))
+        relayed = [line for line in bob.collect_until(r" word149$") if " PRIVMSG " in line]
+        assert all(len(line.encode()) + 2 <= 512 for line in relayed), relayed
+        got = [line.split(f" PRIVMSG {ROOM} :", 1)[1] for line in relayed]
+        assert " ".join(got).split(" ") == words
+    finally:
+        bob.close()
+        carol.close()
