@@ -15,7 +15,14 @@ import pytest
 from helpers import TIMEOUT, Client, wait_for
 
 from ircish import protocol, world
-from ircish.client.input_line import completions, help_lines, paste_as_one_line, paste_lines
+from ircish.client.input_line import (
+    MAX_PASTE_MESSAGES,
+    CommandLine,
+    completions,
+    help_lines,
+    paste_as_one_line,
+    paste_lines,
+)
 from ircish.client.session import (
     Changed,
     Event,
@@ -254,6 +261,27 @@ def test_a_paste_is_one_message_per_line(pasted, lines):
 
 def test_a_one_line_paste_loses_its_line_ends():
     assert paste_as_one_line("just one\r\n") == "just one"
+    assert paste_as_one_line("no\0nul\n") == "nonul"  # IRC cannot send it
+
+
+@pytest.mark.parametrize(
+    ("count", "sent"), [(MAX_PASTE_MESSAGES, True), (MAX_PASTE_MESSAGES + 1, False)]
+)
+def test_a_paste_too_long_to_send_without_a_flood_cut_off_is_refused_whole(fed, count, sent):
+    fed.feed(":carol!c@h JOIN #r")
+    shown: list[Note] = []
+    CommandLine(fed.session, shown.append).paste([f"line {n}" for n in range(count)])
+    said = [msg for msg in fed.link.sent if msg.command == "PRIVMSG"]
+    assert len(said) == (count if sent else 0)
+    refused = [note.text for note in shown if "was not sent" in note.text]
+    assert refused == (
+        []
+        if sent
+        else [
+            f"a paste of {count} messages was not sent: the server would cut you off for "
+            f"flooding; paste at most {MAX_PASTE_MESSAGES} at a time"
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -584,6 +612,21 @@ def test_lines_sent_together_are_confirmed_by_one_ping(fed):
     ]
     assert fed.recorder.rendered()[-1] == "-> *bob* line 3"
     assert not any("<carol> line" in line for line in fed.recorder.rendered())
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [":srv 417 carol :Input line was too long", ":srv FAIL * LINE_TOO_LONG :Line too long"],
+)
+def test_a_refusal_of_another_command_does_not_mark_a_message_as_not_sent(fed, refusal):
+    # A long /topic sent just before gets 417 (or a text-mode FAIL *): it names no
+    # PRIVMSG, so the message waiting for its PONG is still shown as said (review).
+    fed.feed(":carol!c@h JOIN #r")
+    assert fed.session.send(Message("PRIVMSG", ["#r", "hi"]), echo=True)
+    (token,) = pings(fed.link)
+    fed.feed(refusal, f":srv PONG srv :{token}")
+    assert not [note for note in fed.notes() if note.startswith("Not sent")]
+    assert fed.recorder.rendered()[-1] == "[#r] <carol> hi"
 
 
 def test_a_message_not_confirmed_when_the_link_goes_is_said_to_be_maybe_not_sent(fed):

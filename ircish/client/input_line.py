@@ -23,6 +23,10 @@ ROOM_ARGUMENT = frozenset(
 #: /op, /kick and the like complete from the current room's members (the default pool);
 #: these may name anyone we share a room with.
 NICK_ARGUMENT = frozenset({"msg", "notice", "query", "whois", "invite", "kill"})
+#: The most messages one paste sends. Each costs a flood token: with ircish's defaults
+#: (a burst of 20, 4 a second, cut off 60 s behind) 100 wait 20 s at most, while some 260
+#: would get us cut off ("Excess Flood"). Longer text belongs in a file or a link.
+MAX_PASTE_MESSAGES = 100
 #: Line ends in pasted text: terminals send CR (xterm), LF or CRLF (iTerm2) between lines.
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -35,7 +39,7 @@ def paste_lines(text: str) -> list[str]:
 
 def paste_as_one_line(text: str) -> str:
     """A paste that holds one line (maybe with line ends around it), as one line to edit."""
-    return _LINE_END.sub("", text)
+    return _LINE_END.sub("", text.replace("\0", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,12 @@ class CommandLine:
             for line in lines
             for part in split_long_message(Message("PRIVMSG", [target, line]))
         ]
+        if len(parts) > MAX_PASTE_MESSAGES:
+            self.hint(
+                f"a paste of {len(parts)} messages was not sent: the server would cut you off "
+                f"for flooding; paste at most {MAX_PASTE_MESSAGES} at a time"
+            )
+            return
         self._send_all(parts, echo=True)
 
     def info(self, text: str) -> None:

@@ -65,10 +65,9 @@ _WELCOME_BURST = frozenset(
 _SEND_REFUSED_TO = frozenset(
     {p.ERR_NOSUCHNICK, "402", p.ERR_NOSUCHCHANNEL, p.ERR_CANNOTSENDTOCHAN, "477", "486", "531"}
 )
-#: Refusals of a whole PRIVMSG/NOTICE, whatever its targets (FAIL is one too).
-_SEND_REFUSED = frozenset(
-    {p.ERR_TOOMANYTARGETS, p.ERR_NORECIPIENT, p.ERR_NOTEXTTOSEND, p.ERR_INPUTTOOLONG}
-)
+#: Refusals of a whole PRIVMSG/NOTICE, whatever its targets (and `FAIL PRIVMSG ...`). Not
+#: 417 (input too long), which any long command may earn, and our text is split to fit.
+_SEND_REFUSED = frozenset({p.ERR_TOOMANYTARGETS, p.ERR_NORECIPIENT, p.ERR_NOTEXTTOSEND})
 #: CTCP requests answered (CTCP spec, ircdocs.horse): what CLIENTINFO lists.
 CTCP_ANSWERED = ("ACTION", "CLIENTINFO", "PING", "TIME", "VERSION")
 #: CTCP replies: this many at once, then one every CTCP_REPLY_INTERVAL seconds; requests
@@ -918,7 +917,7 @@ class Session:
         whole = command in _SEND_REFUSED or command == "FAIL"  # not naming one target
         with self._lock:
             for sent in next(iter(self._unconfirmed.values()), []):
-                if command == "FAIL" and msg.param(0).upper() not in (sent.msg.command, "*"):
+                if command == "FAIL" and msg.param(0).upper() != sent.msg.command:
                     continue
                 refused = sent.refuse(list(sent.targets) if whole else [casefold(msg.param(1))])
                 if refused:
