@@ -201,7 +201,7 @@ def test_a_long_command_that_is_not_text_is_refused_with_the_limit(connect):
     carol.expect(r"^Users in #after: ")
 
 
-def test_a_person_is_told_once_when_flood_control_slows_them(start_server):
+def test_a_person_is_told_when_flood_control_slows_them(start_server):
     server = start_server(flood_burst=3, flood_rate=2.0)
     carol = Client(server.address)
     try:
@@ -213,8 +213,9 @@ def test_a_person_is_told_once_when_flood_control_slows_them(start_server):
         for i in range(6):
             carol.send(f"line {i}")
         got = carol.collect_until(r"^\[#fast\] <carol> line 5$")
+        # Told when it starts (once per spell: test_session checks that with a fake clock).
         told = [line for line in got if line.startswith("* You are sending faster")]
-        assert len(told) == 1, got
+        assert told, got
         assert got.index(told[0]) < got.index("[#fast] <carol> line 5")
         assert [line for line in got if "<carol>" in line] == [
             f"[#fast] <carol> line {i}" for i in range(6)

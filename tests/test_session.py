@@ -182,13 +182,34 @@ def test_a_text_session_gets_human_lines_and_no_wire_format():
     assert carol.session.encode(Message("PING", ["x"])) == b""
 
 
-def text_session(**settings: object) -> Session:
+def text_session(clock: FakeClock | None = None, **settings: object) -> Session:
     config = make_config(**settings)
     user = User(None, "127.0.0.1")  # type: ignore[arg-type]
-    made = Session(user, COMMANDS, config.limits, SERVER, clock=FakeClock(), stamp=lambda: "12:34 ")
+    made = Session(
+        user, COMMANDS, config.limits, SERVER, clock=clock or FakeClock(), stamp=lambda: "12:34 "
+    )
     made.take(b"/nick carol")
     user.nick = "carol"
     return made
+
+
+def test_a_person_is_told_once_per_slowed_spell():
+    clock = FakeClock()
+    carol = text_session(clock, flood_burst=3, flood_rate=2.0, flood_disconnect_seconds=60.0)
+    clock.now += 10  # a full bucket (the /nick line cost one)
+    told = [carol.take(f"/msg bob line {n}".encode()).notice for n in range(6)]
+    assert [notice is not None for notice in told] == [False] * 3 + [True] + [False] * 2
+    assert told[3] is not None and told[3].params[1] == "SLOWED"
+    clock.now += 10  # caught up: the next spell is told again
+    assert carol.take(b"/msg bob calm").notice is None
+    told = [carol.take(f"/msg bob again {n}".encode()).notice for n in range(4)]
+    assert [notice is not None for notice in told] == [False, False, True, False]
+
+
+def test_an_irc_client_is_never_told_it_is_slowed():
+    clock = FakeClock()
+    s = session(clock, flood_burst=1, flood_rate=1.0, flood_disconnect_seconds=60.0)
+    assert [s.take(b"PRIVMSG bob :hi").notice for _ in range(4)] == [None] * 4
 
 
 def test_a_text_sessions_lines_start_with_the_time():
