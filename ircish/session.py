@@ -151,11 +151,10 @@ class Session:
         if self.kind is None or (line.startswith("/") and self._may_become_text()):
             self.kind = self._kind_of(line)
             self._update_wire_format()
-        if too_long:
-            if self.kind == TEXT:
-                inbound = self._long_text(line, len(raw) + 2)
-            else:
-                inbound = self._too_long(len(raw) + 2)
+        if self.kind == TEXT:
+            inbound = self._fit_text(self._to_message(line), len(raw) + 2)
+        elif too_long:
+            inbound = self._too_long(len(raw) + 2)
         else:
             inbound = self._to_message(line)
         if self.flood is None:
@@ -176,26 +175,40 @@ class Session:
             note=f"line of {size} bytes refused (limit {self._max_line_bytes})",
         )
 
-    def _long_text(self, line: str, size: int) -> Inbound:
-        """A text session's line over the limit: text for a room or a person (plain, /msg,
-        /notice, /me) goes as several messages cut between words, as ircish-client does;
-        any other command is refused with the limit."""
-        inbound = self._to_message(line)
+    def _fit_text(self, inbound: Inbound, size: int) -> Inbound:
+        """A text session's line, made to fit. Text for one room or person (plain, /msg,
+        /notice, /me) whose relay would pass 512 bytes goes as several messages cut between
+        words, as ircish-client sends it (else the relay would be cut short for IRC users);
+        any other line of `size` bytes over the limit is refused with the limit."""
         msg = inbound.message
         if msg is None:
             return inbound  # refused anyway (no room, a usage error): say why
+        over = size > self._max_line_bytes
+        if msg.command not in ("PRIVMSG", "NOTICE"):
+            return self._line_too_long(size) if over else inbound
         # The relay's prefix as it will be (a nick may be up to 200 bytes long).
         pieces = slash.split_long_message(msg, len(f":{self.user.prefix}".encode()))
-        if len(pieces) < 2:  # not text (or a CTCP, never cut): cannot be made to fit
-            limit = self._max_line_bytes - 2
-            text = f"Line too long: {size - 2} bytes, the limit is {limit}"
+        if len(pieces) < 2:  # it fits, or cannot be cut (a CTCP; targets that fill a line)
+            return self._line_too_long(size) if over else inbound
+        if "," in msg.params[0]:
+            # Each piece would cost once per target: long text goes to one at a time.
             return Inbound(
-                refusal=self._fail("*", "LINE_TOO_LONG", text),
-                note=f"line of {size} bytes refused (limit {self._max_line_bytes})",
+                refusal=self._fail(
+                    "*",
+                    "LINE_TOO_LONG",
+                    "Text too long for one line to several targets: send it to one at a time",
+                )
             )
         if not self.user.registered:
             return inbound  # one "choose a nick first", not one per piece
         return Inbound(pieces[0], then=tuple(pieces[1:]))
+
+    def _line_too_long(self, size: int) -> Inbound:
+        text = f"Line too long: {size - 2} bytes, the limit is {self._max_line_bytes - 2}"
+        return Inbound(
+            refusal=self._fail("*", "LINE_TOO_LONG", text),
+            note=f"line of {size} bytes refused (limit {self._max_line_bytes})",
+        )
 
     def _kind_of(self, line: str) -> str:
         """IRC if the first line is a command we know written as IRC clients write it, in

@@ -12,6 +12,7 @@ from helpers import SERVER, TIMEOUT, Client
 from test_text_mode import ROOM, irc_then_text, sync_text, text_join, text_session
 
 from ircish.connection import GREETING_DELAY
+from ircish.protocol import parse
 
 GREETING = rf"^:{re.escape(SERVER)} NOTICE \* :\*\*\* Welcome to ircish\. To start, "
 
@@ -299,3 +300,25 @@ def test_long_text_from_a_long_nick_is_split_to_fit_with_its_prefix(start_server
     finally:
         bob.close()
         carol.close()
+
+
+@pytest.mark.parametrize("length", [480, 509])
+def test_text_under_the_line_limit_still_reaches_irc_users_whole(connect, length):
+    # 480 typed bytes fit the input limit, but not one relayed line once the server adds
+    # ":carol!carol@127.0.0.1 PRIVMSG #general :" (found by a hostile try of issue 11).
+    bob, carol = irc_then_text(connect, ROOM)
+    words = [f"w{i:03d}" for i in range(length // 5)]  # "w000 w001 ... END00"
+    text = " ".join(words)[: length - 6] + " END00"
+    text = " ".join(text.split())  # no word cut by the slice is left half
+    carol.send(text)
+    relayed = [line for line in bob.collect_until(r" END00$") if " PRIVMSG " in line]
+    assert all(len(line.encode()) + 2 <= 512 for line in relayed), relayed
+    assert " ".join(parse(line).params[1] for line in relayed) == text
+
+
+def test_long_text_to_several_targets_is_refused_not_charged_per_piece(connect):
+    bob = connect("bob")
+    carol = text_session(connect, "carol")
+    carol.send("/msg bob,nobody " + "words " * 100)
+    carol.expect(r"^! Text too long for one line to several targets: send it to one at a time$")
+    assert not [line for line in bob.quiet() if " PRIVMSG " in line]
