@@ -179,7 +179,8 @@ def oper(ctx: Context, msg: Message) -> None:
     """Become a server operator with a name and password from the config."""
     name, password = msg.params[0], msg.params[1]
     user = ctx.user
-    entry = next((o for o in ctx.config.operators if o.name == name), None)
+    # Operator names are told apart ignoring case (the config refuses two that differ only so).
+    entry = next((o for o in ctx.config.operators if casefold(o.name) == casefold(name)), None)
     # An unknown name and a wrong password get the same answer, after the same scrypt
     # work, so neither the reply nor its timing tells which names exist; the host is
     # judged only after the password, for the same reason.

@@ -61,7 +61,15 @@ class Dispatcher:
                     protocol.ERR_UNKNOWNCOMMAND, safe_param(msg.command), "Unknown command"
                 )
             if not session.user.registered and not spec.pre_registration:
-                hint = "Choose a nick first: /nick <name>" if session.is_text else ""
+                hint = ""
+                if session.is_text:
+                    # Nick given on a server with a password: what is missing is /pass.
+                    waiting = session.user.nick is not None and self.config.server.password
+                    hint = (
+                        "This server needs a password first: type /pass <password>"
+                        if waiting
+                        else "Choose a nick first: /nick <name>"
+                    )
                 raise IRCError(protocol.ERR_NOTREGISTERED, hint or "You have not registered")
             if len(msg.params) < spec.min_params:
                 raise IRCError(

@@ -143,8 +143,11 @@ def _privmsg(msg: Message, me: str | None) -> str:
 def _notice(msg: Message, me: str | None) -> str:
     target, source, text = _param(msg, 0), _source(msg), _param(msg, 1)
     ctcp = _split_ctcp(msg.param(1))
-    if ctcp is not None:
-        return f"* {source} sent a CTCP {ctcp[0]}"
+    if ctcp is not None:  # a NOTICE carries CTCP replies, never requests
+        answer = strip_formatting(ctcp[1])
+        if _is_me(msg, me) and not _same_nick(target, me):
+            return f"* You answered {target}'s CTCP {ctcp[0]}"
+        return f"* CTCP {ctcp[0]} reply from {source}" + (f": {answer}" if answer else "")
     if _is_room(target):
         return f"[{target}] -{source}- {text}"
     if _is_me(msg, me) and not _same_nick(target, me):

@@ -293,8 +293,11 @@ class Session:
         becomes the current one, and they are told. None for any other line."""
         name, _, args = line[1:].partition(" ")
         name, words = name.lower(), args.split()
-        if name not in ("switch", "join") or (name == "join" and len(words) != 1):
+        # `/join #a key` of a room one is in is a switch too; `/join #a,#b` is a join.
+        if name not in ("switch", "join") or (name == "join" and not 1 <= len(words) <= 2):
             return None
+        if name == "join":
+            words = words[:1]
         if not words or len(words) > 1:
             rooms = ", ".join(room.name for room in self.user.rooms.values()) or "no room"
             usage = slash.SLASH_COMMANDS["switch"].usage

@@ -300,8 +300,10 @@ def _invite(args: str, current_room: str | None) -> Message:
 
 
 def _oper(args: str, current_room: str | None) -> Message:
-    # The password is the rest of the line: it may contain spaces.
-    return Message("OPER", _target_and_text(args, "oper"))
+    # The password is the rest of the line: it may contain spaces, but not at either end
+    # (a doubled or trailing space is a typing slip, as for /pass).
+    name, password = _target_and_text(args, "oper")
+    return Message("OPER", [name, password.strip(" ")])
 
 
 def _kill(args: str, current_room: str | None) -> Message:

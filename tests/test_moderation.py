@@ -805,3 +805,10 @@ def test_oper_from_a_host_not_allowed_does_not_tell_which_names_exist(
         assert answers[0] == answers[1]
     finally:
         alice.close()
+
+
+def test_an_operator_name_matches_in_any_case(oconnect: Connect) -> None:
+    # The config tells operator names apart ignoring case, so OPER must too.
+    alice = oconnect("alice")
+    alice.send(f"OPER ROOT :{OPER_PASSWORD}")
+    alice.expect(rf"^:{SERVER} {p.RPL_YOUREOPER} alice :")

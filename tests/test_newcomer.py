@@ -96,6 +96,10 @@ def test_switch_and_join_of_a_joined_room_change_the_current_room(connect):
     bob.expect(rf"PRIVMSG {ROOM} :to general$")
     carol.send("/join other")  # already in: no JOIN, but it becomes current
     carol.expect(r"^\* Now talking in #other$")
+    carol.send(f"/join {ROOM} somekey")  # with a key too
+    carol.expect(rf"^\* Now talking in {ROOM}$")
+    carol.send("/switch #other")
+    carol.expect(r"^\* Now talking in #other$")
     carol.send("to other")
     carol.expect(r"^\[#other\] <carol> to other$")
     assert not [line for line in bob.sync() if " JOIN " in line]
@@ -137,6 +141,8 @@ def test_a_person_told_about_the_password_gives_it_and_is_welcomed(start_server)
     try:
         carol.send("/nick carol")
         carol.expect(r"^! This server needs a password: type /pass <password>")
+        carol.send("hello?")  # still the password that is missing, not a nick
+        carol.expect(r"^! This server needs a password first: type /pass <password>$")
         carol.send("/pass open sesame")
         carol.expect(r"^Welcome to the \S+ Network, carol!")
     finally:

@@ -45,7 +45,14 @@ NOON = "1795255200"  # 2026-11-21 10:00 UTC
             "-irc.example- *** Looking up your hostname",
         ),
         (":carol!c@host NOTICE bob :psst", ME, "-> -bob- psst"),
-        (f"{BOB} NOTICE carol :\x01VERSION ircish 0.1\x01", ME, "* bob sent a CTCP VERSION"),
+        # A CTCP reply is shown as one, not as a request (found by a hostile try).
+        (
+            f"{BOB} NOTICE carol :\x01VERSION ircish 0.1\x01",
+            ME,
+            "* CTCP VERSION reply from bob: ircish 0.1",
+        ),
+        (f"{BOB} NOTICE carol :\x01PING\x01", ME, "* CTCP PING reply from bob"),
+        (":carol!c@host NOTICE bob :\x01TIME now\x01", ME, "* You answered bob's CTCP TIME"),
         # JOIN / PART / QUIT
         (f"{BOB} JOIN #general", ME, "* bob joined #general"),
         (":carol!c@host JOIN #general", ME, "* You joined #general"),

@@ -112,6 +112,7 @@ ROOM = "#cur"
         # /oper /kill
         ("/oper admin s3cret", None, Message("OPER", ["admin", "s3cret"])),
         ("/oper admin pass word", None, Message("OPER", ["admin", "pass word"])),
+        ("/oper admin  s3cret ", None, Message("OPER", ["admin", "s3cret"])),  # slips
         ("/kill bob", None, Message("KILL", ["bob"])),
         ("/kill bob stop  spamming", ROOM, Message("KILL", ["bob", "stop  spamming"])),
         # /motd, /lusers
