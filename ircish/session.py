@@ -148,11 +148,19 @@ class Session:
                 ),
                 DEFAULT_COST,
             )
+        turned = False
         if self.kind is None or (line.startswith("/") and self._may_become_text()):
+            turned = self.kind == IRC
             self.kind = self._kind_of(line)
             self._update_wire_format()
         if self.kind == TEXT:
             inbound = self._fit_text(self._to_message(line), len(raw) + 2)
+            if turned and self.user.nick is not None:
+                # `NICK ivan` in capitals, then a slash command: the nick already given
+                # registers the person now (a text session needs no USER), then the line.
+                first = Message("NICK", [self.user.nick])
+                rest = (inbound.message, *inbound.then) if inbound.message else inbound.then
+                inbound.message, inbound.then = first, rest
         elif too_long:
             inbound = self._too_long(len(raw) + 2)
         else:

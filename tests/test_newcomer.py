@@ -328,3 +328,11 @@ def test_long_text_to_several_targets_is_refused_not_charged_per_piece(connect):
     carol.send("/msg bob,nobody " + "words " * 100)
     carol.expect(r"^! Text too long for one line to several targets: send it to one at a time$")
     assert not [line for line in bob.quiet() if " PRIVMSG " in line]
+
+
+def test_a_nick_given_in_capitals_then_a_slash_command_registers_the_person(connect):
+    ivan = connect()
+    ivan.send("NICK ivan")  # taken for IRC: it waits for USER
+    ivan.send("/join #after")  # a person after all: the nick given is used
+    ivan.expect(r"^Welcome to the \S+ Network, ivan!")
+    ivan.expect(r"^Users in #after: ")
