@@ -435,11 +435,12 @@ class Connection:
             log.info("%s: %s", self, inbound.note)
         if inbound.refusal is not None:
             self.send(inbound.refusal)
-        if inbound.message is not None:
-            for msg in (inbound.message, *inbound.then):
+        if inbound.message is not None and not self._closing:
+            self._dispatcher.dispatch(self.session, inbound.message)
+            for piece in inbound.then:  # a long line's further pieces (text sessions only)
                 if self._closing:
                     break
-                self._dispatcher.dispatch(self.session, msg)
+                self._dispatcher.dispatch(self.session, piece)
 
     def _fakelag(self, wait: float) -> bool:
         """Wait `wait` seconds in this reader thread (the client slows only itself). False if

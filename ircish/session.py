@@ -168,9 +168,9 @@ class Session:
         if self.flood is None:
             return inbound
         # Refused lines cost too: flooding junk is flooding.
-        cost = DEFAULT_COST
-        if inbound.message is not None:
-            cost = sum(self._cost_of(msg) for msg in (inbound.message, *inbound.then))
+        cost = DEFAULT_COST if inbound.message is None else self._cost_of(inbound.message)
+        for piece in inbound.then:  # a long line's further pieces (text sessions only)
+            cost += self._cost_of(piece)
         return self._charge(inbound, cost)
 
     def _cost_of(self, msg: Message) -> int:
@@ -310,7 +310,7 @@ class Session:
             rooms = ", ".join(room.name for room in self.user.rooms.values()) or "no room"
             usage = slash.SLASH_COMMANDS["switch"].usage
             return Inbound(refusal=self._fail("*", "USAGE", f"{usage} (you are in {rooms})"))
-        target = words[0] if words[0].startswith("#") else "#" + words[0]
+        target = slash.with_room_prefix(words[0])
         room = self.user.rooms.get(protocol.casefold(target))
         if room is None:
             if name == "join":

@@ -157,7 +157,8 @@ def _no_room(name: str) -> str:
     return f"no current room; {SLASH_COMMANDS[name].usage}"
 
 
-def _with_room_prefix(name: str) -> str:
+def with_room_prefix(name: str) -> str:
+    """`general` -> `#general`: what a person means by a room name typed without its '#'."""
     return name if name.startswith(ROOM_PREFIX) else ROOM_PREFIX + name
 
 
@@ -178,7 +179,7 @@ def _nick(args: str, current_room: str | None) -> Message:
 
 def _join(args: str, current_room: str | None) -> Message:
     words = _words(args, "join", 1, 2)
-    rooms = [_with_room_prefix(r) for r in words[0].split(",") if r]
+    rooms = [with_room_prefix(r) for r in words[0].split(",") if r]
     if not rooms:
         raise SlashError(SLASH_COMMANDS["join"].usage)
     return Message("JOIN", [",".join(rooms), *words[1:]])
@@ -295,7 +296,7 @@ def _unban(args: str, current_room: str | None) -> Message:
 def _invite(args: str, current_room: str | None) -> Message:
     words = _words(args, "invite", 1, 2)
     # The room is the second word, so a missing '#' can be added as /join does.
-    room = _with_room_prefix(words[1]) if len(words) == 2 else current_room
+    room = with_room_prefix(words[1]) if len(words) == 2 else current_room
     return Message("INVITE", [words[0], _require_room(room, _no_room("invite"))])
 
 

@@ -63,7 +63,15 @@ _WELCOME_BURST = frozenset(
 #: server or room, cannot send (+m, +n, banned), and other servers' "you must be identified"
 #: (477, 486) and "cannot send to user" (531).
 _SEND_REFUSED_TO = frozenset(
-    {p.ERR_NOSUCHNICK, "402", p.ERR_NOSUCHCHANNEL, p.ERR_CANNOTSENDTOCHAN, "477", "486", "531"}
+    {
+        p.ERR_NOSUCHNICK,
+        p.ERR_NOSUCHSERVER,
+        p.ERR_NOSUCHCHANNEL,
+        p.ERR_CANNOTSENDTOCHAN,
+        p.ERR_NEEDREGGEDNICK,
+        p.ERR_NONONREG,
+        p.ERR_CANTSENDTOUSER,
+    }
 )
 #: Refusals of a whole PRIVMSG/NOTICE, whatever its targets (and `FAIL PRIVMSG ...`). Not
 #: 417 (input too long), which any long command may earn, and our text is split to fit.
