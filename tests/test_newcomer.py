@@ -128,14 +128,6 @@ def test_switch_explains_what_it_cannot_do(connect, line, answer):
     carol.expect(answer)
 
 
-def test_help_lists_switch_and_pass(connect):
-    carol = text_session(connect, "carol")
-    carol.send("/help")
-    lines = sync_text(carol)
-    assert any(line.startswith("/switch <#room>") for line in lines), lines
-    assert any(line.startswith("/pass <password>") for line in lines), lines
-
-
 def test_a_person_told_about_the_password_gives_it_and_is_welcomed(start_server):
     server = start_server(password="open sesame")
     carol = Client(server.address)

@@ -283,6 +283,9 @@ def test_help_lists_every_command_with_its_syntax(connect):
 
     assert any(line.startswith("/join <#room>") for line in got), got
     assert any(line.startswith("/msg <nick|#room> <text>") for line in got), got
+    # What a newcomer was missing (issue 11): the room switch and the server password.
+    assert any(line.startswith("/switch <#room>") for line in got), got
+    assert any(line.startswith("/pass <password>") for line in got), got
     listed = {line.split()[0] for line in got if line.startswith("/")}
     design = {"/nick", "/join", "/msg", "/who", "/leave", "/quit", "/me", "/topic"}
     design |= {"/list", "/names", "/whois", "/away", "/help"}
