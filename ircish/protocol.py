@@ -21,6 +21,26 @@ def has_forbidden(text: str) -> bool:
     return "\r" in text or "\n" in text or "\0" in text
 
 
+#: Commands whose last parameter is free text, by the first index that text can have: there
+#: it is always sent in trailing form (`PRIVMSG #r :hi`, `PART #r :bye`, but `PART #r`).
+#: Numerics do the same from index 1, after their target.
+TRAILING_FROM = {
+    "PRIVMSG": 1,
+    "NOTICE": 1,
+    "TOPIC": 1,
+    "PART": 1,
+    "QUIT": 0,
+    "KICK": 2,
+    "AWAY": 0,
+    "ERROR": 0,
+    "WALLOPS": 0,
+    "KILL": 1,
+    "SETNAME": 0,
+    "FAIL": 2,
+    "WARN": 2,
+    "NOTE": 2,
+}
+
 #: Lines are capped at 512 bytes including CRLF (RFC 2812 2.3).
 DEFAULT_LINE_BYTES = 512
 
@@ -88,10 +108,15 @@ class Message:
             parts.append(":" + self.prefix)
         parts.append(self.command)
         last = len(self.params) - 1
+        # Text-bearing commands and numerics always send their last parameter in trailing
+        # form (`PRIVMSG #r :hi`), as ngIRCd, InspIRCd and ergo do: some clients (ii) read
+        # only a trailing parameter as the text.
+        text_from = 1 if self.command.isdigit() else TRAILING_FROM.get(self.command, last + 1)
+        always = last >= text_from
         for i, p in enumerate(self.params):
             if has_forbidden(p):
                 raise ProtocolError(f"parameter {i} of {self.command} contains CR, LF or NUL")
-            if i == last and (not p or " " in p or p[0] == ":"):
+            if i == last and (always or not p or " " in p or p[0] == ":"):
                 parts.append(":" + p)
             elif not p or " " in p or p[0] == ":":
                 raise ProtocolError(

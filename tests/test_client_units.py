@@ -670,7 +670,7 @@ def test_the_debug_log_never_holds_a_password(caplog):
             link.send(Message("PRIVMSG", ["#r", "hello"]))
         assert "OPER admin ****" in caplog.text and "PASS ****" in caplog.text
         assert "s3cret" not in caplog.text and "hunter2" not in caplog.text
-        assert "PRIVMSG #r hello" in caplog.text
+        assert "PRIVMSG #r :hello" in caplog.text
     finally:
         link.close()
         theirs.close()

@@ -5,6 +5,7 @@ OPER only from this machine. A config with operators gets no such thing."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import socket
 from collections.abc import Callable
@@ -117,13 +118,18 @@ def test_with_console_operator_keeps_only_a_hash_and_leaves_the_original():
     assert "the-token" not in repr(config)
 
 
+_oper_nicks = itertools.count()
+
+
 def oper_reply(address: tuple[str, int], source: str | None = None, name: str = "admin") -> str:
     """The numeric an OPER `name` with the right token gets from `source`."""
+    # A nick of its own each time: the server frees a closed client's nick a moment later.
+    nick = f"bob{next(_oper_nicks)}"
     client = Client(address, source=source)
     try:
-        client.register("bob")
+        client.register(nick)
         client.send(f"OPER {name} the-token")
-        return client.expect(r" (381|464|491) bob ")[1]
+        return client.expect(rf" (381|464|491) {nick} ")[1]
     finally:
         client.close()
 

@@ -107,7 +107,7 @@ def test_an_event_is_formatted_once_per_distinct_wire_format():
     peers["alice"].line("PRIVMSG #r :hello")
     (event,) = harness.events
     assert event.formats_made() == 2  # plain, and tagged: not once per receiver
-    plain = f":{prefix('alice')} PRIVMSG #r hello"
+    plain = f":{prefix('alice')} PRIVMSG #r :hello"
     assert peers["bob"].lines() == peers["carol"].lines() == [plain]
     dave, erin = peers["dave"].lines(), peers["erin"].lines()
     assert dave == erin
@@ -146,7 +146,7 @@ def test_the_transport_frames_each_format_once():
         return b"<" + line.rstrip(b"\r\n") + b">"
 
     event = Event(Message("PRIVMSG", ["#r", "hi"], prefix("al")), ("#r",))
-    assert event.wire(WireFormat.of([], framed)) == f"<:{prefix('al')} PRIVMSG #r hi>".encode()
+    assert event.wire(WireFormat.of([], framed)) == f"<:{prefix('al')} PRIVMSG #r :hi>".encode()
     assert event.wire(PLAIN).endswith(b"\r\n")
     assert event.formats_made() == 2
 

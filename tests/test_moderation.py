@@ -111,7 +111,7 @@ def test_mode_query_shows_defaults_and_creation_time(connect: Connect) -> None:
     (alice,) = in_room(connect, "#r", "alice")
     alice.send("MODE #r")
     assert parse(alice.expect(" 324 ").string).params[1:] == ("#r", "+nt")
-    assert re.search(r" 329 alice #r \d+$", alice.expect(" 329 ").string)
+    assert re.search(r" 329 alice #r :\d+$", alice.expect(" 329 ").string)
 
 
 def test_op_and_deop_are_relayed_to_everyone_once(connect: Connect) -> None:
@@ -192,7 +192,7 @@ def test_invite_only_needs_an_invite_which_one_join_uses_up(connect: Connect) ->
     bob.send("INVITE carol #r")  # not an operator: +i needs one to invite
     bob.expect(rf" {p.ERR_CHANOPRIVSNEEDED} bob #r ")
     alice.send("INVITE carol #r")
-    alice.expect(rf"^:{SERVER} {p.RPL_INVITING} alice carol #r$")
+    alice.expect(rf"^:{SERVER} {p.RPL_INVITING} alice carol :#r$")
     carol.expect(rf"^:{re.escape(prefix('alice'))} INVITE carol #r$")
     carol.join("#r")
     carol.send("PART #r")
@@ -531,7 +531,7 @@ def test_mode_errors_for_rooms_and_users(connect: Connect) -> None:
     alice.send("MODE alice +o")  # +o comes from OPER only
     alice.expect(rf" {p.ERR_NOPRIVILEGES} alice ")
     alice.send("MODE alice")
-    alice.expect(rf" {p.RPL_UMODEIS} alice \+$")
+    alice.expect(rf" {p.RPL_UMODEIS} alice :\+$")
 
 
 # --- KICK -------------------------------------------------------------------------------
@@ -618,7 +618,7 @@ def test_oper_success_shows_in_whois_who_and_lusers(oconnect: Connect) -> None:
     bob.send("LUSERS")
     bob.expect(rf" {p.RPL_LUSEROP} bob 1 ")
     alice.send("MODE alice")
-    alice.expect(rf" {p.RPL_UMODEIS} alice \+o$")
+    alice.expect(rf" {p.RPL_UMODEIS} alice :\+o$")
     alice.send("MODE alice -o")
     alice.expect(r"^:alice MODE alice -o$")
     bob.send("LUSERS")
@@ -633,7 +633,7 @@ def test_oper_failure_says_only_password_incorrect(oconnect: Connect, command: s
     alice.send(command)
     alice.expect(rf" {p.ERR_PASSWDMISMATCH} alice :")
     alice.send("MODE alice")
-    alice.expect(rf" {p.RPL_UMODEIS} alice \+$")
+    alice.expect(rf" {p.RPL_UMODEIS} alice :\+$")
 
 
 def test_oper_from_a_host_not_allowed(start_server: Callable[..., Server]) -> None:
@@ -709,7 +709,7 @@ def test_an_unknown_operator_name_is_refused_whatever_the_password(
     alice.send("OPER nobody decoy")
     alice.expect(rf" {p.ERR_PASSWDMISMATCH} alice :")
     alice.send("MODE alice")
-    alice.expect(rf" {p.RPL_UMODEIS} alice \+$")
+    alice.expect(rf" {p.RPL_UMODEIS} alice :\+$")
 
 
 def operators_online(client: Client) -> str:

@@ -243,7 +243,7 @@ def test_join_and_names_through_sessions():
     alice.line("JOIN #r")
     assert alice.lines() == [
         f":{prefix('alice')} JOIN #r",
-        f":{SERVER} 353 alice = #r @alice",
+        f":{SERVER} 353 alice = #r :@alice",
         f":{SERVER} 366 alice #r :End of /NAMES list",
     ]
     bob.line("JOIN #r")
@@ -260,7 +260,7 @@ def test_privmsg_reaches_the_room_but_not_its_sender():
         peer.lines()
     alice.line("PRIVMSG #r :hello")
     assert alice.lines() == []
-    assert bob.lines() == carol.lines() == [f":{prefix('alice')} PRIVMSG #r hello"]
+    assert bob.lines() == carol.lines() == [f":{prefix('alice')} PRIVMSG #r :hello"]
 
 
 def test_dispatch_checks_the_table_before_the_handler():

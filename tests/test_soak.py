@@ -295,7 +295,7 @@ class Churner(Sim):
     def part(self, room: str) -> None:
         self.client.send(f"PART {room} :bye")
         lines = self.client.sync()
-        assert f":{self.nick}!u@127.0.0.1 PART {room} bye" in lines, lines
+        assert f":{self.nick}!u@127.0.0.1 PART {room} :bye" in lines, lines
         self.event("PART", self.nick, room, self.rooms)
         self.rooms.discard(room)
         self.ops.discard(room)
