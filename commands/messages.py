@@ -12,18 +12,27 @@ from ircish.protocol import Message, casefold, safe_param
 MAX_TARGETS = 4
 
 
-def relay(ctx: Context, msg: Message, notice: bool) -> None:
-    """Deliver a PRIVMSG/NOTICE stamped with the sender's own prefix.
+#: STATUSMSG: `PRIVMSG @#room` reaches the room's operators, `+#room` the voiced ones too
+#: (the status letters each prefix reaches; advertised as STATUSMSG=@+).
+STATUS_TARGETS = {"@": "o", "+": "ov"}
 
-    NOTICE never gets an error or away reply (RFC 2812 3.3.2).
+
+def relay(ctx: Context, msg: Message, kind: str) -> None:
+    """Deliver a PRIVMSG, NOTICE or TAGMSG stamped with the sender's own prefix, the
+    sender's client tags with it (`+typing`: only receivers with message-tags see them).
+
+    NOTICE never gets an error or away reply (RFC 2812 3.3.2); TAGMSG has no text, reaches
+    only clients with message-tags, and gets no away reply.
     """
     user = ctx.user
+    quiet = kind == "NOTICE"
+    tagmsg = kind == "TAGMSG"
     if not msg.params or not msg.params[0]:
-        if notice:
+        if quiet:
             return
         raise IRCError(p.ERR_NORECIPIENT, f"No recipient given ({msg.command})")
-    if len(msg.params) < 2 or not msg.params[1]:
-        if notice:
+    if not tagmsg and (len(msg.params) < 2 or not msg.params[1]):
+        if quiet:
             return
         raise IRCError(p.ERR_NOTEXTTOSEND, "No text to send")
     named = msg.params[0]
@@ -32,51 +41,61 @@ def relay(ctx: Context, msg: Message, notice: bool) -> None:
         [named] if "," not in named else list({casefold(t): t for t in named.split(",")}.values())
     )
     if len(targets) > MAX_TARGETS:
-        if notice:
+        if quiet:
             return
         raise IRCError(p.ERR_TOOMANYTARGETS, safe_param(msg.params[0]), "Too many targets")
-    text = msg.params[1]
-    user.last_spoke = time.time()
+    text = [] if tagmsg else [msg.params[1]]
+    needs = "message-tags" if tagmsg else None
+    tags = dict(msg.tags)  # the client tags the session let through
+    # A person sees where each line went ("[#room] <carol> hi", "-> *bob* hi": issue 11),
+    # and an IRC client with echo-message gets its own line back as relayed, with its msgid.
+    echo = ctx.session.is_text or "echo-message" in ctx.session.caps
+    if not tagmsg:
+        user.last_spoke = time.time()
     for target in targets:
-        if target.startswith("#"):
-            room = ctx.world.find_room(target)
+        status = STATUS_TARGETS.get(target[:1], "")
+        if status or target.startswith("#"):
+            room = ctx.world.find_room(target[1:] if status else target)
             if room is None:
-                if not notice:
+                if not quiet:
                     ctx.reply(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
                 continue
-            # A person sees where each line went, "[#room] <carol> hi" (issue 11), queued in
-            # the room's order, after the replies so far.
-            echo = ctx.session.is_text
             if echo:
-                ctx.flush()
+                ctx.flush()  # the echo is queued in the room's order, after the replies so far
+            shown = target[0] + room.name if status else room.name
+            relayed = Message(msg.command, [shown, *text], user.prefix, tags)
             try:
-                room.send_from(user, Message(msg.command, [room.name, text], user.prefix), echo)
+                room.send_from(user, relayed, echo, needs=needs, only=status)
             except IRCError as exc:
-                if not notice:
+                if not quiet:
                     ctx.reply(exc.numeric, *exc.params)
             continue
         recipient = ctx.world.find_user(target)
         if recipient is None:
-            if not notice:
+            if not quiet:
                 ctx.reply(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
             continue
-        relayed = Message(msg.command, [recipient.nick, text], user.prefix)
-        if ctx.session.is_text:
-            # A person sees what they sent, "-> *bob* hi", before bob can answer it.
-            ctx.flush()
-            ctx.send_now(relayed)
-        ctx.world.tell_user(user, recipient, relayed)
-        if not notice and recipient.away is not None:
+        if echo:
+            ctx.flush()  # the sender sees their line before the answer to it can come
+        relayed = Message(msg.command, [recipient.nick, *text], user.prefix, tags)
+        ctx.world.tell_user(user, recipient, relayed, echo, needs=needs)
+        if kind == "PRIVMSG" and recipient.away is not None:
             ctx.reply(p.RPL_AWAY, recipient.nick, recipient.away)
 
 
 @command("PRIVMSG", syntax="<nick|#room>{,<target>} :<text>", targets=0)
 def privmsg(ctx: Context, msg: Message) -> None:
     """Send a message to a room you are in or to a nick."""
-    relay(ctx, msg, notice=False)
+    relay(ctx, msg, "PRIVMSG")
 
 
 @command("NOTICE", syntax="<nick|#room>{,<target>} :<text>", targets=0)
 def notice(ctx: Context, msg: Message) -> None:
     """Like PRIVMSG, but never answered automatically."""
-    relay(ctx, msg, notice=True)
+    relay(ctx, msg, "NOTICE")
+
+
+@command("TAGMSG", min_params=1, syntax="<nick|#room>{,<target>}", targets=0)
+def tagmsg(ctx: Context, msg: Message) -> None:
+    """Send only tags (`+typing`) to a room or nick: for clients with message-tags."""
+    relay(ctx, msg, "TAGMSG")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 
-from ircish import __version__, modes
+from ircish import __version__, caps, modes
 from ircish import protocol as p
 from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, safe_param
@@ -77,24 +77,47 @@ def try_register(ctx: Context) -> None:
 
 @command("CAP", min_params=1, pre_registration=True, syntax="<LS|LIST|REQ|END> [:<caps>]")
 def cap(ctx: Context, msg: Message) -> None:
-    """Capability negotiation (no capabilities are offered yet)."""
+    """Capability negotiation: CAP LS [302], CAP REQ :<caps>, CAP LIST, CAP END."""
+    # CAP LS/LIST/REQ/END: https://ircv3.net/specs/extensions/capability-negotiation
     sub = msg.params[0].upper()
-    nick = ctx.user.nick or "*"
+    session = ctx.session
+    if sub in ("LS", "REQ") and not ctx.user.registered:
+        session.cap_negotiating = True  # registration waits for CAP END
     if sub == "LS":
-        if not ctx.user.registered:
-            ctx.session.cap_negotiating = True
-        ctx.send(Message("CAP", [nick, "LS", ""], ctx.server.name))
+        version = msg.param(1)
+        if version.isdigit() and int(version) > session.cap_version:
+            # Never downgraded: a 302 client that sends a bare CAP LS stays 302.
+            session.cap_version = min(int(version), caps.CAP_302)
+            session.set_caps(session.caps | caps.implied(session.cap_version))
+        cap_list(ctx, "LS", caps.ls_words(session.cap_version))
     elif sub == "LIST":
-        ctx.send(Message("CAP", [nick, "LIST", ""], ctx.server.name))
+        cap_list(ctx, "LIST", sorted(session.caps))
     elif sub == "REQ":
-        if not ctx.user.registered:
-            ctx.session.cap_negotiating = True
-        ctx.send(Message("CAP", [nick, "NAK", msg.param(1)], ctx.server.name))
+        wanted = msg.param(1)
+        request = caps.read_request(wanted, session.cap_version)
+        answer = "NAK" if request.refused else "ACK"
+        if not request.refused:
+            session.set_caps((session.caps | request.add) - request.remove)
+        # The request's own words, as given (the spec's ACK and NAK echo them).
+        ctx.send(Message("CAP", [ctx.user.nick or "*", answer, wanted], ctx.server.name))
     elif sub == "END":
-        ctx.session.cap_negotiating = False
+        session.cap_negotiating = False
         try_register(ctx)
     else:
         raise IRCError(p.ERR_INVALIDCAPCMD, safe_param(msg.params[0]), "Invalid CAP subcommand")
+
+
+def cap_list(ctx: Context, sub: str, words: list[str]) -> None:
+    """`CAP nick LS :words`; to a 302 client, lines that would pass 512 bytes are split
+    as `CAP nick LS * :words` followed by the last line without the `*`."""
+    nick = ctx.user.nick or "*"
+    head = len(f":{ctx.server.name} CAP {nick} {sub} * :".encode())
+    lines = caps.reply_lines(words, p.DEFAULT_LINE_BYTES - 2 - head)
+    if ctx.session.cap_version < caps.CAP_302:
+        lines = [" ".join(words)]  # one line, whatever its length: 301 knows no other
+    for index, line in enumerate(lines):
+        more = ["*"] if index < len(lines) - 1 else []
+        ctx.send(Message("CAP", [nick, sub, *more, line], ctx.server.name))
 
 
 @command("PASS", min_params=1, pre_registration=True, syntax="<password>")

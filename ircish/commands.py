@@ -135,8 +135,11 @@ class SenderSession(Protocol):
     user: User
     kind: str | None
     caps: frozenset[str]
+    cap_version: int
     cap_negotiating: bool
     password: str | None
+
+    def set_caps(self, caps: Iterable[str]) -> None: ...
 
     @property
     def is_text(self) -> bool: ...

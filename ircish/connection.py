@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ircish.events import PLAIN, Event, WireFormat
+from ircish.events import PLAIN, Event
 from ircish.locks import held, new_lock
 from ircish.protocol import Message
 from ircish.session import IRC, Session
@@ -185,6 +185,10 @@ class Connection:
         #: The session's wire format is PLAIN (no tags, no framing): what `deliver` asks
         #: first, once per delivery. Kept up to date by the session.
         self._plain = False
+        #: The answer being gathered for a labeled command (IRCv3 labeled-response): set
+        #: by the reader thread around its dispatch; what that thread sends this client
+        #: meanwhile goes through it. Other threads' deliveries are not part of it.
+        self._labeled: LabeledResponse | None = None
         self.session = Session(
             self.user,
             dispatcher.commands,
@@ -227,21 +231,37 @@ class Connection:
         This runs once per delivery, under the sender's room lock: the fan-out hot path,
         where most receivers take the event's plain bytes after one identity test."""
         if self._plain:
-            self.send_bytes(event.data)
-            return
-        fmt = self.session.wire_format
-        if fmt is not None:
-            self.send_bytes(event.wire(fmt))
-        else:  # a text session: a line rendered for this person
-            data = self.session.encode(event.message)
+            data = event.data  # b"" for an event only some caps get (TAGMSG)
             if data:
                 self.send_bytes(data)
+            return
+        fmt = self.session.wire_format
+        labeled = self._labeled
+        if labeled is not None and labeled.thread == threading.get_ident():
+            # Part of the answer to this client's own labeled command.
+            if fmt is not None and event.reaches(fmt.caps):
+                labeled.add(event.message_for(fmt.caps))
+            return
+        if fmt is not None:
+            data = event.wire(fmt)
+        elif event.needs is None:  # a text session: a line rendered for this person
+            data = self.session.encode(event.message)
+        else:
+            return
+        if data:
+            self.send_bytes(data)
 
-    def _wire_format_changed(self, fmt: WireFormat | None) -> None:
-        self._plain = fmt is PLAIN
+    def _wire_format_changed(self, session: Session) -> None:
+        # A labeled-response client's own answers are routed through `_labeled`, so it
+        # never takes the fast path.
+        self._plain = session.wire_format is PLAIN and "labeled-response" not in session.caps
 
     def send(self, msg: Message) -> None:
         """Queue `msg` for this client (rendered as text for text sessions)."""
+        labeled = self._labeled
+        if labeled is not None and labeled.thread == threading.get_ident():
+            labeled.add(msg)
+            return
         data = self.session.encode(msg)
         if data:
             self.send_bytes(data)
@@ -436,11 +456,29 @@ class Connection:
         if inbound.refusal is not None:
             self.send(inbound.refusal)
         if inbound.message is not None and not self._closing:
-            self._dispatcher.dispatch(self.session, inbound.message)
+            label = inbound.message.tags.get("label") if inbound.message.tags else None
+            if label is None:
+                self._dispatcher.dispatch(self.session, inbound.message)
+            else:
+                self._dispatch_labeled(inbound.message, label)
             for piece in inbound.then:  # a long line's further pieces (text sessions only)
                 if self._closing:
                     break
                 self._dispatcher.dispatch(self.session, piece)
+
+    def _dispatch_labeled(self, msg: Message, label: str) -> None:
+        """Dispatch `msg`, and send its answer labeled: one line, a batch, or ACK."""
+        self._labeled = labeled = LabeledResponse(label, self.session, self._send_encoded)
+        try:
+            self._dispatcher.dispatch(self.session, msg)
+        finally:
+            self._labeled = None
+            labeled.finish()
+
+    def _send_encoded(self, msg: Message) -> None:
+        data = self.session.encode(msg)
+        if data:
+            self.send_bytes(data)
 
     def _fakelag(self, wait: float) -> bool:
         """Wait `wait` seconds in this reader thread (the client slows only itself). False if
@@ -469,3 +507,55 @@ class Connection:
             close_fd = self._take_fd_locked()
         if close_fd:
             self.transport.close()
+
+
+class LabeledResponse:
+    """The answer to one labeled command (https://ircv3.net/specs/extensions/labeled-response):
+    no line becomes `ACK`, one line carries the label, several go in a `labeled-response`
+    batch whose BATCH line carries it. The first line is held until a second shows whether
+    a batch is needed; from the second on, lines go out as they come, so a reply built under
+    a room's lock still goes out under it. A client without batch gets its first line
+    labeled and the rest as they are."""
+
+    __slots__ = ("_batch", "_count", "_held", "_send", "_session", "label", "thread")
+
+    def __init__(self, label: str, session: Session, send: Callable[[Message], None]) -> None:
+        self.label = label
+        self._session = session
+        self._send = send
+        #: The reader thread running the command: only what it sends is part of the answer.
+        self.thread = threading.get_ident()
+        self._held: Message | None = None
+        self._count = 0
+        self._batch: str | None = None
+
+    def add(self, msg: Message) -> None:
+        self._count += 1
+        if self._count == 1:
+            self._held = msg
+            return
+        held, self._held = self._held, None
+        if held is not None:
+            if "batch" in self._session.caps:
+                self._batch = self._session.new_batch_id()
+                self._send(self._server_line("BATCH", f"+{self._batch}", "labeled-response"))
+                held = _tagged(held, "batch", self._batch)
+            else:
+                held = _tagged(held, "label", self.label)
+            self._send(held)
+        self._send(msg if self._batch is None else _tagged(msg, "batch", self._batch))
+
+    def finish(self) -> None:
+        if self._count == 0:
+            self._send(self._server_line("ACK"))
+        elif self._held is not None:
+            self._send(_tagged(self._held, "label", self.label))
+        elif self._batch is not None:
+            self._send(Message("BATCH", [f"-{self._batch}"], self._session.server_name))
+
+    def _server_line(self, command: str, *params: str) -> Message:
+        return Message(command, list(params), self._session.server_name, {"label": self.label})
+
+
+def _tagged(msg: Message, key: str, value: str) -> Message:
+    return Message(msg.command, msg.params, msg.prefix, {key: value, **msg.tags})

@@ -23,35 +23,47 @@ from datetime import datetime, timezone
 
 from ircish.protocol import Message
 
-#: Capabilities that add tags to relayed messages (IRCv3): server-time adds `time`,
-#: message-tags adds `msgid` and the client-only `+tags`, account-tag adds `account`.
-#: Which of them a server offers is the capability table's business (a later issue).
-TAG_CAPS = frozenset({"server-time", "message-tags", "account-tag"})
+#: Capabilities that change what a relayed event looks like, or whether it is sent at all
+#: (IRCv3): server-time adds `time`; message-tags adds `msgid`, `bot` and the client-only
+#: `+tags`, and lets TAGMSG through; account-tag adds `account`; extended-join adds the
+#: account and realname to JOIN; away-notify, setname and invite-notify let their events
+#: through. Which caps the server offers is the capability table's business (ircish/caps.py).
+RELAY_CAPS = frozenset(
+    {
+        "server-time",
+        "message-tags",
+        "account-tag",
+        "extended-join",
+        "away-notify",
+        "setname",
+        "invite-notify",
+    }
+)
 
 Framer = Callable[[bytes], bytes]
 
 
 class WireFormat:
-    """How one client's lines look: the tag capabilities it has, and its transport's framing
-    (None: lines go out as they are, CRLF-terminated, as on TCP and TLS). Get them from
-    `WireFormat.of`, which returns one shared object per distinct pair."""
+    """How one client's lines look: the relay capabilities it has (`RELAY_CAPS`), and its
+    transport's framing (None: lines go out as they are, CRLF-terminated, as on TCP and TLS).
+    Get them from `WireFormat.of`, which returns one shared object per distinct pair."""
 
-    __slots__ = ("frame", "tag_caps")
+    __slots__ = ("caps", "frame")
     _known: dict[tuple[frozenset[str], Framer | None], WireFormat] = {}
 
-    def __init__(self, tag_caps: frozenset[str], frame: Framer | None) -> None:
-        self.tag_caps = tag_caps
+    def __init__(self, caps: frozenset[str], frame: Framer | None) -> None:
+        self.caps = caps
         self.frame = frame
 
     @classmethod
     def of(cls, caps: Iterable[str], frame: Framer | None = None) -> WireFormat:
-        tag_caps = TAG_CAPS.intersection(caps)
-        key = (tag_caps, frame)
+        relay_caps = RELAY_CAPS.intersection(caps)
+        key = (relay_caps, frame)
         # dict.setdefault is atomic, so two threads asking at once get one object.
-        return cls._known.get(key) or cls._known.setdefault(key, cls(tag_caps, frame))
+        return cls._known.get(key) or cls._known.setdefault(key, cls(relay_caps, frame))
 
     def __repr__(self) -> str:
-        return f"<WireFormat {sorted(self.tag_caps)} {getattr(self.frame, '__name__', 'lines')}>"
+        return f"<WireFormat {sorted(self.caps)} {getattr(self.frame, '__name__', 'lines')}>"
 
 
 #: Lines as they are, with no tags: what every client gets until it asks for more.
@@ -84,20 +96,48 @@ class Event:
     Its plain bytes (`data`: no tags, lines as they are) are made when it is created, before
     anyone gets it: a message that cannot be formatted fails there and reaches nobody, and
     most receivers take those bytes after one identity test (`Connection.deliver`).
-    Other wire formats are made on first use and kept for the next receiver (`wire`)."""
+    Other wire formats are made on first use and kept for the next receiver (`wire`).
 
-    __slots__ = ("_id", "_more", "account", "data", "message", "targets", "time")
+    `needs` names a capability without which a receiver gets nothing (b""): message-tags
+    for TAGMSG, away-notify for AWAY, setname for SETNAME, invite-notify for an INVITE
+    shown to a room's operators. Text sessions (people) never get those. `realname` is a
+    JOIN's, for extended-join; `bot` marks a sender with user mode +B (the `bot` tag)."""
+
+    __slots__ = (
+        "_id",
+        "_more",
+        "account",
+        "bot",
+        "data",
+        "message",
+        "needs",
+        "realname",
+        "targets",
+        "time",
+    )
 
     def __init__(
-        self, message: Message, targets: tuple[str, ...], account: str | None = None
+        self,
+        message: Message,
+        targets: tuple[str, ...],
+        account: str | None = None,
+        *,
+        needs: str | None = None,
+        realname: str | None = None,
+        bot: bool = False,
     ) -> None:
         self.message = message
         self.targets = targets
         self.account = account
+        self.needs = needs
+        self.realname = realname
+        self.bot = bot
         self.time = time.time()
         self._id = _next_id()
         #: The PLAIN bytes, made now: this raises ProtocolError before any delivery.
         self.data = self._format(PLAIN)
+        if needs is not None:
+            self._format(WireFormat.of((needs,)))  # (the same check for what PLAIN skips)
         self._more: dict[WireFormat, bytes] | None = None
 
     @property
@@ -122,24 +162,44 @@ class Event:
         """How many times this event was formatted (one per distinct wire format)."""
         return 1 + len(self._more or ())
 
-    def tags_for(self, tag_caps: frozenset[str]) -> dict[str, str]:
+    def reaches(self, caps: frozenset[str]) -> bool:
+        """Whether a receiver with these relay caps gets this event at all."""
+        return self.needs is None or self.needs in caps
+
+    def tags_for(self, caps: frozenset[str]) -> dict[str, str]:
+        """The tags a receiver with relay caps `caps` sees: server tags first (the spec's
+        order), then the sender's client tags."""
         tags: dict[str, str] = {}
-        if not tag_caps:
+        if not caps:
             return tags
-        if "message-tags" in tag_caps:
-            tags.update((k, v) for k, v in self.message.tags.items() if k.startswith("+"))
+        tagged = "message-tags" in caps
+        if tagged:
             tags["msgid"] = self.msgid
-        if "server-time" in tag_caps:
+        if "server-time" in caps:
             tags["time"] = server_time(self.time)
-        if "account-tag" in tag_caps and self.account is not None:
+        if "account-tag" in caps and self.account is not None:
             tags["account"] = self.account
+        if tagged:
+            if self.bot:
+                tags["bot"] = ""
+            tags.update((k, v) for k, v in self.message.tags.items() if k.startswith("+"))
         return tags
 
-    def _format(self, fmt: WireFormat) -> bytes:
+    def message_for(self, caps: frozenset[str]) -> Message:
+        """The message a receiver with relay caps `caps` gets (with its tags, and the
+        extended JOIN where asked for)."""
         msg = self.message
-        if fmt.tag_caps or msg.tags:  # (the message's own tags go only with message-tags)
-            msg = Message(msg.command, msg.params, msg.prefix, self.tags_for(fmt.tag_caps))
-        data = msg.to_bytes()
+        params = msg.params
+        if self.realname is not None and "extended-join" in caps:
+            params = (*params, self.account or "*", self.realname)
+        if caps or msg.tags:  # (the message's own tags go only with message-tags)
+            msg = Message(msg.command, params, msg.prefix, self.tags_for(caps))
+        return msg
+
+    def _format(self, fmt: WireFormat) -> bytes:
+        if not self.reaches(fmt.caps):
+            return b""
+        data = self.message_for(fmt.caps).to_bytes()
         return data if fmt.frame is None else fmt.frame(data)
 
     def __repr__(self) -> str:

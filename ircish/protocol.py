@@ -39,6 +39,7 @@ TRAILING_FROM = {
     "FAIL": 2,
     "WARN": 2,
     "NOTE": 2,
+    "CAP": 2,
 }
 
 #: Lines are capped at 512 bytes including CRLF (RFC 2812 2.3).

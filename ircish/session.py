@@ -38,6 +38,9 @@ _ECHO_CHARS = 60
 #: A text session's lines start with the server's local time: `HH:MM `.
 _STAMP_FORMAT = "%H:%M "
 
+#: The longest `label` tag kept (IRCv3 labeled-response: 64 bytes).
+MAX_LABEL_BYTES = 64
+
 #: Session kinds: an IRC client, or a person typing (nc, telnet).
 IRC = "irc"
 TEXT = "text"
@@ -78,7 +81,7 @@ class Session:
         server_name: str,
         frame: Framer | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_wire_format: Callable[[WireFormat | None], None] | None = None,
+        on_wire_format: Callable[[Session], None] | None = None,
         stamp: Callable[[], str] = lambda: time.strftime(_STAMP_FORMAT),
     ) -> None:
         """`on_wire_format` is told each new wire format (its driver keeps it at hand for
@@ -86,12 +89,15 @@ class Session:
         self.user = user
         self._commands = commands
         self._max_line_bytes = limits.max_line_bytes
-        self._server_name = server_name
+        self.server_name = server_name
         self._frame = frame
         #: IRC or TEXT once the first line has been read.
         self.kind: str | None = None
         #: Capabilities the client has been given (CAP REQ / ACK).
         self.caps: frozenset[str] = frozenset()
+        #: The CAP LS version the client named (302: values, multi-line, cap-notify); 0
+        #: until it names one. Never lowered.
+        self.cap_version = 0
         #: Registration waits while CAP negotiation is open (CAP LS/REQ until CAP END).
         self.cap_negotiating = False
         #: What PASS gave, checked when registration completes.
@@ -105,6 +111,8 @@ class Session:
             if limits.flood_rate > 0
             else None
         )
+        #: Batch reference tags handed out so far (each unique on this connection).
+        self._batches = 0
         #: A text session was told it is being slowed, and has not caught up since.
         self._told_slowed = False
         self._stamp = stamp
@@ -121,10 +129,15 @@ class Session:
         self.caps = frozenset(caps)
         self._update_wire_format()
 
+    def new_batch_id(self) -> str:
+        """A batch reference tag not used before on this connection (IRCv3 batch)."""
+        self._batches += 1
+        return f"b{self._batches}"
+
     def _update_wire_format(self) -> None:
         self.wire_format = None if self.kind == TEXT else WireFormat.of(self.caps, self._frame)
         if self._on_wire_format is not None:
-            self._on_wire_format(self.wire_format)
+            self._on_wire_format(self)
 
     # -- lines in -----------------------------------------------------------------
 
@@ -134,9 +147,16 @@ class Session:
             # Nothing to do, but not free: a stream of blank lines is a flood too, and it
             # shows no sign of life (only real commands hold off the ping timeout).
             return self._charge(Inbound(alive=False), DEFAULT_COST)
-        too_long = len(raw) + 2 > self._max_line_bytes
+        # Tags have their own budget (IRCv3 message-tags): the 512 bytes are the line after
+        # them. A text session has no tags: a person's '@bob hi' is text.
+        tag_bytes = _tag_section(raw) if self.kind != TEXT else 0
+        if tag_bytes - 2 > protocol.MAX_CLIENT_TAG_BYTES:
+            refusal = self._error(protocol.ERR_INPUTTOOLONG, "Message tags were too long")
+            note = f"line with {tag_bytes} bytes of tags refused"
+            return self._charge(Inbound(refusal=refusal, note=note), DEFAULT_COST)
+        too_long = len(raw) - tag_bytes + 2 > self._max_line_bytes
         if too_long and self.kind == IRC:
-            return self._charge(self._too_long(len(raw) + 2), DEFAULT_COST)
+            return self._charge(self._too_long(len(raw) - tag_bytes + 2), DEFAULT_COST)
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -224,6 +244,8 @@ class Session:
         nc who types `help` or `nick ivan` gets the text mode, and is told about slashes."""
         if line.startswith("/"):
             return TEXT
+        if line.startswith("@"):  # a client's tags (CAP LS with a label, say)
+            line = line.partition(" ")[2].lstrip(" ")
         word = line.split(" ", 1)[0]
         if not (word.isupper() and word in self._commands):
             return TEXT
@@ -258,7 +280,7 @@ class Session:
         if self.kind == TEXT:
             return self._text_to_message(line)
         try:
-            return Inbound(protocol.parse(line))
+            msg = protocol.parse(line)
         except ProtocolError as exc:
             word = line.split(" ", 1)[0].upper()
             if word in self._commands:
@@ -268,6 +290,22 @@ class Session:
                     protocol.ERR_UNKNOWNCOMMAND, safe_param(word), "Unknown command"
                 )
             return Inbound(refusal=refusal, note=f"malformed line refused: {exc}")
+        if msg.tags:
+            msg = self._allowed_tags(msg)
+        return Inbound(msg)
+
+    def _allowed_tags(self, msg: Message) -> Message:
+        """The tags a client may send with what it negotiated: client tags (`+typing`) with
+        message-tags, `label` with labeled-response. Others are dropped, never relayed."""
+        tags_ok = "message-tags" in self.caps
+        label_ok = "labeled-response" in self.caps
+        kept = {
+            key: value
+            for key, value in msg.tags.items()
+            if (tags_ok and key.startswith("+") and protocol.valid_tag_key(key))
+            or (label_ok and key == "label" and 0 < len(value.encode()) <= MAX_LABEL_BYTES)
+        }
+        return Message(msg.command, msg.params, msg.prefix, kept)
 
     def _text_to_message(self, line: str) -> Inbound:
         """A text session's line: a slash command, or plain text for the current room."""
@@ -342,13 +380,13 @@ class Session:
         return inbound
 
     def _error(self, numeric: str, *params: str) -> Message:
-        return Message(numeric, [self.user.nick or "*", *params], self._server_name)
+        return Message(numeric, [self.user.nick or "*", *params], self.server_name)
 
     def _fail(self, command: str, code: str, text: str) -> Message:
-        return Message("FAIL", [command, code, text], self._server_name)
+        return Message("FAIL", [command, code, text], self.server_name)
 
     def _note(self, code: str, text: str) -> Message:
-        return Message("NOTE", ["*", code, text], self._server_name)
+        return Message("NOTE", ["*", code, text], self.server_name)
 
     # -- messages out ---------------------------------------------------------------
 
@@ -370,6 +408,14 @@ class Session:
             return b"".join(each)
         data = msg.to_bytes()
         return data if self._frame is None else self._frame(data)
+
+
+def _tag_section(raw: bytes) -> int:
+    """Bytes of an IRC line's tags with their '@' and the space after them (0: none)."""
+    if not raw.startswith(b"@"):
+        return 0
+    space = raw.find(b" ")
+    return len(raw) if space < 0 else space + 1
 
 
 def _names_a_slash_command(line: str) -> bool:

@@ -134,6 +134,8 @@ class User:
         self.away: str | None = None
         #: User mode +o: a server operator (OPER), an operator in every room.
         self.oper = False
+        #: User mode +B: a bot (IRCv3 bot mode: the `bot` tag, 335 in WHOIS, B in WHO).
+        self.bot = False
         self.signon = time.time()
         self.last_spoke = time.time()
         #: Rooms by casefolded name, in join order. Replaced, never changed in place, under
@@ -299,11 +301,21 @@ class Room:
             if member is not exclude:
                 member.conn.deliver(event)
 
-    def send_from(self, sender: User, msg: Message, echo: bool = False) -> Event:
+    def send_from(
+        self,
+        sender: User,
+        msg: Message,
+        echo: bool = False,
+        *,
+        needs: str | None = None,
+        only: str = "",
+    ) -> Event:
         """Relay a message to the members but `sender` (with `echo`, to `sender` too, in the
         room's order: a person's own line never shows after a reply to it); IRCError (404)
         if the room's modes keep `sender` quiet: +n outsiders, +m without voice, banned
-        members without voice."""
+        members without voice. `needs`: the cap a receiver needs (TAGMSG: message-tags);
+        `only`: only members with one of these status letters get it (STATUSMSG,
+        `PRIVMSG @#room`: "o")."""
         with self.lock:
             # The fan-out hot path: one dict read for a plain member, then two cheap tests.
             status = self.members.get(sender)
@@ -322,8 +334,15 @@ class Room:
                     raise IRCError(
                         p.ERR_CANNOTSENDTOCHAN, self.name, "Cannot send to room: you are banned"
                     )
-            event = Event(msg, (self.name,))
-            self.broadcast_locked(event, exclude=None if echo else sender)
+            event = Event(msg, (self.name,), needs=needs, bot=sender.bot)
+            if not only:
+                self.broadcast_locked(event, exclude=None if echo else sender)
+            else:
+                for member, letters in self.members.items():
+                    if member is not sender and any(c in letters for c in only):
+                        member.conn.deliver(event)
+                if echo:
+                    sender.conn.deliver(event)
         self._record(event)
         return event
 
@@ -683,7 +702,12 @@ class World:
                 if room is None:
                     room = self._new_room(name)
                 # Made before anything changes: what cannot be formatted changes nothing.
-                event = Event(Message("JOIN", [room.name], user.prefix), (room.name,))
+                event = Event(
+                    Message("JOIN", [room.name], user.prefix),
+                    (room.name,),
+                    realname=user.realname,
+                    bot=user.bot,
+                )
                 holding_room.enter_context(room.lock)
                 room.check_join_locked(user, key)
                 if founder:
@@ -730,9 +754,19 @@ class World:
             self._remove_member_locked(target, room)
         self._record_event(event)
 
-    def tell_user(self, sender: User, recipient: User, msg: Message) -> Event:
-        """A private message (or notice) from `sender` to `recipient`."""
-        event = Event(msg, (recipient.nick,))
+    def tell_user(
+        self,
+        sender: User,
+        recipient: User,
+        msg: Message,
+        echo: bool = False,
+        needs: str | None = None,
+    ) -> Event:
+        """A private message (or notice, or TAGMSG: `needs`) from `sender` to `recipient`;
+        with `echo`, the sender gets it too, first (once, if they wrote to themselves)."""
+        event = Event(msg, (recipient.nick,), needs=needs, bot=sender.bot)
+        if echo and recipient is not sender:
+            sender.conn.deliver(event)
         recipient.conn.deliver(event)
         self._record_event(event)
         return event

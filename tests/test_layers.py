@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "leaves",
         (
+            "ircish.caps",
             "ircish.config",
             "ircish.events",
             "ircish.flood",

@@ -1,0 +1,108 @@
+"""The capability table: the IRCv3 capabilities this server offers, what each one does, and
+how CAP LS and CAP REQ are read and answered (https://ircv3.net/specs/extensions/
+capability-negotiation). The one place that knows which capabilities exist: CAP LS lists
+them from here, CAP REQ checks against it, the README's Capabilities section describes the
+same rows, and the wire formats (ircish/events.py) read the caps that change a relay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: The CAP LS version a client gets when it names none (or an older one): no values, one
+#: line, no cap-notify messages.
+CAP_301 = 301
+#: CAP LS 302: values in LS, multi-line replies, and cap-notify implied.
+CAP_302 = 302
+
+
+@dataclass(frozen=True, slots=True)
+class Capability:
+    name: str
+    #: What it does here, one line (the README's table says the same).
+    summary: str
+    #: The value shown to 302 clients in CAP LS (`sasl=PLAIN`), if any.
+    value: str = ""
+    #: A client may not turn it off (cap-notify, for a 302 client, is implied).
+    sticky: bool = False
+
+
+#: Every capability offered, in the order CAP LS lists them. account-tag, account-notify and
+#: sasl join this table with accounts (a later issue), not before: a capability is offered
+#: only when the server does what it promises.
+CAPABILITIES: dict[str, Capability] = {
+    cap.name: cap
+    for cap in (
+        Capability("away-notify", "AWAY lines when people who share a room go away or come back"),
+        Capability("batch", "related lines grouped in a BATCH (labeled-response uses it)"),
+        Capability(
+            "cap-notify", "CAP NEW and CAP DEL when the server's capabilities change", sticky=True
+        ),
+        Capability("echo-message", "your own PRIVMSG, NOTICE and TAGMSG come back when relayed"),
+        Capability("extended-join", "JOIN lines carry the account (`*`: none) and realname"),
+        Capability("extended-monitor", "MONITOR also tells you away and realname changes"),
+        Capability("invite-notify", "room operators see INVITEs sent to their room"),
+        Capability("labeled-response", "the answer to a `label`-tagged command carries it"),
+        Capability("message-tags", "tags on messages: msgid, client tags (+typing), TAGMSG"),
+        Capability("multi-prefix", "NAMES and WHO show every status prefix (@+nick)"),
+        Capability("server-time", "a `time` tag on every relayed line: when it was said"),
+        Capability("setname", "SETNAME changes your realname; people near you see it"),
+        Capability("userhost-in-names", "NAMES lists nick!user@host"),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A CAP REQ read against the table: the caps to add and to remove, or why not."""
+
+    add: frozenset[str]
+    remove: frozenset[str]
+    #: Unknown or not allowed: the whole request is refused (NAK), nothing changes.
+    refused: bool
+
+
+def read_request(text: str, version: int) -> Request:
+    """`CAP REQ :multi-prefix -echo-message`: all or nothing. A name the table does not have,
+    or removing a cap a client may not drop, refuses the whole request."""
+    add: set[str] = set()
+    remove: set[str] = set()
+    for word in text.split():
+        removing = word.startswith("-")
+        name = word[1:] if removing else word
+        cap = CAPABILITIES.get(name)
+        if cap is None or (removing and cap.sticky and version >= CAP_302):
+            return Request(frozenset(), frozenset(), True)
+        (remove if removing else add).add(name)
+    if not add and not remove:
+        return Request(frozenset(), frozenset(), True)
+    return Request(frozenset(add), frozenset(remove - add), False)
+
+
+def ls_words(version: int) -> list[str]:
+    """What CAP LS lists: names, with their values for 302 clients."""
+    words = []
+    for cap in CAPABILITIES.values():
+        words.append(f"{cap.name}={cap.value}" if cap.value and version >= CAP_302 else cap.name)
+    return words
+
+
+def implied(version: int) -> frozenset[str]:
+    """Caps a client has without asking: cap-notify for a 302 client (the spec's rule)."""
+    return frozenset({"cap-notify"}) if version >= CAP_302 else frozenset()
+
+
+def reply_lines(words: Iterable[str], budget: int) -> list[str]:
+    """`words` joined into lines of at most `budget` bytes (a 302 client's multi-line LS)."""
+    lines: list[str] = []
+    current = ""
+    for word in words:
+        joined = f"{current} {word}" if current else word
+        if current and len(joined.encode()) > budget:
+            lines.append(current)
+            current = word
+        else:
+            current = joined
+    lines.append(current)
+    return lines

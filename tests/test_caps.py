@@ -1,0 +1,344 @@
+"""IRCv3 capability negotiation and what each capability changes, over real sockets:
+CAP LS/REQ/LIST/END, message tags (client tags, TAGMSG, the tag-size limit), server-time,
+msgid, echo-message, labeled-response with batch, STATUSMSG and extended-join."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from helpers import SERVER, Client, prefix, settle
+
+from ircish import protocol as p
+from ircish.caps import CAPABILITIES
+from ircish.protocol import Message, parse
+
+Connect = Callable[..., Client]
+
+#: server-time's format: ISO 8601 UTC with milliseconds.
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def capped(connect: Connect, nick: str, *caps: str) -> Client:
+    """A client registered with `caps` negotiated (CAP LS 302, REQ, END)."""
+    client = connect()
+    client.send("CAP LS 302")
+    client.send(f"CAP REQ :{' '.join(caps)}")
+    client.expect(rf"^:{SERVER} CAP \* ACK :")
+    client.send_registration(nick)
+    client.send("CAP END")
+    client.expect(r" (376|422) ")
+    return client
+
+
+def in_room(room: str, *clients: Client) -> None:
+    for client in clients:
+        client.join(room)
+    settle(*clients)
+
+
+def one(client: Client, command: str) -> Message:
+    """The one message with `command` among what `client` has been sent so far."""
+    found = [msg for msg in client.messages() if msg.command == command]
+    assert len(found) == 1, found
+    return found[0]
+
+
+# -- negotiation ---------------------------------------------------------------------------
+
+
+def ls_words(client: Client, line: str = "CAP LS 302") -> list[list[str]]:
+    client.send(line)
+    lines = client.collect_until(rf"^:{SERVER} CAP \* LS :")
+    return [parse(text).params[2:] for text in lines if " CAP * LS " in text]
+
+
+def test_cap_ls_302_lists_every_capability_of_the_table(connect: Connect) -> None:
+    (words,) = ls_words(connect())
+    assert set(words[-1].split()) == set(CAPABILITIES)
+    # Not offered until accounts exist (a later issue).
+    assert not {"account-tag", "account-notify", "sasl"} & set(words[-1].split())
+
+
+@pytest.mark.parametrize("line", ["CAP LS", "CAP LS 301"])
+def test_a_301_client_gets_one_line_without_values(connect: Connect, line: str) -> None:
+    (words,) = ls_words(connect(), line)
+    assert len(words) == 1 and "=" not in words[0]
+
+
+def test_req_is_all_or_nothing(connect: Connect) -> None:
+    client = connect("alice")
+    client.send("CAP REQ :multi-prefix no-such-cap")
+    client.expect(rf"^:{SERVER} CAP alice NAK :multi-prefix no-such-cap$")
+    client.send("CAP LIST")
+    client.expect(rf"^:{SERVER} CAP alice LIST :$")
+    client.send("CAP REQ :multi-prefix userhost-in-names")
+    client.expect(rf"^:{SERVER} CAP alice ACK :multi-prefix userhost-in-names$")
+    client.send("CAP LIST")
+    listed = parse(client.expect(rf"^:{SERVER} CAP alice LIST :").string).params[2]
+    assert set(listed.split()) == {"multi-prefix", "userhost-in-names"}
+
+
+def test_req_with_a_minus_drops_a_cap_and_its_tags_go_with_it(connect: Connect) -> None:
+    alice = capped(connect, "alice", "server-time", "echo-message")
+    in_room("#r", alice)
+    alice.send("PRIVMSG #r :with time")
+    assert "time" in parse(alice.expect(" PRIVMSG #r :with time").string).tags
+    alice.send("CAP REQ :-server-time")
+    alice.expect(rf"^:{SERVER} CAP alice ACK :-server-time$")
+    alice.send("PRIVMSG #r :without")
+    assert parse(alice.expect(" PRIVMSG #r :without").string).tags == {}
+
+
+def test_a_302_client_has_cap_notify_and_cannot_drop_it(connect: Connect) -> None:
+    client = connect()
+    ls_words(client)
+    client.send("CAP LIST")
+    assert parse(client.expect(r" CAP \* LIST :").string).params[2] == "cap-notify"
+    client.send("CAP REQ :-cap-notify")
+    client.expect(rf"^:{SERVER} CAP \* NAK :-cap-notify$")
+    # A bare CAP LS afterwards does not lower the version.
+    ls_words(client, "CAP LS")
+    client.send("CAP LIST")
+    assert parse(client.expect(r" CAP \* LIST :").string).params[2] == "cap-notify"
+
+
+def test_a_301_client_may_take_cap_notify_and_drop_it(connect: Connect) -> None:
+    client = connect()
+    ls_words(client, "CAP LS")
+    client.send("CAP REQ :cap-notify")
+    client.expect(r" CAP \* ACK :cap-notify$")
+    client.send("CAP REQ :-cap-notify")
+    client.expect(r" CAP \* ACK :-cap-notify$")
+
+
+def test_cap_after_registration_needs_no_cap_end(connect: Connect) -> None:
+    alice = connect("alice")
+    alice.send("CAP REQ :echo-message")
+    alice.expect(r" CAP alice ACK :echo-message$")
+    in_room("#r", alice)
+    alice.send("PRIVMSG #r :back to me")
+    alice.expect(rf"^:{re.escape(prefix('alice'))} PRIVMSG #r :back to me$")
+
+
+# -- server-time and msgid -----------------------------------------------------------------
+
+
+def test_one_event_has_one_msgid_and_time_for_all_its_receivers(connect: Connect) -> None:
+    alice = connect("alice")
+    bob = capped(connect, "bob", "server-time", "message-tags")
+    carol = capped(connect, "carol", "message-tags", "server-time")
+    in_room("#r", alice, bob, carol)
+    for line in ("PRIVMSG #r :hi", "TOPIC #r :t", "MODE #r +v bob", "JOIN #other,#r"):
+        alice.send(line)
+    alice.send("PART #r")
+    alice.sync()  # alice's lines are handled: their events are queued to bob and carol
+    seen_bob = [m for m in bob.messages() if m.prefix == prefix("alice")]
+    seen_carol = [m for m in carol.messages() if m.prefix == prefix("alice")]
+    assert [m.command for m in seen_bob] == ["PRIVMSG", "TOPIC", "MODE", "PART"]
+    assert [(m.tags["msgid"], m.tags["time"]) for m in seen_bob] == [
+        (m.tags["msgid"], m.tags["time"]) for m in seen_carol
+    ]
+    assert len({m.tags["msgid"] for m in seen_bob}) == 4
+
+
+def test_a_client_without_caps_gets_no_tags(connect: Connect) -> None:
+    alice = capped(connect, "alice", "message-tags")
+    bob = connect("bob")
+    in_room("#r", alice, bob)
+    alice.send("@+typing=active PRIVMSG #r :plain for bob")
+    bob.expect(rf"^:{re.escape(prefix('alice'))} PRIVMSG #r :plain for bob$")
+
+
+# -- message-tags: client tags, TAGMSG, limits ---------------------------------------------
+
+
+def test_client_tags_reach_only_clients_with_message_tags(connect: Connect) -> None:
+    alice = capped(connect, "alice", "message-tags")
+    bob = capped(connect, "bob", "message-tags")
+    carol = connect("carol")
+    in_room("#r", alice, bob, carol)
+    alice.send("@+draft/reply=abc;+draft/react=\\:) PRIVMSG #r :tagged")
+    msg = parse(bob.expect(" PRIVMSG #r :tagged").string)
+    assert msg.tags["+draft/reply"] == "abc"
+    assert msg.tags["+draft/react"] == ";)"
+    assert msg.tags["msgid"]
+    carol.expect(rf"^:{re.escape(prefix('alice'))} PRIVMSG #r :tagged$")
+
+
+def test_tags_from_a_client_without_message_tags_are_not_relayed(connect: Connect) -> None:
+    alice = connect("alice")
+    bob = capped(connect, "bob", "message-tags")
+    in_room("#r", alice, bob)
+    alice.send("@+typing=active;label=x PRIVMSG #r :sneaky")
+    msg = parse(bob.expect(" PRIVMSG #r :sneaky").string)
+    assert set(msg.tags) == {"msgid"}
+
+
+def test_tagmsg_reaches_only_clients_with_message_tags(connect: Connect) -> None:
+    alice = capped(connect, "alice", "message-tags")
+    bob = capped(connect, "bob", "message-tags")
+    carol = connect("carol")
+    in_room("#r", alice, bob, carol)
+    alice.send("@+typing=active TAGMSG #r")
+    alice.send("@+typing=paused TAGMSG bob")
+    alice.send("@+typing=done TAGMSG carol")
+    alice.sync()
+    got = [m for m in bob.messages() if m.command == "TAGMSG"]
+    assert [(m.params, m.tags["+typing"]) for m in got] == [
+        (("#r",), "active"),
+        (("bob",), "paused"),
+    ]
+    assert not any("TAGMSG" in line for line in carol.sync())
+
+
+def test_a_server_tag_sent_by_a_client_is_dropped(connect: Connect) -> None:
+    alice = capped(connect, "alice", "message-tags")
+    bob = capped(connect, "bob", "message-tags")
+    in_room("#r", alice, bob)
+    alice.send("@msgid=forged;time=2000-01-01T00:00:00.000Z;+ok=1 PRIVMSG #r :forge")
+    msg = parse(bob.expect(" PRIVMSG #r :forge").string)
+    assert msg.tags["msgid"] != "forged" and "time" not in msg.tags and msg.tags["+ok"] == "1"
+
+
+def test_oversize_tags_get_417_and_nothing_is_relayed(connect: Connect) -> None:
+    alice = capped(connect, "alice", "message-tags")
+    bob = capped(connect, "bob", "message-tags")
+    in_room("#r", alice, bob)
+    too_big = "+big=" + "x" * (p.MAX_CLIENT_TAG_BYTES - 4)  # 4095 bytes of tag data
+    alice.send(f"@{too_big} PRIVMSG #r :too much")
+    alice.expect(rf"^:{SERVER} {p.ERR_INPUTTOOLONG} alice :")
+    just_fits = "+big=" + "y" * (p.MAX_CLIENT_TAG_BYTES - 5)  # 4094 bytes
+    # The tags have their own budget: a full 512-byte line fits after them.
+    text = "z" * (512 - 2 - len("PRIVMSG #r :"))
+    alice.send(f"@{just_fits} PRIVMSG #r :{text}")
+    msg = parse(bob.expect(" PRIVMSG #r :").string)
+    assert msg.tags["+big"] == "y" * (p.MAX_CLIENT_TAG_BYTES - 5)
+    assert msg.params[1].startswith("zzz")
+    assert not any("too much" in line for line in bob.sync())
+
+
+# -- echo-message ---------------------------------------------------------------------------
+
+
+def test_echo_message_returns_the_relayed_line_with_its_msgid(connect: Connect) -> None:
+    alice = capped(connect, "alice", "echo-message", "message-tags")
+    bob = capped(connect, "bob", "message-tags")
+    in_room("#r", alice, bob)
+    for line in ("PRIVMSG #r :room", "NOTICE #r :note", "PRIVMSG bob :dm", "@+typing=a TAGMSG #r"):
+        alice.send(line)
+    mine = [m for m in alice.messages() if m.prefix == prefix("alice")]  # (a sync, too)
+    theirs = [m for m in bob.messages() if m.prefix == prefix("alice")]
+    assert [(m.command, m.params) for m in mine] == [(m.command, m.params) for m in theirs]
+    assert [m.tags["msgid"] for m in mine] == [m.tags["msgid"] for m in theirs]
+    assert len(mine) == 4
+
+
+def test_a_refused_message_is_not_echoed(connect: Connect) -> None:
+    alice = connect("alice")
+    bob = capped(connect, "bob", "echo-message")
+    in_room("#r", alice, bob)
+    alice.send("MODE #r +m")
+    bob.expect(" MODE #r \\+m")
+    bob.send("PRIVMSG #r :muted")
+    lines = bob.sync()
+    assert any(f" {p.ERR_CANNOTSENDTOCHAN} bob #r " in line for line in lines)
+    assert not any("PRIVMSG #r :muted" in line for line in lines)
+
+
+def test_a_message_to_oneself_is_echoed_once(connect: Connect) -> None:
+    alice = capped(connect, "alice", "echo-message")
+    alice.send("PRIVMSG alice :me")
+    assert [line for line in alice.sync() if "PRIVMSG alice" in line] == [
+        f":{prefix('alice')} PRIVMSG alice :me"
+    ]
+
+
+# -- labeled-response and batch ---------------------------------------------------------
+
+
+def test_a_labeled_command_with_no_answer_gets_ack(connect: Connect) -> None:
+    alice = capped(connect, "alice", "labeled-response", "batch")
+    connect("bob")
+    alice.send("@label=q1 PRIVMSG bob :hi")
+    alice.expect(rf"^@label=q1 :{SERVER} ACK$")
+
+
+def test_a_one_line_answer_carries_the_label(connect: Connect) -> None:
+    alice = capped(connect, "alice", "labeled-response", "batch", "echo-message")
+    bob = connect("bob")
+    in_room("#r", alice, bob)
+    alice.send("@label=q2 PRIVMSG #r :hi")
+    echo = parse(alice.expect(" PRIVMSG #r :hi").string)
+    assert echo.tags == {"label": "q2"}
+    alice.send("@label=q3 PING tok")
+    assert parse(alice.expect(" PONG ").string).tags == {"label": "q3"}
+    # Bob, who sent nothing labeled, sees the message plain.
+    bob.expect(rf"^:{re.escape(prefix('alice'))} PRIVMSG #r :hi$")
+
+
+def test_a_several_line_answer_comes_in_one_labeled_batch(connect: Connect) -> None:
+    alice = capped(connect, "alice", "labeled-response", "batch")
+    alice.send("@label=q4 JOIN #fresh")
+    lines = alice.collect_until(r"^:\S+ BATCH -")
+    opening, *inside, closing = (parse(line) for line in lines)
+    assert opening.command == "BATCH" and opening.tags == {"label": "q4"}
+    ref = opening.params[0][1:]
+    assert opening.params == (f"+{ref}", "labeled-response")
+    assert [m.command for m in inside] == ["JOIN", p.RPL_NAMREPLY, p.RPL_ENDOFNAMES]
+    assert all(m.tags == {"batch": ref} for m in inside)
+    assert closing.params == (f"-{ref}",)
+    # The next batch has another reference.
+    alice.send("@label=q5 LUSERS")
+    refs = [parse(line).params[0] for line in alice.sync() if " BATCH +" in line]
+    assert len(refs) == 1 and refs[0] != f"+{ref}"
+
+
+def test_a_label_without_the_cap_is_ignored(connect: Connect) -> None:
+    alice = connect("alice")
+    alice.send("@label=q7 PING tok")
+    alice.expect(rf"^:{SERVER} PONG {SERVER} tok$")
+
+
+# -- STATUSMSG and extended-join ------------------------------------------------------------
+
+
+def test_statusmsg_reaches_only_members_with_that_status(connect: Connect) -> None:
+    alice, bob, carol, dave = (connect(n) for n in ("alice", "bob", "carol", "dave"))
+    in_room("#r", alice, bob, carol, dave)
+    alice.send("MODE #r +v bob")
+    settle(alice, bob, carol, dave)
+    carol.send("PRIVMSG @#r :ops only")
+    carol.send("NOTICE +#r :voice and ops")
+    carol.sync()
+    got = {
+        c.nick: [m.params for m in c.messages() if m.prefix == prefix("carol")]
+        for c in (alice, bob, carol, dave)
+    }
+    assert got == {
+        "alice": [("@#r", "ops only"), ("+#r", "voice and ops")],
+        "bob": [("+#r", "voice and ops")],
+        "carol": [],
+        "dave": [],
+    }
+
+
+def test_statusmsg_keeps_the_rooms_rules(connect: Connect) -> None:
+    alice = connect("alice")
+    outsider = connect("outsider")
+    in_room("#r", alice)
+    outsider.send("PRIVMSG @#r :from outside")
+    outsider.expect(rf" {p.ERR_CANNOTSENDTOCHAN} outsider #r ")
+    assert alice.sync() == []
+
+
+def test_extended_join_shows_account_and_realname(connect: Connect) -> None:
+    bob = capped(connect, "bob", "extended-join")
+    carol = connect("carol")
+    in_room("#r", bob, carol)
+    alice = connect()
+    alice.register("alice", realname="Alice Liddell")
+    alice.join("#r")
+    bob.expect(rf"^:{re.escape(prefix('alice'))} JOIN #r \* :Alice Liddell$")
+    carol.expect(rf"^:{re.escape(prefix('alice'))} JOIN #r$")
