@@ -120,13 +120,17 @@ def user_mode(ctx: Context, target: str, modestring: str) -> None:
             raise IRCError(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
         raise IRCError(p.ERR_USERSDONTMATCH, "Can't change mode for other users")
     if not modestring:
-        ctx.reply(p.RPL_UMODEIS, "+" + "i" * user.invisible + "o" * user.oper)
+        letters = "i" * user.invisible + "o" * user.oper + modes.BOT_MODE * user.bot
+        ctx.reply(p.RPL_UMODEIS, "+" + letters)
         return
     parsed = modes.parse_changes(modestring, (), modes.USER_MODES)
     applied: list[modes.Change] = []
     for change in parsed.changes:
         if change.letter == "i":
             changed = ctx.world.set_invisible(user, change.adding)
+        elif change.letter == modes.BOT_MODE:
+            # Read alone by any thread (WHO, WHOIS, the `bot` tag); only its owner sets it.
+            changed, user.bot = user.bot != change.adding, change.adding
         elif change.adding:  # +o
             ctx.reply(p.ERR_NOPRIVILEGES, "Permission denied: use OPER to become an operator")
             continue

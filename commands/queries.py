@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ircish import __version__, modes
 from ircish import protocol as p
@@ -14,8 +15,9 @@ from ircish.protocol import Message, clip, safe_param
 from ircish.slash import SLASH_COMMANDS
 from ircish.world import Room, User, casefold, status_prefix
 
-from .messages import MAX_TARGETS
+from .messages import MAX_TARGETS, STATUS_TARGETS
 from .moderation import MAX_KICK_TARGETS
+from .presence import MONITOR_LIMIT
 
 USERLEN = 16
 #: At most 13 tokens per 005 line, so that it fits in 512 bytes with any name.
@@ -27,6 +29,7 @@ def isupport_tokens(ctx: Context) -> list[str]:
     limits = ctx.config.limits
     return [
         f"AWAYLEN={limits.away_length}",
+        f"BOT={modes.BOT_MODE}",
         "CASEMAPPING=ascii",
         f"CHANLIMIT=#:{limits.max_rooms_per_user}",
         f"CHANMODES={modes.CHANMODES}",
@@ -36,14 +39,17 @@ def isupport_tokens(ctx: Context) -> list[str]:
         f"KICKLEN={limits.topic_length}",
         f"MAXLIST=b:{modes.MAX_BANS}",
         f"MODES={modes.MAX_PARAM_CHANGES}",
+        f"MONITOR={MONITOR_LIMIT}",
         f"NETWORK={ctx.config.server.network}",
         f"NICKLEN={limits.nick_length}",
         f"PREFIX={modes.PREFIX}",
+        f"STATUSMSG={''.join(STATUS_TARGETS)}",
         f"TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},"
         f"WHOIS:1,KICK:{MAX_KICK_TARGETS}",
         f"TOPICLEN={limits.topic_length}",
         f"USERLEN={USERLEN}",
         "UTF8ONLY",
+        "WHOX",
     ]
 
 
@@ -80,52 +86,104 @@ def motd_replies(ctx: Context) -> None:
     ctx.reply(p.RPL_ENDOFMOTD, "End of /MOTD command")
 
 
-def who_line(ctx: Context, user: User, room_name: str, status: str = "") -> Message:
-    # Flags (RFC 2812 3.6.1): H here / G away, '*' server operator, then '@' or '+'.
-    flags = ("G" if user.away is not None else "H") + "*" * user.oper + status_prefix(status)
-    return ctx.numeric(
-        p.RPL_WHOREPLY,
-        room_name,
-        user.username,
-        user.host,
-        ctx.server.name,
-        user.nick,
-        flags,
-        f"0 {user.realname}",
+#: WHOX fields (`WHO mask %fields,token`), in the order 354 gives them whatever the order
+#: asked: token, channel, user, IP, host, server, nick, flags, hops, idle, account, op level,
+#: realname (https://github.com/ircv3/ircv3-specifications/pull/482).
+WHOX_FIELDS = "tcuihsnfdlaor"
+
+
+@dataclass(frozen=True, slots=True)
+class Whox:
+    fields: str
+    token: str
+
+
+def read_whox(text: str) -> Whox | None:
+    """`%tn,42` -> Whox("tn", "42"); None for a plain WHO (no '%')."""
+    if not text.startswith("%"):
+        return None
+    fields, _, token = text[1:].partition(",")
+    token = token if token.isdigit() and len(token) <= 3 else "0"
+    return Whox("".join(f for f in WHOX_FIELDS if f in fields), token)
+
+
+def who_line(
+    ctx: Context, user: User, room_name: str, status: str = "", whox: Whox | None = None
+) -> Message:
+    """352 for `user` (or 354 with the WHOX fields asked for)."""
+    # Flags (RFC 2812 3.6.1): H here / G away, '*' server operator, then '@' or '+' (all of
+    # them with multi-prefix), then B for a bot (IRCv3 bot mode).
+    every = "multi-prefix" in ctx.session.caps
+    flags = (
+        ("G" if user.away is not None else "H")
+        + "*" * user.oper
+        + status_prefix(status, every)
+        + "B" * user.bot
     )
+    if whox is None:
+        return ctx.numeric(
+            p.RPL_WHOREPLY,
+            room_name,
+            user.username,
+            user.host,
+            ctx.server.name,
+            user.nick,
+            flags,
+            f"0 {user.realname}",
+        )
+    values = {
+        "t": whox.token,
+        "c": room_name,
+        "u": user.username,
+        "i": user.host,
+        "h": user.host,
+        "s": ctx.server.name,
+        "n": user.nick,
+        "f": flags,
+        "d": "0",
+        "l": str(max(0, int(time.time() - user.last_spoke))),
+        "a": "0",  # no account (accounts come in a later issue)
+        "o": "n/a",
+        "r": user.realname,
+    }
+    params = [values[field] for field in whox.fields]
+    # Only the last parameter may be empty (a realname may be).
+    params = [value or "*" for value in params[:-1]] + params[-1:]
+    return ctx.numeric(p.RPL_WHOSPCRPL, *params)
 
 
 def shares_room(a: User, b: User) -> bool:
     return a is b or not a.rooms.keys().isdisjoint(b.rooms.keys())
 
 
-def who_lines_locked(ctx: Context, room: Room) -> list[Message]:
-    """352 for each member the asker may see (called under the room's lock)."""
+def who_lines_locked(ctx: Context, room: Room, whox: Whox | None = None) -> list[Message]:
+    """352 (or 354) for each member the asker may see (called under the room's lock)."""
     assert held(room.lock)
     if room.is_secret_to(ctx.user):
         return []
     return [
-        who_line(ctx, member, room.name, status)
+        who_line(ctx, member, room.name, status, whox)
         for member, status in room.members.items()
         if not member.invisible or shares_room(ctx.user, member)
     ]
 
 
-@command("WHO", syntax="[<#room>|<mask>]", cost=2)
+@command("WHO", syntax="[<#room>|<mask>] [%<fields>[,<token>]]", cost=2)
 def who(ctx: Context, msg: Message) -> None:
     """List the people in a room, or whose nick matches a mask."""
     mask = msg.param(0) or "*"
+    whox = read_whox(msg.param(1))
     if mask.startswith("#"):
         room = ctx.world.find_room(mask)
         if room is not None:
-            ctx.answer_about(room, lambda room: who_lines_locked(ctx, room))
+            ctx.answer_about(room, lambda room: who_lines_locked(ctx, room, whox))
     else:
         pattern = casefold(mask).replace("[", "[[]")  # '[' is a nick character, not a class
         for other in ctx.world.users_snapshot():
             if fnmatch.fnmatchcase(casefold(other.nick), pattern) and (
                 not other.invisible or shares_room(ctx.user, other)
             ):
-                ctx.send(who_line(ctx, other, "*"))
+                ctx.send(who_line(ctx, other, "*", whox=whox))
     ctx.reply(p.RPL_ENDOFWHO, safe_param(mask), "End of WHO list")
 
 
@@ -139,12 +197,15 @@ def whois(ctx: Context, msg: Message) -> None:
         ctx.reply(p.RPL_ENDOFWHOIS, safe_param(target), "End of /WHOIS list")
         return
     ctx.reply(p.RPL_WHOISUSER, other.nick, other.username, other.host, "*", other.realname)
-    rooms = whois_rooms(ctx.user, list(other.rooms.values()), other)
+    every = "multi-prefix" in ctx.session.caps
+    rooms = whois_rooms(ctx.user, list(other.rooms.values()), other, every)
     if rooms:
         ctx.reply_words(p.RPL_WHOISCHANNELS, other.nick, words=rooms)
     ctx.reply(p.RPL_WHOISSERVER, other.nick, ctx.server.name, ctx.config.server.network)
     if other.oper:
         ctx.reply(p.RPL_WHOISOPERATOR, other.nick, "is a server operator")
+    if other.bot:
+        ctx.reply(p.RPL_WHOISBOT, other.nick, "is a bot")
     if other.away is not None:
         ctx.reply(p.RPL_AWAY, other.nick, other.away)
     idle = int(time.time() - other.last_spoke)
@@ -154,10 +215,11 @@ def whois(ctx: Context, msg: Message) -> None:
     ctx.reply(p.RPL_ENDOFWHOIS, other.nick, "End of /WHOIS list")
 
 
-def whois_rooms(asker: User, rooms: list[Room], other: User) -> list[str]:
-    """`other`'s rooms with their prefix, leaving out secret rooms the asker is not in."""
+def whois_rooms(asker: User, rooms: list[Room], other: User, every: bool = False) -> list[str]:
+    """`other`'s rooms with their prefix (all of them with `every`: multi-prefix), leaving
+    out secret rooms the asker is not in."""
     return [
-        status_prefix(room.members.get(other, "")) + room.name
+        status_prefix(room.members.get(other, ""), every) + room.name
         for room in rooms
         if not room.is_secret_to(asker)
     ]
@@ -209,11 +271,13 @@ def away(ctx: Context, msg: Message) -> None:
     """Mark yourself away with a message; AWAY alone marks you back."""
     text = msg.param(0)
     if text:
-        ctx.user.away = clip(text, ctx.config.limits.away_length)
         ctx.reply(p.RPL_NOWAWAY, "You have been marked as being away")
+        ctx.flush()  # the answer first, then what away-notify tells others
+        ctx.world.set_away(ctx.user, clip(text, ctx.config.limits.away_length))
     else:
-        ctx.user.away = None
         ctx.reply(p.RPL_UNAWAY, "You are no longer marked as being away")
+        ctx.flush()
+        ctx.world.set_away(ctx.user, None)
 
 
 @command("MOTD", syntax="")

@@ -36,7 +36,12 @@ def names_lines_locked(ctx: Context, room: Room) -> list[Message]:
     if room.is_secret_to(ctx.user):
         return [end]
     symbol = "@" if "s" in room.flags else "="  # RFC 2812 3.2.5: '@' secret, '=' public
-    nicks = [status_prefix(status) + member.nick for member, status in room.members.items()]
+    caps = ctx.session.caps
+    every = "multi-prefix" in caps
+    if "userhost-in-names" in caps:
+        nicks = [status_prefix(status, every) + m.prefix for m, status in room.members.items()]
+    else:
+        nicks = [status_prefix(status, every) + m.nick for m, status in room.members.items()]
     nick = ctx.user.nick or "*"
     lines = p.numeric_lines(ctx.server.name, p.RPL_NAMREPLY, nick, [symbol, room.name], nicks)
     return [*lines, end]

@@ -52,7 +52,7 @@ FOLDER = _HERE / "_commands" if (_HERE / "_commands").is_dir() else _HERE.parent
 __path__ = [str(FOLDER)]
 
 #: The handler modules, one per command family.
-MODULES = ("registration", "rooms", "messages", "queries", "moderation")
+MODULES = ("registration", "rooms", "messages", "queries", "moderation", "presence")
 
 
 Handler = Callable[["Context", Message], None]
@@ -193,11 +193,11 @@ class Context:
         """A numeric from the server to the sender, to queue or to send."""
         return Message(numeric, [self.user.nick or "*", *params], self.server.name)
 
-    def reply_words(self, numeric: str, *params: str, words: list[str]) -> None:
-        """A numeric whose last parameter lists `words`, split over lines that fit 512
-        bytes, between words (WHOIS rooms, ISON)."""
+    def reply_words(self, numeric: str, *params: str, words: list[str], sep: str = " ") -> None:
+        """A numeric whose last parameter lists `words` (joined by `sep`), split over lines
+        that fit 512 bytes, between words (WHOIS rooms, ISON, MONITOR)."""
         self.replies += protocol.numeric_lines(
-            self.server.name, numeric, self.user.nick or "*", list(params), words
+            self.server.name, numeric, self.user.nick or "*", list(params), words, sep
         )
 
     def send(self, msg: Message) -> None:

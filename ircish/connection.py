@@ -251,6 +251,9 @@ class Connection:
         if data:
             self.send_bytes(data)
 
+    def has_cap(self, name: str) -> bool:
+        return name in self.session.caps
+
     def _wire_format_changed(self, session: Session) -> None:
         # A labeled-response client's own answers are routed through `_labeled`, so it
         # never takes the fast path.

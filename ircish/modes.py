@@ -36,8 +36,10 @@ ROOM_MODES: dict[str, str] = {
     "t": FLAG,
 }
 
-#: User modes: +i invisible (anyone), +o server operator (only OPER grants it).
-USER_MODES: dict[str, str] = {"i": FLAG, "o": FLAG}
+#: User modes: +i invisible (anyone), +o server operator (only OPER grants it), +B a bot
+#: (IRCv3 bot mode: anyone may say so of themselves; ISUPPORT BOT=B).
+BOT_MODE = "B"
+USER_MODES: dict[str, str] = {"i": FLAG, "o": FLAG, BOT_MODE: FLAG}
 
 #: Status letter -> the prefix shown in NAMES/WHO/WHOIS, highest first.
 STATUS_PREFIXES: dict[str, str] = {"o": "@", "v": "+"}

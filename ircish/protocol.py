@@ -190,11 +190,17 @@ def format_tags(tags: dict[str, str]) -> str:
 
 
 def numeric_lines(
-    source: str, numeric: str, target: str, params: list[str], words: list[str]
+    source: str,
+    numeric: str,
+    target: str,
+    params: list[str],
+    words: list[str],
+    sep: str = " ",
 ) -> list[Message]:
     """A numeric whose last parameter is a list of words (353 NAMES, 319 WHOIS rooms, 303
-    ISON), as several lines that each fit `DEFAULT_LINE_BYTES`, cut between words, never
-    inside one. At least one line, even for no words (ISON answers an empty 303)."""
+    ISON; MONITOR's comma lists with `sep=","`), as several lines that each fit
+    `DEFAULT_LINE_BYTES`, cut between words, never inside one. At least one line, even for
+    no words (ISON answers an empty 303)."""
     head = f":{source} {numeric} {target} {' '.join(params)} :".replace("  ", " ")
     budget = DEFAULT_LINE_BYTES - 2 - len(head.encode("utf-8"))
     lines: list[Message] = []
@@ -203,13 +209,13 @@ def numeric_lines(
     for word in words:
         size = len(word.encode("utf-8")) + (1 if batch else 0)
         if batch and used + size > budget:
-            lines.append(Message(numeric, [target, *params, " ".join(batch)], source))
+            lines.append(Message(numeric, [target, *params, sep.join(batch)], source))
             batch, used = [], 0
             size -= 1
         batch.append(word)
         used += size
     if batch or not lines:
-        lines.append(Message(numeric, [target, *params, " ".join(batch)], source))
+        lines.append(Message(numeric, [target, *params, sep.join(batch)], source))
     return lines
 
 
@@ -346,6 +352,13 @@ RPL_MOTDSTART = "375"
 RPL_ENDOFMOTD = "376"
 RPL_YOUREOPER = "381"
 RPL_TIME = "391"
+RPL_WHOISBOT = "335"
+RPL_WHOSPCRPL = "354"
+RPL_MONONLINE = "730"
+RPL_MONOFFLINE = "731"
+RPL_MONLIST = "732"
+RPL_ENDOFMONLIST = "733"
+ERR_MONLISTFULL = "734"
 RPL_HELPSTART = "704"
 RPL_HELPTXT = "705"
 RPL_ENDOFHELP = "706"

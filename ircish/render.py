@@ -231,6 +231,8 @@ _USER_MODE_WORDS: dict[str, str] = {
     "-o": "no longer a server operator",
     "+i": "now invisible",
     "-i": "no longer invisible",
+    "+B": "now marked as a bot",
+    "-B": "no longer marked as a bot",
 }
 # A status someone gives their own nick: "You give yourself operator", not "You give operator
 # to you" (issue 11). Taking it reads well as it is: "bob removes operator from themself".

@@ -74,7 +74,9 @@ class Server:
         every lock (the history store's hook)."""
         self.config = config
         self.name = config.server.name
-        self.world = World(((room.name, room.topic) for room in config.rooms), record=record)
+        self.world = World(
+            ((room.name, room.topic) for room in config.rooms), record=record, server_name=self.name
+        )
         self.dispatcher = Dispatcher(commands, self.world, config, self.connection_count)
         self.senders = SenderPool(config.server.sender_threads)
         self.connections: set[Connection] = set()

@@ -100,6 +100,10 @@ class Deliverer(Protocol):
 
     def close(self, reason: str, error: str | None = None, flush: bool = True) -> None: ...
 
+    def has_cap(self, name: str) -> bool:
+        """Whether the client negotiated capability `name` (IRCv3)."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +145,8 @@ class User:
         #: Rooms by casefolded name, in join order. Replaced, never changed in place, under
         #: World.lock (copy-on-write), so it may be read and iterated without the lock.
         self.rooms: Mapping[str, Room] = {}
+        #: Casefolded nicks this user watches with MONITOR (under World.lock).
+        self.monitoring: set[str] = set()
         #: The casefolded room a text session chose with /switch; None: the last joined.
         #: Only the user's own reader thread reads or writes it (a JOIN clears it).
         self.chosen_room: str | None = None
@@ -194,12 +200,16 @@ class Counts(NamedTuple):
     rooms: int
 
 
-def status_prefix(status: str) -> str:
-    """The highest prefix for a member's status letters: '@', '+' or ''."""
+def status_prefix(status: str, every: bool = False) -> str:
+    """The highest prefix for a member's status letters: '@', '+' or ''; with `every`
+    (IRCv3 multi-prefix), all of them, highest first: '@+'."""
+    prefixes = ""
     for letter, prefix in modes.STATUS_PREFIXES.items():
         if letter in status:
-            return prefix
-    return ""
+            if not every:
+                return prefix
+            prefixes += prefix
+    return prefixes
 
 
 class Room:
@@ -429,6 +439,11 @@ class Room:
             )
             self.invited.add(target)
             target.conn.deliver(event)
+            # invite-notify: the members who could have sent it too (operators under +i).
+            notify = Event(event.message, (self.name,), needs="invite-notify")
+            for member in self.members:
+                if member is not inviter and ("i" not in self.flags or "o" in self.members[member]):
+                    member.conn.deliver(notify)
         self._record(event)
 
     # -- helpers that expect self.lock to be held --------------------------------
@@ -541,9 +556,16 @@ class World:
     """The nick table and the room table."""
 
     def __init__(
-        self, rooms: Iterable[tuple[str, str]] = (), record: Recorder | None = None
+        self,
+        rooms: Iterable[tuple[str, str]] = (),
+        record: Recorder | None = None,
+        server_name: str = "ircish.local",
     ) -> None:
         self.lock = new_lock("World.lock")
+        #: The source of the server's own notices (MONITOR's 730/731).
+        self.server_name = server_name
+        #: MONITOR: casefolded nick -> the users watching it.
+        self._watchers: dict[str, set[User]] = {}
         self.users: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
         #: Called once per relayed event, after the relay, outside every lock (history);
@@ -600,6 +622,7 @@ class World:
                 user.registered = True
                 self._registered += 1
                 self._invisible += user.invisible
+                self._tell_watchers_locked(user.nick, user.prefix)
 
     def set_invisible(self, user: User, invisible: bool) -> bool:
         """User mode +i/-i; False if it was already so."""
@@ -659,14 +682,124 @@ class World:
                             room.name,
                             "Cannot change nick while banned in that room",
                         )
-                del self.users[casefold(user.nick)]
+                old = user.nick
+                del self.users[casefold(old)]
                 self.users[key] = user
+                if casefold(old) != key:  # a change of case alone is no news to watchers
+                    self._tell_watchers_locked(old, None)
+                    self._tell_watchers_locked(new_nick, f"{new_nick}!{user.username}@{user.host}")
                 # Delivered before the rename so the user's own text session
                 # renders it as "You are now known as ...".
                 self._deliver_once_locked(event, self._neighbours_locked(user) | {user: None})
                 user.nick = new_nick
         self._record_event(event)
         return True
+
+    # -- away, realname, MONITOR ------------------------------------------------
+
+    def set_away(self, user: User, text: str | None) -> None:
+        """Mark `user` away (`text`) or back (None), and tell those who asked to know:
+        people sharing a room with away-notify, watchers with extended-monitor too."""
+        with self.lock:
+            user.away = text
+            event = self._away_event(user)
+            self._deliver_once_locked(event, self._interested_locked(user))
+        self._record_event(event)
+
+    def set_realname(self, user: User, realname: str) -> None:
+        """SETNAME: a new realname, told to the user and to the people near them who have
+        the setname cap (and watchers with extended-monitor)."""
+        with self.lock:
+            user.realname = realname
+            event = Event(
+                Message("SETNAME", [realname], user.prefix), (user.nick,), needs="setname"
+            )
+            self._deliver_once_locked(event, {**self._interested_locked(user), user: None})
+        self._record_event(event)
+
+    def _away_event(self, user: User) -> Event:
+        params = [] if user.away is None else [user.away]
+        return Event(Message("AWAY", params, user.prefix), (user.nick,), needs="away-notify")
+
+    def _interested_locked(self, user: User) -> dict[User, object]:
+        """Who hears of `user`'s own changes: neighbours, and watchers that asked for it."""
+        assert held(self.lock)
+        interested = self._neighbours_locked(user)
+        for watcher in self._watchers.get(casefold(user.nick), ()):
+            if watcher is not user and watcher.conn.has_cap("extended-monitor"):
+                interested[watcher] = None
+        return interested
+
+    def monitor_add(
+        self, user: User, nicks: list[str], limit: int
+    ) -> tuple[list[str], list[str], bool]:
+        """Watch `nicks`: the masks of those online (730), the nicks of those offline (731),
+        and whether `limit` watched nicks stopped the list short (734)."""
+        online: list[str] = []
+        offline: list[str] = []
+        full = False
+        with self.lock:
+            for nick in nicks:
+                key = casefold(nick)
+                if key not in user.monitoring:
+                    if len(user.monitoring) >= limit:
+                        full = True
+                        break
+                    user.monitoring.add(key)
+                    self._watchers.setdefault(key, set()).add(user)
+                other = self.users.get(key)
+                if other is not None and other.registered:
+                    online.append(other.prefix)
+                else:
+                    offline.append(nick)
+        return online, offline, full
+
+    def monitor_remove(self, user: User, nicks: Iterable[str]) -> None:
+        with self.lock:
+            for key in map(casefold, nicks):
+                user.monitoring.discard(key)
+                self._unwatch_locked(user, key)
+
+    def monitor_clear(self, user: User) -> None:
+        with self.lock:
+            self._drop_monitors_locked(user)
+
+    def monitor_status(self, user: User) -> tuple[list[str], list[str]]:
+        """The watched nicks: masks of those online, nicks of those offline."""
+        with self.lock:
+            online, offline = [], []
+            for key in sorted(user.monitoring):
+                other = self.users.get(key)
+                if other is not None and other.registered:
+                    online.append(other.prefix)
+                else:
+                    offline.append(key)
+            return online, offline
+
+    def _unwatch_locked(self, user: User, key: str) -> None:
+        assert held(self.lock)
+        watchers = self._watchers.get(key)
+        if watchers is not None:
+            watchers.discard(user)
+            if not watchers:
+                del self._watchers[key]
+
+    def _drop_monitors_locked(self, user: User) -> None:
+        assert held(self.lock)
+        for key in user.monitoring:
+            self._unwatch_locked(user, key)
+        user.monitoring = set()
+
+    def _tell_watchers_locked(self, nick: str, mask: str | None) -> None:
+        """MONITOR: `nick` came online as `mask` (730), or went offline (731, mask None)."""
+        assert held(self.lock)
+        watchers = self._watchers.get(casefold(nick))
+        if not watchers:
+            return
+        numeric = p.RPL_MONONLINE if mask is not None else p.RPL_MONOFFLINE
+        for watcher in watchers:
+            if watcher.registered:
+                watcher.send(Message(numeric, [watcher.nick, mask or nick], self.server_name))
 
     # -- rooms ----------------------------------------------------------------
 
@@ -717,6 +850,9 @@ class World:
                 user.rooms = {**user.rooms, folded: room}
                 user.chosen_room = None  # the room joined last is the current one
                 room.broadcast_locked(event)
+                if user.away is not None:
+                    # away-notify: members learn at once that the joiner is away.
+                    room.broadcast_locked(self._away_event(user), exclude=user)
             # World.lock is released here; the room's is still held, so what the joiner is
             # told about the room comes right after its JOIN, with no event in between.
             if answer is not None:
@@ -781,6 +917,8 @@ class World:
                     self._registered -= 1
                     self._invisible -= user.invisible
                     self._operators -= user.oper
+                    self._tell_watchers_locked(user.nick, None)
+            self._drop_monitors_locked(user)
             rooms = list(user.rooms.values())
             if rooms:
                 event = Event(

@@ -449,7 +449,9 @@ class Harness:
         self.config = config or make_config(**settings)
         self.events: list[Event] = []
         self.world = World(
-            ((room.name, room.topic) for room in self.config.rooms), record=self.events.append
+            ((room.name, room.topic) for room in self.config.rooms),
+            record=self.events.append,
+            server_name=self.config.server.name,
         )
         self.peers: list[Peer] = []
         self.dispatcher = Dispatcher(COMMANDS, self.world, self.config, lambda: len(self.peers))

@@ -342,3 +342,214 @@ def test_extended_join_shows_account_and_realname(connect: Connect) -> None:
     alice.join("#r")
     bob.expect(rf"^:{re.escape(prefix('alice'))} JOIN #r \* :Alice Liddell$")
     carol.expect(rf"^:{re.escape(prefix('alice'))} JOIN #r$")
+
+
+# -- multi-prefix, userhost-in-names --------------------------------------------------------
+
+
+def test_multi_prefix_shows_every_status_in_names_who_and_whois(connect: Connect) -> None:
+    alice = connect("alice")
+    bob = capped(connect, "bob", "multi-prefix")
+    carol = connect("carol")
+    in_room("#r", alice, bob, carol)
+    alice.send("MODE #r +v alice")
+    alice.sync()
+    assert "@+alice" in bob.names("#r")
+    assert "@alice" in carol.names("#r")
+    bob.send("WHO #r")
+    flags = {m.params[5]: m.params[6] for m in bob.messages() if m.command == p.RPL_WHOREPLY}
+    assert flags["alice"] == "H@+"
+    bob.send("WHOIS alice")
+    rooms = [m.params[2] for m in bob.messages() if m.command == p.RPL_WHOISCHANNELS]
+    assert rooms == ["@+#r"]
+
+
+def test_userhost_in_names_lists_full_masks(connect: Connect) -> None:
+    alice = connect("alice")
+    bob = capped(connect, "bob", "userhost-in-names", "multi-prefix")
+    in_room("#r", alice, bob)
+    assert bob.names("#r") == [f"@{prefix('alice')}", prefix("bob")]
+
+
+# -- away-notify, setname, invite-notify ------------------------------------------------------
+
+
+def test_away_notify_tells_neighbours_with_the_cap_and_joins_of_away_people(
+    connect: Connect,
+) -> None:
+    alice = connect("alice")
+    bob = capped(connect, "bob", "away-notify")
+    carol = connect("carol")
+    in_room("#r", alice, bob, carol)
+    alice.send("AWAY :lunch")
+    alice.expect(f" {p.RPL_NOWAWAY} alice ")
+    bob.expect(rf"^:{re.escape(prefix('alice'))} AWAY :lunch$")
+    alice.send("AWAY")
+    bob.expect(rf"^:{re.escape(prefix('alice'))} AWAY$")
+    assert not any("AWAY" in line for line in carol.sync())
+    # Someone already away who joins: the room's away-notify members learn it at once.
+    dave = connect("dave")
+    dave.send("AWAY :not here")
+    dave.join("#r")
+    lines = bob.collect_until(rf"^:{re.escape(prefix('dave'))} AWAY :not here$")
+    assert lines[-2] == f":{prefix('dave')} JOIN #r"
+
+
+def test_setname_changes_the_realname_and_tells_those_with_the_cap(connect: Connect) -> None:
+    alice = capped(connect, "alice", "setname")
+    bob = capped(connect, "bob", "setname")
+    carol = connect("carol")
+    in_room("#r", alice, bob, carol)
+    alice.send("SETNAME :Alice P. Liddell")
+    alice.expect(rf"^:{re.escape(prefix('alice'))} SETNAME :Alice P. Liddell$")
+    bob.expect(rf"^:{re.escape(prefix('alice'))} SETNAME :Alice P. Liddell$")
+    carol.send("WHOIS alice")
+    assert one(carol, p.RPL_WHOISUSER).params[-1] == "Alice P. Liddell"
+    assert not any("SETNAME" in line for line in carol.sync())
+    alice.send("SETNAME :" + "x" * 101)
+    alice.expect(rf"^:{SERVER} FAIL SETNAME INVALID_REALNAME :")
+
+
+def test_invite_notify_tells_the_operators_of_an_invite_only_room(connect: Connect) -> None:
+    alice = connect("alice")
+    bob = capped(connect, "bob", "invite-notify")
+    carol = capped(connect, "carol", "invite-notify")
+    dave = connect("dave")
+    in_room("#r", alice, bob, carol)
+    alice.send("MODE #r +o bob")
+    alice.send("MODE #r +i")
+    alice.send("INVITE dave #r")
+    alice.expect(f" {p.RPL_INVITING} alice dave")
+    dave.expect(rf"^:{re.escape(prefix('alice'))} INVITE dave :?#r$")
+    bob.expect(rf"^:{re.escape(prefix('alice'))} INVITE dave :?#r$")
+    assert not any(" INVITE " in line for line in carol.sync())  # not an operator under +i
+
+
+# -- MONITOR ------------------------------------------------------------------------------------
+
+
+def test_monitor_tells_who_is_online_now_and_later(connect: Connect) -> None:
+    alice = connect("alice")
+    watcher = connect("watcher")
+    watcher.send("MONITOR + alice,bob")
+    lines = watcher.sync()
+    assert f":{SERVER} {p.RPL_MONONLINE} watcher :{prefix('alice')}" in lines
+    assert f":{SERVER} {p.RPL_MONOFFLINE} watcher :bob" in lines
+    bob = connect("bob")
+    watcher.expect(rf"^:{SERVER} {p.RPL_MONONLINE} watcher :{re.escape(prefix('bob'))}$")
+    bob.send("NICK Bob")  # only the case: no news
+    bob.send("NICK robert")
+    lines = watcher.collect_until(rf"^:{SERVER} {p.RPL_MONOFFLINE} watcher :Bob$")
+    assert len(lines) == 1  # the change of case alone said nothing
+    bob.send("NICK bob")  # back to a watched nick
+    watcher.expect(rf"^:{SERVER} {p.RPL_MONONLINE} watcher :{re.escape(prefix('bob'))}$")
+    alice.send("QUIT :bye")
+    watcher.expect(rf"^:{SERVER} {p.RPL_MONOFFLINE} watcher :alice$")
+
+
+def test_monitor_list_remove_clear_and_status(connect: Connect) -> None:
+    connect("alice")
+    watcher = connect("watcher")
+    watcher.send("MONITOR + alice,bob,carol")
+    watcher.send("MONITOR - carol")
+    watcher.sync()
+    watcher.send("MONITOR L")
+    lines = watcher.collect_until(f" {p.RPL_ENDOFMONLIST} ")
+    assert parse(lines[0]).params[1] == "alice,bob"
+    watcher.send("MONITOR S")
+    assert [m.command for m in watcher.messages()] == [p.RPL_MONONLINE, p.RPL_MONOFFLINE]
+    watcher.send("MONITOR C")
+    watcher.send("MONITOR L")
+    assert [m.command for m in watcher.messages()] == [p.RPL_ENDOFMONLIST]
+
+
+def test_monitor_stops_at_its_limit(connect: Connect) -> None:
+    watcher = connect("watcher")
+    nicks = [f"n{i}" for i in range(101)]
+    watcher.send("MONITOR + " + ",".join(nicks[:60]))
+    watcher.send("MONITOR + " + ",".join(nicks[60:]))
+    full = one(watcher, p.ERR_MONLISTFULL)
+    assert full.params[1] == "100"
+
+
+def test_a_watcher_that_leaves_is_forgotten(connect: Connect) -> None:
+    watcher = connect("watcher")
+    watcher.send("MONITOR + alice")
+    watcher.sync()
+    watcher.close()
+    alice = connect("alice")  # would be told to a closed watcher: nothing breaks
+    alice.send("QUIT")
+    other = connect("other")
+    other.send("MONITOR L")
+    assert [m.command for m in other.messages()] == [p.RPL_ENDOFMONLIST]
+
+
+def test_extended_monitor_tells_a_watcher_of_away_changes(connect: Connect) -> None:
+    alice = connect("alice")
+    watcher = capped(connect, "watcher", "extended-monitor", "away-notify")
+    plain_watcher = capped(connect, "plain", "away-notify")
+    for client in (watcher, plain_watcher):
+        client.send("MONITOR + alice")
+        client.sync()
+    alice.send("AWAY :gone")
+    alice.sync()
+    watcher.expect(rf"^:{re.escape(prefix('alice'))} AWAY :gone$")
+    assert not any("AWAY" in line for line in plain_watcher.sync())
+
+
+# -- WHOX --------------------------------------------------------------------------------------
+
+
+def test_whox_gives_the_fields_asked_in_the_specs_order(connect: Connect) -> None:
+    alice = connect()
+    alice.register("alice", realname="Alice Liddell")
+    bob = connect("bob")
+    in_room("#r", alice)
+    for fields in ("%tcuihsnfdlaor,123", "%roalfdnshiuct,123"):
+        bob.send(f"WHO alice {fields}")
+        reply = one(bob, p.RPL_WHOSPCRPL)
+        assert reply.params[:10] == (
+            "bob", "123", "*", "u", "127.0.0.1", "127.0.0.1", SERVER, "alice", "H", "0",
+        )  # fmt: skip
+        assert reply.params[10].isdigit() and reply.params[11:] == ("0", "n/a", "Alice Liddell")
+    bob.send("WHO #r %tn,7")
+    assert one(bob, p.RPL_WHOSPCRPL).params == ("bob", "7", "alice")
+    bob.send("WHO alice %n,toolong")
+    assert one(bob, p.RPL_WHOSPCRPL).params == ("bob", "alice")
+
+
+# -- bot mode ----------------------------------------------------------------------------------
+
+
+def test_bot_mode_shows_in_whois_who_and_a_tag(connect: Connect) -> None:
+    robot = connect("robot")
+    bob = capped(connect, "bob", "message-tags")
+    carol = connect("carol")
+    in_room("#r", robot, bob, carol)
+    robot.send("MODE robot +B")
+    robot.expect(r"^:robot MODE robot :?\+B$")
+    robot.send("PRIVMSG #r :beep")
+    robot.sync()
+    msg = parse(bob.expect(" PRIVMSG #r :beep").string)
+    assert "bot" in msg.tags
+    carol.expect(rf"^:{re.escape(prefix('robot'))} PRIVMSG #r :beep$")
+    carol.send("WHOIS robot")
+    assert one(carol, p.RPL_WHOISBOT).params[1] == "robot"
+    carol.send("WHO robot")
+    assert one(carol, p.RPL_WHOREPLY).params[6] == "HB"
+
+
+def test_isupport_advertises_what_the_caps_commands_do(connect: Connect) -> None:
+    client = connect()
+    client.send_registration("alice")
+    lines = client.collect_until(r" (376|422) ")
+    tokens = {
+        word.split("=")[0]: word.partition("=")[2]
+        for msg in map(parse, lines)
+        if msg.command == p.RPL_ISUPPORT
+        for word in msg.params[1:-1]
+    }
+    assert tokens["BOT"] == "B"
+    assert tokens["MONITOR"] == "100"
+    assert tokens["STATUSMSG"] == "@+"
+    assert "WHOX" in tokens
