@@ -226,7 +226,7 @@ class Connection:
 
     # -- sending --------------------------------------------------------------
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: Event, reply: bool = True) -> None:
         """Queue a relayed event: its bytes are made once per wire format, not per client.
         This runs once per delivery, under the sender's room lock: the fan-out hot path,
         where most receivers take the event's plain bytes after one identity test."""
@@ -237,7 +237,7 @@ class Connection:
             return
         fmt = self.session.wire_format
         labeled = self._labeled
-        if labeled is not None and labeled.thread == threading.get_ident():
+        if labeled is not None and reply and labeled.thread == threading.get_ident():
             # Part of the answer to this client's own labeled command.
             if fmt is not None and event.reaches(fmt.caps):
                 labeled.add(event.message_for(fmt.caps))
@@ -457,7 +457,10 @@ class Connection:
         if inbound.note is not None:
             log.info("%s: %s", self, inbound.note)
         if inbound.refusal is not None:
-            self.send(inbound.refusal)
+            refusal = inbound.refusal
+            if inbound.label is not None:  # a labeled line refused before any dispatch
+                refusal = _tagged(refusal, "label", inbound.label)
+            self.send(refusal)
         if inbound.message is not None and not self._closing:
             label = inbound.message.tags.get("label") if inbound.message.tags else None
             if label is None:

@@ -235,6 +235,17 @@ def clip(text: str, limit: int) -> str:
     return truncate_utf8(text.encode("utf-8"), limit).decode("utf-8")
 
 
+def parse_tags(raw: str) -> dict[str, str]:
+    """`key=value;key2` (without the '@') as a dict, values unescaped; a repeated key: the
+    last one wins."""
+    tags: dict[str, str] = {}
+    for item in raw.split(";"):
+        if item:
+            key, _, value = item.partition("=")
+            tags[key] = unescape_tag_value(value)
+    return tags
+
+
 def parse(line: str) -> Message:
     """Parse one line (without CR/LF). Raises ProtocolError if it is not IRC."""
     if has_forbidden(line):
@@ -243,10 +254,7 @@ def parse(line: str) -> Message:
     tags: dict[str, str] = {}
     if rest.startswith("@"):
         raw_tags, _, rest = rest[1:].partition(" ")
-        for item in raw_tags.split(";"):
-            if item:
-                key, _, value = item.partition("=")
-                tags[key] = unescape_tag_value(value)  # a repeated key: the last one wins
+        tags = parse_tags(raw_tags)
         rest = rest.lstrip(" ")
     prefix = None
     if rest.startswith(":"):

@@ -67,6 +67,8 @@ class Inbound:
     notice: Message | None = None
     #: Whether the line shows the client is alive (a blank line does not).
     alive: bool = True
+    #: The `label` of a refused line, so the refusal carries it (labeled-response).
+    label: str | None = None
 
 
 class Session:
@@ -289,7 +291,11 @@ class Session:
                 refusal = self._error(
                     protocol.ERR_UNKNOWNCOMMAND, safe_param(word), "Unknown command"
                 )
-            return Inbound(refusal=refusal, note=f"malformed line refused: {exc}")
+            inbound = Inbound(refusal=refusal, note=f"malformed line refused: {exc}")
+            if line.startswith("@") and "labeled-response" in self.caps:
+                raw_tags = line[1:].partition(" ")[0]
+                inbound.label = self._label_from(protocol.parse_tags(raw_tags))
+            return inbound
         if msg.tags:
             msg = self._allowed_tags(msg)
         return Inbound(msg)
@@ -297,15 +303,24 @@ class Session:
     def _allowed_tags(self, msg: Message) -> Message:
         """The tags a client may send with what it negotiated: client tags (`+typing`) with
         message-tags, `label` with labeled-response. Others are dropped, never relayed."""
-        tags_ok = "message-tags" in self.caps
-        label_ok = "labeled-response" in self.caps
-        kept = {
-            key: value
-            for key, value in msg.tags.items()
-            if (tags_ok and key.startswith("+") and protocol.valid_tag_key(key))
-            or (label_ok and key == "label" and 0 < len(value.encode()) <= MAX_LABEL_BYTES)
-        }
+        kept = {}
+        if "message-tags" in self.caps:
+            kept = {
+                key: value
+                for key, value in msg.tags.items()
+                if key.startswith("+") and protocol.valid_tag_key(key)
+            }
+        label = self._label_from(msg.tags)
+        if label is not None:
+            kept["label"] = label
         return Message(msg.command, msg.params, msg.prefix, kept)
+
+    def _label_from(self, tags: Mapping[str, str]) -> str | None:
+        """The `label` tag a client with labeled-response sent, if it is one (1-64 bytes)."""
+        label = tags.get("label")
+        if label is None or "labeled-response" not in self.caps:
+            return None
+        return label if 0 < len(label.encode()) <= MAX_LABEL_BYTES else None
 
     def _text_to_message(self, line: str) -> Inbound:
         """A text session's line: a slash command, or plain text for the current room."""

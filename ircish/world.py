@@ -90,8 +90,9 @@ def _record_nothing(event: Event) -> None:
 class Deliverer(Protocol):
     """What a user record needs from its connection: non-blocking sends, and closing."""
 
-    def deliver(self, event: Event) -> None:
-        """Queue a relayed event, in this client's wire format."""
+    def deliver(self, event: Event, reply: bool = True) -> None:
+        """Queue a relayed event, in this client's wire format. `reply=False`: even when the
+        client's own command caused it, it is not part of that command's labeled answer."""
         ...
 
     def send(self, msg: Message) -> None:
@@ -901,9 +902,14 @@ class World:
         """A private message (or notice, or TAGMSG: `needs`) from `sender` to `recipient`;
         with `echo`, the sender gets it too, first (once, if they wrote to themselves)."""
         event = Event(msg, (recipient.nick,), needs=needs, bot=sender.bot)
-        if echo and recipient is not sender:
+        if echo:
             sender.conn.deliver(event)
-        recipient.conn.deliver(event)
+        if recipient is not sender or not echo:
+            recipient.conn.deliver(event)
+        elif sender.conn.has_cap("echo-message"):
+            # IRCv3 echo-message to oneself: the echo, then the message as received, which
+            # is no part of a labeled answer (irctest labeled_responses: one label).
+            sender.conn.deliver(event, reply=False)
         self._record_event(event)
         return event
 

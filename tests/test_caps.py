@@ -247,12 +247,18 @@ def test_a_refused_message_is_not_echoed(connect: Connect) -> None:
     assert not any("PRIVMSG #r :muted" in line for line in lines)
 
 
-def test_a_message_to_oneself_is_echoed_once(connect: Connect) -> None:
+def test_a_message_to_oneself_comes_as_echo_and_as_message(connect: Connect) -> None:
     alice = capped(connect, "alice", "echo-message")
     alice.send("PRIVMSG alice :me")
     assert [line for line in alice.sync() if "PRIVMSG alice" in line] == [
         f":{prefix('alice')} PRIVMSG alice :me"
-    ]
+    ] * 2
+    # Labeled: the echo carries the label; the message as received does not; no batch.
+    alice.send("CAP REQ :labeled-response batch")
+    alice.send("@label=self PRIVMSG alice :again")
+    got = [parse(line) for line in alice.sync() if "CAP" not in line]
+    assert [m.command for m in got] == ["PRIVMSG", "PRIVMSG"]
+    assert sorted(m.tags.get("label", "") for m in got) == ["", "self"]
 
 
 # -- labeled-response and batch ---------------------------------------------------------
@@ -293,6 +299,15 @@ def test_a_several_line_answer_comes_in_one_labeled_batch(connect: Connect) -> N
     alice.send("@label=q5 LUSERS")
     refs = [parse(line).params[0] for line in alice.sync() if " BATCH +" in line]
     assert len(refs) == 1 and refs[0] != f"+{ref}"
+
+
+def test_a_labeled_line_refused_before_dispatch_keeps_its_label(connect: Connect) -> None:
+    alice = capped(connect, "alice", "labeled-response", "batch")
+    alice.send("@label=bad NO_SUCH_COMMAND")
+    reply = parse(alice.expect(f" {p.ERR_UNKNOWNCOMMAND} alice ").string)
+    assert reply.tags == {"label": "bad"}
+    alice.send("@label=gone WHATEVER")
+    assert parse(alice.expect(f" {p.ERR_UNKNOWNCOMMAND} alice ").string).tags == {"label": "gone"}
 
 
 def test_a_label_without_the_cap_is_ignored(connect: Connect) -> None:
