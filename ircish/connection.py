@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from ircish.events import PLAIN, Event
 from ircish.locks import held, new_lock
-from ircish.protocol import Message
+from ircish.protocol import Message, ProtocolError
 from ircish.session import IRC, Session
 from ircish.transport import InputOverflow, Transport
 from ircish.world import User
@@ -482,7 +482,13 @@ class Connection:
             labeled.finish()
 
     def _send_encoded(self, msg: Message) -> None:
-        data = self.session.encode(msg)
+        """A labeled answer's line, sent. One that cannot be formatted is a server bug:
+        logged (rarely, and maybe under a room's lock), never a crash of the reader."""
+        try:
+            data = self.session.encode(msg)
+        except ProtocolError as exc:
+            log.error("%s: labeled reply could not be formatted (%s): %r", self, exc, msg)
+            return
         if data:
             self.send_bytes(data)
 
