@@ -9,7 +9,9 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import date
 
 import pytest
 from helpers import TIMEOUT, Client, wait_for
@@ -36,7 +38,7 @@ from ircish.client.session import (
     backoff_delay,
     ctcp_reply,
 )
-from ircish.client.ui import Formatter, colour_wanted, nick_colour
+from ircish.client.ui import Formatter, colour_wanted, message_time, nick_colour
 from ircish.protocol import Message, parse
 from ircish.render import align_table, render
 from ircish.slash import split_long_message, split_text
@@ -64,6 +66,41 @@ def formatted(line: str, me: str = "carol", colour: bool = False) -> list[str]:
 def test_every_line_is_render_output_with_a_timestamp(line, expected):
     assert formatted(line) == [expected]
     assert expected.endswith(render(parse(line), "carol") or "")
+
+
+@pytest.fixture
+def utc(monkeypatch) -> Iterator[None]:
+    """Local time is UTC for the test (the server-time tests convert to local time)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("tag", "shown"),
+    [
+        ("2026-12-02T03:50:49.127Z", "03:50"),
+        ("2026-12-01T23:59:59.999Z", "2026-12-01 23:59"),  # an earlier day: with its date
+        ("2026-12-02T03:50:49Z", "03:50"),
+        ("2026-12-02T03:50:49.127+02:00", "01:50"),
+        ("2026-12-02T03:50:49.127", "03:50"),  # no zone: UTC, as the spec's times are
+        ("yesterday", None),
+        ("", None),
+    ],
+)
+def test_a_server_time_tag_is_shown_in_local_time(utc, tag, shown):
+    assert message_time(tag, date(2026, 12, 2)) == shown
+
+
+def test_the_time_tag_stamps_its_line_and_the_clock_the_others(utc):
+    formatter = Formatter(False, clock=lambda: "12:34", today=lambda: date(2020, 1, 1))
+    tagged = parse("@time=2020-01-01T10:00:00.000Z :bob!b@h PRIVMSG #r :old")
+    assert formatter.lines(Incoming(tagged, "carol")) == ["10:00 [#r] <bob> old"]
+    untagged = parse(":bob!b@h PRIVMSG #r :now")
+    assert formatter.lines(Incoming(untagged, "carol")) == ["12:34 [#r] <bob> now"]
+    assert formatter.lines(Note("hello")) == ["12:34 -- hello"]
 
 
 def test_protocol_chatter_shows_nothing():

@@ -1,9 +1,9 @@
 """One client's conversation with an IRC server: the TCP link (a reader thread, a sending
 thread behind a queue; with TLS, ircish/tls.py lets those two threads share it), registration
-(CAP, PASS, NICK, USER, nick fallback), the state the UI reads (our nick, rooms and their
-members, the current room, the private-chat target) and reconnecting with backoff. It knows
-nothing about terminals: every event goes to one listener callback that the UI supplies, from
-whichever thread produced it.
+(CAP negotiation, PASS, NICK, USER, nick fallback), the state the UI reads (our nick, rooms and
+their members, the current room, the private-chat target) and reconnecting with backoff. It
+knows nothing about terminals: every event goes to one listener callback that the UI supplies,
+from whichever thread produced it.
 """
 
 from __future__ import annotations
@@ -76,6 +76,23 @@ _SEND_REFUSED_TO = frozenset(
 #: Refusals of a whole PRIVMSG/NOTICE, whatever its targets (and `FAIL PRIVMSG ...`). Not
 #: 417 (input too long), which any long command may earn, and our text is split to fit.
 _SEND_REFUSED = frozenset({p.ERR_TOOMANYTARGETS, p.ERR_NORECIPIENT, p.ERR_NOTEXTTOSEND})
+#: The IRCv3 capabilities the client asks for, when offered (issue 12), in the order requested:
+#: server-time (a line shows when it was said), echo-message (our own line is shown as the
+#: server relays it), multi-prefix and away-notify (read in `_apply` and `_away_changed`),
+#: message-tags and batch (tags are parsed and unknown ones ignored; BATCH and TAGMSG lines
+#: are not shown). Not labeled-response: PING barriers already tie replies to what we sent.
+WANTED_CAPS = (
+    "server-time",
+    "echo-message",
+    "multi-prefix",
+    "away-notify",
+    "message-tags",
+    "batch",
+)
+#: Lines with nothing for a person to read: a batch's start and end (its lines are shown as
+#: they come), a TAGMSG (typing notices, reactions: tags without text) and a labeled-response
+#: ACK. render() would show them as raw words.
+_NOT_SHOWN = frozenset({"BATCH", "TAGMSG", "ACK"})
 #: CTCP requests answered (CTCP spec, ircdocs.horse): what CLIENTINFO lists.
 CTCP_ANSWERED = ("ACTION", "CLIENTINFO", "PING", "TIME", "VERSION")
 #: CTCP replies: this many at once, then one every CTCP_REPLY_INTERVAL seconds; requests
@@ -235,6 +252,8 @@ class View:
     query: str | None
     members: tuple[str, ...]  # nicks in the current room
     nicks: tuple[str, ...]  # everyone we share a room with
+    #: The private-chat nick is away (away-notify or a 301 told us): the prompt says so.
+    query_away: bool = False
 
     @property
     def target(self) -> str | None:
@@ -250,12 +269,14 @@ class _Room:
 
 @dataclass
 class _Unconfirmed:
-    """A PRIVMSG/NOTICE we sent and the server has not yet confirmed: it is shown as ours when
-    the PONG to the PING sent after it comes back, to the targets no refusal named first."""
+    """A PRIVMSG/NOTICE we sent and the server has not yet confirmed. Without echo-message it
+    is shown as ours when the PONG to the PING sent after it comes back, to the targets no
+    refusal named first; with echo-message the server's echo shows it, one target at a time,
+    and the PONG shows only what neither an echo nor a refusal named."""
 
     msg: Message
     me: str
-    targets: dict[str, str]  # casefolded -> as written, for the targets not refused
+    targets: dict[str, str]  # casefolded -> as written, for the targets not refused or echoed
 
     def refuse(self, targets: list[str]) -> str:
         """Drop `targets` (casefolded) from those it went to; the ones dropped, as written."""
@@ -376,6 +397,10 @@ class Session:
         # PING token -> the messages sent before that PING and not yet confirmed, in the
         # order sent.
         self._unconfirmed: dict[str, list[_Unconfirmed]] = {}
+        # The capabilities the server acknowledged on this link (CAP ACK), none before.
+        self._caps: frozenset[str] = frozenset()
+        # Casefolded nick -> away message, for the people away-notify (or a 301) told us of.
+        self._away: dict[str, str] = {}
         # Written by the network thread only.
         self._failures = 0
         self._welcomed_before = False
@@ -384,6 +409,9 @@ class Session:
         self._quitting = threading.Event()
         self._tokens = itertools.count(1)
         self._ctcp_budget = ReplyBudget()
+        self._offered: list[str] = []  # CAP LS words so far (a 302 LS may take several lines)
+        # The last line was a message to ourselves, shown: with echo-message its twin follows.
+        self._twin: tuple[str, str] | None = None
         self._thread: threading.Thread | None = None
         self.exit_code: int | None = None
 
@@ -407,6 +435,7 @@ class Session:
             current = self._rooms.get(casefold(self._current_room or ""))
             members = sorted(current.members.values(), key=casefold) if current else []
             everyone = {nick for room in rooms for nick in room.members.values()}
+            query_away = self._query is not None and casefold(self._query) in self._away
             return View(
                 nick=self._nick,
                 online=self._registered,
@@ -415,6 +444,7 @@ class Session:
                 query=self._query,
                 members=tuple(members),
                 nicks=tuple(sorted(everyone, key=casefold)),
+                query_away=query_away,
             )
 
     def send(self, msg: Message, echo: bool = False) -> bool:
@@ -427,11 +457,12 @@ class Session:
         """Queue `msgs` in order; never blocks. False (nothing sent) if not registered.
         Raises ProtocolError (nothing sent) if one cannot be an IRC line.
 
-        With `echo`, each PRIVMSG/NOTICE is shown as ours only once the server has taken it:
-        servers don't echo it (ircish has no echo-message). One PING follows the lot, and the
-        server answers one client's lines in order, so a refusal of one of them (404 in a +m
-        room, 401 no such nick...) comes before the PONG: that one is shown as "Not sent to
-        <target>: <text> (<why>)", the others as sent when the PONG comes. One PING per call,
+        With `echo`, each PRIVMSG/NOTICE is shown as ours only once the server has taken it.
+        One PING follows the lot, and the server answers one client's lines in order, so a
+        refusal of one of them (404 in a +m room, 401 no such nick...) comes before the PONG:
+        that one is shown as "Not sent to <target>: <text> (<why>)". The others are shown
+        as the server relays them back with echo-message (in the room's order, with the
+        server's time), or, on a server without it, when the PONG comes. One PING per call,
         not per message: each line costs flood tokens on the server, and a paste is many."""
         for msg in msgs:
             msg.to_bytes()  # raises ProtocolError before anything is queued
@@ -532,6 +563,12 @@ class Session:
         return self._closed
 
     @property
+    def caps(self) -> frozenset[str]:
+        """The IRCv3 capabilities the server acknowledged on the current link."""
+        with self._lock:
+            return self._caps
+
+    @property
     def connected(self) -> bool:
         """A link is up (registered or registering); False while waiting to reconnect."""
         with self._lock:
@@ -619,6 +656,9 @@ class Session:
         with self._lock:
             self._link = link
             self._nick = self._wanted_nick
+            self._caps = frozenset()  # negotiated again on each link
+        self._offered = []
+        self._twin = None
         try:
             self._register(link)
         except ProtocolError as exc:
@@ -657,8 +697,9 @@ class Session:
 
     def _register(self, link: _Link) -> None:
         config = self.config
-        # CAP LS first: a server that knows CAP holds registration until our CAP END, so we
-        # could request capabilities later without changing this order.
+        # CAP LS first: a server that knows CAP holds registration until our CAP END, which
+        # `_negotiate` sends after the LS (and our REQ's ACK or NAK). A server from before
+        # CAP answers 421 and registers us without it.
         link.send(Message("CAP", ["LS", "302"]))
         if config.password is not None:
             link.send(Message("PASS", [config.password]))
@@ -678,16 +719,22 @@ class Session:
         ):
             return
         if command == "CAP":
-            # `CAP * LS * :caps` means more lines follow (CAP 302); END after the last one.
-            if msg.param(1).upper() == "LS" and msg.param(2) != "*":
-                link.send(Message("CAP", ["END"]))
+            self._negotiate(link, msg)
             return
         if not self._registered and self._before_welcome(link, msg):
             return
         if command == p.RPL_WELCOME:
             self._welcome(link, msg)
             return
+        twin, self._twin = self._twin, None
+        if command in _NOT_SHOWN:
+            return
         me = self._nick
+        if command == "AWAY":
+            self._away_changed(msg)
+            return
+        if command in ("PRIVMSG", "NOTICE") and not self._own_echo(msg, me, twin):
+            return
         with self._lock:
             room_before = self._current_room
         changed = self._apply(msg, me)
@@ -721,6 +768,90 @@ class Session:
             self._note(f"Talking in {room}")
         else:
             self._note("You are in no room now: /join #room")
+
+    def _negotiate(self, link: _Link, msg: Message) -> None:
+        """CAP replies (https://ircv3.net/specs/extensions/capability-negotiation): after the
+        LS, one REQ for what we want of what is offered; CAP END once the server answered it
+        (or at once, if there is nothing to ask for). Later, CAP NEW and DEL (cap-notify,
+        implied by LS 302) add and remove capabilities while registered."""
+        sub = msg.param(1).upper()
+        words = msg.params[-1].split() if len(msg.params) > 2 else []
+        if sub in ("LS", "NEW"):
+            # `CAP * LS * :caps`: more lines follow (302). A word may carry a value: sasl=PLAIN.
+            self._offered.extend(word.partition("=")[0] for word in words)
+            if sub == "LS" and msg.param(2) == "*":
+                return
+            offered, self._offered = set(self._offered), []
+            with self._lock:
+                wanted = [cap for cap in WANTED_CAPS if cap in offered and cap not in self._caps]
+            if wanted:
+                link.send(Message("CAP", ["REQ", " ".join(wanted)]))
+            elif sub == "LS" and not self._registered:
+                link.send(Message("CAP", ["END"]))
+        elif sub in ("ACK", "DEL"):
+            with self._lock:
+                caps = set(self._caps)
+                for word in words:
+                    if sub == "DEL" or word.startswith("-"):
+                        caps.discard(word.removeprefix("-"))
+                    else:
+                        caps.add(word)
+                self._caps = frozenset(caps)
+            if sub == "ACK" and not self._registered:
+                link.send(Message("CAP", ["END"]))
+        elif sub == "NAK":
+            # All or nothing, so none of them: we go on as with a server that offers none.
+            log.info("the server refused capabilities: %s", " ".join(words))
+            if not self._registered:
+                link.send(Message("CAP", ["END"]))
+
+    def _own_echo(self, msg: Message, me: str, twin: tuple[str, str] | None) -> bool:
+        """A PRIVMSG/NOTICE from us is the server's echo (echo-message): it confirms what we
+        sent to its targets. False if it is not to be shown: the second copy of a message to
+        ourselves, which with echo-message comes twice (the echo, then the message as
+        received) and is shown once."""
+        if casefold(msg.source_nick or "") != casefold(me):
+            return True
+        with self._lock:
+            if "echo-message" not in self._caps:
+                return True
+            targets = [casefold(target) for target in msg.param(0).split(",") if target]
+            for key in targets:
+                # The server echoes in the order we sent, so the first message still waiting
+                # for this target is the one echoed (as a refusal refuses the first it fits).
+                for batch in self._unconfirmed.values():
+                    sent = next(
+                        (s for s in batch if s.msg.command == msg.command and key in s.targets),
+                        None,
+                    )
+                    if sent is not None:
+                        sent.targets.pop(key)
+                        break
+        if targets == [casefold(me)]:
+            copy = (msg.command, msg.param(1))
+            if twin == copy:
+                return False
+            self._twin = copy
+        return True
+
+    def _away_changed(self, msg: Message) -> None:
+        """`:nick!u@h AWAY :reason` (away-notify; no reason: back). Kept for the prompt, and
+        said only about the person in the private chat: a room's comings and goings are not
+        worth a line each."""
+        nick = msg.source_nick or ""
+        reason = msg.param(0)
+        with self._lock:
+            was_away = casefold(nick) in self._away
+            if reason:
+                self._away[casefold(nick)] = reason
+            else:
+                self._away.pop(casefold(nick), None)
+            private = self._query is not None and casefold(self._query) == casefold(nick)
+        if not private or (was_away and reason):
+            return
+        who = strip_formatting(nick)
+        self._note(f"{who} is away: {strip_formatting(reason)}" if reason else f"{who} is back")
+        self._emit(Changed())
 
     def _before_welcome(self, link: _Link, msg: Message) -> bool:
         """Registration replies the person needn't see as such; True if `msg` was one."""
@@ -769,6 +900,11 @@ class Session:
             elif command == "QUIT":
                 for room in self._rooms.values():
                     room.members.pop(casefold(source), None)
+                self._away.pop(casefold(source), None)
+            elif command == p.RPL_AWAY and len(msg.params) >= 3:
+                # `<me> <nick> :reason`, the answer to a message to someone away.
+                self._away[casefold(msg.param(1))] = msg.params[-1]
+                return self._query is not None and casefold(self._query) == casefold(msg.param(1))
             elif command == "NICK":
                 return self._renamed_locked(source, msg.param(0), mine)
             elif command == "MODE" or command == p.RPL_CHANNELMODEIS:
@@ -897,6 +1033,9 @@ class Session:
         for room in self._rooms.values():
             if room.members.pop(casefold(old), None) is not None:
                 room.members[casefold(new)] = new
+        reason = self._away.pop(casefold(old), None)
+        if reason is not None:
+            self._away[casefold(new)] = reason
         changed = mine
         if mine:
             self._nick = self._wanted_nick = new
@@ -965,6 +1104,7 @@ class Session:
             self._link = None
             self._rooms.clear()
             self._pending_names.clear()
+            self._away.clear()
             waiters, self._syncs = list(self._syncs.values()), {}
             unconfirmed = [sent for batch in self._unconfirmed.values() for sent in batch]
             self._unconfirmed = {}

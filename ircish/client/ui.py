@@ -1,7 +1,8 @@
 """What the person sees and types. `Formatter` turns session events into finished lines (an
-`HH:MM` timestamp, the text from `ircish/render.py`, nick colours, WHO/LIST replies gathered
-into aligned tables); `InteractiveUI` reads a prompt_toolkit input line that incoming text never
-overwrites, and sends a paste of several lines as one message per line (asking first above
+`HH:MM` timestamp, the line's own time when the server sent one, the text from
+`ircish/render.py`, nick colours, WHO/LIST replies gathered into aligned tables);
+`InteractiveUI` reads a prompt_toolkit input line that incoming text never overwrites, and
+sends a paste of several lines as one message per line (asking first above
 `PASTE_ASK_ABOVE` lines); `ScriptedUI` reads stdin and writes one flushed line per event, for
 pipes and tests.
 """
@@ -19,6 +20,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from ircish.client.input_line import CommandLine, completions, paste_as_one_line, paste_lines
@@ -60,6 +62,23 @@ def nick_colour(nick: str) -> str:
     return NICK_COLOURS[zlib.crc32(casefold(nick).encode("utf-8")) % len(NICK_COLOURS)]
 
 
+def message_time(tag: str, today: date) -> str | None:
+    """The local time an IRCv3 server-time tag (`2026-12-02T03:50:49.127Z`, UTC) stands for:
+    `HH:MM`, with the date in front (`2026-12-01 23:50`) when that is not `today`, so a line
+    replayed or held up since an earlier day does not pass for today's. None if the tag
+    cannot be read (the arrival time is shown instead)."""
+    if tag.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read the Z
+        tag = tag[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(tag)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)  # the spec's times are UTC
+        local = when.astimezone()
+    except (ValueError, OverflowError, OSError):
+        return None
+    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
+
+
 def paint(text: str, sgr: str) -> str:
     return f"\x1b[{sgr}m{text}\x1b[0m" if sgr else text
 
@@ -67,9 +86,15 @@ def paint(text: str, sgr: str) -> str:
 class Formatter:
     """Session events -> the lines a person reads. Not thread-safe: callers hold a lock."""
 
-    def __init__(self, colour: bool, clock: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        colour: bool,
+        clock: Callable[[], str] | None = None,
+        today: Callable[[], date] = date.today,
+    ) -> None:
         self.colour = colour
         self.clock = clock or (lambda: time.strftime("%H:%M"))
+        self.today = today
         self._tables = Tables()
 
     def lines(self, event: Event) -> list[str]:
@@ -82,8 +107,8 @@ class Formatter:
             return self._unfinished_tables()
         return []
 
-    def _stamp(self, text: str) -> str:
-        return f"{self.clock()} {text}"
+    def _stamp(self, text: str, when: str | None = None) -> str:
+        return f"{when or self.clock()} {text}"
 
     def _incoming(self, msg: Message, me: str | None) -> list[str]:
         table = self._tables.take(msg, me)
@@ -94,7 +119,9 @@ class Formatter:
             return []
         if self.colour:
             text = self._paint(msg, me, text)
-        return [self._stamp(text)]
+        # server-time: when it was said, not when it arrived (a replayed or delayed line).
+        tag = msg.tags.get("time")
+        return [self._stamp(text, message_time(tag, self.today()) if tag else None)]
 
     def _unfinished_tables(self) -> list[str]:
         return [self._stamp(row) for row in self._tables.unfinished()]
@@ -341,8 +368,9 @@ class InteractiveUI:
         if self.formatter.colour:
             nick = paint(nick, nick_colour(nick))
         where = f"@{strip_formatting(view.target)}" if view.target else ""
+        away = " (away)" if view.query_away else ""  # the one we talk to privately
         offline = "" if view.online else " (offline)"
-        return ANSI(f"{nick}{where}{offline}> ")
+        return ANSI(f"{nick}{where}{away}{offline}> ")
 
     def _exit_if_closed(self) -> None:
         app = self._prompt.app if self._prompt is not None else None
