@@ -13,6 +13,15 @@ for latency, and only one "monitor" member per worker parses every line, to tell
 senders how many of their messages have arrived (the in-flight window of max-rate runs).
 Message text: `[!!]<sender>:<seq>:<monotonic ns> <padding>`; CLOCK_MONOTONIC is shared
 by all processes of the machine, so send and receive stamps compare across workers.
+
+Capabilities: a client set up with `capped` opens with `CAP LS 302` before NICK/USER,
+requests the setup's caps (e.g. `server-time message-tags echo-message`) when the server
+lists them all, and sends `CAP END` after the ACK, or at once when the server lists them
+not, NAKs them or does not know CAP (then it registers without caps, as a plain client).
+Its lines may start with `@tags `: the counting above does not care, the PING and
+monitor parsing skip the tags. With echo-message a sender gets its own messages back:
+those echoes are counted apart (`echo_rx`, found by the sender's own `:nick!` prefix),
+never as deliveries, and their sampled latencies go to `echo_latencies`.
 """
 
 from __future__ import annotations
@@ -37,7 +46,10 @@ RECV_BYTES = 262144
 #: A line this long without a newline means the stream is garbage.
 MAX_TAIL = 65536
 RST_LINGER = struct.pack("ii", 1, 0)
-PING_LINE = re.compile(rb"^(?::\S+ )?PING (.*?)\r?$", re.MULTILINE)
+PING_LINE = re.compile(rb"^(?:@\S+ )?(?::\S+ )?PING (.*?)\r?$", re.MULTILINE)
+#: Numerics that mean the server does not take CAP before registration (miniircd-like
+#: servers answer an unknown command with 421, some with 451 or 410).
+CAP_REFUSED = (b" 421 ", b" 451 ", b" 410 ")
 
 # Client states.
 CONNECTING, REGISTERING, JOINING, READY, QUITTING, DEAD = range(6)
@@ -55,12 +67,18 @@ def cpu_seconds() -> float:
 class Client:
     __slots__ = (
         "acked",
+        "capneg",
+        "capped",
+        "caps",
         "churn_started",
+        "echo",
         "fd",
         "idx",
         "monitor",
         "nick",
+        "offered",
         "out",
+        "own",
         "peer",
         "phase",
         "ping_sent",
@@ -73,10 +91,16 @@ class Client:
         "tail",
     )
 
-    def __init__(self, idx: int, nick: str, room: str | None) -> None:
+    def __init__(self, idx: int, nick: str, room: str | None, capped: bool = False) -> None:
         self.idx = idx
         self.nick = nick
         self.room = room
+        self.capped = capped  # ask for the setup's caps (CAP LS 302 / REQ)
+        self.capneg = 0  # 0: no CAP talk open; 1: waiting for LS; 2: waiting for ACK/NAK
+        self.offered: set[bytes] = set()  # what the server's CAP LS listed so far
+        self.caps: frozenset[bytes] = frozenset()  # what the server ACKed
+        self.echo = False  # has echo-message: its own messages come back
+        self.own = b":" + nick.encode() + b"!"  # its own prefix, to tell echoes apart
         self.sock: socket.socket | None = None
         self.fd = -1
         self.state = CONNECTING
@@ -117,6 +141,11 @@ class Worker:
         self.pong_pending = 0
         self.pong_latencies: list[int] = []
         self.monitor_counts: dict[bytes, int] = {}
+        #: The caps a `capped` client requests (bytes, space-separated; b"": none).
+        self.want_caps = b""
+        #: Echoes of its own messages a sender got back (echo-message), not deliveries.
+        self.echo_total = 0
+        self.echo_latencies: list[int] = []
         #: Clients connected but not yet welcomed (001): an upper bound on the
         #: connections waiting in the server's accept queue.
         self.pending = 0
@@ -200,7 +229,13 @@ class Worker:
             client.state = REGISTERING
             self.ep.modify(client.fd, EPOLLIN)
             nick = client.nick
-            self.send(client, f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+            hello = f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode()
+            if client.capped and self.want_caps:
+                # The server holds registration until CAP END (if it knows CAP at all).
+                client.capneg = 1
+                client.offered = set()
+                hello = b"CAP LS 302\r\n" + hello
+            self.send(client, hello)
             return
         if not client.out:
             self.ep.modify(client.fd, EPOLLIN)
@@ -264,10 +299,17 @@ class Worker:
             # The hot path: count, and parse only what must be parsed.
             count = data.count(PRIVMSG)
             if count:
+                # echo-message: a sender's own messages come back; not deliveries.
+                own = data.count(client.own) if client.echo and client.sent else 0
+                if own:
+                    count -= own
+                    self.echo_total += own
+                    if SAMPLE in data:
+                        self.take_echo_samples(data, client.own)
+                elif SAMPLE in data:
+                    self.take_samples(data)
                 client.rx += count
                 self.rx_total += count
-                if SAMPLE in data:
-                    self.take_samples(data)
                 if client.monitor:
                     self.monitor_lines(data)
             if b"PING" in data:
@@ -285,7 +327,13 @@ class Worker:
         if b"PING" in data:
             self.answer_pings(client, data)
         if client.state == REGISTERING:
+            if client.capneg:
+                if b"CAP " in data:
+                    self.on_cap(client, data)
+                elif any(code in data for code in CAP_REFUSED):
+                    client.capneg = 0  # no CAP here: NICK/USER register it as it is
             if b" 001 " in data:
+                client.capneg = 0
                 client.state = JOINING
                 self.pending -= 1
                 room = client.room or "#churn"
@@ -304,14 +352,60 @@ class Worker:
                 self.on_lost(client, f"join refused: {data[:160]!r}")
         # QUITTING: wait for the server to close (ERROR line, then EOF).
 
+    def on_cap(self, client: Client, data: bytes) -> None:
+        """CAP LS (maybe multi-line), then REQ if every wanted cap is offered, then END."""
+        for line in data.split(b"\n"):
+            if b"CAP " not in line:
+                continue
+            if line.startswith(b"@"):
+                line = line[line.find(b" ") + 1 :]
+            head, _, trail = line.rstrip(b"\r").partition(b" :")
+            words = head.split()
+            if b"CAP" not in words:
+                continue
+            at = words.index(b"CAP")
+            sub = words[at + 2] if len(words) > at + 2 else b""
+            if sub == b"LS" and client.capneg == 1:
+                client.offered.update(word.split(b"=", 1)[0] for word in trail.split())
+                if len(words) > at + 3 and words[at + 3] == b"*":
+                    continue  # 302 multi-line LS: more to come
+                wanted = self.want_caps.split()
+                if all(cap in client.offered for cap in wanted):
+                    client.capneg = 2
+                    self.send(client, b"CAP REQ :" + self.want_caps + b"\r\n")
+                else:
+                    client.capneg = 0
+                    self.send(client, b"CAP END\r\n")
+            elif sub == b"ACK" and client.capneg == 2:
+                client.caps = frozenset(trail.split())
+                client.echo = b"echo-message" in client.caps
+                client.capneg = 0
+                self.send(client, b"CAP END\r\n")
+            elif sub == b"NAK" and client.capneg == 2:
+                client.capneg = 0
+                self.send(client, b"CAP END\r\n")
+
     def answer_pings(self, client: Client, data: bytes) -> None:
         for match in PING_LINE.finditer(data):
             self.send(client, b"PONG " + match.group(1) + b"\r\n")
 
-    def take_samples(self, data: bytes) -> None:
+    def take_echo_samples(self, data: bytes, own: bytes) -> None:
+        """Samples in a chunk that holds echoes: those go to `echo_latencies`."""
+        echoes, others = [], []
+        for line in data.split(b"\n"):
+            if SAMPLE in line:
+                (echoes if own in line else others).append(line)
+        if echoes:
+            self.take_samples(b"\n".join(echoes), self.echo_latencies)
+        if others:
+            self.take_samples(b"\n".join(others))
+
+    def take_samples(self, data: bytes, latencies: list[int] | None = None) -> None:
         received = now_ns()
         pos = data.find(SAMPLE)
-        lat_from, lat_to, latencies = self.lat_from, self.lat_to, self.latencies
+        lat_from, lat_to = self.lat_from, self.lat_to
+        if latencies is None:
+            latencies = self.latencies
         while pos >= 0:
             end = data.find(b" ", pos + 4)
             try:
@@ -326,9 +420,12 @@ class Worker:
     def monitor_lines(self, data: bytes) -> None:
         counts = self.monitor_counts
         for line in data.split(b"\n"):
-            if PRIVMSG in line and line.startswith(b":"):
-                nick = line[1 : line.find(b"!")]
-                counts[nick] = counts.get(nick, 0) + 1
+            if PRIVMSG in line:
+                if line.startswith(b"@"):  # tags (server-time, message-tags)
+                    line = line[line.find(b" ") + 1 :]
+                if line.startswith(b":"):
+                    nick = line[1 : line.find(b"!")]
+                    counts[nick] = counts.get(nick, 0) + 1
 
     # -- the loop ------------------------------------------------------------
 
@@ -383,6 +480,7 @@ class Worker:
     def base_stats(self) -> dict[str, Any]:
         return {
             "rx": self.rx_total,
+            "echo_rx": self.echo_total,
             "cpu": cpu_seconds(),
             "errors": self.errors[:],
             "error_count": self.error_count,
@@ -410,14 +508,18 @@ class Worker:
 
     def cmd_setup(
         self,
-        clients: list[tuple[int, str, str]],
+        clients: list[tuple[int, str, str] | tuple[int, str, str, bool]],
         rate: float,
         window: int,
         pending_max: int,
         timeout: float,
+        caps: str = "",
     ) -> None:
+        """Connect, register and join `(index, nick, room[, capped])` clients; the capped
+        ones ask for `caps` first."""
         self.pending_max = pending_max
-        self.clients = [Client(idx, nick, room) for idx, nick, room in clients]
+        self.want_caps = caps.encode()
+        self.clients = [Client(*spec) for spec in clients]
         self.phase = "setup"
         start = now_ns()
         self.p = {
@@ -477,6 +579,9 @@ class Worker:
                     "first_connect": p["first_connect"],
                     "last_ready": p["last_ready"],
                     "setup_ns": setup_ns,
+                    "cap_asked": sum(1 for c in clients if c.capped and self.want_caps),
+                    "capped": sum(1 for c in clients if c.caps and c.state == READY),
+                    "echo_clients": sum(1 for c in clients if c.echo and c.state == READY),
                 }
             )
 
@@ -555,7 +660,9 @@ class Worker:
     def start_traffic(self, times: dict[str, int], min_period_ms: float) -> None:
         self.min_period = min_period_ms / 1000
         self.rx_total = 0
+        self.echo_total = 0
         self.latencies = []
+        self.echo_latencies = []
         self.lat_from = times["measure_from"]
         self.lat_to = times["measure_to"]
         self.monitor_counts = {}
@@ -588,6 +695,7 @@ class Worker:
                 {
                     **self.base_stats(),
                     "sent": {c.idx: c.sent for c in p["senders"]},
+                    "echo_sent": sum(c.sent for c in p["senders"] if c.echo),
                     "snap_from": p["snap_from"],
                     "snap_to": p["snap_to"],
                 }
@@ -627,8 +735,15 @@ class Worker:
         """The traffic phase is over: hand back the latency samples and counters."""
         self.phase = None
         self.min_period = 0.0
-        self.reply({**self.base_stats(), "latencies": self.latencies})
+        self.reply(
+            {
+                **self.base_stats(),
+                "latencies": self.latencies,
+                "echo_latencies": self.echo_latencies,
+            }
+        )
         self.latencies = []
+        self.echo_latencies = []
 
     # -- ping check ------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Run the benchmark matrix against ircish, ngircd and miniircd and print one table.
 
-    python bench/run.py                 # full matrix, all three servers (~5 min on 2 cores)
+    python bench/run.py                 # full matrix, all three servers (~7 min on 2 cores)
     python bench/run.py --quick         # smaller and shorter (~1.5 min), for a smoke check
     python bench/run.py --servers ircish --only fanout200
     python bench/run.py --record        # also rewrite bench/RESULTS.md with this run
@@ -84,6 +84,14 @@ DM_ROWS = [
     ("server_cpu_cores", "server CPU cores", ""),
     ("gen_cpu_cores", "generator CPU cores", ""),
 ]
+#: The mixed rows: how many clients got the caps (0 on a peer without them), then the
+#: plain rows, then the echoes (echo-message) that came back to the capped senders.
+CAPS_HEAD = [("capped", "clients with caps", "")]
+ECHO_ROWS = [
+    ("echo_lost", "echoes lost", "down"),
+    ("echo_p50_ms", "echo latency p50 ms", "down"),
+    ("echo_p99_ms", "echo latency p99 ms", "down"),
+]
 IDLE_ROWS = [
     ("ready", "clients joined", "up"),
     ("setup_s", "setup s (first connect to last 366)", "down"),
@@ -103,6 +111,7 @@ CHURN_ROWS = [
 
 def matrix(quick: bool) -> list[Scenario]:
     short = {"warmup": 1.0, "measure": 2.0} if quick else {"warmup": 1.0, "measure": 4.0}
+    mix = {"caps_fraction": 0.5, "caps": scenarios.MIX_CAPS}
     return [
         Scenario(
             "fanout200",
@@ -110,6 +119,17 @@ def matrix(quick: bool) -> list[Scenario]:
             scenarios.fanout,
             {"members": 200, "senders": 10, "mode": "max", "window": 16, **short},
             FANOUT_ROWS,
+            repeats=1 if quick else 3,
+            median_key="deliveries_per_s",
+            clients=200,
+        ),
+        Scenario(
+            "fanout200caps",
+            "fanout200 with 100 of the 200 members (5 of the 10 senders) asking for "
+            f"`{scenarios.MIX_CAPS}`; peers without these caps run it without them",
+            scenarios.fanout,
+            {"members": 200, "senders": 10, "mode": "max", "window": 16, **short, **mix},
+            CAPS_HEAD + FANOUT_ROWS + ECHO_ROWS,
             repeats=1 if quick else 3,
             median_key="deliveries_per_s",
             clients=200,
@@ -139,6 +159,17 @@ def matrix(quick: bool) -> list[Scenario]:
             scenarios.dm,
             {"pairs": 200, "window": 8, **short},
             DM_ROWS,
+            repeats=1 if quick else 3,
+            median_key="msgs_per_s",
+            clients=400,
+        ),
+        Scenario(
+            "dm200caps",
+            f"dm200 with one side of every pair asking for `{scenarios.MIX_CAPS}`; "
+            "peers without these caps run it without them",
+            scenarios.dm,
+            {"pairs": 200, "window": 8, **short, **mix},
+            CAPS_HEAD + DM_ROWS + ECHO_ROWS,
             repeats=1 if quick else 3,
             median_key="msgs_per_s",
             clients=400,
@@ -396,6 +427,29 @@ def targets(
     return out
 
 
+#: Each mixed scenario, the plain one it copies, and the throughput key they share.
+MIXED_PAIRS = [
+    ("fanout200caps", "fanout200", "deliveries_per_s"),
+    ("dm200caps", "dm200", "msgs_per_s"),
+]
+
+
+def mixed_vs_plain(chosen: dict[str, dict[str, dict[str, Any]]], kinds: list[str]) -> list[str]:
+    """One line per mixed scenario run with its plain one: each server's mixed/plain ratio."""
+    lines = []
+    for mixed, plain, key in MIXED_PAIRS:
+        cells = []
+        for kind in kinds:
+            ours = chosen.get(mixed, {}).get(kind, {}).get(key)
+            base = chosen.get(plain, {}).get(kind, {}).get(key)
+            if isinstance(ours, (int, float)) and isinstance(base, (int, float)) and base:
+                capped = chosen[mixed][kind].get("capped")
+                cells.append(f"{kind} {ratio(ours, base)} ({fmt(capped)} clients with caps)")
+        if cells:
+            lines.append(f"- {mixed} / {plain} {key.replace('_per_s', '/s')}: " + ", ".join(cells))
+    return lines
+
+
 def markdown_report(
     chosen: dict[str, dict[str, dict[str, Any]]],
     plan: list[Scenario],
@@ -425,6 +479,14 @@ def markdown_report(
         parts += ["Targets (issue 4):", ""]
         parts += [f"- {verdict} {name}: {detail}" for name, verdict, detail in results]
         parts.append("")
+    mixed = mixed_vs_plain(chosen, kinds)
+    if mixed:
+        parts += [
+            "Mixed vs plain (issue 12; the peers give no caps, so theirs show the noise):",
+            "",
+            *mixed,
+            "",
+        ]
     notes = []
     for scenario in plan:
         for kind in kinds:

@@ -8,6 +8,12 @@ them through their phases and returns one flat dict of metrics.
   client PINGs and must get its PONG within 10 s.
 - churn: connect/register/join/quit cycles, C at a time.
 
+fanout and dm take `caps_fraction`: that share of the members asks for `caps` (IRCv3,
+default `server-time message-tags echo-message`) before registering, and goes on without
+them where the server has not got them. With echo-message a sender gets its own messages
+back: echoes are counted apart from deliveries (deliveries/s, lost and latency are about
+the other members only), with their own lost count and latency.
+
 Throughput is measured over a fixed window after a warm-up; then sending stops and the
 drain waits (bounded) for every in-flight message: lost = expected - received. The
 server's CPU (from /proc) and the generator's own CPU are measured over the same window.
@@ -72,6 +78,29 @@ def percentile(sorted_values: list[int] | list[float], fraction: float) -> float
 
 def ms(value_ns: float | None) -> float | None:
     return None if value_ns is None else round(value_ns / 1e6, 2)
+
+
+#: The capabilities the mixed scenarios' capped clients ask for.
+MIX_CAPS = "server-time message-tags echo-message"
+
+
+def capped_set(groups: list[list[int]], fraction: float) -> set[int]:
+    """Every 1/fraction-th client of `groups` taken in turn (the first one included), so
+    each group, and each worker's part of it, gets its share of capped clients."""
+    chosen: set[int] = set()
+    j = 0
+    for group in groups:
+        for idx in group:
+            if int((j + 1) * fraction + 0.5) > int(j * fraction + 0.5):
+                chosen.add(idx)
+            j += 1
+    return chosen
+
+
+def with_caps(
+    per_worker: list[list[tuple[int, str, str]]], capped: set[int]
+) -> list[list[tuple[int, str, str, bool]]]:
+    return [[(idx, nick, room, idx in capped) for idx, nick, room in part] for part in per_worker]
 
 
 class GeneratorError(RuntimeError):
@@ -159,12 +188,14 @@ def pending_share(server: ServerProcess, workers: int) -> int:
 def setup_clients(
     server: ServerProcess,
     gen: Generator,
-    per_worker: list[list[tuple[int, str, str]]],
+    per_worker: list[list[tuple[int, str, str]]] | list[list[tuple[int, str, str, bool]]],
     rate: float,
     window: int,
     timeout: float = 120.0,
+    caps: str = "",
 ) -> dict[str, Any]:
-    """Paced connect + register + join of each worker's `(index, nick, room)` clients.
+    """Paced connect + register + join of each worker's `(index, nick, room[, capped])`
+    clients; the capped ones ask for `caps` (CAP LS 302, REQ, END) first.
 
     At most `rate` connects/s, at most `window` clients between connect and end of
     NAMES, and never more unwelcomed connects than the server's listen backlog.
@@ -178,6 +209,7 @@ def setup_clients(
                 "window": max(1, window // gen.workers),
                 "pending_max": pending_share(server, gen.workers),
                 "timeout": timeout,
+                **({"caps": caps} if caps else {}),
             }
             for part in per_worker
         ],
@@ -187,7 +219,17 @@ def setup_clients(
     lasts = [r["last_ready"] for r in replies if r["last_ready"] is not None]
     setup_ns = sorted(v for r in replies for v in r["setup_ns"])
     errors, samples = summed_errors(replies)
+    extra = {}
+    if caps:
+        extra = {
+            "caps": caps,
+            "cap_asked": sum(r["cap_asked"] for r in replies),
+            # The clients the server gave the caps to (0 where it has not got them).
+            "capped": sum(r["capped"] for r in replies),
+            "echo_clients": sum(r["echo_clients"] for r in replies),
+        }
     return {
+        **extra,
         "ready": sum(r["ready"] for r in replies),
         "failed": sum(r["failed"] for r in replies),
         "setup_s": round((max(lasts) - min(firsts)) / 1e9, 3) if firsts and lasts else None,
@@ -246,22 +288,30 @@ def _traffic(
     stopped = gen.collect(warmup + measure + 60, command)
     sent = sum(sum(r["sent"].values()) for r in stopped)
     expected = sent * recipients_per_message
-    # Drain: wait for every in-flight message, bounded.
+    # echo-message: each message of a sender with the cap comes back to it once.
+    echo_expected = sum(r["echo_sent"] for r in stopped)
+    # Drain: wait for every in-flight message (and echo), bounded.
     stop_ns = times["stop"]
     drain_deadline = time.monotonic() + drain_timeout
     received = sum(r["rx"] for r in stopped)
+    echoes = sum(r["echo_rx"] for r in stopped)
     drained_at = None
     while True:
         if received >= expected:
-            drained_at = time.monotonic_ns()
-            break
+            drained_at = drained_at or time.monotonic_ns()
+            if echoes >= echo_expected:
+                break
         if time.monotonic() > drain_deadline or not server.alive():
             break
         time.sleep(0.05)
-        received = sum(r["rx"] for r in gen.same("status", 30))
+        status = gen.same("status", 30)
+        received = sum(r["rx"] for r in status)
+        echoes = sum(r["echo_rx"] for r in status)
     finished = gen.same("finish", 60)
     received = sum(r["rx"] for r in finished)
+    echoes = sum(r["echo_rx"] for r in finished)
     latencies = sorted(v for r in finished for v in r["latencies"])
+    echo_latencies = sorted(v for r in finished for v in r["echo_latencies"])
     # Deliveries in the window: per worker (each snapped its own counter), then summed.
     rate = 0.0
     gen_cpu = 0.0
@@ -277,7 +327,18 @@ def _traffic(
     server_cpu = sum(server_cpu_to) - sum(server_cpu_from)
     server_sys = server_cpu_to[1] - server_cpu_from[1]
     delivered_in_window = rate * measure
+    echo: dict[str, Any] = {}
+    if echo_expected:
+        echo = {
+            "echo_expected": echo_expected,
+            "echoes": echoes,
+            "echo_lost": max(0, echo_expected - echoes),
+            "echo_p50_ms": ms(percentile(echo_latencies, 0.50)),
+            "echo_p99_ms": ms(percentile(echo_latencies, 0.99)),
+            "echo_samples": len(echo_latencies),
+        }
     return {
+        **echo,
         "deliveries_per_s": round(rate) if window_ok else None,
         "sent": sent,
         "expected": expected,
@@ -337,6 +398,8 @@ def fanout(
     stagger: bool = False,
     tick_ms: float = 10.0,
     min_period_ms: float = 0.0,
+    caps_fraction: float = 0.0,
+    caps: str = MIX_CAPS,
     on_window: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """N members in one room; S of them talk. `rate` is the total msg/s in fixed mode.
@@ -347,17 +410,14 @@ def fanout(
     traffic, but a receiver then reads about one line per recv, and on 2 cores the
     generator needs more CPU than the server. `min_period_ms` makes every generator
     loop turn last at least that long, to batch reads (adds up to that much latency).
+    `caps_fraction` of the senders and of the other members (each worker its share) ask
+    for `caps`.
     """
     gen = Generator(server.port, workers)
     try:
         room = f"#{tag}"
         clients = [(i, nick, room) for i, nick in enumerate(nicks(tag, members))]
         per_worker = split(clients, workers)
-        setup = setup_clients(server, gen, per_worker, connect_rate, connect_window)
-        result: dict[str, Any] = dict(setup)
-        if setup["ready"] < members:
-            result["error"] = f"only {setup['ready']} of {members} clients joined"
-            return result
         # Senders spread evenly over the member list and alternate between the workers
         # (client i lives in worker i % workers); each worker's first non-sender
         # member is its monitor.
@@ -366,6 +426,26 @@ def fanout(
             min(members - 1, i * step + (i - i * step) % workers) for i in range(senders)
         ]
         sender_ids = set(sender_order)
+        if caps_fraction > 0:
+            capped = capped_set(
+                [[idx for idx, _, _ in part if idx in sender_ids] for part in per_worker]
+                + [[idx for idx, _, _ in part if idx not in sender_ids] for part in per_worker],
+                caps_fraction,
+            )
+            setup = setup_clients(
+                server,
+                gen,
+                with_caps(per_worker, capped),
+                connect_rate,
+                connect_window,
+                caps=caps,
+            )
+        else:
+            setup = setup_clients(server, gen, per_worker, connect_rate, connect_window)
+        result: dict[str, Any] = dict(setup)
+        if setup["ready"] < members:
+            result["error"] = f"only {setup['ready']} of {members} clients joined"
+            return result
         params = []
         for part in per_worker:
             own = [idx for idx, _, _ in part if idx in sender_ids]
@@ -422,9 +502,15 @@ def dm(
     connect_window: int = 100,
     sample_every: int = 10,
     pad: int = 40,
+    caps_fraction: float = 0.0,
+    caps: str = MIX_CAPS,
     on_window: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """P pairs of private chats at max rate; both sides of a pair live in one worker."""
+    """P pairs of private chats at max rate; both sides of a pair live in one worker.
+
+    `caps_fraction` of the clients ask for `caps`; at 0.5 that is the first side of
+    every pair (its messages go to a plain peer and come back to it tagged as echoes).
+    """
     gen = Generator(server.port, workers)
     try:
         names = nicks(tag, 2 * pairs)
@@ -434,7 +520,18 @@ def dm(
         for k in range(pairs):
             for idx in (2 * k, 2 * k + 1):
                 per_worker[k % workers].append((idx, names[idx], f"#{names[idx]}"))
-        setup = setup_clients(server, gen, per_worker, connect_rate, connect_window)
+        if caps_fraction > 0:
+            capped = capped_set([[idx for idx, _, _ in part] for part in per_worker], caps_fraction)
+            setup = setup_clients(
+                server,
+                gen,
+                with_caps(per_worker, capped),
+                connect_rate,
+                connect_window,
+                caps=caps,
+            )
+        else:
+            setup = setup_clients(server, gen, per_worker, connect_rate, connect_window)
         result: dict[str, Any] = dict(setup)
         if setup["ready"] < 2 * pairs:
             result["error"] = f"only {setup['ready']} of {2 * pairs} clients joined"
