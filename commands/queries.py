@@ -225,12 +225,24 @@ def whois_rooms(asker: User, rooms: list[Room], other: User, every: bool = False
     ]
 
 
-@command("WHOWAS", min_params=1, syntax="<nick>")
+@command("WHOWAS", min_params=1, syntax="<nick> [<count>]")
 def whowas(ctx: Context, msg: Message) -> None:
-    """Who had a nick before (the server keeps no history: always 406)."""
-    nick = safe_param(msg.params[0])
-    ctx.reply(p.ERR_WASNOSUCHNICK, nick, "There was no such nickname (no history is kept)")
-    ctx.reply(p.RPL_ENDOFWHOWAS, nick, "End of WHOWAS")
+    """Who had a nick before: the newest first, at most <count> of them."""
+    nick = msg.params[0]
+    # RFC 2812 3.6.3: a count that is not positive asks for every entry (so does junk).
+    try:
+        count = int(msg.param(1) or 0)
+    except ValueError:
+        count = 0
+    entries = ctx.world.whowas(nick, count)
+    shown = safe_param(nick)
+    if not entries:
+        ctx.reply(p.ERR_WASNOSUCHNICK, shown, "There was no such nickname")
+    for entry in entries:
+        ctx.reply(p.RPL_WHOWASUSER, entry.nick, entry.username, entry.host, "*", entry.realname)
+        left = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.when))
+        ctx.reply(p.RPL_WHOISSERVER, entry.nick, entry.server, f"left {left}")
+    ctx.reply(p.RPL_ENDOFWHOWAS, shown, "End of WHOWAS")
 
 
 @command("ISON", min_params=1, syntax="<nick>{ <nick>}")

@@ -442,6 +442,11 @@ def _whois_user(msg: Message) -> str:
     return f"{nick} is {nick}!{user}@{host}{_reason(realname)}"
 
 
+def _whowas_user(msg: Message) -> str:
+    nick, user, host, realname = _param(msg, 1), _param(msg, 2), _param(msg, 3), _param(msg, 5)
+    return f"{nick} was {nick}!{user}@{host}{_reason(realname)}"
+
+
 def _whois_server(msg: Message) -> str:
     return f"{_param(msg, 1)} is on {_param(msg, 2)}{_reason(_param(msg, 3))}"
 
@@ -527,6 +532,7 @@ _NUMERICS: dict[str, NumericRenderer] = {
     p.RPL_WHOISSERVER: _whois_server,
     p.RPL_WHOISOPERATOR: lambda msg: f"{_param(msg, 1)} is a server operator",
     p.RPL_WHOISIDLE: _whois_idle,
+    p.RPL_WHOWASUSER: _whowas_user,
     p.RPL_WHOISCHANNELS: lambda msg: f"{_param(msg, 1)} is in: {' '.join(_text(msg).split())}",
     p.RPL_LISTSTART: lambda msg: "Rooms:",
     p.RPL_LIST: _list_entry,

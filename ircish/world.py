@@ -15,9 +15,10 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
 
     World.lock  ->  Room.lock  ->  Connection outbox lock  ->  TlsTransport._lock
 
-- `World.lock` guards the nick table, the room table, every `User.rooms`, and the
+- `World.lock` guards the nick table, the room table, every `User.rooms`, the
   LUSERS counters with the user modes they count (+i, +o; read without it, a
-  single attribute read). Joining and leaving take it, so creating a room on
+  single attribute read), and the WHOWAS history (a bounded deque). Joining and
+  leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the ban list
   and the invite list. A room broadcast enqueues to every member while holding it, so
@@ -59,6 +60,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -199,6 +201,22 @@ class Counts(NamedTuple):
     invisible: int
     operators: int
     rooms: int
+
+
+class WhowasEntry(NamedTuple):
+    """Who had a nick: kept when a registered user quits or changes nick (WHOWAS)."""
+
+    nick: str
+    username: str
+    host: str
+    realname: str
+    server: str
+    #: When they left the nick (time.time()).
+    when: float
+
+
+#: WHOWAS entries the world keeps; the oldest goes when a new one comes.
+WHOWAS_LENGTH = 1000
 
 
 def status_prefix(status: str, every: bool = False) -> str:
@@ -575,6 +593,8 @@ class World:
         self._registered = 0  # registered users in `users`
         self._invisible = 0  # of those, with user mode +i
         self._operators = 0  # of those, with user mode +o
+        #: Who had which nick (WHOWAS), oldest first; bounded, so memory is too.
+        self._history: deque[WhowasEntry] = deque(maxlen=WHOWAS_LENGTH)
         for name, topic in rooms:
             room = self._new_room(name, topic, persistent=True)
             self.rooms[room.folded] = room
@@ -644,6 +664,35 @@ class World:
             self._operators += 1 if oper else -1
             return True
 
+    def whowas(self, nick: str, count: int = 0) -> list[WhowasEntry]:
+        """Who had `nick` (or a nick matching it: `*` and `?` are wildcards, RFC 2812
+        3.6.3), newest first; at most `count` entries, all of them for `count` <= 0."""
+        with self.lock:
+            entries = list(self._history)  # a copy of pointers: the matching runs unlocked
+        pattern = modes.mask_pattern(nick)
+        found: list[WhowasEntry] = []
+        for entry in reversed(entries):
+            if pattern.fullmatch(casefold(entry.nick)):
+                found.append(entry)
+                if len(found) == count:
+                    break
+        return found
+
+    def _remember_locked(self, user: User) -> None:
+        """Keep who `user` was under their nick now, for WHOWAS (they quit or change it)."""
+        assert held(self.lock)
+        if user.registered and user.nick is not None:
+            self._history.append(
+                WhowasEntry(
+                    user.nick,
+                    user.username,
+                    user.host,
+                    user.realname,
+                    self.server_name,
+                    time.time(),
+                )
+            )
+
     # -- nicks ----------------------------------------------------------------
 
     def claim_nick(self, user: User, nick: str) -> bool:
@@ -686,7 +735,8 @@ class World:
                 old = user.nick
                 del self.users[casefold(old)]
                 self.users[key] = user
-                if casefold(old) != key:  # a change of case alone is no news to watchers
+                if casefold(old) != key:  # a change of case alone: no news, nick kept
+                    self._remember_locked(user)
                     self._tell_watchers_locked(old, None)
                     self._tell_watchers_locked(new_nick, f"{new_nick}!{user.username}@{user.host}")
                 # Delivered before the rename so the user's own text session
@@ -923,6 +973,7 @@ class World:
                     self._registered -= 1
                     self._invisible -= user.invisible
                     self._operators -= user.oper
+                    self._remember_locked(user)
                     self._tell_watchers_locked(user.nick, None)
             self._drop_monitors_locked(user)
             rooms = list(user.rooms.values())

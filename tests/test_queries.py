@@ -266,14 +266,6 @@ def test_help_unknown_topic_is_524(connect):
 # -- small queries clients send on their own --------------------------------------------
 
 
-def test_whowas_has_no_history(connect):
-    alice = connect("alice")
-    assert replies(alice, "WHOWAS nobody 1", "369") == [
-        ("406", "alice", "nobody", "There was no such nickname (no history is kept)"),
-        ("369", "alice", "nobody", "End of WHOWAS"),
-    ]
-
-
 def test_ison_names_only_online_nicks(people):
     alice, _ = people
     assert replies(alice, "ISON bob nobody ALICE", "303") == [("303", "alice", "bob alice")]

@@ -315,6 +315,9 @@ def test_every_mode_letter_has_words_both_ways() -> None:
         ),
         (f"{SRV} 301 carol bob :gone  fishing", "bob is away: gone  fishing"),
         (f"{SRV} 313 carol bob :is an IRC operator", "bob is a server operator"),
+        # whowas
+        (f"{SRV} 314 carol bob b host * :Bob Smith", "bob was bob!b@host (Bob Smith)"),
+        (f"{SRV} 314 carol bob b host * :", "bob was bob!b@host"),
         # help
         (f"{SRV} 704 carol join :/join <#room>", "/join <#room>"),
         (f"{SRV} 705 carol join :Join rooms.", "Join rooms."),
