@@ -60,10 +60,13 @@ def isupport_replies(ctx: Context) -> None:
 
 
 def lusers_replies(ctx: Context) -> None:
-    users, invisible, operators, rooms = ctx.world.counts()
+    users, invisible, operators, rooms, peak = ctx.world.counts()
     if not ctx.user.registered:  # the welcome burst is sent just before registering
         users += 1
         invisible += ctx.user.invisible
+        peak = max(peak, users)
+    # A connection leaves the server's set before the peer sees it closed, so one that
+    # quit unregistered is no longer counted by the time anyone could ask.
     unknown = ctx.server.connection_count() - users
     ctx.reply(
         p.RPL_LUSERCLIENT,
@@ -73,6 +76,9 @@ def lusers_replies(ctx: Context) -> None:
     ctx.reply(p.RPL_LUSERUNKNOWN, str(max(unknown, 0)), "unknown connection(s)")
     ctx.reply(p.RPL_LUSERCHANNELS, str(rooms), "rooms formed")
     ctx.reply(p.RPL_LUSERME, f"I have {users} clients and 0 servers")
+    # One server: its local users are all the users (modern.ircdocs.horse 265/266).
+    ctx.reply(p.RPL_LOCALUSERS, str(users), str(peak), f"Current local users {users}, max {peak}")
+    ctx.reply(p.RPL_GLOBALUSERS, str(users), str(peak), f"Current global users {users}, max {peak}")
 
 
 def motd_replies(ctx: Context) -> None:

@@ -16,8 +16,8 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
     World.lock  ->  Room.lock  ->  Connection outbox lock  ->  TlsTransport._lock
 
 - `World.lock` guards the nick table, the room table, every `User.rooms`, the
-  LUSERS counters with the user modes they count (+i, +o; read without it, a
-  single attribute read), and the WHOWAS history (a bounded deque). Joining and
+  LUSERS counters (and the peak) with the user modes they count (+i, +o; read without
+  it, a single attribute read), and the WHOWAS history (a bounded deque). Joining and
   leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the ban list
@@ -201,6 +201,8 @@ class Counts(NamedTuple):
     invisible: int
     operators: int
     rooms: int
+    #: The most users registered at once since the server started (265/266).
+    peak: int
 
 
 class WhowasEntry(NamedTuple):
@@ -593,6 +595,7 @@ class World:
         self._registered = 0  # registered users in `users`
         self._invisible = 0  # of those, with user mode +i
         self._operators = 0  # of those, with user mode +o
+        self._peak = 0  # the most registered users at once
         #: Who had which nick (WHOWAS), oldest first; bounded, so memory is too.
         self._history: deque[WhowasEntry] = deque(maxlen=WHOWAS_LENGTH)
         for name, topic in rooms:
@@ -634,7 +637,9 @@ class World:
 
     def counts(self) -> Counts:
         with self.lock:
-            return Counts(self._registered, self._invisible, self._operators, len(self.rooms))
+            return Counts(
+                self._registered, self._invisible, self._operators, len(self.rooms), self._peak
+            )
 
     def mark_registered(self, user: User) -> None:
         """`user` finished registration: it now counts and can be found."""
@@ -642,6 +647,7 @@ class World:
             if not user.registered:
                 user.registered = True
                 self._registered += 1
+                self._peak = max(self._peak, self._registered)
                 self._invisible += user.invisible
                 self._tell_watchers_locked(user.nick, user.prefix)
 

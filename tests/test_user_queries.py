@@ -1,14 +1,17 @@
-"""Issue 12's gaps about users and the server, over real sockets: WHOWAS history."""
+"""Issue 12's gaps about users and the server, over real sockets:
+WHOWAS history and LUSERS' 265/266."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
-from helpers import HOST, SERVER, Client, Harness
+from helpers import HOST, SERVER, Client, Harness, wait_for
 
 from ircish import protocol as p
 from ircish import world
+from ircish.protocol import parse
+from ircish.server import Server
 
 Connect = Callable[..., Client]
 
@@ -104,3 +107,45 @@ def test_whowas_keeps_a_bounded_history(monkeypatch: pytest.MonkeyPatch) -> None
     asker.line("WHOWAS gone*")
     got = [msg.params[1] for msg in asker.messages() if msg.command == p.RPL_WHOWASUSER]
     assert got == ["gone4", "gone3", "gone2"]
+
+
+# -- LUSERS ----------------------------------------------------------------------------
+
+
+def lusers(client: Client) -> dict[str, tuple[str, ...]]:
+    got = replies(client, "LUSERS")
+    assert [row[0] for row in got] == ["251", "252", "253", "254", "255", "265", "266"]
+    return {row[0]: row[2:] for row in got}
+
+
+def test_lusers_counts_current_and_peak_users(server: Server, connect: Connect) -> None:
+    alice = connect("alice")
+    assert lusers(alice)["265"] == ("1", "1", "Current local users 1, max 1")
+    bob = connect("bob")
+    unregistered = connect()
+    unregistered.send("NICK half")
+    wait_for(lambda: server.connection_count() == 3)
+    counts = lusers(bob)
+    assert counts["251"][0].startswith("There are 2 users and 0 invisible on 1 server")
+    assert counts["253"][0] == "1"
+    assert counts["255"][0].startswith("I have 2 clients")
+    assert counts["265"] == ("2", "2", "Current local users 2, max 2")
+    assert counts["266"] == ("2", "2", "Current global users 2, max 2")
+    # The peak stays when people leave; an unregistered connection that quits is gone
+    # from the count before its client sees the connection close.
+    leave(bob, alice)
+    unregistered.send("QUIT")
+    unregistered.expect_closed()
+    counts = lusers(alice)
+    assert counts["253"][0] == "0"
+    assert counts["265"][:2] == ("1", "2")
+    assert counts["266"][:2] == ("1", "2")
+
+
+def test_welcome_burst_counts_the_newcomer(connect: Connect) -> None:
+    connect("alice")
+    bob = connect()
+    bob.send_registration("bob")
+    burst = [parse(line) for line in bob.collect_until(r" 376 | 422 ")]
+    counted = {msg.command: msg.params[1:3] for msg in burst if msg.command in ("265", "266")}
+    assert counted == {"265": ("2", "2"), "266": ("2", "2")}
