@@ -233,6 +233,8 @@ _USER_MODE_WORDS: dict[str, str] = {
     "-i": "no longer invisible",
     "+B": "now marked as a bot",
     "-B": "no longer marked as a bot",
+    "+w": "now receiving WALLOPS",
+    "-w": "no longer receiving WALLOPS",
 }
 # A status someone gives their own nick: "You give yourself operator", not "You give operator
 # to you" (issue 11). Taking it reads well as it is: "bob removes operator from themself".
@@ -347,6 +349,11 @@ def _error(msg: Message, me: str | None) -> str:
     return f"! {_param(msg, 0)}"
 
 
+def _wallops(msg: Message, me: str | None) -> str:
+    # From a server operator to everyone with user mode +w.
+    return f"[wallops] <{_source(msg)}> {_param(msg, 0)}"
+
+
 def _standard_reply(msg: Message, me: str | None) -> str:
     # FAIL/WARN/NOTE <command> <code> [context...] :description (IRCv3 standard replies):
     # failures and warnings read as errors, notes as news.
@@ -367,6 +374,7 @@ _COMMANDS: dict[str, Renderer] = {
     "MODE": _mode,
     "INVITE": _invite,
     "ERROR": _error,
+    "WALLOPS": _wallops,
     "FAIL": _standard_reply,
     "WARN": _standard_reply,
     "NOTE": _standard_reply,

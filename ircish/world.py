@@ -17,8 +17,8 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
 
 - `World.lock` guards the nick table, the room table, every `User.rooms`, the
   LUSERS counters (and the peak) with the user modes they count (+i, +o; read without
-  it, a single attribute read), and the WHOWAS history (a bounded deque). Joining and
-  leaving take it, so creating a room on
+  it, a single attribute read), the set of +w users WALLOPS goes to, and the WHOWAS
+  history (a bounded deque). Joining and leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the ban list
   and the invite list. A room broadcast enqueues to every member while holding it, so
@@ -50,8 +50,8 @@ there as well):
   iterates a dict nobody changes. (Iterating it while a KICK changed it in place crashed
   text sessions: issue 10.)
 - `Room.is_secret_to`: a set membership test and a dict membership test.
-- Attributes read alone: `User.nick`, `away`, `oper`, `invisible`, `registered`; the
-  LUSERS counters are read together under World.lock (`counts`).
+- Attributes read alone: `User.nick`, `away`, `oper`, `invisible`, `wallops`,
+  `registered`; the LUSERS counters are read together under World.lock (`counts`).
 - msgids need no shared counter (ircish/events.py: a prefix and a count per thread).
 """
 
@@ -143,6 +143,8 @@ class User:
         self.oper = False
         #: User mode +B: a bot (IRCv3 bot mode: the `bot` tag, 335 in WHOIS, B in WHO).
         self.bot = False
+        #: User mode +w: sent WALLOPS (under World.lock, which keeps the set of such users).
+        self.wallops = False
         self.signon = time.time()
         self.last_spoke = time.time()
         #: Rooms by casefolded name, in join order. Replaced, never changed in place, under
@@ -157,6 +159,17 @@ class User:
     @property
     def prefix(self) -> str:
         return f"{self.nick}!{self.username}@{self.host}"
+
+    @property
+    def mode_letters(self) -> str:
+        """The user modes that are on, in the mode table's order (221: `+iw`)."""
+        on = {
+            "i": self.invisible,
+            "o": self.oper,
+            modes.WALLOPS_MODE: self.wallops,
+            modes.BOT_MODE: self.bot,
+        }
+        return "".join(letter for letter in modes.USER_MODES if on[letter])
 
     @property
     def current_room(self) -> str | None:
@@ -596,6 +609,8 @@ class World:
         self._invisible = 0  # of those, with user mode +i
         self._operators = 0  # of those, with user mode +o
         self._peak = 0  # the most registered users at once
+        #: Registered users with user mode +w: who a WALLOPS reaches, found without a scan.
+        self._wallops: set[User] = set()
         #: Who had which nick (WHOWAS), oldest first; bounded, so memory is too.
         self._history: deque[WhowasEntry] = deque(maxlen=WHOWAS_LENGTH)
         for name, topic in rooms:
@@ -669,6 +684,26 @@ class World:
             user.oper = oper
             self._operators += 1 if oper else -1
             return True
+
+    def set_wallops(self, user: User, wallops: bool) -> bool:
+        """User mode +w/-w (a registered user's own); False if it was already so."""
+        with self.lock:
+            if user.wallops == wallops:
+                return False
+            user.wallops = wallops
+            if wallops:
+                self._wallops.add(user)
+            else:
+                self._wallops.discard(user)
+            return True
+
+    def wallops(self, sender: User, text: str) -> None:
+        """WALLOPS from a server operator (the caller checked): to every user with +w, the
+        sender too if they have it (RFC 2812 3.7.1)."""
+        event = Event(Message("WALLOPS", [text], sender.prefix), (), bot=sender.bot)
+        with self.lock:
+            self._deliver_once_locked(event, self._wallops)
+        self._record_event(event)
 
     def whowas(self, nick: str, count: int = 0) -> list[WhowasEntry]:
         """Who had `nick` (or a nick matching it: `*` and `?` are wildcards, RFC 2812
@@ -979,6 +1014,7 @@ class World:
                     self._registered -= 1
                     self._invisible -= user.invisible
                     self._operators -= user.oper
+                    self._wallops.discard(user)
                     self._remember_locked(user)
                     self._tell_watchers_locked(user.nick, None)
             self._drop_monitors_locked(user)

@@ -92,8 +92,8 @@ NOON = "1795255200"  # 2026-11-21 10:00 UTC
         (f"{SRV} FAIL JOIN CHANNEL_FULL #r :Room is full", ME, "! Room is full"),
         (f"{SRV} WARN REHASH CERTS_EXPIRED :Certificate expired", ME, "! Certificate expired"),
         (f"{SRV} NOTE * OPER_MESSAGE :hello", ME, "* hello"),
+        (f"{BOB} WALLOPS :hello there", ME, "[wallops] <bob> hello there"),
         # unknown commands: source nick then a raw-ish form
-        (f"{BOB} WALLOPS :hello there", ME, "bob WALLOPS hello there"),
         ("FROB a b", ME, "FROB a b"),
     ],
 )
@@ -199,9 +199,11 @@ def test_render_commands(line: str, me: str | None, expected: str) -> None:
         (":carol MODE carol +o", ME, "* You are now a server operator"),
         (":carol MODE carol -o", ME, "* You are no longer a server operator"),
         (":carol MODE carol :+i", ME, "* You are now invisible"),
+        (":carol MODE carol +w", ME, "* You are now receiving WALLOPS"),
         (":carol MODE carol -i", ME, "* You are no longer invisible"),
         (":carol MODE carol +i-o", ME, "* You are now invisible and no longer a server operator"),
-        (f"{SRV} MODE Carol +iw", ME, "* Your modes: +iw"),
+        (f"{SRV} MODE Carol +iw", ME, "* You are now invisible and now receiving WALLOPS"),
+        (f"{SRV} MODE Carol +ix", ME, "* Your modes: +ix"),
         (f"{SRV} MODE bob +i", ME, "* irc.example sets mode +i on bob"),
     ],
 )

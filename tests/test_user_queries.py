@@ -1,12 +1,12 @@
 """Issue 12's gaps about users and the server, over real sockets:
-WHOWAS history and LUSERS' 265/266."""
+WHOWAS history, WALLOPS with user mode +w, and LUSERS' 265/266."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
-from helpers import HOST, SERVER, Client, Harness, wait_for
+from helpers import HOST, OPER_PASSWORD, SERVER, Client, Harness, oper_config, wait_for
 
 from ircish import protocol as p
 from ircish import world
@@ -107,6 +107,62 @@ def test_whowas_keeps_a_bounded_history(monkeypatch: pytest.MonkeyPatch) -> None
     asker.line("WHOWAS gone*")
     got = [msg.params[1] for msg in asker.messages() if msg.command == p.RPL_WHOWASUSER]
     assert got == ["gone4", "gone3", "gone2"]
+
+
+# -- WALLOPS and user mode +w ----------------------------------------------------------
+
+
+@pytest.fixture
+def opers(start_server: Callable[..., Server]) -> Server:
+    return start_server(oper_config())
+
+
+def test_wallops_reaches_those_with_plus_w(opers: Server, connect: Connect) -> None:
+    root, listener, deaf = (connect(nick, target=opers) for nick in ("root", "listener", "deaf"))
+    listener.send("MODE listener +w")
+    listener.expect(r"^:listener MODE listener :?\+w$")
+    assert replies(listener, "MODE listener") == [(p.RPL_UMODEIS, "listener", "+w")]
+    root.send(f"OPER root :{OPER_PASSWORD}")
+    root.expect(f" {p.RPL_YOUREOPER} ")
+
+    root.send("WALLOPS :the server restarts at noon")
+    wallops = f":root!u@{HOST} WALLOPS :the server restarts at noon"
+    assert listener.expect(r" WALLOPS ").string == wallops
+    assert root.sync() == []  # the sender has no +w
+    assert deaf.sync() == []
+
+    # With +w the sender gets it too; with -w the listener no longer does.
+    root.send("MODE root +w")
+    root.expect(r"^:root MODE root :?\+w$")
+    assert replies(root, "MODE root") == [(p.RPL_UMODEIS, "root", "+ow")]
+    listener.send("MODE listener -w")
+    listener.expect(r"^:listener MODE listener :?-w$")
+    root.send("WALLOPS :again")
+    assert root.expect(r" WALLOPS ").string == f":root!u@{HOST} WALLOPS :again"
+    assert listener.sync() == []
+
+
+def test_wallops_needs_a_server_operator(connect: Connect) -> None:
+    alice = connect("alice")
+    bob = connect("bob")
+    bob.send("MODE bob +w")
+    bob.expect(r" MODE bob :?\+w$")
+    assert [row[:2] for row in replies(alice, "WALLOPS :hi everyone")] == [
+        (p.ERR_NOPRIVILEGES, "alice")
+    ]
+    assert bob.sync() == []
+
+
+def test_a_plus_w_user_who_quits_gets_no_more(opers: Server, connect: Connect) -> None:
+    root = connect("root", target=opers)
+    gone = connect("gone", target=opers)
+    gone.send("MODE gone +w")
+    gone.expect(r" MODE gone :?\+w$")
+    leave(gone, root)
+    root.send(f"OPER root :{OPER_PASSWORD}")
+    root.expect(f" {p.RPL_YOUREOPER} ")
+    root.send("WALLOPS :anyone?")
+    assert root.sync() == []  # no error: the one who left is simply not there
 
 
 # -- LUSERS ----------------------------------------------------------------------------
