@@ -1,4 +1,5 @@
-"""Questions about people and the server: WHO WHOIS AWAY MOTD LUSERS HELP ..."""
+"""Questions about people and the server: WHO WHOIS WHOWAS AWAY MOTD LUSERS INFO LINKS
+HELP ..."""
 
 from __future__ import annotations
 
@@ -277,6 +278,46 @@ def version(ctx: Context, msg: Message) -> None:
     isupport_replies(ctx)
 
 
+def is_this_server(ctx: Context, target: str) -> bool:
+    """Whether a command's optional <target> names this server: its name (or a mask of it,
+    `*` and `?`), or the nick of someone on it, which is everyone (RFC 2812 3.4)."""
+    name = casefold(ctx.server.name)
+    return fnmatch.fnmatchcase(name, casefold(target)) or ctx.world.find_user(target) is not None
+
+
+@command("INFO", syntax="[<target>]")
+def info(ctx: Context, msg: Message) -> None:
+    """What this server is: software, version, when it started."""
+    target = msg.param(0)
+    if target and not is_this_server(ctx, target):
+        raise IRCError(p.ERR_NOSUCHSERVER, safe_param(target), "No such server")
+    server = ctx.config.server
+    for line in (
+        f"ircish-{__version__}: a threaded Python IRC server",
+        f"{ctx.server.name}: {server.description}",
+        f"Network: {server.network}",
+        f"Started: {ctx.server.created_text}",
+    ):
+        ctx.reply(p.RPL_INFO, line)
+    ctx.reply(p.RPL_ENDOFINFO, "End of /INFO")
+
+
+@command("LINKS", syntax="[[<remote>] <mask>]")
+def links(ctx: Context, msg: Message) -> None:
+    """The servers of this network: this one alone, with its description."""
+    # LINKS [[<remote>] <mask>] (RFC 2812 3.4.5): the mask filters the list, the remote
+    # server answers it; there is no other server to ask.
+    if len(msg.params) > 1 and not is_this_server(ctx, msg.params[0]):
+        raise IRCError(p.ERR_NOSUCHSERVER, safe_param(msg.params[0]), "No such server")
+    mask = msg.params[-1] if msg.params else "*"
+    name = ctx.server.name
+    if fnmatch.fnmatchcase(casefold(name), casefold(mask)):
+        # "<mask> <server> :<hopcount> <server info>": the mask a server is reached
+        # through is its own name here.
+        ctx.reply(p.RPL_LINKS, name, name, f"0 {ctx.config.server.description}")
+    ctx.reply(p.RPL_ENDOFLINKS, safe_param(mask), "End of /LINKS list")
+
+
 @command("TIME", syntax="")
 def time_(ctx: Context, msg: Message) -> None:
     """The server's local time."""
@@ -337,3 +378,9 @@ def help_(ctx: Context, msg: Message) -> None:
     else:
         raise IRCError(p.ERR_HELPNOTFOUND, safe_param(topic), "No help for that command")
     ctx.reply(p.RPL_ENDOFHELP, topic, "End of /HELP")
+
+
+@command("HELPOP", pre_registration=True, syntax="[<command>]")
+def helpop(ctx: Context, msg: Message) -> None:
+    """The same as HELP (the name some servers and clients use)."""
+    help_(ctx, msg)

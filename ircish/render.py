@@ -455,6 +455,15 @@ def _whowas_user(msg: Message) -> str:
     return f"{nick} was {nick}!{user}@{host}{_reason(realname)}"
 
 
+def _links_entry(msg: Message) -> str:
+    # "<me> <mask> <server> :<hopcount> <server info>"
+    hops, _, description = _param(msg, 3).partition(" ")
+    line = f"Server {_param(msg, 2)}"
+    if hops not in ("", "0"):
+        line += f" ({hops} hops away)"
+    return f"{line}: {description}" if description else line
+
+
 def _whois_server(msg: Message) -> str:
     return f"{_param(msg, 1)} is on {_param(msg, 2)}{_reason(_param(msg, 3))}"
 
@@ -541,6 +550,8 @@ _NUMERICS: dict[str, NumericRenderer] = {
     p.RPL_WHOISOPERATOR: lambda msg: f"{_param(msg, 1)} is a server operator",
     p.RPL_WHOISIDLE: _whois_idle,
     p.RPL_WHOWASUSER: _whowas_user,
+    p.RPL_LINKS: _links_entry,
+    p.RPL_INFO: _text,
     p.RPL_WHOISCHANNELS: lambda msg: f"{_param(msg, 1)} is in: {' '.join(_text(msg).split())}",
     p.RPL_LISTSTART: lambda msg: "Rooms:",
     p.RPL_LIST: _list_entry,
@@ -577,6 +588,8 @@ _HIDDEN_NUMERICS = frozenset(
         p.RPL_ENDOFNAMES,
         p.RPL_ENDOFHELP,
         p.RPL_ENDOFWHOWAS,
+        p.RPL_ENDOFINFO,
+        p.RPL_ENDOFLINKS,
         # OPER success: the MODE +o that comes with it (RFC 2812 3.1.4) already says
         # "* You are now a server operator"; two lines saying so would look like a bug.
         p.RPL_YOUREOPER,

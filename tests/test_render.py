@@ -317,9 +317,15 @@ def test_every_mode_letter_has_words_both_ways() -> None:
         ),
         (f"{SRV} 301 carol bob :gone  fishing", "bob is away: gone  fishing"),
         (f"{SRV} 313 carol bob :is an IRC operator", "bob is a server operator"),
-        # whowas
+        # whowas, info, links
         (f"{SRV} 314 carol bob b host * :Bob Smith", "bob was bob!b@host (Bob Smith)"),
         (f"{SRV} 314 carol bob b host * :", "bob was bob!b@host"),
+        (f"{SRV} 371 carol :ircish-0.1: a server", "ircish-0.1: a server"),
+        (f"{SRV} 364 carol irc.example irc.example :0 A server", "Server irc.example: A server"),
+        (
+            f"{SRV} 364 carol * far.example :2 Far away",
+            "Server far.example (2 hops away): Far away",
+        ),
         # help
         (f"{SRV} 704 carol join :/join <#room>", "/join <#room>"),
         (f"{SRV} 705 carol join :Join rooms.", "Join rooms."),
@@ -405,6 +411,8 @@ def test_render_numerics(line: str, expected: str) -> None:
         f"{SRV} 329 carol #r {NOON}",
         f"{SRV} 706 carol join :End of /HELP",
         f"{SRV} 369 carol nobody :End of WHOWAS",
+        f"{SRV} 374 carol :End of /INFO",
+        f"{SRV} 365 carol * :End of /LINKS list",
         # OPER's success: the MODE +o that comes with it says so
         f"{SRV} 381 carol :You are now a server operator",
         f"{SRV} 999 carol",

@@ -1,5 +1,5 @@
 """Issue 12's gaps about users and the server, over real sockets:
-WHOWAS history, WALLOPS with user mode +w, and LUSERS' 265/266."""
+WHOWAS history, INFO, LINKS, HELPOP, WALLOPS with user mode +w, and LUSERS' 265/266."""
 
 from __future__ import annotations
 
@@ -107,6 +107,53 @@ def test_whowas_keeps_a_bounded_history(monkeypatch: pytest.MonkeyPatch) -> None
     asker.line("WHOWAS gone*")
     got = [msg.params[1] for msg in asker.messages() if msg.command == p.RPL_WHOWASUSER]
     assert got == ["gone4", "gone3", "gone2"]
+
+
+# -- INFO, LINKS, HELPOP ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["INFO", f"INFO {SERVER}", "INFO *.server", "INFO alice"])
+def test_info_lines_then_374(connect: Connect, command: str) -> None:
+    alice = connect("alice")
+    got = replies(alice, command)
+    assert {row[0] for row in got[:-1]} == {p.RPL_INFO}
+    assert len(got) >= 3
+    assert got[-1][:2] == (p.RPL_ENDOFINFO, "alice")
+    assert any("ircish-" in row[2] for row in got[:-1])
+
+
+@pytest.mark.parametrize("target", ["other.server", "nobody"])
+def test_info_for_another_server_is_402(connect: Connect, target: str) -> None:
+    alice = connect("alice")
+    assert [row[:3] for row in replies(alice, f"INFO {target}")] == [
+        (p.ERR_NOSUCHSERVER, "alice", target)
+    ]
+
+
+def test_links_lists_this_server_with_its_description(
+    start_server: Callable[..., Server], connect: Connect
+) -> None:
+    srv = start_server(description="test server")
+    alice = connect("alice", target=srv)
+    assert replies(alice, "LINKS") == [
+        (p.RPL_LINKS, "alice", SERVER, SERVER, "0 test server"),
+        (p.RPL_ENDOFLINKS, "alice", "*", "End of /LINKS list"),
+    ]
+    assert replies(alice, "LINKS *.server")[0][0] == p.RPL_LINKS
+    assert [row[:3] for row in replies(alice, "LINKS other.*")] == [
+        (p.RPL_ENDOFLINKS, "alice", "other.*")
+    ]
+    assert [row[:3] for row in replies(alice, "LINKS far.away *")] == [
+        (p.ERR_NOSUCHSERVER, "alice", "far.away")
+    ]
+
+
+@pytest.mark.parametrize("topic", ["", " PRIVMSG", " nosuch"])
+def test_helpop_is_help(connect: Connect, topic: str) -> None:
+    alice = connect("alice")
+    help_ = replies(alice, f"HELP{topic}")
+    assert replies(alice, f"HELPOP{topic}") == help_
+    assert help_[0][0] in (p.RPL_HELPSTART, p.ERR_HELPNOTFOUND)
 
 
 # -- WALLOPS and user mode +w ----------------------------------------------------------
