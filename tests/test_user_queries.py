@@ -1,5 +1,5 @@
-"""Issue 12's gaps about users and the server, over real sockets:
-WHOWAS history, INFO, LINKS, HELPOP, WALLOPS with user mode +w, and LUSERS' 265/266."""
+"""Issue 12's gaps about users and the server, over real sockets: WHOWAS history, INFO,
+LINKS, HELPOP, WALLOPS with user mode +w, LUSERS' 265/266, and USER with an empty field."""
 
 from __future__ import annotations
 
@@ -252,3 +252,28 @@ def test_welcome_burst_counts_the_newcomer(connect: Connect) -> None:
     burst = [parse(line) for line in bob.collect_until(r" 376 | 422 ")]
     counted = {msg.command: msg.params[1:3] for msg in burst if msg.command in ("265", "266")}
     assert counted == {"265": ("2", "2"), "266": ("2", "2")}
+
+
+# -- USER ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["USER u 0 * :", "USER u 0 * ", "USER u 0 *"])
+def test_user_without_realname_is_461_and_not_registered(connect: Connect, line: str) -> None:
+    client = connect()
+    client.send("NICK carol")
+    client.send(line)
+    reply = parse(client.expect(rf" {p.ERR_NEEDMOREPARAMS} ").string)
+    assert reply.params[:2] == ("carol", "USER")
+    client.send("PRIVMSG carol :hi")
+    client.expect(rf" {p.ERR_NOTREGISTERED} ")
+    # A complete USER afterwards registers.
+    client.send("USER u 0 * :Carol")
+    client.expect(rf" {p.RPL_WELCOME} carol ")
+
+
+def test_user_realname_is_cut_to_the_setname_limit(connect: Connect) -> None:
+    alice = connect("alice")
+    bob = connect()
+    bob.register("bob", realname="x" * 150)
+    got = replies(alice, "WHOIS bob")
+    assert got[0][-1] == "x" * 100
