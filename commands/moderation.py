@@ -1,5 +1,5 @@
 """Keeping rooms civil: MODE (room and user modes), KICK, INVITE, and the server
-operators' OPER and KILL. Who may do what is checked in ircish/world.py under the
+operators' OPER, KILL and WALLOPS. Who may do what is checked in ircish/world.py under the
 room's lock; this module reads the command and answers."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ DECOY_HASH = (
 
 @command("MODE", min_params=1, syntax="<#room|nick> [<modes> [<argument>...]]")
 def mode(ctx: Context, msg: Message) -> None:
-    """Show or change a room's modes (operators) or your own (+i, -o)."""
+    """Show or change a room's modes (operators) or your own (+i, +w, +B, -o)."""
     if msg.params[0].startswith("#"):
         room_mode(ctx, room_or_error(ctx, msg.params[0]), msg.param(1), msg.params[2:])
     else:
@@ -120,14 +120,15 @@ def user_mode(ctx: Context, target: str, modestring: str) -> None:
             raise IRCError(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
         raise IRCError(p.ERR_USERSDONTMATCH, "Can't change mode for other users")
     if not modestring:
-        letters = "i" * user.invisible + "o" * user.oper + modes.BOT_MODE * user.bot
-        ctx.reply(p.RPL_UMODEIS, "+" + letters)
+        ctx.reply(p.RPL_UMODEIS, "+" + user.mode_letters)
         return
     parsed = modes.parse_changes(modestring, (), modes.USER_MODES)
     applied: list[modes.Change] = []
     for change in parsed.changes:
         if change.letter == "i":
             changed = ctx.world.set_invisible(user, change.adding)
+        elif change.letter == modes.WALLOPS_MODE:
+            changed = ctx.world.set_wallops(user, change.adding)
         elif change.letter == modes.BOT_MODE:
             # Read alone by any thread (WHO, WHOIS, the `bot` tag); only its owner sets it.
             changed, user.bot = user.bot != change.adding, change.adding
@@ -218,3 +219,14 @@ def kill(ctx: Context, msg: Message) -> None:
         ctx.send(
             Message("NOTICE", [ctx.user.nick, f"Killed {target.nick}: {reason}"], ctx.server.name)
         )
+
+
+@command("WALLOPS", min_params=1, syntax=":<text>")
+def wallops(ctx: Context, msg: Message) -> None:
+    """Tell everyone with user mode +w (server operators)."""
+    if not ctx.user.oper:
+        raise IRCError(p.ERR_NOPRIVILEGES, "Permission denied: you're not a server operator")
+    text = msg.params[0]
+    if not text:
+        raise IRCError(p.ERR_NEEDMOREPARAMS, "WALLOPS", "Not enough parameters: no text")
+    ctx.world.wallops(ctx.user, text)

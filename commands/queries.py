@@ -1,4 +1,5 @@
-"""Questions about people and the server: WHO WHOIS AWAY MOTD LUSERS HELP ..."""
+"""Questions about people and the server: WHO WHOIS WHOWAS AWAY MOTD LUSERS INFO LINKS
+HELP ..."""
 
 from __future__ import annotations
 
@@ -60,10 +61,13 @@ def isupport_replies(ctx: Context) -> None:
 
 
 def lusers_replies(ctx: Context) -> None:
-    users, invisible, operators, rooms = ctx.world.counts()
+    users, invisible, operators, rooms, peak = ctx.world.counts()
     if not ctx.user.registered:  # the welcome burst is sent just before registering
         users += 1
         invisible += ctx.user.invisible
+        peak = max(peak, users)
+    # A connection leaves the server's set before the peer sees it closed, so one that
+    # quit unregistered is no longer counted by the time anyone could ask.
     unknown = ctx.server.connection_count() - users
     ctx.reply(
         p.RPL_LUSERCLIENT,
@@ -73,6 +77,9 @@ def lusers_replies(ctx: Context) -> None:
     ctx.reply(p.RPL_LUSERUNKNOWN, str(max(unknown, 0)), "unknown connection(s)")
     ctx.reply(p.RPL_LUSERCHANNELS, str(rooms), "rooms formed")
     ctx.reply(p.RPL_LUSERME, f"I have {users} clients and 0 servers")
+    # One server: its local users are all the users (modern.ircdocs.horse 265/266).
+    ctx.reply(p.RPL_LOCALUSERS, str(users), str(peak), f"Current local users {users}, max {peak}")
+    ctx.reply(p.RPL_GLOBALUSERS, str(users), str(peak), f"Current global users {users}, max {peak}")
 
 
 def motd_replies(ctx: Context) -> None:
@@ -225,12 +232,24 @@ def whois_rooms(asker: User, rooms: list[Room], other: User, every: bool = False
     ]
 
 
-@command("WHOWAS", min_params=1, syntax="<nick>")
+@command("WHOWAS", min_params=1, syntax="<nick> [<count>]")
 def whowas(ctx: Context, msg: Message) -> None:
-    """Who had a nick before (the server keeps no history: always 406)."""
-    nick = safe_param(msg.params[0])
-    ctx.reply(p.ERR_WASNOSUCHNICK, nick, "There was no such nickname (no history is kept)")
-    ctx.reply(p.RPL_ENDOFWHOWAS, nick, "End of WHOWAS")
+    """Who had a nick before: the newest first, at most <count> of them."""
+    nick = msg.params[0]
+    # RFC 2812 3.6.3: a count that is not positive asks for every entry (so does junk).
+    try:
+        count = int(msg.param(1) or 0)
+    except ValueError:
+        count = 0
+    entries = ctx.world.whowas(nick, count)
+    shown = safe_param(nick)
+    if not entries:
+        ctx.reply(p.ERR_WASNOSUCHNICK, shown, "There was no such nickname")
+    for entry in entries:
+        ctx.reply(p.RPL_WHOWASUSER, entry.nick, entry.username, entry.host, "*", entry.realname)
+        left = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.when))
+        ctx.reply(p.RPL_WHOISSERVER, entry.nick, entry.server, f"left {left}")
+    ctx.reply(p.RPL_ENDOFWHOWAS, shown, "End of WHOWAS")
 
 
 @command("ISON", min_params=1, syntax="<nick>{ <nick>}")
@@ -257,6 +276,46 @@ def version(ctx: Context, msg: Message) -> None:
     """The server's software version."""
     ctx.reply(p.RPL_VERSION, f"ircish-{__version__}", ctx.server.name, "threaded Python IRC server")
     isupport_replies(ctx)
+
+
+def is_this_server(ctx: Context, target: str) -> bool:
+    """Whether a command's optional <target> names this server: its name (or a mask of it,
+    `*` and `?`), or the nick of someone on it, which is everyone (RFC 2812 3.4)."""
+    name = casefold(ctx.server.name)
+    return fnmatch.fnmatchcase(name, casefold(target)) or ctx.world.find_user(target) is not None
+
+
+@command("INFO", syntax="[<target>]")
+def info(ctx: Context, msg: Message) -> None:
+    """What this server is: software, version, when it started."""
+    target = msg.param(0)
+    if target and not is_this_server(ctx, target):
+        raise IRCError(p.ERR_NOSUCHSERVER, safe_param(target), "No such server")
+    server = ctx.config.server
+    for line in (
+        f"ircish-{__version__}: a threaded Python IRC server",
+        f"{ctx.server.name}: {server.description}",
+        f"Network: {server.network}",
+        f"Started: {ctx.server.created_text}",
+    ):
+        ctx.reply(p.RPL_INFO, line)
+    ctx.reply(p.RPL_ENDOFINFO, "End of /INFO")
+
+
+@command("LINKS", syntax="[[<remote>] <mask>]")
+def links(ctx: Context, msg: Message) -> None:
+    """The servers of this network: this one alone, with its description."""
+    # LINKS [[<remote>] <mask>] (RFC 2812 3.4.5): the mask filters the list, the remote
+    # server answers it; there is no other server to ask.
+    if len(msg.params) > 1 and not is_this_server(ctx, msg.params[0]):
+        raise IRCError(p.ERR_NOSUCHSERVER, safe_param(msg.params[0]), "No such server")
+    mask = msg.params[-1] if msg.params else "*"
+    name = ctx.server.name
+    if fnmatch.fnmatchcase(casefold(name), casefold(mask)):
+        # "<mask> <server> :<hopcount> <server info>": the mask a server is reached
+        # through is its own name here.
+        ctx.reply(p.RPL_LINKS, name, name, f"0 {ctx.config.server.description}")
+    ctx.reply(p.RPL_ENDOFLINKS, safe_param(mask), "End of /LINKS list")
 
 
 @command("TIME", syntax="")
@@ -319,3 +378,9 @@ def help_(ctx: Context, msg: Message) -> None:
     else:
         raise IRCError(p.ERR_HELPNOTFOUND, safe_param(topic), "No help for that command")
     ctx.reply(p.RPL_ENDOFHELP, topic, "End of /HELP")
+
+
+@command("HELPOP", pre_registration=True, syntax="[<command>]")
+def helpop(ctx: Context, msg: Message) -> None:
+    """The same as HELP (the name some servers and clients use)."""
+    help_(ctx, msg)

@@ -11,6 +11,7 @@ from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, safe_param
 from ircish.world import valid_nick
 
+from .presence import REALNAME_LENGTH
 from .queries import USERLEN, isupport_replies, lusers_replies, motd_replies
 
 _USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
@@ -161,8 +162,14 @@ def user_(ctx: Context, msg: Message) -> None:
     user = ctx.user
     if user.registered or user.username:
         raise IRCError(p.ERR_ALREADYREGISTERED, "You may not reregister")
+    if not msg.params[0] or not msg.params[3]:
+        # modern.ircdocs.horse USER: an empty parameter is a missing one; the client
+        # stays unregistered and may send USER again.
+        raise IRCError(
+            p.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters: username and realname are needed"
+        )
     user.username = clean_username(msg.params[0])
-    user.realname = msg.params[3][:100]
+    user.realname = msg.params[3][:REALNAME_LENGTH]
     try_register(ctx)
 
 

@@ -217,6 +217,8 @@ class ServerConfig:
 
     name: str = _setting("irc.ircish.local", _word)
     network: str = _setting("ircish", _word)
+    #: A line about the server (LINKS, INFO), as other servers' "server info".
+    description: str = _setting("ircish chat server", _one_line)
     host: str = _setting("127.0.0.1", _word)
     port: int = _setting(6667, _between(0, 65535))
     motd: str | None = _setting(None, _motd)

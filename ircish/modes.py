@@ -36,10 +36,12 @@ ROOM_MODES: dict[str, str] = {
     "t": FLAG,
 }
 
-#: User modes: +i invisible (anyone), +o server operator (only OPER grants it), +B a bot
-#: (IRCv3 bot mode: anyone may say so of themselves; ISUPPORT BOT=B).
+#: User modes: +i invisible (anyone), +o server operator (only OPER grants it), +w sent
+#: WALLOPS (anyone), +B a bot (IRCv3 bot mode: anyone may say so of themselves; ISUPPORT
+#: BOT=B). 221 shows them in this order.
 BOT_MODE = "B"
-USER_MODES: dict[str, str] = {"i": FLAG, "o": FLAG, BOT_MODE: FLAG}
+WALLOPS_MODE = "w"
+USER_MODES: dict[str, str] = {"i": FLAG, "o": FLAG, WALLOPS_MODE: FLAG, BOT_MODE: FLAG}
 
 #: Status letter -> the prefix shown in NAMES/WHO/WHOIS, highest first.
 STATUS_PREFIXES: dict[str, str] = {"o": "@", "v": "+"}

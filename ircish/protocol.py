@@ -420,3 +420,11 @@ ERR_UNKNOWNERROR = "400"
 
 def is_error_numeric(command: str) -> bool:
     return len(command) == 3 and command.isdigit() and command[0] in "45"
+
+
+# issue 12: user conformance gaps
+RPL_WHOWASUSER = "314"
+RPL_LINKS = "364"
+RPL_ENDOFLINKS = "365"
+RPL_INFO = "371"
+RPL_ENDOFINFO = "374"

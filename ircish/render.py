@@ -233,6 +233,8 @@ _USER_MODE_WORDS: dict[str, str] = {
     "-i": "no longer invisible",
     "+B": "now marked as a bot",
     "-B": "no longer marked as a bot",
+    "+w": "now receiving WALLOPS",
+    "-w": "no longer receiving WALLOPS",
 }
 # A status someone gives their own nick: "You give yourself operator", not "You give operator
 # to you" (issue 11). Taking it reads well as it is: "bob removes operator from themself".
@@ -347,6 +349,11 @@ def _error(msg: Message, me: str | None) -> str:
     return f"! {_param(msg, 0)}"
 
 
+def _wallops(msg: Message, me: str | None) -> str:
+    # From a server operator to everyone with user mode +w.
+    return f"[wallops] <{_source(msg)}> {_param(msg, 0)}"
+
+
 def _standard_reply(msg: Message, me: str | None) -> str:
     # FAIL/WARN/NOTE <command> <code> [context...] :description (IRCv3 standard replies):
     # failures and warnings read as errors, notes as news.
@@ -367,6 +374,7 @@ _COMMANDS: dict[str, Renderer] = {
     "MODE": _mode,
     "INVITE": _invite,
     "ERROR": _error,
+    "WALLOPS": _wallops,
     "FAIL": _standard_reply,
     "WARN": _standard_reply,
     "NOTE": _standard_reply,
@@ -440,6 +448,20 @@ def _who_reply(msg: Message) -> str:
 def _whois_user(msg: Message) -> str:
     nick, user, host, realname = _param(msg, 1), _param(msg, 2), _param(msg, 3), _param(msg, 5)
     return f"{nick} is {nick}!{user}@{host}{_reason(realname)}"
+
+
+def _whowas_user(msg: Message) -> str:
+    nick, user, host, realname = _param(msg, 1), _param(msg, 2), _param(msg, 3), _param(msg, 5)
+    return f"{nick} was {nick}!{user}@{host}{_reason(realname)}"
+
+
+def _links_entry(msg: Message) -> str:
+    # "<me> <mask> <server> :<hopcount> <server info>"
+    hops, _, description = _param(msg, 3).partition(" ")
+    line = f"Server {_param(msg, 2)}"
+    if hops not in ("", "0"):
+        line += f" ({hops} hops away)"
+    return f"{line}: {description}" if description else line
 
 
 def _whois_server(msg: Message) -> str:
@@ -527,6 +549,9 @@ _NUMERICS: dict[str, NumericRenderer] = {
     p.RPL_WHOISSERVER: _whois_server,
     p.RPL_WHOISOPERATOR: lambda msg: f"{_param(msg, 1)} is a server operator",
     p.RPL_WHOISIDLE: _whois_idle,
+    p.RPL_WHOWASUSER: _whowas_user,
+    p.RPL_LINKS: _links_entry,
+    p.RPL_INFO: _text,
     p.RPL_WHOISCHANNELS: lambda msg: f"{_param(msg, 1)} is in: {' '.join(_text(msg).split())}",
     p.RPL_LISTSTART: lambda msg: "Rooms:",
     p.RPL_LIST: _list_entry,
@@ -563,6 +588,8 @@ _HIDDEN_NUMERICS = frozenset(
         p.RPL_ENDOFNAMES,
         p.RPL_ENDOFHELP,
         p.RPL_ENDOFWHOWAS,
+        p.RPL_ENDOFINFO,
+        p.RPL_ENDOFLINKS,
         # OPER success: the MODE +o that comes with it (RFC 2812 3.1.4) already says
         # "* You are now a server operator"; two lines saying so would look like a bug.
         p.RPL_YOUREOPER,

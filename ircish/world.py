@@ -15,9 +15,10 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
 
     World.lock  ->  Room.lock  ->  Connection outbox lock  ->  TlsTransport._lock
 
-- `World.lock` guards the nick table, the room table, every `User.rooms`, and the
-  LUSERS counters with the user modes they count (+i, +o; read without it, a
-  single attribute read). Joining and leaving take it, so creating a room on
+- `World.lock` guards the nick table, the room table, every `User.rooms`, the
+  LUSERS counters (and the peak) with the user modes they count (+i, +o; read without
+  it, a single attribute read), the set of +w users WALLOPS goes to, and the WHOWAS
+  history (a bounded deque). Joining and leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the ban list
   and the invite list. A room broadcast enqueues to every member while holding it, so
@@ -49,8 +50,8 @@ there as well):
   iterates a dict nobody changes. (Iterating it while a KICK changed it in place crashed
   text sessions: issue 10.)
 - `Room.is_secret_to`: a set membership test and a dict membership test.
-- Attributes read alone: `User.nick`, `away`, `oper`, `invisible`, `registered`; the
-  LUSERS counters are read together under World.lock (`counts`).
+- Attributes read alone: `User.nick`, `away`, `oper`, `invisible`, `wallops`,
+  `registered`; the LUSERS counters are read together under World.lock (`counts`).
 - msgids need no shared counter (ircish/events.py: a prefix and a count per thread).
 """
 
@@ -59,6 +60,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -141,6 +143,8 @@ class User:
         self.oper = False
         #: User mode +B: a bot (IRCv3 bot mode: the `bot` tag, 335 in WHOIS, B in WHO).
         self.bot = False
+        #: User mode +w: sent WALLOPS (under World.lock, which keeps the set of such users).
+        self.wallops = False
         self.signon = time.time()
         self.last_spoke = time.time()
         #: Rooms by casefolded name, in join order. Replaced, never changed in place, under
@@ -155,6 +159,17 @@ class User:
     @property
     def prefix(self) -> str:
         return f"{self.nick}!{self.username}@{self.host}"
+
+    @property
+    def mode_letters(self) -> str:
+        """The user modes that are on, in the mode table's order (221: `+iw`)."""
+        on = {
+            "i": self.invisible,
+            "o": self.oper,
+            modes.WALLOPS_MODE: self.wallops,
+            modes.BOT_MODE: self.bot,
+        }
+        return "".join(letter for letter in modes.USER_MODES if on[letter])
 
     @property
     def current_room(self) -> str | None:
@@ -199,6 +214,24 @@ class Counts(NamedTuple):
     invisible: int
     operators: int
     rooms: int
+    #: The most users registered at once since the server started (265/266).
+    peak: int
+
+
+class WhowasEntry(NamedTuple):
+    """Who had a nick: kept when a registered user quits or changes nick (WHOWAS)."""
+
+    nick: str
+    username: str
+    host: str
+    realname: str
+    server: str
+    #: When they left the nick (time.time()).
+    when: float
+
+
+#: WHOWAS entries the world keeps; the oldest goes when a new one comes.
+WHOWAS_LENGTH = 1000
 
 
 def status_prefix(status: str, every: bool = False) -> str:
@@ -575,6 +608,11 @@ class World:
         self._registered = 0  # registered users in `users`
         self._invisible = 0  # of those, with user mode +i
         self._operators = 0  # of those, with user mode +o
+        self._peak = 0  # the most registered users at once
+        #: Registered users with user mode +w: who a WALLOPS reaches, found without a scan.
+        self._wallops: set[User] = set()
+        #: Who had which nick (WHOWAS), oldest first; bounded, so memory is too.
+        self._history: deque[WhowasEntry] = deque(maxlen=WHOWAS_LENGTH)
         for name, topic in rooms:
             room = self._new_room(name, topic, persistent=True)
             self.rooms[room.folded] = room
@@ -614,7 +652,9 @@ class World:
 
     def counts(self) -> Counts:
         with self.lock:
-            return Counts(self._registered, self._invisible, self._operators, len(self.rooms))
+            return Counts(
+                self._registered, self._invisible, self._operators, len(self.rooms), self._peak
+            )
 
     def mark_registered(self, user: User) -> None:
         """`user` finished registration: it now counts and can be found."""
@@ -622,6 +662,7 @@ class World:
             if not user.registered:
                 user.registered = True
                 self._registered += 1
+                self._peak = max(self._peak, self._registered)
                 self._invisible += user.invisible
                 self._tell_watchers_locked(user.nick, user.prefix)
 
@@ -643,6 +684,55 @@ class World:
             user.oper = oper
             self._operators += 1 if oper else -1
             return True
+
+    def set_wallops(self, user: User, wallops: bool) -> bool:
+        """User mode +w/-w (a registered user's own); False if it was already so."""
+        with self.lock:
+            if user.wallops == wallops:
+                return False
+            user.wallops = wallops
+            if wallops:
+                self._wallops.add(user)
+            else:
+                self._wallops.discard(user)
+            return True
+
+    def wallops(self, sender: User, text: str) -> None:
+        """WALLOPS from a server operator (the caller checked): to every user with +w, the
+        sender too if they have it (RFC 2812 3.7.1)."""
+        event = Event(Message("WALLOPS", [text], sender.prefix), (), bot=sender.bot)
+        with self.lock:
+            self._deliver_once_locked(event, self._wallops)
+        self._record_event(event)
+
+    def whowas(self, nick: str, count: int = 0) -> list[WhowasEntry]:
+        """Who had `nick` (or a nick matching it: `*` and `?` are wildcards, RFC 2812
+        3.6.3), newest first; at most `count` entries, all of them for `count` <= 0."""
+        with self.lock:
+            entries = list(self._history)  # a copy of pointers: the matching runs unlocked
+        pattern = modes.mask_pattern(nick)
+        found: list[WhowasEntry] = []
+        for entry in reversed(entries):
+            if pattern.fullmatch(casefold(entry.nick)):
+                found.append(entry)
+                if len(found) == count:
+                    break
+        return found
+
+    def _remember_locked(self, user: User) -> None:
+        """Keep who `user` was under their nick now, for WHOWAS (they quit or change it)."""
+        assert held(self.lock)
+        if user.registered and user.nick is not None:
+            self._history.append(
+                WhowasEntry(
+                    user.nick,
+                    user.username,
+                    user.host,
+                    user.realname,
+                    self.server_name,
+                    time.time(),
+                )
+            )
 
     # -- nicks ----------------------------------------------------------------
 
@@ -686,7 +776,8 @@ class World:
                 old = user.nick
                 del self.users[casefold(old)]
                 self.users[key] = user
-                if casefold(old) != key:  # a change of case alone is no news to watchers
+                if casefold(old) != key:  # a change of case alone: no news, nick kept
+                    self._remember_locked(user)
                     self._tell_watchers_locked(old, None)
                     self._tell_watchers_locked(new_nick, f"{new_nick}!{user.username}@{user.host}")
                 # Delivered before the rename so the user's own text session
@@ -923,6 +1014,8 @@ class World:
                     self._registered -= 1
                     self._invisible -= user.invisible
                     self._operators -= user.oper
+                    self._wallops.discard(user)
+                    self._remember_locked(user)
                     self._tell_watchers_locked(user.nick, None)
             self._drop_monitors_locked(user)
             rooms = list(user.rooms.values())

@@ -8,6 +8,7 @@ the fixtures built on these.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import signal
@@ -24,10 +25,11 @@ import pytest
 from ircish import locks
 from ircish import protocol as p
 from ircish.commands import command_table
-from ircish.config import Config, Limits, RoomConfig, ServerConfig
+from ircish.config import Config, Limits, OperatorConfig, RoomConfig, ServerConfig
 from ircish.connection import Connection
 from ircish.dispatch import Dispatcher
 from ircish.events import Event
+from ircish.passwords import hash_password
 from ircish.protocol import Message, parse
 from ircish.world import World
 
@@ -66,6 +68,22 @@ def make_config(
     limits_kw.update({k: v for k, v in settings.items() if k not in server_fields})
     server = ServerConfig(**{"name": SERVER, "port": 0, **server_kw})
     return Config(server=server, limits=Limits(**limits_kw), rooms=rooms, log_level=log_level)
+
+
+#: The password of `root`, the server operator of `oper_config` servers.
+OPER_PASSWORD = "correct horse"
+
+
+@functools.cache
+def oper_hash() -> str:
+    """OPER_PASSWORD's hash, made once (scrypt is slow by design)."""
+    return hash_password(OPER_PASSWORD)
+
+
+def oper_config(hosts: tuple[str, ...] = ("*",), **settings: object) -> Config:
+    """`make_config(**settings)` with one server operator: `root`, OPER_PASSWORD, `hosts`."""
+    operators = (OperatorConfig(name="root", password=oper_hash(), hosts=hosts),)
+    return dataclasses.replace(make_config(**settings), operators=operators)
 
 
 class Client:

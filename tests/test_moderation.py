@@ -4,28 +4,32 @@ the room (its operator), bob and carol are ordinary members or outsiders."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import sys
 from collections.abc import Callable
 
 import pytest
-from helpers import HOST, SERVER, Client, make_config, prefix, settle, wait_for
+from helpers import (
+    HOST,
+    OPER_PASSWORD,
+    SERVER,
+    Client,
+    oper_config,
+    prefix,
+    settle,
+    wait_for,
+)
 
 from ircish import modes
 from ircish import protocol as p
 from ircish.commands import moderation
-from ircish.config import OperatorConfig, RoomConfig
+from ircish.config import RoomConfig
 from ircish.passwords import hash_password
 from ircish.protocol import parse
 from ircish.server import Server
 
 Connect = Callable[..., Client]
-
-OPER_PASSWORD = "correct horse"
-#: One hash for the module: scrypt is slow by design.
-OPER_HASH = hash_password(OPER_PASSWORD)
 
 
 def in_room(connect: Connect, room: str, *nicks: str) -> list[Client]:
@@ -95,7 +99,7 @@ def test_isupport_and_myinfo_advertise_the_modes_enforced(connect: Connect) -> N
     burst = [parse(line) for line in client.collect_until(r" 376 | 422 ")]
     myinfo = next(m for m in burst if m.command == p.RPL_MYINFO)
     # 004: user modes, room modes, room modes that take a parameter.
-    assert myinfo.params[3:] == ("Bio", "biklmnostv", "bklov")
+    assert myinfo.params[3:] == ("Biow", "biklmnostv", "bklov")
     tokens = {t for m in burst if m.command == p.RPL_ISUPPORT for t in m.params[1:-1]}
     assert {
         "PREFIX=(ov)@+",
@@ -589,8 +593,7 @@ def test_the_last_member_kicked_ends_the_room(server: Server, connect: Connect) 
 
 
 def oper_server(start_server: Callable[..., Server], hosts: tuple[str, ...] = ("*",)) -> Server:
-    operators = (OperatorConfig(name="root", password=OPER_HASH, hosts=hosts),)
-    return start_server(dataclasses.replace(make_config(), operators=operators))
+    return start_server(oper_config(hosts))
 
 
 @pytest.fixture

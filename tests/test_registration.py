@@ -61,6 +61,8 @@ def test_welcome_burst_order(start_server, connect, motd, motd_numerics):
         "253",
         "254",
         "255",
+        "265",
+        "266",
         *motd_numerics,
     ]
     for line in burst:

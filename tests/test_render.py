@@ -92,8 +92,8 @@ NOON = "1795255200"  # 2026-11-21 10:00 UTC
         (f"{SRV} FAIL JOIN CHANNEL_FULL #r :Room is full", ME, "! Room is full"),
         (f"{SRV} WARN REHASH CERTS_EXPIRED :Certificate expired", ME, "! Certificate expired"),
         (f"{SRV} NOTE * OPER_MESSAGE :hello", ME, "* hello"),
+        (f"{BOB} WALLOPS :hello there", ME, "[wallops] <bob> hello there"),
         # unknown commands: source nick then a raw-ish form
-        (f"{BOB} WALLOPS :hello there", ME, "bob WALLOPS hello there"),
         ("FROB a b", ME, "FROB a b"),
     ],
 )
@@ -199,9 +199,11 @@ def test_render_commands(line: str, me: str | None, expected: str) -> None:
         (":carol MODE carol +o", ME, "* You are now a server operator"),
         (":carol MODE carol -o", ME, "* You are no longer a server operator"),
         (":carol MODE carol :+i", ME, "* You are now invisible"),
+        (":carol MODE carol +w", ME, "* You are now receiving WALLOPS"),
         (":carol MODE carol -i", ME, "* You are no longer invisible"),
         (":carol MODE carol +i-o", ME, "* You are now invisible and no longer a server operator"),
-        (f"{SRV} MODE Carol +iw", ME, "* Your modes: +iw"),
+        (f"{SRV} MODE Carol +iw", ME, "* You are now invisible and now receiving WALLOPS"),
+        (f"{SRV} MODE Carol +ix", ME, "* Your modes: +ix"),
         (f"{SRV} MODE bob +i", ME, "* irc.example sets mode +i on bob"),
     ],
 )
@@ -315,6 +317,15 @@ def test_every_mode_letter_has_words_both_ways() -> None:
         ),
         (f"{SRV} 301 carol bob :gone  fishing", "bob is away: gone  fishing"),
         (f"{SRV} 313 carol bob :is an IRC operator", "bob is a server operator"),
+        # whowas, info, links
+        (f"{SRV} 314 carol bob b host * :Bob Smith", "bob was bob!b@host (Bob Smith)"),
+        (f"{SRV} 314 carol bob b host * :", "bob was bob!b@host"),
+        (f"{SRV} 371 carol :ircish-0.1: a server", "ircish-0.1: a server"),
+        (f"{SRV} 364 carol irc.example irc.example :0 A server", "Server irc.example: A server"),
+        (
+            f"{SRV} 364 carol * far.example :2 Far away",
+            "Server far.example (2 hops away): Far away",
+        ),
         # help
         (f"{SRV} 704 carol join :/join <#room>", "/join <#room>"),
         (f"{SRV} 705 carol join :Join rooms.", "Join rooms."),
@@ -400,6 +411,8 @@ def test_render_numerics(line: str, expected: str) -> None:
         f"{SRV} 329 carol #r {NOON}",
         f"{SRV} 706 carol join :End of /HELP",
         f"{SRV} 369 carol nobody :End of WHOWAS",
+        f"{SRV} 374 carol :End of /INFO",
+        f"{SRV} 365 carol * :End of /LINKS list",
         # OPER's success: the MODE +o that comes with it says so
         f"{SRV} 381 carol :You are now a server operator",
         f"{SRV} 999 carol",
