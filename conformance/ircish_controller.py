@@ -130,6 +130,7 @@ class IrcishController(BaseServerController, DirectoryBasedController):
         config = {
             "server": {
                 "name": "My.Little.Server",  # what the tests expect in prefixes and replies
+                "description": "test server",  # LINKS: irctest expects "0 test server"
                 "network": "IrctestNet",
                 "host": hostname,
                 "port": port,
