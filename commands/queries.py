@@ -177,6 +177,12 @@ def who(ctx: Context, msg: Message) -> None:
         room = ctx.world.find_room(mask)
         if room is not None:
             ctx.answer_about(room, lambda room: who_lines_locked(ctx, room, whox))
+    elif "*" not in mask and "?" not in mask:
+        # An exact nick shows that person even if invisible (+i hides them from masks
+        # only): modern.ircdocs.horse "WHO", irctest who.py testWhoInvisible.
+        other = ctx.world.find_user(mask)
+        if other is not None:
+            ctx.send(who_line(ctx, other, "*", whox=whox))
     else:
         pattern = casefold(mask).replace("[", "[[]")  # '[' is a nick character, not a class
         for other in ctx.world.users_snapshot():
