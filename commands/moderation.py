@@ -145,24 +145,52 @@ def user_mode(ctx: Context, target: str, modestring: str) -> None:
         ctx.reply(p.ERR_UMODEUNKNOWNFLAG, f"Unknown MODE flag (user modes here: {known})")
 
 
-@command("KICK", min_params=2, syntax="<#room> <nick>{,<nick>} [:<reason>]", targets=1)
+@command("KICK", min_params=2, syntax="<#room>{,<#room>} <nick>{,<nick>} [:<reason>]", targets=1)
 def kick(ctx: Context, msg: Message) -> None:
     """Remove someone from a room (room operators)."""
-    room = room_or_error(ctx, msg.params[0])
     reason = clip(msg.param(2), ctx.config.limits.topic_length) or ctx.user.nick
-    nicks = list({casefold(n): n for n in msg.params[1].split(",") if n}.values())
-    if not nicks:
-        raise IRCError(p.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters: no nick to kick")
-    if len(nicks) > MAX_KICK_TARGETS:
+    pairs = kick_pairs(msg.params[0].split(","), msg.params[1].split(","))
+    if len(pairs) > MAX_KICK_TARGETS:
         raise IRCError(p.ERR_TOOMANYTARGETS, safe_param(msg.params[1]), "Too many targets")
-    for nick in nicks:
+    rooms: dict[str, Room | None] = {}
+    for name, nick in pairs:
         try:
+            key = casefold(name)
+            if key not in rooms:
+                rooms[key] = None  # a room that is not there is told once, not per nick
+                rooms[key] = room_or_error(ctx, name)
+            room = rooms[key]
+            if room is None:
+                continue
             target = ctx.world.find_user(nick)
             if target is None:
                 raise IRCError(p.ERR_NOSUCHNICK, safe_param(nick), "No such nick")
+            ctx.flush()  # earlier pairs' refusals go out before this KICK
+            # One KICK line per room and nick goes out (RFC 2812 3.2.8: never several).
             ctx.world.kick(ctx.user, room, target, reason)
         except IRCError as exc:
             ctx.reply(exc.numeric, *exc.params)
+
+
+def kick_pairs(rooms: list[str], nicks: list[str]) -> list[tuple[str, str]]:
+    """Who is kicked from where (RFC 2812 3.2.8): one room and any number of nicks, or as
+    many rooms as nicks, the n-th nick kicked from the n-th room. Empty names are dropped,
+    and a room and nick pair named twice counts once. 461 for any other shape."""
+    if len(rooms) == 1:
+        pairs = [(rooms[0], nick) for nick in nicks]
+    elif len(rooms) == len(nicks):
+        pairs = list(zip(rooms, nicks, strict=True))
+    else:
+        raise IRCError(
+            p.ERR_NEEDMOREPARAMS,
+            "KICK",
+            "Not enough parameters: give one room, or one room for each nick",
+        )
+    unique = {(casefold(room), casefold(nick)): (room, nick) for room, nick in pairs}
+    kept = [pair for pair in unique.values() if all(pair)]
+    if not kept:
+        raise IRCError(p.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters: no nick to kick")
+    return kept
 
 
 @command("INVITE", min_params=2, syntax="<nick> <#room>")

@@ -557,6 +557,25 @@ def test_kick_without_reason_and_several_nicks(connect: Connect) -> None:
     assert carol.names("#r") == ["@alice", "carol"]
 
 
+def test_kick_pairs_each_room_with_its_nick(connect: Connect) -> None:
+    alice, bob, carol = in_room(connect, "#a", "alice", "bob", "carol")
+    for client in (alice, bob, carol):
+        client.join("#b")
+    settle(alice, bob, carol)
+    # RFC 2812 3.2.8: bob out of #a and carol out of #b, one KICK line each.
+    alice.send("KICK #a,#b bob,carol :out")
+    kicks = [parse(x) for x in alice.sync() if parse(x).command == "KICK"]
+    assert [m.params for m in kicks] == [("#a", "bob", "out"), ("#b", "carol", "out")]
+    assert alice.names("#a") == ["@alice", "carol"]
+    assert alice.names("#b") == ["@alice", "bob"]
+    # Neither one room for all nor one per nick: nothing happens.
+    alice.send("KICK #a,#b carol")
+    alice.expect(rf" {p.ERR_NEEDMOREPARAMS} alice KICK ")
+    alice.send("KICK #nowhere,#a carol,carol")
+    alice.expect(rf" {p.ERR_NOSUCHCHANNEL} alice #nowhere ")
+    alice.expect(r" KICK #a carol :?alice$")
+
+
 def test_kick_errors(connect: Connect) -> None:
     alice, _bob = in_room(connect, "#r", "alice", "bob")
     carol = connect("carol")
