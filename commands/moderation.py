@@ -48,7 +48,8 @@ def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) 
         ctx.reply(p.ERR_UNKNOWNMODE, safe_param(letter), "is not a room mode here")
     for signed in parsed.missing:
         ctx.reply(p.ERR_NEEDMOREPARAMS, "MODE", f"Not enough parameters: {signed} needs one")
-    list_query = any(c.is_list_query for c in parsed.changes)
+    # `MODE #r b`, `MODE #r +eI`: each list asked for, once, in the order asked.
+    queried = list(dict.fromkeys(c.letter for c in parsed.changes if c.is_list_query))
     changes = [c for c in parsed.changes if not c.is_list_query]
     changes, dropped = limit_param_changes(changes)
     if changes:
@@ -67,8 +68,13 @@ def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) 
             f"At most {modes.MAX_PARAM_CHANGES} changes with a parameter per MODE; "
             f"not applied: {' '.join(modes.format_changes(dropped))}",
         )
-    if list_query:
-        ctx.answer_about(room, lambda room: ban_lines_locked(ctx, room))
+    if queried:
+        ctx.answer_about(
+            room,
+            lambda room: [
+                line for letter in queried for line in mask_list_lines_locked(ctx, room, letter)
+            ],
+        )
 
 
 def mode_lines_locked(ctx: Context, room: Room) -> list[Message]:
@@ -81,17 +87,19 @@ def mode_lines_locked(ctx: Context, room: Room) -> list[Message]:
     ]
 
 
-def ban_lines_locked(ctx: Context, room: Room) -> list[Message]:
-    """367 for each ban, then 368 (called under the room's lock); 442 to outsiders of a
-    secret room."""
+def mask_list_lines_locked(ctx: Context, room: Room, letter: str) -> list[Message]:
+    """The list of `letter`: an entry numeric for each mask (367 bans, 348 ban exceptions,
+    346 invite exceptions), then its end (368, 349, 347). Called under the room's lock;
+    442 to outsiders of a secret room."""
     assert held(room.lock)
     room.require_visible_locked(ctx.user)
+    kind = modes.MASK_LISTS[letter]
     return [
         *(
-            ctx.numeric(p.RPL_BANLIST, room.name, ban.mask, ban.setter, str(ban.when))
-            for ban in room.bans.values()
+            ctx.numeric(kind.entry, room.name, entry.mask, entry.setter, str(entry.when))
+            for entry in room.mask_lists[letter].values()
         ),
-        ctx.numeric(p.RPL_ENDOFBANLIST, room.name, "End of room ban list"),
+        ctx.numeric(kind.end, room.name, f"End of room {kind.noun} list"),
     ]
 
 

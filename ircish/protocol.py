@@ -420,3 +420,11 @@ ERR_UNKNOWNERROR = "400"
 
 def is_error_numeric(command: str) -> bool:
     return len(command) == 3 and command.isdigit() and command[0] in "45"
+
+
+# issue 12: room conformance gaps -----------------------------------------------------------
+# MODE #room I / e: the invite exceptions and ban exceptions, as 367/368 list the bans.
+RPL_INVEXLIST = "346"
+RPL_ENDOFINVEXLIST = "347"
+RPL_EXCEPTLIST = "348"
+RPL_ENDOFEXCEPTLIST = "349"
