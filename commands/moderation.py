@@ -201,9 +201,17 @@ def kick_pairs(rooms: list[str], nicks: list[str]) -> list[tuple[str, str]]:
     return kept
 
 
-@command("INVITE", min_params=2, syntax="<nick> <#room>")
+@command("INVITE", syntax="[<nick> <#room>]")
 def invite(ctx: Context, msg: Message) -> None:
-    """Invite someone into a room (operators, when it is +i)."""
+    """Invite someone into a room (operators, when it is +i); alone, list your invites."""
+    if not msg.params:
+        # modern.ircdocs.horse "INVITE": 336 for each room you may join by invite, then 337.
+        for name in ctx.world.invites_of(ctx.user):
+            ctx.reply(p.RPL_INVITELIST, name)
+        ctx.reply(p.RPL_ENDOFINVITELIST, "End of /INVITE list")
+        return
+    if len(msg.params) < 2:
+        raise ctx.server.commands[msg.command].not_enough_params()
     target = ctx.world.find_user(msg.params[0])
     if target is None:
         raise IRCError(p.ERR_NOSUCHNICK, safe_param(msg.params[0]), "No such nick")

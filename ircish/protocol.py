@@ -423,6 +423,9 @@ def is_error_numeric(command: str) -> bool:
 
 
 # issue 12: room conformance gaps -----------------------------------------------------------
+# INVITE with no parameters: your pending invites (modern.ircdocs.horse 336, 337).
+RPL_INVITELIST = "336"
+RPL_ENDOFINVITELIST = "337"
 # MODE #room I / e: the invite exceptions and ban exceptions, as 367/368 list the bans.
 RPL_INVEXLIST = "346"
 RPL_ENDOFINVEXLIST = "347"

@@ -383,6 +383,11 @@ class Room:
             for msg in build(self):
                 send(msg)
 
+    def has_invited(self, user: User) -> bool:
+        """Whether an unused invite lets `user` past +i here."""
+        with self.lock:
+            return user in self.invited
+
     def set_topic(self, setter: User, topic: str) -> None:
         """Change the topic and tell the room: members may, only operators under +t."""
         with self.lock:
@@ -632,6 +637,12 @@ class World:
     def rooms_snapshot(self) -> list[Room]:
         with self.lock:
             return list(self.rooms.values())
+
+    def invites_of(self, user: User) -> list[str]:
+        """The rooms `user` is invited to and has not used the invite for (INVITE with no
+        parameters). A scan of every room, each under its own lock: asked rarely, it keeps
+        the invite in one place (`Room.invited`) rather than two to keep in step."""
+        return [room.name for room in self.rooms_snapshot() if room.has_invited(user)]
 
     def counts(self) -> Counts:
         with self.lock:

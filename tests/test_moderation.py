@@ -221,6 +221,31 @@ def test_invite_errors(connect: Connect) -> None:
     carol.expect(r" INVITE carol #r$")
 
 
+def test_invite_alone_lists_the_invites_not_used_yet(connect: Connect) -> None:
+    alice, bob = in_room(connect, "#a", "alice", "bob")
+    bob.join("#b")
+    carol = connect("carol")
+    carol.send("INVITE")
+    assert [parse(x).params for x in carol.collect_until(rf" {p.RPL_ENDOFINVITELIST} ")] == [
+        ("carol", "End of /INVITE list")
+    ]
+    alice.send("INVITE carol #a")
+    bob.send("INVITE carol #b")
+    carol.expect(" INVITE carol #a$")
+    carol.expect(" INVITE carol #b$")
+    carol.send("INVITE")
+    lines = carol.collect_until(rf" {p.RPL_ENDOFINVITELIST} ")
+    assert [(m.command, m.params) for m in map(parse, lines)] == [
+        (p.RPL_INVITELIST, ("carol", "#a")),
+        (p.RPL_INVITELIST, ("carol", "#b")),
+        (p.RPL_ENDOFINVITELIST, ("carol", "End of /INVITE list")),
+    ]
+    carol.join("#a")  # joining uses the invite up
+    carol.send("INVITE")
+    lines = carol.collect_until(rf" {p.RPL_ENDOFINVITELIST} ")
+    assert [parse(x).params[1] for x in lines if f" {p.RPL_INVITELIST} " in x] == ["#b"]
+
+
 def test_key_is_needed_to_join_and_shown_only_to_members(connect: Connect) -> None:
     alice, bob = in_room(connect, "#r", "alice", "bob")
     carol = connect("carol")
