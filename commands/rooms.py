@@ -29,12 +29,22 @@ def topic_lines_locked(ctx: Context, room: Room, always: bool = True) -> list[Me
 
 
 def names_lines_locked(ctx: Context, room: Room) -> list[Message]:
-    """353 lines (nicks with their @/+ prefix) split so each fits in 512 bytes, then 366.
-    A secret room (+s) shows nobody to outsiders. Called under the room's lock."""
+    """353 lines, then 366 (called under the room's lock)."""
     assert held(room.lock)
-    end = ctx.numeric(p.RPL_ENDOFNAMES, room.name, "End of /NAMES list")
+    return [*namreply_lines_locked(ctx, room), names_end(ctx, room.name)]
+
+
+def names_end(ctx: Context, asked: str) -> Message:
+    """366, naming what was asked: a room, a list of rooms, or `*` for your rooms."""
+    return ctx.numeric(p.RPL_ENDOFNAMES, safe_param(asked), "End of /NAMES list")
+
+
+def namreply_lines_locked(ctx: Context, room: Room) -> list[Message]:
+    """353 lines (nicks with their @/+ prefix) split so each fits in 512 bytes. A secret
+    room (+s) shows nobody to outsiders. Called under the room's lock."""
+    assert held(room.lock)
     if room.is_secret_to(ctx.user):
-        return [end]
+        return []
     symbol = "@" if "s" in room.flags else "="  # RFC 2812 3.2.5: '@' secret, '=' public
     caps = ctx.session.caps
     every = "multi-prefix" in caps
@@ -43,8 +53,7 @@ def names_lines_locked(ctx: Context, room: Room) -> list[Message]:
     else:
         nicks = [status_prefix(status, every) + m.nick for m, status in room.members.items()]
     nick = ctx.user.nick or "*"
-    lines = p.numeric_lines(ctx.server.name, p.RPL_NAMREPLY, nick, [symbol, room.name], nicks)
-    return [*lines, end]
+    return p.numeric_lines(ctx.server.name, p.RPL_NAMREPLY, nick, [symbol, room.name], nicks)
 
 
 def joined_lines_locked(ctx: Context, room: Room) -> list[Message]:
@@ -124,14 +133,15 @@ def names(ctx: Context, msg: Message) -> None:
         for room in rooms:
             ctx.answer_about(room, lambda room: names_lines_locked(ctx, room))
         if not rooms:
-            ctx.reply(p.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+            ctx.send(names_end(ctx, "*"))
         return
+    # `NAMES #a,#b`: the 353s of each room, then one 366 naming the list as it was asked
+    # (irctest names.py; modern.ircdocs.horse "NAMES"), as ergo and InspIRCd answer.
     for name in msg.params[0].split(","):
         room = ctx.world.find_room(name)
-        if room is None:
-            ctx.reply(p.RPL_ENDOFNAMES, safe_param(name), "End of /NAMES list")
-        else:
-            ctx.answer_about(room, lambda room: names_lines_locked(ctx, room))
+        if room is not None:
+            ctx.answer_about(room, lambda room: namreply_lines_locked(ctx, room))
+    ctx.send(names_end(ctx, msg.params[0]))
 
 
 @command("LIST", syntax="[<#room>{,<#room>}]", cost=3, targets=0)

@@ -584,6 +584,16 @@ def test_names_are_members_as_soon_as_they_are_listed(fed):
     assert fed.session.view().members == ("carol", "dave")  # a new list replaces the old one
 
 
+def test_names_of_several_rooms_ending_once_replace_each_rooms_members(fed):
+    fed.feed(":carol!c@h JOIN #a", ":carol!c@h JOIN #b", ":srv 366 carol #b :End")
+    fed.feed(":srv 353 carol = #a :carol ann", ":srv 353 carol = #b :carol bea")
+    fed.feed(":srv 366 carol #a,#b :End of /NAMES list")
+    fed.feed(":srv 353 carol = #b :carol", ":srv 366 carol #b :End of /NAMES list")
+    assert fed.session.view().members == ("carol",)  # no stale "bea" kept pending
+    fed.session.switch("#a")
+    assert fed.session.view().members == ("ann", "carol")
+
+
 def test_leaving_the_current_room_goes_back_to_the_one_current_before(fed):
     fed.feed(":carol!c@h JOIN #a", ":carol!c@h JOIN #b", ":carol!c@h JOIN #c")
     for room in ("#a", "#b"):

@@ -346,3 +346,17 @@ def test_list_shows_every_room_with_count_and_topic(connect):
     assert listed(bob) == [("#a", "2", "All about a"), ("#b", "1", "")]
     assert listed(bob, "#b") == [("#b", "1", "")]
     assert listed(bob, "#nowhere") == []
+
+
+def test_names_of_several_rooms_ends_once_naming_the_list(connect):
+    alice, bob = connect("alice"), connect("bob")
+    alice.join("#a", "#b")
+    bob.join("#b")
+    alice.sync()
+    alice.send("NAMES #a,#nowhere,#b")
+    got = [(m.command, m.params[1:]) for m in alice.messages()]
+    assert got == [
+        (p.RPL_NAMREPLY, ("=", "#a", "@alice")),
+        (p.RPL_NAMREPLY, ("=", "#b", "@alice bob")),
+        (p.RPL_ENDOFNAMES, ("#a,#nowhere,#b", "End of /NAMES list")),
+    ]
