@@ -18,6 +18,7 @@ from ircish.world import Room, User, casefold, status_prefix
 from .messages import MAX_TARGETS, STATUS_TARGETS
 from .moderation import MAX_KICK_TARGETS
 from .presence import MONITOR_LIMIT
+from .rooms import ELIST
 
 USERLEN = 16
 #: At most 13 tokens per 005 line, so that it fits in 512 bytes with any name.
@@ -35,6 +36,7 @@ def isupport_tokens(ctx: Context) -> list[str]:
         f"CHANMODES={modes.CHANMODES}",
         f"CHANNELLEN={limits.room_length}",
         "CHANTYPES=#",
+        f"ELIST={ELIST}",
         f"EXCEPTS={modes.BAN_EXCEPTION}",
         f"INVEX={modes.INVITE_EXCEPTION}",
         f"KEYLEN={modes.KEY_LENGTH}",

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import time
+from dataclasses import dataclass
+
+from ircish import modes
 from ircish import protocol as p
 from ircish.commands import Context, IRCError, command
 from ircish.locks import held
-from ircish.protocol import Message, clip, safe_param
-from ircish.world import Room, status_prefix, valid_room_name
+from ircish.protocol import Message, casefold, clip, safe_param
+from ircish.world import Room, Snapshot, status_prefix, valid_room_name
+
+#: What LIST can filter on (ISUPPORT ELIST, modern.ircdocs.horse "ELIST"): Creation time
+#: (`C<n`, `C>n`: created less, or more, than n minutes ago), a Mask (`#a*`), a mask Not
+#: matched (`!#a*`), Topic time (`T<n`, `T>n`, as C) and User count (`<n`, `>n`).
+ELIST = "CMNTU"
+#: One C, T or U term of a LIST: `C<10`, `T>5`, `<3`.
+_LIST_CONDITION = re.compile(r"([CT]?)([<>])(\d{1,9})")
 
 
 def room_or_error(ctx: Context, name: str) -> Room:
@@ -144,17 +156,82 @@ def names(ctx: Context, msg: Message) -> None:
     ctx.send(names_end(ctx, msg.params[0]))
 
 
-@command("LIST", syntax="[<#room>{,<#room>}]", cost=3, targets=0)
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What a LIST's comma-separated terms ask for (ELIST): rooms named or matching a mask
+    (any of them; every room if there is neither), matching none of the `!masks`, and
+    meeting every condition. A term that is none of these names a room, so an unreadable
+    one (`C<x`) matches nothing."""
+
+    names: frozenset[str]  # casefolded
+    masks: tuple[re.Pattern[str], ...]
+    excluded: tuple[re.Pattern[str], ...]
+    #: (field, sign, value): field "" users, "C" minutes since creation, "T" minutes since
+    #: the topic was set; sign "<" or ">".
+    conditions: tuple[tuple[str, str, int], ...]
+
+    @classmethod
+    def read(cls, text: str) -> ListQuery:
+        names: set[str] = set()
+        masks: list[re.Pattern[str]] = []
+        excluded: list[re.Pattern[str]] = []
+        conditions: list[tuple[str, str, int]] = []
+        for term in filter(None, text.split(",")):
+            if condition := _LIST_CONDITION.fullmatch(term):
+                field, sign, value = condition.groups()
+                conditions.append((field, sign, int(value)))
+            elif term.startswith("!"):
+                excluded.append(modes.mask_pattern(term[1:]))
+            elif "*" in term or "?" in term:
+                masks.append(modes.mask_pattern(term))
+            else:
+                names.add(casefold(term))
+        return cls(frozenset(names), tuple(masks), tuple(excluded), tuple(conditions))
+
+    @property
+    def by_name_only(self) -> bool:
+        """Only rooms named exactly: they are looked up, not searched for."""
+        return bool(self.names) and not self.masks
+
+    def admits(self, room: Room, facts: Snapshot, now: float) -> bool:
+        folded = room.folded
+        if (self.names or self.masks) and not (
+            folded in self.names or any(mask.fullmatch(folded) for mask in self.masks)
+        ):
+            return False
+        if any(mask.fullmatch(folded) for mask in self.excluded):
+            return False
+        for field, sign, value in self.conditions:
+            if field == "":
+                measured, limit = len(facts.members), value
+            elif field == "C":
+                measured, limit = now - room.created, value * 60
+            elif not facts.topic:
+                return False  # no topic, no topic time to compare
+            else:
+                measured, limit = now - facts.topic_time, value * 60
+            if not (measured < limit if sign == "<" else measured > limit):
+                return False
+        return True
+
+
+@command("LIST", syntax="[<term>{,<term>}]", cost=3, targets=0)
 def list_(ctx: Context, msg: Message) -> None:
-    """List rooms with their user counts and topics (secret rooms only to members)."""
-    if msg.params and msg.params[0]:
+    """List rooms with their user counts and topics (secret rooms only to members).
+
+    Terms (ELIST): #room, mask, !mask, <n >n users, C<n C>n created and T<n T>n topic set
+    (minutes ago)."""
+    query = ListQuery.read(msg.param(0))
+    if query.by_name_only:
         rooms = [r for r in map(ctx.world.find_room, msg.params[0].split(",")) if r is not None]
     else:
         rooms = sorted(ctx.world.rooms_snapshot(), key=lambda r: r.folded)
+    now = time.time()
     ctx.reply(p.RPL_LISTSTART, "Channel", "Users  Name")
     for room in rooms:
         if room.is_secret_to(ctx.user):
             continue
-        members, text, _, _ = room.snapshot()
-        ctx.reply(p.RPL_LIST, room.name, str(len(members)), text)
+        facts = room.snapshot()
+        if query.admits(room, facts, now):
+            ctx.reply(p.RPL_LIST, room.name, str(len(facts.members)), facts.topic)
     ctx.reply(p.RPL_LISTEND, "End of /LIST")

@@ -104,6 +104,7 @@ def test_isupport_and_myinfo_advertise_the_modes_enforced(connect: Connect) -> N
         f"MAXLIST=b:{modes.MAX_BANS},e:{modes.MAX_BANS},I:{modes.MAX_BANS}",
         "EXCEPTS=e",
         "INVEX=I",
+        "ELIST=CMNTU",
         f"KEYLEN={modes.KEY_LENGTH}",
         "TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:4,NOTICE:4,WHOIS:1,KICK:4",
     } <= tokens
