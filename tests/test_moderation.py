@@ -231,8 +231,8 @@ def test_invite_alone_lists_the_invites_not_used_yet(connect: Connect) -> None:
         ("carol", "End of /INVITE list")
     ]
     alice.send("INVITE carol #a")
-    bob.send("INVITE carol #b")
     carol.expect(" INVITE carol #a$")
+    bob.send("INVITE carol #b")  # after: two senders' lines may come in either order
     carol.expect(" INVITE carol #b$")
     carol.send("INVITE")
     lines = carol.collect_until(rf" {p.RPL_ENDOFINVITELIST} ")
