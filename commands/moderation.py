@@ -48,7 +48,8 @@ def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) 
         ctx.reply(p.ERR_UNKNOWNMODE, safe_param(letter), "is not a room mode here")
     for signed in parsed.missing:
         ctx.reply(p.ERR_NEEDMOREPARAMS, "MODE", f"Not enough parameters: {signed} needs one")
-    list_query = any(c.is_list_query for c in parsed.changes)
+    # `MODE #r b`, `MODE #r +eI`: each list asked for, once, in the order asked.
+    queried = list(dict.fromkeys(c.letter for c in parsed.changes if c.is_list_query))
     changes = [c for c in parsed.changes if not c.is_list_query]
     changes, dropped = limit_param_changes(changes)
     if changes:
@@ -67,8 +68,13 @@ def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) 
             f"At most {modes.MAX_PARAM_CHANGES} changes with a parameter per MODE; "
             f"not applied: {' '.join(modes.format_changes(dropped))}",
         )
-    if list_query:
-        ctx.answer_about(room, lambda room: ban_lines_locked(ctx, room))
+    if queried:
+        ctx.answer_about(
+            room,
+            lambda room: [
+                line for letter in queried for line in mask_list_lines_locked(ctx, room, letter)
+            ],
+        )
 
 
 def mode_lines_locked(ctx: Context, room: Room) -> list[Message]:
@@ -81,17 +87,19 @@ def mode_lines_locked(ctx: Context, room: Room) -> list[Message]:
     ]
 
 
-def ban_lines_locked(ctx: Context, room: Room) -> list[Message]:
-    """367 for each ban, then 368 (called under the room's lock); 442 to outsiders of a
-    secret room."""
+def mask_list_lines_locked(ctx: Context, room: Room, letter: str) -> list[Message]:
+    """The list of `letter`: an entry numeric for each mask (367 bans, 348 ban exceptions,
+    346 invite exceptions), then its end (368, 349, 347). Called under the room's lock;
+    442 to outsiders of a secret room."""
     assert held(room.lock)
     room.require_visible_locked(ctx.user)
+    kind = modes.MASK_LISTS[letter]
     return [
         *(
-            ctx.numeric(p.RPL_BANLIST, room.name, ban.mask, ban.setter, str(ban.when))
-            for ban in room.bans.values()
+            ctx.numeric(kind.entry, room.name, entry.mask, entry.setter, str(entry.when))
+            for entry in room.mask_lists[letter].values()
         ),
-        ctx.numeric(p.RPL_ENDOFBANLIST, room.name, "End of room ban list"),
+        ctx.numeric(kind.end, room.name, f"End of room {kind.noun} list"),
     ]
 
 
@@ -146,29 +154,65 @@ def user_mode(ctx: Context, target: str, modestring: str) -> None:
         ctx.reply(p.ERR_UMODEUNKNOWNFLAG, f"Unknown MODE flag (user modes here: {known})")
 
 
-@command("KICK", min_params=2, syntax="<#room> <nick>{,<nick>} [:<reason>]", targets=1)
+@command("KICK", min_params=2, syntax="<#room>{,<#room>} <nick>{,<nick>} [:<reason>]", targets=1)
 def kick(ctx: Context, msg: Message) -> None:
     """Remove someone from a room (room operators)."""
-    room = room_or_error(ctx, msg.params[0])
     reason = clip(msg.param(2), ctx.config.limits.topic_length) or ctx.user.nick
-    nicks = list({casefold(n): n for n in msg.params[1].split(",") if n}.values())
-    if not nicks:
-        raise IRCError(p.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters: no nick to kick")
-    if len(nicks) > MAX_KICK_TARGETS:
+    pairs = kick_pairs(msg.params[0].split(","), msg.params[1].split(","))
+    if len(pairs) > MAX_KICK_TARGETS:
         raise IRCError(p.ERR_TOOMANYTARGETS, safe_param(msg.params[1]), "Too many targets")
-    for nick in nicks:
+    rooms: dict[str, Room | None] = {}
+    for name, nick in pairs:
         try:
+            key = casefold(name)
+            if key not in rooms:
+                rooms[key] = None  # a room that is not there is told once, not per nick
+                rooms[key] = room_or_error(ctx, name)
+            room = rooms[key]
+            if room is None:
+                continue
             target = ctx.world.find_user(nick)
             if target is None:
                 raise IRCError(p.ERR_NOSUCHNICK, safe_param(nick), "No such nick")
+            ctx.flush()  # earlier pairs' refusals go out before this KICK
+            # One KICK line per room and nick goes out (RFC 2812 3.2.8: never several).
             ctx.world.kick(ctx.user, room, target, reason)
         except IRCError as exc:
             ctx.reply(exc.numeric, *exc.params)
 
 
-@command("INVITE", min_params=2, syntax="<nick> <#room>")
+def kick_pairs(rooms: list[str], nicks: list[str]) -> list[tuple[str, str]]:
+    """Who is kicked from where (RFC 2812 3.2.8): one room and any number of nicks, or as
+    many rooms as nicks, the n-th nick kicked from the n-th room. Empty names are dropped,
+    and a room and nick pair named twice counts once. 461 for any other shape."""
+    if len(rooms) == 1:
+        pairs = [(rooms[0], nick) for nick in nicks]
+    elif len(rooms) == len(nicks):
+        pairs = list(zip(rooms, nicks, strict=True))
+    else:
+        raise IRCError(
+            p.ERR_NEEDMOREPARAMS,
+            "KICK",
+            "Not enough parameters: give one room, or one room for each nick",
+        )
+    unique = {(casefold(room), casefold(nick)): (room, nick) for room, nick in pairs}
+    kept = [pair for pair in unique.values() if all(pair)]
+    if not kept:
+        raise IRCError(p.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters: no nick to kick")
+    return kept
+
+
+@command("INVITE", syntax="[<nick> <#room>]")
 def invite(ctx: Context, msg: Message) -> None:
-    """Invite someone into a room (operators, when it is +i)."""
+    """Invite someone into a room (operators, when it is +i); alone, list your invites."""
+    if not msg.params:
+        # modern.ircdocs.horse "INVITE": 336 for each room you may join by invite, then 337.
+        for name in ctx.world.invites_of(ctx.user):
+            ctx.reply(p.RPL_INVITELIST, name)
+        ctx.reply(p.RPL_ENDOFINVITELIST, "End of /INVITE list")
+        return
+    if len(msg.params) < 2:
+        raise ctx.server.commands[msg.command].not_enough_params()
     target = ctx.world.find_user(msg.params[0])
     if target is None:
         raise IRCError(p.ERR_NOSUCHNICK, safe_param(msg.params[0]), "No such nick")

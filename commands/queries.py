@@ -19,6 +19,7 @@ from ircish.world import Room, User, casefold, status_prefix
 from .messages import MAX_TARGETS, STATUS_TARGETS
 from .moderation import MAX_KICK_TARGETS
 from .presence import MONITOR_LIMIT
+from .rooms import ELIST
 
 USERLEN = 16
 #: At most 13 tokens per 005 line, so that it fits in 512 bytes with any name.
@@ -36,9 +37,12 @@ def isupport_tokens(ctx: Context) -> list[str]:
         f"CHANMODES={modes.CHANMODES}",
         f"CHANNELLEN={limits.room_length}",
         "CHANTYPES=#",
+        f"ELIST={ELIST}",
+        f"EXCEPTS={modes.BAN_EXCEPTION}",
+        f"INVEX={modes.INVITE_EXCEPTION}",
         f"KEYLEN={modes.KEY_LENGTH}",
         f"KICKLEN={limits.topic_length}",
-        f"MAXLIST=b:{modes.MAX_BANS}",
+        f"MAXLIST={modes.MAXLIST}",
         f"MODES={modes.MAX_PARAM_CHANGES}",
         f"MONITOR={MONITOR_LIMIT}",
         f"NETWORK={ctx.config.server.network}",
@@ -184,6 +188,12 @@ def who(ctx: Context, msg: Message) -> None:
         room = ctx.world.find_room(mask)
         if room is not None:
             ctx.answer_about(room, lambda room: who_lines_locked(ctx, room, whox))
+    elif "*" not in mask and "?" not in mask:
+        # An exact nick shows that person even if invisible (+i hides them from masks
+        # only): modern.ircdocs.horse "WHO", irctest who.py testWhoInvisible.
+        other = ctx.world.find_user(mask)
+        if other is not None:
+            ctx.send(who_line(ctx, other, "*", whox=whox))
     else:
         pattern = casefold(mask).replace("[", "[[]")  # '[' is a nick character, not a class
         for other in ctx.world.users_snapshot():

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import time
+from dataclasses import dataclass
+
+from ircish import modes
 from ircish import protocol as p
 from ircish.commands import Context, IRCError, command
 from ircish.locks import held
-from ircish.protocol import Message, clip, safe_param
-from ircish.world import Room, status_prefix, valid_room_name
+from ircish.protocol import Message, casefold, clip, safe_param
+from ircish.world import Room, Snapshot, status_prefix, valid_room_name
+
+#: What LIST can filter on (ISUPPORT ELIST, modern.ircdocs.horse "ELIST"): Creation time
+#: (`C<n`, `C>n`: created less, or more, than n minutes ago), a Mask (`#a*`), a mask Not
+#: matched (`!#a*`), Topic time (`T<n`, `T>n`, as C) and User count (`<n`, `>n`).
+ELIST = "CMNTU"
+#: One C, T or U term of a LIST: `C<10`, `T>5`, `<3`.
+_LIST_CONDITION = re.compile(r"([CT]?)([<>])(\d{1,9})")
 
 
 def room_or_error(ctx: Context, name: str) -> Room:
@@ -29,12 +41,22 @@ def topic_lines_locked(ctx: Context, room: Room, always: bool = True) -> list[Me
 
 
 def names_lines_locked(ctx: Context, room: Room) -> list[Message]:
-    """353 lines (nicks with their @/+ prefix) split so each fits in 512 bytes, then 366.
-    A secret room (+s) shows nobody to outsiders. Called under the room's lock."""
+    """353 lines, then 366 (called under the room's lock)."""
     assert held(room.lock)
-    end = ctx.numeric(p.RPL_ENDOFNAMES, room.name, "End of /NAMES list")
+    return [*namreply_lines_locked(ctx, room), names_end(ctx, room.name)]
+
+
+def names_end(ctx: Context, asked: str) -> Message:
+    """366, naming what was asked: a room, a list of rooms, or `*` for your rooms."""
+    return ctx.numeric(p.RPL_ENDOFNAMES, safe_param(asked), "End of /NAMES list")
+
+
+def namreply_lines_locked(ctx: Context, room: Room) -> list[Message]:
+    """353 lines (nicks with their @/+ prefix) split so each fits in 512 bytes. A secret
+    room (+s) shows nobody to outsiders. Called under the room's lock."""
+    assert held(room.lock)
     if room.is_secret_to(ctx.user):
-        return [end]
+        return []
     symbol = "@" if "s" in room.flags else "="  # RFC 2812 3.2.5: '@' secret, '=' public
     caps = ctx.session.caps
     every = "multi-prefix" in caps
@@ -43,8 +65,7 @@ def names_lines_locked(ctx: Context, room: Room) -> list[Message]:
     else:
         nicks = [status_prefix(status, every) + m.nick for m, status in room.members.items()]
     nick = ctx.user.nick or "*"
-    lines = p.numeric_lines(ctx.server.name, p.RPL_NAMREPLY, nick, [symbol, room.name], nicks)
-    return [*lines, end]
+    return p.numeric_lines(ctx.server.name, p.RPL_NAMREPLY, nick, [symbol, room.name], nicks)
 
 
 def joined_lines_locked(ctx: Context, room: Room) -> list[Message]:
@@ -124,27 +145,93 @@ def names(ctx: Context, msg: Message) -> None:
         for room in rooms:
             ctx.answer_about(room, lambda room: names_lines_locked(ctx, room))
         if not rooms:
-            ctx.reply(p.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+            ctx.send(names_end(ctx, "*"))
         return
+    # `NAMES #a,#b`: the 353s of each room, then one 366 naming the list as it was asked
+    # (irctest names.py; modern.ircdocs.horse "NAMES"), as ergo and InspIRCd answer.
     for name in msg.params[0].split(","):
         room = ctx.world.find_room(name)
-        if room is None:
-            ctx.reply(p.RPL_ENDOFNAMES, safe_param(name), "End of /NAMES list")
-        else:
-            ctx.answer_about(room, lambda room: names_lines_locked(ctx, room))
+        if room is not None:
+            ctx.answer_about(room, lambda room: namreply_lines_locked(ctx, room))
+    ctx.send(names_end(ctx, msg.params[0]))
 
 
-@command("LIST", syntax="[<#room>{,<#room>}]", cost=3, targets=0)
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What a LIST's comma-separated terms ask for (ELIST): rooms named or matching a mask
+    (any of them; every room if there is neither), matching none of the `!masks`, and
+    meeting every condition. A term that is none of these names a room, so an unreadable
+    one (`C<x`) matches nothing."""
+
+    names: frozenset[str]  # casefolded
+    masks: tuple[re.Pattern[str], ...]
+    excluded: tuple[re.Pattern[str], ...]
+    #: (field, sign, value): field "" users, "C" minutes since creation, "T" minutes since
+    #: the topic was set; sign "<" or ">".
+    conditions: tuple[tuple[str, str, int], ...]
+
+    @classmethod
+    def read(cls, text: str) -> ListQuery:
+        names: set[str] = set()
+        masks: list[re.Pattern[str]] = []
+        excluded: list[re.Pattern[str]] = []
+        conditions: list[tuple[str, str, int]] = []
+        for term in filter(None, text.split(",")):
+            if condition := _LIST_CONDITION.fullmatch(term):
+                field, sign, value = condition.groups()
+                conditions.append((field, sign, int(value)))
+            elif term.startswith("!"):
+                excluded.append(modes.mask_pattern(term[1:]))
+            elif "*" in term or "?" in term:
+                masks.append(modes.mask_pattern(term))
+            else:
+                names.add(casefold(term))
+        return cls(frozenset(names), tuple(masks), tuple(excluded), tuple(conditions))
+
+    @property
+    def by_name_only(self) -> bool:
+        """Only rooms named exactly: they are looked up, not searched for."""
+        return bool(self.names) and not self.masks
+
+    def admits(self, room: Room, facts: Snapshot, now: float) -> bool:
+        folded = room.folded
+        if (self.names or self.masks) and not (
+            folded in self.names or any(mask.fullmatch(folded) for mask in self.masks)
+        ):
+            return False
+        if any(mask.fullmatch(folded) for mask in self.excluded):
+            return False
+        for field, sign, value in self.conditions:
+            if field == "":
+                measured, limit = len(facts.members), value
+            elif field == "C":
+                measured, limit = now - room.created, value * 60
+            elif not facts.topic:
+                return False  # no topic, no topic time to compare
+            else:
+                measured, limit = now - facts.topic_time, value * 60
+            if not (measured < limit if sign == "<" else measured > limit):
+                return False
+        return True
+
+
+@command("LIST", syntax="[<term>{,<term>}]", cost=3, targets=0)
 def list_(ctx: Context, msg: Message) -> None:
-    """List rooms with their user counts and topics (secret rooms only to members)."""
-    if msg.params and msg.params[0]:
+    """List rooms with their user counts and topics (secret rooms only to members).
+
+    Terms (ELIST): #room, mask, !mask, <n >n users, C<n C>n created and T<n T>n topic set
+    (minutes ago)."""
+    query = ListQuery.read(msg.param(0))
+    if query.by_name_only:
         rooms = [r for r in map(ctx.world.find_room, msg.params[0].split(",")) if r is not None]
     else:
         rooms = sorted(ctx.world.rooms_snapshot(), key=lambda r: r.folded)
+    now = time.time()
     ctx.reply(p.RPL_LISTSTART, "Channel", "Users  Name")
     for room in rooms:
         if room.is_secret_to(ctx.user):
             continue
-        members, text, _, _ = room.snapshot()
-        ctx.reply(p.RPL_LIST, room.name, str(len(members)), text)
+        facts = room.snapshot()
+        if query.admits(room, facts, now):
+            ctx.reply(p.RPL_LIST, room.name, str(len(facts.members)), facts.topic)
     ctx.reply(p.RPL_LISTEND, "End of /LIST")

@@ -75,6 +75,15 @@ class CommandSpec:
     #: then costs `cost` per target (JOIN #a,#b,#c costs three times JOIN #a).
     targets: int | None = None
 
+    def not_enough_params(self) -> IRCError:
+        """461 with the usage: the dispatcher's answer below `min_params`, and a handler's
+        whose arity depends on what it was given (INVITE: none or two)."""
+        return IRCError(
+            protocol.ERR_NEEDMOREPARAMS,
+            self.name,
+            f"Not enough parameters (usage: {self.name} {self.syntax})",
+        )
+
     def cost_of(self, msg: Message) -> int:
         if self.targets is None or self.targets >= len(msg.params):
             return self.cost

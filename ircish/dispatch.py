@@ -72,11 +72,7 @@ class Dispatcher:
                     )
                 raise IRCError(protocol.ERR_NOTREGISTERED, hint or "You have not registered")
             if len(msg.params) < spec.min_params:
-                raise IRCError(
-                    protocol.ERR_NEEDMOREPARAMS,
-                    spec.name,
-                    f"Not enough parameters (usage: {spec.name} {spec.syntax})",
-                )
+                raise spec.not_enough_params()
             spec.handler(ctx, msg)
         except IRCError as exc:
             ctx.reply(exc.numeric, *exc.params)

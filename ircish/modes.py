@@ -1,8 +1,9 @@
 """Modes: the one table of room and user mode letters, what parameter each takes, how a
 MODE line's letters pair with their parameters (`parse_changes`) and back (`format_changes`),
-and ban masks. The server enforces these letters, 005 advertises them from here (CHANMODES,
-PREFIX, MODES, MAXLIST, KEYLEN), and render.py pairs a relayed MODE line's parameters with
-the same parser, so no other module knows which letter takes what.
+the mask lists (+b +e +I) and their masks. The server enforces these letters, 005 advertises
+them from here (CHANMODES, PREFIX, MODES, MAXLIST, EXCEPTS, INVEX, KEYLEN), and render.py
+pairs a relayed MODE line's parameters with the same parser, so no other module knows which
+letter takes what.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ircish import protocol as p
 from ircish.protocol import casefold
 
 # How a room mode letter takes its parameter (the CHANMODES classes, modern.ircdocs.horse
 # "CHANMODES"), plus the member status letters of PREFIX.
 STATUS = "status"  # o v: a member's status; parameter: a nick, both ways
-LIST = "list"  # b: a list; with a parameter adds/removes a mask, without one lists it
+LIST = "list"  # b e I: a mask list; with a parameter adds/removes a mask, without one lists it
 ALWAYS = "always"  # k: a setting with a parameter both ways (any value removes it)
 WHEN_SET = "when-set"  # l: a parameter when set, none when removed
 FLAG = "flag"  # i m n s t: on or off
@@ -27,6 +29,8 @@ ROOM_MODES: dict[str, str] = {
     "o": STATUS,
     "v": STATUS,
     "b": LIST,
+    "e": LIST,
+    "I": LIST,
     "k": ALWAYS,
     "l": WHEN_SET,
     "i": FLAG,
@@ -51,13 +55,36 @@ DEFAULT_ROOM_FLAGS = frozenset("nt")
 
 #: Changes with a parameter per MODE command (ISUPPORT MODES); the rest are refused.
 MAX_PARAM_CHANGES = 4
-#: Bans per room (ISUPPORT MAXLIST=b:...).
+#: Entries per mask list per room: bans, and each exception list too (ISUPPORT MAXLIST).
 MAX_BANS = 50
 #: Longest key (ISUPPORT KEYLEN) and ban mask we keep, so the relayed MODE line fits.
 KEY_LENGTH = 23
 MASK_LENGTH = 100
 #: Largest +l: far above any real room, small enough to read at a glance.
 MAX_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class MaskList:
+    """What tells one mask list from another: its name in words, and the numerics that list
+    it (an entry each, then the end)."""
+
+    noun: str
+    entry: str
+    end: str
+
+
+#: The LIST letters: +b bans, +e ban exceptions (a matching user is not banned), +I invite
+#: exceptions (a matching user passes +i without an invite); modern.ircdocs.horse.
+BAN = "b"
+BAN_EXCEPTION = "e"
+INVITE_EXCEPTION = "I"
+MASK_LISTS: dict[str, MaskList] = {
+    BAN: MaskList("ban", p.RPL_BANLIST, p.RPL_ENDOFBANLIST),
+    BAN_EXCEPTION: MaskList("ban exception", p.RPL_EXCEPTLIST, p.RPL_ENDOFEXCEPTLIST),
+    INVITE_EXCEPTION: MaskList("invite exception", p.RPL_INVEXLIST, p.RPL_ENDOFINVEXLIST),
+}
+assert set(MASK_LISTS) == {letter for letter, kind in ROOM_MODES.items() if kind == LIST}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +133,8 @@ MYINFO_LETTERS = (
 )
 #: ISUPPORT CHANMODES=A,B,C,D: list modes, always a parameter, a parameter when set, flags.
 CHANMODES = ",".join(_letters((kind,)) for kind in (LIST, ALWAYS, WHEN_SET, FLAG))
+#: ISUPPORT MAXLIST=b:50,e:50,I:50: each list has its own room.
+MAXLIST = ",".join(f"{letter}:{MAX_BANS}" for letter in MASK_LISTS)
 #: ISUPPORT PREFIX=(ov)@+.
 PREFIX = f"({''.join(STATUS_PREFIXES)}){''.join(STATUS_PREFIXES.values())}"
 

@@ -1,7 +1,8 @@
 """Rendering: one IRC `Message` -> the one line a person reads (or None for protocol chatter),
 shared by the server's text mode and the terminal client, plus `strip_formatting`, which makes
 any peer-supplied text safe to print (no IRC formatting, no control characters, no CR/LF/NUL),
-and `Tables`, which gathers WHO, LIST and ban-list rows into one aligned table.
+and `Tables`, which gathers WHO, LIST, mask-list (bans, exceptions) and invite-list rows into
+one aligned table.
 """
 
 from __future__ import annotations
@@ -210,6 +211,10 @@ _ROOM_MODE_WORDS: dict[str, tuple[str, str]] = {
     "-v": ("remove", "voice from {arg}"),
     "+b": ("ban", "{arg}"),
     "-b": ("unban", "{arg}"),
+    "+e": ("exempt", "{arg} from bans"),
+    "-e": ("remove", "the ban exception for {arg}"),
+    "+I": ("let", "{arg} into {room} without an invite"),
+    "-I": ("remove", "the invite exception for {arg}"),
     "+k": ("set", "the key of {room} to {arg}"),
     "-k": ("remove", "the key from {room}"),
     "+l": ("limit", "{room} to {arg} {people}"),
@@ -567,8 +572,13 @@ _NUMERICS: dict[str, NumericRenderer] = {
     p.RPL_HELPSTART: _text,
     p.RPL_HELPTXT: _text,
     p.RPL_INVITING: _inviting,
-    p.RPL_BANLIST: _ban_entry,
-    p.RPL_ENDOFBANLIST: lambda msg: f"End of ban list for {_param(msg, 1)}",
+    **{kind.entry: _ban_entry for kind in modes.MASK_LISTS.values()},
+    **{
+        kind.end: (lambda msg, noun=kind.noun: f"End of {noun} list for {_param(msg, 1)}")
+        for kind in modes.MASK_LISTS.values()
+    },
+    p.RPL_INVITELIST: lambda msg: f"  {_param(msg, 1)}",
+    p.RPL_ENDOFINVITELIST: lambda msg: "End of your invites",
     p.ERR_USERONCHANNEL: lambda msg: f"! {_param(msg, 1)} is already in {_param(msg, 2)}",
     p.ERR_UNKNOWNMODE: lambda msg: f"! Mode {_param(msg, 1)} {_text(msg)}",
     p.ERR_INVALIDMODEPARAM: _mode_param_refused,
@@ -614,15 +624,19 @@ def _render_numeric(numeric: str, msg: Message) -> str | None:
 TABLE_ROWS = {
     p.RPL_WHOREPLY: (p.RPL_ENDOFWHO, 4),
     p.RPL_LIST: (p.RPL_LISTEND, 3),
-    p.RPL_BANLIST: (p.RPL_ENDOFBANLIST, 3),
+    **{kind.entry: (kind.end, 3) for kind in modes.MASK_LISTS.values()},
+    p.RPL_INVITELIST: (p.RPL_ENDOFINVITELIST, 1),
 }
 _TABLE_ENDS = {end: row for row, (end, _) in TABLE_ROWS.items()}
+#: A mask list's row numeric -> the list (its noun heads the table).
+_MASK_LIST_ROWS = {kind.entry: kind for kind in modes.MASK_LISTS.values()}
 
 
 class Tables:
-    """WHO, LIST and ban-list replies as a person reads them: the rows are held until their
-    end numeric, then given back as one table with a heading and aligned columns. One per
-    reader of replies, used by one thread (the replies to one client's own commands)."""
+    """WHO, LIST, mask-list and invite-list replies as a person reads them: the rows are
+    held until their end numeric, then given back as one table with a heading and aligned
+    columns. One per reader of replies, used by one thread (the replies to one client's own
+    commands)."""
 
     def __init__(self) -> None:
         self._rows: dict[str, list[str]] = {}
@@ -654,11 +668,15 @@ class Tables:
             if not rows:
                 return [f"No users match {mask}"]
             header = [f"Users in {mask}:" if _is_room(mask) else f"Users matching {mask}:"]
-        elif row_command == p.RPL_BANLIST:
-            room = _param(end, 1)
+        elif row_command in _MASK_LIST_ROWS:
+            room, noun = _param(end, 1), _MASK_LIST_ROWS[row_command].noun
             if not rows:
-                return [f"No bans in {room}"]
-            header = [f"Bans in {room}:"]
+                return [f"No {noun}s in {room}"]
+            header = [f"{noun[0].upper()}{noun[1:]}s in {room}:"]
+        elif row_command == p.RPL_INVITELIST:
+            if not rows:
+                return ["You have no invites"]
+            header = ["You are invited to:"]
         elif not rows:
             return ["  (no rooms)"]
         return header + align_table(rows, TABLE_ROWS[row_command][1])

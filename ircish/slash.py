@@ -294,7 +294,9 @@ def _unban(args: str, current_room: str | None) -> Message:
 
 
 def _invite(args: str, current_room: str | None) -> Message:
-    words = _words(args, "invite", 1, 2)
+    words = _words(args, "invite", 0, 2)
+    if not words:
+        return Message("INVITE", [])  # the invites you have not used yet (336/337)
     # The room is the second word, so a missing '#' can be added as /join does.
     room = with_room_prefix(words[1]) if len(words) == 2 else current_room
     return Message("INVITE", [words[0], _require_room(room, _no_room("invite"))])
@@ -437,8 +439,8 @@ SLASH_COMMANDS: dict[str, SlashCommand] = _table(
     SlashCommand(
         "invite",
         "INVITE",
-        "<nick> [#room]",
-        "Invite someone to a room (default: current).",
+        "[<nick> [#room]]",
+        "Invite someone to a room (default: current); alone, list your invites.",
         _invite,
     ),
     SlashCommand("oper", "OPER", "<name> <password>", "Become a server operator.", _oper),

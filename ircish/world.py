@@ -20,13 +20,13 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   it, a single attribute read), the set of +w users WALLOPS goes to, and the WHOWAS
   history (a bounded deque). Joining and leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
-- `Room.lock` guards `members` (and their status), the topic, the modes, the ban list
-  and the invite list. A room broadcast enqueues to every member while holding it, so
-  all members see one room's messages in the same order; a reply that describes a room
-  (NAMES, a JOIN's topic and names, WHO, TOPIC, MODE) is built and queued under it too
-  (`Room.answer`), so it is never older than an event queued before it. Several room
-  locks at once only while holding `World.lock` (nick change, quit), which makes their
-  order irrelevant.
+- `Room.lock` guards `members` (and their status), the topic, the modes, the mask lists
+  (bans and exceptions) and the invite list. A room broadcast enqueues to every member
+  while holding it, so all members see one room's messages in the same order; a reply
+  that describes a room (NAMES, a JOIN's topic and names, WHO, TOPIC, MODE) is built and
+  queued under it too (`Room.answer`), so it is never older than an event queued before
+  it. Several room locks at once only while holding `World.lock` (nick change, quit),
+  which makes their order irrelevant.
 - The outbox lock: `Connection.send` only appends to a queue under it.
 - `TlsTransport._lock` (ircish/tls.py, TLS connections only) guards the SSL
   object; it is last in the order (no code holds it with another lock) and is
@@ -189,8 +189,9 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
-class Ban:
-    """One +b entry: the completed mask, who set it and when (367), and its matcher."""
+class MaskEntry:
+    """One entry of a mask list (+b, +e, +I): the completed mask, who set it and when (367,
+    348, 346), and its matcher."""
 
     mask: str
     setter: str
@@ -273,8 +274,11 @@ class Room:
         self.flags: set[str] = set(modes.DEFAULT_ROOM_FLAGS)
         self.join_key: str | None = None  # +k
         self.limit: int | None = None  # +l
-        #: casefolded mask -> Ban, in the order they were set.
-        self.bans: dict[str, Ban] = {}
+        #: One map per list letter (modes.MASK_LISTS: b e I): casefolded mask -> MaskEntry,
+        #: in the order they were set.
+        self.mask_lists: dict[str, dict[str, MaskEntry]] = {
+            letter: {} for letter in modes.MASK_LISTS
+        }
         #: Users invited past +i; an invite is used up by joining, and a user who leaves
         #: the server drops out by itself (weak references).
         self.invited: weakref.WeakSet[User] = weakref.WeakSet()
@@ -304,23 +308,36 @@ class Room:
         if self.is_secret_to(user):
             raise IRCError(p.ERR_NOTONCHANNEL, self.name, "You're not in that room")
 
-    def is_banned_locked(self, user: User) -> bool:
+    def matches_list_locked(self, letter: str, user: User) -> bool:
+        """Whether a mask on list `letter` (b, e, I) matches `user`."""
         assert held(self.lock)
-        if not self.bans:
+        entries = self.mask_lists[letter]
+        if not entries:
             return False
         who = casefold(user.prefix)
-        return any(ban.pattern.fullmatch(who) for ban in self.bans.values())
+        return any(entry.pattern.fullmatch(who) for entry in entries.values())
+
+    def is_banned_locked(self, user: User) -> bool:
+        """A +b mask matches `user` and no +e mask does."""
+        assert held(self.lock)
+        return self.matches_list_locked(modes.BAN, user) and not self.matches_list_locked(
+            modes.BAN_EXCEPTION, user
+        )
 
     def check_join_locked(self, user: User, key: str | None) -> None:
         """Raise the numeric that keeps `user` out, if any. Server operators pass them all.
-        An invite lets one past +i only: without +i any member may invite, so an invite
-        must not undo an operator's ban, key or limit."""
+        An invite, or a +I mask that matches, lets one past +i only: without +i any member
+        may invite, so an invite must not undo an operator's ban, key or limit."""
         assert held(self.lock)
         if user.oper:
             return
         if self.is_banned_locked(user):
             raise IRCError(p.ERR_BANNEDFROMCHAN, self.name, "Cannot join room (+b): you are banned")
-        if "i" in self.flags and user not in self.invited:
+        if (
+            "i" in self.flags
+            and user not in self.invited
+            and not self.matches_list_locked(modes.INVITE_EXCEPTION, user)
+        ):
             raise IRCError(
                 p.ERR_INVITEONLYCHAN, self.name, "Cannot join room (+i): it is invite only"
             )
@@ -333,7 +350,7 @@ class Room:
 
     def is_secret_to(self, user: User) -> bool:
         """+s hides a room from LIST, NAMES, WHO and WHOIS of anyone outside it, and its topic,
-        modes and bans too. (A set test and a dict test: callers need not hold the lock.)"""
+        modes and mask lists too. (A set test and a dict test: callers need not hold the lock.)"""
         return "s" in self.flags and user not in self.members and not user.oper
 
     # -- delivery ----------------------------------------------------------------
@@ -374,7 +391,7 @@ class Room:
                         self.name,
                         "Cannot send to room: it is moderated (+m) and you have no voice",
                     )
-                if self.bans and self.is_banned_locked(sender):
+                if self.mask_lists[modes.BAN] and self.is_banned_locked(sender):
                     raise IRCError(
                         p.ERR_CANNOTSENDTOCHAN, self.name, "Cannot send to room: you are banned"
                     )
@@ -398,6 +415,11 @@ class Room:
         with self.lock:
             for msg in build(self):
                 send(msg)
+
+    def has_invited(self, user: User) -> bool:
+        """Whether an unused invite lets `user` past +i here."""
+        with self.lock:
+            return user in self.invited
 
     def set_topic(self, setter: User, topic: str) -> None:
         """Change the topic and tell the room: members may, only operators under +t."""
@@ -510,7 +532,7 @@ class Room:
             self.members[target] = status + letter if adding else status.replace(letter, "")
             return modes.Change(adding, letter, target.nick)
         if kind == modes.LIST:
-            return self._change_ban_locked(actor, adding, arg or "")
+            return self._change_mask_list_locked(actor, change)
         if letter == "k":
             if not adding:
                 if self.join_key is None:
@@ -555,8 +577,12 @@ class Room:
             self.flags.discard(letter)
         return change
 
-    def _change_ban_locked(self, actor: User, adding: bool, raw: str) -> modes.Change | None:
+    def _change_mask_list_locked(self, actor: User, change: modes.Change) -> modes.Change | None:
+        """Add a mask to, or remove one from, the list of `change.letter` (b, e, I)."""
         assert held(self.lock)
+        letter, raw = change.letter, change.arg or ""
+        noun = modes.MASK_LISTS[letter].noun
+        entries = self.mask_lists[letter]
         mask = modes.normalize_mask(raw)
         # An empty mask would complete to '*!*@*' (everyone); one with a space or a
         # leading ':' cannot be relayed or listed as a middle parameter.
@@ -564,23 +590,23 @@ class Room:
             raise IRCError(
                 p.ERR_INVALIDMODEPARAM,
                 self.name,
-                "b",
+                letter,
                 p.safe_param(raw),
-                f"A ban mask is 1 to {modes.MASK_LENGTH} characters, no spaces, "
+                f"A {noun} mask is 1 to {modes.MASK_LENGTH} characters, no spaces, "
                 "not starting with ':'",
             )
         folded = casefold(mask)
-        if not adding:
-            ban = self.bans.pop(folded, None)
-            return None if ban is None else modes.Change(False, "b", ban.mask)
-        if folded in self.bans:
+        if not change.adding:
+            entry = entries.pop(folded, None)
+            return None if entry is None else modes.Change(False, letter, entry.mask)
+        if folded in entries:
             return None
-        if len(self.bans) >= modes.MAX_BANS:
+        if len(entries) >= modes.MAX_BANS:
             raise IRCError(
-                p.ERR_BANLISTFULL, self.name, p.safe_param(mask), "The room's ban list is full"
+                p.ERR_BANLISTFULL, self.name, p.safe_param(mask), f"The room's {noun} list is full"
             )
-        self.bans[folded] = Ban(mask, actor.prefix, int(time.time()), modes.mask_pattern(mask))
-        return modes.Change(True, "b", mask)
+        entries[folded] = MaskEntry(mask, actor.prefix, int(time.time()), modes.mask_pattern(mask))
+        return modes.Change(True, letter, mask)
 
     def __repr__(self) -> str:
         return f"<Room {self.name}>"
@@ -649,6 +675,12 @@ class World:
     def rooms_snapshot(self) -> list[Room]:
         with self.lock:
             return list(self.rooms.values())
+
+    def invites_of(self, user: User) -> list[str]:
+        """The rooms `user` is invited to and has not used the invite for (INVITE with no
+        parameters). A scan of every room, each under its own lock: asked rarely, it keeps
+        the invite in one place (`Room.invited`) rather than two to keep in step."""
+        return [room.name for room in self.rooms_snapshot() if room.has_invited(user)]
 
     def counts(self) -> Counts:
         with self.lock:

@@ -186,6 +186,29 @@ def test_ban_list_rows_wait_for_the_end_and_an_empty_list_says_so():
     assert formatter.lines(end) == ["12:34 No bans in #r"]
 
 
+def test_exception_and_invite_lists_are_tables_too():
+    formatter = Formatter(False, clock=lambda: "12:34")
+    row = Incoming(parse(":srv 348 carol #r x!*@* alice!a@h 1795255200"), "carol")
+    assert formatter.lines(row) == []
+    assert formatter.lines(Incoming(parse(":srv 349 carol #r :End"), "carol")) == [
+        "12:34 Ban exceptions in #r:",
+        "12:34   #r  x!*@*  by alice on 2026-11-21 10:00",
+    ]
+    assert formatter.lines(Incoming(parse(":srv 347 carol #r :End"), "carol")) == [
+        "12:34 No invite exceptions in #r"
+    ]
+    for room in ("#a", "#b"):
+        assert formatter.lines(Incoming(parse(f":srv 336 carol {room}"), "carol")) == []
+    assert formatter.lines(Incoming(parse(":srv 337 carol :End"), "carol")) == [
+        "12:34 You are invited to:",
+        "12:34   #a",
+        "12:34   #b",
+    ]
+    assert formatter.lines(Incoming(parse(":srv 337 carol :End"), "carol")) == [
+        "12:34 You have no invites"
+    ]
+
+
 def test_who_rows_show_status_marks():
     formatter = Formatter(False, clock=lambda: "12:34")
     for row in (
@@ -596,6 +619,16 @@ def test_names_are_members_as_soon_as_they_are_listed(fed):
     fed.feed(":srv 366 carol #r :End of /NAMES list")
     fed.feed(":srv 353 carol = #r :carol dave", ":srv 366 carol #r :End of /NAMES list")
     assert fed.session.view().members == ("carol", "dave")  # a new list replaces the old one
+
+
+def test_names_of_several_rooms_ending_once_replace_each_rooms_members(fed):
+    fed.feed(":carol!c@h JOIN #a", ":carol!c@h JOIN #b", ":srv 366 carol #b :End")
+    fed.feed(":srv 353 carol = #a :carol ann", ":srv 353 carol = #b :carol bea")
+    fed.feed(":srv 366 carol #a,#b :End of /NAMES list")
+    fed.feed(":srv 353 carol = #b :carol", ":srv 366 carol #b :End of /NAMES list")
+    assert fed.session.view().members == ("carol",)  # no stale "bea" kept pending
+    fed.session.switch("#a")
+    assert fed.session.view().members == ("ann", "carol")
 
 
 def test_leaving_the_current_room_goes_back_to_the_one_current_before(fed):

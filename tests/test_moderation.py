@@ -99,13 +99,16 @@ def test_isupport_and_myinfo_advertise_the_modes_enforced(connect: Connect) -> N
     burst = [parse(line) for line in client.collect_until(r" 376 | 422 ")]
     myinfo = next(m for m in burst if m.command == p.RPL_MYINFO)
     # 004: user modes, room modes, room modes that take a parameter.
-    assert myinfo.params[3:] == ("Biow", "biklmnostv", "bklov")
+    assert myinfo.params[3:] == ("Biow", "Ibeiklmnostv", "Ibeklov")
     tokens = {t for m in burst if m.command == p.RPL_ISUPPORT for t in m.params[1:-1]}
     assert {
         "PREFIX=(ov)@+",
-        "CHANMODES=b,k,l,imnst",
+        "CHANMODES=Ibe,k,l,imnst",
         f"MODES={modes.MAX_PARAM_CHANGES}",
-        f"MAXLIST=b:{modes.MAX_BANS}",
+        f"MAXLIST=b:{modes.MAX_BANS},e:{modes.MAX_BANS},I:{modes.MAX_BANS}",
+        "EXCEPTS=e",
+        "INVEX=I",
+        "ELIST=CMNTU",
         f"KEYLEN={modes.KEY_LENGTH}",
         "TARGMAX=JOIN:,NAMES:,PART:,LIST:,PRIVMSG:4,NOTICE:4,WHOIS:1,KICK:4",
     } <= tokens
@@ -221,6 +224,31 @@ def test_invite_errors(connect: Connect) -> None:
     # Without +i any member may invite.
     bob.send("INVITE carol #r")
     carol.expect(r" INVITE carol #r$")
+
+
+def test_invite_alone_lists_the_invites_not_used_yet(connect: Connect) -> None:
+    alice, bob = in_room(connect, "#a", "alice", "bob")
+    bob.join("#b")
+    carol = connect("carol")
+    carol.send("INVITE")
+    assert [parse(x).params for x in carol.collect_until(rf" {p.RPL_ENDOFINVITELIST} ")] == [
+        ("carol", "End of /INVITE list")
+    ]
+    alice.send("INVITE carol #a")
+    carol.expect(" INVITE carol #a$")
+    bob.send("INVITE carol #b")  # after: two senders' lines may come in either order
+    carol.expect(" INVITE carol #b$")
+    carol.send("INVITE")
+    lines = carol.collect_until(rf" {p.RPL_ENDOFINVITELIST} ")
+    assert [(m.command, m.params) for m in map(parse, lines)] == [
+        (p.RPL_INVITELIST, ("carol", "#a")),
+        (p.RPL_INVITELIST, ("carol", "#b")),
+        (p.RPL_ENDOFINVITELIST, ("carol", "End of /INVITE list")),
+    ]
+    carol.join("#a")  # joining uses the invite up
+    carol.send("INVITE")
+    lines = carol.collect_until(rf" {p.RPL_ENDOFINVITELIST} ")
+    assert [parse(x).params[1] for x in lines if f" {p.RPL_INVITELIST} " in x] == ["#b"]
 
 
 def test_key_is_needed_to_join_and_shown_only_to_members(connect: Connect) -> None:
@@ -385,17 +413,82 @@ def test_ban_masks_are_globs_where_brackets_are_nick_characters(connect: Connect
     other.join("#r")  # '[x]' is not a character class matching 'x'
 
 
-def test_ban_list_is_bounded(connect: Connect) -> None:
+@pytest.mark.parametrize("letter", ["b", "e", "I"])
+def test_each_mask_list_is_bounded(connect: Connect, letter: str) -> None:
     (alice,) = in_room(connect, "#r", "alice")
     for start in range(0, modes.MAX_BANS, modes.MAX_PARAM_CHANGES):
         count = min(modes.MAX_PARAM_CHANGES, modes.MAX_BANS - start)
         masks = " ".join(f"n{start + i}!*@*" for i in range(count))
-        alice.send(f"MODE #r +{'b' * count} {masks}")
-    alice.send("MODE #r +b onemore")
+        alice.send(f"MODE #r +{letter * count} {masks}")
+    alice.send(f"MODE #r +{letter} onemore")
     alice.expect(rf" {p.ERR_BANLISTFULL} alice #r onemore!\*@\* ")
-    alice.send("MODE #r b")
-    lines = alice.collect_until(rf" {p.RPL_ENDOFBANLIST} ")
-    assert numerics(lines).count(p.RPL_BANLIST) == modes.MAX_BANS
+    alice.send(f"MODE #r {letter}")
+    lines = alice.collect_until(rf" {modes.MASK_LISTS[letter].end} ")
+    assert numerics(lines).count(modes.MASK_LISTS[letter].entry) == modes.MAX_BANS
+
+
+def test_a_ban_exception_lets_a_banned_user_join_and_speak(connect: Connect) -> None:
+    alice, bob = in_room(connect, "#r", "alice", "bob")
+    carol = connect("carol")
+    alice.send("MODE #r +bbe *!*@* carol bob")
+    bob.expect(r" MODE #r \+bbe \*!\*@\* carol!\*@\* bob!\*@\*$")
+    carol.send("JOIN #r")
+    carol.expect(rf" {p.ERR_BANNEDFROMCHAN} carol #r ")
+    bob.send("PRIVMSG #r :still here")
+    alice.expect(r" PRIVMSG #r :still here$")
+    alice.send("MODE #r -b+e carol carol")
+    bob.expect(r" MODE #r -b\+e carol!\*@\* carol!\*@\*$")
+    carol.join("#r")  # banned by *!*@*, excepted by name
+    carol.send("PRIVMSG #r :hello")
+    bob.expect(r" PRIVMSG #r :hello$")
+    alice.send("MODE #r -e bob")
+    bob.expect(r" MODE #r -e bob!\*@\*$")
+    bob.send("PRIVMSG #r :now?")
+    bob.expect(rf" {p.ERR_CANNOTSENDTOCHAN} bob #r ")
+
+
+def test_an_invite_exception_lets_a_matching_user_past_invite_only(connect: Connect) -> None:
+    (alice,) = in_room(connect, "#r", "alice")
+    bob, carol = connect("bob"), connect("carol")
+    alice.send("MODE #r +iI bob")
+    alice.expect(r" MODE #r \+iI bob!\*@\*$")
+    bob.join("#r")  # no INVITE needed
+    carol.send("JOIN #r")
+    carol.expect(rf" {p.ERR_INVITEONLYCHAN} carol #r ")
+    alice.send("MODE #r +bI carol carol")  # an invite exception does not undo a ban
+    alice.expect(r" MODE #r \+bI carol!\*@\* carol!\*@\*$")
+    carol.send("JOIN #r")
+    carol.expect(rf" {p.ERR_BANNEDFROMCHAN} carol #r ")
+
+
+def test_exception_lists_are_listed_like_bans(connect: Connect) -> None:
+    alice, bob = in_room(connect, "#r", "alice", "bob")
+    alice.send("MODE #r +beI b!*@* e!*@* i!*@*")
+    bob.expect(" MODE #r ")
+    bob.send("MODE #r Ieb")  # each list asked for, in the order asked
+    lines = bob.collect_until(rf" {p.RPL_ENDOFBANLIST} ")
+    got = [(m.command, m.params[1:3]) for m in map(parse, lines)]
+    assert got == [
+        (p.RPL_INVEXLIST, ("#r", "i!*@*")),
+        (p.RPL_ENDOFINVEXLIST, ("#r", "End of room invite exception list")),
+        (p.RPL_EXCEPTLIST, ("#r", "e!*@*")),
+        (p.RPL_ENDOFEXCEPTLIST, ("#r", "End of room ban exception list")),
+        (p.RPL_BANLIST, ("#r", "b!*@*")),
+        (p.RPL_ENDOFBANLIST, ("#r", "End of room ban list")),
+    ]
+    entry = parse(lines[0])
+    assert entry.params[3] == prefix("alice") and entry.params[4].isdigit()
+
+
+def test_a_secret_rooms_mask_lists_are_hidden_from_outsiders(connect: Connect) -> None:
+    (alice,) = in_room(connect, "#r", "alice")
+    carol = connect("carol")
+    alice.send("MODE #r +seI e!*@* i!*@*")
+    alice.expect(" MODE #r ")
+    for letter in "beI":
+        carol.send(f"MODE #r {letter}")
+        carol.expect(rf" {p.ERR_NOTONCHANNEL} carol #r ")
+    assert not [x for x in carol.sync() if "!*@*" in x]
 
 
 @pytest.mark.parametrize("mask", ["x" * modes.MASK_LENGTH, ":"])
@@ -559,6 +652,25 @@ def test_kick_without_reason_and_several_nicks(connect: Connect) -> None:
     carol.expect(rf"^:{re.escape(prefix('alice'))} KICK #r bob :?alice$")
     carol.expect(rf"^:{re.escape(prefix('alice'))} KICK #r dave :?alice$")
     assert carol.names("#r") == ["@alice", "carol"]
+
+
+def test_kick_pairs_each_room_with_its_nick(connect: Connect) -> None:
+    alice, bob, carol = in_room(connect, "#a", "alice", "bob", "carol")
+    for client in (alice, bob, carol):
+        client.join("#b")
+    settle(alice, bob, carol)
+    # RFC 2812 3.2.8: bob out of #a and carol out of #b, one KICK line each.
+    alice.send("KICK #a,#b bob,carol :out")
+    kicks = [parse(x) for x in alice.sync() if parse(x).command == "KICK"]
+    assert [m.params for m in kicks] == [("#a", "bob", "out"), ("#b", "carol", "out")]
+    assert alice.names("#a") == ["@alice", "carol"]
+    assert alice.names("#b") == ["@alice", "bob"]
+    # Neither one room for all nor one per nick: nothing happens.
+    alice.send("KICK #a,#b carol")
+    alice.expect(rf" {p.ERR_NEEDMOREPARAMS} alice KICK ")
+    alice.send("KICK #nowhere,#a carol,carol")
+    alice.expect(rf" {p.ERR_NOSUCHCHANNEL} alice #nowhere ")
+    alice.expect(r" KICK #a carol :?alice$")
 
 
 def test_kick_errors(connect: Connect) -> None:

@@ -70,16 +70,18 @@ def test_who_unknown_room_is_only_315(connect):
     assert [row[:3] for row in got] == [("315", "alice", "#nowhere")]
 
 
-def test_invisible_user_hidden_from_strangers_only(people, connect):
+def test_invisible_user_hidden_from_strangers_masks_only(people, connect):
     alice, bob = people
     bob.send("MODE bob +i")
     bob.expect(r"MODE bob :?\+i$")
     stranger = connect("dave")
-    for mask in ("bob", "b*", "*"):
+    for mask in ("b*", "*", "bo?"):
         got = replies(stranger, f"WHO {mask}", "315")
         assert "bob" not in [row[6] for row in got[:-1]], (mask, got)
     # alice shares #room with bob, so she still sees him.
     assert [row[6] for row in replies(alice, "WHO b*", "315")[:-1]] == ["bob"]
+    # His exact nick shows him to anyone (modern.ircdocs.horse "WHO": +i hides from masks).
+    assert [row[6] for row in replies(stranger, "WHO BOB", "315")[:-1]] == ["bob"]
 
 
 # -- WHOIS -----------------------------------------------------------------------------

@@ -97,9 +97,10 @@ def test_isupport_reflects_config_limits(start_server, connect):
     assert tokens["CHANNELLEN"] == "20"
     assert tokens["TOPICLEN"] == "100"
     assert tokens["AWAYLEN"] == "50"
-    # Room operators and voice; bans, key, limit and five flag modes (issue 6).
+    # Room operators and voice; invite exceptions, bans, ban exceptions, key, limit and
+    # five flag modes (issues 6 and 12).
     assert tokens["PREFIX"] == "(ov)@+"
-    assert tokens["CHANMODES"] == "b,k,l,imnst"
+    assert tokens["CHANMODES"] == "Ibe,k,l,imnst"
     assert "UTF8ONLY" in tokens
 
 

@@ -131,6 +131,18 @@ def test_render_commands(line: str, me: str | None, expected: str) -> None:
         (f"{ALICE} MODE #r +b x!*@*", ME, "* alice bans x!*@* in #r"),
         (f"{ALICE} MODE #r -b x!*@*", ME, "* alice unbans x!*@* in #r"),
         (f"{ALICE} MODE #r +bb a!*@* b!*@*", ME, "* alice bans a!*@* and b!*@* in #r"),
+        (f"{ALICE} MODE #r +e x!*@*", ME, "* alice exempts x!*@* from bans in #r"),
+        (f"{ALICE} MODE #r -e x!*@*", ME, "* alice removes the ban exception for x!*@* in #r"),
+        (
+            f"{ALICE} MODE #r +I x!*@*",
+            ME,
+            "* alice lets x!*@* into #r without an invite",
+        ),
+        (
+            f"{ALICE} MODE #r -I x!*@*",
+            ME,
+            "* alice removes the invite exception for x!*@* in #r",
+        ),
         (
             f"{ALICE} MODE #r +ov-b bob dave x!*@*",
             ME,

@@ -346,3 +346,69 @@ def test_list_shows_every_room_with_count_and_topic(connect):
     assert listed(bob) == [("#a", "2", "All about a"), ("#b", "1", "")]
     assert listed(bob, "#b") == [("#b", "1", "")]
     assert listed(bob, "#nowhere") == []
+
+
+def test_list_filters_by_mask_and_by_mask_not_matched(connect):
+    alice, bob = connect("alice"), connect("bob")
+    alice.join("#chan1", "#chan2", "#other")
+    assert listed(bob, "*an1") == [("#chan1", "1", "")]
+    assert listed(bob, "#C*N?") == [("#chan1", "1", ""), ("#chan2", "1", "")]  # any case
+    assert [row[0] for row in listed(bob, "!#ch*")] == ["#other"]
+    # Names and masks add up, `!masks` take away.
+    assert [row[0] for row in listed(bob, "#other,*1")] == ["#chan1", "#other"]
+    assert [row[0] for row in listed(bob, "#ch*,!*2")] == ["#chan1"]
+
+
+def test_list_filters_by_user_count(connect):
+    alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
+    alice.join("#one", "#two")
+    bob.join("#two")
+    assert [row[0] for row in listed(carol, ">1")] == ["#two"]
+    assert [row[0] for row in listed(carol, "<2")] == ["#one"]
+    assert listed(carol, "<1") == []
+    assert [row[0] for row in listed(carol, ">0,<100")] == ["#one", "#two"]
+    assert [row[0] for row in listed(carol, "#t*,>0")] == ["#two"]
+
+
+def test_list_filters_by_creation_and_topic_time_in_minutes(server, connect):
+    alice, bob = connect("alice"), connect("bob")
+    alice.join("#old", "#new", "#bare")
+    alice.send("TOPIC #old :set long ago")
+    alice.send("TOPIC #new :set just now")
+    alice.sync()
+    # Ten minutes pass for #old (the rooms' clocks are set back, not waited for).
+    old = server.world.find_room("#old")
+    with old.lock:
+        old.created -= 600
+        old.topic_time -= 600
+    assert [row[0] for row in listed(bob, "C>5")] == ["#old"]
+    assert [row[0] for row in listed(bob, "C<5")] == ["#bare", "#new"]
+    assert [row[0] for row in listed(bob, "C<11")] == ["#bare", "#new", "#old"]
+    assert [row[0] for row in listed(bob, "T>5")] == ["#old"]
+    assert [row[0] for row in listed(bob, "T<5")] == ["#new"]  # #bare has no topic time
+    assert listed(bob, "T<0") == []
+    assert listed(bob, "C<x") == []  # no such filter: a room name, and no room has it
+
+
+def test_list_filters_never_show_a_secret_room_to_outsiders(connect):
+    alice, bob = connect("alice"), connect("bob")
+    alice.join("#hidden")
+    alice.send("MODE #hidden +s")
+    alice.sync()
+    for terms in ("*", "#hidden", "!#x*", ">0", "C<5"):
+        assert listed(bob, terms) == [], terms
+    assert [row[0] for row in listed(alice, ">0")] == ["#hidden"]
+
+
+def test_names_of_several_rooms_ends_once_naming_the_list(connect):
+    alice, bob = connect("alice"), connect("bob")
+    alice.join("#a", "#b")
+    bob.join("#b")
+    alice.sync()
+    alice.send("NAMES #a,#nowhere,#b")
+    got = [(m.command, m.params[1:]) for m in alice.messages()]
+    assert got == [
+        (p.RPL_NAMREPLY, ("=", "#a", "@alice")),
+        (p.RPL_NAMREPLY, ("=", "#b", "@alice bob")),
+        (p.RPL_ENDOFNAMES, ("#a,#nowhere,#b", "End of /NAMES list")),
+    ]

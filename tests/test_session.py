@@ -272,7 +272,7 @@ def test_dispatch_checks_the_table_before_the_handler():
     alice.line("KICK #r")
     assert alice.lines() == [
         f":{SERVER} 461 alice KICK :Not enough parameters "
-        "(usage: KICK <#room> <nick>{,<nick>} [:<reason>])"
+        "(usage: KICK <#room>{,<#room>} <nick>{,<nick>} [:<reason>])"
     ]
     alice.line("FROB")
     assert alice.lines() == [f":{SERVER} 421 alice FROB :Unknown command"]

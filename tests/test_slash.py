@@ -109,6 +109,7 @@ ROOM = "#cur"
         ("/invite bob", ROOM, Message("INVITE", ["bob", ROOM])),
         ("/invite bob #r", ROOM, Message("INVITE", ["bob", "#r"])),
         ("/invite bob r", None, Message("INVITE", ["bob", "#r"])),
+        ("/invite", None, Message("INVITE", [])),  # your invites
         # /oper /kill
         ("/oper admin s3cret", None, Message("OPER", ["admin", "s3cret"])),
         ("/oper admin pass word", None, Message("OPER", ["admin", "pass word"])),
@@ -184,7 +185,6 @@ def test_translate(line: str, room: str | None, expected: Message) -> None:
         ("/unban #r", ROOM, "usage: /unban"),
         ("/unban a b", ROOM, "usage: /unban"),
         ("/unban bob", None, "no current room"),
-        ("/invite", ROOM, "usage: /invite <nick> [#room]"),
         ("/invite bob", None, "no current room; usage: /invite"),
         ("/invite bob #r extra", ROOM, "usage: /invite"),
         ("/oper", ROOM, "usage: /oper <name> <password>"),

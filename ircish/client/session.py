@@ -928,10 +928,11 @@ class Session:
                         if joined is not None:
                             joined.members[casefold(nick)] = nick
             elif command == p.RPL_ENDOFNAMES:
-                key = casefold(msg.param(1))
-                names = self._pending_names.pop(key, None)
-                if key in self._rooms and names is not None:
-                    self._rooms[key].members = names
+                # `NAMES #a,#b` ends once, naming the list it was asked for.
+                for key in casefold(msg.param(1)).split(","):
+                    names = self._pending_names.pop(key, None)
+                    if key in self._rooms and names is not None:
+                        self._rooms[key].members = names
         return False
 
     def _welcome(self, link: _Link, msg: Message) -> None:
