@@ -68,27 +68,36 @@ class IrcishController(BaseServerController, DirectoryBasedController):
         )
     )
 
-    # Only what the server does and irctest confirms. Being written now (issue 12), to be
-    # declared once merged and passing: ELIST_M, ELIST_N, ELIST_U, ELIST_C, ELIST_T (LIST
-    # filters), BAN_EXCEPTION_MODE (+e), INVITE_EXCEPTION_MODE (+I), INVITE_LIST (INVITE
-    # with no parameters), MULTI_NAMES_COMMAND (NAMES #a,#b).
+    # Only what the server does and irctest confirms.
     # Not done, by choice: NO_CTCP (+C), NON_UTF8_MESSAGE (the server is UTF8ONLY),
     # INVITE_OVERRIDES_LIMIT (an invite lets one past +i only), SASL_* (no accounts).
     optional_behaviors = frozenset(
         (
+            OptionalBehaviors.BAN_EXCEPTION_MODE,
             OptionalBehaviors.CAP_REQ_MINUS,
+            OptionalBehaviors.ELIST_C,
+            OptionalBehaviors.ELIST_M,
+            OptionalBehaviors.ELIST_N,
+            OptionalBehaviors.ELIST_T,
+            OptionalBehaviors.ELIST_U,
+            OptionalBehaviors.INVITE_EXCEPTION_MODE,
+            OptionalBehaviors.INVITE_LIST,
             OptionalBehaviors.MULTI_JOIN,
             OptionalBehaviors.MULTI_KICK,
+            OptionalBehaviors.MULTI_NAMES_COMMAND,
             OptionalBehaviors.MULTI_PRIVMSG,
         )
     )
 
-    # 005 tokens the server must keep sending (isupport.py's testValues checks them). Not
-    # CHANMODES: the list modes being added (+e, +I) will change it.
+    # 005 tokens the server must keep sending (isupport.py's testValues checks them).
     isupport = {
         "BOT": "B",
         "CASEMAPPING": "ascii",
+        "CHANMODES": "Ibe,k,l,imnst",
         "CHANTYPES": "#",
+        "ELIST": "CMNTU",
+        "EXCEPTS": "e",
+        "INVEX": "I",
         "MONITOR": patma.StrRe("[0-9]+"),
         "PREFIX": "(ov)@+",
         "STATUSMSG": "@+",
