@@ -97,12 +97,6 @@ def capped_set(groups: list[list[int]], fraction: float) -> set[int]:
     return chosen
 
 
-def with_caps(
-    per_worker: list[list[tuple[int, str, str]]], capped: set[int]
-) -> list[list[tuple[int, str, str, bool]]]:
-    return [[(idx, nick, room, idx in capped) for idx, nick, room in part] for part in per_worker]
-
-
 class GeneratorError(RuntimeError):
     pass
 
@@ -240,6 +234,25 @@ def setup_clients(
         # Fresh workers start at 0 CPU seconds, so their totals are the setup's cost.
         "gen_cpu_setup_s": round(sum(r["cpu"] for r in replies), 2),
     }
+
+
+def setup_some_capped(
+    server: ServerProcess,
+    gen: Generator,
+    per_worker: list[list[tuple[int, str, str]]],
+    groups: list[list[int]],
+    fraction: float,
+    caps: str,
+    rate: float,
+    window: int,
+) -> dict[str, Any]:
+    """`setup_clients` with every 1/fraction-th client of `groups` (`capped_set`) asking
+    for `caps`; with `fraction` 0 every client is plain."""
+    if fraction <= 0:
+        return setup_clients(server, gen, per_worker, rate, window)
+    capped = capped_set(groups, fraction)
+    tagged = [[(idx, nick, room, idx in capped) for idx, nick, room in part] for part in per_worker]
+    return setup_clients(server, gen, tagged, rate, window, caps=caps)
 
 
 def nicks(prefix: str, count: int) -> list[str]:
@@ -426,22 +439,11 @@ def fanout(
             min(members - 1, i * step + (i - i * step) % workers) for i in range(senders)
         ]
         sender_ids = set(sender_order)
-        if caps_fraction > 0:
-            capped = capped_set(
-                [[idx for idx, _, _ in part if idx in sender_ids] for part in per_worker]
-                + [[idx for idx, _, _ in part if idx not in sender_ids] for part in per_worker],
-                caps_fraction,
-            )
-            setup = setup_clients(
-                server,
-                gen,
-                with_caps(per_worker, capped),
-                connect_rate,
-                connect_window,
-                caps=caps,
-            )
-        else:
-            setup = setup_clients(server, gen, per_worker, connect_rate, connect_window)
+        groups = [[idx for idx, _, _ in part if idx in sender_ids] for part in per_worker]
+        groups += [[idx for idx, _, _ in part if idx not in sender_ids] for part in per_worker]
+        setup = setup_some_capped(
+            server, gen, per_worker, groups, caps_fraction, caps, connect_rate, connect_window
+        )
         result: dict[str, Any] = dict(setup)
         if setup["ready"] < members:
             result["error"] = f"only {setup['ready']} of {members} clients joined"
@@ -520,18 +522,10 @@ def dm(
         for k in range(pairs):
             for idx in (2 * k, 2 * k + 1):
                 per_worker[k % workers].append((idx, names[idx], f"#{names[idx]}"))
-        if caps_fraction > 0:
-            capped = capped_set([[idx for idx, _, _ in part] for part in per_worker], caps_fraction)
-            setup = setup_clients(
-                server,
-                gen,
-                with_caps(per_worker, capped),
-                connect_rate,
-                connect_window,
-                caps=caps,
-            )
-        else:
-            setup = setup_clients(server, gen, per_worker, connect_rate, connect_window)
+        groups = [[idx for idx, _, _ in part] for part in per_worker]
+        setup = setup_some_capped(
+            server, gen, per_worker, groups, caps_fraction, caps, connect_rate, connect_window
+        )
         result: dict[str, Any] = dict(setup)
         if setup["ready"] < 2 * pairs:
             result["error"] = f"only {setup['ready']} of {2 * pairs} clients joined"

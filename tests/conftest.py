@@ -13,9 +13,10 @@ os.environ["IRCISH_CHECK_LOCKS"] = "1"
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
-from helpers import COMMANDS, Client, ServerProcess, make_config
+from helpers import COMMANDS, TIMEOUT, Client, Recorder, ServerProcess, make_config
 
 from ircish import locks
+from ircish.client.session import Session, SessionConfig
 from ircish.commands import CommandSpec
 from ircish.config import Config
 from ircish.server import Server
@@ -90,3 +91,23 @@ def server_process(tmp_path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture
+def open_session(server: Server) -> Iterator[Callable[..., tuple[Session, Recorder]]]:
+    """Start ircish-client Sessions (no terminal) registered on `server`, in `rooms`."""
+    sessions: list[Session] = []
+
+    def start(nick: str, *rooms: str) -> tuple[Session, Recorder]:
+        recorder = Recorder()
+        config = SessionConfig(nick=nick, port=server.address[1], rooms=rooms, reconnect=False)
+        session = Session(config, recorder)
+        session.start()
+        sessions.append(session)
+        assert session.wait_registered(TIMEOUT)
+        assert session.sync(TIMEOUT)
+        return session, recorder
+
+    yield start
+    for session in sessions:
+        session.quit()

@@ -24,6 +24,7 @@ import pytest
 
 from ircish import locks
 from ircish import protocol as p
+from ircish.client import session as client_session
 from ircish.commands import command_table
 from ircish.config import Config, Limits, OperatorConfig, RoomConfig, ServerConfig
 from ircish.connection import Connection
@@ -31,6 +32,7 @@ from ircish.dispatch import Dispatcher
 from ircish.events import Event
 from ircish.passwords import hash_password
 from ircish.protocol import Message, parse
+from ircish.render import render
 from ircish.world import World
 
 #: The server's command table, as ircish-server builds it.
@@ -483,3 +485,31 @@ class Harness:
         """A connection's end, as the server takes it: its user leaves the world."""
         if conn.user.nick is not None:
             self.world.remove_user(conn.user, reason)
+
+
+class Recorder:
+    """An ircish-client Session listener that keeps every event (from any thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[client_session.Event] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: client_session.Event) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def rendered(self) -> list[str]:
+        """The incoming lines as the client renders them."""
+        with self.lock:
+            events = list(self.events)
+        return [
+            line
+            for event in events
+            if isinstance(event, client_session.Incoming)
+            for line in [render(event.msg, event.me)]
+            if line
+        ]
+
+    def notes(self) -> list[str]:
+        with self.lock:
+            return [event.text for event in self.events if isinstance(event, client_session.Note)]

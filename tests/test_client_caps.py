@@ -18,9 +18,8 @@ from helpers import TIMEOUT, wait_for
 from test_client import STAMP, ClientProcess, client_env
 
 from ircish import caps
-from ircish.client.session import WANTED_CAPS, Event, Incoming, Note, Session, SessionConfig
+from ircish.client.session import WANTED_CAPS
 from ircish.protocol import Message
-from ircish.render import render
 
 ALL_WANTED = " ".join(WANTED_CAPS)
 
@@ -313,50 +312,6 @@ def test_batch_lines_are_not_shown_and_their_contents_are(fake, client_of):
 
 
 # -- against a real ircish server -------------------------------------------------------------
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, event: Event) -> None:
-        with self.lock:
-            self.events.append(event)
-
-    def rendered(self) -> list[str]:
-        with self.lock:
-            events = list(self.events)
-        return [
-            text
-            for event in events
-            if isinstance(event, Incoming)
-            for text in [render(event.msg, event.me)]
-            if text
-        ]
-
-    def notes(self) -> list[str]:
-        with self.lock:
-            return [event.text for event in self.events if isinstance(event, Note)]
-
-
-@pytest.fixture
-def open_session(server) -> Iterator[Callable[..., tuple[Session, Recorder]]]:
-    sessions: list[Session] = []
-
-    def start(nick: str, *rooms: str) -> tuple[Session, Recorder]:
-        recorder = Recorder()
-        config = SessionConfig(nick=nick, port=server.address[1], rooms=rooms, reconnect=False)
-        session = Session(config, recorder)
-        session.start()
-        sessions.append(session)
-        assert session.wait_registered(TIMEOUT)
-        assert session.sync(TIMEOUT)
-        return session, recorder
-
-    yield start
-    for session in sessions:
-        session.quit()
 
 
 def test_against_ircish_every_wanted_cap_is_negotiated(open_session):

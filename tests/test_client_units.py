@@ -8,13 +8,12 @@ import io
 import logging
 import re
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date
 
 import pytest
-from helpers import TIMEOUT, Client, wait_for
+from helpers import TIMEOUT, Client, Recorder, wait_for
 
 from ircish import protocol, world
 from ircish.client.input_line import (
@@ -27,7 +26,6 @@ from ircish.client.input_line import (
 )
 from ircish.client.session import (
     Changed,
-    Event,
     Incoming,
     Note,
     ReplyBudget,
@@ -386,48 +384,6 @@ def test_the_client_checks_a_nick_with_the_servers_own_rule(nick, valid):
 
 
 # -- the session against a real server ---------------------------------------------------------
-
-
-class Recorder:
-    """A listener that keeps every event (from any thread)."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, event: Event) -> None:
-        with self.lock:
-            self.events.append(event)
-
-    def rendered(self) -> list[str]:
-        with self.lock:
-            events = list(self.events)
-        return [
-            line
-            for event in events
-            if isinstance(event, Incoming)
-            for line in [render(event.msg, event.me)]
-            if line
-        ]
-
-
-@pytest.fixture
-def open_session(server) -> Iterator[Callable[..., tuple[Session, Recorder]]]:
-    sessions: list[Session] = []
-
-    def start(nick: str, *rooms: str) -> tuple[Session, Recorder]:
-        recorder = Recorder()
-        config = SessionConfig(nick=nick, port=server.address[1], rooms=rooms, reconnect=False)
-        session = Session(config, recorder)
-        session.start()
-        sessions.append(session)
-        assert session.wait_registered(TIMEOUT)
-        assert session.sync(TIMEOUT)
-        return session, recorder
-
-    yield start
-    for session in sessions:
-        session.quit()
 
 
 def test_session_tracks_rooms_members_and_the_current_target(open_session, connect):
