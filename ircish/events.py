@@ -19,9 +19,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 
-from ircish.protocol import Message
+from ircish.protocol import Message, format_tags
 
 #: Capabilities that change what a relayed event looks like, or whether it is sent at all
 #: (IRCv3): server-time adds `time`; message-tags adds `msgid`, `bot` and the client-only
@@ -86,8 +85,18 @@ def _next_id() -> tuple[str, int]:
 
 def server_time(when: float) -> str:
     """The `time` tag: ISO 8601 UTC with milliseconds (IRCv3 server-time)."""
-    stamp = datetime.fromtimestamp(when, timezone.utc)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+    global _last_second
+    seconds = int(when)
+    millis = int((when - seconds) * 1000)
+    last, text = _last_second
+    if last != seconds:  # once a second: the date and time to the second
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, text)  # one tuple, swapped whole: safe between threads
+    return f"{text}.{millis:03d}Z"
+
+
+#: The last second `server_time` formatted, and its text.
+_last_second: tuple[int, str] = (-1, "")
 
 
 class Event:
@@ -104,6 +113,7 @@ class Event:
     JOIN's, for extended-join; `bot` marks a sender with user mode +B (the `bot` tag)."""
 
     __slots__ = (
+        "_bare",
         "_id",
         "_more",
         "account",
@@ -134,10 +144,16 @@ class Event:
         self.bot = bot
         self.time = time.time()
         self._id = _next_id()
-        #: The PLAIN bytes, made now: this raises ProtocolError before any delivery.
-        self.data = self._format(PLAIN)
-        if needs is not None:
-            self._format(WireFormat.of((needs,)))  # (the same check for what PLAIN skips)
+        #: The line without tags, made now: this raises ProtocolError before any delivery.
+        #: Every wire format but extended-join's is its tags in front of these bytes.
+        bare = (
+            message
+            if not message.tags
+            else Message(message.command, message.params, message.prefix)
+        )
+        self._bare = bare.to_bytes()
+        #: The PLAIN bytes (none for an event only some caps get).
+        self.data = self._bare if needs is None else b""
         self._more: dict[WireFormat, bytes] | None = None
 
     @property
@@ -197,9 +213,14 @@ class Event:
         return msg
 
     def _format(self, fmt: WireFormat) -> bytes:
-        if not self.reaches(fmt.caps):
+        caps = fmt.caps
+        if not self.reaches(caps):
             return b""
-        data = self.message_for(fmt.caps).to_bytes()
+        if self.realname is not None and "extended-join" in caps:
+            data = self.message_for(caps).to_bytes()
+        else:  # the tags in front of the bare line: its text is not formatted again
+            tags = self.tags_for(caps)
+            data = format_tags(tags).encode("utf-8") + b" " + self._bare if tags else self._bare
         return data if fmt.frame is None else fmt.frame(data)
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ nowhere else.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # Bytes a message may never carry inside a parameter: they would end the line
@@ -172,10 +173,12 @@ def unescape_tag_value(raw: str) -> str:
     return "".join(out)
 
 
+_TAG_KEY = re.compile(r"\+?[A-Za-z0-9./-]+")
+
+
 def valid_tag_key(key: str) -> bool:
     """``[+][vendor/]name``: letters, digits, '-', and '.' or '/' for the vendor part."""
-    name = key[1:] if key.startswith("+") else key
-    return bool(name) and all(c.isascii() and (c.isalnum() or c in "-./") for c in name)
+    return _TAG_KEY.fullmatch(key) is not None
 
 
 def format_tags(tags: dict[str, str]) -> str:
