@@ -3,7 +3,6 @@ HELP ..."""
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -195,9 +194,11 @@ def who(ctx: Context, msg: Message) -> None:
         if other is not None:
             ctx.send(who_line(ctx, other, "*", whox=whox))
     else:
-        pattern = casefold(mask).replace("[", "[[]")  # '[' is a nick character, not a class
+        # mask_pattern, not fnmatch: fnmatch keeps every pattern a client sends in a cache
+        # of 32768; re's cache holds 512.
+        pattern = modes.mask_pattern(mask)
         for other in ctx.world.users_snapshot():
-            if fnmatch.fnmatchcase(casefold(other.nick), pattern) and (
+            if pattern.fullmatch(casefold(other.nick)) and (
                 not other.invisible or shares_room(ctx.user, other)
             ):
                 ctx.send(who_line(ctx, other, "*", whox=whox))
@@ -292,7 +293,8 @@ def is_this_server(ctx: Context, target: str) -> bool:
     """Whether a command's optional <target> names this server: its name (or a mask of it,
     `*` and `?`), or the nick of someone on it, which is everyone (RFC 2812 3.4)."""
     name = casefold(ctx.server.name)
-    return fnmatch.fnmatchcase(name, casefold(target)) or ctx.world.find_user(target) is not None
+    matches = modes.mask_pattern(target).fullmatch(name) is not None
+    return matches or ctx.world.find_user(target) is not None
 
 
 @command("INFO", syntax="[<target>]")
@@ -321,7 +323,7 @@ def links(ctx: Context, msg: Message) -> None:
         raise IRCError(p.ERR_NOSUCHSERVER, safe_param(msg.params[0]), "No such server")
     mask = msg.params[-1] if msg.params else "*"
     name = ctx.server.name
-    if fnmatch.fnmatchcase(casefold(name), casefold(mask)):
+    if modes.mask_pattern(mask).fullmatch(casefold(name)):
         # "<mask> <server> :<hopcount> <server info>": the mask a server is reached
         # through is its own name here.
         ctx.reply(p.RPL_LINKS, name, name, f"0 {ctx.config.server.description}")

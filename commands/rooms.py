@@ -223,7 +223,9 @@ def list_(ctx: Context, msg: Message) -> None:
     (minutes ago)."""
     query = ListQuery.read(msg.param(0))
     if query.by_name_only:
-        rooms = [r for r in map(ctx.world.find_room, msg.params[0].split(",")) if r is not None]
+        # In the order asked, each room once (`LIST #a,#A` is one room).
+        found = map(ctx.world.find_room, msg.params[0].split(","))
+        rooms = list(dict.fromkeys(room for room in found if room is not None))
     else:
         rooms = sorted(ctx.world.rooms_snapshot(), key=lambda r: r.folded)
     now = time.time()

@@ -56,7 +56,7 @@ DEFAULT_ROOM_FLAGS = frozenset("nt")
 #: Changes with a parameter per MODE command (ISUPPORT MODES); the rest are refused.
 MAX_PARAM_CHANGES = 4
 #: Entries per mask list per room: bans, and each exception list too (ISUPPORT MAXLIST).
-MAX_BANS = 50
+MAX_LIST_ENTRIES = 50
 #: Longest key (ISUPPORT KEYLEN) and ban mask we keep, so the relayed MODE line fits.
 KEY_LENGTH = 23
 MASK_LENGTH = 100
@@ -134,7 +134,7 @@ MYINFO_LETTERS = (
 #: ISUPPORT CHANMODES=A,B,C,D: list modes, always a parameter, a parameter when set, flags.
 CHANMODES = ",".join(_letters((kind,)) for kind in (LIST, ALWAYS, WHEN_SET, FLAG))
 #: ISUPPORT MAXLIST=b:50,e:50,I:50: each list has its own room.
-MAXLIST = ",".join(f"{letter}:{MAX_BANS}" for letter in MASK_LISTS)
+MAXLIST = ",".join(f"{letter}:{MAX_LIST_ENTRIES}" for letter in MASK_LISTS)
 #: ISUPPORT PREFIX=(ov)@+.
 PREFIX = f"({''.join(STATUS_PREFIXES)}){''.join(STATUS_PREFIXES.values())}"
 

@@ -584,7 +584,8 @@ class Room:
         noun = modes.MASK_LISTS[letter].noun
         entries = self.mask_lists[letter]
         mask = modes.normalize_mask(raw)
-        # An empty mask would complete to '*!*@*' (everyone); one with a space or a
+        # An empty parameter is a mistake, not a mask (an operator who means everyone
+        # writes '*', or '!@', which completes to '*!*@*' too); a mask with a space or a
         # leading ':' cannot be relayed or listed as a middle parameter.
         if not raw or len(mask) > modes.MASK_LENGTH or p.safe_param(mask) != mask:
             raise IRCError(
@@ -601,10 +602,8 @@ class Room:
             return None if entry is None else modes.Change(False, letter, entry.mask)
         if folded in entries:
             return None
-        if len(entries) >= modes.MAX_BANS:
-            raise IRCError(
-                p.ERR_BANLISTFULL, self.name, p.safe_param(mask), f"The room's {noun} list is full"
-            )
+        if len(entries) >= modes.MAX_LIST_ENTRIES:
+            raise IRCError(p.ERR_BANLISTFULL, self.name, letter, f"The room's {noun} list is full")
         entries[folded] = MaskEntry(mask, actor.prefix, int(time.time()), modes.mask_pattern(mask))
         return modes.Change(True, letter, mask)
 
@@ -738,14 +737,15 @@ class World:
         self._record_event(event)
 
     def whowas(self, nick: str, count: int = 0) -> list[WhowasEntry]:
-        """Who had `nick` (or a nick matching it: `*` and `?` are wildcards, RFC 2812
-        3.6.3), newest first; at most `count` entries, all of them for `count` <= 0."""
+        """Who had `nick`, newest first; at most `count` entries, all of them for `count`
+        <= 0. The nick exactly, as RFC 2812 3.6.3 has it (wildcards only in its <target>):
+        a mask would list everyone who left, the invisible too."""
         with self.lock:
             entries = list(self._history)  # a copy of pointers: the matching runs unlocked
-        pattern = modes.mask_pattern(nick)
+        key = casefold(nick)
         found: list[WhowasEntry] = []
         for entry in reversed(entries):
-            if pattern.fullmatch(casefold(entry.nick)):
+            if casefold(entry.nick) == key:
                 found.append(entry)
                 if len(found) == count:
                     break
