@@ -161,16 +161,20 @@ def kick(ctx: Context, msg: Message) -> None:
     pairs = kick_pairs(msg.params[0].split(","), msg.params[1].split(","))
     if len(pairs) > MAX_KICK_TARGETS:
         raise IRCError(p.ERR_TOOMANYTARGETS, safe_param(msg.params[1]), "Too many targets")
-    rooms: dict[str, Room | None] = {}
+    rooms: dict[str, Room] = {}
+    refused: set[str] = set()  # rooms refused already: told once, not once per nick
     for name, nick in pairs:
+        key = casefold(name)
+        if key in refused:
+            continue
         try:
-            key = casefold(name)
-            if key not in rooms:
-                rooms[key] = None  # a room that is not there is told once, not per nick
-                rooms[key] = room_or_error(ctx, name)
-            room = rooms[key]
+            room = rooms.get(key)
             if room is None:
-                continue
+                try:
+                    room = rooms[key] = room_or_error(ctx, name)
+                except IRCError:
+                    refused.add(key)
+                    raise
             target = ctx.world.find_user(nick)
             if target is None:
                 raise IRCError(p.ERR_NOSUCHNICK, safe_param(nick), "No such nick")

@@ -127,6 +127,16 @@ def irc_host(address: str) -> str:
     return "0" + address if address.startswith(":") else address
 
 
+#: The User attribute that holds each user mode of the mode table (`mode_letters`, 221).
+USER_MODE_ATTRIBUTES = {
+    "i": "invisible",
+    "o": "oper",
+    modes.WALLOPS_MODE: "wallops",
+    modes.BOT_MODE: "bot",
+}
+assert USER_MODE_ATTRIBUTES.keys() == modes.USER_MODES.keys(), "a user mode without its attribute"
+
+
 class User:
     """One person: identity, away state and rooms. Belongs to one connection."""
 
@@ -163,13 +173,8 @@ class User:
     @property
     def mode_letters(self) -> str:
         """The user modes that are on, in the mode table's order (221: `+iw`)."""
-        on = {
-            "i": self.invisible,
-            "o": self.oper,
-            modes.WALLOPS_MODE: self.wallops,
-            modes.BOT_MODE: self.bot,
-        }
-        return "".join(letter for letter in modes.USER_MODES if on[letter])
+        on = USER_MODE_ATTRIBUTES
+        return "".join(letter for letter in modes.USER_MODES if getattr(self, on[letter]))
 
     @property
     def current_room(self) -> str | None:
