@@ -682,6 +682,8 @@ def test_kick_errors(connect: Connect) -> None:
     alice.expect(rf" {p.ERR_NOSUCHNICK} alice nobody ")
     alice.send("KICK #nowhere bob")
     alice.expect(rf" {p.ERR_NOSUCHCHANNEL} alice #nowhere ")
+    alice.send("KICK #nowhere bob,carol")  # a room that is not there is told once
+    assert numerics(alice.sync()) == [p.ERR_NOSUCHCHANNEL]
     carol.send("KICK #r bob")
     carol.expect(rf" {p.ERR_NOTONCHANNEL} carol #r ")
     alice.send("KICK #r")
