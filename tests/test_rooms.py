@@ -346,6 +346,8 @@ def test_list_shows_every_room_with_count_and_topic(connect):
     assert listed(bob) == [("#a", "2", "All about a"), ("#b", "1", "")]
     assert listed(bob, "#b") == [("#b", "1", "")]
     assert listed(bob, "#nowhere") == []
+    # Rooms by name come in the order asked, each once however it is spelled.
+    assert [row[0] for row in listed(bob, "#b,#A,#a,#B")] == ["#b", "#a"]
 
 
 def test_list_filters_by_mask_and_by_mask_not_matched(connect):
