@@ -34,6 +34,8 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
 - `Server.connections_lock` (ircish/server.py) is taken alone.
 - The scrypt semaphore (ircish/passwords.py, OPER) is taken alone: a reader thread
   may wait on it, holding nothing else.
+- `Writer._drops_lock` (ircish/store/writer.py) is taken alone: it counts the history
+  lines a full writer queue turned away.
 No socket I/O, no blocking call and no call into code outside this module that could take
 a lock (a lookup callback, say) happens under any of these locks, with one exception made
 on purpose: `Room.answer` and `World.join(answer=...)` run a builder from the commands

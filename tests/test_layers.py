@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("dispatch", ("ircish.dispatch",)),
     ("commands", ("ircish.commands",)),
     ("world", ("ircish.world",)),
+    ("store", ("ircish.store",)),
     (
         "leaves",
         (

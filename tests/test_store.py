@@ -1,0 +1,173 @@
+"""The store (issue 13, first step): SQLite files in a temp dir, and the writer thread."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+
+import pytest
+from helpers import TIMEOUT, wait_for
+
+from ircish.events import Event
+from ircish.protocol import Message
+from ircish.store import StoredLine
+from ircish.store.sqlite import SCHEMA_VERSION, NewerSchemaError, SqliteStore
+from ircish.store.writer import Writer
+
+
+def line(n: int, target: str = "#r", when: float | None = None) -> StoredLine:
+    return StoredLine(
+        target,
+        f"id{n}",
+        1_000.0 + n if when is None else when,
+        "PRIVMSG",
+        "alice!a@127.0.0.1",
+        (target, f"line {n}"),
+        {"+draft/reply": "id0"} if n == 1 else {},
+    )
+
+
+def texts(lines: list[StoredLine]) -> list[str]:
+    return [stored.params[1] for stored in lines]
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = SqliteStore(tmp_path / "ircish.db")
+    yield opened
+    opened.close()
+
+
+def test_a_new_file_gets_the_schema_and_a_reopened_one_keeps_its_lines(tmp_path):
+    path = tmp_path / "ircish.db"
+    first = SqliteStore(path)
+    assert first.schema_version == SCHEMA_VERSION
+    first.append([line(1), line(2)])
+    first.close()
+
+    again = SqliteStore(path)  # a restart: the migrations have nothing left to do
+    assert again.schema_version == SCHEMA_VERSION
+    assert again.latest("#r", 10) == [line(1), line(2)]  # client tags kept
+    again.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_database_from_a_newer_ircish_is_not_opened(tmp_path):
+    path = tmp_path / "ircish.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(NewerSchemaError, match="schema version"):
+        SqliteStore(path)
+
+
+def test_reads_are_oldest_first_within_the_limit_and_per_target(store):
+    store.append([line(n) for n in range(1, 8)] + [line(99, "#other")])
+    assert texts(store.latest("#r", 3)) == ["line 5", "line 6", "line 7"]
+    assert texts(store.before("#r", 1_005.0, 2)) == ["line 3", "line 4"]
+    assert texts(store.after("#r", 1_002.0, 2)) == ["line 3", "line 4"]
+    assert texts(store.latest("#other", 10)) == ["line 99"]
+    assert store.latest("#nowhere", 10) == []
+
+
+def test_the_same_event_handed_in_twice_is_kept_once(store):
+    store.append([line(1)])
+    store.append([line(1), line(2)])
+    assert texts(store.latest("#r", 10)) == ["line 1", "line 2"]
+
+
+def test_forget_drops_one_target_only(store):
+    store.append([line(1), line(2, "#other")])
+    store.forget("#r")
+    assert store.latest("#r", 10) == []
+    assert texts(store.latest("#other", 10)) == ["line 2"]
+
+
+def test_a_memory_store_keeps_lines_for_every_thread_and_apart_from_another(tmp_path):
+    first, second = SqliteStore(None), SqliteStore(None)
+    first.append([line(1)])
+    seen: list[list[StoredLine]] = []
+    reader = threading.Thread(target=lambda: seen.append(first.latest("#r", 10)))
+    reader.start()
+    reader.join(TIMEOUT)
+    assert seen == [[line(1)]]
+    assert second.latest("#r", 10) == []
+    first.close()
+    second.close()
+
+
+def test_a_relayed_event_is_stored_with_its_msgid_time_and_client_tags():
+    msg = Message("PRIVMSG", ["#r", "hi"], "alice!a@h", {"+typing": "active", "label": "x"})
+    event = Event(msg, ("#r",), account="alice")
+    stored = StoredLine.of(event, "#r")
+    assert (stored.msgid, stored.time) == (event.msgid, event.time)
+    assert (stored.command, stored.prefix, stored.params) == ("PRIVMSG", "alice!a@h", ("#r", "hi"))
+    assert stored.tags == {"+typing": "active"}  # a server tag like label is not history
+    assert stored.account == "alice"
+
+
+def test_the_writer_writes_what_was_submitted_and_close_flushes_it(store):
+    writer = Writer(store)
+    writer.start()
+    for n in range(1, 1001):
+        assert writer.submit(line(n))
+    assert writer.flush(TIMEOUT)
+    assert len(store.latest("#r", 5000)) == 1000
+    for n in range(1001, 1101):
+        writer.submit(line(n))
+    writer.close()  # SIGTERM: everything queued is written before it returns
+    assert len(store.latest("#r", 5000)) == 1100
+    assert (writer.written, writer.dropped, writer.failed) == (1100, 0, 0)
+
+
+def test_forget_comes_after_the_lines_queued_before_it(store):
+    writer = Writer(store)
+    writer.start()
+    writer.submit(line(1))
+    writer.forget("#r")
+    writer.submit(line(2))
+    assert writer.flush(TIMEOUT)
+    assert texts(store.latest("#r", 10)) == ["line 2"]
+    writer.close()
+
+
+def test_a_full_queue_drops_counts_and_logs_once_and_never_blocks(store, caplog):
+    writer = Writer(store, max_queue=5)  # not started: nothing drains the queue
+    caplog.set_level(logging.WARNING, "ircish.store.writer")
+    accepted = [writer.submit(line(n)) for n in range(1, 21)]
+    assert accepted == [True] * 5 + [False] * 15
+    assert writer.dropped == 15
+    assert len([r for r in caplog.records if "queue of 5 is full" in r.message]) == 1
+    writer.start()
+    assert writer.flush(TIMEOUT)
+    assert texts(store.latest("#r", 10)) == [f"line {n}" for n in range(1, 6)]
+    writer.close()
+
+
+class FailingOnce(SqliteStore):
+    """A real store whose next append fails, as a full disk would make it."""
+
+    fail = True
+
+    def append(self, lines: list[StoredLine]) -> None:
+        if self.fail:
+            self.fail = False
+            raise sqlite3.OperationalError("database or disk is full")
+        super().append(lines)
+
+
+def test_a_failed_write_is_logged_and_counted_and_the_writer_goes_on(tmp_path, caplog):
+    store = FailingOnce(tmp_path / "ircish.db")
+    writer = Writer(store)
+    writer.start()
+    writer.submit(line(1))
+    assert writer.flush(TIMEOUT)
+    writer.submit(line(2))
+    assert writer.flush(TIMEOUT)
+    wait_for(lambda: writer.written == 1)
+    assert writer.failed == 1
+    assert texts(store.latest("#r", 10)) == ["line 2"]
+    assert any("a write to the store failed" in r.message for r in caplog.records)
+    writer.close()
+    store.close()
