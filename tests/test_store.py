@@ -138,16 +138,24 @@ def test_forget_comes_after_the_lines_queued_before_it(store):
     writer.close()
 
 
-def test_a_full_queue_drops_counts_and_logs_once_and_never_blocks(store, caplog):
+def test_a_full_queue_drops_counts_and_warns_once_and_never_blocks(store, caplog):
     writer = Writer(store, max_queue=5)  # not started: nothing drains the queue
     caplog.set_level(logging.WARNING, "ircish.store.writer")
+
+    def warnings() -> int:
+        return len([r for r in caplog.records if "queue of 5 is full" in r.message])
+
     accepted = [writer.submit(line(n)) for n in range(1, 21)]
     assert accepted == [True] * 5 + [False] * 15
-    assert writer.dropped == 15
-    assert len([r for r in caplog.records if "queue of 5 is full" in r.message]) == 1
+    assert (writer.dropped, warnings()) == (15, 1)
+    writer._queue.get_nowait()  # the disk took one line (line 1): room for one more
+    assert writer.submit(line(21))
+    assert not any(writer.submit(line(n)) for n in range(22, 31))
+    # A queue that fills, drains a little and fills again is one warning, not one a drop.
+    assert (writer.dropped, warnings()) == (24, 1)
     writer.start()
     assert writer.flush(TIMEOUT)
-    assert texts(store.latest("#r", 10)) == [f"line {n}" for n in range(1, 6)]
+    assert texts(store.latest("#r", 10)) == ["line 2", "line 3", "line 4", "line 5", "line 21"]
     writer.close()
 
 

@@ -3,7 +3,8 @@
 A reader thread that relays a message hands its line over with `Writer.submit`, which never
 blocks: a bounded queue takes it, or, when the queue is full (the disk cannot keep up), the
 line is not stored. It was still delivered; it is only missing from history. Such drops
-are counted (`dropped`) and logged once per run of drops, not once per line. The thread
+are counted (`dropped`) and logged: the first at once, then one warning a minute at most
+with the count since, never a line per drop. The thread
 takes what has queued up, up to `batch` lines, and writes it in one transaction; a write
 that fails is logged and counted (`failed`) and the thread goes on with the next batch.
 `close()` writes everything queued before it returns (SIGTERM loses nothing).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE = 10_000
 #: Lines written in one transaction at most.
 DEFAULT_BATCH = 500
+#: Seconds between two warnings about lines dropped (a flapping queue is one warning).
+DROP_WARNING_INTERVAL = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,9 @@ class Writer:
         self.failed = 0
         self.written = 0
         self._drops_lock = new_lock("Writer._drops_lock")
-        self._dropping = False  # in a run of drops: logged at its start only
+        # The first drop is logged at once, then at most one warning per interval.
+        self._warned_at = -DROP_WARNING_INTERVAL
+        self._warned_count = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -65,18 +71,22 @@ class Writer:
         try:
             self._queue.put_nowait(line)
         except queue.Full:
+            now = time.monotonic()
             with self._drops_lock:
                 self.dropped += 1
-                first, self._dropping = not self._dropping, True
-            if first:
+                due = now - self._warned_at >= DROP_WARNING_INTERVAL
+                if due:
+                    self._warned_at = now
+                    news, self._warned_count = self.dropped - self._warned_count, self.dropped
+            if due:
                 log.warning(
-                    "history writer behind: its queue of %d is full, lines are not stored "
-                    "until it catches up",
+                    "history writer behind: its queue of %d is full; lines not stored: %d "
+                    "since the last warning, %d in all",
                     self._queue.maxsize,
+                    news,
+                    self.dropped,
                 )
             return False
-        if self._dropping:  # the writer caught up: the next drop is news again
-            self._dropping = False
         return True
 
     def forget(self, target: str) -> None:

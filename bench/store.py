@@ -1,0 +1,116 @@
+"""The history store alone (issue 13): how fast SQLite takes batched inserts on this machine
+(the ceiling), how fast the writer thread keeps up when fed from another thread, and how
+long a CHATHISTORY LATEST 100 read takes with many lines stored.
+
+    python bench/store.py                  # 1M lines, a file in a temp dir (~1 min)
+    python bench/store.py --rows 200000    # smaller
+
+Runs ircish's own store code from this checkout (no server, no sockets); the database is a
+file in a temporary directory on the same disk as /tmp, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ircish.store import StoredLine
+from ircish.store.sqlite import SqliteStore
+from ircish.store.writer import DEFAULT_BATCH, Writer
+
+ROOMS = 100
+TEXT = "a line of ordinary chat length, about as long as most people type " * 2
+
+
+def lines(start: int, count: int) -> list[StoredLine]:
+    now = time.time()
+    return [
+        StoredLine(
+            f"#room{n % ROOMS}",
+            f"m{n}",
+            now + n * 1e-6,
+            "PRIVMSG",
+            "alice!alice@127.0.0.1",
+            (f"#room{n % ROOMS}", TEXT),
+        )
+        for n in range(start, start + count)
+    ]
+
+
+def ceiling(store: SqliteStore, rows: int) -> float:
+    """Rows/s of `append` in batches of DEFAULT_BATCH, called directly: SQLite's limit."""
+    batches = [lines(n, DEFAULT_BATCH) for n in range(0, rows, DEFAULT_BATCH)]
+    started = time.perf_counter()
+    for batch in batches:
+        store.append(batch)
+    return rows / (time.perf_counter() - started)
+
+
+def through_writer(store: SqliteStore, start: int, rows: int) -> tuple[float, int, int]:
+    """Rows/s written when one thread submits as fast as the queue takes them; the deepest
+    queue seen, and how many submits found it full (the feeder then waits 1 ms)."""
+    writer = Writer(store)
+    writer.start()
+    todo = lines(start, rows)
+    deepest = full = 0
+    started = time.perf_counter()
+    for n, line in enumerate(todo):
+        while not writer.submit(line):
+            full += 1
+            time.sleep(0.001)
+        if n % 64 == 0:  # qsize takes the queue's lock: sampled
+            deepest = max(deepest, writer.queued)
+    writer.close()
+    elapsed = time.perf_counter() - started
+    return rows / elapsed, deepest, full
+
+
+def reads(store: SqliteStore, count: int = 2000) -> list[float]:
+    """Milliseconds of `latest(room, 100)`, from a thread of its own (as a reader's)."""
+    times: list[float] = []
+
+    def run() -> None:
+        for n in range(count):
+            started = time.perf_counter()
+            got = store.latest(f"#room{n % ROOMS}", 100)
+            times.append((time.perf_counter() - started) * 1000)
+            assert len(got) == 100
+
+    reader = threading.Thread(target=run)
+    reader.start()
+    reader.join()
+    return sorted(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="lines to store in all")
+    args = parser.parse_args()
+    fed = min(200_000, args.rows // 2)
+    with tempfile.TemporaryDirectory(prefix="ircish-store-bench-") as tmp:
+        store = SqliteStore(Path(tmp) / "bench.db")
+        direct = ceiling(store, args.rows - fed)
+        rate, deepest, full = through_writer(store, args.rows - fed, fed)
+        ms = reads(store)
+        size = (Path(tmp) / "bench.db").stat().st_size
+        store.close()
+    p99 = ms[int(len(ms) * 0.99) - 1]
+    print(f"rows stored: {args.rows:,} in {ROOMS} rooms, {size / 2**20:.0f} MiB")
+    print(f"SQLite batched inserts (append, {DEFAULT_BATCH}/transaction): {direct:,.0f} rows/s")
+    print(f"through the writer thread, fed from another: {rate:,.0f} rows/s")
+    print(f"  deepest queue seen: {deepest:,}; submits that found it full: {full:,}")
+    print(
+        f"latest(room, 100) with {args.rows:,} stored: p50 {statistics.median(ms):.2f} ms, "
+        f"p99 {p99:.2f} ms, max {ms[-1]:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
