@@ -153,6 +153,7 @@ def test_a_full_queue_drops_counts_and_warns_once_and_never_blocks(store, caplog
     assert not any(writer.submit(line(n)) for n in range(22, 31))
     # A queue that fills, drains a little and fills again is one warning, not one a drop.
     assert (writer.dropped, warnings()) == (24, 1)
+    assert not writer.flush(timeout=0.05)  # no room even for the flush: it says so
     writer.start()
     assert writer.flush(TIMEOUT)
     assert texts(store.latest("#r", 10)) == ["line 2", "line 3", "line 4", "line 5", "line 21"]

@@ -99,13 +99,18 @@ class Writer:
         return self._queue.qsize()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is written; False on timeout."""
+        """Wait until everything queued so far is written; False on timeout (the wait for
+        room in a full queue included)."""
         done = threading.Event()
-        self._queue.put(done)
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
         return done.wait(timeout)
 
     def close(self) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the thread (a writer never started writes
+        nothing)."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
