@@ -148,7 +148,7 @@ def user_mode(ctx: Context, target: str, modestring: str) -> None:
         if changed:
             applied.append(change)
     if applied:
-        ctx.send(Message("MODE", [user.nick, *modes.format_changes(applied)], user.nick))
+        ctx.send(Message("MODE", [user.nick, *modes.format_changes(applied)], user.prefix))
     if parsed.unknown:
         known = "".join(modes.USER_MODES)
         ctx.reply(p.ERR_UMODEUNKNOWNFLAG, f"Unknown MODE flag (user modes here: {known})")
@@ -246,7 +246,7 @@ def oper(ctx: Context, msg: Message) -> None:
         raise IRCError(p.ERR_NOOPERHOST, "No operator block for your host")
     log.info("%s: OPER %s: now a server operator", ctx.conn, name)
     if ctx.world.set_operator(user, True):
-        ctx.send(Message("MODE", [user.nick, "+o"], user.nick))
+        ctx.send(Message("MODE", [user.nick, "+o"], user.prefix))
     ctx.reply(p.RPL_YOUREOPER, "You are now a server operator")
 
 

@@ -542,7 +542,7 @@ def test_bot_mode_shows_in_whois_who_and_a_tag(connect: Connect) -> None:
     carol = connect("carol")
     in_room("#r", robot, bob, carol)
     robot.send("MODE robot +B")
-    robot.expect(r"^:robot MODE robot :?\+B$")
+    robot.expect(r"^:robot!\S+ MODE robot :?\+B$")
     robot.send("PRIVMSG #r :beep")
     robot.sync()
     msg = parse(bob.expect(" PRIVMSG #r :beep").string)

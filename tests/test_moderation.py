@@ -724,7 +724,7 @@ def test_oper_success_shows_in_whois_who_and_lusers(oconnect: Connect) -> None:
     alice, bob = oconnect("alice"), oconnect("bob")
     alice.join("#r")
     alice.send(f"OPER root :{OPER_PASSWORD}")
-    alice.expect(r"^:alice MODE alice \+o$")
+    alice.expect(r"^:alice!\S+ MODE alice \+o$")
     alice.expect(rf"^:{SERVER} {p.RPL_YOUREOPER} alice :")
     bob.send("WHOIS alice")
     assert f" {p.RPL_WHOISOPERATOR} bob alice " in " ".join(
@@ -737,7 +737,7 @@ def test_oper_success_shows_in_whois_who_and_lusers(oconnect: Connect) -> None:
     alice.send("MODE alice")
     alice.expect(rf" {p.RPL_UMODEIS} alice :\+o$")
     alice.send("MODE alice -o")
-    alice.expect(r"^:alice MODE alice -o$")
+    alice.expect(r"^:alice!\S+ MODE alice -o$")
     bob.send("LUSERS")
     bob.expect(rf" {p.RPL_LUSEROP} bob 0 ")
 

@@ -169,7 +169,7 @@ def opers(start_server: Callable[..., Server]) -> Server:
 def test_wallops_reaches_those_with_plus_w(opers: Server, connect: Connect) -> None:
     root, listener, deaf = (connect(nick, target=opers) for nick in ("root", "listener", "deaf"))
     listener.send("MODE listener +w")
-    listener.expect(r"^:listener MODE listener :?\+w$")
+    listener.expect(r"^:listener!\S+ MODE listener :?\+w$")
     assert replies(listener, "MODE listener") == [(p.RPL_UMODEIS, "listener", "+w")]
     root.send(f"OPER root :{OPER_PASSWORD}")
     root.expect(f" {p.RPL_YOUREOPER} ")
@@ -182,10 +182,10 @@ def test_wallops_reaches_those_with_plus_w(opers: Server, connect: Connect) -> N
 
     # With +w the sender gets it too; with -w the listener no longer does.
     root.send("MODE root +w")
-    root.expect(r"^:root MODE root :?\+w$")
+    root.expect(r"^:root!\S+ MODE root :?\+w$")
     assert replies(root, "MODE root") == [(p.RPL_UMODEIS, "root", "+ow")]
     listener.send("MODE listener -w")
-    listener.expect(r"^:listener MODE listener :?-w$")
+    listener.expect(r"^:listener!\S+ MODE listener :?-w$")
     root.send("WALLOPS :again")
     assert root.expect(r" WALLOPS ").string == f":root!u@{HOST} WALLOPS :again"
     assert listener.sync() == []
