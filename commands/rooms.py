@@ -163,7 +163,7 @@ class ListQuery:
     meeting every condition. A term that is none of these names a room, so an unreadable
     one (`C<x`) matches nothing."""
 
-    names: frozenset[str]  # casefolded
+    names: tuple[str, ...]  # casefolded, each once, in the order given
     masks: tuple[re.Pattern[str], ...]
     excluded: tuple[re.Pattern[str], ...]
     #: (field, sign, value): field "" users, "C" minutes since creation, "T" minutes since
@@ -172,7 +172,7 @@ class ListQuery:
 
     @classmethod
     def read(cls, text: str) -> ListQuery:
-        names: set[str] = set()
+        names: dict[str, None] = {}  # a set that keeps the order given
         masks: list[re.Pattern[str]] = []
         excluded: list[re.Pattern[str]] = []
         conditions: list[tuple[str, str, int]] = []
@@ -185,8 +185,8 @@ class ListQuery:
             elif "*" in term or "?" in term:
                 masks.append(modes.mask_pattern(term))
             else:
-                names.add(casefold(term))
-        return cls(frozenset(names), tuple(masks), tuple(excluded), tuple(conditions))
+                names[casefold(term)] = None
+        return cls(tuple(names), tuple(masks), tuple(excluded), tuple(conditions))
 
     @property
     def by_name_only(self) -> bool:
@@ -224,8 +224,7 @@ def list_(ctx: Context, msg: Message) -> None:
     query = ListQuery.read(msg.param(0))
     if query.by_name_only:
         # In the order asked, each room once (`LIST #a,#A` is one room).
-        found = map(ctx.world.find_room, msg.params[0].split(","))
-        rooms = list(dict.fromkeys(room for room in found if room is not None))
+        rooms = [room for room in map(ctx.world.find_room, query.names) if room is not None]
     else:
         rooms = sorted(ctx.world.rooms_snapshot(), key=lambda r: r.folded)
     now = time.time()
