@@ -15,6 +15,7 @@ from ircish.protocol import Message, clip, safe_param
 from ircish.slash import SLASH_COMMANDS
 from ircish.world import Room, User, casefold, status_prefix
 
+from .history import isupport_tokens as history_tokens
 from .messages import MAX_TARGETS, STATUS_TARGETS
 from .moderation import MAX_KICK_TARGETS
 from .presence import MONITOR_LIMIT
@@ -54,6 +55,7 @@ def isupport_tokens(ctx: Context) -> list[str]:
         f"USERLEN={USERLEN}",
         "UTF8ONLY",
         "WHOX",
+        *history_tokens(ctx),
     ]
 
 

@@ -13,6 +13,8 @@ from ircish.locks import held
 from ircish.protocol import Message, casefold, clip, safe_param
 from ircish.world import Room, Snapshot, status_prefix, valid_room_name
 
+from .history import replay_lines_locked
+
 #: What LIST can filter on (ISUPPORT ELIST, modern.ircdocs.horse "ELIST"): Creation time
 #: (`C<n`, `C>n`: created less, or more, than n minutes ago), a Mask (`#a*`), a mask Not
 #: matched (`!#a*`), Topic time (`T<n`, `T>n`, as C) and User count (`<n`, `>n`).
@@ -69,9 +71,14 @@ def namreply_lines_locked(ctx: Context, room: Room) -> list[Message]:
 
 
 def joined_lines_locked(ctx: Context, room: Room) -> list[Message]:
-    """What a joiner is told about the room right after its JOIN: topic, then names."""
+    """What a joiner is told about the room right after its JOIN: topic, names, then the
+    last lines said there (for a client that cannot ask for them)."""
     assert held(room.lock)
-    return [*topic_lines_locked(ctx, room, always=False), *names_lines_locked(ctx, room)]
+    return [
+        *topic_lines_locked(ctx, room, always=False),
+        *names_lines_locked(ctx, room),
+        *replay_lines_locked(ctx, room),
+    ]
 
 
 def visible_topic_lines_locked(ctx: Context, room: Room) -> list[Message]:

@@ -39,6 +39,14 @@ CAPABILITIES: dict[str, Capability] = {
         Capability(
             "cap-notify", "CAP NEW and CAP DEL when the server's capabilities change", sticky=True
         ),
+        Capability(
+            "draft/chathistory",
+            "CHATHISTORY reads a room's earlier lines; no replay on join then",
+        ),
+        Capability(
+            "draft/event-playback",
+            "history holds joins, parts, quits, kicks, nick, topic and mode changes too",
+        ),
         Capability("echo-message", "your own PRIVMSG, NOTICE and TAGMSG come back when relayed"),
         Capability("extended-join", "JOIN lines carry the account (`*`: none) and realname"),
         Capability("extended-monitor", "MONITOR also tells you away and realname changes"),

@@ -164,7 +164,7 @@ def _fail(problem: str) -> typing.NoReturn:
 def run(config: Config, source: str = "config") -> None:
     """Start a server and serve until SIGINT/SIGTERM. `source` names the config in errors."""
     from ircish.commands import command_table
-    from ircish.server import ListenError, Server
+    from ircish.server import ListenError, Server, StoreError
 
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -192,6 +192,9 @@ def run(config: Config, source: str = "config") -> None:
         sys.exit(2)
     except ListenError as exc:
         click.echo(f"ircish-server: cannot listen on {exc.where}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    except StoreError as exc:
+        click.echo(f"ircish-server: cannot open the store {exc.where}: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
         where = f"{config.server.host}:{config.server.port}"

@@ -52,7 +52,7 @@ FOLDER = _HERE / "_commands" if (_HERE / "_commands").is_dir() else _HERE.parent
 __path__ = [str(FOLDER)]
 
 #: The handler modules, one per command family.
-MODULES = ("registration", "rooms", "messages", "queries", "moderation", "presence")
+MODULES = ("registration", "rooms", "messages", "queries", "moderation", "presence", "history")
 
 
 Handler = Callable[["Context", Message], None]

@@ -13,6 +13,7 @@ import datetime
 import functools
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -267,6 +268,70 @@ class Limits:
             )
 
 
+#: history.max_age's units: seconds, minutes, hours, days, weeks.
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"([1-9][0-9]{0,6})([smhdw])")
+
+
+def _duration(value: str) -> str | None:
+    if _DURATION.fullmatch(value) is None:
+        return f"expected a duration such as 30d, 12h, 90m or 3600s, got {_describe(value)}"
+    return None
+
+
+def duration_seconds(value: str) -> int:
+    """A checked duration (`30d`) in seconds."""
+    match = _DURATION.fullmatch(value)
+    assert match is not None, value
+    return int(match[1]) * _DURATION_UNITS[match[2]]
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where what outlives a connection is kept (history, permanent rooms): one SQLite file."""
+
+    #: The database file, relative to the directory the server starts in; None (null):
+    #: memory only, nothing survives a restart.
+    path: str | None = _setting(None, _one_line)
+    #: A line waits at most this long for its transaction: after a crash or power cut, at
+    #: most the last flush_ms of history is missing.
+    flush_ms: int = _setting(100, _between(1, 60000))
+    #: Lines waiting for the disk at most; past it new lines are delivered but not stored.
+    queue: int = _setting(10000, _between(100, 10_000_000))
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """What a room remembers, and what a joiner is shown of it."""
+
+    #: Lines shown to someone joining a room whose client cannot ask for history
+    #: (no draft/chathistory): irssi, WeeChat, nc. 0: none. At most `window`.
+    replay_on_join: int = _setting(20, _at_least(0))
+    #: Recent lines each room keeps in memory, for replay and CHATHISTORY without the disk.
+    window: int = _setting(200, _between(1, 100_000))
+    #: Lines kept per room (older ones are pruned); 0 turns history off.
+    max_lines: int = _setting(10000, _at_least(0))
+    #: How long a line is kept; null: no age limit.
+    max_age: str | None = _setting("30d", _duration)
+    #: The most lines one CHATHISTORY answer holds (ISUPPORT CHATHISTORY=).
+    chathistory_max: int = _setting(1000, _between(1, 100_000))
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_lines > 0
+
+    @property
+    def max_age_seconds(self) -> int | None:
+        return None if self.max_age is None else duration_seconds(self.max_age)
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if self.replay_on_join > self.window:
+            yield (
+                "replay_on_join",
+                f"must be at most window ({self.window}), got {self.replay_on_join}",
+            )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; build it with `load_config` or `parse_config`."""
@@ -278,6 +343,8 @@ class Config:
     #: None (the default, or `tls: null`): plain TCP only.
     tls: TlsConfig | None = None
     operators: tuple[OperatorConfig, ...] = ()
+    store: StoreConfig = field(default_factory=StoreConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.tls is not None and self.tls.port != 0 and self.tls.port == self.server.port:

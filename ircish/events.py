@@ -15,6 +15,7 @@ A text session (nc) gets no wire format: each person's line is rendered for them
 from __future__ import annotations
 
 import base64
+import datetime
 import os
 import threading
 import time
@@ -83,19 +84,72 @@ def _next_id() -> tuple[str, int]:
     return state[0], state[1]
 
 
+def millis(when: float) -> int:
+    """`when` (time.time()) in whole milliseconds, as the `time` tag shows it (history
+    compares times in these, so a time copied from a tag matches its line)."""
+    seconds = int(when)
+    return seconds * 1000 + int((when - seconds) * 1000)
+
+
 def server_time(when: float) -> str:
     """The `time` tag: ISO 8601 UTC with milliseconds (IRCv3 server-time)."""
+    return time_tag(millis(when))
+
+
+def time_tag(ms: int) -> str:
+    """The `time` tag of a time in whole milliseconds (a stored line's)."""
     global _last_second
-    seconds = int(when)
-    millis = int((when - seconds) * 1000)
+    seconds, ms = divmod(ms, 1000)
     last, text = _last_second
     if last != seconds:  # once a second: the date and time to the second
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         _last_second = (seconds, text)  # one tuple, swapped whole: safe between threads
-    return f"{text}.{millis:03d}Z"
+    return f"{text}.{ms:03d}Z"
 
 
-#: The last second `server_time` formatted, and its text.
+def parse_time_tag(text: str) -> int | None:
+    """A `time` tag's value (`2026-12-02T15:04:05.123Z`) in whole milliseconds; None if it
+    is not one (CHATHISTORY's `timestamp=`)."""
+    if not text.endswith("Z"):
+        return None
+    try:
+        when = datetime.datetime.strptime(text[:-1], "%Y-%m-%dT%H:%M:%S.%f")
+    except ValueError:
+        try:
+            when = datetime.datetime.strptime(text[:-1], "%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            return None
+    when = when.replace(tzinfo=datetime.timezone.utc)
+    return int(when.timestamp()) * 1000 + when.microsecond // 1000
+
+
+def relay_tags(
+    caps: frozenset[str],
+    msgid: str,
+    ms: int,
+    account: str | None,
+    bot: bool,
+    tags: dict[str, str],
+) -> dict[str, str]:
+    """The tags a receiver with relay caps `caps` sees on a relayed line, live or from
+    history: server tags first (the spec's order), then the sender's client tags (those of
+    `tags` that start with '+')."""
+    out: dict[str, str] = {}
+    tagged = "message-tags" in caps
+    if tagged:
+        out["msgid"] = msgid
+    if "server-time" in caps:
+        out["time"] = time_tag(ms)
+    if "account-tag" in caps and account is not None:
+        out["account"] = account
+    if tagged:
+        if bot:
+            out["bot"] = ""
+        out.update((k, v) for k, v in tags.items() if k.startswith("+"))
+    return out
+
+
+#: The last second `time_tag` formatted, and its text.
 _last_second: tuple[int, str] = (-1, "")
 
 
@@ -183,23 +237,12 @@ class Event:
         return self.needs is None or self.needs in caps
 
     def tags_for(self, caps: frozenset[str]) -> dict[str, str]:
-        """The tags a receiver with relay caps `caps` sees: server tags first (the spec's
-        order), then the sender's client tags."""
-        tags: dict[str, str] = {}
+        """The tags a receiver with relay caps `caps` sees."""
         if not caps:
-            return tags
-        tagged = "message-tags" in caps
-        if tagged:
-            tags["msgid"] = self.msgid
-        if "server-time" in caps:
-            tags["time"] = server_time(self.time)
-        if "account-tag" in caps and self.account is not None:
-            tags["account"] = self.account
-        if tagged:
-            if self.bot:
-                tags["bot"] = ""
-            tags.update((k, v) for k, v in self.message.tags.items() if k.startswith("+"))
-        return tags
+            return {}
+        return relay_tags(
+            caps, self.msgid, millis(self.time), self.account, self.bot, self.message.tags
+        )
 
     def message_for(self, caps: frozenset[str]) -> Message:
         """The message a receiver with relay caps `caps` gets (with its tags, and the

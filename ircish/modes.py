@@ -22,7 +22,7 @@ STATUS = "status"  # o v: a member's status; parameter: a nick, both ways
 LIST = "list"  # b e I: a mask list; with a parameter adds/removes a mask, without one lists it
 ALWAYS = "always"  # k: a setting with a parameter both ways (any value removes it)
 WHEN_SET = "when-set"  # l: a parameter when set, none when removed
-FLAG = "flag"  # i m n s t: on or off
+FLAG = "flag"  # i m n s t P: on or off
 
 #: Room mode letter -> kind. The one table; every other list of letters derives from it.
 ROOM_MODES: dict[str, str] = {
@@ -38,7 +38,14 @@ ROOM_MODES: dict[str, str] = {
     "n": FLAG,
     "s": FLAG,
     "t": FLAG,
+    "P": FLAG,
 }
+
+#: +P: a permanent room. It stays when empty and survives restarts (ngIRCd, InspIRCd);
+#: only server operators set or remove it (`OPER_ONLY`). Rooms from the config have it.
+PERMANENT = "P"
+#: Room modes only a server operator may change.
+OPER_ONLY = frozenset(PERMANENT)
 
 #: User modes: +i invisible (anyone), +o server operator (only OPER grants it), +w sent
 #: WALLOPS (anyone), +B a bot (IRCv3 bot mode: anyone may say so of themselves; ISUPPORT

@@ -150,6 +150,8 @@ def _notice(msg: Message, me: str | None) -> str:
             return f"* You answered {target}'s CTCP {ctcp[0]}"
         return f"* CTCP {ctcp[0]} reply from {source}" + (f": {answer}" if answer else "")
     if _is_room(target):
+        if "!" not in (msg.prefix or "!"):
+            return text  # the server's own line about the room (history's markers)
         return f"[{target}] -{source}- {text}"
     if _is_me(msg, me) and not _same_nick(target, me):
         return f"-> -{target}- {text}"
@@ -229,6 +231,8 @@ _ROOM_MODE_WORDS: dict[str, tuple[str, str]] = {
     "-t": ("let", "anyone set the topic of {room}"),
     "+n": ("block", "messages from outside {room}"),
     "-n": ("allow", "messages from outside {room}"),
+    "+P": ("make", "{room} permanent"),
+    "-P": ("make", "{room} temporary"),
 }
 # Our own user modes, after "You are ".
 _USER_MODE_WORDS: dict[str, str] = {

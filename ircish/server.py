@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import socket
+import sqlite3
 import ssl
 import sys
 import threading
@@ -32,7 +33,9 @@ from ircish.config import Config
 from ircish.connection import Connection, SenderPool
 from ircish.dispatch import Dispatcher
 from ircish.locks import new_lock
-from ircish.protocol import Message
+from ircish.protocol import Message, casefold
+from ircish.store.sqlite import NewerSchemaError, SqliteStore
+from ircish.store.writer import Retention, Writer
 from ircish.tls import TlsTransport, server_context
 from ircish.transport import StreamTransport
 from ircish.world import Recorder, World
@@ -50,6 +53,14 @@ LISTEN_BACKLOG = 4096
 GIL_SWITCH_INTERVAL = 0.05
 #: accept() failures that mean "out of descriptors or memory": wait, don't spin.
 RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class StoreError(Exception):
+    """The store could not be opened (`where`: its path); nothing is left running."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.where = where
 
 
 class ListenError(OSError):
@@ -75,8 +86,13 @@ class Server:
         self.config = config
         self.name = config.server.name
         self.world = World(
-            ((room.name, room.topic) for room in config.rooms), record=record, server_name=self.name
+            ((room.name, room.topic) for room in config.rooms),
+            record=record,
+            server_name=self.name,
+            history=config.history,
         )
+        #: The store's writer thread, from `start()` on (ircish/store/writer.py).
+        self.writer: Writer | None = None
         self.dispatcher = Dispatcher(commands, self.world, config, self.connection_count)
         self.senders = SenderPool(config.server.sender_threads)
         self.connections: set[Connection] = set()
@@ -133,6 +149,13 @@ class Server:
                 "ERROR",
                 [f"This port speaks TLS only; plain connections go to port {self.address[1]}"],
             ).to_bytes()
+        try:
+            self._open_store()
+        except StoreError:
+            for listener in (self._listener, self._tls_listener):
+                if listener is not None:
+                    listener.close()
+            raise
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.senders.start()
         loops = [("accept", self._accept_loop, (self._listener, False))]
@@ -145,6 +168,40 @@ class Server:
             self._threads.append(thread)
         # No "listening" log line: whoever started the server says where it listens, from
         # `address` and `tls_address` (ircish-server prints one line; two was issue 11).
+
+    def _open_store(self) -> None:
+        """Open the store, bring back the permanent rooms and their last lines, and start
+        the writer thread. A room that was not permanent ended with the last run: its
+        history is dropped here (the next person to make `#x` must not read the last
+        group's talk). Raises StoreError."""
+        path = self.config.store.path
+        try:
+            store = SqliteStore(path)
+        except (sqlite3.Error, NewerSchemaError, OSError) as exc:
+            raise StoreError(path or ":memory:", exc) from exc
+        try:
+            states = store.rooms()
+            permanent = {casefold(state.name) for state in states}
+            permanent.update(casefold(room.name) for room in self.config.rooms)
+            store.keep_only(permanent)
+        except sqlite3.Error as exc:
+            store.close()
+            raise StoreError(path or ":memory:", exc) from exc
+        history = self.config.history
+        writer = Writer(
+            store,
+            max_queue=self.config.store.queue,
+            flush_ms=self.config.store.flush_ms,
+            retention=Retention(history.max_lines, history.max_age_seconds),
+        )
+        writer.prune_now()
+        self.world.keeper = writer
+        self.world.restore(states)
+        self.world.prime()
+        writer.start()
+        self.writer = writer
+        if path is not None:
+            log.info("store: %s (%d permanent rooms)", path, len(permanent))
 
     @staticmethod
     def _bind(host: str, port: int, where: str) -> socket.socket:
@@ -183,6 +240,10 @@ class Server:
         for listener in (self._listener, self._tls_listener):
             if listener is not None:
                 listener.close()
+        if self.writer is not None:
+            # Every queued line and room change is written before the process ends.
+            self.writer.close()
+            self.writer.store.close()
         log.info("stopped")
 
     def _wait_for_readers(self, timeout: float) -> bool:

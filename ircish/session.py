@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ircish import protocol, slash
 from ircish.commands import DEFAULT_COST, CommandSpec
-from ircish.events import Framer, WireFormat
+from ircish.events import Framer, WireFormat, parse_time_tag
 from ircish.flood import ExcessFlood, FloodGate
 from ircish.protocol import Message, ProtocolError, safe_param
 from ircish.render import Tables, render
@@ -416,13 +416,27 @@ class Session:
                 lines = [] if line is None else [line]
             if not lines:
                 return b""
-            stamp = self._stamp()
+            # A line from history shows when it was said, not when it is sent.
+            said = msg.tags.get("time") if msg.tags else None
+            stamp = self._stamp() if said is None else _stamp_of(said)
             each = [f"{stamp}{line}\r\n".encode() for line in lines]
             if self._frame is not None:  # a message-oriented transport: a frame per line
                 each = [self._frame(data) for data in each]
             return b"".join(each)
         data = msg.to_bytes()
         return data if self._frame is None else self._frame(data)
+
+
+def _stamp_of(tag: str) -> str:
+    """A text line's stamp for a `time` tag: `HH:MM ` local time, with the date before it
+    when that was not today."""
+    ms = parse_time_tag(tag)
+    if ms is None:
+        return time.strftime(_STAMP_FORMAT)
+    when = time.localtime(ms // 1000)
+    if when[:3] == time.localtime()[:3]:
+        return time.strftime(_STAMP_FORMAT, when)
+    return time.strftime("%Y-%m-%d " + _STAMP_FORMAT, when)
 
 
 def _tag_section(raw: bytes) -> int:

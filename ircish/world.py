@@ -59,6 +59,7 @@ there as well):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import weakref
@@ -70,13 +71,15 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ircish import modes
 from ircish import protocol as p
-from ircish.events import Event
+from ircish.config import HistoryConfig
+from ircish.events import Event, millis
 from ircish.locks import held, new_lock
 from ircish.protocol import IRCError, Message, casefold
 
 # The nick rule is pure protocol (ircish-client checks a nick with it before connecting); it
 # is re-exported here, where the commands have always found it.
 from ircish.protocol import valid_nick as valid_nick
+from ircish.store import MaskState, Query, RoomState, Store, StoredLine, read_lines
 
 if TYPE_CHECKING:
     import re
@@ -85,9 +88,35 @@ if TYPE_CHECKING:
 Recorder = Callable[[Event], None]
 #: Builds, under a room's lock, what a reply says about the room (see `Room.answer`).
 RoomReply = Callable[["Room"], "Iterable[Message]"]
+#: A room's hook into its world, called after a change with no lock held: the event
+#: relayed (None if only the state changed), its history lines, the room's state to keep
+#: (a permanent room that changed, or stopped being permanent), a room that ended.
+RoomRecorder = Callable[..., None]
+#: History is off: no window, nothing kept.
+NO_HISTORY = HistoryConfig(max_lines=0)
 
 
-def _record_nothing(event: Event) -> None:
+class Keeper(Protocol):
+    """Where history lines and permanent rooms go (the store's writer thread). Every call
+    returns at once; the world makes them after the relay, outside every lock."""
+
+    store: Store
+
+    def submit(self, line: StoredLine) -> bool: ...
+
+    def forget(self, target: str, epoch: int) -> None: ...
+
+    def save_room(self, state: RoomState) -> None: ...
+
+    def drop_room(self, name: str) -> None: ...
+
+
+def _record_nothing(
+    event: Event | None,
+    lines: Iterable[StoredLine] = (),
+    state: RoomState | None = None,
+    ended: Room | None = None,
+) -> None:
     """The record hook of a room made outside a world (tests)."""
 
 
@@ -262,7 +291,8 @@ class Room:
         name: str,
         topic: str = "",
         persistent: bool = False,
-        record: Recorder | None = None,
+        record: RoomRecorder | None = None,
+        history: HistoryConfig = NO_HISTORY,
     ) -> None:
         self.name = name
         #: The casefolded name: the room table's key.
@@ -274,11 +304,22 @@ class Room:
         self.topic_setter = "" if not topic else "server"
         self.topic_time = int(time.time()) if topic else 0
         self.created = int(time.time())
-        #: Rooms from the config outlive their last member.
-        self.persistent = persistent
         self._record = record if record is not None else _record_nothing
-        #: Flag modes (modes.FLAG letters) that are on.
+        #: Flag modes (modes.FLAG letters) that are on; +P (permanent) for config rooms.
         self.flags: set[str] = set(modes.DEFAULT_ROOM_FLAGS)
+        if persistent:
+            self.flags.add(modes.PERMANENT)
+        #: History (under self.lock): the last lines of the room, oldest first, and whether
+        #: they are all it has (nothing older on disk). `seq` numbers its lines in the order
+        #: members saw them; `epoch` tells this life of the room from an earlier one of the
+        #: same name (whose history the store forgets).
+        self.window: deque[StoredLine] | None = (
+            deque(maxlen=min(history.window, history.max_lines)) if history.enabled else None
+        )
+        self.window_complete = True
+        self.seq = 0
+        self.epoch = time.time_ns()
+        self.history = history
         self.join_key: str | None = None  # +k
         self.limit: int | None = None  # +l
         #: One map per list letter (modes.MASK_LISTS: b e I): casefolded mask -> MaskEntry,
@@ -296,6 +337,11 @@ class Room:
         """A room operator, or a server operator (who acts as one in every room)."""
         assert held(self.lock)
         return user.oper or "o" in self.members.get(user, "")
+
+    @property
+    def persistent(self) -> bool:
+        """+P: the room outlives its last member, and a restart (config rooms have it)."""
+        return modes.PERMANENT in self.flags
 
     def require_operator_locked(self, user: User) -> None:
         assert held(self.lock)
@@ -369,6 +415,122 @@ class Room:
             if member is not exclude:
                 member.conn.deliver(event)
 
+    def keep_locked(self, event: Event) -> StoredLine | None:
+        """Add `event` to the room's history, in the order members got it; the line to
+        store (None: history is off). Caller holds self.lock."""
+        assert held(self.lock)
+        window = self.window
+        if window is None:
+            return None
+        self.seq += 1
+        line = StoredLine.of(event, self.folded, self.seq, self.epoch)
+        if len(window) == window.maxlen:
+            self.window_complete = False
+        window.append(line)
+        return line
+
+    def recent_locked(self, count: int, commands: frozenset[str]) -> list[StoredLine]:
+        """The last `count` lines of these commands still in the window (replay on join)."""
+        assert held(self.lock)
+        if not count or self.window is None:
+            return []
+        return self._reading_locked(Query(count, commands=commands)).pick(self.window)
+
+    def _reading_locked(self, query: Query) -> Query:
+        """`query` within retention: no line older than max_age, none past max_lines."""
+        assert held(self.lock)
+        history = self.history
+        oldest_seq = self.seq - history.max_lines
+        after_seq = query.after_seq
+        if oldest_seq > 0 and (after_seq is None or after_seq < oldest_seq):
+            after_seq = oldest_seq
+        max_age = history.max_age_seconds
+        since = None if max_age is None else millis(time.time() - max_age)
+        return dataclasses.replace(query, after_seq=after_seq, since=since)
+
+    def read_history(self, reader: User, query: Query, store: Store | None) -> list[StoredLine]:
+        """What `query` asks of this room's history, for a member (IRCError 442 for anyone
+        else, a server operator too: a secret or keyed room's talk is its members'). The
+        window is read under the lock; the store, if needed, after it."""
+        with self.lock:
+            self._require_reader_locked(reader)
+            if self.window is None:
+                return []
+            window = list(self.window)
+            complete = self.window_complete
+            query = self._reading_locked(query)
+        return read_lines(window, complete, store, self.folded, query)
+
+    def find_line(self, reader: User, msgid: str, store: Store | None) -> StoredLine | None:
+        """The line of this room's history with `msgid` (a CHATHISTORY reference), for a
+        member (IRCError 442 otherwise): the window first, then the store."""
+        with self.lock:
+            self._require_reader_locked(reader)
+            if self.window is None:
+                return None
+            for line in reversed(self.window):
+                if line.msgid == msgid:
+                    return line
+            if self.window_complete:
+                return None
+            epoch = self.epoch
+        line = None if store is None else store.find(self.folded, msgid)
+        return line if line is not None and line.epoch <= epoch else None
+
+    def _require_reader_locked(self, reader: User) -> None:
+        assert held(self.lock)
+        if reader not in self.members:
+            raise IRCError(p.ERR_NOTONCHANNEL, self.name, "You're not in that room")
+
+    def state_locked(self) -> RoomState:
+        """What a permanent room keeps across a restart."""
+        assert held(self.lock)
+        return RoomState(
+            self.name,
+            self.topic,
+            self.topic_setter,
+            self.topic_time,
+            self.created,
+            "".join(sorted(self.flags)),
+            self.join_key,
+            self.limit,
+            {
+                letter: tuple(MaskState(e.mask, e.setter, e.time) for e in entries.values())
+                for letter, entries in self.mask_lists.items()
+                if entries
+            },
+        )
+
+    def restore_locked(self, state: RoomState, lines: list[StoredLine]) -> None:
+        """Take back a permanent room's state and its last lines (at start)."""
+        assert held(self.lock)
+        self.topic, self.topic_setter, self.topic_time = (
+            state.topic,
+            state.topic_setter,
+            state.topic_time,
+        )
+        self.created = state.created or self.created
+        self.flags = set(state.flags) & set(modes.ROOM_MODES) | {modes.PERMANENT}
+        self.join_key, self.limit = state.key, state.limit
+        for letter, entries in state.lists.items():
+            if letter in self.mask_lists:
+                self.mask_lists[letter] = {
+                    casefold(e.mask): MaskEntry(
+                        e.mask, e.setter, e.time, modes.mask_pattern(e.mask)
+                    )
+                    for e in entries
+                }
+        self.prime_locked(lines)
+
+    def prime_locked(self, lines: list[StoredLine]) -> None:
+        """Start the window with the last stored lines (at start)."""
+        assert held(self.lock)
+        if self.window is None or not lines:
+            return
+        self.window.extend(lines)
+        self.seq = lines[-1].seq
+        self.window_complete = len(lines) < (self.window.maxlen or 0)
+
     def send_from(
         self,
         sender: User,
@@ -403,15 +565,17 @@ class Room:
                         p.ERR_CANNOTSENDTOCHAN, self.name, "Cannot send to room: you are banned"
                     )
             event = Event(msg, (self.name,), needs=needs, bot=sender.bot)
+            line = None
             if not only:
                 self.broadcast_locked(event, exclude=None if echo else sender)
-            else:
+                line = self.keep_locked(event)
+            else:  # for some members only: not the room's history
                 for member, letters in self.members.items():
                     if member is not sender and any(c in letters for c in only):
                         member.conn.deliver(event)
                 if echo:
                     sender.conn.deliver(event)
-        self._record(event)
+        self._record(event, () if line is None else (line,))
         return event
 
     def answer(self, send: Callable[[Message], None], build: RoomReply) -> None:
@@ -439,7 +603,9 @@ class Room:
             self.topic_setter = setter.prefix
             self.topic_time = int(time.time())
             self.tell_locked(setter, event)
-        self._record(event)
+            line = self.keep_locked(event)
+            state = self.state_locked() if self.persistent else None
+        self._record(event, () if line is None else (line,), state)
 
     def snapshot(self) -> Snapshot:
         """Members with their status, topic, topic setter and time, read consistently."""
@@ -465,9 +631,10 @@ class Room:
         `targets` holds the user each +o/+v nick names, looked up before the room's lock
         is taken (a lookup may take World.lock, which comes first in the order)."""
         refusals: list[IRCError] = []
-        events: list[Event] = []
+        events: list[tuple[Event, StoredLine | None]] = []
         with self.lock:
             self.require_operator_locked(actor)
+            was_permanent = self.persistent
             applied: list[modes.Change] = []
             for change in changes:
                 try:
@@ -482,9 +649,13 @@ class Room:
                 params = [self.name, *modes.format_changes(group)]
                 event = Event(Message("MODE", params, actor.prefix), (self.name,))
                 self.tell_locked(actor, event)
-                events.append(event)
-        for event in events:
-            self._record(event)
+                events.append((event, self.keep_locked(event)))
+            # A permanent room's new state is kept; one that stops being permanent, dropped.
+            state = self.state_locked() if applied and (was_permanent or self.persistent) else None
+        for event, line in events:
+            self._record(event, () if line is None else (line,))
+        if state is not None:
+            self._record(None, (), state)
         return refusals
 
     def invite(self, inviter: User, target: User) -> None:
@@ -525,6 +696,11 @@ class Room:
         assert held(self.lock)
         letter, adding, arg = change.letter, change.adding, change.arg
         kind = modes.ROOM_MODES[letter]
+        if letter in modes.OPER_ONLY and not actor.oper:
+            raise IRCError(
+                p.ERR_NOPRIVILEGES,
+                f"Permission Denied- only server operators may change +{letter}",
+            )
         if kind == modes.STATUS:
             target = targets.get(arg or "")
             if target is None:
@@ -626,8 +802,14 @@ class World:
         rooms: Iterable[tuple[str, str]] = (),
         record: Recorder | None = None,
         server_name: str = "ircish.local",
+        *,
+        history: HistoryConfig = NO_HISTORY,
+        keeper: Keeper | None = None,
     ) -> None:
         self.lock = new_lock("World.lock")
+        #: What rooms remember, and where it goes (None: memory only, the window).
+        self.history = history
+        self.keeper = keeper
         #: The source of the server's own notices (MONITOR's 730/731).
         self.server_name = server_name
         #: MONITOR: casefolded nick -> the users watching it.
@@ -650,17 +832,64 @@ class World:
             self.rooms[room.folded] = room
 
     def _new_room(self, name: str, topic: str = "", persistent: bool = False) -> Room:
-        return Room(name, topic, persistent, record=self._record_event)
+        return Room(name, topic, persistent, record=self._record_event, history=self.history)
 
-    def _record_event(self, event: Event) -> None:
-        """Hand `event` to the record hook. Called with no lock held, after the relay; a
-        hook that fails is logged and changes nothing: the event has been delivered, and
-        the command goes on (a JOIN list joins its next room)."""
-        record = self.record
-        if record is None:
+    @property
+    def store(self) -> Store | None:
+        """Where history older than a room's window is read (None: memory only)."""
+        return None if self.keeper is None else self.keeper.store
+
+    def restore(self, states: Iterable[RoomState]) -> None:
+        """Bring back the permanent rooms kept by the last run, with their last lines (at
+        start, before anyone connects)."""
+        store = self.store
+        for state in states:
+            folded = casefold(state.name)
+            room = self.rooms.get(folded)
+            if room is None:
+                room = self.rooms[folded] = self._new_room(state.name, persistent=True)
+            lines = [] if store is None else store.select(folded, Query(self.history.window))
+            with room.lock:
+                room.restore_locked(state, lines)
+
+    def prime(self) -> None:
+        """Give the permanent rooms that kept no state (config rooms never changed) their
+        last lines (at start)."""
+        store = self.store
+        if store is None:
             return
+        for room in list(self.rooms.values()):
+            if room.window is not None and not room.window:
+                lines = store.select(room.folded, Query(self.history.window))
+                with room.lock:
+                    room.prime_locked(lines)
+
+    def _record_event(
+        self,
+        event: Event | None,
+        lines: Iterable[StoredLine] = (),
+        state: RoomState | None = None,
+        ended: Iterable[Room] = (),
+    ) -> None:
+        """After a change, with no lock held: hand `event` to the record hook, its history
+        lines and a permanent room's new state to the keeper, and tell it which rooms
+        ended (their history goes with them). A hook that fails is logged and changes
+        nothing: the event has been delivered, and the command goes on (a JOIN list joins
+        its next room)."""
+        keeper = self.keeper
         try:
-            record(event)
+            if keeper is not None:
+                for line in lines:
+                    keeper.submit(line)
+                if state is not None:
+                    if modes.PERMANENT in state.flags:
+                        keeper.save_room(state)
+                    else:
+                        keeper.drop_room(casefold(state.name))
+                for room in ended:
+                    keeper.forget(room.folded, room.epoch)
+            if event is not None and self.record is not None:
+                self.record(event)
         except Exception:
             log.exception("recording %r failed", event)
 
@@ -823,7 +1052,8 @@ class World:
                 # renders it as "You are now known as ...".
                 self._deliver_once_locked(event, self._neighbours_locked(user) | {user: None})
                 user.nick = new_nick
-        self._record_event(event)
+                lines = [line for room in rooms if (line := room.keep_locked(event))]
+        self._record_event(event, lines)
         return True
 
     # -- away, realname, MONITOR ------------------------------------------------
@@ -981,6 +1211,7 @@ class World:
                 user.rooms = {**user.rooms, folded: room}
                 user.chosen_room = None  # the room joined last is the current one
                 room.broadcast_locked(event)
+                line = room.keep_locked(event)
                 if user.away is not None:
                     # away-notify: members learn at once that the joiner is away.
                     room.broadcast_locked(self._away_event(user), exclude=user)
@@ -990,7 +1221,7 @@ class World:
                 send, build = answer
                 for msg in build(room):
                     send(msg)
-        self._record_event(event)
+        self._record_event(event, () if line is None else (line,))
         return room
 
     def part(self, user: User, room: Room, reason: str | None) -> bool:
@@ -1001,8 +1232,9 @@ class World:
                 return False
             event = Event(Message("PART", params, user.prefix), (room.name,))
             room.broadcast_locked(event)
-            self._remove_member_locked(user, room)
-        self._record_event(event)
+            line = room.keep_locked(event)
+            ended = self._remove_member_locked(user, room)
+        self._record_event(event, () if line is None else (line,), ended=ended)
         return True
 
     def kick(self, kicker: User, room: Room, target: User, reason: str) -> None:
@@ -1018,8 +1250,9 @@ class World:
                 Message("KICK", [room.name, target.nick, reason], kicker.prefix), (room.name,)
             )
             room.tell_locked(kicker, event)
-            self._remove_member_locked(target, room)
-        self._record_event(event)
+            line = room.keep_locked(event)
+            ended = self._remove_member_locked(target, room)
+        self._record_event(event, () if line is None else (line,), ended=ended)
 
     def tell_user(
         self,
@@ -1046,6 +1279,8 @@ class World:
     def remove_user(self, user: User, reason: str) -> None:
         """A user leaves the server: drop them everywhere, tell each neighbour once."""
         event = None
+        lines: list[StoredLine] = []
+        ended: list[Room] = []
         with self.lock:
             if user.nick is not None and self.users.get(casefold(user.nick)) is user:
                 del self.users[casefold(user.nick)]
@@ -1067,19 +1302,35 @@ class World:
                         stack.enter_context(room.lock)
                     neighbours = self._neighbours_locked(user)
                     for room in rooms:
-                        self._remove_member_locked(user, room)
+                        line = room.keep_locked(event)
+                        if line is not None:
+                            lines.append(line)
+                        ended.extend(self._remove_member_locked(user, room))
                     self._deliver_once_locked(event, neighbours)
         if event is not None:
-            self._record_event(event)
+            self._record_event(event, lines, ended=ended)
 
     # -- helpers that expect World.lock (and the rooms' locks) to be held -----
 
-    def _remove_member_locked(self, user: User, room: Room) -> None:
+    def _remove_member_locked(self, user: User, room: Room) -> tuple[Room, ...]:
+        """Take `user` out of `room`; the room, if that ended it (its history goes too)."""
         assert held(self.lock) and held(room.lock)
         del room.members[user]
         user.rooms = {k: v for k, v in user.rooms.items() if v is not room}
-        if not room.members and not room.persistent:
+        return self._end_if_empty_locked(room)
+
+    def _end_if_empty_locked(self, room: Room) -> tuple[Room, ...]:
+        assert held(self.lock) and held(room.lock)
+        if not room.members and not room.persistent and self.rooms.get(room.folded) is room:
             del self.rooms[room.folded]
+            return (room,)
+        return ()
+
+    def end_if_empty(self, room: Room) -> None:
+        """A room that stopped being permanent (-P) with nobody in it ends now."""
+        with self.lock, room.lock:
+            ended = self._end_if_empty_locked(room)
+        self._record_event(None, ended=ended)
 
     def _neighbours_locked(self, user: User) -> dict[User, object]:
         """Everyone sharing a room with `user`, each once, `user` excluded."""

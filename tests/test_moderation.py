@@ -99,11 +99,11 @@ def test_isupport_and_myinfo_advertise_the_modes_enforced(connect: Connect) -> N
     burst = [parse(line) for line in client.collect_until(r" 376 | 422 ")]
     myinfo = next(m for m in burst if m.command == p.RPL_MYINFO)
     # 004: user modes, room modes, room modes that take a parameter.
-    assert myinfo.params[3:] == ("Biow", "Ibeiklmnostv", "Ibeklov")
+    assert myinfo.params[3:] == ("Biow", "IPbeiklmnostv", "Ibeklov")
     tokens = {t for m in burst if m.command == p.RPL_ISUPPORT for t in m.params[1:-1]}
     assert {
         "PREFIX=(ov)@+",
-        "CHANMODES=Ibe,k,l,imnst",
+        "CHANMODES=Ibe,k,l,Pimnst",
         f"MODES={modes.MAX_PARAM_CHANGES}",
         f"MAXLIST=b:{modes.MAX_LIST_ENTRIES},e:{modes.MAX_LIST_ENTRIES},I:{modes.MAX_LIST_ENTRIES}",
         "EXCEPTS=e",

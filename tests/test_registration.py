@@ -100,7 +100,7 @@ def test_isupport_reflects_config_limits(start_server, connect):
     # Room operators and voice; invite exceptions, bans, ban exceptions, key, limit and
     # five flag modes (issues 6 and 12).
     assert tokens["PREFIX"] == "(ov)@+"
-    assert tokens["CHANMODES"] == "Ibe,k,l,imnst"
+    assert tokens["CHANMODES"] == "Ibe,k,l,Pimnst"
     assert "UTF8ONLY" in tokens
 
 

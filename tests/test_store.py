@@ -13,25 +13,31 @@ from pathlib import Path
 import pytest
 from helpers import TIMEOUT, wait_for
 
-from ircish.events import Event
+from ircish.events import Event, millis, server_time, time_tag
 from ircish.protocol import Message
-from ircish.store import StoredLine
+from ircish.store import Query, StoredLine
 from ircish.store.sqlite import SCHEMA_VERSION, NewerSchemaError, SqliteStore
 from ircish.store.writer import Writer
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def line(n: int, target: str = "#r", when: float | None = None) -> StoredLine:
+def line(n: int, target: str = "#r", when: int | None = None, epoch: int = 1) -> StoredLine:
     return StoredLine(
         target,
         f"id{n}",
-        1_000.0 + n if when is None else when,
+        1_000_000 + n * 10 if when is None else when,
         "PRIVMSG",
         "alice!a@127.0.0.1",
         (target, f"line {n}"),
         {"+draft/reply": "id0"} if n == 1 else {},
+        seq=n,
+        epoch=epoch,
     )
+
+
+def latest(store: SqliteStore, target: str, limit: int) -> list[StoredLine]:
+    return store.select(target, Query(limit))
 
 
 def texts(lines: list[StoredLine]) -> list[str]:
@@ -54,7 +60,7 @@ def test_a_new_file_gets_the_schema_and_a_reopened_one_keeps_its_lines(tmp_path)
 
     again = SqliteStore(path)  # a restart: the migrations have nothing left to do
     assert again.schema_version == SCHEMA_VERSION
-    assert again.latest("#r", 10) == [line(1), line(2)]  # client tags kept
+    assert latest(again, "#r", 10) == [line(1), line(2)]  # client tags kept
     again.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -70,35 +76,44 @@ def test_a_database_from_a_newer_ircish_is_not_opened(tmp_path):
 
 def test_reads_are_oldest_first_within_the_limit_and_per_target(store):
     store.append([line(n) for n in range(1, 8)] + [line(99, "#other")])
-    assert texts(store.latest("#r", 3)) == ["line 5", "line 6", "line 7"]
-    assert texts(store.before("#r", 1_005.0, 2)) == ["line 3", "line 4"]
-    assert texts(store.after("#r", 1_002.0, 2)) == ["line 3", "line 4"]
-    assert texts(store.latest("#other", 10)) == ["line 99"]
-    assert store.latest("#nowhere", 10) == []
+    assert texts(latest(store, "#r", 3)) == ["line 5", "line 6", "line 7"]
+    assert texts(store.select("#r", Query(2, before_seq=5))) == ["line 3", "line 4"]
+    assert texts(store.select("#r", Query(2, before_time=1_000_050))) == ["line 3", "line 4"]
+    assert texts(store.select("#r", Query(2, after_seq=2, newest=False))) == ["line 3", "line 4"]
+    assert texts(store.select("#r", Query(2, after_time=1_000_020, newest=False))) == [
+        "line 3",
+        "line 4",
+    ]
+    assert texts(store.select("#r", Query(9, after_seq=1, before_seq=4))) == ["line 2", "line 3"]
+    assert texts(store.select("#r", Query(9, since=1_000_060))) == ["line 6", "line 7"]
+    assert texts(latest(store, "#other", 10)) == ["line 99"]
+    assert latest(store, "#nowhere", 10) == []
+    assert store.find("#r", "id4") == line(4)
+    assert store.find("#other", "id4") is None  # a msgid of another room finds nothing
 
 
 def test_the_same_event_handed_in_twice_is_kept_once(store):
     store.append([line(1)])
     store.append([line(1), line(2)])
-    assert texts(store.latest("#r", 10)) == ["line 1", "line 2"]
+    assert texts(latest(store, "#r", 10)) == ["line 1", "line 2"]
 
 
 def test_forget_drops_one_target_only(store):
     store.append([line(1), line(2, "#other")])
-    store.forget("#r")
-    assert store.latest("#r", 10) == []
-    assert texts(store.latest("#other", 10)) == ["line 2"]
+    store.forget("#r", 1)
+    assert latest(store, "#r", 10) == []
+    assert texts(latest(store, "#other", 10)) == ["line 2"]
 
 
 def test_a_memory_store_keeps_lines_for_every_thread_and_apart_from_another(tmp_path):
     first, second = SqliteStore(None), SqliteStore(None)
     first.append([line(1)])
     seen: list[list[StoredLine]] = []
-    reader = threading.Thread(target=lambda: seen.append(first.latest("#r", 10)))
+    reader = threading.Thread(target=lambda: seen.append(latest(first, "#r", 10)))
     reader.start()
     reader.join(TIMEOUT)
     assert seen == [[line(1)]]
-    assert second.latest("#r", 10) == []
+    assert latest(second, "#r", 10) == []
     first.close()
     second.close()
 
@@ -107,7 +122,8 @@ def test_a_relayed_event_is_stored_with_its_msgid_time_and_client_tags():
     msg = Message("PRIVMSG", ["#r", "hi"], "alice!a@h", {"+typing": "active", "label": "x"})
     event = Event(msg, ("#r",), account="alice")
     stored = StoredLine.of(event, "#r")
-    assert (stored.msgid, stored.time) == (event.msgid, event.time)
+    assert (stored.msgid, stored.time) == (event.msgid, millis(event.time))
+    assert time_tag(stored.time) == server_time(event.time)  # the tag clients saw
     assert (stored.command, stored.prefix, stored.params) == ("PRIVMSG", "alice!a@h", ("#r", "hi"))
     assert stored.tags == {"+typing": "active"}  # a server tag like label is not history
     assert stored.account == "alice"
@@ -119,11 +135,11 @@ def test_the_writer_writes_what_was_submitted_and_close_flushes_it(store):
     for n in range(1, 1001):
         assert writer.submit(line(n))
     assert writer.flush(TIMEOUT)
-    assert len(store.latest("#r", 5000)) == 1000
+    assert len(latest(store, "#r", 5000)) == 1000
     for n in range(1001, 1101):
         writer.submit(line(n))
     writer.close()  # SIGTERM: everything queued is written before it returns
-    assert len(store.latest("#r", 5000)) == 1100
+    assert len(latest(store, "#r", 5000)) == 1100
     assert (writer.written, writer.dropped, writer.failed) == (1100, 0, 0)
 
 
@@ -131,10 +147,11 @@ def test_forget_comes_after_the_lines_queued_before_it(store):
     writer = Writer(store)
     writer.start()
     writer.submit(line(1))
-    writer.forget("#r")
-    writer.submit(line(2))
+    writer.forget("#r", 1)
+    writer.submit(line(2, epoch=2))  # the next room of that name
+    writer.submit(line(3, epoch=1))  # a late line of the room that ended: not kept
     assert writer.flush(TIMEOUT)
-    assert texts(store.latest("#r", 10)) == ["line 2"]
+    assert texts(latest(store, "#r", 10)) == ["line 2"]
     writer.close()
 
 
@@ -153,10 +170,11 @@ def test_a_full_queue_drops_counts_and_warns_once_and_never_blocks(store, caplog
     assert not any(writer.submit(line(n)) for n in range(22, 31))
     # A queue that fills, drains a little and fills again is one warning, not one a drop.
     assert (writer.dropped, warnings()) == (24, 1)
-    assert not writer.flush(timeout=0.05)  # no room even for the flush: it says so
+    writer.forget("#gone", 1)  # a room's end is never turned away, and never blocks
+    assert not writer.flush(timeout=0.05)  # nothing drains the queue: it says so
     writer.start()
     assert writer.flush(TIMEOUT)
-    assert texts(store.latest("#r", 10)) == ["line 2", "line 3", "line 4", "line 5", "line 21"]
+    assert texts(latest(store, "#r", 10)) == ["line 2", "line 3", "line 4", "line 5", "line 21"]
     writer.close()
 
 
@@ -182,7 +200,7 @@ def test_a_failed_write_is_logged_and_counted_and_the_writer_goes_on(tmp_path, c
     assert writer.flush(TIMEOUT)
     wait_for(lambda: writer.written == 1)
     assert writer.failed == 1
-    assert texts(store.latest("#r", 10)) == ["line 2"]
+    assert texts(latest(store, "#r", 10)) == ["line 2"]
     assert any("a write to the store failed" in r.message for r in caplog.records)
     writer.close()
     store.close()
@@ -190,7 +208,7 @@ def test_a_failed_write_is_logged_and_counted_and_the_writer_goes_on(tmp_path, c
 
 BURST = """
 import sys, time
-from ircish.store import StoredLine
+from ircish.store import Query, StoredLine
 from ircish.store.sqlite import SqliteStore
 from ircish.store.writer import Writer
 
@@ -199,7 +217,9 @@ writer.start()
 n = 0
 while True:  # until killed: lines as fast as the writer takes them
     n += 1
-    line = StoredLine("#r", f"id{n}", time.time(), "PRIVMSG", "a!a@h", ("#r", f"line {n}"))
+    line = StoredLine(
+        "#r", f"id{n}", int(time.time() * 1000), "PRIVMSG", "a!a@h", ("#r", f"line {n}"), seq=n
+    )
     while not writer.submit(line):
         time.sleep(0.001)
     if n % 1000 == 0:
@@ -237,5 +257,5 @@ def test_sigkill_during_a_write_burst_leaves_an_intact_database(tmp_path):
     assert count >= committed > 0
     assert count == top  # no hole: what is there is every line up to the last committed
     store = SqliteStore(path)  # and it opens as a store again
-    assert texts(store.latest("#r", 1)) == [f"line {count}"]
+    assert texts(latest(store, "#r", 1)) == [f"line {count}"]
     store.close()

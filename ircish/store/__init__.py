@@ -1,19 +1,26 @@
-"""What outlives a connection (issue 13): room history now; accounts and rooms that last
-come next. One narrow interface, `Store`, with SQLite (ircish/store/sqlite.py, the stdlib
+"""What outlives a connection (issue 13): room history and rooms that last; accounts come
+next. One narrow interface, `Store`, with SQLite (ircish/store/sqlite.py, the stdlib
 `sqlite3`) as the embedded implementation; a cluster's Redis store is one more module.
 Nothing outside this package knows which one is in use.
 
 Writes never happen on a reader's path: `Writer` (ircish/store/writer.py) is the one thread
-that calls `Store.append`, in batches. Reads may come from any thread, each on its own
+that changes the store, in batches. Reads may come from any thread, each on its own
 database connection, and never wait for the writer's transaction (WAL).
+
+A room's history is in the order its members saw it: each line has the room's sequence
+number (`seq`, given under the room's lock), and every read orders by it. Times are whole
+milliseconds, as the `time` tag shows them, so a `timestamp=` a client copies from a tag
+compares equal to the line it came from.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ircish.events import Event
+from ircish.events import Event, millis
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,49 +31,156 @@ class StoredLine:
     #: The room's casefolded name (or a nick's, for private history once accounts exist).
     target: str
     msgid: str
-    #: When the server accepted it (time.time()), the `time` tag's value.
-    time: float
+    #: When the server accepted it, in whole milliseconds (the `time` tag's value).
+    time: int
     command: str
     prefix: str
     params: tuple[str, ...]
     #: The sender's client tags (`+typing`, `+draft/reply`): relayed, so kept.
     tags: dict[str, str] = field(default_factory=dict)
     account: str | None = None
+    #: The line's place in its room's history: every read orders by it.
+    seq: int = 0
+    #: Which life of the room it was said in (see `Store.forget`).
+    epoch: int = 0
 
     @classmethod
-    def of(cls, event: Event, target: str) -> StoredLine:
+    def of(cls, event: Event, target: str, seq: int = 0, epoch: int = 0) -> StoredLine:
         """`event` as stored under `target` (casefolded)."""
         msg = event.message
         client_tags = {key: value for key, value in msg.tags.items() if key.startswith("+")}
         return cls(
             target,
             event.msgid,
-            event.time,
+            millis(event.time),
             msg.command,
             msg.prefix or "",
             tuple(msg.params),
             client_tags,
             event.account,
+            seq,
+            epoch,
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Which lines of one target a read wants, newest last in every answer.
+
+    `after` and `before` are exclusive edges: a line's `seq` (a `msgid=` reference, looked
+    up) or a time in milliseconds (`timestamp=`). `newest`: of the lines between them, the
+    last `limit` (LATEST, BEFORE); otherwise the first (AFTER). `commands`: only these (None:
+    all). `since`: nothing older than this time (retention's `max_age`)."""
+
+    limit: int
+    after_seq: int | None = None
+    after_time: int | None = None
+    before_seq: int | None = None
+    before_time: int | None = None
+    newest: bool = True
+    commands: frozenset[str] | None = None
+    since: int | None = None
+
+    def admits(self, line: StoredLine) -> bool:
+        """Whether `line` is one this read wants (the in-memory window is filtered by it; the
+        SQL in a store says the same)."""
+        return (
+            (self.after_seq is None or line.seq > self.after_seq)
+            and (self.after_time is None or line.time > self.after_time)
+            and (self.before_seq is None or line.seq < self.before_seq)
+            and (self.before_time is None or line.time < self.before_time)
+            and (self.commands is None or line.command in self.commands)
+            and (self.since is None or line.time >= self.since)
+        )
+
+    def pick(self, lines: Iterable[StoredLine]) -> list[StoredLine]:
+        """The wanted lines of `lines` (in order), at most `limit` of them from the right end."""
+        wanted = [line for line in lines if self.admits(line)]
+        return wanted[-self.limit :] if self.newest else wanted[: self.limit]
+
+
+@dataclass(frozen=True, slots=True)
+class MaskState:
+    mask: str
+    setter: str
+    time: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """What a permanent room keeps across a restart."""
+
+    name: str
+    topic: str = ""
+    topic_setter: str = ""
+    topic_time: int = 0
+    created: int = 0
+    #: Flag mode letters that are on (+P among them).
+    flags: str = ""
+    key: str | None = None
+    limit: int | None = None
+    #: List letter (b, e, I) -> its entries, in the order they were set.
+    lists: dict[str, tuple[MaskState, ...]] = field(default_factory=dict)
+
+
 class Store(Protocol):
-    """History kept for rooms, newest last in every answer."""
+    """History kept for rooms, and the rooms that last."""
 
     def append(self, lines: list[StoredLine]) -> None:
-        """Keep `lines`, in one transaction. The writer thread's alone."""
+        """Keep `lines`, in one transaction; a msgid seen before is kept once. The writer
+        thread's alone."""
 
-    def latest(self, target: str, limit: int) -> list[StoredLine]:
-        """The last `limit` lines of `target`."""
+    def select(self, target: str, query: Query) -> list[StoredLine]:
+        """The lines of `target` that `query` wants, oldest first."""
 
-    def before(self, target: str, when: float, limit: int) -> list[StoredLine]:
-        """The last `limit` lines of `target` older than `when`."""
+    def find(self, target: str, msgid: str) -> StoredLine | None:
+        """The line of `target` with this msgid, if kept."""
 
-    def after(self, target: str, when: float, limit: int) -> list[StoredLine]:
-        """The first `limit` lines of `target` newer than `when`."""
+    def forget(self, target: str, epoch: int) -> None:
+        """Drop `target`'s history from its lives up to `epoch` (a room that ended; the next
+        room of that name is a later epoch). The writer thread's alone."""
 
-    def forget(self, target: str) -> None:
-        """Drop `target`'s history (a room that ended). The writer thread's alone."""
+    def keep_only(self, targets: Iterable[str]) -> None:
+        """Drop the history of every target but these (at start: rooms that were not
+        permanent ended with the last run). The writer thread's alone."""
+
+    def prune(self, max_lines: int, since: int | None) -> None:
+        """Retention: keep at most `max_lines` per target, and nothing older than `since`
+        (ms). The writer thread's alone."""
+
+    def save_room(self, state: RoomState) -> None:
+        """Keep a permanent room's state (replacing what was kept). The writer's alone."""
+
+    def drop_room(self, name: str) -> None:
+        """A room is no longer permanent (`name` casefolded). The writer's alone."""
+
+    def rooms(self) -> list[RoomState]:
+        """Every permanent room kept, as saved last."""
 
     def close(self) -> None:
         """Release the database; nothing is used after."""
+
+
+def read_lines(
+    window: list[StoredLine], complete: bool, store: Store | None, target: str, query: Query
+) -> list[StoredLine]:
+    """What `query` asks of a room's history: its window first (the recent lines, always
+    current), the store for what is older than the window. `complete`: the window holds
+    all there is. The store may lag behind the window (the writer's queue), never the
+    other way round, so its lines are only taken from before the window's first."""
+    picked = query.pick(window)
+    if complete or store is None or (query.newest and len(picked) >= query.limit):
+        return picked
+    older = query
+    if window:
+        first = window[0]
+        if (query.after_seq is not None and query.after_seq >= first.seq - 1) or (
+            query.after_time is not None and query.after_time >= first.time
+        ):
+            return picked  # nothing before the window is wanted
+        before = first.seq if query.before_seq is None else min(first.seq, query.before_seq)
+        older = dataclasses.replace(query, before_seq=before)
+    if query.newest:
+        older = dataclasses.replace(older, limit=query.limit - len(picked))
+        return store.select(target, older) + picked
+    return (store.select(target, older) + picked)[: query.limit]

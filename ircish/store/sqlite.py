@@ -11,13 +11,16 @@ a connection of its own (`sqlite3` connections are not to be shared between thre
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
-from ircish.store import StoredLine
+from ircish.protocol import casefold
+from ircish.store import MaskState, Query, RoomState, StoredLine
 
 #: Schema steps: MIGRATIONS[n] takes a database from version n to n + 1. Append only; a
 #: released step is never edited.
@@ -26,20 +29,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE history (
         id INTEGER PRIMARY KEY,
         target TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
         msgid TEXT NOT NULL UNIQUE,
-        time REAL NOT NULL,
+        time INTEGER NOT NULL,
         command TEXT NOT NULL,
         prefix TEXT NOT NULL,
         params TEXT NOT NULL,
         tags TEXT NOT NULL,
         account TEXT
     );
-    CREATE INDEX history_by_target ON history (target, time, id);
+    CREATE INDEX history_by_seq ON history (target, seq);
+    CREATE INDEX history_by_time ON history (target, time);
+    CREATE TABLE rooms (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = "target, msgid, time, command, prefix, params, tags, account"
+_COLUMNS = "target, msgid, time, command, prefix, params, tags, account, seq, epoch"
 #: In-memory databases are named apart, so two stores in one process share nothing.
 _memory_names = itertools.count(1)
 
@@ -97,45 +107,112 @@ class SqliteStore:
                 json.dumps(line.params),
                 json.dumps(line.tags),
                 line.account,
+                line.seq,
+                line.epoch,
             )
             for line in lines
         ]
         with self._transaction():
             # A msgid is unique: the same event handed in twice is kept once.
             self._writer.executemany(
-                f"INSERT OR IGNORE INTO history ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO history ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
-    def forget(self, target: str) -> None:
+    def forget(self, target: str, epoch: int) -> None:
         with self._transaction():
-            self._writer.execute("DELETE FROM history WHERE target = ?", (target,))
+            self._writer.execute(
+                "DELETE FROM history WHERE target = ? AND epoch <= ?", (target, epoch)
+            )
+
+    def keep_only(self, targets: Iterable[str]) -> None:
+        keep = set(targets)
+        with self._transaction():
+            known = [row[0] for row in self._writer.execute("SELECT DISTINCT target FROM history")]
+            self._writer.executemany(
+                "DELETE FROM history WHERE target = ?",
+                [(target,) for target in known if target not in keep],
+            )
+
+    def prune(self, max_lines: int, since: int | None) -> None:
+        with self._transaction():
+            targets = [
+                row[0] for row in self._writer.execute("SELECT DISTINCT target FROM history")
+            ]
+            for target in targets:
+                # The seq of the newest line past the limit: it and every older line go.
+                cut = self._writer.execute(
+                    "SELECT seq FROM history WHERE target = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                    (target, max_lines),
+                ).fetchone()
+                if cut is not None:
+                    self._writer.execute(
+                        "DELETE FROM history WHERE target = ? AND seq <= ?", (target, cut[0])
+                    )
+                if since is not None:
+                    self._writer.execute(
+                        "DELETE FROM history WHERE target = ? AND time < ?", (target, since)
+                    )
+
+    def save_room(self, state: RoomState) -> None:
+        with self._transaction():
+            self._writer.execute(
+                "INSERT OR REPLACE INTO rooms (name, state) VALUES (?, ?)",
+                (casefold(state.name), json.dumps(_room_json(state))),
+            )
+
+    def drop_room(self, name: str) -> None:
+        with self._transaction():
+            self._writer.execute("DELETE FROM rooms WHERE name = ?", (name,))
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._writer)
 
     # -- any thread ----------------------------------------------------------------------
 
-    def latest(self, target: str, limit: int) -> list[StoredLine]:
-        return self._newest_first("target = ?", (target,), limit)
-
-    def before(self, target: str, when: float, limit: int) -> list[StoredLine]:
-        return self._newest_first("target = ? AND time < ?", (target, when), limit)
-
-    def after(self, target: str, when: float, limit: int) -> list[StoredLine]:
-        rows = self._reader().execute(
-            f"SELECT {_COLUMNS} FROM history WHERE target = ? AND time > ?"
-            " ORDER BY time, id LIMIT ?",
-            (target, when, limit),
+    def select(self, target: str, query: Query) -> list[StoredLine]:
+        where = ["target = ?"]
+        args: list[object] = [target]
+        for test, value in (
+            ("seq > ?", query.after_seq),
+            ("time > ?", query.after_time),
+            ("seq < ?", query.before_seq),
+            ("time < ?", query.before_time),
+            ("time >= ?", query.since),
+        ):
+            if value is not None:
+                where.append(test)
+                args.append(value)
+        if query.commands is not None:
+            where.append(f"command IN ({', '.join('?' * len(query.commands))})")
+            args.extend(sorted(query.commands))
+        order = "DESC" if query.newest else "ASC"
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {_COLUMNS} FROM history WHERE {' AND '.join(where)}"
+                f" ORDER BY seq {order} LIMIT ?",
+                (*args, query.limit),
+            )
+            .fetchall()
         )
+        if query.newest:
+            rows.reverse()
         return [_line(row) for row in rows]
 
-    def _newest_first(self, where: str, args: tuple[object, ...], limit: int) -> list[StoredLine]:
-        rows = self._reader().execute(
-            f"SELECT {_COLUMNS} FROM history WHERE {where} ORDER BY time DESC, id DESC LIMIT ?",
-            (*args, limit),
+    def find(self, target: str, msgid: str) -> StoredLine | None:
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {_COLUMNS} FROM history WHERE msgid = ? AND target = ?", (msgid, target)
+            )
+            .fetchone()
         )
-        return [_line(row) for row in reversed(rows.fetchall())]
+        return None if row is None else _line(row)
+
+    def rooms(self) -> list[RoomState]:
+        rows = self._reader().execute("SELECT state FROM rooms ORDER BY name")
+        return [_room_state(json.loads(row[0])) for row in rows]
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's own connection (made on first use)."""
@@ -162,14 +239,37 @@ class _Transaction:
 
 
 def _line(row: tuple[object, ...]) -> StoredLine:
-    target, msgid, when, command, prefix, params, tags, account = row
+    target, msgid, when, command, prefix, params, tags, account, seq, epoch = row
     return StoredLine(
         str(target),
         str(msgid),
-        float(when),  # type: ignore[arg-type]
+        int(when),  # type: ignore[call-overload]
         str(command),
         str(prefix),
         tuple(json.loads(str(params))),
         json.loads(str(tags)),
         None if account is None else str(account),
+        int(seq),  # type: ignore[call-overload]
+        int(epoch),  # type: ignore[call-overload]
+    )
+
+
+def _room_json(state: RoomState) -> dict[str, object]:
+    data = dataclasses.asdict(state)
+    data["lists"] = {
+        letter: [[entry.mask, entry.setter, entry.time] for entry in entries]
+        for letter, entries in state.lists.items()
+    }
+    return data
+
+
+def _room_state(data: dict[str, object]) -> RoomState:
+    lists = data.pop("lists", {})
+    assert isinstance(lists, dict)
+    return RoomState(
+        **data,  # type: ignore[arg-type]
+        lists={
+            letter: tuple(MaskState(mask, setter, when) for mask, setter, when in entries)
+            for letter, entries in lists.items()
+        },
     )

@@ -1,12 +1,17 @@
 """The store's one writer thread: relayed lines go to disk in batches, never on a reader's path.
 
 A reader thread that relays a message hands its line over with `Writer.submit`, which never
-blocks: a bounded queue takes it, or, when the queue is full (the disk cannot keep up), the
-line is not stored. It was still delivered; it is only missing from history. Such drops
-are counted (`dropped`) and logged: the first at once, then one warning a minute at most
-with the count since, never a line per drop. The thread
-takes what has queued up, up to `batch` lines, and writes it in one transaction; a write
-that fails is logged and counted (`failed`) and the thread goes on with the next batch.
+blocks: the queue takes it, or, when `max_queue` lines are waiting already (the disk cannot
+keep up), the line is not stored. It was still delivered; it is only missing from history.
+Such drops are counted (`dropped`) and logged: the first at once, then one warning a minute
+at most with the count since, never a line per drop. Changes other than lines (a room that
+ended, a permanent room's new state) are few and always queued, in order with the lines.
+
+The thread takes what has queued up and writes it in one transaction, as soon as `batch`
+lines are waiting or the oldest has waited `flush_ms`: after a SIGKILL or a power cut, at
+most the last `flush_ms` of history (and whatever was still queued behind a slow disk) is
+missing. A write that fails is logged and counted (`failed`) and the thread goes on with
+the next batch. Retention (`prune`) runs here too, once a minute, never on a reader.
 `close()` writes everything queued before it returns (SIGTERM loses nothing).
 """
 
@@ -20,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ircish.locks import new_lock
-from ircish.store import Store, StoredLine
+from ircish.store import RoomState, Store, StoredLine
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +33,31 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE = 10_000
 #: Lines written in one transaction at most.
 DEFAULT_BATCH = 500
+#: Milliseconds a line waits at most for its transaction (store.flush_ms).
+DEFAULT_FLUSH_MS = 100
 #: Seconds between two warnings about lines dropped (a flapping queue is one warning).
 DROP_WARNING_INTERVAL = 60.0
+#: Seconds between two retention passes.
+PRUNE_INTERVAL = 60.0
+#: Seconds a forgotten room's late lines are still turned away (a reader thread may hand
+#: over the last lines of a room that ended just after the room's end was queued).
+FORGOTTEN_FOR = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """history.max_lines per target, and history.max_age in seconds (None: no limit)."""
+
+    max_lines: int
+    max_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Forget:
-    """Drop a target's history, in its place among the lines queued around it."""
+    """Drop a target's history up to an epoch, in its place among the lines around it."""
 
     target: str
+    epoch: int
 
 
 _STOP = object()
@@ -46,11 +67,21 @@ class Writer:
     """The thread that writes to `store`. Start it with `start()`; `close()` flushes."""
 
     def __init__(
-        self, store: Store, max_queue: int = DEFAULT_QUEUE, batch: int = DEFAULT_BATCH
+        self,
+        store: Store,
+        max_queue: int = DEFAULT_QUEUE,
+        batch: int = DEFAULT_BATCH,
+        flush_ms: int = DEFAULT_FLUSH_MS,
+        retention: Retention | None = None,
     ) -> None:
         self.store = store
-        self._queue: queue.Queue[object] = queue.Queue(max_queue)
+        # Unbounded: `submit` keeps the lines in it under `max_queue`; other changes always
+        # go in (a room's end must never be lost), and there are few of them.
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._max_queue = max_queue
         self._batch = batch
+        self._flush_s = flush_ms / 1000
+        self._retention = retention
         self._thread = threading.Thread(target=self._run, name="store writer", daemon=True)
         #: Lines not stored because the queue was full (any reader thread counts them, under
         #: `_drops_lock`, taken alone), lines whose write failed and lines written (the
@@ -62,84 +93,133 @@ class Writer:
         # The first drop is logged at once, then at most one warning per interval.
         self._warned_at = -DROP_WARNING_INTERVAL
         self._warned_count = 0
+        # The writer thread's own: target -> (epoch forgotten, until when, monotonic).
+        self._forgotten: dict[str, tuple[int, float]] = {}
+        self._pruned_at = time.monotonic()
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, line: StoredLine) -> bool:
         """Queue `line` for the store; never blocks. False if the queue was full."""
-        try:
+        if self._queue.qsize() < self._max_queue:
             self._queue.put_nowait(line)
-        except queue.Full:
-            now = time.monotonic()
-            with self._drops_lock:
-                self.dropped += 1
-                due = now - self._warned_at >= DROP_WARNING_INTERVAL
-                if due:
-                    self._warned_at = now
-                    news, self._warned_count = self.dropped - self._warned_count, self.dropped
+            return True
+        now = time.monotonic()
+        with self._drops_lock:
+            self.dropped += 1
+            due = now - self._warned_at >= DROP_WARNING_INTERVAL
             if due:
-                log.warning(
-                    "history writer behind: its queue of %d is full; lines not stored: %d "
-                    "since the last warning, %d in all",
-                    self._queue.maxsize,
-                    news,
-                    self.dropped,
-                )
-            return False
-        return True
+                self._warned_at = now
+                news, self._warned_count = self.dropped - self._warned_count, self.dropped
+        if due:
+            log.warning(
+                "history writer behind: its queue of %d is full; lines not stored: %d "
+                "since the last warning, %d in all",
+                self._max_queue,
+                news,
+                self.dropped,
+            )
+        return False
 
-    def forget(self, target: str) -> None:
-        """Drop `target`'s history after the lines already queued; waits for room in the
-        queue (a room that ended must not keep its talk for the next group to read)."""
-        self._queue.put(_Forget(target))
+    def forget(self, target: str, epoch: int) -> None:
+        """Drop `target`'s history up to `epoch`, after the lines already queued (a room that
+        ended must not keep its talk for the next group to read). Never blocks."""
+        self._queue.put_nowait(_Forget(target, epoch))
+
+    def save_room(self, state: RoomState) -> None:
+        """Keep a permanent room's state, in order with the other changes. Never blocks."""
+        self._queue.put_nowait(state)
+
+    def drop_room(self, name: str) -> None:
+        """`name` (casefolded) is no longer a permanent room. Never blocks."""
+        self._queue.put_nowait(_DropRoom(name))
 
     @property
     def queued(self) -> int:
         return self._queue.qsize()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is written; False on timeout (the wait for
-        room in a full queue included)."""
+        """Wait until everything queued so far is written; False on timeout."""
         done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
+        self._queue.put_nowait(done)
         return done.wait(timeout)
 
     def close(self) -> None:
         """Write what is queued, then stop the thread (a writer never started writes
         nothing)."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._queue.put_nowait(_STOP)
             self._thread.join()
 
     # -- the thread -------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=PRUNE_INTERVAL)
+            except queue.Empty:
+                self._prune_if_due()
+                continue
+            deadline = time.monotonic() + self._flush_s
             lines: list[StoredLine] = []
             while True:
                 if isinstance(item, StoredLine):
-                    lines.append(item)
+                    if not self._was_forgotten(item):
+                        lines.append(item)
                 else:
                     self._write(lines)
                     lines = []
                     if item is _STOP:
                         return
-                    if isinstance(item, threading.Event):
-                        item.set()
-                    elif isinstance(item, _Forget):
-                        self._apply(lambda target=item.target: self.store.forget(target))
+                    self._change(item)
                 if len(lines) >= self._batch:
                     break
+                wait = deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
             self._write(lines)
+            self._prune_if_due()
+
+    def _change(self, item: object) -> None:
+        """Apply one queued change that is not a line."""
+        if isinstance(item, threading.Event):
+            item.set()
+        elif isinstance(item, _Forget):
+            now = time.monotonic()
+            self._forgotten = {
+                target: entry for target, entry in self._forgotten.items() if entry[1] > now
+            }
+            self._forgotten[item.target] = (item.epoch, now + FORGOTTEN_FOR)
+            self._apply(lambda: self.store.forget(item.target, item.epoch))
+        elif isinstance(item, RoomState):
+            self._apply(lambda: self.store.save_room(item))
+        elif isinstance(item, _DropRoom):
+            self._apply(lambda: self.store.drop_room(item.name))
+
+    def _was_forgotten(self, line: StoredLine) -> bool:
+        """A late line of a room life already forgotten: not stored."""
+        entry = self._forgotten.get(line.target)
+        return entry is not None and line.epoch <= entry[0]
+
+    def _prune_if_due(self) -> None:
+        retention = self._retention
+        if retention is None or time.monotonic() - self._pruned_at < PRUNE_INTERVAL:
+            return
+        self._pruned_at = time.monotonic()
+        self.prune_now()
+
+    def prune_now(self) -> None:
+        """One retention pass (the writer thread's, or before it starts)."""
+        retention = self._retention
+        if retention is None:
+            return
+        since = None
+        if retention.max_age is not None:
+            since = int((time.time() - retention.max_age) * 1000)
+        self._apply(lambda: self.store.prune(retention.max_lines, since))
 
     def _write(self, lines: list[StoredLine]) -> None:
         if lines and self._apply(lambda: self.store.append(lines)):
@@ -155,3 +235,8 @@ class Writer:
             log.exception("history writer: a write to the store failed")
             return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class _DropRoom:
+    name: str
