@@ -26,7 +26,15 @@ from ircish import locks
 from ircish import protocol as p
 from ircish.client import session as client_session
 from ircish.commands import command_table
-from ircish.config import Config, Limits, OperatorConfig, RoomConfig, ServerConfig
+from ircish.config import (
+    Config,
+    HistoryConfig,
+    Limits,
+    OperatorConfig,
+    RoomConfig,
+    ServerConfig,
+    StoreConfig,
+)
 from ircish.connection import Connection
 from ircish.dispatch import Dispatcher
 from ircish.events import Event
@@ -59,9 +67,15 @@ def prefix(nick: str, user: str = "u") -> str:
 
 
 def make_config(
-    *, rooms: tuple[RoomConfig, ...] = (), log_level: str = "WARNING", **settings: object
+    *,
+    rooms: tuple[RoomConfig, ...] = (),
+    log_level: str = "WARNING",
+    history: HistoryConfig | None = None,
+    store: StoreConfig | None = None,
+    **settings: object,
 ) -> Config:
-    """A test config: ephemeral port; keyword settings go to `server` or `limits` by name."""
+    """A test config: ephemeral port; keyword settings go to `server` or `limits` by name;
+    `history` and `store` sections as given (default: their defaults, a memory store)."""
     server_fields = {f.name for f in dataclasses.fields(ServerConfig)}
     server_kw = {k: v for k, v in settings.items() if k in server_fields}
     # Tests open many clients from 127.0.0.1 and send bursts: the per-address
@@ -69,7 +83,14 @@ def make_config(
     limits_kw = {"max_clients_per_ip": 0, "flood_rate": 0.0}
     limits_kw.update({k: v for k, v in settings.items() if k not in server_fields})
     server = ServerConfig(**{"name": SERVER, "port": 0, **server_kw})
-    return Config(server=server, limits=Limits(**limits_kw), rooms=rooms, log_level=log_level)
+    return Config(
+        server=server,
+        limits=Limits(**limits_kw),
+        rooms=rooms,
+        log_level=log_level,
+        history=history or HistoryConfig(),
+        store=store or StoreConfig(),
+    )
 
 
 #: The password of `root`, the server operator of `oper_config` servers.
