@@ -495,7 +495,7 @@ class Room:
             self.join_key,
             self.limit,
             {
-                letter: tuple(MaskState(e.mask, e.setter, e.time) for e in entries.values())
+                letter: tuple(MaskState(e.mask, e.setter, e.when) for e in entries.values())
                 for letter, entries in self.mask_lists.items()
                 if entries
             },

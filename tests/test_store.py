@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -15,7 +16,7 @@ from helpers import TIMEOUT, wait_for
 
 from ircish.events import Event, millis, server_time, time_tag
 from ircish.protocol import Message
-from ircish.store import Query, StoredLine
+from ircish.store import MaskState, Query, RoomState, StoredLine, read_lines
 from ircish.store.sqlite import SCHEMA_VERSION, NewerSchemaError, SqliteStore
 from ircish.store.writer import Writer
 
@@ -208,7 +209,7 @@ def test_a_failed_write_is_logged_and_counted_and_the_writer_goes_on(tmp_path, c
 
 BURST = """
 import sys, time
-from ircish.store import Query, StoredLine
+from ircish.store import MaskState, Query, RoomState, StoredLine, read_lines
 from ircish.store.sqlite import SqliteStore
 from ircish.store.writer import Writer
 
@@ -259,3 +260,56 @@ def test_sigkill_during_a_write_burst_leaves_an_intact_database(tmp_path):
     store = SqliteStore(path)  # and it opens as a store again
     assert texts(latest(store, "#r", 1)) == [f"line {count}"]
     store.close()
+
+
+def test_prune_keeps_the_last_max_lines_of_each_target_and_nothing_too_old(store):
+    store.append([line(n) for n in range(1, 11)] + [line(n, "#other") for n in range(11, 14)])
+    store.prune(max_lines=4, since=None)
+    assert texts(latest(store, "#r", 100)) == ["line 7", "line 8", "line 9", "line 10"]
+    assert len(latest(store, "#other", 100)) == 3
+    store.prune(max_lines=100, since=1_000_090)  # line n was said at 1_000_000 + 10 n
+    assert texts(latest(store, "#r", 100)) == ["line 9", "line 10"]
+    assert latest(store, "#other", 100) == latest(store, "#other", 3)  # all newer: kept
+
+
+def test_keep_only_drops_every_other_target(store):
+    store.append([line(1), line(2, "#other"), line(3, "#third")])
+    store.keep_only({"#r", "#third"})
+    assert [latest(store, t, 9) != [] for t in ("#r", "#other", "#third")] == [True, False, True]
+
+
+def test_a_room_state_is_kept_replaced_and_dropped(store):
+    state = RoomState(
+        "#Keep",
+        "a topic",
+        "alice!a@h",
+        123,
+        100,
+        "Pnt",
+        "sesame",
+        7,
+        {"b": (MaskState("bad!*@*", "alice!a@h", 124),)},
+    )
+    store.save_room(state)
+    assert store.rooms() == [state]
+    newer = dataclasses.replace(state, topic="another")
+    store.save_room(newer)  # keyed by the casefolded name: replaced, not added
+    assert store.rooms() == [newer]
+    store.drop_room("#keep")
+    assert store.rooms() == []
+
+
+def test_a_read_takes_the_window_first_and_only_older_lines_from_the_store(store):
+    """The store lags behind the window (the writer's queue), never the other way round."""
+    store.append([line(n) for n in range(1, 8)])  # 1..7 written; 8..10 still queued
+    window = [line(n) for n in range(6, 11)]  # the room's last five lines
+    whole = [f"line {n}" for n in range(1, 11)]
+    assert texts(read_lines(window, False, store, "#r", Query(100))) == whole
+    assert texts(read_lines(window, False, store, "#r", Query(3))) == whole[-3:]
+    assert texts(read_lines(window, False, store, "#r", Query(4, newest=False))) == whole[:4]
+    after = Query(3, after_seq=4, newest=False)
+    assert texts(read_lines(window, False, store, "#r", after)) == whole[4:7]
+    before = Query(3, before_seq=7)
+    assert texts(read_lines(window, False, store, "#r", before)) == whole[3:6]
+    # A window that holds all there is never asks the store (here: one with other lines).
+    assert texts(read_lines(window, True, store, "#r", Query(100))) == whole[5:]
