@@ -93,7 +93,7 @@ class IrcishController(BaseServerController, DirectoryBasedController):
     isupport = {
         "BOT": "B",
         "CASEMAPPING": "ascii",
-        "CHANMODES": "Ibe,k,l,imnst",
+        "CHANMODES": "Ibe,k,l,Pimnst",
         "CHANTYPES": "#",
         "ELIST": "CMNTU",
         "EXCEPTS": "e",
@@ -120,8 +120,9 @@ class IrcishController(BaseServerController, DirectoryBasedController):
     ) -> None:
         if websocket_hostname is not None or websocket_port is not None:
             raise NotImplementedByController("Websocket")
-        if run_services:
-            raise NotImplementedByController("Services")
+        # Services tests (chathistory.py is one) run against the server alone: ircish has
+        # no services. Those that register an account skip in registerUser (irctest's
+        # own NotImplementedByController), until accounts exist.
         assert self.proc is None
         self.hostname = hostname
         self.port = port
@@ -153,6 +154,9 @@ class IrcishController(BaseServerController, DirectoryBasedController):
                 "flood_rate": 0,
             },
             "operators": [{"name": OPER_NAME, "password": OPER_PASSWORD_HASH, "hosts": ["*"]}],
+            # History on, in memory (the default); no replay on join, which the tests of
+            # joins do not expect (irctest's chathistory tests ask with CHATHISTORY).
+            "history": {"replay_on_join": 0},
             "tls": tls,
             "log_level": "DEBUG" if self.debug_mode else "WARNING",
         }
@@ -182,6 +186,9 @@ class IrcishController(BaseServerController, DirectoryBasedController):
         # it refuses) then fails the test's setUp with its exit status. (On the TLS port the
         # plain-text probe still works: the server answers it with an ERROR line.)
         self.wait_for_port()
+
+    def wait_for_services(self) -> None:
+        """No services to wait for (the server is up once its port is: run() waits)."""
 
 
 def get_irctest_controller_class() -> type[IrcishController]:

@@ -7,8 +7,11 @@ Who may do what in a room is checked here, under the lock that guards the state 
 answer depends on; a refusal is an `IRCError` the dispatcher turns into a numeric.
 
 Every relay is an `Event` (ircish/events.py: one time and one msgid for all its receivers).
-After the relay, with every lock released, the event is handed once to the world's
-`record` hook (the history store's, in a later issue).
+A room's events are also its history: each is added to the room's window (its last lines,
+in memory) under the room's lock, in the order members got them, with the room's next
+sequence number. After the relay, with every lock released, the world hands those lines,
+a permanent room's new state and the rooms that ended to its `keeper` (the store's writer
+thread, ircish/store/writer.py: never blocks), and the event to its `record` hook.
 
 Lock order (a thread may take a later lock while holding an earlier one,
 never the reverse; ircish/locks.py holds the same order as data, and checks it in tests):
@@ -21,7 +24,7 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   history (a bounded deque). Joining and leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the mask lists
-  (bans and exceptions) and the invite list. A room broadcast enqueues to every member
+  (bans and exceptions), the invite list and the history window (`window`, `seq`). A room broadcast enqueues to every member
   while holding it, so all members see one room's messages in the same order; a reply
   that describes a room (NAMES, a JOIN's topic and names, WHO, TOPIC, MODE) is built and
   queued under it too (`Room.answer`), so it is never older than an event queued before
@@ -35,7 +38,10 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
 - The scrypt semaphore (ircish/passwords.py, OPER) is taken alone: a reader thread
   may wait on it, holding nothing else.
 - `Writer._drops_lock` (ircish/store/writer.py) is taken alone: it counts the history
-  lines a full writer queue turned away.
+  lines a full writer queue turned away. The writer's queue is a `queue.Queue`, whose own
+  lock is never held while anything else is; the world hands it lines only after
+  releasing its locks, and reads the store (a history read older than the window) only
+  after releasing the room's.
 No socket I/O, no blocking call and no call into code outside this module that could take
 a lock (a lookup callback, say) happens under any of these locks, with one exception made
 on purpose: `Room.answer` and `World.join(answer=...)` run a builder from the commands
