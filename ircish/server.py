@@ -197,7 +197,7 @@ class Server:
         writer.prune_now()
         self.world.keeper = writer
         self.world.restore(states)
-        self.world.prime()
+        self.world.prime(casefold(state.name) for state in states)
         writer.start()
         self.writer = writer
         if path is not None:

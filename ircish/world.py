@@ -24,8 +24,9 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   history (a bounded deque). Joining and leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the mask lists
-  (bans and exceptions), the invite list and the history window (`window`, `seq`). A room broadcast enqueues to every member
-  while holding it, so all members see one room's messages in the same order; a reply
+  (bans and exceptions), the invite list and the history window (`window`, `seq`). A
+  room broadcast enqueues to every member while holding it, so all members see one
+  room's messages in the same order, and its history keeps that order; a reply
   that describes a room (NAMES, a JOIN's topic and names, WHO, TOPIC, MODE) is built and
   queued under it too (`Room.answer`), so it is never older than an event queued before
   it. Several room locks at once only while holding `World.lock` (nick change, quit),
@@ -858,17 +859,21 @@ class World:
             with room.lock:
                 room.restore_locked(state, lines)
 
-    def prime(self) -> None:
-        """Give the permanent rooms that kept no state (config rooms never changed) their
-        last lines (at start)."""
-        store = self.store
-        if store is None:
-            return
+    def prime(self, saved: Iterable[str]) -> None:
+        """The permanent rooms that kept no state (config rooms never changed, or new in
+        the config): their last lines, and their state kept from now on, so that their
+        creation and topic times outlive the next restart (at start)."""
+        store, keeper = self.store, self.keeper
+        saved = set(saved)
         for room in list(self.rooms.values()):
-            if room.window is not None and not room.window:
-                lines = store.select(room.folded, Query(self.history.window))
-                with room.lock:
-                    room.prime_locked(lines)
+            if room.folded in saved:
+                continue
+            lines = [] if store is None else store.select(room.folded, Query(self.history.window))
+            with room.lock:
+                room.prime_locked(lines)
+                state = room.state_locked()
+            if keeper is not None:
+                keeper.save_room(state)
 
     def _record_event(
         self,

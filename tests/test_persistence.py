@@ -150,7 +150,10 @@ def test_config_rooms_are_permanent_and_keep_their_history(tmp_path, server_proc
     db = tmp_path / "ircish.db"
     first = server_process(config(db))
     alice = client(first.address, "alice")
-    alice.join("#lobby")
+    alice.send("JOIN #lobby")
+    topic_time = alice.expect(r" 333 alice #lobby server :?(\d+)")[1]
+    alice.expect(r" 366 alice #lobby ")
+    time.sleep(1.1)  # so that a room made again at the restart would show another second
     alice.send("MODE #lobby")
     alice.expect(r" 324 alice #lobby :?\+Pnt")
     ids = said(alice, "#lobby", ["hello lobby"])
@@ -162,6 +165,8 @@ def test_config_rooms_are_permanent_and_keep_their_history(tmp_path, server_proc
     bob = client(second.address, "bob", caps="")
     bob.send("JOIN #lobby")
     bob.expect(r" 332 bob #lobby :Welcome")
+    # The times of the first start: the room was kept, not made again.
+    assert bob.expect(r" 333 bob #lobby server :?(\d+)")[1] == topic_time
     bob.expect(r" 366 bob #lobby ")
     # A client that cannot ask for history is shown it on join.
     bob.expect(r"NOTICE #lobby :-- 1 earlier message in #lobby --")
