@@ -28,7 +28,14 @@ ORDER: dict[str, int] = {
     "TlsTransport._lock": 40,
 }
 #: Locks taken alone: no other lock may be held while taking one, or taken while holding one.
-ALONE = frozenset({"Server.connections_lock", "scrypt semaphore", "Writer._drops_lock"})
+ALONE = frozenset(
+    {
+        "Server.connections_lock",
+        "scrypt semaphore",
+        "Writer._drops_lock",
+        "SqliteStore._readers_lock",
+    }
+)
 #: Several locks of one name at once only under another: room locks (nick change, quit).
 SAME_RANK_UNDER = {"Room.lock": "World.lock"}
 

@@ -39,10 +39,11 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
 - The scrypt semaphore (ircish/passwords.py, OPER) is taken alone: a reader thread
   may wait on it, holding nothing else.
 - `Writer._drops_lock` (ircish/store/writer.py) is taken alone: it counts the history
-  lines a full writer queue turned away. The writer's queue is a `queue.Queue`, whose own
-  lock is never held while anything else is; the world hands it lines only after
-  releasing its locks, and reads the store (a history read older than the window) only
-  after releasing the room's.
+  lines a full writer queue turned away. `SqliteStore._readers_lock` (the pool of
+  reader connections) is taken alone too, and no connection is opened under it. The
+  writer's queue is a `queue.Queue`, whose own lock is never held while anything else
+  is; the world hands it lines only after releasing its locks, and reads the store (a
+  history read older than the window) only after releasing the room's.
 No socket I/O, no blocking call and no call into code outside this module that could take
 a lock (a lookup callback, say) happens under any of these locks, with one exception made
 on purpose: `Room.answer` and `World.join(answer=...)` run a builder from the commands

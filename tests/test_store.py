@@ -12,12 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import TIMEOUT, wait_for
+from helpers import TIMEOUT, open_fds, wait_for
 
 from ircish.events import Event, millis, server_time, time_tag
 from ircish.protocol import Message
 from ircish.store import MaskState, Query, RoomState, StoredLine, read_lines
-from ircish.store.sqlite import SCHEMA_VERSION, NewerSchemaError, SqliteStore
+from ircish.store.sqlite import READERS, SCHEMA_VERSION, NewerSchemaError, SqliteStore
 from ircish.store.writer import Writer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -313,3 +313,21 @@ def test_a_read_takes_the_window_first_and_only_older_lines_from_the_store(store
     assert texts(read_lines(window, False, store, "#r", before)) == whole[3:6]
     # A window that holds all there is never asks the store (here: one with other lines).
     assert texts(read_lines(window, True, store, "#r", Query(100))) == whole[5:]
+
+
+def test_reads_from_many_threads_share_a_few_connections(store):
+    """A connection per reader thread would hold three descriptors per client that ever
+    read history; the pool keeps it to READERS whatever the number of threads."""
+    store.append([line(n) for n in range(1, 51)])
+    before = open_fds()
+    answers: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(len(latest(store, "#r", 50))))
+        for _ in range(40)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert answers == [50] * 40
+    assert open_fds() - before <= 3 * READERS

@@ -5,8 +5,10 @@ the writer's transaction; `synchronous=NORMAL`, so a commit costs no fsync and a
 loses at most the last commits, never the database. The schema is versioned in
 `PRAGMA user_version` and brought up to date by `MIGRATIONS` when the store opens.
 
-The writer thread writes on the connection this object opens; every other thread reads on
-a connection of its own (`sqlite3` connections are not to be shared between threads).
+The writer thread writes on the connection this object opens. Reads go through a small
+pool of other connections (`READERS`), one query at a time each, whatever thread asks:
+a connection per reader thread would hold three file descriptors (the file, its WAL and
+its shared memory) for every connected client that ever read history.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import queue
 import sqlite3
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from ircish.locks import new_lock
 from ircish.protocol import casefold
 from ircish.store import MaskState, Query, RoomState, StoredLine
 
@@ -49,6 +52,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+#: Connections reads share at most (each one query at a time): a history read is a few
+#: milliseconds, so a handful serve every reader thread.
+READERS = 4
+
 _COLUMNS = "target, msgid, time, command, prefix, params, tags, account, seq, epoch"
 #: In-memory databases are named apart, so two stores in one process share nothing.
 _memory_names = itertools.count(1)
@@ -66,7 +73,11 @@ class SqliteStore:
             self._uri = f"file:ircish-memory-{next(_memory_names)}?mode=memory&cache=shared"
         else:
             self._uri = Path(path).resolve().as_uri()
-        self._local = threading.local()
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        #: Reader connections made so far (at most READERS), under `_readers_lock`, taken
+        #: alone; the connection itself is opened after it is released.
+        self._readers_made = 0
+        self._readers_lock = new_lock("SqliteStore._readers_lock")
         # The writer's connection; for a memory database it also keeps the data alive.
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode = WAL")
@@ -92,7 +103,7 @@ class SqliteStore:
 
     @property
     def schema_version(self) -> int:
-        return self._reader().execute("PRAGMA user_version").fetchone()[0]
+        return self._read("PRAGMA user_version", ())[0][0]
 
     # -- the writer thread ------------------------------------------------------------
 
@@ -187,41 +198,57 @@ class SqliteStore:
             where.append(f"command IN ({', '.join('?' * len(query.commands))})")
             args.extend(sorted(query.commands))
         order = "DESC" if query.newest else "ASC"
-        rows = (
-            self._reader()
-            .execute(
-                f"SELECT {_COLUMNS} FROM history WHERE {' AND '.join(where)}"
-                f" ORDER BY seq {order} LIMIT ?",
-                (*args, query.limit),
-            )
-            .fetchall()
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM history WHERE {' AND '.join(where)}"
+            f" ORDER BY seq {order} LIMIT ?",
+            (*args, query.limit),
         )
         if query.newest:
             rows.reverse()
         return [_line(row) for row in rows]
 
     def find(self, target: str, msgid: str) -> StoredLine | None:
-        row = (
-            self._reader()
-            .execute(
-                f"SELECT {_COLUMNS} FROM history WHERE msgid = ? AND target = ?", (msgid, target)
-            )
-            .fetchone()
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM history WHERE msgid = ? AND target = ?", (msgid, target)
         )
-        return None if row is None else _line(row)
+        return _line(rows[0]) if rows else None
 
     def rooms(self) -> list[RoomState]:
-        rows = self._reader().execute("SELECT state FROM rooms ORDER BY name")
+        rows = self._read("SELECT state FROM rooms ORDER BY name", ())
         return [_room_state(json.loads(row[0])) for row in rows]
 
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's own connection (made on first use)."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-        return db
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        """One query on a pooled reader connection; waits for one when all are busy."""
+        db = self._take_reader()
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            self._idle.put(db)
+
+    def _take_reader(self) -> sqlite3.Connection:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._readers_lock:
+            make = self._readers_made < READERS
+            if make:
+                self._readers_made += 1
+        if not make:
+            return self._idle.get()
+        try:
+            return self._connect()
+        except BaseException:
+            with self._readers_lock:
+                self._readers_made -= 1
+            raise
 
     def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                break
         self._writer.close()
 
 
