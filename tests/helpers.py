@@ -328,7 +328,9 @@ class ServerProcess:
             # The code under test, whatever the working directory or the installed copy.
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             preexec_fn=preexec_fn,
-            cwd=cwd,
+            # Its own folder unless told: a relative store path (the example config's
+            # ircish.db) must land in the temp dir, never in the checkout.
+            cwd=cwd or workdir,
         )
         self.port = self._wait_for_port()
         self.address = ("127.0.0.1", self.port)
