@@ -29,10 +29,9 @@ from ircish.world import Room
 #: shows: what people said.
 MESSAGES = frozenset({"PRIVMSG", "NOTICE"})
 #: With draft/event-playback: every kind of line a room keeps.
-EVENTS = frozenset({"PRIVMSG", "NOTICE", "TAGMSG", "JOIN", "PART", "QUIT", "KICK", "NICK"}) | {
-    "TOPIC",
-    "MODE",
-}
+EVENTS = frozenset(
+    {"PRIVMSG", "NOTICE", "TAGMSG", "JOIN", "PART", "QUIT", "KICK", "NICK", "TOPIC", "MODE"}
+)
 #: ISUPPORT MSGREFTYPES, in our order of preference.
 MSGREFTYPES = ("timestamp", "msgid")
 #: Parameters each subcommand takes, the subcommand included.
@@ -213,7 +212,7 @@ def _history(ctx: Context, sub: str, target: str, refs: list[str], limit: int) -
         if any(ref is _UNKNOWN for ref in resolved):
             lines: list[StoredLine] = []  # a msgid nobody knows: nothing around it (ergo)
         else:
-            lines = _read(ctx, room, sub, resolved, limit, kinds)  # type: ignore[arg-type]
+            lines = _read(ctx, room, sub, resolved, limit, kinds)
     except IRCError as exc:  # not a member
         raise Refusal("INVALID_TARGET", sub, p.safe_param(target)) from exc
     _send_batch(ctx, target, lines)
