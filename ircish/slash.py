@@ -24,6 +24,8 @@ PREFIX_ALLOWANCE = 100
 _ACTION = "\x01ACTION "
 #: Text is split only into pieces of at least this many bytes; less would be confetti.
 MIN_PIECE_BYTES = 64
+#: Earlier lines one /history asks for when no count is given (issue 13).
+HISTORY_DEFAULT = 20
 
 
 class SlashError(ValueError):
@@ -41,8 +43,9 @@ class SlashCommand:
     build: Callable[[str, str | None], Message]
     #: For an alias row, the name of the row it duplicates (so /help can say so).
     alias_of: str | None = None
-    #: Answered by whoever keeps the person's state (the server's text session, the
-    #: client), never sent: `command` is empty and `build` raises SlashError.
+    #: Answered by whoever keeps the person's state (the server's text session, the client;
+    #: /history the client alone), never sent: `command` is empty and `build` raises
+    #: SlashError.
     local: bool = False
 
     @property
@@ -329,6 +332,29 @@ def _switch(args: str, current_room: str | None) -> Message:
     raise SlashError("/switch is answered where the current room is kept, not sent")
 
 
+def history_count(args: str) -> int:
+    """The n of `/history [n]`: a whole number from 1, HISTORY_DEFAULT when left out. The
+    server cuts a bigger one to what it allows (ISUPPORT CHATHISTORY=)."""
+    words = _words(args, "history", 0, 1)
+    if not words:
+        return HISTORY_DEFAULT
+    if not (words[0].isascii() and words[0].isdigit()) or int(words[0]) < 1:
+        raise SlashError(f"n is a number of lines, 1 or more; {SLASH_COMMANDS['history'].usage}")
+    return int(words[0])
+
+
+def _history(args: str, current_room: str | None) -> Message:
+    # Answered by ircish-client, which asks for the lines before the oldest one it has
+    # shown. Not by the text mode: its own replay on /join has markers and each line's time,
+    # but a CHATHISTORY answer reaches a text session as bare lines stamped with the time
+    # they are sent, with no marker, so yesterday's lines would read as said now.
+    history_count(args)  # a malformed line gets its usage first, as on any row
+    raise SlashError(
+        "/history is answered by ircish-client, which keeps track of the lines it has shown; "
+        "here, joining a room shows its last lines"
+    )
+
+
 def _motd(args: str, current_room: str | None) -> Message:
     return Message("MOTD", _words(args, "motd", 0, 0))
 
@@ -446,6 +472,14 @@ SLASH_COMMANDS: dict[str, SlashCommand] = _table(
     SlashCommand("oper", "OPER", "<name> <password>", "Become a server operator.", _oper),
     SlashCommand(
         "kill", "KILL", "<nick> [reason]", "Disconnect someone (server operators).", _kill
+    ),
+    SlashCommand(
+        "history",
+        "",
+        "[n]",
+        f"Show n (default {HISTORY_DEFAULT}) earlier lines of the current room (ircish-client).",
+        _history,
+        local=True,
     ),
     SlashCommand("motd", "MOTD", "", "Show the message of the day.", _motd),
     SlashCommand("lusers", "LUSERS", "", "Show how many users and rooms there are.", _lusers),

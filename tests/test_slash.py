@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ircish import modes
 from ircish.protocol import Message, parse
-from ircish.slash import SLASH_COMMANDS, SlashError, translate
+from ircish.slash import HISTORY_DEFAULT, SLASH_COMMANDS, SlashError, history_count, translate
 
 ROOM = "#cur"
 
@@ -221,7 +223,7 @@ def test_table_holds_exactly_the_agreed_commands() -> None:
         "nick", "join", "msg", "notice", "me", "who", "leave", "part", "quit",
         "topic", "list", "names", "whois", "away", "help", "mode", "motd", "lusers",
         "op", "deop", "voice", "devoice", "kick", "ban", "unban", "invite", "oper", "kill",
-        "pass", "switch",
+        "pass", "switch", "history",
     }  # fmt: skip
 
 
@@ -259,7 +261,7 @@ SAMPLE_ARGS = {
     "pass": "open sesame",
 }
 #: Rows the session answers itself: never sent.
-LOCAL_ROWS = {"switch"}
+LOCAL_ROWS = {"switch", "history"}
 
 
 def test_every_row_has_a_sample() -> None:
@@ -330,3 +332,34 @@ def test_nick_limit_follows_the_mode_table() -> None:
     assert len(translate(f"/op {nicks}", ROOM).params) == 2 + modes.MAX_PARAM_CHANGES
     with pytest.raises(SlashError, match=f"at most {modes.MAX_PARAM_CHANGES} nicks"):
         translate(f"/op {nicks} one_more", ROOM)
+
+
+@pytest.mark.parametrize(
+    ("args", "count"), [("", HISTORY_DEFAULT), ("  ", HISTORY_DEFAULT), ("5", 5), (" 100 ", 100)]
+)
+def test_history_count(args: str, count: int) -> None:
+    assert history_count(args) == count
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        ("0", "1 or more"),
+        ("-3", "1 or more"),
+        ("five", "1 or more"),
+        ("٣", "1 or more"),  # a digit, but not one a person means here
+        ("5 #r", "usage: /history [n]"),
+    ],
+)
+def test_history_count_rejects(args: str, hint: str) -> None:
+    with pytest.raises(SlashError, match=re.escape(hint)):
+        history_count(args)
+
+
+def test_history_in_the_text_mode_says_where_it_is_answered() -> None:
+    # Text-mode /history is left out (issue 13): the server's CHATHISTORY answer reaches a
+    # text session with no markers and stamped with the time it is sent, not said.
+    with pytest.raises(SlashError, match="answered by ircish-client"):
+        translate("/history 5", ROOM)
+    with pytest.raises(SlashError, match="1 or more"):
+        translate("/history x", ROOM)  # a malformed line gets its usage first

@@ -13,7 +13,7 @@ import sys
 import click
 
 from ircish import __version__
-from ircish.client.session import ConnectError, Session, SessionConfig
+from ircish.client.session import HISTORY_ON_JOIN, ConnectError, Session, SessionConfig
 from ircish.client.ui import InteractiveUI, ScriptedUI, colour_wanted, default_streams
 from ircish.protocol import NICK_SPECIALS, valid_nick
 from ircish.tls import client_context, describe_ssl_error
@@ -28,7 +28,7 @@ Examples:
 
 \b
 In the chat: /join #room, /msg nick text, /query nick, /switch #room,
-/who, /list, /help; plain text goes to the current room or private chat.
+/history, /who, /list, /help; plain text goes to the current room or private chat.
 """
 
 PLAIN_PORT, TLS_PORT = 6667, 6697
@@ -120,6 +120,16 @@ def _check_rooms(
     help="Join a room once connected (repeat it, or give a,b); the last one is current.",
 )
 @click.option(
+    "--history",
+    envvar="IRCISH_HISTORY",
+    show_envvar=True,
+    type=click.IntRange(min=0),
+    default=HISTORY_ON_JOIN,
+    show_default=True,
+    metavar="N",
+    help="Show the last N lines of a room on joining it (0: none); /history shows more.",
+)
+@click.option(
     "--password", envvar="IRCISH_PASSWORD", show_envvar=True, help="Server password (PASS)."
 )
 @click.option("--realname", help="Real name shown by /whois (default: your nick).")
@@ -139,6 +149,7 @@ def main(
     ca_file: str | None,
     insecure: bool,
     rooms: tuple[str, ...],
+    history: int,
     password: str | None,
     realname: str | None,
     reconnect: bool,
@@ -162,6 +173,7 @@ def main(
         realname=realname,
         password=password,
         rooms=rooms,
+        history=history,
         reconnect=reconnect,
     )
     interactive = sys.stdin.isatty() and sys.stdout.isatty()

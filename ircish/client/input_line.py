@@ -1,8 +1,8 @@
 """What a typed line means: plain text for the current target, a slash command from the shared
 table (`ircish/slash.py`), or one of the client's own commands in `LOCAL_COMMANDS` (/query,
-/switch, /raw, /help), which need the client's state rather than the server. Also what a paste
-of several lines becomes (`paste_lines`: one message each), the Tab-completion candidates for a
-half-typed line and `/help`, which lists both tables.
+/switch, /history, /raw, /help), which need the client's state rather than the server. Also
+what a paste of several lines becomes (`paste_lines`: one message each), the Tab-completion
+candidates for a half-typed line and `/help`, which lists both tables.
 """
 
 from __future__ import annotations
@@ -184,6 +184,23 @@ def _switch(line: CommandLine, args: str) -> bool:
     return False
 
 
+def _history(line: CommandLine, args: str) -> bool:
+    # The slash table's row says what /history takes; the session knows what it has shown.
+    try:
+        count = slash.history_count(args)
+    except SlashError as exc:
+        line.hint(str(exc))
+        return False
+    room = line.session.view().current_room
+    if room is None:
+        line.hint(f"no current room; {LOCAL_COMMANDS['history'].usage}")
+        return False
+    why_not = line.session.ask_history(room, count)
+    if why_not is not None:
+        line.hint(why_not)
+    return False
+
+
 def _raw(line: CommandLine, args: str) -> bool:
     if not args.strip():
         line.hint(LOCAL_COMMANDS["raw"].usage)
@@ -222,6 +239,10 @@ LOCAL_COMMANDS: dict[str, LocalCommand] = {
             "query", "[nick]", "Talk privately to nick; /query alone goes back to the room.", _query
         ),
         LocalCommand("switch", "<#room>", "Make another room you are in the current one.", _switch),
+        # Its words are the slash table's, which the server's HELP reads too.
+        LocalCommand(
+            "history", SLASH_COMMANDS["history"].syntax, SLASH_COMMANDS["history"].summary, _history
+        ),
         LocalCommand("raw", "<IRC line>", "Send a line to the server as is.", _raw),
         LocalCommand("help", "[command]", "Show the commands, or help for one.", _help),
     )

@@ -1,9 +1,10 @@
 """One client's conversation with an IRC server: the TCP link (a reader thread, a sending
 thread behind a queue; with TLS, ircish/tls.py lets those two threads share it), registration
 (CAP negotiation, PASS, NICK, USER, nick fallback), the state the UI reads (our nick, rooms and
-their members, the current room, the private-chat target) and reconnecting with backoff. It
-knows nothing about terminals: every event goes to one listener callback that the UI supplies,
-from whichever thread produced it.
+their members, the current room, the private-chat target), a room's earlier lines (asked for
+on joining it and by /history, shown between markers) and reconnecting with backoff. It knows
+nothing about terminals: every event goes to one listener callback that the UI supplies, from
+whichever thread produced it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -80,7 +82,10 @@ _SEND_REFUSED = frozenset({p.ERR_TOOMANYTARGETS, p.ERR_NORECIPIENT, p.ERR_NOTEXT
 #: server-time (a line shows when it was said), echo-message (our own line is shown as the
 #: server relays it), multi-prefix and away-notify (read in `_apply` and `_away_changed`),
 #: message-tags and batch (tags are parsed and unknown ones ignored; BATCH and TAGMSG lines
-#: are not shown). Not labeled-response: PING barriers already tie replies to what we sent.
+#: are not shown), draft/chathistory (issue 13: we ask for a room's earlier lines, and the
+#: server does not replay them on join; with --history 0 too, which means none). Not
+#: labeled-response: PING barriers already tie replies to what we sent. Not
+#: draft/event-playback: history is what people said, not who came and went.
 WANTED_CAPS = (
     "server-time",
     "echo-message",
@@ -88,11 +93,20 @@ WANTED_CAPS = (
     "away-notify",
     "message-tags",
     "batch",
+    "draft/chathistory",
 )
-#: Lines with nothing for a person to read: a batch's start and end (its lines are shown as
-#: they come), a TAGMSG (typing notices, reactions: tags without text) and a labeled-response
-#: ACK. render() would show them as raw words.
-_NOT_SHOWN = frozenset({"BATCH", "TAGMSG", "ACK"})
+#: Lines with nothing for a person to read: a TAGMSG (typing notices, reactions: tags without
+#: text) and a labeled-response ACK. render() would show them as raw words. (A batch's start
+#: and end are read in `_batch`; the lines of any batch but history are shown as they come.)
+_NOT_SHOWN = frozenset({"TAGMSG", "ACK"})
+#: Earlier lines of a room shown on joining it, unless --history says otherwise; as many as
+#: the server's own replay on join shows a client that cannot ask (history.replay_on_join).
+HISTORY_ON_JOIN = 20
+#: A history batch is shown at its end, so its lines wait: at most this many of them, and
+#: at most this many such batches open at once (a server's batch past that is cut, or, when
+#: too many are open, its lines are shown as they come).
+HISTORY_BATCH_LINES = 10_000
+HISTORY_BATCHES_OPEN = 8
 #: CTCP requests answered (CTCP spec, ircdocs.horse): what CLIENTINFO lists.
 CTCP_ANSWERED = ("ACTION", "CLIENTINFO", "PING", "TIME", "VERSION")
 #: CTCP replies: this many at once, then one every CTCP_REPLY_INTERVAL seconds; requests
@@ -194,6 +208,8 @@ class SessionConfig:
     connect_timeout: float = 10.0
     #: Seconds of silence before we PING the server; as long again without an answer = lost.
     idle_timeout: float = 60.0
+    #: Earlier lines of a room to show on joining it (CHATHISTORY LATEST); 0: none.
+    history: int = HISTORY_ON_JOIN
 
     @property
     def address(self) -> str:
@@ -219,7 +235,8 @@ class Incoming:
 
 @dataclass(frozen=True)
 class Note:
-    """A line from the client itself: `info` (status), `error` (a hint or failure), `plain`."""
+    """A line from the client itself: `info` (status), `error` (a hint or failure), `plain`,
+    `marker` (the line before or after a room's earlier lines: `-- now --`)."""
 
     text: str
     kind: str = "info"
@@ -289,6 +306,64 @@ class _Unconfirmed:
         if text.startswith("\x01ACTION"):
             return f"* {self.me} {strip_formatting(text[7:].strip(chr(1)).lstrip())}"
         return strip_formatting(text)
+
+
+@dataclass(frozen=True)
+class _Said:
+    """Where a line shown sits in its room's history, for a CHATHISTORY reference: its msgid
+    and its `time` tag, as the server sent them (a line with neither cannot be one)."""
+
+    msgid: str | None
+    time: str | None
+
+    @classmethod
+    def of(cls, msg: Message) -> _Said | None:
+        msgid, when = msg.tags.get("msgid"), msg.tags.get("time")
+        return cls(msgid, when) if msgid or when else None
+
+    @property
+    def reference(self) -> str:
+        # A msgid names one line; a time may be shared by two (then one of them is skipped).
+        return f"msgid={self.msgid}" if self.msgid else f"timestamp={self.time}"
+
+
+@dataclass
+class _Shown:
+    """What we have shown of one room's lines. `oldest` (since joining it on this link):
+    /history asks for the lines before it. `newest` outlives a lost link: the rejoin asks for
+    the lines after it, those missed, not the last few again."""
+
+    oldest: _Said | None = None
+    newest: _Said | None = None
+
+
+@dataclass
+class _HistoryAsked:
+    """A CHATHISTORY request not yet answered (or whose answer is not all here). `kind`:
+    `join` (the lines before we came) or
+    `earlier` (/history). `meanwhile`: the msgids of the room's lines shown since it was sent,
+    which a LATEST answer holds too; the answer has at most `limit` lines, so that many
+    suffice."""
+
+    room: str
+    kind: str
+    limit: int
+    meanwhile: deque[str] = field(init=False)
+    #: Its answer's batch has begun (a second request for the room waits for the next one).
+    answering: bool = False
+
+    def __post_init__(self) -> None:
+        self.meanwhile = deque(maxlen=self.limit)
+
+
+@dataclass
+class _HistoryBatch:
+    """A `chathistory` batch under way: its lines wait for its end, to be shown with their
+    count. `asked` is None for a batch we did not ask for (the server's replay on join)."""
+
+    room: str
+    asked: _HistoryAsked | None
+    lines: list[Message] = field(default_factory=list)
 
 
 _CLOSE = None  # the sending thread's stop mark
@@ -401,6 +476,10 @@ class Session:
         self._caps: frozenset[str] = frozenset()
         # Casefolded nick -> away message, for the people away-notify (or a 301) told us of.
         self._away: dict[str, str] = {}
+        # Casefolded room -> what we have shown of its lines (kept over a reconnect).
+        self._shown: dict[str, _Shown] = {}
+        # CHATHISTORY requests in the order sent: the server answers them in that order.
+        self._history_asked: list[_HistoryAsked] = []
         # Written by the network thread only.
         self._failures = 0
         self._welcomed_before = False
@@ -410,6 +489,7 @@ class Session:
         self._tokens = itertools.count(1)
         self._ctcp_budget = ReplyBudget()
         self._offered: list[str] = []  # CAP LS words so far (a 302 LS may take several lines)
+        self._history_batches: dict[str, _HistoryBatch] = {}  # batch reference -> batch
         # The last line was a message to ourselves, shown: with echo-message its twin follows.
         self._twin: tuple[str, str] | None = None
         self._thread: threading.Thread | None = None
@@ -509,6 +589,29 @@ class Session:
         self._emit(Changed())
         return joined.name
 
+    def ask_history(self, room: str, limit: int) -> str | None:
+        """Ask for `limit` lines of `room` from before the oldest one shown (the room's last
+        ones, if none was); the answer is shown between markers when it comes. None if
+        asked, else why not, in words for the person."""
+        with self._lock:
+            link = self._link if self._registered else None
+            joined = self._rooms.get(casefold(room))
+            if link is None:
+                return "not connected to the server; nothing was sent"
+            if not self._history_ready_locked():
+                return "the server offers no history to ask for (no draft/chathistory)"
+            if joined is None:
+                return f"you are not in {room}"
+            if any(casefold(asked.room) == casefold(room) for asked in self._history_asked):
+                return f"still waiting for the earlier lines of {joined.name}"
+            shown = self._shown.get(casefold(room))
+            oldest = shown.oldest if shown is not None else None
+            where = ["LATEST", joined.name, "*"] if oldest is None else ["BEFORE", joined.name]
+            if oldest is not None:
+                where.append(oldest.reference)
+            self._ask_history_locked(link, _HistoryAsked(joined.name, "earlier", limit), where)
+        return None
+
     def wait_registered(self, timeout: float | None = None) -> bool:
         """Wait until registered (True) or the session is over or `timeout` passed (False)."""
         with self._state_changed:
@@ -517,7 +620,17 @@ class Session:
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until the server has answered everything sent so far (a PING round trip),
-        so every reply to it has been handed to the listener."""
+        so every reply to it has been handed to the listener. That includes the history we
+        ask for when our JOIN comes back, which may go out after the PING: while such a
+        request waits, one more round trip."""
+        deadline = time.monotonic() + timeout
+        if not self._round_trip(deadline):
+            return False
+        with self._lock:
+            asked = bool(self._history_asked)
+        return self._round_trip(deadline) if asked else True
+
+    def _round_trip(self, deadline: float) -> bool:
         token = f"ircish-sync-{next(self._tokens)}"
         done = threading.Event()
         with self._lock:
@@ -526,7 +639,7 @@ class Session:
                 return False
             self._syncs[token] = done
         link.send(Message("PING", [token]))
-        answered = done.wait(timeout)
+        answered = done.wait(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._syncs.pop(token, None)
         return answered
@@ -659,6 +772,7 @@ class Session:
             self._caps = frozenset()  # negotiated again on each link
         self._offered = []
         self._twin = None
+        self._history_batches = {}
         try:
             self._register(link)
         except ProtocolError as exc:
@@ -714,6 +828,19 @@ class Session:
         if command == "PONG":
             self._answered(msg.params[-1] if msg.params else "")
             return
+        if command == "BATCH":
+            self._batch(msg)
+            return
+        held = self._history_batches.get(msg.tags.get("batch", ""))
+        if held is not None:
+            # Shown at the batch's end, never acted on: an old CTCP is not answered, our own
+            # old line is no echo of what we just sent.
+            if len(held.lines) < HISTORY_BATCH_LINES:
+                held.lines.append(msg)
+            return
+        if command == "FAIL" and msg.param(0).upper() == "CHATHISTORY":
+            self._history_refused(msg)
+            return
         if (command in _SEND_REFUSED_TO or command in _SEND_REFUSED or command == "FAIL") and (
             self._refused(msg)
         ):
@@ -733,8 +860,10 @@ class Session:
         if command == "AWAY":
             self._away_changed(msg)
             return
-        if command in ("PRIVMSG", "NOTICE") and not self._own_echo(msg, me, twin):
-            return
+        if command in ("PRIVMSG", "NOTICE"):
+            if not self._own_echo(msg, me, twin):
+                return
+            self._said_live(msg)
         with self._lock:
             room_before = self._current_room
         changed = self._apply(msg, me)
@@ -747,6 +876,8 @@ class Session:
             self._emit(Incoming(msg, me))
         if changed and command in ("PART", "KICK"):
             self._tell_where_text_goes(room_before)
+        if changed and command == "JOIN":  # our own: what was said before we came
+            self._ask_history_on_join(link, msg.param(0))
         if changed:
             self._emit(Changed())
         if command == "PRIVMSG" and msg.param(1).startswith("\x01"):
@@ -768,6 +899,129 @@ class Session:
             self._note(f"Talking in {room}")
         else:
             self._note("You are in no room now: /join #room")
+
+    # -- history (issue 13) -----------------------------------------------------------------
+
+    def _history_ready_locked(self) -> bool:
+        """We may ask for history: CHATHISTORY, and its answers framed in batches."""
+        assert held(self._lock)
+        return "draft/chathistory" in self._caps and "batch" in self._caps
+
+    def _ask_history_locked(self, link: _Link, asked: _HistoryAsked, where: list[str]) -> None:
+        """Send `CHATHISTORY <where...> <limit>` and wait for its answer. Under the lock, so
+        the requests go out in the order `_history_asked` has them (`send` only queues)."""
+        assert held(self._lock)
+        link.send(Message("CHATHISTORY", [*where, str(asked.limit)]))
+        self._history_asked.append(asked)
+
+    def _ask_history_on_join(self, link: _Link, room: str) -> None:
+        """We joined `room`: ask for the lines said before, up to --history of them. After a
+        lost link, the lines after the last one shown: the ones missed, none twice."""
+        limit = self.config.history
+        with self._lock:
+            if not limit or not self._history_ready_locked():
+                return  # a server without draft/chathistory replays on its own, or not at all
+            shown = self._shown.get(casefold(room))
+            newest = shown.newest if shown is not None else None
+            after = "*" if newest is None else newest.reference
+            self._ask_history_locked(
+                link, _HistoryAsked(room, "join", limit), ["LATEST", room, after]
+            )
+
+    def _said_live(self, msg: Message) -> None:
+        """A room's line shown as it came: the newest shown, and the oldest if the first.
+        A request under way for the room will find it in its answer too."""
+        room, said = msg.param(0), _Said.of(msg)
+        if not is_room(room) or said is None:
+            return
+        key = casefold(room)
+        with self._lock:
+            shown = self._shown.get(key)
+            if shown is None:
+                return  # not a room we are in
+            shown.newest = said
+            shown.oldest = shown.oldest or said
+            if said.msgid:
+                for asked in self._history_asked:
+                    if casefold(asked.room) == key:
+                        asked.meanwhile.append(said.msgid)
+
+    def _batch(self, msg: Message) -> None:
+        """`BATCH +ref chathistory #room` starts a room's earlier lines, held until `BATCH
+        -ref`: the answer to the first request for that room, or, asked by no one, the
+        server's replay on join. The start and end of any other batch are not shown."""
+        ref = msg.param(0)
+        if ref.startswith("-"):
+            batch = self._history_batches.pop(ref[1:], None)
+            if batch is not None:
+                self._show_history(batch)
+                self._history_answered(batch.asked)
+            return
+        opened = len(self._history_batches)
+        if msg.param(1) != "chathistory" or len(ref) < 2 or opened >= HISTORY_BATCHES_OPEN:
+            return
+        room = msg.param(2)
+        with self._lock:
+            asked = self._first_asked_locked(room)
+            if asked is not None:
+                asked.answering = True
+        self._history_batches[ref[1:]] = _HistoryBatch(asked.room if asked else room, asked)
+
+    def _first_asked_locked(self, room: str | None) -> _HistoryAsked | None:
+        """The request the next answer about `room` (any room: None) is for: the server
+        answers in the order asked."""
+        assert held(self._lock)
+        return next(
+            (
+                asked
+                for asked in self._history_asked
+                if not asked.answering and (room is None or casefold(asked.room) == casefold(room))
+            ),
+            None,
+        )
+
+    def _history_answered(self, asked: _HistoryAsked | None) -> None:
+        with self._lock:
+            if asked in self._history_asked:
+                self._history_asked.remove(asked)
+
+    def _show_history(self, batch: _HistoryBatch) -> None:
+        """`-- 3 earlier messages in #room --`, the lines (each with its own time), then
+        `-- now --` (on joining) or `-- end of earlier messages in #room --` (/history).
+        An empty answer on joining shows nothing; to /history, that there is nothing more."""
+        asked, room = batch.asked, strip_formatting(batch.room)
+        seen = set(asked.meanwhile) if asked is not None else set()
+        lines = [line for line in batch.lines if line.tags.get("msgid") not in seen]
+        earlier = asked is not None and asked.kind == "earlier"
+        if not lines:
+            if earlier:
+                self._note(f"-- no earlier messages in {room} --", "marker")
+            return
+        refs = [said for said in map(_Said.of, lines) if said is not None]
+        with self._lock:
+            shown = self._shown.get(casefold(batch.room))
+            if shown is not None and refs:
+                # Older than anything shown: the answer to a request, or the replay on join.
+                shown.oldest = refs[0]
+                shown.newest = shown.newest or refs[-1]
+        noun = "message" if len(lines) == 1 else "messages"
+        self._note(f"-- {len(lines)} earlier {noun} in {room} --", "marker")
+        me = self._nick
+        for line in lines:
+            self._emit(Incoming(line, me))
+        self._note(f"-- end of earlier messages in {room} --" if earlier else "-- now --", "marker")
+
+    def _history_refused(self, msg: Message) -> None:
+        """`FAIL CHATHISTORY <code> <subcommand> [<room>...] :text`: one line saying so. It
+        answers the first request still waiting (for the room it names, if it names one)."""
+        named = next((word for word in msg.params[2:-1] if is_room(word)), None)
+        with self._lock:
+            asked = self._first_asked_locked(named)
+        self._history_answered(asked)
+        room = asked.room if asked is not None else named
+        reason = strip_formatting(msg.params[-1]) if len(msg.params) > 2 else msg.param(1)
+        of = f" of {strip_formatting(room)}" if room else ""
+        self._note(f"Cannot show the earlier lines{of}: {reason}", "error")
 
     def _negotiate(self, link: _Link, msg: Message) -> None:
         """CAP replies (https://ircv3.net/specs/extensions/capability-negotiation): after the
@@ -913,6 +1167,8 @@ class Session:
                 # A rejoin that was refused (banned, +i, new key): a later /join of that
                 # room is the person's own and makes it current. A refused key is no use.
                 self._rejoining.discard(casefold(msg.param(1)))
+                if casefold(msg.param(1)) not in self._rooms:
+                    self._shown.pop(casefold(msg.param(1)), None)
                 if command == p.ERR_BADCHANNELKEY:
                     self._keys.pop(casefold(msg.param(1)), None)
             elif command == p.RPL_NAMREPLY and len(msg.params) >= 3:
@@ -963,6 +1219,7 @@ class Session:
         assert held(self._lock)
         key = casefold(name)
         self._rooms[key] = _Room(name, {casefold(self._nick): self._nick})
+        self._shown.setdefault(key, _Shown()).oldest = None  # nothing shown since this join
         if key in self._rejoining:
             self._rejoining.discard(key)
             if self._current_room is None or casefold(self._current_room) == key:
@@ -986,6 +1243,7 @@ class Session:
         self._rooms.pop(key, None)
         self._pending_names.pop(key, None)
         self._keys.pop(key, None)
+        self._shown.pop(key, None)
         if key in self._recent:
             self._recent.remove(key)
         if self._current_room is not None and casefold(self._current_room) == key:
@@ -1106,6 +1364,7 @@ class Session:
             self._rooms.clear()
             self._pending_names.clear()
             self._away.clear()
+            self._history_asked.clear()  # no answer comes on another link
             waiters, self._syncs = list(self._syncs.values()), {}
             unconfirmed = [sent for batch in self._unconfirmed.values() for sent in batch]
             self._unconfirmed = {}

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 #: SGR colours for nicks; plain blue (34) is left out, it is hard to read on a dark background.
 NICK_COLOURS = ("31", "32", "33", "35", "36", "91", "92", "93", "94", "95", "96")
-_NOTE_COLOURS = {"error": "31", "info": "90", "plain": ""}
-_NOTE_MARKS = {"error": "! ", "info": "-- ", "plain": ""}
+_NOTE_COLOURS = {"error": "31", "info": "90", "plain": "", "marker": "90"}
+#: A marker (`-- now --`) is its own text: it frames a room's earlier lines.
+_NOTE_MARKS = {"error": "! ", "info": "-- ", "plain": "", "marker": ""}
 _NICK_CHARS = r"A-Za-z0-9\[\]\\`^{|}_-"
 #: How long, at end of input, a script waits for a registration under way.
 EOF_GRACE = 10.0
