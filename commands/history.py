@@ -193,7 +193,7 @@ _FAIL_TEXT = {
 
 def _limit(ctx: Context, sub: str, text: str) -> int:
     """The limit asked for, at most CHATHISTORY= (a bigger one is cut, as ergo does)."""
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise Refusal("INVALID_PARAMS", sub, p.safe_param(text))
     return min(int(text), ctx.config.history.chathistory_max)
 
@@ -276,6 +276,10 @@ def _send_batch(ctx: Context, target: str, lines: list[StoredLine]) -> None:
     """A `chathistory` batch naming the target as the client wrote it (an empty one when
     there is nothing); plain lines for a client without batch."""
     caps = ctx.session.caps
+    if ctx.session.is_text:  # each line stamped with its own time, as the replay on join
+        for line in lines:
+            ctx.send(history_message(line, frozenset({"server-time"})))
+        return
     if "batch" not in caps:
         for line in lines:
             ctx.send(history_message(line, caps))

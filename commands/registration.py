@@ -90,12 +90,14 @@ def cap(ctx: Context, msg: Message) -> None:
             # Never downgraded: a 302 client that sends a bare CAP LS stays 302.
             session.cap_version = min(int(version), caps.CAP_302)
             session.set_caps(session.caps | caps.implied(session.cap_version))
-        cap_list(ctx, "LS", caps.ls_words(session.cap_version))
+        hidden = caps.not_offered(ctx.config.history.enabled)
+        cap_list(ctx, "LS", caps.ls_words(session.cap_version, hidden))
     elif sub == "LIST":
         cap_list(ctx, "LIST", sorted(session.caps))
     elif sub == "REQ":
         wanted = msg.param(1)
-        request = caps.read_request(wanted, session.cap_version)
+        hidden = caps.not_offered(ctx.config.history.enabled)
+        request = caps.read_request(wanted, session.cap_version, hidden)
         answer = "NAK" if request.refused else "ACK"
         if not request.refused:
             session.set_caps((session.caps | request.add) - request.remove)

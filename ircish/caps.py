@@ -61,6 +61,16 @@ CAPABILITIES: dict[str, Capability] = {
 }
 
 
+#: Offered only while history is on (history.max_lines > 0): without it they would
+#: promise answers that are always empty.
+HISTORY_CAPS = frozenset({"draft/chathistory", "draft/event-playback"})
+
+
+def not_offered(history: bool) -> frozenset[str]:
+    """The table's caps this server leaves out, given whether its history is on."""
+    return frozenset() if history else HISTORY_CAPS
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """A CAP REQ read against the table: the caps to add and to remove, or why not."""
@@ -71,15 +81,16 @@ class Request:
     refused: bool
 
 
-def read_request(text: str, version: int) -> Request:
-    """`CAP REQ :multi-prefix -echo-message`: all or nothing. A name the table does not have,
-    or removing a cap a client may not drop, refuses the whole request."""
+def read_request(text: str, version: int, hidden: frozenset[str] = frozenset()) -> Request:
+    """`CAP REQ :multi-prefix -echo-message`: all or nothing. A name the table does not have
+    (or that is `hidden`: not offered here), or removing a cap a client may not drop,
+    refuses the whole request."""
     add: set[str] = set()
     remove: set[str] = set()
     for word in text.split():
         removing = word.startswith("-")
         name = word[1:] if removing else word
-        cap = CAPABILITIES.get(name)
+        cap = CAPABILITIES.get(name) if name not in hidden else None
         if cap is None or (removing and cap.sticky and version >= CAP_302):
             return Request(frozenset(), frozenset(), True)
         (remove if removing else add).add(name)
@@ -88,10 +99,12 @@ def read_request(text: str, version: int) -> Request:
     return Request(frozenset(add), frozenset(remove - add), False)
 
 
-def ls_words(version: int) -> list[str]:
-    """What CAP LS lists: names, with their values for 302 clients."""
+def ls_words(version: int, hidden: frozenset[str] = frozenset()) -> list[str]:
+    """What CAP LS lists: names, with their values for 302 clients; not the `hidden`."""
     words = []
     for cap in CAPABILITIES.values():
+        if cap.name in hidden:
+            continue
         words.append(f"{cap.name}={cap.value}" if cap.value and version >= CAP_302 else cap.name)
     return words
 

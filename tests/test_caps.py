@@ -12,6 +12,7 @@ from helpers import SERVER, Client, prefix, settle
 
 from ircish import protocol as p
 from ircish.caps import CAPABILITIES
+from ircish.config import HistoryConfig
 from ircish.protocol import Message, parse
 
 Connect = Callable[..., Client]
@@ -59,6 +60,19 @@ def test_cap_ls_302_lists_every_capability_of_the_table(connect: Connect) -> Non
     assert set(words[-1].split()) == set(CAPABILITIES)
     # Not offered until accounts exist (a later issue).
     assert not {"account-tag", "account-notify", "sasl"} & set(words[-1].split())
+
+
+def test_history_caps_are_offered_only_while_history_is_on(start_server) -> None:
+    server = start_server(history=HistoryConfig(max_lines=0))
+    client = Client(server.address)
+    try:
+        (words,) = ls_words(client)
+        offered = set(words[-1].split())
+        assert offered == set(CAPABILITIES) - {"draft/chathistory", "draft/event-playback"}
+        client.send("CAP REQ :draft/chathistory")
+        client.expect(rf"^:{SERVER} CAP \* NAK :draft/chathistory")
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("line", ["CAP LS", "CAP LS 301"])
