@@ -100,6 +100,9 @@ RoomReply = Callable[["Room"], "Iterable[Message]"]
 #: relayed (None if only the state changed), its history lines, the room's state to keep
 #: (a permanent room that changed, or stopped being permanent), a room that ended.
 RoomRecorder = Callable[..., None]
+#: Lines a room's window may hold past `history.window` while the store has not written
+#: them (see `Room._trim_locked`): the writer's queue is smaller than this by default.
+UNSTORED_LIMIT = 20_000
 #: History is off: no window, nothing kept.
 NO_HISTORY = HistoryConfig(max_lines=0)
 
@@ -111,6 +114,10 @@ class Keeper(Protocol):
     store: Store
 
     def submit(self, line: StoredLine) -> bool: ...
+
+    def written_upto(self, target: str, epoch: int) -> int | None:
+        """The highest seq of `target`'s life `epoch` written so far (None: none yet)."""
+        ...
 
     def forget(self, target: str, epoch: int) -> None: ...
 
@@ -301,6 +308,7 @@ class Room:
         persistent: bool = False,
         record: RoomRecorder | None = None,
         history: HistoryConfig = NO_HISTORY,
+        stored: Callable[[str, int], int | None] | None = None,
     ) -> None:
         self.name = name
         #: The casefolded name: the room table's key.
@@ -320,14 +328,19 @@ class Room:
         #: History (under self.lock): the last lines of the room, oldest first, and whether
         #: they are all it has (nothing older on disk). `seq` numbers its lines in the order
         #: members saw them; `epoch` tells this life of the room from an earlier one of the
-        #: same name (whose history the store forgets).
-        self.window: deque[StoredLine] | None = (
-            deque(maxlen=min(history.window, history.max_lines)) if history.enabled else None
-        )
+        #: same name (whose history the store forgets). The window keeps its last
+        #: `_window_size` lines, and any older ones the store has not written yet, so that
+        #: the window and the store together never miss a line (`_trim_locked`).
+        self.window: deque[StoredLine] | None = deque() if history.enabled else None
+        self._window_size = min(history.window, history.max_lines)
         self.window_complete = True
         self.seq = 0
         self.epoch = time.time_ns()
         self.history = history
+        #: The highest seq of this room's life the store has written (None: no store).
+        self._stored = stored
+        #: The last seq the store had at start (primed lines are written already).
+        self._primed_seq = 0
         self.join_key: str | None = None  # +k
         self.limit: int | None = None  # +l
         #: One map per list letter (modes.MASK_LISTS: b e I): casefolded mask -> MaskEntry,
@@ -432,10 +445,24 @@ class Room:
             return None
         self.seq += 1
         line = StoredLine.of(event, self.folded, self.seq, self.epoch)
-        if len(window) == window.maxlen:
-            self.window_complete = False
         window.append(line)
+        if len(window) > self._window_size:
+            self._trim_locked(window)
         return line
+
+    def _trim_locked(self, window: deque[StoredLine]) -> None:
+        """Drop the window's oldest lines past its size, but only those the store has
+        written: a line that left the window before the writer took it would be in
+        neither, a hole in every answer that reaches back past the window. (A store that
+        keeps failing could hold lines back forever: past UNSTORED_LIMIT they go anyway.)"""
+        assert held(self.lock)
+        written = None if self._stored is None else self._stored(self.folded, self.epoch)
+        # No store behind the window (memory only): it is all there is, trim at will.
+        upto = self.seq if written is None else max(written, self._primed_seq)
+        size = self._window_size
+        while len(window) > size and (window[0].seq <= upto or len(window) > size + UNSTORED_LIMIT):
+            window.popleft()
+            self.window_complete = False
 
     def recent_locked(self, count: int, commands: frozenset[str]) -> list[StoredLine]:
         """The last `count` lines of these commands still in the window (replay on join)."""
@@ -536,8 +563,8 @@ class Room:
         if self.window is None or not lines:
             return
         self.window.extend(lines)
-        self.seq = lines[-1].seq
-        self.window_complete = len(lines) < (self.window.maxlen or 0)
+        self.seq = self._primed_seq = lines[-1].seq
+        self.window_complete = len(lines) < self._window_size
 
     def send_from(
         self,
@@ -840,7 +867,20 @@ class World:
             self.rooms[room.folded] = room
 
     def _new_room(self, name: str, topic: str = "", persistent: bool = False) -> Room:
-        return Room(name, topic, persistent, record=self._record_event, history=self.history)
+        return Room(
+            name,
+            topic,
+            persistent,
+            record=self._record_event,
+            history=self.history,
+            stored=self._stored,
+        )
+
+    def _stored(self, target: str, epoch: int) -> int | None:
+        """How far the store has written a room's life; None when there is no store
+        (memory only: the window is all there is)."""
+        keeper = self.keeper
+        return None if keeper is None else keeper.written_upto(target, epoch) or 0
 
     @property
     def store(self) -> Store | None:

@@ -95,6 +95,10 @@ class Writer:
         self._warned_count = 0
         # The writer thread's own: target -> (epoch forgotten, until when, monotonic).
         self._forgotten: dict[str, tuple[int, float]] = {}
+        #: (target, epoch) -> the highest seq written: changed by the writer thread only,
+        #: read by anyone (`written_upto`; one dict read). A room keeps a line in its window
+        #: until it is written here.
+        self._written: dict[tuple[str, int], int] = {}
         self._pruned_at = time.monotonic()
 
     def start(self) -> None:
@@ -134,6 +138,10 @@ class Writer:
     def drop_room(self, name: str) -> None:
         """`name` (casefolded) is no longer a permanent room. Never blocks."""
         self._queue.put_nowait(_DropRoom(name))
+
+    def written_upto(self, target: str, epoch: int) -> int | None:
+        """The highest seq of `target`'s life `epoch` written so far (None: none yet)."""
+        return self._written.get((target, epoch))
 
     @property
     def queued(self) -> int:
@@ -193,6 +201,9 @@ class Writer:
                 target: entry for target, entry in self._forgotten.items() if entry[1] > now
             }
             self._forgotten[item.target] = (item.epoch, now + FORGOTTEN_FOR)
+            for key in [key for key in self._written if key[0] == item.target]:
+                if key[1] <= item.epoch:
+                    del self._written[key]
             self._apply(lambda: self.store.forget(item.target, item.epoch))
         elif isinstance(item, RoomState):
             self._apply(lambda: self.store.save_room(item))
@@ -224,6 +235,11 @@ class Writer:
     def _write(self, lines: list[StoredLine]) -> None:
         if lines and self._apply(lambda: self.store.append(lines)):
             self.written += len(lines)
+            marks = self._written
+            for line in lines:
+                key = (line.target, line.epoch)
+                if line.seq > marks.get(key, 0):
+                    marks[key] = line.seq
         elif lines:
             self.failed += len(lines)
 
