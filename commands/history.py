@@ -22,7 +22,7 @@ from ircish.commands import Context, IRCError, command
 from ircish.events import parse_time_tag, relay_tags, time_tag
 from ircish.locks import held
 from ircish.protocol import Message, casefold, valid_nick
-from ircish.store import Query, StoredLine
+from ircish.store import BOT_TAG, Query, StoredLine
 from ircish.world import Room
 
 #: What a client without draft/event-playback gets of history, and what a replay on join
@@ -64,7 +64,8 @@ def history_message(
     """`line` as a client with `caps` gets it: its own msgid and time tags where the client
     takes them, in `batch`. `stamp`: the text starts with the line's time, for a client
     that cannot see a `time` tag (replay on join without server-time)."""
-    tags = relay_tags(caps, line.msgid, line.time, line.account, False, line.tags)
+    bot = BOT_TAG in line.tags
+    tags = relay_tags(caps, line.msgid, line.time, line.account, bot, line.tags)
     if batch is not None:
         tags["batch"] = batch
     params = list(line.params)
@@ -103,9 +104,10 @@ def replay_lines_locked(ctx: Context, room: Room) -> list[Message]:
         return []
     if "batch" in caps and not ctx.session.is_text:
         ref = ctx.session.new_batch_id()
+        stamp = "server-time" not in caps  # a batch says the lines are old, not when
         return [
             Message("BATCH", [f"+{ref}", "chathistory", room.name], ctx.server.name),
-            *(history_message(line, caps, ref) for line in lines),
+            *(history_message(line, caps, ref, stamp) for line in lines),
             Message("BATCH", [f"-{ref}"], ctx.server.name),
         ]
     # A text session shows each line's own time in place of the time it is sent at.

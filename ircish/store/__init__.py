@@ -22,6 +22,9 @@ from typing import Protocol
 
 from ircish.events import Event, millis
 
+#: A stored line's mark that its sender was a bot (shown as the `bot` tag, as live).
+BOT_TAG = "bot"
+
 
 @dataclass(frozen=True, slots=True)
 class StoredLine:
@@ -36,7 +39,8 @@ class StoredLine:
     command: str
     prefix: str
     params: tuple[str, ...]
-    #: The sender's client tags (`+typing`, `+draft/reply`): relayed, so kept.
+    #: The sender's client tags (`+typing`, `+draft/reply`): relayed, so kept; and `bot`
+    #: if the sender was a bot (user mode +B).
     tags: dict[str, str] = field(default_factory=dict)
     account: str | None = None
     #: The line's place in its room's history: every read orders by it.
@@ -49,6 +53,8 @@ class StoredLine:
         """`event` as stored under `target` (casefolded)."""
         msg = event.message
         client_tags = {key: value for key, value in msg.tags.items() if key.startswith("+")}
+        if event.bot:
+            client_tags[BOT_TAG] = ""  # the sender had user mode +B: the `bot` tag
         return cls(
             target,
             event.msgid,
