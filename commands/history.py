@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ircish import protocol as p
@@ -110,18 +111,23 @@ def replay_lines_locked(ctx: Context, room: Room) -> list[Message]:
             *(history_message(line, caps, ref, stamp) for line in lines),
             Message("BATCH", [f"-{ref}"], ctx.server.name),
         ]
-    # A text session shows each line's own time in place of the time it is sent at.
-    shown = caps | {"server-time"} if ctx.session.is_text else caps
-    stamp = "server-time" not in shown
+    return marked_lines(ctx, room.name, lines, "-- now --")
+
+
+def marked_lines(ctx: Context, room: str, lines: list[StoredLine], end: str) -> list[Message]:
+    """Old lines for a client without batch, or a person: between two notices from the
+    server (`-- 3 earlier messages in #room --` ... `end`), each with its own time: its
+    `time` tag where the client takes it (a text session shows it as the line's stamp),
+    else in its text. `-- no earlier messages in #room --` alone when there are none."""
+    if not lines:
+        return [Message("NOTICE", [room, f"-- no earlier messages in {room} --"], ctx.server.name)]
+    caps = ctx.session.caps | {"server-time"} if ctx.session.is_text else ctx.session.caps
+    stamp = "server-time" not in caps
     noun = "message" if len(lines) == 1 else "messages"
     return [
-        Message(
-            "NOTICE",
-            [room.name, f"-- {len(lines)} earlier {noun} in {room.name} --"],
-            ctx.server.name,
-        ),
-        *(history_message(line, shown, stamp=stamp) for line in lines),
-        Message("NOTICE", [room.name, "-- now --"], ctx.server.name),
+        Message("NOTICE", [room, f"-- {len(lines)} earlier {noun} in {room} --"], ctx.server.name),
+        *(history_message(line, caps, stamp=stamp) for line in lines),
+        Message("NOTICE", [room, end], ctx.server.name),
     ]
 
 
@@ -205,7 +211,7 @@ def _history(ctx: Context, sub: str, target: str, refs: list[str], limit: int) -
     if room is None:
         if valid_nick(target, ctx.config.limits.nick_length) and "#" not in target:
             # Private history comes with accounts (nicks are not identities): nothing yet.
-            _send_batch(ctx, target, [])
+            _send_batch(ctx, target, [], sub)
             return
         raise Refusal("INVALID_TARGET", sub, p.safe_param(target))
     kinds = kinds_for(ctx.session.caps)
@@ -217,7 +223,7 @@ def _history(ctx: Context, sub: str, target: str, refs: list[str], limit: int) -
             lines = _read(ctx, room, sub, resolved, limit, kinds)
     except IRCError as exc:  # not a member
         raise Refusal("INVALID_TARGET", sub, p.safe_param(target)) from exc
-    _send_batch(ctx, target, lines)
+    _send_batch(ctx, target, lines, sub, refs)
 
 
 #: A `msgid=` that names no line of the room.
@@ -274,13 +280,18 @@ def _read(
     return read(**other.after(), **ref.before())  # backwards: the last `limit` before it
 
 
-def _send_batch(ctx: Context, target: str, lines: list[StoredLine]) -> None:
+def _send_batch(
+    ctx: Context, target: str, lines: list[StoredLine], sub: str, refs: Sequence[str] = ()
+) -> None:
     """A `chathistory` batch naming the target as the client wrote it (an empty one when
-    there is nothing); plain lines for a client without batch."""
+    there is nothing); for a person (the text mode's /history) the lines between markers,
+    each stamped with its own time; plain lines for a client without batch."""
     caps = ctx.session.caps
-    if ctx.session.is_text:  # each line stamped with its own time, as the replay on join
-        for line in lines:
-            ctx.send(history_message(line, frozenset({"server-time"})))
+    if ctx.session.is_text:
+        up_to_now = sub == "LATEST" and tuple(refs) == ("*",)
+        end = "-- now --" if up_to_now else f"-- end of earlier messages in {target} --"
+        for msg in marked_lines(ctx, target, lines, end):
+            ctx.send(msg)
         return
     if "batch" not in caps:
         for line in lines:

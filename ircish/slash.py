@@ -43,9 +43,8 @@ class SlashCommand:
     build: Callable[[str, str | None], Message]
     #: For an alias row, the name of the row it duplicates (so /help can say so).
     alias_of: str | None = None
-    #: Answered by whoever keeps the person's state (the server's text session, the client;
-    #: /history the client alone), never sent: `command` is empty and `build` raises
-    #: SlashError.
+    #: Answered by whoever keeps the person's state (the server's text session, the client),
+    #: never sent: `command` is empty and `build` raises SlashError.
     local: bool = False
 
     @property
@@ -344,15 +343,12 @@ def history_count(args: str) -> int:
 
 
 def _history(args: str, current_room: str | None) -> Message:
-    # Answered by ircish-client, which asks for the lines before the oldest one it has
-    # shown. Not by the text mode: its own replay on /join has markers and each line's time,
-    # but a CHATHISTORY answer reaches a text session as bare lines stamped with the time
-    # they are sent, with no marker, so yesterday's lines would read as said now.
-    history_count(args)  # a malformed line gets its usage first, as on any row
-    raise SlashError(
-        "/history is answered by ircish-client, which keeps track of the lines it has shown; "
-        "here, joining a room shows its last lines"
-    )
+    # In the text mode: the room's last n lines, between markers, each at its own time.
+    # ircish-client answers /history itself, going further back each time from the oldest
+    # line it has shown (it keeps track of them; the text mode keeps no such place).
+    count = history_count(args)
+    room = _require_room(current_room, "no current room; /join one first")
+    return Message("CHATHISTORY", ["LATEST", room, "*", str(count)])
 
 
 def _motd(args: str, current_room: str | None) -> Message:
@@ -475,11 +471,11 @@ SLASH_COMMANDS: dict[str, SlashCommand] = _table(
     ),
     SlashCommand(
         "history",
-        "",
+        "CHATHISTORY",
         "[n]",
-        f"Show n (default {HISTORY_DEFAULT}) earlier lines of the current room (ircish-client).",
+        f"Show n (default {HISTORY_DEFAULT}) earlier lines of the current room "
+        "(ircish-client: further back each time).",
         _history,
-        local=True,
     ),
     SlashCommand("motd", "MOTD", "", "Show the message of the day.", _motd),
     SlashCommand("lusers", "LUSERS", "", "Show how many users and rooms there are.", _lusers),

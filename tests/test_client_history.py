@@ -12,6 +12,7 @@ from datetime import date
 
 import pytest
 from helpers import TIMEOUT, Client, Recorder, wait_for
+from helpers import unstamped as without_stamp
 from test_client_units import FedSession
 
 from ircish import caps
@@ -278,14 +279,27 @@ def test_without_chathistory_the_servers_replay_on_join_reads_the_same(
     )
 
 
-def test_the_text_mode_says_where_history_is(connect):
+def test_the_text_mode_shows_the_rooms_last_lines_each_at_its_own_time(connect):
+    alice = connect("alice")
+    alice.join("#r")
+    for n in range(3):
+        alice.send(f"PRIVMSG #r :line {n}")
     tim = connect()
     tim.send("/nick tim")
     tim.expect(r"MOTD")
-    tim.send("/history 5")
-    tim.expect(r"^! /history is answered by ircish-client, .* joining a room shows its last lines$")
+    tim.send("/join #r")
+    tim.expect(r"-- now --$")  # the replay on join
+    alice.send("PRIVMSG #r :line 3")
+    tim.expect(r"<alice> line 3$")
+    tim.send("/history 2")
+    assert [without_stamp(line) for line in tim.collect_until(r"-- now --$")] == [
+        "-- 2 earlier messages in #r --",
+        "[#r] <alice> line 2",
+        "[#r] <alice> line 3",
+        "-- now --",
+    ]
     tim.send("/history five")
-    tim.expect(r"^! n is a number of lines, 1 or more; usage: /history \[n\]$")
+    tim.expect(r"n is a number of lines, 1 or more; usage: /history \[n\]$")
 
 
 # -- cases a scripted server sets up -----------------------------------------------------------

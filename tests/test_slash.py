@@ -230,6 +230,7 @@ def test_table_holds_exactly_the_agreed_commands() -> None:
 # One sample argument string per row, so each row's builder is checked against its own
 # declared IRC command (the table is what /help and the server read).
 SAMPLE_ARGS = {
+    "history": "5",
     "nick": "bob",
     "join": "#r",
     "msg": "bob hi",
@@ -261,7 +262,7 @@ SAMPLE_ARGS = {
     "pass": "open sesame",
 }
 #: Rows the session answers itself: never sent.
-LOCAL_ROWS = {"switch", "history"}
+LOCAL_ROWS = {"switch"}
 
 
 def test_every_row_has_a_sample() -> None:
@@ -356,10 +357,12 @@ def test_history_count_rejects(args: str, hint: str) -> None:
         history_count(args)
 
 
-def test_history_in_the_text_mode_says_where_it_is_answered() -> None:
-    # Text-mode /history is left out (issue 13): the server's CHATHISTORY answer reaches a
-    # text session with no markers and stamped with the time it is sent, not said.
-    with pytest.raises(SlashError, match="answered by ircish-client"):
-        translate("/history 5", ROOM)
+def test_history_in_the_text_mode_asks_for_the_rooms_last_lines() -> None:
+    # ircish-client answers /history itself (further back each time); the text mode sends
+    # this, and the server answers a text session between markers, each line at its time.
+    assert translate("/history", ROOM) == Message("CHATHISTORY", ["LATEST", ROOM, "*", "20"])
+    assert translate("/history 5", ROOM).params == ("LATEST", ROOM, "*", "5")
     with pytest.raises(SlashError, match="1 or more"):
-        translate("/history x", ROOM)  # a malformed line gets its usage first
+        translate("/history x", ROOM)
+    with pytest.raises(SlashError, match="no current room"):
+        translate("/history 5", None)
