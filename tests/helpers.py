@@ -244,6 +244,22 @@ class Client:
         self.sock.close()
 
 
+def capped(
+    connect: Callable[..., Client], nick: str, *caps: str, target: object | None = None
+) -> Client:
+    """A client of `connect` (the fixture; `target`: another server) registered with `caps`
+    negotiated (CAP LS 302, REQ, END)."""
+    client = connect(target=target) if target is not None else connect()
+    client.send("CAP LS 302")
+    if caps:
+        client.send(f"CAP REQ :{' '.join(caps)}")
+        client.expect(rf"^:{SERVER} CAP \* ACK :")
+    client.send_registration(nick)
+    client.send("CAP END")
+    client.expect(r" (376|422) ")
+    return client
+
+
 def settle(*clients: Client) -> None:
     """Drop whatever each client has been sent so far (JOINs, NAMES, ...)."""
     for client in clients:

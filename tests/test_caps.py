@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from helpers import SERVER, Client, prefix, settle
+from helpers import SERVER, Client, capped, prefix, settle
 
 from ircish import protocol as p
 from ircish.caps import CAPABILITIES
@@ -19,18 +19,6 @@ Connect = Callable[..., Client]
 
 #: server-time's format: ISO 8601 UTC with milliseconds.
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def capped(connect: Connect, nick: str, *caps: str) -> Client:
-    """A client registered with `caps` negotiated (CAP LS 302, REQ, END)."""
-    client = connect()
-    client.send("CAP LS 302")
-    client.send(f"CAP REQ :{' '.join(caps)}")
-    client.expect(rf"^:{SERVER} CAP \* ACK :")
-    client.send_registration(nick)
-    client.send("CAP END")
-    client.expect(r" (376|422) ")
-    return client
 
 
 def in_room(room: str, *clients: Client) -> None:

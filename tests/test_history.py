@@ -22,6 +22,7 @@ from helpers import (
     OPER_PASSWORD,
     SERVER,
     Client,
+    capped,
     make_config,
     oper_config,
     prefix,
@@ -49,19 +50,6 @@ ROOM = "#r"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def capped(connect: Connect, nick: str, *caps: str, target: Server | None = None) -> Client:
-    """A client registered with `caps` negotiated (CAP LS 302, REQ, END)."""
-    client = connect(target=target)
-    client.send("CAP LS 302")
-    if caps:
-        client.send(f"CAP REQ :{' '.join(caps)}")
-        client.expect(rf"^:{SERVER} CAP \* ACK :")
-    client.send_registration(nick)
-    client.send("CAP END")
-    client.expect(r" (376|422) ")
-    return client
 
 
 def reader(

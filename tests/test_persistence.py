@@ -64,6 +64,17 @@ def client(address: tuple[str, int], nick: str, caps: str = HISTORY_CAPS) -> Cli
     return c
 
 
+def permanent_room(address: tuple[str, int], nick: str, room: str) -> Client:
+    """`nick`, a server operator, in `room`, which they made permanent (+P)."""
+    c = client(address, nick)
+    c.send(f"OPER root :{OPER_PASSWORD}")
+    c.expect(" 381 ")
+    c.join(room)
+    c.send(f"MODE {room} +P")
+    c.expect(rf"MODE {room} \+P")
+    return c
+
+
 def said(c: Client, room: str, texts: list[str]) -> list[str]:
     """Say each line in `room`; the msgids of their echoes."""
     ids = []
@@ -88,12 +99,7 @@ def history(c: Client, room: str, limit: int = 100) -> list[tuple[str, str]]:
 def test_a_permanent_room_survives_a_restart_with_its_state_and_history(tmp_path, server_process):
     db = tmp_path / "ircish.db"
     first = server_process(config(db))
-    alice = client(first.address, "alice")
-    alice.send(f"OPER root :{OPER_PASSWORD}")
-    alice.expect(" 381 ")
-    alice.join("#keep")
-    alice.send("MODE #keep +P")
-    alice.expect(r"MODE #keep \+P")
+    alice = permanent_room(first.address, "alice", "#keep")
     alice.send("TOPIC #keep :Kept across restarts")
     alice.expect("TOPIC #keep")
     alice.send("MODE #keep +kl sesame 7")
@@ -183,12 +189,7 @@ def test_sigkill_loses_at_most_the_last_flush_ms_of_history(tmp_path, server_pro
     store.flush_ms (plus a transaction) before the kill is there after the restart."""
     db = tmp_path / "ircish.db"
     first = server_process(config(db))
-    alice = client(first.address, "alice")
-    alice.send(f"OPER root :{OPER_PASSWORD}")
-    alice.expect(" 381 ")
-    alice.join("#keep")
-    alice.send("MODE #keep +P")
-    alice.expect(r"MODE #keep \+P")
+    alice = permanent_room(first.address, "alice", "#keep")
     sent: list[tuple[str, int]] = []  # (msgid, time in ms) of every line said
     started = time.monotonic()
     n = 0
