@@ -21,6 +21,7 @@ import pytest
 from helpers import (
     OPER_PASSWORD,
     SERVER,
+    TIMEOUT,
     Client,
     capped,
     make_config,
@@ -605,6 +606,41 @@ def test_a_text_session_sees_the_last_lines_between_two_marker_lines(
     lines = dave.collect_until(r"^-- now --$")
     start = lines.index(f"-- 3 earlier messages in {ROOM} --")
     assert lines[start + 1 :] == [f"[{ROOM}] <alice> line {n}" for n in (2, 3, 4)] + ["-- now --"]
+
+
+def test_max_age_hides_older_lines_and_the_writer_deletes_them(
+    start_server: StartServer, connect: Connect, tmp_path: Path
+) -> None:
+    path = tmp_path / "ircish.db"
+    hours_ago = now_ms() - 2 * 3600 * 1000
+    store = SqliteStore(path)
+    store.append(
+        [
+            StoredLine("#old", f"id{n}", when, "PRIVMSG", prefix("alice"), ("#old", text), seq=n)
+            for n, (when, text) in enumerate(
+                [(hours_ago, "two hours ago"), (now_ms(), "just now")], 1
+            )
+        ]
+    )
+    store.close()
+    history_config = HistoryConfig(max_age="1h")
+    server = start_server(
+        make_config(
+            rooms=(RoomConfig(name="#old"),),
+            history=history_config,
+            store=StoreConfig(path=str(path)),
+        )
+    )
+    erin = reader(connect, "erin", room="#old", target=server)
+    assert texts(history(erin, "LATEST #old * 10")) == ["just now"]
+    bob = connect("bob", target=server)
+    replay = join_and_after_names(bob, "#old")
+    assert [line for line in replay if "two hours ago" in line] == []
+    # Gone from the file too: the writer prunes at start, then once a minute.
+    assert server.writer is not None and server.writer.flush(TIMEOUT)
+    with sqlite3.connect(path) as db:
+        kept = db.execute("SELECT msgid FROM history WHERE command = 'PRIVMSG'")
+        assert [row[0] for row in kept] == ["id2"]
 
 
 def test_a_replayed_line_shows_the_time_it_was_said(
