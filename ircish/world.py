@@ -101,8 +101,11 @@ RoomReply = Callable[["Room"], "Iterable[Message]"]
 #: (a permanent room that changed, or stopped being permanent), a room that ended.
 RoomRecorder = Callable[..., None]
 #: Lines a room's window may hold past `history.window` while the store has not written
-#: them (see `Room._trim_locked`): the writer's queue is smaller than this by default.
-UNSTORED_LIMIT = 20_000
+#: them (see `Room._trim_locked`). A writer a second behind in one room at a thousand lines
+#: a second is far past what rooms see; a disk that stalls (or lines the full queue turned
+#: away, which are never written) must not grow every window without end: past this, the
+#: oldest go, and an answer reaching back past the window may miss them until written.
+UNSTORED_LIMIT = 1_000
 #: History is off: no window, nothing kept.
 NO_HISTORY = HistoryConfig(max_lines=0)
 
