@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -169,6 +170,21 @@ def _readable_file(value: str) -> str | None:
     return None
 
 
+def _store_path(value: str) -> str | None:
+    """The store's file: made at first start, so only its folder must exist now."""
+    if not value:
+        return "must not be empty (null keeps everything in memory only)"
+    if any(ch in "\r\n\0" for ch in value):
+        return "must not contain line breaks or NUL"
+    path = Path(value)
+    if path.is_dir():
+        return f"is a directory, not a file: {value!r}"
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        return f"its folder does not exist: {str(folder)!r} (make it first)"
+    return None
+
+
 def _log_level(value: str) -> str | None:
     if value not in LOG_LEVELS:
         return f"must be one of {', '.join(LOG_LEVELS)}, got {_describe(value)}"
@@ -292,7 +308,7 @@ class StoreConfig:
 
     #: The database file, relative to the directory the server starts in; None (null):
     #: memory only, nothing survives a restart.
-    path: str | None = _setting(None, _one_line)
+    path: str | None = _setting(None, _store_path)
     #: A line waits at most this long for its transaction: after a crash or power cut, at
     #: most the last flush_ms of history is missing.
     flush_ms: int = _setting(100, _between(1, 60000))

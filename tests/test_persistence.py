@@ -257,7 +257,6 @@ def test_a_relative_store_path_is_from_the_directory_the_server_starts_in(tmp_pa
 @pytest.mark.parametrize(
     "prepare, problem",
     [
-        (lambda path: None, "unable to open database file"),  # its folder does not exist
         (lambda path: path.write_bytes(b"not a database" * 100), "file is not a database"),
         (
             lambda path: sqlite3.connect(path).execute(
@@ -268,15 +267,28 @@ def test_a_relative_store_path_is_from_the_directory_the_server_starts_in(tmp_pa
     ],
 )
 def test_a_store_that_cannot_be_opened_stops_the_start_with_one_clear_line(
-    tmp_path, server_process, prepare, problem
+    tmp_path, prepare, problem
 ):
-    path = tmp_path / "db" / "ircish.db"
-    if problem != "unable to open database file":
-        path.parent.mkdir()
-        prepare(path)
+    path = tmp_path / "ircish.db"
+    prepare(path)
     server = ServerProcessExpectingExit(tmp_path, f"store:\n  path: '{path}'\n")
     assert server.status == 1
     assert f"ircish-server: cannot open the store {path}" in server.output
+    assert problem in server.output
+    assert "Traceback" not in server.output
+
+
+@pytest.mark.parametrize(
+    "path, problem",
+    [
+        ("''", "store.path: must not be empty (null keeps everything in memory only)"),
+        ("'{tmp}'", "store.path: is a directory, not a file"),
+        ("'{tmp}/nowhere/ircish.db'", "store.path: its folder does not exist"),
+    ],
+)
+def test_a_store_path_that_cannot_be_is_a_config_error(tmp_path, path, problem):
+    server = ServerProcessExpectingExit(tmp_path, f"store:\n  path: {path.format(tmp=tmp_path)}\n")
+    assert server.status == 2
     assert problem in server.output
     assert "Traceback" not in server.output
 
