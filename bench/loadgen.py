@@ -2,9 +2,9 @@
 
 A worker owns its clients' sockets and one epoll loop. The controller (scenarios.py)
 talks to it over a pipe, one phase at a time: `setup` (paced connect, register, join),
-`fanout`/`dm` (traffic), `status` (counters, during the drain), `finish` (latency
-samples), `ping` (every client PINGs and waits for its PONG), `churn`
-(connect/join/quit cycles), `close`. Clients always answer the server's PINGs.
+`fanout`/`dm` (traffic; `dm` in private or in rooms of two), `status` (counters, during
+the drain), `finish` (latency samples), `ping` (every client PINGs and waits for its
+PONG), `churn` (connect/join/quit cycles), `close`. Clients always answer the server's PINGs.
 
 Counting is kept cheap so the generator is not the bottleneck: a received chunk is cut
 at its last newline and its relayed messages are counted with one
@@ -634,21 +634,28 @@ class Worker:
         sample_every: int,
         pad: int,
         min_period_ms: float = 0.0,
+        rooms: list[str] | None = None,
     ) -> None:
+        """Both sides of each pair send to the other: a private message, or with `rooms`
+        (one per pair, both sides in it) a line to the pair's room of two."""
         by_idx = {client.idx: client for client in self.clients}
         senders = []
+        targets = {}
         for client in self.clients:
             client.sent = client.acked = client.rx = 0
             client.monitor = False
-        for a_idx, b_idx in pairs:
+        for n, (a_idx, b_idx) in enumerate(pairs):
             a, b = by_idx[a_idx], by_idx[b_idx]
             a.peer, b.peer = b, a
             senders += [a, b]
+            for side, other in ((a, b), (b, a)):
+                target = rooms[n] if rooms else other.nick
+                targets[side.idx] = f"PRIVMSG {target} :".encode()
         self.start_traffic(times, min_period_ms)
         self.p.update(
             kind="dm",
             senders=senders,
-            targets={c.idx: f"PRIVMSG {c.peer.nick} :".encode() for c in senders},  # type: ignore[union-attr]
+            targets=targets,
             mode=mode,
             window=window,
             rate=rate_per_sender,

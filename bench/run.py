@@ -1,9 +1,13 @@
 """Run the benchmark matrix against ircish, ngircd and miniircd and print one table.
 
-    python bench/run.py                 # full matrix, all three servers (~7 min on 2 cores)
+    python bench/run.py                 # full matrix, all servers (~9 min on 2 cores)
     python bench/run.py --quick         # smaller and shorter (~1.5 min), for a smoke check
     python bench/run.py --servers ircish --only fanout200
+    python bench/run.py --servers ircish,ircish-store --only fanout200,dm200,rooms200
     python bench/run.py --record        # also rewrite bench/RESULTS.md with this run
+
+ircish runs twice where the history store matters (the scenarios with `store`): `ircish`
+with history off and `ircish-store` with the store on disk (issue 13), same run.
 
 Every run of a scenario gets a fresh server on its own free port (so CPU, RSS and room
 state start clean), and the servers take turns scenario by scenario. Results go to
@@ -53,6 +57,11 @@ class Scenario:
     clients: int = 0
     #: The number shown in the progress lines.
     headline: str = ""
+    #: Run it on `ircish-store` too (ircish with its history store on disk).
+    store: bool = False
+
+    def runs_on(self, kind: str) -> bool:
+        return kind != "ircish-store" or self.store
 
 
 FANOUT_ROWS = [
@@ -87,6 +96,23 @@ DM_ROWS = [
 #: The mixed rows: how many clients got the caps (0 on a peer without them), then the
 #: plain rows, then the echoes (echo-message) that came back to the capped senders.
 CAPS_HEAD = [("capped", "clients with caps", "")]
+#: The history store's rows (ircish-store only): the PRIVMSG rows in its SQLite file,
+#: counted while the clients are still in their rooms, against the messages sent in the
+#: whole run (warm-up included; each one is one row).
+STORE_ROWS = [
+    ("sent", "messages sent (warm-up included)", ""),
+    ("stored", "history rows stored (PRIVMSG)", ""),
+    ("not_stored", "sent but not stored", "down"),
+    ("store_rows_per_s", "rows stored/s in the window", "up"),
+    ("unstored_at_stop", "sent but not stored when sending stopped", "down"),
+    ("store_catchup_s", "all stored, s after sending stopped", "down"),
+    ("writer_behind", '"history writer behind" log lines', "down"),
+]
+#: dm200: private messages are not stored, so only that nothing is.
+DM_STORE_ROWS = [
+    ("stored", "history rows stored (PRIVMSG; DMs are not)", ""),
+    ("writer_behind", '"history writer behind" log lines', "down"),
+]
 ECHO_ROWS = [
     ("echo_lost", "echoes lost", "down"),
     ("echo_p50_ms", "echo latency p50 ms", "down"),
@@ -118,10 +144,11 @@ def matrix(quick: bool) -> list[Scenario]:
             "fanout, 200 members, 10 senders, max rate (window 16 per sender)",
             scenarios.fanout,
             {"members": 200, "senders": 10, "mode": "max", "window": 16, **short},
-            FANOUT_ROWS,
+            FANOUT_ROWS + STORE_ROWS,
             repeats=1 if quick else 3,
             median_key="deliveries_per_s",
             clients=200,
+            store=True,
         ),
         Scenario(
             "fanout200caps",
@@ -158,10 +185,11 @@ def matrix(quick: bool) -> list[Scenario]:
             "dm, 200 pairs, max rate (window 8 per direction)",
             scenarios.dm,
             {"pairs": 200, "window": 8, **short},
-            DM_ROWS,
+            DM_ROWS + DM_STORE_ROWS,
             repeats=1 if quick else 3,
             median_key="msgs_per_s",
             clients=400,
+            store=True,
         ),
         Scenario(
             "dm200caps",
@@ -173,6 +201,18 @@ def matrix(quick: bool) -> list[Scenario]:
             repeats=1 if quick else 3,
             median_key="msgs_per_s",
             clients=400,
+        ),
+        Scenario(
+            "rooms200",
+            "dm200 in 200 rooms of two: each pair shares a room and both sides send to it "
+            "at max rate (window 8 per direction), so every message is a stored history line",
+            scenarios.dm,
+            {"pairs": 200, "window": 8, "in_rooms": True, **short},
+            DM_ROWS + STORE_ROWS,
+            repeats=1 if quick else 3,
+            median_key="msgs_per_s",
+            clients=400,
+            store=True,
         ),
         Scenario(
             "idle10000" if not quick else "idle2000",
@@ -283,6 +323,9 @@ def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -
             code = server.stop(timeout=args.stop_timeout)
             record["stop_s"] = round(time.monotonic() - stop_started, 2)
             record["stop_code"] = code
+            if server.store_path is not None:
+                # A history line that found the writer's queue full was not stored.
+                record["writer_behind"] = server.log_count(servers.WRITER_BEHIND)
             if record.get("error") or not record.get("server_alive", True):
                 record["server_log_tail"] = server.log_tail(8)
         if record.get("error"):
@@ -341,10 +384,13 @@ def cell(result: dict[str, Any] | None, key: str) -> Any:
 def table(
     chosen: dict[str, dict[str, dict[str, Any]]], plan: list[Scenario], kinds: list[str]
 ) -> str:
-    peers = [k for k in kinds if k != "ircish"]
+    peers = [k for k in kinds if k not in servers.IRCISH_KINDS]
+    store = "ircish" in kinds and "ircish-store" in kinds
     head = ["scenario", "metric", *kinds]
     if "ircish" in kinds:
         head += [f"ircish/{peer}" for peer in peers]
+    if store:
+        head.append("ircish-store/ircish")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario in plan:
         results = chosen.get(scenario.name, {})
@@ -356,6 +402,8 @@ def table(
             if "ircish" in kinds:
                 # Ratios only where one way is better; a thread count ratio means nothing.
                 row += [ratio(values["ircish"], values[peer]) if better else "" for peer in peers]
+            if store:
+                row.append(ratio(values["ircish-store"], values["ircish"]) if better else "")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -450,6 +498,55 @@ def mixed_vs_plain(chosen: dict[str, dict[str, dict[str, Any]]], kinds: list[str
     return lines
 
 
+def store_vs_off(
+    chosen: dict[str, dict[str, dict[str, Any]]],
+    plan: list[Scenario],
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+) -> list[str]:
+    """One line per scenario run on both `ircish` and `ircish-store`: the store's cost in
+    throughput (issue 13: within 10% for fanout200 and dm200) and whether its writer kept
+    up (every message sent stored, no line dropped in any run)."""
+    lines = []
+    for scenario in plan:
+        off = chosen.get(scenario.name, {}).get("ircish", {})
+        on = chosen.get(scenario.name, {}).get("ircish-store", {})
+        key = scenario.median_key or ""
+        if not scenario.store or not isinstance(on.get(key), (int, float)):
+            continue
+        text = f"- {scenario.name} {key.replace('_per_s', '/s')}: "
+        if isinstance(off.get(key), (int, float)) and off[key]:
+            share = on[key] / off[key]
+            verdict = "PASS" if share >= 0.9 else "FAIL"
+            text += f"ircish-store/ircish {ratio(on[key], off[key])} (within 10%: {verdict})"
+        else:
+            text += "no store-off run to compare with"
+        if on.get("rows_expected"):
+            text += (
+                f"; stored {fmt(on.get('stored'))} of {fmt(on['rows_expected'])} sent "
+                f"({on['stored_share']:.1%}), the writer {fmt(on.get('store_rows_per_s'))} "
+                f"rows/s in the window ({fmt(on.get('msgs_per_s'))} messages/s), "
+                f"{fmt(on.get('unstored_at_stop'))} not stored when sending stopped, "
+                + (
+                    f"all stored {fmt(on['store_catchup_s'])} s after"
+                    if on.get("store_catchup_s") is not None
+                    else "never all stored"
+                )
+            )
+        elif "stored" in on:
+            text += f"; {fmt(on['stored'])} history rows stored (private messages are not)"
+        every = runs.get(scenario.name, {}).get("ircish-store", [on])
+        behind = [r.get("writer_behind") for r in every]
+        missing = [r.get("not_stored") for r in every if r.get("not_stored")]
+        text += (
+            f'; {fmt(sum(b or 0 for b in behind))} "history writer behind" log lines in '
+            f"{len(every)} run{'s' if len(every) != 1 else ''}"
+        )
+        if missing:
+            text += f", rows missing in {len(missing)} of them ({fmt(sum(missing))} in all)"
+        lines.append(text)
+    return lines
+
+
 def markdown_report(
     chosen: dict[str, dict[str, dict[str, Any]]],
     plan: list[Scenario],
@@ -457,6 +554,7 @@ def markdown_report(
     info: dict[str, Any],
     command: str,
     elapsed: float,
+    runs: dict[str, dict[str, list[dict[str, Any]]]] | None = None,
 ) -> str:
     parts = [
         f"Command: `{command}` ({elapsed / 60:.1f} min, {info.get('stamp')})",
@@ -485,6 +583,15 @@ def markdown_report(
             "Mixed vs plain (issue 12; the peers give no caps, so theirs show the noise):",
             "",
             *mixed,
+            "",
+        ]
+    store = store_vs_off(chosen, plan, runs or {})
+    if store:
+        parts += [
+            "Store on vs off (issue 13; `ircish` with history off, `ircish-store` with the "
+            "store on disk, the rest default):",
+            "",
+            *store,
             "",
         ]
     notes = []
@@ -531,7 +638,8 @@ def main() -> int:
     parser.add_argument(
         "--servers",
         default=",".join(servers.SERVER_KINDS),
-        help="comma list of ircish,ngircd,miniircd (default: all)",
+        help="comma list of ircish,ircish-store,ngircd,miniircd (default: all; "
+        "ircish-store runs only the scenarios where the store matters)",
     )
     parser.add_argument("--only", help="comma list of scenario names to run")
     parser.add_argument("--repeats", type=int, help="override the repeat count of every scenario")
@@ -592,7 +700,7 @@ def main() -> int:
             scenario.repeats = args.repeats
 
     args.ircish_dir = None
-    if args.ircish_rev and "ircish" in kinds:
+    if args.ircish_rev and any(kind in servers.IRCISH_KINDS for kind in kinds):
         try:
             args.ircish_dir = servers.export_revision(
                 args.ircish_rev, Path(tempfile.mkdtemp(prefix="ircish-rev-"))
@@ -607,12 +715,16 @@ def main() -> int:
     jsonl = RESULTS_DIR / f"{stamp}.jsonl"
     started = time.monotonic()
     chosen: dict[str, dict[str, dict[str, Any]]] = {}
+    every: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with open(jsonl, "w") as out:
         out.write(json.dumps({"machine": info, "command": command.strip()}) + "\n")
         for scenario in plan:
-            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+            runs: dict[str, list[dict[str, Any]]] = {
+                kind: [] for kind in kinds if scenario.runs_on(kind)
+            }
+            every[scenario.name] = runs
             for rep in range(scenario.repeats):
-                for kind in kinds:
+                for kind in runs:
                     record = run_one(kind, scenario, rep, args)
                     if noisy(record) and args.retry_noisy:
                         # Another job shared the cores during the window: once more.
@@ -624,12 +736,12 @@ def main() -> int:
                     out.write(json.dumps(record) + "\n")
                     out.flush()
                     _progress(scenario, record)
-            chosen[scenario.name] = {kind: pick(runs[kind], scenario) for kind in kinds}
+            chosen[scenario.name] = {kind: pick(runs[kind], scenario) for kind in runs}
         elapsed = time.monotonic() - started
         out.write(json.dumps({"elapsed_s": round(elapsed, 1)}) + "\n")
     if args.ircish_dir is not None:
         shutil.rmtree(args.ircish_dir, ignore_errors=True)
-    report = markdown_report(chosen, plan, kinds, info, command.strip(), elapsed)
+    report = markdown_report(chosen, plan, kinds, info, command.strip(), elapsed, every)
     (RESULTS_DIR / "latest.md").write_text(report)
     if args.record:
         _write_results_md(report)
@@ -665,7 +777,7 @@ def report_from(path: Path, record: bool) -> int:
             r.get("wall_s") or 0 for per in runs.values() for rs in per.values() for r in rs
         )
     report = markdown_report(
-        chosen, plan, kinds, header.get("machine", {}), header.get("command", "?"), elapsed
+        chosen, plan, kinds, header.get("machine", {}), header.get("command", "?"), elapsed, runs
     )
     (RESULTS_DIR / "latest.md").write_text(report)
     if record:
@@ -689,10 +801,14 @@ def _progress(scenario: Scenario, record: dict[str, Any], extra: str = "") -> No
         status = f"{key}={fmt(record.get(key))}"
         if record.get("lost"):
             status += f" lost={fmt(record['lost'])}"
+        if record.get("rows_expected"):
+            status += f" stored={fmt(record.get('stored'))}/{fmt(record['rows_expected'])}"
+        if record.get("writer_behind"):
+            status += " WRITER BEHIND"
     if record.get("other_cpu_cores") is not None:
         status += f" other={record['other_cpu_cores']}"
     print(
-        f"[{scenario.name} #{record['rep']}] {record['server']:9} {status} "
+        f"[{scenario.name} #{record['rep']}] {record['server']:12} {status} "
         f"({record.get('wall_s')} s) {extra}".rstrip(),
         flush=True,
     )

@@ -3,7 +3,8 @@ them through their phases and returns one flat dict of metrics.
 
 - fanout: N members of one room, S senders; `max` rate (each sender keeps at most W
   messages undelivered at its worker's monitor member) or a `fixed` total rate.
-- dm: P pairs, each side sending to the other, max rate with a window per direction.
+- dm: P pairs, each side sending to the other, max rate with a window per direction;
+  with `in_rooms` each pair talks in a room of its own two members instead.
 - idle: N clients in rooms of 100; setup time, server RSS per connection, then every
   client PINGs and must get its PONG within 10 s.
 - churn: connect/register/join/quit cycles, C at a time.
@@ -17,6 +18,12 @@ the other members only), with their own lost count and latency.
 Throughput is measured over a fixed window after a warm-up; then sending stops and the
 drain waits (bounded) for every in-flight message: lost = expected - received. The
 server's CPU (from /proc) and the generator's own CPU are measured over the same window.
+
+Against a server with a history store on disk (`ircish-store`), the PRIVMSG rows in its
+SQLite file are counted as the window opens and closes (the writer's rows/s) and during
+the drain, until every message sent is a row (`stored` of `sent`, and when that was
+reached): while the clients are still in their rooms, since a room that ends takes its
+history with it. Private messages are not stored: dm counts 0 rows.
 """
 
 from __future__ import annotations
@@ -269,11 +276,14 @@ def _traffic(
     measure: float,
     drain_timeout: float,
     on_window: Callable[[float], None] | None = None,
+    rows_per_message: int = 1,
 ) -> dict[str, Any]:
     """Run a traffic phase already described by `params`; measure, stop, drain, collect.
 
     `on_window(seconds)` is called as the measurement window opens (e.g. to attach a
-    profiler for exactly that long).
+    profiler for exactly that long). `rows_per_message`: the history rows a message
+    makes in the server's store, if it has one (a room's line 1, a private message 0);
+    the drain then also waits for the store to hold them all.
     """
     start = time.monotonic_ns() + 200_000_000
     times = {
@@ -294,32 +304,55 @@ def _traffic(
     server_cpu_from = server.cpu_times()
     switches_from = server.context_switches()
     busy_from = machine_busy()[0]
+    store_from = _stored_now(server)
     _sleep_until(times["measure_to"])
     server_cpu_to = server.cpu_times()
     switches_to = server.context_switches()
     busy_to = machine_busy()[0]
+    # The senders stop at measure_to: rows sent by then but not stored are in flight in
+    # the server, queued for the writer or in its open batch, or were dropped.
+    store_to = _stored_now(server)
     stopped = gen.collect(warmup + measure + 60, command)
     sent = sum(sum(r["sent"].values()) for r in stopped)
     expected = sent * recipients_per_message
     # echo-message: each message of a sender with the cap comes back to it once.
     echo_expected = sum(r["echo_sent"] for r in stopped)
-    # Drain: wait for every in-flight message (and echo), bounded.
+    # The store's rows when every message sent (warm-up included) is stored.
+    rows_expected = sent * rows_per_message if store_from and store_to else None
+    stored = store_to[1] if store_to else 0
+    # Drain: wait for every in-flight message (and echo, and stored row), bounded.
     stop_ns = times["stop"]
     drain_deadline = time.monotonic() + drain_timeout
     received = sum(r["rx"] for r in stopped)
     echoes = sum(r["echo_rx"] for r in stopped)
-    drained_at = None
+    drained_at = stored_at = None
+    store_moved = time.monotonic()
     while True:
         if received >= expected:
             drained_at = drained_at or time.monotonic_ns()
-            if echoes >= echo_expected:
-                break
+        if rows_expected is not None and stored >= rows_expected:
+            stored_at = stored_at or time.monotonic_ns()
+        # Rows that are not there 2 s after everything was delivered (and the count
+        # stopped moving) were dropped: a writer with work left adds a batch well within.
+        store_done = (
+            rows_expected is None
+            or stored_at is not None
+            or (drained_at is not None and time.monotonic() - store_moved > 2.0)
+        )
+        if drained_at and echoes >= echo_expected and store_done:
+            break
         if time.monotonic() > drain_deadline or not server.alive():
             break
         time.sleep(0.05)
         status = gen.same("status", 30)
         received = sum(r["rx"] for r in status)
         echoes = sum(r["echo_rx"] for r in status)
+        if not store_done:
+            now_stored = server.stored_rows() or stored
+            if now_stored != stored:
+                stored, store_moved = now_stored, time.monotonic()
+    if rows_expected == 0:  # nothing should be stored (private messages): check, drained
+        stored = server.stored_rows() or 0
     finished = gen.same("finish", 60)
     received = sum(r["rx"] for r in finished)
     echoes = sum(r["echo_rx"] for r in finished)
@@ -340,6 +373,19 @@ def _traffic(
     server_cpu = sum(server_cpu_to) - sum(server_cpu_from)
     server_sys = server_cpu_to[1] - server_cpu_from[1]
     delivered_in_window = rate * measure
+    store: dict[str, Any] = {}
+    if rows_expected is not None and store_from and store_to:
+        store["stored"] = stored
+        if rows_expected:
+            (t0, rows0), (t1, rows1) = store_from, store_to
+            store.update(
+                rows_expected=rows_expected,
+                not_stored=rows_expected - stored,
+                stored_share=round(stored / rows_expected, 6),
+                store_rows_per_s=round((rows1 - rows0) / max(1e-9, (t1 - t0) / 1e9)),
+                unstored_at_stop=rows_expected - rows1,
+                store_catchup_s=round((stored_at - stop_ns) / 1e9, 3) if stored_at else None,
+            )
     echo: dict[str, Any] = {}
     if echo_expected:
         echo = {
@@ -352,6 +398,7 @@ def _traffic(
         }
     return {
         **echo,
+        **store,
         "deliveries_per_s": round(rate) if window_ok else None,
         "sent": sent,
         "expected": expected,
@@ -384,6 +431,13 @@ def _traffic(
         "listen_overflows": listen_overflows() - overflows_before,
         "server_alive": server.alive(),
     }
+
+
+def _stored_now(server: ServerProcess) -> tuple[int, int] | None:
+    """(monotonic ns, PRIVMSG rows in the server's store), or None without a store."""
+    started = time.monotonic_ns()
+    rows = server.stored_rows()
+    return None if rows is None else ((started + time.monotonic_ns()) // 2, rows)
 
 
 def _sleep_until(deadline_ns: int) -> None:
@@ -507,21 +561,27 @@ def dm(
     caps_fraction: float = 0.0,
     caps: str = MIX_CAPS,
     on_window: Callable[[float], None] | None = None,
+    in_rooms: bool = False,
 ) -> dict[str, Any]:
     """P pairs of private chats at max rate; both sides of a pair live in one worker.
 
     `caps_fraction` of the clients ask for `caps`; at 0.5 that is the first side of
     every pair (its messages go to a plain peer and come back to it tagged as echoes).
+    `in_rooms`: each pair shares a room of two and both sides send to the room, so
+    every message is a room line (kept in history where the server keeps it) with the
+    same one recipient, window and bytes as a private message (the target is longer).
     """
     gen = Generator(server.port, workers)
     try:
         names = nicks(tag, 2 * pairs)
         # Client 2k and 2k+1 are a pair; pairs are dealt to workers whole. Each client
-        # joins a room of its own so all setups look alike (register, join).
+        # joins a room of its own so all setups look alike (register, join), or with
+        # `in_rooms` the pair's room.
         per_worker: list[list[tuple[int, str, str]]] = [[] for _ in range(workers)]
         for k in range(pairs):
             for idx in (2 * k, 2 * k + 1):
-                per_worker[k % workers].append((idx, names[idx], f"#{names[idx]}"))
+                room = f"#{tag}p{k}" if in_rooms else f"#{names[idx]}"
+                per_worker[k % workers].append((idx, names[idx], room))
         groups = [[idx for idx, _, _ in part] for part in per_worker]
         setup = setup_some_capped(
             server, gen, per_worker, groups, caps_fraction, caps, connect_rate, connect_window
@@ -530,18 +590,32 @@ def dm(
         if setup["ready"] < 2 * pairs:
             result["error"] = f"only {setup['ready']} of {2 * pairs} clients joined"
             return result
-        params = [
-            {
-                "pairs": [(idx, idx + 1) for idx, _, _ in part if idx % 2 == 0],
-                "mode": "max",
-                "window": window,
-                "rate_per_sender": 0.0,
-                "sample_every": sample_every,
-                "pad": pad,
-            }
-            for part in per_worker
-        ]
-        traffic = _traffic(server, gen, "dm", params, 1, warmup, measure, drain_timeout, on_window)
+        params = []
+        for part in per_worker:
+            firsts = [(idx, room) for idx, _, room in part if idx % 2 == 0]
+            params.append(
+                {
+                    "pairs": [(idx, idx + 1) for idx, _ in firsts],
+                    "mode": "max",
+                    "window": window,
+                    "rate_per_sender": 0.0,
+                    "sample_every": sample_every,
+                    "pad": pad,
+                    **({"rooms": [room for _, room in firsts]} if in_rooms else {}),
+                }
+            )
+        traffic = _traffic(
+            server,
+            gen,
+            "dm",
+            params,
+            1,
+            warmup,
+            measure,
+            drain_timeout,
+            on_window,
+            rows_per_message=1 if in_rooms else 0,
+        )
         traffic["msgs_per_s"] = traffic.pop("deliveries_per_s")
         traffic["server_us_per_msg"] = traffic.pop("server_us_per_delivery")
         traffic["server_switches_per_msg"] = traffic.pop("server_switches_per_delivery")

@@ -1,5 +1,10 @@
 """The servers under test: ircish and its two peers, each started fresh on its own port.
 
+ircish runs in two kinds: `ircish` with history off (`history: {max_lines: 0}`, as
+before issue 13) and `ircish-store` with a history store on disk (`store: {path:
+<workdir>/ircish.db}`, every other store and history setting at its default), so a run
+measures the store on against the store off.
+
 `start_server(kind, port, workdir)` writes the server's config into `workdir`, starts
 it as a child process, waits until its port accepts connections and returns a
 `ServerProcess`, which reads the server's CPU time and RSS from /proc and stops it
@@ -15,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,9 +30,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVER_KINDS = ("ircish", "ngircd", "miniircd")
+SERVER_KINDS = ("ircish", "ircish-store", "ngircd", "miniircd")
+#: The ircish kinds (run from this checkout, or from `--ircish-rev`).
+IRCISH_KINDS = ("ircish", "ircish-store")
 #: Most clients a peer can hold; miniircd is one select() loop (FD_SETSIZE = 1024).
-MAX_CLIENTS = {"ircish": 20000, "ngircd": 20000, "miniircd": 1000}
+MAX_CLIENTS = {"ircish": 20000, "ircish-store": 20000, "ngircd": 20000, "miniircd": 1000}
+#: What ircish's store writer logs when its queue is full and a line is not stored.
+WRITER_BEHIND = "history writer behind"
 
 
 def raise_file_limit() -> None:
@@ -48,6 +58,8 @@ class ServerProcess:
     command: list[str] = field(default_factory=list)
     #: The listener's backlog; the generator never has more connects pending than this.
     backlog: int | None = None
+    #: ircish-store's SQLite file (None: no store on disk).
+    store_path: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -116,6 +128,32 @@ class ServerProcess:
                 self.proc.wait(5)
         return self.proc.returncode
 
+    def stored_rows(self, command: str = "PRIVMSG") -> int | None:
+        """Rows of `command` in the store's history table now (None without a store).
+
+        A connection of our own, read only; the store is in WAL mode, so this read never
+        holds up the server's writer. A room that ends (its last member left) takes its
+        history with it, so count while the bench clients are still in their rooms.
+        """
+        if self.store_path is None or not self.store_path.exists():
+            return None
+        db = sqlite3.connect(f"{self.store_path.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            query = "SELECT count(*) FROM history WHERE command = ?"
+            return db.execute(query, (command,)).fetchone()[0]
+        except sqlite3.OperationalError:  # the server has not made the table yet
+            return None
+        finally:
+            db.close()
+
+    def log_count(self, text: str) -> int:
+        """Lines of the server's log that contain `text`."""
+        try:
+            with open(self.log_path, errors="replace") as log:
+                return sum(text in line for line in log)
+        except OSError:
+            return 0
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -145,8 +183,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def _ircish_config(workdir: Path, port: int, sender_threads: int | None) -> list[str]:
+def ircish_store_path(workdir: Path) -> Path:
+    return workdir / "ircish.db"
+
+
+def _ircish_config(workdir: Path, port: int, sender_threads: int | None, store: bool) -> list[str]:
     threads = f"\n  sender_threads: {sender_threads}" if sender_threads else ""
+    if store:
+        # The store on disk, every other store and history setting at its default.
+        history = f"store:\n  path: {ircish_store_path(workdir)}\n"
+    else:
+        # History off: no room keeps a window and no line goes to the store's writer
+        # (ircish as it was before issue 13).
+        history = "history:\n  max_lines: 0\n"
     config = workdir / "ircish.yaml"
     config.write_text(
         f"""\
@@ -166,7 +215,7 @@ limits:
   # Idle bench clients must not be pinged mid-run; the idle scenario pings itself.
   ping_interval: 3600
   ping_timeout: 3600
-log_level: WARNING
+{history}log_level: WARNING
 """
     )
     return [
@@ -227,8 +276,8 @@ def _miniircd_command(port: int) -> list[str]:
 def server_command(
     kind: str, port: int, workdir: Path, sender_threads: int | None = None
 ) -> list[str]:
-    if kind == "ircish":
-        return _ircish_config(workdir, port, sender_threads)
+    if kind in IRCISH_KINDS:
+        return _ircish_config(workdir, port, sender_threads, store=kind == "ircish-store")
     if kind == "ngircd":
         return _ngircd_config(workdir, port)
     if kind == "miniircd":
@@ -300,6 +349,8 @@ def start_server(
             preexec_fn=raise_file_limit,
         )
     server = ServerProcess(kind, port, proc, workdir, log_path, command)
+    if kind == "ircish-store":
+        server.store_path = ircish_store_path(workdir)
     try:
         wait_for_port(port, proc)
     except Exception:
