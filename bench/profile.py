@@ -106,6 +106,12 @@ def main() -> int:
     parser.add_argument("--measure", type=float, default=6.0)
     parser.add_argument("--sample-rate", type=int, default=250, help="py-spy samples/s")
     parser.add_argument("--sender-threads", type=int)
+    parser.add_argument(
+        "--server",
+        choices=("ircish", "ircish-store"),
+        default="ircish",
+        help="ircish with history off, or with the store on disk (issue 13)",
+    )
     parser.add_argument("--ircish-rev", help="profile ircish as committed at this git revision")
     parser.add_argument("--speedscope", action="store_true", help="write speedscope JSON too")
     args = parser.parse_args()
@@ -122,7 +128,7 @@ def main() -> int:
     if args.ircish_rev:
         source = servers.export_revision(args.ircish_rev, workdir / "src")
     server = servers.start_server(
-        "ircish",
+        args.server,
         servers.free_port(),
         workdir,
         sender_threads=args.sender_threads,

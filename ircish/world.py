@@ -106,6 +106,8 @@ RoomRecorder = Callable[..., None]
 #: away, which are never written) must not grow every window without end: past this, the
 #: oldest go, and an answer reaching back past the window may miss them until written.
 UNSTORED_LIMIT = 1_000
+#: A full window is trimmed once this many lines past its size, not at every line.
+TRIM_EVERY = 32
 #: History is off: no window, nothing kept.
 NO_HISTORY = HistoryConfig(max_lines=0)
 
@@ -449,7 +451,7 @@ class Room:
         self.seq += 1
         line = StoredLine.of(event, self.folded, self.seq, self.epoch)
         window.append(line)
-        if len(window) > self._window_size:
+        if len(window) > self._window_size + TRIM_EVERY:
             self._trim_locked(window)
         return line
 

@@ -166,7 +166,7 @@ def test_a_full_queue_drops_counts_and_warns_once_and_never_blocks(store, caplog
     accepted = [writer.submit(line(n)) for n in range(1, 21)]
     assert accepted == [True] * 5 + [False] * 15
     assert (writer.dropped, warnings()) == (15, 1)
-    writer._queue.get_nowait()  # the disk took one line (line 1): room for one more
+    writer._items.popleft()  # the disk took one line (line 1): room for one more
     assert writer.submit(line(21))
     assert not any(writer.submit(line(n)) for n in range(22, 31))
     # A queue that fills, drains a little and fills again is one warning, not one a drop.

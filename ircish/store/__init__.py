@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ircish.events import Event, millis
 
@@ -26,10 +26,15 @@ from ircish.events import Event, millis
 BOT_TAG = "bot"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredLine:
+#: The tags of a line whose sender gave none (shared: a stored line's tags are never changed).
+NO_TAGS: dict[str, str] = {}
+
+
+class StoredLine(NamedTuple):
     """One history line: a relayed event as a later reader needs it (CHATHISTORY keeps
-    the msgid and time; the client tags go with it)."""
+    the msgid and time; the client tags go with it). A named tuple: one is made for every
+    line a room keeps, under the room's lock, and a tuple is made several times faster
+    than a frozen dataclass."""
 
     #: The room's casefolded name (or a nick's, for private history once accounts exist).
     target: str
@@ -40,8 +45,8 @@ class StoredLine:
     prefix: str
     params: tuple[str, ...]
     #: The sender's client tags (`+typing`, `+draft/reply`): relayed, so kept; and `bot`
-    #: if the sender was a bot (user mode +B).
-    tags: dict[str, str] = field(default_factory=dict)
+    #: if the sender was a bot (user mode +B). Never changed once made.
+    tags: dict[str, str] = NO_TAGS
     account: str | None = None
     #: The line's place in its room's history: every read orders by it.
     seq: int = 0
@@ -52,9 +57,11 @@ class StoredLine:
     def of(cls, event: Event, target: str, seq: int = 0, epoch: int = 0) -> StoredLine:
         """`event` as stored under `target` (casefolded)."""
         msg = event.message
-        client_tags = {key: value for key, value in msg.tags.items() if key.startswith("+")}
-        if event.bot:
-            client_tags[BOT_TAG] = ""  # the sender had user mode +B: the `bot` tag
+        tags = NO_TAGS
+        if msg.tags or event.bot:
+            tags = {key: value for key, value in msg.tags.items() if key.startswith("+")}
+            if event.bot:
+                tags[BOT_TAG] = ""  # the sender had user mode +B: the `bot` tag
         return cls(
             target,
             event.msgid,
@@ -62,7 +69,7 @@ class StoredLine:
             msg.command,
             msg.prefix or "",
             tuple(msg.params),
-            client_tags,
+            tags,
             event.account,
             seq,
             epoch,

@@ -17,8 +17,8 @@ the next batch. Retention (`prune`) runs here too, once a minute, never on a rea
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: Lines waiting for the writer at most; past it `submit` drops (and counts) them.
 DEFAULT_QUEUE = 10_000
 #: Lines written in one transaction at most.
-DEFAULT_BATCH = 500
+DEFAULT_BATCH = 3000
 #: Milliseconds a line waits at most for its transaction (store.flush_ms).
 DEFAULT_FLUSH_MS = 100
 #: Seconds between two warnings about lines dropped (a flapping queue is one warning).
@@ -61,6 +61,10 @@ class _Forget:
 
 
 _STOP = object()
+#: What the writer thread sleeps for (`Writer._sleeping`).
+AWAKE = ""
+ANY = "any"
+FULL = "full"
 
 
 class Writer:
@@ -75,9 +79,18 @@ class Writer:
         retention: Retention | None = None,
     ) -> None:
         self.store = store
-        # Unbounded: `submit` keeps the lines in it under `max_queue`; other changes always
-        # go in (a room's end must never be lost), and there are few of them.
-        self._queue: queue.Queue[object] = queue.Queue()
+        # Lines and changes in order. A deque, not a queue.Queue: an append takes no lock
+        # (a reader thread that relays a line never waits for the writer's mutex), and the
+        # writer is woken only when it sleeps (see `_wake_if`). `submit` keeps the lines
+        # under `max_queue`; other changes always go in (a room's end must never be lost),
+        # and there are few of them.
+        self._items: collections.deque[object] = collections.deque()
+        self._wake = threading.Event()
+        #: What the writer sleeps for: AWAKE, ANY (the first item), FULL (a full batch,
+        #: while it waits out flush_ms). Set by the writer, read by everyone.
+        self._sleeping = AWAKE
+        #: A flush() or close() is waiting: no gathering.
+        self._urgent = False
         self._max_queue = max_queue
         self._batch = batch
         self._flush_s = flush_ms / 1000
@@ -106,8 +119,12 @@ class Writer:
 
     def submit(self, line: StoredLine) -> bool:
         """Queue `line` for the store; never blocks. False if the queue was full."""
-        if self._queue.qsize() < self._max_queue:
-            self._queue.put_nowait(line)
+        items = self._items
+        if len(items) < self._max_queue:
+            items.append(line)
+            sleeping = self._sleeping
+            if sleeping and (sleeping is ANY or len(items) >= self._batch):
+                self._wake.set()
             return True
         now = time.monotonic()
         with self._drops_lock:
@@ -129,15 +146,15 @@ class Writer:
     def forget(self, target: str, epoch: int) -> None:
         """Drop `target`'s history up to `epoch`, after the lines already queued (a room that
         ended must not keep its talk for the next group to read). Never blocks."""
-        self._queue.put_nowait(_Forget(target, epoch))
+        self._put(_Forget(target, epoch))
 
     def save_room(self, state: RoomState) -> None:
         """Keep a permanent room's state, in order with the other changes. Never blocks."""
-        self._queue.put_nowait(state)
+        self._put(state)
 
     def drop_room(self, name: str) -> None:
         """`name` (casefolded) is no longer a permanent room. Never blocks."""
-        self._queue.put_nowait(_DropRoom(name))
+        self._put(_DropRoom(name))
 
     def written_upto(self, target: str, epoch: int) -> int | None:
         """The highest seq of `target`'s life `epoch` written so far (None: none yet)."""
@@ -145,51 +162,81 @@ class Writer:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written; False on timeout."""
         done = threading.Event()
-        self._queue.put_nowait(done)
+        self._put(done, urgent=True)
         return done.wait(timeout)
 
     def close(self) -> None:
         """Write what is queued, then stop the thread (a writer never started writes
         nothing)."""
         if self._thread.is_alive():
-            self._queue.put_nowait(_STOP)
+            self._put(_STOP, urgent=True)
             self._thread.join()
+
+    def _put(self, item: object, urgent: bool = False) -> None:
+        self._items.append(item)
+        if urgent:
+            self._urgent = True
+        if urgent or self._sleeping is ANY:
+            self._wake.set()
 
     # -- the thread -------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            try:
-                item = self._queue.get(timeout=PRUNE_INTERVAL)
-            except queue.Empty:
-                self._prune_if_due()
-                continue
-            deadline = time.monotonic() + self._flush_s
-            lines: list[StoredLine] = []
-            while True:
-                if isinstance(item, StoredLine):
-                    if not self._was_forgotten(item):
-                        lines.append(item)
-                else:
-                    self._write(lines)
-                    lines = []
-                    if item is _STOP:
-                        return
-                    self._change(item)
-                if len(lines) >= self._batch:
-                    break
-                wait = deadline - time.monotonic()
-                try:
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._write(lines)
+            self._sleep_until(ANY, PRUNE_INTERVAL)
+            if self._items and not self._urgent:
+                # A line waits at most flush_ms for the lines that will share its
+                # transaction, unless a batch fills first.
+                self._sleep_until(FULL, self._flush_s)
+            self._urgent = False
+            if self._drain():
+                return
             self._prune_if_due()
+
+    def _sleep_until(self, what: str, timeout: float) -> None:
+        """Sleep until `what` (ANY: something queued; FULL: a batch's worth, or a flush or
+        close waiting), at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._ready(what):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._sleeping = what
+            if not self._ready(what):  # a submit that came before it saw us awake
+                self._wake.wait(left)
+            self._sleeping = AWAKE
+            self._wake.clear()
+
+    def _ready(self, what: str) -> bool:
+        if what is ANY:
+            return bool(self._items)
+        return self._urgent or len(self._items) >= self._batch
+
+    def _drain(self) -> bool:
+        """Write and apply everything queued, in order, in batches; True at _STOP."""
+        items = self._items
+        lines: list[StoredLine] = []
+        while items:
+            item = items.popleft()
+            if type(item) is StoredLine:
+                if not self._forgotten or not self._was_forgotten(item):
+                    lines.append(item)
+                    if len(lines) >= self._batch:
+                        self._write(lines)
+                        lines = []
+                continue
+            self._write(lines)
+            lines = []
+            if item is _STOP:
+                return True
+            self._change(item)
+        self._write(lines)
+        return False
 
     def _change(self, item: object) -> None:
         """Apply one queued change that is not a line."""
@@ -236,10 +283,8 @@ class Writer:
         if lines and self._apply(lambda: self.store.append(lines)):
             self.written += len(lines)
             marks = self._written
-            for line in lines:
-                key = (line.target, line.epoch)
-                if line.seq > marks.get(key, 0):
-                    marks[key] = line.seq
+            for line in lines:  # a room's lines come in seq order: the last one counts
+                marks[line.target, line.epoch] = line.seq
         elif lines:
             self.failed += len(lines)
 
