@@ -67,8 +67,10 @@ there as well):
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
+import operator
 import time
 import weakref
 from collections import deque
@@ -129,6 +131,9 @@ class Keeper(Protocol):
     def save_room(self, state: RoomState) -> None: ...
 
     def drop_room(self, name: str) -> None: ...
+
+
+_seq_of = operator.attrgetter("seq")
 
 
 def _record_nothing(
@@ -336,7 +341,7 @@ class Room:
         #: same name (whose history the store forgets). The window keeps its last
         #: `_window_size` lines, and any older ones the store has not written yet, so that
         #: the window and the store together never miss a line (`_trim_locked`).
-        self.window: deque[StoredLine] | None = deque() if history.enabled else None
+        self.window: list[StoredLine] | None = [] if history.enabled else None
         self._window_size = min(history.window, history.max_lines)
         self.window_complete = True
         self.seq = 0
@@ -455,18 +460,21 @@ class Room:
             self._trim_locked(window)
         return line
 
-    def _trim_locked(self, window: deque[StoredLine]) -> None:
+    def _trim_locked(self, window: list[StoredLine]) -> None:
         """Drop the window's oldest lines past its size, but only those the store has
         written: a line that left the window before the writer took it would be in
         neither, a hole in every answer that reaches back past the window. (A store that
-        keeps failing could hold lines back forever: past UNSTORED_LIMIT they go anyway.)"""
+        keeps failing could hold lines back forever: past UNSTORED_LIMIT they go anyway.)
+        A list, cut from the front TRIM_EVERY lines at a time: one slice, no loop."""
         assert held(self.lock)
         written = None if self._stored is None else self._stored(self.folded, self.epoch)
         # No store behind the window (memory only): it is all there is, trim at will.
         upto = self.seq if written is None else max(written, self._primed_seq)
-        size = self._window_size
-        while len(window) > size and (window[0].seq <= upto or len(window) > size + UNSTORED_LIMIT):
-            window.popleft()
+        extra = len(window) - self._window_size
+        drop = bisect.bisect_right(window, upto, hi=extra, key=_seq_of)
+        drop = max(drop, extra - UNSTORED_LIMIT)
+        if drop > 0:
+            del window[:drop]
             self.window_complete = False
 
     def recent_locked(self, count: int, commands: frozenset[str]) -> list[StoredLine]:
