@@ -5,15 +5,24 @@ long a CHATHISTORY LATEST 100 read takes with many lines stored.
     python bench/store.py                  # 1M lines, a file in a temp dir (~1 min)
     python bench/store.py --rows 200000    # smaller
 
-Runs ircish's own store code from this checkout (no server, no sockets); the database is a
-file in a temporary directory on the same disk as /tmp, deleted afterwards.
+Runs ircish's own store code from this checkout; the database is a file in a temporary
+directory on the same disk as /tmp, deleted afterwards. Then an ircish server is started
+on that file (its rooms from the config, so permanent: they keep their history) and a
+client times CHATHISTORY over a socket: LATEST 100 (the room's window, in memory) and
+BEFORE 100 from the middle of the room's history (SQLite).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import re
+import socket
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -93,6 +102,76 @@ def reads(store: SqliteStore, count: int = 2000) -> list[float]:
     return sorted(times)
 
 
+def over_irc(db: Path, room: str, count: int = 500) -> tuple[list[float], list[float]]:
+    """Milliseconds of CHATHISTORY LATEST 100 and of BEFORE 100 from the middle of `room`'s
+    history, each from send to the batch's end, with an ircish server on `db`."""
+    with sqlite3.connect(db) as check:
+        (middle,) = check.execute(
+            "SELECT time FROM history WHERE target = ? ORDER BY seq LIMIT 1 OFFSET "
+            "(SELECT count(*) / 2 FROM history WHERE target = ?)",
+            (room, room),
+        ).fetchone()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(middle // 1000))
+    stamp += f".{middle % 1000:03d}Z"
+    config = db.parent / "server.yaml"
+    rooms = [{"name": f"#room{n}"} for n in range(ROOMS)]
+    config.write_text(
+        json.dumps(
+            {
+                "server": {"port": 0, "motd": "bench"},
+                "limits": {"flood_rate": 0},
+                "store": {"path": str(db)},
+                "rooms": rooms,
+                "log_level": "WARNING",
+            }
+        )
+    )
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ircish.cli", "-c", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert server.stderr is not None
+        listening = re.search(r"listening on [\d.]+:(\d+)", server.stderr.readline())
+        assert listening, "the server did not start"
+        sock = socket.create_connection(("127.0.0.1", int(listening[1])), timeout=30)
+        reader = sock.makefile("rb")
+
+        def until(pattern: bytes) -> None:
+            while pattern not in reader.readline():
+                pass
+
+        sock.sendall(
+            b"CAP REQ :batch server-time message-tags draft/chathistory\r\n"
+            b"NICK bench\r\nUSER bench 0 * :bench\r\nCAP END\r\n" + f"JOIN {room}\r\n".encode()
+        )
+        until(b" 366 ")
+        latest: list[float] = []
+        before: list[float] = []
+        for _ in range(count):
+            for times, request in (
+                (latest, f"CHATHISTORY LATEST {room} * 100"),
+                (before, f"CHATHISTORY BEFORE {room} timestamp={stamp} 100"),
+            ):
+                started = time.perf_counter()
+                sock.sendall(request.encode() + b"\r\n")
+                until(b"BATCH -")
+                times.append((time.perf_counter() - started) * 1000)
+        sock.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    return sorted(latest), sorted(before)
+
+
+def summary(ms: list[float]) -> str:
+    p99 = ms[int(len(ms) * 0.99) - 1]
+    return f"p50 {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="lines to store in all")
@@ -108,15 +187,14 @@ def main() -> None:
         ms = reads(store)
         size = (Path(tmp) / "bench.db").stat().st_size
         store.close()
-    p99 = ms[int(len(ms) * 0.99) - 1]
+        latest, before = over_irc(Path(tmp) / "bench.db", "#room7")
     print(f"rows stored: {args.rows:,} in {ROOMS} rooms, {size / 2**20:.0f} MiB")
     print(f"SQLite batched inserts (append, {DEFAULT_BATCH}/transaction): {direct:,.0f} rows/s")
     print(f"through the writer thread, fed from another: {rate:,.0f} rows/s")
     print(f"  deepest queue seen: {deepest:,}; submits that found it full: {full:,}")
-    print(
-        f"select(room, last 100) with {args.rows:,} stored: p50 {statistics.median(ms):.2f} ms, "
-        f"p99 {p99:.2f} ms, max {ms[-1]:.2f} ms"
-    )
+    print(f"select(room, last 100) with {args.rows:,} stored: {summary(ms)}")
+    print(f"over IRC, CHATHISTORY LATEST 100 (the window): {summary(latest)}")
+    print(f"over IRC, CHATHISTORY BEFORE 100 from mid-history (SQLite): {summary(before)}")
 
 
 if __name__ == "__main__":
