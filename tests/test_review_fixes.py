@@ -257,3 +257,17 @@ def test_an_install_puts_the_handlers_inside_the_package():
     # Every handler module the table is built from is in that folder.
     for module in commands_package.MODULES:
         assert (ROOT / "commands" / f"{module}.py").is_file()
+
+
+def test_an_install_takes_every_package_of_the_tree():
+    """A subpackage left out of setup.cfg is missing from an install while every test, run
+    from the checkout, still passes (issue 13: ircish.store was, and the installed
+    ircish-server died at start with ModuleNotFoundError)."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    listed = set(setup["options"]["packages"].split())
+    in_tree = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "ircish").rglob("__init__.py")
+    }
+    assert in_tree - listed == set()
