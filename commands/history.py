@@ -284,18 +284,16 @@ def _send_batch(
     ctx: Context, target: str, lines: list[StoredLine], sub: str, refs: Sequence[str] = ()
 ) -> None:
     """A `chathistory` batch naming the target as the client wrote it (an empty one when
-    there is nothing); for a person (the text mode's /history) the lines between markers,
-    each stamped with its own time; plain lines for a client without batch."""
+    there is nothing); for a person (the text mode's /history) or a client without
+    batch, the lines between markers, each with its own time."""
     caps = ctx.session.caps
-    if ctx.session.is_text:
+    if ctx.session.is_text or "batch" not in caps:
+        # Without a batch to say they are old, the lines come between markers, each with
+        # its own time (a tag, or in the text), as the replay on join shows them.
         up_to_now = sub == "LATEST" and tuple(refs) == ("*",)
         end = "-- now --" if up_to_now else f"-- end of earlier messages in {target} --"
         for msg in marked_lines(ctx, target, lines, end):
             ctx.send(msg)
-        return
-    if "batch" not in caps:
-        for line in lines:
-            ctx.send(history_message(line, caps))
         return
     ref = ctx.session.new_batch_id()
     ctx.send(Message("BATCH", [f"+{ref}", "chathistory", target], ctx.server.name))

@@ -179,14 +179,6 @@ class Server:
             store = SqliteStore(path)
         except (sqlite3.Error, NewerSchemaError, OSError) as exc:
             raise StoreError(path or ":memory:", exc) from exc
-        try:
-            states = store.rooms()
-            permanent = {casefold(state.name) for state in states}
-            permanent.update(casefold(room.name) for room in self.config.rooms)
-            store.keep_only(permanent)
-        except sqlite3.Error as exc:
-            store.close()
-            raise StoreError(path or ":memory:", exc) from exc
         history = self.config.history
         writer = Writer(
             store,
@@ -194,10 +186,19 @@ class Server:
             flush_ms=self.config.store.flush_ms,
             retention=Retention(history.max_lines, history.max_age_seconds),
         )
-        writer.prune_now()
-        self.world.keeper = writer
-        self.world.restore(states)
-        self.world.prime(casefold(state.name) for state in states)
+        try:
+            states = store.rooms()
+            permanent = {casefold(state.name) for state in states}
+            permanent.update(casefold(room.name) for room in self.config.rooms)
+            store.keep_only(permanent)
+            writer.prune_now()
+            self.world.keeper = writer
+            self.world.restore(states)
+            self.world.prime(casefold(state.name) for state in states)
+        except sqlite3.Error as exc:
+            self.world.keeper = None
+            store.close()
+            raise StoreError(path or ":memory:", exc) from exc
         writer.start()
         self.writer = writer
         if path is not None:

@@ -41,9 +41,10 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
 - `Writer._drops_lock` (ircish/store/writer.py) is taken alone: it counts the history
   lines a full writer queue turned away. `SqliteStore._readers_lock` (the pool of
   reader connections) is taken alone too, and no connection is opened under it. The
-  writer's queue is a `queue.Queue`, whose own lock is never held while anything else
-  is; the world hands it lines only after releasing its locks, and reads the store (a
-  history read older than the window) only after releasing the room's.
+  writer's queue is a deque (an append takes no lock) and its wake-up a
+  `threading.Event`, whose own lock is never held while anything else is; the world
+  hands it lines only after releasing its locks, and reads the store (a history read
+  older than the window) only after releasing the room's.
 No socket I/O, no blocking call and no call into code outside this module that could take
 a lock (a lookup callback, say) happens under any of these locks, with one exception made
 on purpose: `Room.answer` and `World.join(answer=...)` run a builder from the commands
@@ -319,6 +320,7 @@ class Room:
         record: RoomRecorder | None = None,
         history: HistoryConfig = NO_HISTORY,
         stored: Callable[[str, int], int | None] | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.name = name
         #: The casefolded name: the room table's key.
@@ -345,7 +347,11 @@ class Room:
         self._window_size = min(history.window, history.max_lines)
         self.window_complete = True
         self.seq = 0
-        self.epoch = time.time_ns()
+        self.epoch = time.time_ns() if epoch is None else epoch
+        #: The oldest life whose lines this room reads: its own, or every kept one for a
+        #: permanent room brought back at start (a forget that failed must not hand a new
+        #: `#x` the talk of an earlier one).
+        self.oldest_epoch = self.epoch
         self.history = history
         #: The highest seq of this room's life the store has written (None: no store).
         self._stored = stored
@@ -494,7 +500,9 @@ class Room:
             after_seq = oldest_seq
         max_age = history.max_age_seconds
         since = None if max_age is None else millis(time.time() - max_age)
-        return dataclasses.replace(query, after_seq=after_seq, since=since)
+        return dataclasses.replace(
+            query, after_seq=after_seq, since=since, since_epoch=self.oldest_epoch
+        )
 
     def read_history(self, reader: User, query: Query, store: Store | None) -> list[StoredLine]:
         """What `query` asks of this room's history, for a member (IRCError 442 for anyone
@@ -522,8 +530,9 @@ class Room:
             if self.window_complete:
                 return None
             epoch = self.epoch
+            oldest = self.oldest_epoch
         line = None if store is None else store.find(self.folded, msgid)
-        return line if line is not None and line.epoch <= epoch else None
+        return line if line is not None and oldest <= line.epoch <= epoch else None
 
     def _require_reader_locked(self, reader: User) -> None:
         assert held(self.lock)
@@ -570,9 +579,22 @@ class Room:
                 }
         self.prime_locked(lines)
 
-    def prime_locked(self, lines: list[StoredLine]) -> None:
-        """Start the window with the last stored lines (at start)."""
+    def follow_config_topic_locked(self, topic: str) -> None:
+        """A config room whose topic nobody changed takes the config's (at start)."""
         assert held(self.lock)
+        if topic != self.topic:
+            self.topic = topic
+            self.topic_setter = "server" if topic else ""
+            self.topic_time = int(time.time()) if topic else 0
+
+    def prime_locked(self, lines: list[StoredLine]) -> None:
+        """Start the window with the last stored lines (at start): a permanent room reads
+        the lines of every life kept, and its own life comes after theirs whatever the
+        clock says (it may have been set back since)."""
+        assert held(self.lock)
+        self.oldest_epoch = 0
+        if lines:
+            self.epoch = max(self.epoch, max(line.epoch for line in lines) + 1)
         if self.window is None or not lines:
             return
         self.window.extend(lines)
@@ -858,6 +880,8 @@ class World:
         #: What rooms remember, and where it goes (None: memory only, the window).
         self.history = history
         self.keeper = keeper
+        #: The last room epoch given (under World.lock): epochs only grow.
+        self._last_epoch = 0
         #: The source of the server's own notices (MONITOR's 730/731).
         self.server_name = server_name
         #: MONITOR: casefolded nick -> the users watching it.
@@ -880,6 +904,10 @@ class World:
             self.rooms[room.folded] = room
 
     def _new_room(self, name: str, topic: str = "", persistent: bool = False) -> Room:
+        """A room object (not yet in the table). Called under World.lock, or at start."""
+        # Epochs only grow, whatever the clock does: a room's `forget` drops every life
+        # up to its own, so a later `#x` must never get a smaller one.
+        self._last_epoch = max(time.time_ns(), self._last_epoch + 1)
         return Room(
             name,
             topic,
@@ -887,6 +915,7 @@ class World:
             record=self._record_event,
             history=self.history,
             stored=self._stored,
+            epoch=self._last_epoch,
         )
 
     def _stored(self, target: str, epoch: int) -> int | None:
@@ -902,16 +931,21 @@ class World:
 
     def restore(self, states: Iterable[RoomState]) -> None:
         """Bring back the permanent rooms kept by the last run, with their last lines (at
-        start, before anyone connects)."""
+        start, before anyone connects). A config room's topic that nobody changed follows
+        the config: an operator who edits `topic:` sees it at the next start."""
         store = self.store
         for state in states:
             folded = casefold(state.name)
             room = self.rooms.get(folded)
+            config_topic = None if room is None else room.topic
             if room is None:
                 room = self.rooms[folded] = self._new_room(state.name, persistent=True)
             lines = [] if store is None else store.select(folded, Query(self.history.window))
             with room.lock:
                 room.restore_locked(state, lines)
+                if config_topic is not None and state.topic_setter in ("", "server"):
+                    room.follow_config_topic_locked(config_topic)
+            self._last_epoch = max(self._last_epoch, room.epoch)
 
     def prime(self, saved: Iterable[str]) -> None:
         """The permanent rooms that kept no state (config rooms never changed, or new in
@@ -926,6 +960,7 @@ class World:
             with room.lock:
                 room.prime_locked(lines)
                 state = room.state_locked()
+            self._last_epoch = max(self._last_epoch, room.epoch)
             if keeper is not None:
                 keeper.save_room(state)
 

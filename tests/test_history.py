@@ -23,6 +23,7 @@ from helpers import (
     SERVER,
     TIMEOUT,
     Client,
+    Harness,
     capped,
     make_config,
     oper_config,
@@ -847,3 +848,36 @@ def test_history_has_the_order_members_saw_live(
         assert mine == [f"{sender.nick} {n}" for n in range(per_sender)]
     got = poll_history(observer, f"LATEST {ROOM} * {total}", texts(live))
     assert [seen(msg) for msg in got] == [seen(msg) for msg in live]
+
+
+def test_a_room_made_again_gets_a_later_epoch_even_if_the_clock_went_back(monkeypatch) -> None:
+    """`forget` drops every life of a room up to the one that ended: a later `#x` with a
+    smaller epoch (the clock set back meanwhile) would lose its own lines with it."""
+    harness = Harness()
+    alice = harness.connect("alice")
+    alice.line("JOIN #x")
+    first = harness.world.find_room("#x")
+    assert first is not None
+    alice.line("PART #x")
+    assert harness.world.find_room("#x") is None
+    monkeypatch.setattr(time, "time_ns", lambda: first.epoch - 3_600 * 10**9)  # an hour back
+    alice.line("JOIN #x")
+    again = harness.world.find_room("#x")
+    assert again is not None and again is not first
+    assert again.epoch > first.epoch
+    assert again.oldest_epoch == again.epoch  # and it reads only its own life
+
+
+def test_a_client_without_batch_gets_history_between_markers_each_at_its_time(
+    connect: Connect,
+) -> None:
+    alice = reader(connect, "alice")
+    say_lines(alice, 2)
+    bob = capped(connect, "bob", "message-tags")  # no batch, no server-time
+    bob.join(ROOM)
+    bob.sync()
+    bob.send(f"CHATHISTORY LATEST {ROOM} * 5")
+    lines = [parse(text) for text in bob.collect_until(r"NOTICE \S+ :-- now --$")]
+    assert lines[0].params[-1] == f"-- 2 earlier messages in {ROOM} --"
+    for msg, n in zip(lines[1:-1], range(2), strict=True):
+        assert re.fullmatch(rf"\[\d\d:\d\d UTC\] line {n}", msg.params[1]), msg

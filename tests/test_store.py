@@ -73,6 +73,8 @@ def test_a_database_from_a_newer_ircish_is_not_opened(tmp_path):
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(NewerSchemaError, match="schema version"):
         SqliteStore(path)
+    with sqlite3.connect(path) as db:  # refused, and not changed: still no WAL
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 def test_reads_are_oldest_first_within_the_limit_and_per_target(store):
@@ -331,3 +333,23 @@ def test_reads_from_many_threads_share_a_few_connections(store):
         thread.join(TIMEOUT)
     assert answers == [50] * 40
     assert open_fds() - before <= 3 * READERS
+
+
+def test_a_small_queue_is_written_when_half_full_not_only_every_flush_ms(store):
+    """With a queue smaller than a batch, waiting for a full batch (or flush_ms) would fill
+    the queue and turn lines away while the disk sat idle."""
+    writer = Writer(store, max_queue=100, flush_ms=60_000)
+    writer.start()
+    accepted = [writer.submit(line(n)) for n in range(1, 61)]
+    assert all(accepted)
+    wait_for(lambda: writer.written >= 50)  # long before a minute
+    writer.close()
+    assert (writer.written, writer.dropped) == (60, 0)
+
+
+def test_a_read_can_leave_out_earlier_lives_of_a_room(store):
+    """A room made anew reads its own life only, even if an earlier life's lines are still
+    in the file (a forget that failed)."""
+    store.append([line(1, epoch=1), line(2, epoch=1), line(3, epoch=2), line(4, epoch=2)])
+    assert texts(store.select("#r", Query(10, since_epoch=2))) == ["line 3", "line 4"]
+    assert len(store.select("#r", Query(10))) == 4  # a permanent room reads every life

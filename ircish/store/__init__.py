@@ -93,6 +93,8 @@ class Query:
     newest: bool = True
     commands: frozenset[str] | None = None
     since: int | None = None
+    #: Nothing from a life of the room before this epoch.
+    since_epoch: int | None = None
 
     def admits(self, line: StoredLine) -> bool:
         """Whether `line` is one this read wants (the in-memory window is filtered by it; the
@@ -104,6 +106,7 @@ class Query:
             and (self.before_time is None or line.time < self.before_time)
             and (self.commands is None or line.command in self.commands)
             and (self.since is None or line.time >= self.since)
+            and (self.since_epoch is None or line.epoch >= self.since_epoch)
         )
 
     def pick(self, lines: Iterable[StoredLine]) -> list[StoredLine]:

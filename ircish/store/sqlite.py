@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import logging
 import queue
 import sqlite3
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ from pathlib import Path
 from ircish.locks import new_lock
 from ircish.protocol import casefold
 from ircish.store import MaskState, Query, RoomState, StoredLine
+
+log = logging.getLogger(__name__)
 
 #: Schema steps: MIGRATIONS[n] takes a database from version n to n + 1. Append only; a
 #: released step is never edited.
@@ -100,8 +103,13 @@ class SqliteStore:
         self._readers_lock = new_lock("SqliteStore._readers_lock")
         # The writer's connection; for a memory database it also keeps the data alive.
         self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode = WAL")
-        self._migrate()
+        try:
+            self._refuse_newer()  # before anything changes the file
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        except BaseException:
+            self._writer.close()
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -117,14 +125,17 @@ class SqliteStore:
             db.execute("PRAGMA read_uncommitted = 1")
         return db
 
-    def _migrate(self) -> None:
-        db = self._writer
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+    def _refuse_newer(self) -> None:
+        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise NewerSchemaError(
                 f"the store is at schema version {version}; this ircish knows up to "
                 f"{SCHEMA_VERSION}"
             )
+
+    def _migrate(self) -> None:
+        db = self._writer
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         for step in range(version, SCHEMA_VERSION):
             # One transaction per step: a step is applied whole or not at all.
             db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step + 1}; COMMIT;")
@@ -221,6 +232,7 @@ class SqliteStore:
             ("seq < ?", query.before_seq),
             ("time < ?", query.before_time),
             ("time >= ?", query.since),
+            ("epoch >= ?", query.since_epoch),
         ):
             if value is not None:
                 where.append(test)
@@ -245,8 +257,16 @@ class SqliteStore:
         return _line(rows[0]) if rows else None
 
     def rooms(self) -> list[RoomState]:
-        rows = self._read("SELECT state FROM rooms ORDER BY name", ())
-        return [_room_state(json.loads(row[0])) for row in rows]
+        states = []
+        for name, text in self._read("SELECT name, state FROM rooms ORDER BY name", ()):
+            try:
+                states.append(_room_state(json.loads(str(text))))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                # One room's unreadable state must not keep the server from starting.
+                log.error(
+                    "store: the state of room %s cannot be read (%s); not restored", name, exc
+                )
+        return states
 
     def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
         """One query on a pooled reader connection; waits for one when all are busy."""
@@ -322,10 +342,13 @@ def _room_json(state: RoomState) -> dict[str, object]:
 
 
 def _room_state(data: dict[str, object]) -> RoomState:
+    """A room's saved state; keys this ircish does not know (a later one's) are left out."""
     lists = data.pop("lists", {})
-    assert isinstance(lists, dict)
+    if not isinstance(lists, dict):
+        raise TypeError("lists is not a mapping")
+    known = {field.name for field in dataclasses.fields(RoomState)}
     return RoomState(
-        **data,  # type: ignore[arg-type]
+        **{key: value for key, value in data.items() if key in known},  # type: ignore[arg-type]
         lists={
             letter: tuple(MaskState(mask, setter, when) for mask, setter, when in entries)
             for letter, entries in lists.items()

@@ -83,7 +83,7 @@ class Writer:
         self.store = store
         # Lines and changes in order. A deque, not a queue.Queue: an append takes no lock
         # (a reader thread that relays a line never waits for the writer's mutex), and the
-        # writer is woken only when it sleeps (see `_wake_if`). `submit` keeps the lines
+        # writer is woken only when it sleeps (see `submit` and `_put`). `submit` keeps the lines
         # under `max_queue`; other changes always go in (a room's end must never be lost),
         # and there are few of them.
         self._items: collections.deque[object] = collections.deque()
@@ -94,7 +94,9 @@ class Writer:
         #: A flush() or close() is waiting: no gathering.
         self._urgent = False
         self._max_queue = max_queue
-        self._batch = batch
+        # The writer is woken early when a batch is waiting: never more than half the
+        # queue, or a small queue would fill (and turn lines away) between two flushes.
+        self._batch = max(1, min(batch, max_queue // 2))
         self._flush_s = flush_ms / 1000
         self._retention = retention
         self._thread = threading.Thread(target=self._run, name="store writer", daemon=True)
