@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ircish import protocol as p
@@ -104,14 +104,26 @@ def replay_lines_locked(ctx: Context, room: Room) -> list[Message]:
     if not lines:
         return []
     if "batch" in caps and not ctx.session.is_text:
-        ref = ctx.session.new_batch_id()
         stamp = "server-time" not in caps  # a batch says the lines are old, not when
-        return [
-            Message("BATCH", [f"+{ref}", "chathistory", room.name], ctx.server.name),
-            *(history_message(line, caps, ref, stamp) for line in lines),
-            Message("BATCH", [f"-{ref}"], ctx.server.name),
-        ]
+        return batched(
+            ctx,
+            ["chathistory", room.name],
+            lambda ref: [history_message(line, caps, ref, stamp) for line in lines],
+        )
     return marked_lines(ctx, room.name, lines, "-- now --")
+
+
+def batched(
+    ctx: Context, kind: list[str], make: Callable[[str], Iterable[Message]]
+) -> list[Message]:
+    """`BATCH +ref <kind...>`, the lines `make(ref)` gives (each tagged with the ref),
+    `BATCH -ref` (IRCv3 batch), with a reference new on this connection."""
+    ref = ctx.session.new_batch_id()
+    return [
+        Message("BATCH", [f"+{ref}", *kind], ctx.server.name),
+        *make(ref),
+        Message("BATCH", [f"-{ref}"], ctx.server.name),
+    ]
 
 
 def marked_lines(ctx: Context, room: str, lines: list[StoredLine], end: str) -> list[Message]:
@@ -182,20 +194,13 @@ def chathistory(ctx: Context, msg: Message) -> None:
             return
         _history(ctx, sub, msg.params[1], msg.params[2:-1], limit)
     except Refusal as refusal:
-        ctx.send(
-            Message(
-                "FAIL",
-                ["CHATHISTORY", refusal.code, *refusal.params, _FAIL_TEXT[refusal.code]],
-                ctx.server.name,
-            )
-        )
+        ctx.fail("CHATHISTORY", refusal.code, *refusal.params, _FAIL_TEXT[refusal.code])
 
 
 _FAIL_TEXT = {
     "INVALID_PARAMS": f"Usage: CHATHISTORY {SYNTAX}",
     "INVALID_TARGET": "No such room, or you are not in it",
     "INVALID_MSGREFTYPE": "A reference is *, msgid=<id> or timestamp=<time>",
-    "MESSAGE_ERROR": "History could not be read",
 }
 
 
@@ -295,11 +300,13 @@ def _send_batch(
         for msg in marked_lines(ctx, target, lines, end):
             ctx.send(msg)
         return
-    ref = ctx.session.new_batch_id()
-    ctx.send(Message("BATCH", [f"+{ref}", "chathistory", target], ctx.server.name))
-    for line in lines:
-        ctx.send(history_message(line, caps, ref))
-    ctx.send(Message("BATCH", [f"-{ref}"], ctx.server.name))
+    batch = batched(
+        ctx,
+        ["chathistory", target],
+        lambda ref: [history_message(line, caps, ref) for line in lines],
+    )
+    for msg in batch:
+        ctx.send(msg)
 
 
 def _targets(ctx: Context, first: str, second: str, limit: int) -> None:
@@ -323,14 +330,14 @@ def _targets(ctx: Context, first: str, second: str, limit: int) -> None:
         if last and low < last[-1].time < high:
             found.append((last[-1].time, room.name))
     found.sort(key=lambda item: (item[0], casefold(item[1])))
-    caps = ctx.session.caps
-    ref = ctx.session.new_batch_id() if "batch" in caps else None
-    batch_tag = {} if ref is None else {"batch": ref}
-    if ref is not None:
-        ctx.send(Message("BATCH", [f"+{ref}", "draft/chathistory-targets"], ctx.server.name))
-    for when, name in found[:limit]:
-        ctx.send(
-            Message("CHATHISTORY", ["TARGETS", name, time_tag(when)], ctx.server.name, batch_tag)
-        )
-    if ref is not None:
-        ctx.send(Message("BATCH", [f"-{ref}"], ctx.server.name))
+
+    def targets(ref: str | None) -> list[Message]:
+        tags = {} if ref is None else {"batch": ref}
+        return [
+            Message("CHATHISTORY", ["TARGETS", name, time_tag(when)], ctx.server.name, tags)
+            for when, name in found[:limit]
+        ]
+
+    batch = "batch" in ctx.session.caps
+    for msg in batched(ctx, ["draft/chathistory-targets"], targets) if batch else targets(None):
+        ctx.send(msg)

@@ -61,7 +61,7 @@ def room_mode(ctx: Context, room: Room, modestring: str, args: tuple[str, ...]) 
         }
         for refusal in room.change_modes(ctx.user, changes, targets):
             ctx.reply(refusal.numeric, *refusal.params)
-        if not room.persistent:
+        if not room.persistent and any(c.letter == modes.PERMANENT for c in changes):
             ctx.world.end_if_empty(room)  # -P from outside an empty room: it ends now
     if dropped:
         ctx.reply(

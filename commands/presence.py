@@ -62,16 +62,6 @@ def setname(ctx: Context, msg: Message) -> None:
     # https://ircv3.net/specs/extensions/setname
     realname = msg.params[0]
     if not realname or len(realname) > REALNAME_LENGTH:
-        ctx.send(
-            Message(
-                "FAIL",
-                [
-                    "SETNAME",
-                    "INVALID_REALNAME",
-                    f"A realname is 1 to {REALNAME_LENGTH} characters",
-                ],
-                ctx.server.name,
-            )
-        )
+        ctx.fail("SETNAME", "INVALID_REALNAME", f"A realname is 1 to {REALNAME_LENGTH} characters")
         return
     ctx.world.set_realname(ctx.user, realname)

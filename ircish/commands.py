@@ -213,6 +213,11 @@ class Context:
         """Queue any message for the sender, after the handler's other replies."""
         self.replies.append(msg)
 
+    def fail(self, command: str, code: str, *params: str) -> None:
+        """Queue an IRCv3 standard reply `FAIL <command> <code> [params...] :<text>` (the
+        last of `params` is the text)."""
+        self.replies.append(Message("FAIL", [command, code, *params], self.server.name))
+
     def answer_about(self, room: Room, build: RoomReply) -> None:
         """Send the replies so far, then what `build` says about `room`, built and queued
         under the room's lock (see `Room.answer`). `build` may raise IRCError."""

@@ -452,19 +452,19 @@ class Room:
             if member is not exclude:
                 member.conn.deliver(event)
 
-    def keep_locked(self, event: Event) -> StoredLine | None:
-        """Add `event` to the room's history, in the order members got it; the line to
-        store (None: history is off). Caller holds self.lock."""
+    def keep_locked(self, event: Event) -> tuple[StoredLine, ...]:
+        """Add `event` to the room's history, in the order members got it; the lines to
+        store: that one, or none when history is off. Caller holds self.lock."""
         assert held(self.lock)
         window = self.window
         if window is None:
-            return None
+            return ()
         self.seq += 1
         line = StoredLine.of(event, self.folded, self.seq, self.epoch)
         window.append(line)
         if len(window) > self._window_size + TRIM_EVERY:
             self._trim_locked(window)
-        return line
+        return (line,)
 
     def _trim_locked(self, window: list[StoredLine]) -> None:
         """Drop the window's oldest lines past its size, but only those the store has
@@ -635,17 +635,17 @@ class Room:
                         p.ERR_CANNOTSENDTOCHAN, self.name, "Cannot send to room: you are banned"
                     )
             event = Event(msg, (self.name,), needs=needs, bot=sender.bot)
-            line = None
+            lines: tuple[StoredLine, ...] = ()
             if not only:
                 self.broadcast_locked(event, exclude=None if echo else sender)
-                line = self.keep_locked(event)
+                lines = self.keep_locked(event)
             else:  # for some members only: not the room's history
                 for member, letters in self.members.items():
                     if member is not sender and any(c in letters for c in only):
                         member.conn.deliver(event)
                 if echo:
                     sender.conn.deliver(event)
-        self._record(event, () if line is None else (line,))
+        self._record(event, lines)
         return event
 
     def answer(self, send: Callable[[Message], None], build: RoomReply) -> None:
@@ -673,9 +673,9 @@ class Room:
             self.topic_setter = setter.prefix
             self.topic_time = int(time.time())
             self.tell_locked(setter, event)
-            line = self.keep_locked(event)
+            lines = self.keep_locked(event)
             state = self.state_locked() if self.persistent else None
-        self._record(event, () if line is None else (line,), state)
+        self._record(event, lines, state)
 
     def snapshot(self) -> Snapshot:
         """Members with their status, topic, topic setter and time, read consistently."""
@@ -701,7 +701,7 @@ class Room:
         `targets` holds the user each +o/+v nick names, looked up before the room's lock
         is taken (a lookup may take World.lock, which comes first in the order)."""
         refusals: list[IRCError] = []
-        events: list[tuple[Event, StoredLine | None]] = []
+        events: list[tuple[Event, tuple[StoredLine, ...]]] = []
         with self.lock:
             self.require_operator_locked(actor)
             was_permanent = self.persistent
@@ -722,8 +722,8 @@ class Room:
                 events.append((event, self.keep_locked(event)))
             # A permanent room's new state is kept; one that stops being permanent, dropped.
             state = self.state_locked() if applied and (was_permanent or self.persistent) else None
-        for event, line in events:
-            self._record(event, () if line is None else (line,))
+        for event, lines in events:
+            self._record(event, lines)
         if state is not None:
             self._record(None, (), state)
         return refusals
@@ -933,30 +933,34 @@ class World:
         """Bring back the permanent rooms kept by the last run, with their last lines (at
         start, before anyone connects). A config room's topic that nobody changed follows
         the config: an operator who edits `topic:` sees it at the next start."""
-        store = self.store
         for state in states:
             folded = casefold(state.name)
             room = self.rooms.get(folded)
             config_topic = None if room is None else room.topic
             if room is None:
                 room = self.rooms[folded] = self._new_room(state.name, persistent=True)
-            lines = [] if store is None else store.select(folded, Query(self.history.window))
+            lines = self._kept_lines(folded)
             with room.lock:
                 room.restore_locked(state, lines)
                 if config_topic is not None and state.topic_setter in ("", "server"):
                     room.follow_config_topic_locked(config_topic)
             self._last_epoch = max(self._last_epoch, room.epoch)
 
+    def _kept_lines(self, folded: str) -> list[StoredLine]:
+        """A room's last lines in the store, enough to fill its window (at start)."""
+        store = self.store
+        return [] if store is None else store.select(folded, Query(self.history.window))
+
     def prime(self, saved: Iterable[str]) -> None:
         """The permanent rooms that kept no state (config rooms never changed, or new in
         the config): their last lines, and their state kept from now on, so that their
         creation and topic times outlive the next restart (at start)."""
-        store, keeper = self.store, self.keeper
+        keeper = self.keeper
         saved = set(saved)
         for room in list(self.rooms.values()):
             if room.folded in saved:
                 continue
-            lines = [] if store is None else store.select(room.folded, Query(self.history.window))
+            lines = self._kept_lines(room.folded)
             with room.lock:
                 room.prime_locked(lines)
                 state = room.state_locked()
@@ -1152,7 +1156,7 @@ class World:
                 # renders it as "You are now known as ...".
                 self._deliver_once_locked(event, self._neighbours_locked(user) | {user: None})
                 user.nick = new_nick
-                lines = [line for room in rooms if (line := room.keep_locked(event))]
+                lines = [line for room in rooms for line in room.keep_locked(event)]
         self._record_event(event, lines)
         return True
 
@@ -1311,7 +1315,7 @@ class World:
                 user.rooms = {**user.rooms, folded: room}
                 user.chosen_room = None  # the room joined last is the current one
                 room.broadcast_locked(event)
-                line = room.keep_locked(event)
+                lines = room.keep_locked(event)
                 if user.away is not None:
                     # away-notify: members learn at once that the joiner is away.
                     room.broadcast_locked(self._away_event(user), exclude=user)
@@ -1321,7 +1325,7 @@ class World:
                 send, build = answer
                 for msg in build(room):
                     send(msg)
-        self._record_event(event, () if line is None else (line,))
+        self._record_event(event, lines)
         return room
 
     def part(self, user: User, room: Room, reason: str | None) -> bool:
@@ -1332,9 +1336,9 @@ class World:
                 return False
             event = Event(Message("PART", params, user.prefix), (room.name,))
             room.broadcast_locked(event)
-            line = room.keep_locked(event)
+            lines = room.keep_locked(event)
             ended = self._remove_member_locked(user, room)
-        self._record_event(event, () if line is None else (line,), ended=ended)
+        self._record_event(event, lines, ended=ended)
         return True
 
     def kick(self, kicker: User, room: Room, target: User, reason: str) -> None:
@@ -1350,9 +1354,9 @@ class World:
                 Message("KICK", [room.name, target.nick, reason], kicker.prefix), (room.name,)
             )
             room.tell_locked(kicker, event)
-            line = room.keep_locked(event)
+            lines = room.keep_locked(event)
             ended = self._remove_member_locked(target, room)
-        self._record_event(event, () if line is None else (line,), ended=ended)
+        self._record_event(event, lines, ended=ended)
 
     def tell_user(
         self,
@@ -1402,9 +1406,7 @@ class World:
                         stack.enter_context(room.lock)
                     neighbours = self._neighbours_locked(user)
                     for room in rooms:
-                        line = room.keep_locked(event)
-                        if line is not None:
-                            lines.append(line)
+                        lines += room.keep_locked(event)
                         ended.extend(self._remove_member_locked(user, room))
                     self._deliver_once_locked(event, neighbours)
         if event is not None:
