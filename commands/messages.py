@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 
 from ircish import protocol as p
+from ircish.accounts import SERVICES
 from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, casefold, safe_param
+
+from .accounts import nickserv
 
 #: Targets one PRIVMSG/NOTICE may name (advertised as TARGMAX).
 MAX_TARGETS = 4
@@ -70,6 +73,10 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
                 if not quiet:
                     ctx.reply(exc.numeric, *exc.params)
             continue
+        if casefold(target) in SERVICES:
+            if kind == "PRIVMSG":  # a notice or tags to a service are dropped
+                talk_to_service(ctx, casefold(target), msg.params[1])
+            continue
         recipient = ctx.world.find_user(target)
         if recipient is None:
             if not quiet:
@@ -81,6 +88,20 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
         ctx.world.tell_user(user, recipient, relayed, echo, needs=needs)
         if kind == "PRIVMSG" and recipient.away is not None:
             ctx.reply(p.RPL_AWAY, recipient.nick, recipient.away)
+
+
+def talk_to_service(ctx: Context, service: str, text: str) -> None:
+    """A PRIVMSG to NickServ or ChanServ: a command for it, never relayed or stored."""
+    if service == "nickserv":
+        nickserv(ctx, text)
+    else:
+        ctx.send(
+            Message(
+                "NOTICE",
+                [ctx.user.nick or "*", "ChanServ is not here yet"],
+                "ChanServ!ChanServ@services",
+            )
+        )
 
 
 @command("PRIVMSG", syntax="<nick|#room>{,<target>} :<text>", targets=0)

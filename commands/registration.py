@@ -7,10 +7,12 @@ import re
 
 from ircish import __version__, caps, modes
 from ircish import protocol as p
+from ircish.accounts import SERVICES
 from ircish.commands import Context, IRCError, command
-from ircish.protocol import Message, safe_param
+from ircish.protocol import Message, casefold, safe_param
 from ircish.world import valid_nick
 
+from .accounts import guard_nick, offered_mechanisms, pass_login
 from .presence import REALNAME_LENGTH
 from .queries import USERLEN, isupport_replies, lusers_replies, motd_replies
 
@@ -56,6 +58,12 @@ def try_register(ctx: Context) -> None:
         user.username = clean_username(user.nick)
         user.realname = user.nick
     expected = ctx.config.server.password
+    if expected is None and session.password is not None and ":" in session.password:
+        # No server password: PASS account:password logs in (clients with neither SASL
+        # nor NickServ habits). Checked once, here.
+        if user.account is None:
+            pass_login(ctx, session.password)
+        session.password = None
     if expected is not None:
         if session.password is None and session.is_text:
             # A person who has not given it yet is told how, and may still (PASS registers).
@@ -72,6 +80,7 @@ def try_register(ctx: Context) -> None:
     # Queue the welcome burst before anyone can find the user, so nothing
     # another client sends can arrive before 001.
     welcome(ctx)
+    guard_nick(ctx)
     ctx.flush()
     ctx.world.mark_registered(user)
 
@@ -90,14 +99,12 @@ def cap(ctx: Context, msg: Message) -> None:
             # Never downgraded: a 302 client that sends a bare CAP LS stays 302.
             session.cap_version = min(int(version), caps.CAP_302)
             session.set_caps(session.caps | caps.implied(session.cap_version))
-        hidden = caps.not_offered(ctx.config.history.enabled)
-        cap_list(ctx, "LS", caps.ls_words(session.cap_version, hidden))
+        cap_list(ctx, "LS", caps.ls_words(session.cap_version, hidden_caps(ctx), cap_values(ctx)))
     elif sub == "LIST":
         cap_list(ctx, "LIST", sorted(session.caps))
     elif sub == "REQ":
         wanted = msg.param(1)
-        hidden = caps.not_offered(ctx.config.history.enabled)
-        request = caps.read_request(wanted, session.cap_version, hidden)
+        request = caps.read_request(wanted, session.cap_version, hidden_caps(ctx))
         answer = "NAK" if request.refused else "ACK"
         if not request.refused:
             session.set_caps((session.caps | request.add) - request.remove)
@@ -108,6 +115,29 @@ def cap(ctx: Context, msg: Message) -> None:
         try_register(ctx)
     else:
         raise IRCError(p.ERR_INVALIDCAPCMD, safe_param(msg.params[0]), "Invalid CAP subcommand")
+
+
+def hidden_caps(ctx: Context) -> frozenset[str]:
+    config = ctx.config
+    return caps.not_offered(config.history.enabled, config.accounts.registration != "closed")
+
+
+def cap_values(ctx: Context) -> dict[str, str]:
+    """The values of the caps whose value is the config's: sasl's mechanisms, and what
+    account registration asks (draft/account-registration)."""
+    settings = ctx.config.accounts
+    registration = [
+        word
+        for word, on in (
+            ("before-connect", settings.register_before_connect),
+            ("email-required", settings.email_required),
+        )
+        if on
+    ]
+    return {
+        "sasl": ",".join(offered_mechanisms(ctx)),
+        "draft/account-registration": ",".join(registration),
+    }
 
 
 def cap_list(ctx: Context, sub: str, words: list[str]) -> None:
@@ -147,12 +177,16 @@ def nick(ctx: Context, msg: Message) -> None:
             f"{ctx.config.limits.nick_length} characters, not starting with a digit or -)",
         )
     user = ctx.user
+    if casefold(new) in SERVICES:
+        raise IRCError(p.ERR_NICKNAMEINUSE, new, "Nickname is reserved for services")
     if user.registered:
         if new == user.nick:
             return
         if not ctx.world.rename_user(user, new):
             raise IRCError(p.ERR_NICKNAMEINUSE, new, "Nickname is already in use")
+        guard_nick(ctx)
         return
+    ctx.session.wanted_nick = new  # REGISTER * names it, even if someone else holds it
     if not ctx.world.claim_nick(user, new):
         raise IRCError(p.ERR_NICKNAMEINUSE, new, "Nickname is already in use")
     try_register(ctx)

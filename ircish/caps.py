@@ -7,7 +7,7 @@ same rows, and the wire formats (ircish/events.py) read the caps that change a r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 #: The CAP LS version a client gets when it names none (or an older one): no values, one
@@ -22,22 +22,28 @@ class Capability:
     name: str
     #: What it does here, one line (the README's table says the same).
     summary: str
-    #: The value shown to 302 clients in CAP LS (`sasl=PLAIN`), if any.
+    #: The value shown to 302 clients in CAP LS (`sasl=PLAIN`), if any; one that depends
+    #: on the config comes from `ls_words`' `values`.
     value: str = ""
     #: A client may not turn it off (cap-notify, for a 302 client, is implied).
     sticky: bool = False
 
 
-#: Every capability offered, in the order CAP LS lists them. account-tag, account-notify and
-#: sasl join this table with accounts (a later issue), not before: a capability is offered
-#: only when the server does what it promises.
+#: Every capability offered, in the order CAP LS lists them: a capability is offered only
+#: when the server does what it promises.
 CAPABILITIES: dict[str, Capability] = {
     cap.name: cap
     for cap in (
+        Capability("account-notify", "ACCOUNT lines when people who share a room log in or out"),
+        Capability("account-tag", "an `account` tag on what logged-in people send"),
         Capability("away-notify", "AWAY lines when people who share a room go away or come back"),
         Capability("batch", "related lines grouped in a BATCH (labeled-response uses it)"),
         Capability(
             "cap-notify", "CAP NEW and CAP DEL when the server's capabilities change", sticky=True
+        ),
+        Capability(
+            "draft/account-registration",
+            "REGISTER makes an account named after your nick and logs you in to it",
         ),
         Capability(
             "draft/chathistory",
@@ -54,6 +60,7 @@ CAPABILITIES: dict[str, Capability] = {
         Capability("labeled-response", "the answer to a `label`-tagged command carries it"),
         Capability("message-tags", "tags on messages: msgid, client tags (+typing), TAGMSG"),
         Capability("multi-prefix", "NAMES and WHO show every status prefix (@+nick)"),
+        Capability("sasl", "log in to an account while connecting (AUTHENTICATE)"),
         Capability("server-time", "a `time` tag on every relayed line: when it was said"),
         Capability("setname", "SETNAME changes your realname; people near you see it"),
         Capability("userhost-in-names", "NAMES lists nick!user@host"),
@@ -66,9 +73,11 @@ CAPABILITIES: dict[str, Capability] = {
 HISTORY_CAPS = frozenset({"draft/chathistory", "draft/event-playback"})
 
 
-def not_offered(history: bool) -> frozenset[str]:
-    """The table's caps this server leaves out, given whether its history is on."""
-    return frozenset() if history else HISTORY_CAPS
+def not_offered(history: bool, registration: bool = True) -> frozenset[str]:
+    """The table's caps this server leaves out, given whether its history is on and
+    whether anyone may register an account."""
+    hidden = frozenset() if history else HISTORY_CAPS
+    return hidden if registration else hidden | {"draft/account-registration"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +108,17 @@ def read_request(text: str, version: int, hidden: frozenset[str] = frozenset()) 
     return Request(frozenset(add), frozenset(remove - add), False)
 
 
-def ls_words(version: int, hidden: frozenset[str] = frozenset()) -> list[str]:
-    """What CAP LS lists: names, with their values for 302 clients; not the `hidden`."""
+def ls_words(
+    version: int, hidden: frozenset[str] = frozenset(), values: Mapping[str, str] | None = None
+) -> list[str]:
+    """What CAP LS lists: names, with their values for 302 clients (`values` gives those
+    that depend on the config: sasl's mechanisms); not the `hidden`."""
     words = []
     for cap in CAPABILITIES.values():
         if cap.name in hidden:
             continue
-        words.append(f"{cap.name}={cap.value}" if cap.value and version >= CAP_302 else cap.name)
+        value = (values or {}).get(cap.name, cap.value)
+        words.append(f"{cap.name}={value}" if value and version >= CAP_302 else cap.name)
     return words
 
 

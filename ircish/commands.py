@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ircish import protocol
 from ircish.protocol import IRCError, Message, ProtocolError
@@ -52,7 +52,16 @@ FOLDER = _HERE / "_commands" if (_HERE / "_commands").is_dir() else _HERE.parent
 __path__ = [str(FOLDER)]
 
 #: The handler modules, one per command family.
-MODULES = ("registration", "rooms", "messages", "queries", "moderation", "presence", "history")
+MODULES = (
+    "registration",
+    "rooms",
+    "messages",
+    "queries",
+    "moderation",
+    "presence",
+    "history",
+    "accounts",
+)
 
 
 Handler = Callable[["Context", Message], None]
@@ -147,6 +156,8 @@ class SenderSession(Protocol):
     cap_version: int
     cap_negotiating: bool
     password: str | None
+    wanted_nick: str | None
+    sasl: Any
 
     def set_caps(self, caps: Iterable[str]) -> None: ...
 

@@ -250,6 +250,9 @@ class TlsConfig:
     cert: str = _setting(check=_readable_file)  # PEM chain, the server's certificate first
     key: str = _setting(check=_readable_file)  # PEM private key, not password-protected
     port: int = _setting(6697, _between(0, 65535))
+    #: CA certificates (PEM) that client certificates must be signed by for SASL EXTERNAL;
+    #: null: the server asks for no client certificate, and EXTERNAL is not offered.
+    client_ca: str | None = _setting(None, _readable_file)
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,40 @@ class HistoryConfig:
             )
 
 
+#: Who may register an account: anyone, only server operators (for others), or nobody.
+REGISTRATION_MODES = ("open", "operators", "closed")
+
+
+def _registration(value: str) -> str | None:
+    if value not in REGISTRATION_MODES:
+        return f"must be one of {', '.join(REGISTRATION_MODES)}, got {_describe(value)}"
+    return None
+
+
+@dataclass(frozen=True)
+class AccountsConfig:
+    """Registered accounts: who may register, what a password needs, how a nick is kept."""
+
+    #: open: anyone registers their nick; operators: only server operators register
+    #: accounts (for others); closed: nobody (accounts already kept still log in).
+    registration: str = _setting("open", _registration)
+    #: REGISTER may come before the connection is complete (draft/account-registration
+    #: before-connect).
+    register_before_connect: bool = _setting(True)
+    #: REGISTER needs an email address (kept, never mailed: there is no verification).
+    email_required: bool = _setting(False)
+    min_password_length: int = _setting(8, _between(1, 300))
+    #: How long someone who takes a registered nick without logging in keeps it before
+    #: they are renamed to a guest nick.
+    nick_grace: str = _setting("30s", _duration)
+    #: Failed logins allowed per address, and per account, in a minute (then refused).
+    failed_logins_per_minute: int = _setting(5, _between(1, 1000))
+
+    @property
+    def nick_grace_seconds(self) -> int:
+        return duration_seconds(self.nick_grace)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; build it with `load_config` or `parse_config`."""
@@ -361,6 +398,7 @@ class Config:
     operators: tuple[OperatorConfig, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.tls is not None and self.tls.port != 0 and self.tls.port == self.server.port:

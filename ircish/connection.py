@@ -217,6 +217,11 @@ class Connection:
         return f"<Connection {self.address[0]}:{self.address[1]} {self.user.nick}>"
 
     @property
+    def certfp(self) -> str | None:
+        """The SHA-256 fingerprint of the TLS client certificate, if one was shown."""
+        return getattr(self.transport, "certfp", None)
+
+    @property
     def aborting(self) -> bool:
         return self._abort
 

@@ -26,7 +26,8 @@ from ircish.protocol import Message, format_tags
 #: Capabilities that change what a relayed event looks like, or whether it is sent at all
 #: (IRCv3): server-time adds `time`; message-tags adds `msgid`, `bot` and the client-only
 #: `+tags`, and lets TAGMSG through; account-tag adds `account`; extended-join adds the
-#: account and realname to JOIN; away-notify, setname and invite-notify let their events
+#: account and realname to JOIN; away-notify, setname, invite-notify and account-notify let
+#: their events
 #: through. Which caps the server offers is the capability table's business (ircish/caps.py).
 RELAY_CAPS = frozenset(
     {
@@ -37,6 +38,7 @@ RELAY_CAPS = frozenset(
         "away-notify",
         "setname",
         "invite-notify",
+        "account-notify",
     }
 )
 

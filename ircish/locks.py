@@ -34,6 +34,9 @@ ALONE = frozenset(
         "scrypt semaphore",
         "Writer._drops_lock",
         "SqliteStore._readers_lock",
+        "Accounts.lock",
+        "LoginLimiter._lock",
+        "private history lock",
     }
 )
 #: Several locks of one name at once only under another: room locks (nick change, quit).

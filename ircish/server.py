@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import secrets
 import socket
 import sqlite3
 import ssl
@@ -28,6 +29,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from ircish.accounts import Accounts
 from ircish.commands import CommandSpec
 from ircish.config import Config
 from ircish.connection import Connection, SenderPool
@@ -38,7 +40,7 @@ from ircish.store.sqlite import NewerSchemaError, SqliteStore
 from ircish.store.writer import Retention, Writer
 from ircish.tls import TlsTransport, server_context
 from ircish.transport import StreamTransport
-from ircish.world import Recorder, World
+from ircish.world import Recorder, User, World
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ LISTEN_BACKLOG = 4096
 GIL_SWITCH_INTERVAL = 0.05
 #: accept() failures that mean "out of descriptors or memory": wait, don't spin.
 RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+#: What nick protection renames someone to: Guest12345.
+GUEST_PREFIX = "Guest"
 
 
 class StoreError(Exception):
@@ -90,6 +96,7 @@ class Server:
             record=record,
             server_name=self.name,
             history=config.history,
+            accounts=Accounts(failed_per_minute=config.accounts.failed_logins_per_minute),
         )
         #: The store's writer thread, from `start()` on (ircish/store/writer.py).
         self.writer: Writer | None = None
@@ -187,6 +194,8 @@ class Server:
             retention=Retention(history.max_lines, history.max_age_seconds),
         )
         try:
+            self.world.accounts.load(store.accounts())
+            self.world.accounts.keeper = writer
             states = store.rooms()
             permanent = {casefold(state.name) for state in states}
             permanent.update(casefold(room.name) for room in self.config.rooms)
@@ -197,12 +206,18 @@ class Server:
             self.world.prime(casefold(state.name) for state in states)
         except sqlite3.Error as exc:
             self.world.keeper = None
+            self.world.accounts.keeper = None
             store.close()
             raise StoreError(path or ":memory:", exc) from exc
         writer.start()
         self.writer = writer
         if path is not None:
-            log.info("store: %s (%d permanent rooms)", path, len(permanent))
+            log.info(
+                "store: %s (%d permanent rooms, %d accounts)",
+                path,
+                len(permanent),
+                self.world.accounts.count(),
+            )
 
     @staticmethod
     def _bind(host: str, port: int, where: str) -> socket.socket:
@@ -376,6 +391,25 @@ class Server:
 
     # -- housekeeping ---------------------------------------------------------
 
+    def _rename_to_guest(self, user: User) -> None:
+        """Nick protection: `user` kept an account's nick past the grace period without
+        logging in to it. They get a free guest nick (the rename does nothing if they
+        changed nick or logged in meanwhile)."""
+        old = user.nick
+        width = max(1, min(5, self.config.limits.nick_length - len(GUEST_PREFIX)))
+        for _ in range(20):
+            guest = f"{GUEST_PREFIX}{secrets.randbelow(10**width):0{width}d}"
+            if self.world.rename_user(user, guest, forced_from=old):
+                break
+        if user.nick != old:
+            user.send(
+                Message(
+                    "NOTICE",
+                    [user.nick, f"You did not log in to {old}, so you are now {user.nick}"],
+                    "NickServ!NickServ@services",
+                )
+            )
+
     def _housekeeping(self) -> None:
         limits = self.config.limits
         tick = max(
@@ -398,6 +432,9 @@ class Server:
 
     def _check_timeouts(self, conn: Connection, now: float, ping: Message) -> None:
         limits = self.config.limits
+        deadline = conn.user.nick_deadline
+        if deadline is not None and now >= deadline and not conn.closing:
+            self._rename_to_guest(conn.user)
         if conn.closing:
             if conn.close_deadline is not None and now > conn.close_deadline:
                 conn.close("Closing timed out", flush=False)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ircish import protocol, slash
 from ircish.commands import DEFAULT_COST, CommandSpec
@@ -104,6 +104,10 @@ class Session:
         self.cap_negotiating = False
         #: What PASS gave, checked when registration completes.
         self.password: str | None = None
+        #: The last nick asked for before registration, taken or not (REGISTER * names it).
+        self.wanted_nick: str | None = None
+        #: The SASL exchange in progress (commands/accounts.py), if any.
+        self.sasl: Any = None
         self._on_wire_format = on_wire_format
         #: How this client's events are formatted; None for a text session (rendered).
         self.wire_format: WireFormat | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import select
 import socket
@@ -99,6 +100,18 @@ def server_context(tls: TlsConfig) -> ssl.SSLContext:
         ) from None
     except OSError as exc:
         raise ConfigError("", "tls", f"cannot read tls.cert or tls.key ({exc.strerror})") from None
+    if tls.client_ca is not None:
+        # SASL EXTERNAL: a client may show a certificate signed by one of these CAs (and
+        # its fingerprint, added to an account, logs it in); a client that shows none
+        # connects as always. One that shows a certificate the CAs did not sign is
+        # refused at the handshake: Python's ssl has no way to take it unchecked.
+        try:
+            context.load_verify_locations(cafile=tls.client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                "", "tls.client_ca", f"holds no usable CA certificate ({exc})"
+            ) from None
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
@@ -160,6 +173,7 @@ class TlsTransport:
         # and non-blocking sends, never while waiting.
         self._lock = new_lock("TlsTransport._lock")
         self._established = False
+        self.certfp: str | None = None
         self._early: list[bytes] = []  # plaintext sent before the handshake was over
         self._wire = b""  # ciphertext made but not yet taken by the kernel, in order
         # Plaintext already encrypted into `_wire` but not yet reported as sent: the caller
@@ -299,6 +313,10 @@ class TlsTransport:
             if flight:
                 self._send_raw(flight, deadline)
             if done:
+                der = self._ssl.getpeercert(binary_form=True)
+                #: The SHA-256 fingerprint of the client's certificate (hex), if it gave one
+                #: (SASL EXTERNAL); set once, before the reader thread reads a line.
+                self.certfp = None if der is None else hashlib.sha256(der).hexdigest()
                 break
             chunk = self._recv_raw(deadline, during_handshake=True)
             if not chunk:

@@ -45,6 +45,11 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   `threading.Event`, whose own lock is never held while anything else is; the world
   hands it lines only after releasing its locks, and reads the store (a history read
   older than the window) only after releasing the room's.
+- `Accounts.lock` and `LoginLimiter._lock` (ircish/accounts.py) are taken alone: the
+  account table and the failed-login counts. An account's change is handed to the
+  writer (a deque append) under `Accounts.lock`, so the store gets changes in order;
+  password hashing happens with no lock held. The private history lock (`World`)
+  is taken alone too: it gives private lines their order.
 No socket I/O, no blocking call and no call into code outside this module that could take
 a lock (a lookup callback, say) happens under any of these locks, with one exception made
 on purpose: `Room.answer` and `World.join(answer=...)` run a builder from the commands
@@ -82,6 +87,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ircish import modes
 from ircish import protocol as p
+from ircish.accounts import Accounts
 from ircish.config import HistoryConfig
 from ircish.events import Event, millis
 from ircish.locks import held, new_lock
@@ -219,6 +225,13 @@ class User:
         self.rooms: Mapping[str, Room] = {}
         #: Casefolded nicks this user watches with MONITOR (under World.lock).
         self.monitoring: set[str] = set()
+        #: The account this user is logged in to (its name as registered); None: not
+        #: logged in. Set under World.lock (`World.set_account`), read without it.
+        self.account: str | None = None
+        #: When (time.monotonic()) this user, not logged in to the account their nick
+        #: belongs to, is renamed to a guest nick; None: their nick is their own. Under
+        #: World.lock.
+        self.nick_deadline: float | None = None
         #: The casefolded room a text session chose with /switch; None: the last joined.
         #: Only the user's own reader thread reads or writes it (a JOIN clears it).
         self.chosen_room: str | None = None
@@ -634,7 +647,7 @@ class Room:
                     raise IRCError(
                         p.ERR_CANNOTSENDTOCHAN, self.name, "Cannot send to room: you are banned"
                     )
-            event = Event(msg, (self.name,), needs=needs, bot=sender.bot)
+            event = Event(msg, (self.name,), sender.account, needs=needs, bot=sender.bot)
             lines: tuple[StoredLine, ...] = ()
             if not only:
                 self.broadcast_locked(event, exclude=None if echo else sender)
@@ -668,7 +681,9 @@ class Room:
             self.require_member_locked(setter)
             if "t" in self.flags:
                 self.require_operator_locked(setter)
-            event = Event(Message("TOPIC", [self.name, topic], setter.prefix), (self.name,))
+            event = Event(
+                Message("TOPIC", [self.name, topic], setter.prefix), (self.name,), setter.account
+            )
             self.topic = topic
             self.topic_setter = setter.prefix
             self.topic_time = int(time.time())
@@ -717,7 +732,7 @@ class Room:
             head = len(f":{actor.prefix} MODE {self.name} ".encode())
             for group in modes.split_changes(applied, p.DEFAULT_LINE_BYTES - 2 - head):
                 params = [self.name, *modes.format_changes(group)]
-                event = Event(Message("MODE", params, actor.prefix), (self.name,))
+                event = Event(Message("MODE", params, actor.prefix), (self.name,), actor.account)
                 self.tell_locked(actor, event)
                 events.append((event, self.keep_locked(event)))
             # A permanent room's new state is kept; one that stops being permanent, dropped.
@@ -739,12 +754,14 @@ class Room:
                     p.ERR_USERONCHANNEL, target.nick, self.name, "is already in the room"
                 )
             event = Event(
-                Message("INVITE", [target.nick, self.name], inviter.prefix), (target.nick,)
+                Message("INVITE", [target.nick, self.name], inviter.prefix),
+                (target.nick,),
+                inviter.account,
             )
             self.invited.add(target)
             target.conn.deliver(event)
             # invite-notify: the members who could have sent it too (operators under +i).
-            notify = Event(event.message, (self.name,), needs="invite-notify")
+            notify = Event(event.message, (self.name,), inviter.account, needs="invite-notify")
             for member in self.members:
                 if member is not inviter and ("i" not in self.flags or "o" in self.members[member]):
                     member.conn.deliver(notify)
@@ -875,8 +892,11 @@ class World:
         *,
         history: HistoryConfig = NO_HISTORY,
         keeper: Keeper | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.lock = new_lock("World.lock")
+        #: Registered accounts (ircish/accounts.py: its own lock, taken alone).
+        self.accounts = Accounts() if accounts is None else accounts
         #: What rooms remember, and where it goes (None: memory only, the window).
         self.history = history
         self.keeper = keeper
@@ -1071,7 +1091,7 @@ class World:
     def wallops(self, sender: User, text: str) -> None:
         """WALLOPS from a server operator (the caller checked): to every user with +w, the
         sender too if they have it (RFC 2812 3.7.1)."""
-        event = Event(Message("WALLOPS", [text], sender.prefix), (), bot=sender.bot)
+        event = Event(Message("WALLOPS", [text], sender.prefix), (), sender.account, bot=sender.bot)
         with self.lock:
             self._deliver_once_locked(event, self._wallops)
         self._record_event(event)
@@ -1121,23 +1141,31 @@ class World:
             user.nick = nick
             return True
 
-    def rename_user(self, user: User, new_nick: str) -> bool:
+    def rename_user(self, user: User, new_nick: str, *, forced_from: str | None = None) -> bool:
         """Change a registered user's nick; tell them and everyone sharing a room, once.
         False if the nick is taken; IRCError (435) while a ban silences them in a room,
-        since a new nick would slip past a ban on the old one."""
+        since a new nick would slip past a ban on the old one. `forced_from`: the server
+        renames someone off a registered nick (bans do not stop it), only if they still
+        hold that nick and have not logged in to it meanwhile."""
         key = casefold(new_nick)
         with self.lock:
             holder = self.users.get(key)
             if holder is not None and holder is not user:
                 return False
+            if forced_from is not None and (user.nick != forced_from or user.nick_deadline is None):
+                return True  # they left the nick, or logged in: nothing to do
             rooms = list(user.rooms.values())
             event = Event(
-                Message("NICK", [new_nick], user.prefix), tuple(room.name for room in rooms)
+                Message("NICK", [new_nick], user.prefix),
+                tuple(room.name for room in rooms),
+                user.account,
             )
             with ExitStack() as stack:
                 for room in rooms:
                     stack.enter_context(room.lock)
                 for room in rooms:
+                    if forced_from is not None:
+                        break
                     if not room.members[user] and not user.oper and room.is_banned_locked(user):
                         raise IRCError(
                             p.ERR_BANNICKCHANGE,
@@ -1156,9 +1184,50 @@ class World:
                 # renders it as "You are now known as ...".
                 self._deliver_once_locked(event, self._neighbours_locked(user) | {user: None})
                 user.nick = new_nick
+                user.nick_deadline = None  # the new nick is judged by the caller
                 lines = [line for room in rooms for line in room.keep_locked(event)]
         self._record_event(event, lines)
         return True
+
+    # -- accounts -------------------------------------------------------------------
+
+    def set_account(self, user: User, account: str | None) -> None:
+        """`user` logged in to `account` (None: logged out); the people near them with
+        account-notify are told (`ACCOUNT name`, `ACCOUNT *`), once registered."""
+        with self.lock:
+            if user.account == account:
+                return
+            user.account = account
+            if self.owner_of(user, user.nick):
+                user.nick_deadline = None
+            if not user.registered:
+                return
+            event = Event(
+                Message("ACCOUNT", [account or "*"], user.prefix),
+                (user.nick,),
+                account,
+                needs="account-notify",
+            )
+            self._deliver_once_locked(event, self._interested_locked(user))
+        self._record_event(event)
+
+    def owner_of(self, user: User, nick: str | None) -> bool:
+        """Whether `user` may keep `nick`: no account has that name, or it is theirs."""
+        if nick is None:
+            return True
+        state = self.accounts.get(nick)
+        return state is None or (
+            user.account is not None and casefold(user.account) == casefold(state.name)
+        )
+
+    def users_of(self, account: str) -> list[User]:
+        """The users logged in to `account`."""
+        key = casefold(account)
+        return [
+            user
+            for user in self.users_snapshot()
+            if user.account is not None and casefold(user.account) == key
+        ]
 
     # -- away, realname, MONITOR ------------------------------------------------
 
@@ -1177,14 +1246,19 @@ class World:
         with self.lock:
             user.realname = realname
             event = Event(
-                Message("SETNAME", [realname], user.prefix), (user.nick,), needs="setname"
+                Message("SETNAME", [realname], user.prefix),
+                (user.nick,),
+                user.account,
+                needs="setname",
             )
             self._deliver_once_locked(event, {**self._interested_locked(user), user: None})
         self._record_event(event)
 
     def _away_event(self, user: User) -> Event:
         params = [] if user.away is None else [user.away]
-        return Event(Message("AWAY", params, user.prefix), (user.nick,), needs="away-notify")
+        return Event(
+            Message("AWAY", params, user.prefix), (user.nick,), user.account, needs="away-notify"
+        )
 
     def _interested_locked(self, user: User) -> dict[User, object]:
         """Who hears of `user`'s own changes: neighbours, and watchers that asked for it."""
@@ -1303,6 +1377,7 @@ class World:
                 event = Event(
                     Message("JOIN", [room.name], user.prefix),
                     (room.name,),
+                    user.account,
                     realname=user.realname,
                     bot=user.bot,
                 )
@@ -1334,7 +1409,7 @@ class World:
         with self.lock, room.lock:
             if user not in room.members:
                 return False
-            event = Event(Message("PART", params, user.prefix), (room.name,))
+            event = Event(Message("PART", params, user.prefix), (room.name,), user.account)
             room.broadcast_locked(event)
             lines = room.keep_locked(event)
             ended = self._remove_member_locked(user, room)
@@ -1351,7 +1426,9 @@ class World:
                     p.ERR_USERNOTINCHANNEL, target.nick, room.name, "They aren't in that room"
                 )
             event = Event(
-                Message("KICK", [room.name, target.nick, reason], kicker.prefix), (room.name,)
+                Message("KICK", [room.name, target.nick, reason], kicker.prefix),
+                (room.name,),
+                kicker.account,
             )
             room.tell_locked(kicker, event)
             lines = room.keep_locked(event)
@@ -1368,7 +1445,7 @@ class World:
     ) -> Event:
         """A private message (or notice, or TAGMSG: `needs`) from `sender` to `recipient`;
         with `echo`, the sender gets it too, first (once, if they wrote to themselves)."""
-        event = Event(msg, (recipient.nick,), needs=needs, bot=sender.bot)
+        event = Event(msg, (recipient.nick,), sender.account, needs=needs, bot=sender.bot)
         if echo:
             sender.conn.deliver(event)
         if recipient is not sender or not echo:
@@ -1399,7 +1476,9 @@ class World:
             rooms = list(user.rooms.values())
             if rooms:
                 event = Event(
-                    Message("QUIT", [reason], user.prefix), tuple(room.name for room in rooms)
+                    Message("QUIT", [reason], user.prefix),
+                    tuple(room.name for room in rooms),
+                    user.account,
                 )
                 with ExitStack() as stack:
                     for room in rooms:
@@ -1411,6 +1490,8 @@ class World:
                     self._deliver_once_locked(event, neighbours)
         if event is not None:
             self._record_event(event, lines, ended=ended)
+        if user.account is not None:
+            self.accounts.seen(user.account)
 
     # -- helpers that expect World.lock (and the rooms' locks) to be held -----
 

@@ -27,6 +27,7 @@ from ircish import protocol as p
 from ircish.client import session as client_session
 from ircish.commands import command_table
 from ircish.config import (
+    AccountsConfig,
     Config,
     HistoryConfig,
     Limits,
@@ -72,6 +73,7 @@ def make_config(
     log_level: str = "WARNING",
     history: HistoryConfig | None = None,
     store: StoreConfig | None = None,
+    accounts: AccountsConfig | None = None,
     **settings: object,
 ) -> Config:
     """A test config: ephemeral port; keyword settings go to `server` or `limits` by name;
@@ -90,6 +92,7 @@ def make_config(
         log_level=log_level,
         history=history or HistoryConfig(),
         store=store or StoreConfig(),
+        accounts=accounts or AccountsConfig(),
     )
 
 

@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("dispatch", ("ircish.dispatch",)),
     ("commands", ("ircish.commands",)),
     ("world", ("ircish.world",)),
+    ("accounts", ("ircish.accounts",)),
     ("store", ("ircish.store",)),
     (
         "leaves",
@@ -32,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "ircish.passwords",
             "ircish.protocol",
             "ircish.render",
+            "ircish.sasl",
             "ircish.slash",
         ),
     ),

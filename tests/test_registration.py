@@ -123,7 +123,8 @@ def test_cap_negotiation_suspends_registration_until_cap_end(connect, opening):
     ("line", "expected"),
     [
         ("CAP LIST", rf"^:{SERVER} CAP alice LIST :$"),
-        ("CAP REQ :multi-prefix sasl", rf"^:{SERVER} CAP alice NAK :multi-prefix sasl$"),
+        ("CAP REQ :multi-prefix sasl", rf"^:{SERVER} CAP alice ACK :multi-prefix sasl$"),
+        ("CAP REQ :multi-prefix frob", rf"^:{SERVER} CAP alice NAK :multi-prefix frob$"),
         ("CAP FROB", rf"^:{SERVER} 410 alice FROB :"),
     ],
 )

@@ -1,6 +1,7 @@
-"""What outlives a connection (issue 13): room history and rooms that last; accounts come
-next. One narrow interface, `Store`, with SQLite (ircish/store/sqlite.py, the stdlib
-`sqlite3`) as the embedded implementation; a cluster's Redis store is one more module.
+"""What outlives a connection: room history and rooms that last (issue 13), accounts and
+private history between them (issue 14). One narrow interface, `Store`, with SQLite
+(ircish/store/sqlite.py, the stdlib `sqlite3`) as the embedded implementation; a
+cluster's Redis store is one more module.
 Nothing outside this package knows which one is in use.
 
 Writes never happen on a reader's path: `Writer` (ircish/store/writer.py) is the one thread
@@ -36,7 +37,7 @@ class StoredLine(NamedTuple):
     line a room keeps, under the room's lock, and a tuple is made several times faster
     than a frozen dataclass."""
 
-    #: The room's casefolded name (or a nick's, for private history once accounts exist).
+    #: The room's casefolded name, or two accounts' (`private_target`) for a private line.
     target: str
     msgid: str
     #: When the server accepted it, in whole milliseconds (the `time` tag's value).
@@ -139,8 +140,48 @@ class RoomState:
     lists: dict[str, tuple[MaskState, ...]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ScramKeys:
+    """What SCRAM-SHA-256 needs of a password (RFC 5802 section 3), never the password:
+    the salt, the iteration count, StoredKey and ServerKey."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """A registered account as kept: its name as registered (case kept; the nick it
+    reserves), the scrypt hash of its password (ircish/passwords.py), its SCRAM keys (None
+    when the password cannot be SASLprepped), and when it was made and last used."""
+
+    name: str
+    password: str
+    scram: ScramKeys | None = None
+    email: str | None = None
+    #: When it was registered, in ms.
+    registered: int = 0
+    #: TLS client certificate fingerprints (SHA-256, lowercase hex) SASL EXTERNAL accepts.
+    certfps: tuple[str, ...] = ()
+    #: When its last session ended, in ms: private messages after it were missed.
+    last_seen: int = 0
+
+
+def private_target(account: str, other: str) -> str:
+    """The history target of the private lines between two accounts (casefolded names, in
+    either order): `alice bob`. No room name holds a space, and none lacks its '#'."""
+    first, second = sorted((account, other))
+    return f"{first} {second}"
+
+
+def is_private_target(target: str) -> bool:
+    return not target.startswith("#")
+
+
 class Store(Protocol):
-    """History kept for rooms, and the rooms that last."""
+    """History kept for rooms and between accounts, the rooms that last, and accounts."""
 
     def append(self, lines: list[StoredLine]) -> None:
         """Keep `lines`, in one transaction; a msgid seen before is kept once. The writer
@@ -157,8 +198,9 @@ class Store(Protocol):
         room of that name is a later epoch). The writer thread's alone."""
 
     def keep_only(self, targets: Iterable[str]) -> None:
-        """Drop the history of every target but these (at start: rooms that were not
-        permanent ended with the last run). The writer thread's alone."""
+        """Drop the history of every room but these (at start: rooms that were not
+        permanent ended with the last run); private history stays. The writer thread's
+        alone."""
 
     def prune(self, max_lines: int, since: int | None) -> None:
         """Retention: keep at most `max_lines` per target, and nothing older than `since`
@@ -172,6 +214,20 @@ class Store(Protocol):
 
     def rooms(self) -> list[RoomState]:
         """Every permanent room kept, as saved last."""
+
+    def save_account(self, state: AccountState) -> None:
+        """Keep an account (replacing what was kept under its name). The writer's alone."""
+
+    def drop_account(self, name: str) -> None:
+        """An account is dropped (`name` casefolded), with its private history. The
+        writer's alone."""
+
+    def accounts(self) -> list[AccountState]:
+        """Every account kept."""
+
+    def private_targets(self, account: str) -> list[tuple[str, int]]:
+        """The private targets `account` (casefolded) is part of, each with the time of
+        its newest line (CHATHISTORY TARGETS, missed messages)."""
 
     def close(self) -> None:
         """Release the database; nothing is used after."""

@@ -13,6 +13,7 @@ its shared memory) for every connected client that ever read history.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import itertools
@@ -25,7 +26,15 @@ from pathlib import Path
 
 from ircish.locks import new_lock
 from ircish.protocol import casefold
-from ircish.store import MaskState, Query, RoomState, StoredLine
+from ircish.store import (
+    AccountState,
+    MaskState,
+    Query,
+    RoomState,
+    ScramKeys,
+    StoredLine,
+    is_private_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,19 @@ MIGRATIONS: tuple[str, ...] = (
         name TEXT PRIMARY KEY,
         state TEXT NOT NULL
     );
+    """,
+    # Issue 14: accounts, and which private targets each account is part of (so that
+    # CHATHISTORY TARGETS and missed messages never scan the history table).
+    """
+    CREATE TABLE accounts (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE correspondents (
+        account TEXT NOT NULL,
+        target TEXT NOT NULL,
+        PRIMARY KEY (account, target)
+    ) WITHOUT ROWID;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -161,7 +183,13 @@ class SqliteStore:
                 line.seq,
                 line.epoch,
             )
+        private = {line.target for line in lines if is_private_target(line.target)}
         with self._transaction():
+            if private:
+                self._writer.executemany(
+                    "INSERT OR IGNORE INTO correspondents (account, target) VALUES (?, ?)",
+                    [(name, target) for target in private for name in target.split(" ")],
+                )
             # One statement per INSERT_ROWS lines, not executemany: sqlite3 lets go of the
             # GIL around every statement it steps, and a writer that must win the GIL back
             # once a row from a server's busy threads managed 4 000 rows/s, not 40 000.
@@ -183,7 +211,11 @@ class SqliteStore:
             known = [row[0] for row in self._writer.execute("SELECT DISTINCT target FROM history")]
             self._writer.executemany(
                 "DELETE FROM history WHERE target = ?",
-                [(target,) for target in known if target not in keep],
+                [
+                    (target,)
+                    for target in known
+                    if target not in keep and not is_private_target(target)
+                ],
             )
 
     def prune(self, max_lines: int, since: int | None) -> None:
@@ -217,6 +249,29 @@ class SqliteStore:
     def drop_room(self, name: str) -> None:
         with self._transaction():
             self._writer.execute("DELETE FROM rooms WHERE name = ?", (name,))
+
+    def save_account(self, state: AccountState) -> None:
+        with self._transaction():
+            self._writer.execute(
+                "INSERT OR REPLACE INTO accounts (name, state) VALUES (?, ?)",
+                (casefold(state.name), json.dumps(_account_json(state))),
+            )
+
+    def drop_account(self, name: str) -> None:
+        with self._transaction():
+            targets = [
+                row[0]
+                for row in self._writer.execute(
+                    "SELECT target FROM correspondents WHERE account = ?", (name,)
+                )
+            ]
+            self._writer.executemany(
+                "DELETE FROM history WHERE target = ?", [(target,) for target in targets]
+            )
+            self._writer.executemany(
+                "DELETE FROM correspondents WHERE target = ?", [(target,) for target in targets]
+            )
+            self._writer.execute("DELETE FROM accounts WHERE name = ?", (name,))
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._writer)
@@ -267,6 +322,25 @@ class SqliteStore:
                     "store: the state of room %s cannot be read (%s); not restored", name, exc
                 )
         return states
+
+    def accounts(self) -> list[AccountState]:
+        states = []
+        for name, text in self._read("SELECT name, state FROM accounts ORDER BY name", ()):
+            try:
+                states.append(_account_state(json.loads(str(text))))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.error("store: account %s cannot be read (%s); not loaded", name, exc)
+        return states
+
+    def private_targets(self, account: str) -> list[tuple[str, int]]:
+        # The newest line of each target is the last in its key order (seq only grows).
+        rows = self._read(
+            "SELECT c.target, (SELECT h.time FROM history h WHERE h.target = c.target"
+            f" ORDER BY {_ORDER.format('DESC')} LIMIT 1)"
+            " FROM correspondents c WHERE c.account = ?",
+            (account,),
+        )
+        return [(str(target), int(when)) for target, when in rows if when is not None]  # type: ignore[call-overload]
 
     def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
         """One query on a pooled reader connection; waits for one when all are busy."""
@@ -354,3 +428,43 @@ def _room_state(data: dict[str, object]) -> RoomState:
             for letter, entries in lists.items()
         },
     )
+
+
+def _account_json(state: AccountState) -> dict[str, object]:
+    data = dataclasses.asdict(state)
+    scram = state.scram
+    data["scram"] = (
+        None
+        if scram is None
+        else {
+            "salt": _b64(scram.salt),
+            "iterations": scram.iterations,
+            "stored_key": _b64(scram.stored_key),
+            "server_key": _b64(scram.server_key),
+        }
+    )
+    data["certfps"] = list(state.certfps)
+    return data
+
+
+def _account_state(data: dict[str, object]) -> AccountState:
+    """An account as kept; keys this ircish does not know (a later one's) are left out."""
+    scram = data.pop("scram", None)
+    keys = None
+    if scram is not None:
+        if not isinstance(scram, dict):
+            raise TypeError("scram is not a mapping")
+        keys = ScramKeys(
+            base64.b64decode(scram["salt"]),
+            int(scram["iterations"]),
+            base64.b64decode(scram["stored_key"]),
+            base64.b64decode(scram["server_key"]),
+        )
+    known = {field.name for field in dataclasses.fields(AccountState)}
+    values = {key: value for key, value in data.items() if key in known}
+    values["certfps"] = tuple(values.get("certfps", ()))  # type: ignore[arg-type]
+    return AccountState(**values, scram=keys)  # type: ignore[arg-type]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

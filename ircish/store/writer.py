@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ircish.locks import new_lock
-from ircish.store import RoomState, Store, StoredLine
+from ircish.store import AccountState, RoomState, Store, StoredLine
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,14 @@ class Writer:
         """`name` (casefolded) is no longer a permanent room. Never blocks."""
         self._put(_DropRoom(name))
 
+    def save_account(self, state: AccountState) -> None:
+        """Keep an account, in order with the other changes. Never blocks."""
+        self._put(state)
+
+    def drop_account(self, name: str) -> None:
+        """`name` (casefolded) is no longer an account; its private history goes too."""
+        self._put(_DropAccount(name))
+
     def written_upto(self, target: str, epoch: int) -> int | None:
         """The highest seq of `target`'s life `epoch` written so far (None: none yet)."""
         return self._written.get((target, epoch))
@@ -260,6 +268,10 @@ class Writer:
             self._apply(lambda: self.store.save_room(item))
         elif isinstance(item, _DropRoom):
             self._apply(lambda: self.store.drop_room(item.name))
+        elif isinstance(item, AccountState):
+            self._apply(lambda: self.store.save_account(item))
+        elif isinstance(item, _DropAccount):
+            self._apply(lambda: self.store.drop_account(item.name))
 
     def _was_forgotten(self, line: StoredLine) -> bool:
         """A late line of a room life already forgotten: not stored."""
@@ -305,4 +317,9 @@ class Writer:
 
 @dataclass(frozen=True, slots=True)
 class _DropRoom:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _DropAccount:
     name: str

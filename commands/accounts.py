@@ -1,0 +1,465 @@
+"""Accounts: SASL (AUTHENTICATE), REGISTER (draft/account-registration), the NickServ
+pseudo-user for clients that know that dialect, and nick protection.
+
+Every way in ends in `log_in`, and every way to make an account in `register`, so PLAIN,
+SCRAM, EXTERNAL, IDENTIFY, PASS and REGISTER log in the same: 900, the account set, the
+people near the user told (account-notify), a registered nick kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from ircish import protocol as p
+from ircish import sasl
+from ircish.accounts import (
+    MAX_CERTFPS,
+    SERVICES,
+    new_credentials,
+    normalize_fingerprint,
+    valid_email,
+)
+from ircish.commands import Context, IRCError, command
+from ircish.protocol import Message, casefold, safe_param, valid_nick
+from ircish.store import AccountState
+
+NICKSERV = "NickServ"
+
+
+class Refused(Exception):
+    """A registration or login that cannot go on: `code` (the spec's FAIL code) and why."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def offered_mechanisms(ctx: Context) -> tuple[str, ...]:
+    tls = ctx.config.tls
+    return sasl.mechanisms(tls is not None and tls.client_ca is not None)
+
+
+# -- logging in -------------------------------------------------------------------------
+
+
+def log_in(ctx: Context, state: AccountState) -> None:
+    """`ctx.user` is now logged in to `state`: 900, and everyone who asked is told."""
+    user = ctx.user
+    ctx.world.set_account(user, state.name)
+    ctx.reply(
+        p.RPL_LOGGEDIN,
+        f"{user.nick or '*'}!{user.username or '*'}@{user.host}",
+        state.name,
+        f"You are now logged in as {state.name}",
+    )
+
+
+def log_out(ctx: Context) -> None:
+    user = ctx.user
+    ctx.world.set_account(user, None)
+    ctx.reply(
+        p.RPL_LOGGEDOUT,
+        f"{user.nick or '*'}!{user.username or '*'}@{user.host}",
+        "You are now logged out",
+    )
+    if user.registered:
+        guard_nick(ctx)
+
+
+def check_password(ctx: Context, name: str, password: str) -> AccountState:
+    """The account, if `password` is its password; Refused if not, or if this address or
+    account has failed too often in the last minute (then nothing is checked)."""
+    accounts = ctx.world.accounts
+    address = ctx.user.host
+    wait = accounts.limiter.wait(address, name)
+    if wait > 0:
+        raise Refused("RATE_LIMITED", f"Too many failed logins; try again in {wait:.0f} s")
+    state = accounts.check_password(name, password)
+    if state is None:
+        accounts.limiter.failed(address, name)
+        raise Refused("INVALID_CREDENTIALS", "Invalid account name or password")
+    return state
+
+
+# -- nick protection ----------------------------------------------------------------------
+
+
+def guard_nick(ctx: Context) -> None:
+    """After the user's nick changed, or they logged out: if it is an account's name and
+    they are not logged in to it, they are told, and renamed after the grace period."""
+    user = ctx.user
+    if ctx.world.owner_of(user, user.nick):
+        user.nick_deadline = None
+        return
+    grace = ctx.config.accounts.nick_grace_seconds
+    user.nick_deadline = time.monotonic() + grace
+    nickserv_says(
+        ctx,
+        f"The nick {user.nick} belongs to a registered account. Log in within {grace} s "
+        f"(/msg NickServ IDENTIFY <password>) or you will be renamed.",
+    )
+
+
+def service_prefix(name: str) -> str:
+    return f"{name}!{name}@services"
+
+
+def nickserv_says(ctx: Context, text: str) -> None:
+    ctx.send(Message("NOTICE", [ctx.user.nick or "*", text], service_prefix(NICKSERV)))
+
+
+# -- registering ---------------------------------------------------------------------------
+
+
+def register(ctx: Context, name: str, email: str | None, password: str) -> AccountState:
+    """Make the account `name` (`*`: the user's nick) and log the user in to it; a server
+    operator under `registration: operators` makes it for someone else, and stays as they
+    are. Raises Refused with the spec's FAIL code."""
+    settings = ctx.config.accounts
+    user = ctx.user
+    for_someone = settings.registration == "operators" and user.oper
+    if settings.registration == "closed" or (
+        settings.registration == "operators" and not user.oper
+    ):
+        raise Refused(
+            "TEMPORARILY_UNAVAILABLE",
+            "Registration is closed here"
+            + ("; a server operator can make an account for you" if not for_someone else ""),
+        )
+    if user.account is not None and not for_someone:
+        raise Refused("ALREADY_AUTHENTICATED", f"You are already logged in as {user.account}")
+    nick = user.nick or ctx.session.wanted_nick
+    if name == "*":
+        if nick is None:
+            raise Refused("NEED_NICK", "Choose a nick first: the account takes its name")
+        name = nick
+    if not valid_nick(name, ctx.config.limits.nick_length) or casefold(name) in SERVICES:
+        raise Refused("BAD_ACCOUNT_NAME", "Account names follow the rules for nicks")
+    if not for_someone and (nick is None or casefold(name) != casefold(nick)):
+        raise Refused(
+            "ACCOUNT_NAME_MUST_BE_NICK", "An account's name is your nick: change nick first"
+        )
+    holder = ctx.world.find_user(name)
+    if ctx.world.accounts.get(name) is not None or (holder is not None and holder is not user):
+        raise Refused("ACCOUNT_EXISTS", f"{name} is already taken")
+    if email is not None and not valid_email(email):
+        raise Refused("INVALID_EMAIL", "That is not an email address")
+    if email is None and settings.email_required:
+        raise Refused("INVALID_EMAIL", "An email address is needed here")
+    if len(password) < settings.min_password_length:
+        raise Refused(
+            "WEAK_PASSWORD",
+            f"Passwords need at least {settings.min_password_length} characters",
+        )
+    encoded, scram = new_credentials(password)
+    state = AccountState(
+        name, encoded, scram, email, registered=int(time.time() * 1000), last_seen=0
+    )
+    if not ctx.world.accounts.create(state):
+        raise Refused("ACCOUNT_EXISTS", f"{name} is already taken")
+    if not for_someone:
+        log_in(ctx, state)
+    return state
+
+
+@command(
+    "REGISTER",
+    min_params=3,
+    pre_registration=True,
+    syntax="<account|*> <email|*> <password>",
+    cost=5,
+)
+def register_(ctx: Context, msg: Message) -> None:
+    """Register an account named after your nick, and log in to it."""
+    name, email, password = msg.params[:3]
+    if not ctx.user.registered and not ctx.config.accounts.register_before_connect:
+        ctx.fail(
+            "REGISTER",
+            "COMPLETE_CONNECTION_REQUIRED",
+            safe_param(name),
+            "Finish connecting (NICK, USER, CAP END) before registering",
+        )
+        return
+    try:
+        state = register(ctx, name, None if email == "*" else email, password)
+    except Refused as refusal:
+        ctx.fail("REGISTER", refusal.code, safe_param(name), refusal.text)
+        return
+    ctx.send(
+        Message(
+            "REGISTER",
+            ["SUCCESS", state.name, f"Account {state.name} registered"],
+            ctx.server.name,
+        )
+    )
+
+
+@command("VERIFY", min_params=2, pre_registration=True, syntax="<account> <code>")
+def verify(ctx: Context, msg: Message) -> None:
+    """Confirm a registration: never needed here (no account waits for a code)."""
+    ctx.fail("VERIFY", "INVALID_CODE", safe_param(msg.params[0]), "No account waits for a code")
+
+
+# -- SASL -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Exchange:
+    """One SASL exchange in progress on a connection (the reader thread's alone)."""
+
+    mechanism: str
+    chunks: sasl.Assembler = dataclasses.field(default_factory=sasl.Assembler)
+    scram: sasl.ScramExchange | None = None
+    #: SCRAM: the account whose proof held, waiting for the client's last empty message.
+    proven: AccountState | None = None
+
+
+@command("AUTHENTICATE", min_params=1, pre_registration=True, syntax="<mechanism|data|*>", cost=2)
+def authenticate(ctx: Context, msg: Message) -> None:
+    """Log in with SASL (PLAIN, SCRAM-SHA-256, EXTERNAL): after CAP REQ sasl."""
+    session = ctx.session
+    param = msg.params[0]
+    if "sasl" not in session.caps:
+        raise IRCError(p.ERR_SASLFAIL, "Request the sasl capability first")
+    exchange: Exchange | None = session.sasl
+    if param == "*":
+        session.sasl = None
+        raise IRCError(p.ERR_SASLABORTED, "SASL authentication aborted")
+    if exchange is None:
+        start(ctx, param)
+        return
+    try:
+        payload = exchange.chunks.add(param)
+        if payload is None:
+            return
+        step(ctx, exchange, payload)
+    except sasl.SaslError as exc:
+        session.sasl = None
+        numeric = p.ERR_SASLTOOLONG if exc.code == sasl.TOO_LONG else p.ERR_SASLFAIL
+        ctx.reply(numeric, exc.text)
+    except Refused as refusal:
+        session.sasl = None
+        ctx.reply(p.ERR_SASLFAIL, f"SASL authentication failed: {refusal.text}")
+
+
+def start(ctx: Context, name: str) -> None:
+    if ctx.user.account is not None:
+        raise IRCError(p.ERR_SASLALREADY, "You have already authenticated using SASL")
+    mechanism = name.upper()
+    offered = offered_mechanisms(ctx)
+    if mechanism not in offered:
+        ctx.reply(p.RPL_SASLMECHS, ",".join(offered), "are available SASL mechanisms")
+        raise IRCError(p.ERR_SASLFAIL, "SASL authentication failed: unknown mechanism")
+    wait = ctx.world.accounts.limiter.wait(ctx.user.host, None)
+    if wait > 0:
+        raise IRCError(
+            p.ERR_SASLFAIL, f"SASL authentication failed: too many failed logins; wait {wait:.0f} s"
+        )
+    ctx.session.sasl = Exchange(mechanism)
+    ctx.send(Message("AUTHENTICATE", ["+"], ctx.server.name))
+
+
+def step(ctx: Context, exchange: Exchange, payload: bytes) -> None:
+    """One complete client message of the exchange."""
+    accounts = ctx.world.accounts
+    if exchange.mechanism == sasl.PLAIN:
+        _, account, password = sasl.parse_plain(payload)
+        succeed(ctx, check_password(ctx, account, password))
+    elif exchange.mechanism == sasl.EXTERNAL:
+        fingerprint = ctx.conn.certfp
+        if fingerprint is None:
+            raise Refused("NO_CERTIFICATE", "no client certificate was given")
+        state = accounts.by_fingerprint(fingerprint)
+        wanted = payload.decode("utf-8", "replace")
+        if state is None or (wanted and casefold(wanted) != casefold(state.name)):
+            accounts.limiter.failed(ctx.user.host, wanted or None)
+            raise Refused("INVALID_CREDENTIALS", "the certificate belongs to no such account")
+        succeed(ctx, state)
+    elif exchange.scram is None:
+        exchange.scram = sasl.ScramExchange(accounts.scram_keys)
+        challenge = exchange.scram.first(payload)
+        name = exchange.scram.username or ""
+        wait = accounts.limiter.wait(ctx.user.host, name)
+        if wait > 0:
+            raise Refused("RATE_LIMITED", f"too many failed logins; wait {wait:.0f} s")
+        send_payload(ctx, challenge)
+    elif exchange.proven is None:
+        name = exchange.scram.username or ""
+        try:
+            verifier = exchange.scram.final(payload)
+        except sasl.SaslError:
+            accounts.limiter.failed(ctx.user.host, name)
+            raise
+        state = accounts.get(name)
+        if state is None:  # dropped during the exchange
+            raise Refused("INVALID_CREDENTIALS", "no such account")
+        exchange.proven = state
+        send_payload(ctx, verifier)
+    else:
+        succeed(ctx, exchange.proven)
+
+
+def send_payload(ctx: Context, payload: bytes) -> None:
+    for chunk in sasl.encode_response(payload):
+        ctx.send(Message("AUTHENTICATE", [chunk], ctx.server.name))
+
+
+def succeed(ctx: Context, state: AccountState) -> None:
+    ctx.session.sasl = None
+    log_in(ctx, state)
+    ctx.reply(p.RPL_SASLSUCCESS, "SASL authentication successful")
+
+
+def pass_login(ctx: Context, text: str) -> None:
+    """PASS account:password, for clients with neither SASL nor NickServ habits: checked
+    at registration; a wrong one is told, and the connection goes on logged out."""
+    name, _, password = text.partition(":")
+    try:
+        log_in(ctx, check_password(ctx, name, password))
+    except Refused as refusal:
+        nickserv_says(ctx, f"PASS login failed: {refusal.text}")
+
+
+# -- NickServ -----------------------------------------------------------------------------
+
+NICKSERV_HELP = (
+    ("REGISTER <password> [email]", "register your current nick as an account"),
+    ("IDENTIFY [account] <password>", "log in"),
+    ("LOGOUT", "log out"),
+    ("INFO [account]", "show an account"),
+    ("SET PASSWORD <new password>", "change your password"),
+    ("CERT ADD [fingerprint] | DEL <fingerprint> | LIST", "TLS certificates for SASL EXTERNAL"),
+    ("DROP <account>", "delete your account (type its name to confirm)"),
+)
+
+
+def nickserv(ctx: Context, text: str) -> None:
+    """A line sent to NickServ (PRIVMSG NickServ, NS, /register, /login)."""
+    word, _, rest = text.strip().partition(" ")
+    word = word.upper()
+    args = rest.split()
+    try:
+        if word == "REGISTER" and args:
+            password, email = args[0], args[1] if len(args) > 1 else None
+            state = register(ctx, "*", email, password)
+            nickserv_says(ctx, f"Account {state.name} registered; you are logged in")
+        elif word == "IDENTIFY" and args:
+            if ctx.user.account is not None:
+                raise Refused("ALREADY", f"You are already logged in as {ctx.user.account}")
+            name = args[0] if len(args) > 1 else (ctx.user.nick or "")
+            password = rest.strip().partition(" ")[2] if len(args) > 1 else rest.strip()
+            log_in(ctx, check_password(ctx, name, password))
+            nickserv_says(ctx, f"You are now logged in as {ctx.user.account}")
+        elif word == "LOGOUT":
+            if ctx.user.account is None:
+                raise Refused("NOT_LOGGED_IN", "You are not logged in")
+            log_out(ctx)
+        elif word == "INFO":
+            nickserv_info(ctx, args[0] if args else ctx.user.account or ctx.user.nick or "")
+        elif word == "SET" and len(args) >= 2 and args[0].upper() == "PASSWORD":
+            set_password(ctx, rest.strip().partition(" ")[2].strip())
+        elif word == "CERT" and args:
+            cert(ctx, args[0].upper(), args[1:])
+        elif word == "DROP" and args:
+            drop(ctx, args[0])
+        else:
+            nickserv_says(ctx, "NickServ commands:")
+            for syntax, summary in NICKSERV_HELP:
+                nickserv_says(ctx, f"  {syntax} - {summary}")
+    except Refused as refusal:
+        nickserv_says(ctx, refusal.text)
+
+
+def require_login(ctx: Context) -> AccountState:
+    name = ctx.user.account
+    state = None if name is None else ctx.world.accounts.get(name)
+    if state is None:
+        raise Refused("NOT_LOGGED_IN", "Log in first: /msg NickServ IDENTIFY <password>")
+    return state
+
+
+def nickserv_info(ctx: Context, name: str) -> None:
+    state = ctx.world.accounts.get(name) if name else None
+    if state is None:
+        raise Refused("NO_SUCH_ACCOUNT", f"{name or 'That'} is not a registered account")
+    own = ctx.user.account is not None and casefold(ctx.user.account) == casefold(state.name)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(state.registered / 1000))
+    online = [user.nick for user in ctx.world.users_of(state.name) if user.nick]
+    nickserv_says(ctx, f"Account {state.name}: registered {when}")
+    nickserv_says(ctx, f"  logged in now as: {', '.join(online) if online else 'nobody'}")
+    if own or ctx.user.oper:
+        nickserv_says(ctx, f"  email: {state.email or 'none'}")
+        nickserv_says(ctx, f"  certificates: {len(state.certfps)}")
+
+
+def set_password(ctx: Context, password: str) -> None:
+    state = require_login(ctx)
+    if len(password) < ctx.config.accounts.min_password_length:
+        minimum = ctx.config.accounts.min_password_length
+        raise Refused("WEAK_PASSWORD", f"Passwords need at least {minimum} characters")
+    encoded, scram = new_credentials(password)
+    ctx.world.accounts.update(
+        state.name, lambda old: dataclasses.replace(old, password=encoded, scram=scram)
+    )
+    nickserv_says(ctx, "Password changed")
+
+
+def cert(ctx: Context, action: str, args: list[str]) -> None:
+    state = require_login(ctx)
+    if action == "LIST":
+        nickserv_says(ctx, f"{len(state.certfps)} certificate(s) for {state.name}")
+        for fingerprint in state.certfps:
+            nickserv_says(ctx, f"  {fingerprint}")
+        return
+    given = args[0] if args else ctx.conn.certfp if action == "ADD" else None
+    fingerprint = normalize_fingerprint(given) if given else None
+    if fingerprint is None:
+        raise Refused(
+            "BAD_FINGERPRINT",
+            "Give a SHA-256 fingerprint (64 hex digits), or connect with a client "
+            "certificate and type CERT ADD alone",
+        )
+    if action == "ADD":
+        owner = ctx.world.accounts.by_fingerprint(fingerprint)
+        if owner is not None:
+            raise Refused("TAKEN", f"That certificate is already on account {owner.name}")
+        if len(state.certfps) >= MAX_CERTFPS:
+            raise Refused("FULL", f"At most {MAX_CERTFPS} certificates per account")
+        ctx.world.accounts.update(
+            state.name,
+            lambda old: dataclasses.replace(old, certfps=(*old.certfps, fingerprint)),
+        )
+        nickserv_says(ctx, f"Certificate {fingerprint} added to {state.name}")
+    elif action == "DEL":
+        ctx.world.accounts.update(
+            state.name,
+            lambda old: dataclasses.replace(
+                old, certfps=tuple(fp for fp in old.certfps if fp != fingerprint)
+            ),
+        )
+        nickserv_says(ctx, f"Certificate {fingerprint} removed from {state.name}")
+    else:
+        raise Refused("USAGE", "CERT ADD [fingerprint] | DEL <fingerprint> | LIST")
+
+
+def drop(ctx: Context, name: str) -> None:
+    state = ctx.world.accounts.get(name)
+    own = (
+        ctx.user.account is not None
+        and state is not None
+        and (casefold(ctx.user.account) == casefold(state.name))
+    )
+    if state is None or not (own or ctx.user.oper):
+        raise Refused("NO_ACCESS", f"You may drop only your own account: DROP {ctx.user.account}")
+    ctx.world.accounts.drop(state.name)
+    for user in ctx.world.users_of(state.name):
+        ctx.world.set_account(user, None)
+    nickserv_says(ctx, f"Account {state.name} dropped")
+
+
+@command("NS", syntax="<command> [args]", cost=2)
+def ns(ctx: Context, msg: Message) -> None:
+    """Talk to NickServ: NS REGISTER, NS IDENTIFY, NS INFO ... (NS HELP lists them)."""
+    nickserv(ctx, " ".join(msg.params))

@@ -1,0 +1,246 @@
+"""Registered accounts: the table of them, their credentials, and how a login is checked.
+
+An account is a name (the nick it reserves), a scrypt hash of its password for PLAIN and
+IDENTIFY, SCRAM-SHA-256 keys (RFC 5802, made with `scramp` when the password is set, so
+the server never needs the password again), an email and the TLS certificate
+fingerprints that SASL EXTERNAL accepts. `Accounts` holds them all in memory (a server has
+thousands, not millions) and hands every change to its keeper, the store's writer thread,
+after releasing its lock: a login reads a dict, never the disk.
+
+Logins are rate limited (`LoginLimiter`): a minute's budget of failures per address and per
+account, refused past it without checking the password. A check costs the same whether
+the account exists or not: an unknown name is checked against a decoy hash, and SCRAM for
+an unknown name goes through the whole exchange with keys made from a server secret, so
+neither the time nor the answers tell which names are taken.
+
+Locks: `Accounts.lock` and `LoginLimiter._lock` are each taken alone (ircish/locks.py);
+password hashing (the scrypt semaphore) happens with neither held.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import scramp
+
+from ircish import passwords
+from ircish.locks import held, new_lock
+from ircish.protocol import casefold
+from ircish.store import AccountState, ScramKeys
+
+log = logging.getLogger(__name__)
+
+#: SCRAM's iteration count for new passwords (RFC 7677 asks at least 4096).
+SCRAM_ITERATIONS = 4096
+SCRAM = scramp.ScramMechanism("SCRAM-SHA-256")
+
+#: A TLS client certificate's fingerprint as NickServ CERT takes it: SHA-256, hex.
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+#: What an email address must look like (nothing is ever mailed to it).
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+#: Fingerprints one account may add at most.
+MAX_CERTFPS = 16
+#: The pseudo-users' nicks, casefolded: nobody may take them, nor register them.
+SERVICES = frozenset({"nickserv", "chanserv"})
+
+
+class AccountKeeper(Protocol):
+    """Where accounts go (the store's writer thread); never blocks."""
+
+    def save_account(self, state: AccountState) -> None: ...
+
+    def drop_account(self, name: str) -> None: ...
+
+
+def new_credentials(password: str) -> tuple[str, ScramKeys | None]:
+    """The scrypt hash and SCRAM keys of a new password (slow: call with no lock held).
+    No SCRAM keys for a password SASLprep refuses (control characters): such an account
+    logs in with PLAIN only."""
+    encoded = passwords.hash_password(password)
+    try:
+        salt, stored, server, iterations = SCRAM.make_auth_info(
+            password, iteration_count=SCRAM_ITERATIONS
+        )
+    except scramp.ScramException:
+        return encoded, None
+    return encoded, ScramKeys(salt, iterations, stored, server)
+
+
+def normalize_fingerprint(text: str) -> str | None:
+    """`AB:CD:...` or `abcd...` as lowercase hex without colons; None if it is not a
+    SHA-256 fingerprint."""
+    fingerprint = text.replace(":", "").lower()
+    return fingerprint if _FINGERPRINT.fullmatch(fingerprint) else None
+
+
+def valid_email(text: str) -> bool:
+    return len(text) <= 254 and _EMAIL.fullmatch(text) is not None
+
+
+class Accounts:
+    """Every registered account, by casefolded name (see the module docstring)."""
+
+    def __init__(self, keeper: AccountKeeper | None = None, failed_per_minute: int = 5) -> None:
+        self.lock = new_lock("Accounts.lock")
+        self.keeper = keeper
+        self.limiter = LoginLimiter(failed_per_minute)
+        self._by_name: dict[str, AccountState] = {}
+        # A decoy for names with no account: checked like a real hash, so a wrong name
+        # takes as long as a wrong password. Made on first use (it costs one scrypt).
+        self._decoy: str | None = None
+        # Keys SCRAM uses for a name with no account: fixed per name for the server's life,
+        # so two tries with one name see one salt, as for a real account.
+        self._secret = secrets.token_bytes(32)
+
+    def load(self, states: Iterable[AccountState]) -> None:
+        """The accounts kept by the last run (at start)."""
+        with self.lock:
+            for state in states:
+                self._by_name[casefold(state.name)] = state
+
+    def get(self, name: str) -> AccountState | None:
+        """The account called `name` (any case); one dict read, no lock."""
+        return self._by_name.get(casefold(name))
+
+    def count(self) -> int:
+        return len(self._by_name)
+
+    def create(self, state: AccountState) -> bool:
+        """Register `state`; False if the name is taken."""
+        key = casefold(state.name)
+        with self.lock:
+            if key in self._by_name:
+                return False
+            self._by_name[key] = state
+            self._keep(state)
+        return True
+
+    def update(
+        self, name: str, change: Callable[[AccountState], AccountState]
+    ) -> AccountState | None:
+        """Apply `change` (quick: a dataclasses.replace) to the account `name` and keep the
+        result; None if there is no such account (dropped meanwhile)."""
+        key = casefold(name)
+        with self.lock:
+            state = self._by_name.get(key)
+            if state is None:
+                return None
+            state = self._by_name[key] = change(state)
+            self._keep(state)
+        return state
+
+    def seen(self, name: str) -> None:
+        """A session of `name` ended now: what is said to it after is missed."""
+        now = int(time.time() * 1000)
+        self.update(name, lambda state: dataclasses.replace(state, last_seen=now))
+
+    def drop(self, name: str) -> bool:
+        key = casefold(name)
+        with self.lock:
+            dropped = self._by_name.pop(key, None) is not None
+            if dropped and self.keeper is not None:
+                self.keeper.drop_account(key)
+        return dropped
+
+    def by_fingerprint(self, fingerprint: str) -> AccountState | None:
+        """The account that added this certificate fingerprint, if any."""
+        for state in list(self._by_name.values()):
+            if fingerprint in state.certfps:
+                return state
+        return None
+
+    def _keep(self, state: AccountState) -> None:
+        # Under the lock, so the writer gets an account's changes in the order they were
+        # made (the keeper only appends to its queue and never blocks).
+        if self.keeper is not None:
+            self.keeper.save_account(state)
+
+    # -- checking a login (no lock held: scrypt is slow) ----------------------------------
+
+    def check_password(self, name: str, password: str) -> AccountState | None:
+        """The account if `password` is its password. As slow for a name with no account
+        as for a wrong password."""
+        state = self.get(name)
+        if state is None:
+            if self._decoy is None:
+                self._decoy = passwords.hash_password(secrets.token_hex(16))
+            passwords.verify_password(password, self._decoy)
+            return None
+        return state if passwords.verify_password(password, state.password) else None
+
+    def scram_keys(self, name: str) -> tuple[bytes, bytes, bytes, int]:
+        """`scramp`'s auth_fn: (salt, stored key, server key, iterations) of `name`; for a
+        name with no account (or no SCRAM keys), keys nobody can answer, made from the
+        server's secret so they look the same every time."""
+        state = self.get(name)
+        if state is not None and state.scram is not None:
+            keys = state.scram
+            return keys.salt, keys.stored_key, keys.server_key, keys.iterations
+        seed = hmac.new(self._secret, casefold(name).encode(), hashlib.sha256).digest()
+        unknowable = secrets.token_bytes(32)
+        return seed[:16], unknowable, unknowable, SCRAM_ITERATIONS
+
+
+#: How long a failed login counts against its address and account.
+FAILURE_WINDOW = 60.0
+#: An account's budget is this many addresses' worth: a flood from one address runs out
+#: of its own budget long before the account's, so it can never lock the owner out.
+ACCOUNT_BUDGET_FACTOR = 4
+#: Addresses and accounts remembered at most (the oldest is forgotten first), so that a
+#: flood of names cannot grow the limiter without end.
+MAX_REMEMBERED = 10_000
+
+
+class LoginLimiter:
+    """Failed logins per address and per account in the last minute: past the budget (an
+    account's is ACCOUNT_BUDGET_FACTOR addresses'), a login is refused before any
+    password is checked, for as long as it takes the oldest failure to age out. Each check
+    is a few dict operations under `LoginLimiter._lock`, taken alone."""
+
+    def __init__(self, per_minute: int, clock: object = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._budget = {"address": per_minute, "account": per_minute * ACCOUNT_BUDGET_FACTOR}
+        self._clock = clock
+        self._lock = new_lock("LoginLimiter._lock")
+        self._failures: dict[str, deque[float]] = {}
+
+    def wait(self, address: str, account: str | None) -> float:
+        """Seconds until `address` may try `account` again (0: now)."""
+        now = self._clock()  # type: ignore[operator]
+        keys = self._keys(address, account)
+        with self._lock:
+            return max((self._wait_locked(key, now) for key in keys), default=0.0)
+
+    def failed(self, address: str, account: str | None) -> None:
+        now = self._clock()  # type: ignore[operator]
+        with self._lock:
+            for key in self._keys(address, account):
+                budget = self._budget[key.partition(" ")[0]]
+                times = self._failures.pop(key, None) or deque(maxlen=budget)
+                times.append(now)
+                self._failures[key] = times  # last: the most recently failed
+            while len(self._failures) > MAX_REMEMBERED:
+                del self._failures[next(iter(self._failures))]
+
+    def _wait_locked(self, key: str, now: float) -> float:
+        assert held(self._lock)
+        times = self._failures.get(key)
+        if times is None or len(times) < times.maxlen:  # type: ignore[operator]
+            return 0.0
+        return max(0.0, times[0] + FAILURE_WINDOW - now)
+
+    @staticmethod
+    def _keys(address: str, account: str | None) -> list[str]:
+        keys = [f"address {address}"]
+        if account:
+            keys.append(f"account {casefold(account)}")
+        return keys
