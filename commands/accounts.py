@@ -24,6 +24,8 @@ from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, casefold, safe_param, valid_nick
 from ircish.store import AccountState
 
+from .history import missed_private_lines
+
 NICKSERV = "NickServ"
 
 
@@ -54,6 +56,9 @@ def log_in(ctx: Context, state: AccountState) -> None:
         state.name,
         f"You are now logged in as {state.name}",
     )
+    if user.registered:
+        for line in missed_private_lines(ctx):
+            ctx.send(line)
 
 
 def log_out(ctx: Context) -> None:

@@ -17,13 +17,14 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ircish import protocol as p
 from ircish.commands import Context, IRCError, command
-from ircish.events import parse_time_tag, relay_tags, time_tag
+from ircish.events import millis, parse_time_tag, relay_tags, time_tag
 from ircish.locks import held
 from ircish.protocol import Message, casefold, valid_nick
-from ircish.store import BOT_TAG, Query, StoredLine
+from ircish.store import BOT_TAG, Query, StoredLine, private_target
 from ircish.world import Room
 
 #: What a client without draft/event-playback gets of history, and what a replay on join
@@ -211,21 +212,92 @@ def _limit(ctx: Context, sub: str, text: str) -> int:
     return min(int(text), ctx.config.history.chathistory_max)
 
 
+class Source(Protocol):
+    """Where one CHATHISTORY target's lines are read: a room, or a private conversation."""
+
+    name: str
+
+    def find(self, msgid: str) -> StoredLine | None: ...
+
+    def read(self, query: Query) -> list[StoredLine]: ...
+
+
+class RoomSource:
+    """A room's history, for a member (IRCError otherwise): window first, then the store."""
+
+    def __init__(self, ctx: Context, room: Room) -> None:
+        self.name = room.name
+        self._room, self._reader, self._store = room, ctx.user, ctx.world.store
+
+    def find(self, msgid: str) -> StoredLine | None:
+        return self._room.find_line(self._reader, msgid, self._store)
+
+    def read(self, query: Query) -> list[StoredLine]:
+        return self._room.read_history(self._reader, query, self._store)
+
+
+class PrivateSource:
+    """The private lines between the reader's account and another, read from the store
+    once the writer has written what was handed to it (a line said a moment ago is there),
+    within retention."""
+
+    def __init__(self, ctx: Context, name: str, target: str) -> None:
+        self.name = name
+        self._target = target
+        self._store = ctx.world.store
+        max_age = ctx.config.history.max_age_seconds
+        self._since = None if max_age is None else millis(time.time() - max_age)
+        keeper = ctx.world.keeper
+        if keeper is not None:
+            keeper.flush(PRIVATE_FLUSH_SECONDS)
+
+    def find(self, msgid: str) -> StoredLine | None:
+        return None if self._store is None else self._store.find(self._target, msgid)
+
+    def read(self, query: Query) -> list[StoredLine]:
+        if self._store is None:
+            return []
+        return self._store.select(self._target, dataclasses.replace(query, since=self._since))
+
+
+#: How long a private CHATHISTORY waits at most for the writer to write what it has.
+PRIVATE_FLUSH_SECONDS = 2.0
+
+
+def private_source(ctx: Context, target: str) -> Source | None:
+    """The conversation between the reader's account and `target` (a nick online, or an
+    account's name); None when the reader is not logged in or `target` is no account."""
+    me = ctx.user.account
+    if me is None or not ctx.config.history.enabled:
+        return None
+    online = ctx.world.find_user(target)
+    other = online.account if online is not None else None
+    if other is None:
+        state = ctx.world.accounts.get(target)
+        other = None if state is None else state.name
+    if other is None:
+        return None
+    return PrivateSource(ctx, target, private_target(casefold(me), casefold(other)))
+
+
 def _history(ctx: Context, sub: str, target: str, refs: list[str], limit: int) -> None:
     room = ctx.world.find_room(target)
-    if room is None:
+    source: Source | None = None if room is None else RoomSource(ctx, room)
+    if source is None:
+        source = private_source(ctx, target)
+    if source is None:
         if valid_nick(target, ctx.config.limits.nick_length) and "#" not in target:
-            # Private history comes with accounts (nicks are not identities): nothing yet.
+            # A nick that is no account, or a reader not logged in: nothing is kept.
             _send_batch(ctx, target, [], sub)
             return
         raise Refusal("INVALID_TARGET", sub, p.safe_param(target))
     kinds = kinds_for(ctx.session.caps)
     try:
-        resolved = [_reference(ctx, room, sub, text) for text in refs]
+        resolved = [_reference(source, sub, text) for text in refs]
         if any(ref is _UNKNOWN for ref in resolved):
             lines: list[StoredLine] = []  # a msgid nobody knows: nothing around it (ergo)
         else:
-            lines = _read(ctx, room, sub, resolved, limit, kinds)
+            lines = _read(source, sub, resolved, limit, kinds)
     except IRCError as exc:  # not a member
         raise Refusal("INVALID_TARGET", sub, p.safe_param(target)) from exc
     _send_batch(ctx, target, lines, sub, refs)
@@ -235,7 +307,7 @@ def _history(ctx: Context, sub: str, target: str, refs: list[str], limit: int) -
 _UNKNOWN = Reference(-1)
 
 
-def _reference(ctx: Context, room: Room, sub: str, text: str) -> Reference | None:
+def _reference(source: Source, sub: str, text: str) -> Reference | None:
     """A reference read: None for `*` (LATEST only); `_UNKNOWN` for a msgid not kept."""
     if text == "*" and sub == "LATEST":
         return None
@@ -246,24 +318,22 @@ def _reference(ctx: Context, room: Room, sub: str, text: str) -> Reference | Non
             raise Refusal("INVALID_PARAMS", sub, p.safe_param(text))
         return Reference(when)
     if kind == "msgid" and value:
-        line = room.find_line(ctx.user, value, ctx.world.store)
+        line = source.find(value)
         return _UNKNOWN if line is None else Reference(line.time, line.seq)
-    raise Refusal("INVALID_MSGREFTYPE", sub, room.name, p.safe_param(text))
+    raise Refusal("INVALID_MSGREFTYPE", sub, source.name, p.safe_param(text))
 
 
 def _read(
-    ctx: Context,
-    room: Room,
+    source: Source,
     sub: str,
     refs: list[Reference | None],
     limit: int,
     kinds: frozenset[str],
 ) -> list[StoredLine]:
-    store = ctx.world.store
     base = Query(limit, commands=kinds)
 
     def read(**edges: object) -> list[StoredLine]:
-        return room.read_history(ctx.user, dataclasses.replace(base, **edges), store)
+        return source.read(dataclasses.replace(base, **edges))
 
     ref = refs[0]
     if sub == "LATEST":
@@ -309,9 +379,30 @@ def _send_batch(
         ctx.send(msg)
 
 
+def private_targets(ctx: Context) -> list[tuple[str, int]]:
+    """The accounts the user's account has private history with (each by its name as
+    registered), with the time of the newest line; none when not logged in."""
+    me = ctx.user.account
+    store = ctx.world.store
+    if me is None or store is None or not ctx.config.history.enabled:
+        return []
+    keeper = ctx.world.keeper
+    if keeper is not None:
+        keeper.flush(PRIVATE_FLUSH_SECONDS)
+    mine = casefold(me)
+    found = []
+    for target, when in store.private_targets(mine):
+        first, _, second = target.partition(" ")
+        other = second if first == mine else first
+        state = ctx.world.accounts.get(other)
+        found.append((other if state is None else state.name, when))
+    return found
+
+
 def _targets(ctx: Context, first: str, second: str, limit: int) -> None:
-    """CHATHISTORY TARGETS: the user's rooms whose latest message falls strictly between
-    the two times, oldest first, in a `draft/chathistory-targets` batch."""
+    """CHATHISTORY TARGETS: the user's rooms and private conversations whose latest
+    message falls strictly between the two times, oldest first, in a
+    `draft/chathistory-targets` batch."""
     bounds = []
     for text in (first, second):
         kind, _, value = text.partition("=")
@@ -329,6 +420,7 @@ def _targets(ctx: Context, first: str, second: str, limit: int) -> None:
             continue  # left it meanwhile
         if last and low < last[-1].time < high:
             found.append((last[-1].time, room.name))
+    found += [(when, name) for name, when in private_targets(ctx) if low < when < high]
     found.sort(key=lambda item: (item[0], casefold(item[1])))
 
     def targets(ref: str | None) -> list[Message]:
@@ -341,3 +433,47 @@ def _targets(ctx: Context, first: str, second: str, limit: int) -> None:
     batch = "batch" in ctx.session.caps
     for msg in batched(ctx, ["draft/chathistory-targets"], targets) if batch else targets(None):
         ctx.send(msg)
+
+
+# -- private messages missed ----------------------------------------------------------------
+
+#: The most missed private lines shown at login (CHATHISTORY reads the rest).
+MISSED_MAX = 100
+
+
+def missed_private_lines(ctx: Context) -> list[Message]:
+    """At login, for a client that cannot ask for history (no draft/chathistory): the
+    private messages sent to the account since its last session ended, between markers,
+    each with its own time. None when another session of the account was online."""
+    me = ctx.user.account
+    if me is None or "draft/chathistory" in ctx.session.caps:
+        return []
+    state = ctx.world.accounts.get(me)
+    if state is None or any(user is not ctx.user for user in ctx.world.users_of(me)):
+        return []
+    mine = casefold(me)
+    lines: list[StoredLine] = []
+    for name, when in private_targets(ctx):
+        if when <= state.last_seen:
+            continue
+        other = private_target(mine, casefold(name))
+        query = Query(MISSED_MAX, after_time=state.last_seen, commands=MESSAGES)
+        source = PrivateSource(ctx, name, other)
+        lines += [line for line in source.read(query) if casefold(line.account or "") != mine]
+    if not lines:
+        return []
+    lines.sort(key=lambda line: (line.time, line.seq))
+    lines = lines[-MISSED_MAX:]
+    nick = ctx.user.nick or "*"
+    caps = ctx.session.caps | {"server-time"} if ctx.session.is_text else ctx.session.caps
+    stamp = "server-time" not in caps
+    noun = "message" if len(lines) == 1 else "messages"
+    return [
+        Message(
+            "NOTICE",
+            [nick, f"-- {len(lines)} private {noun} while you were away --"],
+            ctx.server.name,
+        ),
+        *(history_message(line, caps, stamp=stamp) for line in lines),
+        Message("NOTICE", [nick, "-- now --"], ctx.server.name),
+    ]

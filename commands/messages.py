@@ -79,6 +79,8 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
             continue
         recipient = ctx.world.find_user(target)
         if recipient is None:
+            if not tagmsg and leave_message(ctx, target, msg.command, text[0], tags, echo):
+                continue
             if not quiet:
                 ctx.reply(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
             continue
@@ -88,6 +90,33 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
         ctx.world.tell_user(user, recipient, relayed, echo, needs=needs)
         if kind == "PRIVMSG" and recipient.away is not None:
             ctx.reply(p.RPL_AWAY, recipient.nick, recipient.away)
+
+
+def leave_message(
+    ctx: Context, target: str, command: str, text: str, tags: dict[str, str], echo: bool
+) -> bool:
+    """A message for an account nobody is logged in to, from someone logged in: kept in
+    their private history, shown when they next log in. False if it cannot be."""
+    state = ctx.world.accounts.get(target)
+    if state is None or ctx.user.account is None:
+        return False
+    if echo:
+        ctx.flush()
+    relayed = Message(command, [state.name, text], ctx.user.prefix, tags)
+    if not ctx.world.tell_account(ctx.user, state.name, relayed, echo):
+        return False
+    if command == "PRIVMSG":
+        ctx.send(
+            Message(
+                "NOTICE",
+                [
+                    ctx.user.nick or "*",
+                    f"{state.name} is not online; they will see it when they log in",
+                ],
+                ctx.server.name,
+            )
+        )
+    return True
 
 
 def talk_to_service(ctx: Context, service: str, text: str) -> None:

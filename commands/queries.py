@@ -154,7 +154,7 @@ def who_line(
         "f": flags,
         "d": "0",
         "l": str(max(0, int(time.time() - user.last_spoke))),
-        "a": "0",  # no account (accounts come in a later issue)
+        "a": user.account or "0",  # 0: not logged in
         "o": "n/a",
         "r": user.realname,
     }
@@ -226,6 +226,9 @@ def whois(ctx: Context, msg: Message) -> None:
         ctx.reply(p.RPL_WHOISOPERATOR, other.nick, "is a server operator")
     if other.bot:
         ctx.reply(p.RPL_WHOISBOT, other.nick, "is a bot")
+    account = other.account
+    if account is not None:
+        ctx.reply(p.RPL_WHOISACCOUNT, other.nick, account, "is logged in as")
     if other.away is not None:
         ctx.reply(p.RPL_AWAY, other.nick, other.away)
     idle = int(time.time() - other.last_spoke)

@@ -13,6 +13,7 @@ from ircish.protocol import Message, casefold, safe_param
 from ircish.world import valid_nick
 
 from .accounts import guard_nick, offered_mechanisms, pass_login
+from .history import missed_private_lines
 from .presence import REALNAME_LENGTH
 from .queries import USERLEN, isupport_replies, lusers_replies, motd_replies
 
@@ -81,6 +82,8 @@ def try_register(ctx: Context) -> None:
     # another client sends can arrive before 001.
     welcome(ctx)
     guard_nick(ctx)
+    for line in missed_private_lines(ctx):  # logged in while connecting (SASL, PASS)
+        ctx.send(line)
     ctx.flush()
     ctx.world.mark_registered(user)
 

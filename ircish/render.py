@@ -558,6 +558,9 @@ _NUMERICS: dict[str, NumericRenderer] = {
     p.RPL_WHOISSERVER: _whois_server,
     p.RPL_WHOISOPERATOR: lambda msg: f"{_param(msg, 1)} is a server operator",
     p.RPL_WHOISIDLE: _whois_idle,
+    p.RPL_WHOISACCOUNT: lambda msg: f"{_param(msg, 1)} is logged in as {_param(msg, 2)}",
+    p.RPL_LOGGEDIN: _text,
+    p.RPL_LOGGEDOUT: _text,
     p.RPL_WHOWASUSER: _whowas_user,
     p.RPL_LINKS: _links_entry,
     p.RPL_INFO: _text,
@@ -607,6 +610,8 @@ _HIDDEN_NUMERICS = frozenset(
         # OPER success: the MODE +o that comes with it (RFC 2812 3.1.4) already says
         # "* You are now a server operator"; two lines saying so would look like a bug.
         p.RPL_YOUREOPER,
+        # SASL's success after 900 "You are now logged in as ...", which says it all.
+        p.RPL_SASLSUCCESS,
     }
 )
 

@@ -96,7 +96,15 @@ from ircish.protocol import IRCError, Message, casefold
 # The nick rule is pure protocol (ircish-client checks a nick with it before connecting); it
 # is re-exported here, where the commands have always found it.
 from ircish.protocol import valid_nick as valid_nick
-from ircish.store import MaskState, Query, RoomState, Store, StoredLine, read_lines
+from ircish.store import (
+    MaskState,
+    Query,
+    RoomState,
+    Store,
+    StoredLine,
+    private_target,
+    read_lines,
+)
 
 if TYPE_CHECKING:
     import re
@@ -138,6 +146,10 @@ class Keeper(Protocol):
     def save_room(self, state: RoomState) -> None: ...
 
     def drop_room(self, name: str) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything handed over so far is written; False on timeout."""
+        ...
 
 
 _seq_of = operator.attrgetter("seq")
@@ -897,6 +909,10 @@ class World:
         self.lock = new_lock("World.lock")
         #: Registered accounts (ircish/accounts.py: its own lock, taken alone).
         self.accounts = Accounts() if accounts is None else accounts
+        #: Private lines' order: the last seq given, under the private history lock
+        #: (taken alone). One sequence for every conversation, only ever growing.
+        self._private_lock = new_lock("private history lock")
+        self._last_private_seq = 0
         #: What rooms remember, and where it goes (None: memory only, the window).
         self.history = history
         self.keeper = keeper
@@ -1454,8 +1470,39 @@ class World:
             # IRCv3 echo-message to oneself: the echo, then the message as received, which
             # is no part of a labeled answer (irctest labeled_responses: one label).
             sender.conn.deliver(event, reply=False)
-        self._record_event(event)
+        self._record_event(event, self._private_lines(event, sender, recipient.account, needs))
         return event
+
+    def tell_account(self, sender: User, account: str, msg: Message, echo: bool) -> bool:
+        """A private message to `account`, with no session online: kept for when it logs
+        in (private history), and echoed to the sender. False if it cannot be kept
+        (the sender is not logged in, or history is off): nothing is sent then."""
+        event = Event(msg, (account,), sender.account, bot=sender.bot)
+        lines = self._private_lines(event, sender, account, None)
+        if not lines:
+            return False
+        if echo:
+            sender.conn.deliver(event)
+        self._record_event(event, lines)
+        return True
+
+    def _private_lines(
+        self, event: Event, sender: User, account: str | None, needs: str | None
+    ) -> tuple[StoredLine, ...]:
+        """The private history line of `event`, when both ends are accounts and history
+        is kept; nothing is kept of anyone who is not logged in."""
+        if (
+            sender.account is None
+            or account is None
+            or needs is not None
+            or self.keeper is None
+            or not self.history.enabled
+        ):
+            return ()
+        target = private_target(casefold(sender.account), casefold(account))
+        with self._private_lock:
+            seq = self._last_private_seq = max(time.time_ns(), self._last_private_seq + 1)
+        return (StoredLine.of(event, target, seq),)
 
     def remove_user(self, user: User, reason: str) -> None:
         """A user leaves the server: drop them everywhere, tell each neighbour once."""
