@@ -146,7 +146,7 @@ def register(ctx: Context, name: str, email: str | None, password: str) -> Accou
         raise Refused(
             "ACCOUNT_NAME_MUST_BE_NICK", "An account's name is your nick: change nick first"
         )
-    holder = ctx.world.find_user(name)
+    holder = None if for_someone else ctx.world.find_user(name)
     if ctx.world.accounts.get(name) is not None or (holder is not None and holder is not user):
         raise Refused("ACCOUNT_EXISTS", f"{name} is already taken")
     if email is not None and not valid_email(email):
@@ -190,7 +190,8 @@ def register_(ctx: Context, msg: Message) -> None:
     try:
         state = register(ctx, name, None if email == "*" else email, password)
     except Refused as refusal:
-        ctx.fail("REGISTER", refusal.code, safe_param(name), refusal.text)
+        named = name if name != "*" else ctx.user.nick or ctx.session.wanted_nick or name
+        ctx.fail("REGISTER", refusal.code, safe_param(named), refusal.text)
         return
     ctx.send(
         Message(
@@ -347,14 +348,23 @@ def nickserv(ctx: Context, text: str) -> None:
     args = rest.split()
     try:
         if word == "REGISTER" and args:
-            password, email = args[0], args[1] if len(args) > 1 else None
+            # The password is the rest of the line (spaces and all), but for a last word
+            # with an '@': the email.
+            password, email = rest.strip(), None
+            if len(args) > 1 and "@" in args[-1]:
+                email = args[-1]
+                password = password[: -len(email)].strip()
             state = register(ctx, "*", email, password)
             nickserv_says(ctx, f"Account {state.name} registered; you are logged in")
         elif word == "IDENTIFY" and args:
             if ctx.user.account is not None:
                 raise Refused("ALREADY", f"You are already logged in as {ctx.user.account}")
-            name = args[0] if len(args) > 1 else (ctx.user.nick or "")
-            password = rest.strip().partition(" ")[2] if len(args) > 1 else rest.strip()
+            # IDENTIFY [account] <password>: a first word that names an account is the
+            # account, when more follows; else the whole line is the password (it may
+            # hold spaces) for the account named like the nick.
+            name, password = ctx.user.nick or "", rest.strip()
+            if len(args) > 1 and ctx.world.accounts.get(args[0]) is not None:
+                name, password = args[0], password.partition(" ")[2].strip()
             log_in(ctx, check_password(ctx, name, password))
             nickserv_says(ctx, f"You are now logged in as {ctx.user.account}")
         elif word == "LOGOUT":

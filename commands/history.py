@@ -453,11 +453,14 @@ def missed_private_lines(ctx: Context) -> list[Message]:
         return []
     mine = casefold(me)
     lines: list[StoredLine] = []
+    # From the millisecond the last session ended on: a line of that same millisecond may
+    # have missed it (shown twice at worst, never lost).
+    since = state.last_seen - 1
     for name, when in private_targets(ctx):
-        if when <= state.last_seen:
+        if when <= since:
             continue
         other = private_target(mine, casefold(name))
-        query = Query(MISSED_MAX, after_time=state.last_seen, commands=MESSAGES)
+        query = Query(MISSED_MAX, after_time=since, commands=MESSAGES)
         source = PrivateSource(ctx, name, other)
         lines += [line for line in source.read(query) if casefold(line.account or "") != mine]
     if not lines:

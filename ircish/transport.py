@@ -83,6 +83,12 @@ class StreamTransport:
     def __repr__(self) -> str:
         return f"<StreamTransport {self.kind} fd={self._fd}>"
 
+    @property
+    def certfp(self) -> str | None:
+        """The TLS client certificate's fingerprint, when the stream is TLS and one was
+        shown (SASL EXTERNAL); None otherwise."""
+        return getattr(self._stream, "certfp", None)
+
     def fileno(self) -> int:
         return self._fd
 

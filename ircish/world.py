@@ -1506,6 +1506,10 @@ class World:
 
     def remove_user(self, user: User, reason: str) -> None:
         """A user leaves the server: drop them everywhere, tell each neighbour once."""
+        if user.account is not None:
+            # Before the nick goes: a message that finds them gone is kept for them, and
+            # must be newer than this (shown at their next login), never older.
+            self.accounts.seen(user.account)
         event = None
         lines: list[StoredLine] = []
         ended: list[Room] = []
@@ -1537,8 +1541,6 @@ class World:
                     self._deliver_once_locked(event, neighbours)
         if event is not None:
             self._record_event(event, lines, ended=ended)
-        if user.account is not None:
-            self.accounts.seen(user.account)
 
     # -- helpers that expect World.lock (and the rooms' locks) to be held -----
 
