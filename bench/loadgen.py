@@ -22,6 +22,11 @@ Its lines may start with `@tags `: the counting above does not care, the PING an
 monitor parsing skip the tags. With echo-message a sender gets its own messages back:
 those echoes are counted apart (`echo_rx`, found by the sender's own `:nick!` prefix),
 never as deliveries, and their sampled latencies go to `echo_latencies`.
+
+Accounts: with a setup `password`, every client sends `PASS <nick>:<password>` first (an
+account login where the server has no server password, as ircish does: issue 14) and
+counts as logged in once it gets 900 (RPL_LOGGEDIN) before its 366; the setup reply says
+how many did, with one 900 line as a sample, and a "login failed" notice is an error.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ RECV_BYTES = 262144
 MAX_TAIL = 65536
 RST_LINGER = struct.pack("ii", 1, 0)
 PING_LINE = re.compile(rb"^(?:@\S+ )?(?::\S+ )?PING (.*?)\r?$", re.MULTILINE)
+#: RPL_LOGGEDIN: the login (PASS account:password) worked.
+LOGGED_IN = b" 900 "
 #: Numerics that mean the server does not take CAP before registration (miniircd-like
 #: servers answer an unknown command with 421, some with 451 or 410).
 CAP_REFUSED = (b" 421 ", b" 451 ", b" 410 ")
@@ -74,6 +81,7 @@ class Client:
         "echo",
         "fd",
         "idx",
+        "logged_in",
         "monitor",
         "nick",
         "offered",
@@ -101,6 +109,7 @@ class Client:
         self.caps: frozenset[bytes] = frozenset()  # what the server ACKed
         self.echo = False  # has echo-message: its own messages come back
         self.own = b":" + nick.encode() + b"!"  # its own prefix, to tell echoes apart
+        self.logged_in = False  # got 900 (RPL_LOGGEDIN) during its handshake
         self.sock: socket.socket | None = None
         self.fd = -1
         self.state = CONNECTING
@@ -143,6 +152,10 @@ class Worker:
         self.monitor_counts: dict[bytes, int] = {}
         #: The caps a `capped` client requests (bytes, space-separated; b"": none).
         self.want_caps = b""
+        #: Every client logs in with `PASS <nick>:<password>` (b"": no login).
+        self.password = b""
+        #: One 900 line, for the record.
+        self.login_sample = ""
         #: Echoes of its own messages a sender got back (echo-message), not deliveries.
         self.echo_total = 0
         self.echo_latencies: list[int] = []
@@ -230,6 +243,9 @@ class Worker:
             self.ep.modify(client.fd, EPOLLIN)
             nick = client.nick
             hello = f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode()
+            if self.password:
+                # An account login, checked when registration completes (900 before 001).
+                hello = b"PASS " + nick.encode() + b":" + self.password + b"\r\n" + hello
             if client.capped and self.want_caps:
                 # The server holds registration until CAP END (if it knows CAP at all).
                 client.capneg = 1
@@ -326,6 +342,17 @@ class Worker:
     def on_handshake(self, client: Client, data: bytes) -> None:
         if b"PING" in data:
             self.answer_pings(client, data)
+        if self.password and not client.logged_in:
+            if LOGGED_IN in data:
+                client.logged_in = True
+                if not self.login_sample:
+                    at = data.find(LOGGED_IN)
+                    start = data.rfind(b"\n", 0, at) + 1
+                    self.login_sample = data[start : data.find(b"\n", at)].strip().decode(
+                        errors="replace"
+                    )
+            elif b"login failed" in data:
+                self.error(f"{client.nick}: {data[data.find(b'login failed') :][:120]!r}")
         if client.state == REGISTERING:
             if client.capneg:
                 if b"CAP " in data:
@@ -514,11 +541,15 @@ class Worker:
         pending_max: int,
         timeout: float,
         caps: str = "",
+        password: str = "",
     ) -> None:
         """Connect, register and join `(index, nick, room[, capped])` clients; the capped
-        ones ask for `caps` first."""
+        ones ask for `caps` first; with `password` each logs in to the account named as
+        its nick (`PASS <nick>:<password>`)."""
         self.pending_max = pending_max
         self.want_caps = caps.encode()
+        self.password = password.encode()
+        self.login_sample = ""
         self.clients = [Client(*spec) for spec in clients]
         self.phase = "setup"
         start = now_ns()
@@ -582,6 +613,8 @@ class Worker:
                     "cap_asked": sum(1 for c in clients if c.capped and self.want_caps),
                     "capped": sum(1 for c in clients if c.caps and c.state == READY),
                     "echo_clients": sum(1 for c in clients if c.echo and c.state == READY),
+                    "logged_in": sum(1 for c in clients if c.logged_in and c.state == READY),
+                    "login_sample": self.login_sample,
                 }
             )
 

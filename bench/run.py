@@ -4,10 +4,13 @@
     python bench/run.py --quick         # smaller and shorter (~1.5 min), for a smoke check
     python bench/run.py --servers ircish --only fanout200
     python bench/run.py --servers ircish,ircish-store --only fanout200,dm200,rooms200
+    python bench/run.py --servers ircish,ircish-store,ircish-accounts --only fanout200,dm200
     python bench/run.py --record        # also rewrite bench/RESULTS.md with this run
 
 ircish runs twice where the history store matters (the scenarios with `store`): `ircish`
-with history off and `ircish-store` with the store on disk (issue 13), same run.
+with history off and `ircish-store` with the store on disk (issue 13), same run; where
+accounts matter (`accounts`) also `ircish-accounts`: `ircish-store` with every client
+logged in to an account of its own (issue 14), so a private message is a stored row.
 
 Every run of a scenario gets a fresh server on its own free port (so CPU, RSS and room
 state start clean), and the servers take turns scenario by scenario. Results go to
@@ -59,9 +62,15 @@ class Scenario:
     headline: str = ""
     #: Run it on `ircish-store` too (ircish with its history store on disk).
     store: bool = False
+    #: Run it on `ircish-accounts` too (ircish-store with every client logged in).
+    accounts: bool = False
 
     def runs_on(self, kind: str) -> bool:
-        return kind != "ircish-store" or self.store
+        if kind == "ircish-store":
+            return self.store
+        if kind == "ircish-accounts":
+            return self.accounts
+        return True
 
 
 FANOUT_ROWS = [
@@ -108,11 +117,14 @@ STORE_ROWS = [
     ("store_catchup_s", "all stored, s after sending stopped", "down"),
     ("writer_behind", '"history writer behind" log lines', "down"),
 ]
-#: dm200: private messages are not stored, so only that nothing is.
+#: dm200: a private message is stored only between two accounts (ircish-accounts, issue
+#: 14); on ircish-store the row count must be 0 and the other rows are empty.
 DM_STORE_ROWS = [
-    ("stored", "history rows stored (PRIVMSG; DMs are not)", ""),
-    ("writer_behind", '"history writer behind" log lines', "down"),
+    ("stored", "history rows stored (PRIVMSG; DMs only between accounts)", ""),
+    *STORE_ROWS[2:],
 ]
+#: Clients logged in to their accounts (ircish-accounts): the ones that got 900.
+ACCOUNT_ROWS = [("logged_in", "clients logged in (got 900)", "up")]
 ECHO_ROWS = [
     ("echo_lost", "echoes lost", "down"),
     ("echo_p50_ms", "echo latency p50 ms", "down"),
@@ -144,11 +156,12 @@ def matrix(quick: bool) -> list[Scenario]:
             "fanout, 200 members, 10 senders, max rate (window 16 per sender)",
             scenarios.fanout,
             {"members": 200, "senders": 10, "mode": "max", "window": 16, **short},
-            FANOUT_ROWS + STORE_ROWS,
+            FANOUT_ROWS + ACCOUNT_ROWS + STORE_ROWS,
             repeats=1 if quick else 3,
             median_key="deliveries_per_s",
             clients=200,
             store=True,
+            accounts=True,
         ),
         Scenario(
             "fanout200caps",
@@ -185,11 +198,13 @@ def matrix(quick: bool) -> list[Scenario]:
             "dm, 200 pairs, max rate (window 8 per direction)",
             scenarios.dm,
             {"pairs": 200, "window": 8, **short},
-            DM_ROWS + DM_STORE_ROWS,
+            [*DM_ROWS, *ACCOUNT_ROWS, ("sent", "messages sent (warm-up included)", ""),
+             *DM_STORE_ROWS],
             repeats=1 if quick else 3,
             median_key="msgs_per_s",
             clients=400,
             store=True,
+            accounts=True,
         ),
         Scenario(
             "dm200caps",
@@ -301,6 +316,7 @@ def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -
     workdir = Path(tempfile.mkdtemp(prefix=f"ircish-bench-{kind}-"))
     started = time.monotonic()
     server = None
+    tag = f"{scenario.name[0]}{rep}{kind[0]}"
     try:
         server = servers.start_server(
             kind,
@@ -308,9 +324,12 @@ def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -
             workdir,
             sender_threads=args.sender_threads,
             ircish_dir=args.ircish_dir,
+            # ircish-accounts: an account per client, named as the scenario names them.
+            accounts=scenarios.nicks(tag, scenario.clients)
+            if kind in servers.ACCOUNT_KINDS
+            else None,
         )
         record["backlog"] = server.backlog
-        tag = f"{scenario.name[0]}{rep}{kind[0]}"
         record.update(
             scenario.run(server, tag, workers=args.workers, **scenario.params),
         )
@@ -386,11 +405,14 @@ def table(
 ) -> str:
     peers = [k for k in kinds if k not in servers.IRCISH_KINDS]
     store = "ircish" in kinds and "ircish-store" in kinds
+    accounts = "ircish-store" in kinds and "ircish-accounts" in kinds
     head = ["scenario", "metric", *kinds]
     if "ircish" in kinds:
         head += [f"ircish/{peer}" for peer in peers]
     if store:
         head.append("ircish-store/ircish")
+    if accounts:
+        head.append("ircish-accounts/ircish-store")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario in plan:
         results = chosen.get(scenario.name, {})
@@ -404,6 +426,10 @@ def table(
                 row += [ratio(values["ircish"], values[peer]) if better else "" for peer in peers]
             if store:
                 row.append(ratio(values["ircish-store"], values["ircish"]) if better else "")
+            if accounts:
+                row.append(
+                    ratio(values["ircish-accounts"], values["ircish-store"]) if better else ""
+                )
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -547,6 +573,61 @@ def store_vs_off(
     return lines
 
 
+def accounts_vs_off(
+    chosen: dict[str, dict[str, dict[str, Any]]],
+    plan: list[Scenario],
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+) -> list[str]:
+    """One line per scenario run on `ircish-accounts`: its throughput over ircish-store's
+    (the accounts' cost: same store, same load, only the logins differ) and over
+    ircish's, every run's value of each (the spread is the run-to-run noise), how many
+    clients logged in (900) in each run, and what the store kept."""
+    lines = []
+    for scenario in plan:
+        per = chosen.get(scenario.name, {})
+        on = per.get("ircish-accounts", {})
+        key = scenario.median_key or ""
+        if not scenario.accounts or "ircish-accounts" not in per:
+            continue
+        label = key.replace("_per_s", "/s")
+        text = f"- {scenario.name} {label}: "
+        ratios = []
+        for base in ("ircish-store", "ircish"):
+            theirs = per.get(base, {}).get(key)
+            if isinstance(on.get(key), (int, float)) and isinstance(theirs, (int, float)):
+                ratios.append(f"ircish-accounts/{base} {ratio(on[key], theirs)}")
+        text += ", ".join(ratios) or "nothing to compare"
+        spread = []
+        for kind in ("ircish-accounts", "ircish-store", "ircish"):
+            values = [r.get(key) for r in runs.get(scenario.name, {}).get(kind, [])]
+            if values:
+                spread.append(f"{kind} {' / '.join(fmt(v) for v in values)}")
+        if spread:
+            text += f" (every run: {'; '.join(spread)})"
+        every = runs.get(scenario.name, {}).get("ircish-accounts", [on])
+        logins = [f"{fmt(r.get('logged_in'))}/{scenario.clients}" for r in every]
+        text += f"; logged in (900) {', '.join(logins)} in {len(every)} run"
+        text += "s" if len(every) != 1 else ""
+        if on.get("rows_expected"):
+            text += (
+                f"; stored {fmt(on.get('stored'))} of {fmt(on['rows_expected'])} sent "
+                f"({on['stored_share']:.1%}), the writer {fmt(on.get('store_rows_per_s'))} "
+                f"rows/s in the window, "
+                + (
+                    f"all stored {fmt(on['store_catchup_s'])} s after sending stopped"
+                    if on.get("store_catchup_s") is not None
+                    else "never all stored"
+                )
+            )
+        behind = sum(r.get("writer_behind") or 0 for r in every)
+        missing = sum(r.get("not_stored") or 0 for r in every)
+        text += f'; {fmt(behind)} "history writer behind" log lines, {fmt(missing)} rows missing'
+        if on.get("login_sample"):
+            text += f"; a 900: `{on['login_sample']}`"
+        lines.append(text)
+    return lines
+
+
 def markdown_report(
     chosen: dict[str, dict[str, dict[str, Any]]],
     plan: list[Scenario],
@@ -594,6 +675,16 @@ def markdown_report(
             *store,
             "",
         ]
+    accounts = accounts_vs_off(chosen, plan, runs or {})
+    if accounts:
+        parts += [
+            "Accounts on vs off (issue 14; `ircish-accounts` is `ircish-store` with every "
+            "client logged in to its own account with `PASS <nick>:<password>`, so a DM "
+            "between two of them is a private-history row):",
+            "",
+            *accounts,
+            "",
+        ]
     notes = []
     for scenario in plan:
         for kind in kinds:
@@ -638,8 +729,9 @@ def main() -> int:
     parser.add_argument(
         "--servers",
         default=",".join(servers.SERVER_KINDS),
-        help="comma list of ircish,ircish-store,ngircd,miniircd (default: all; "
-        "ircish-store runs only the scenarios where the store matters)",
+        help="comma list of ircish,ircish-store,ircish-accounts,ngircd,miniircd (default: "
+        "all; ircish-store runs only the scenarios where the store matters, "
+        "ircish-accounts only fanout200 and dm200)",
     )
     parser.add_argument("--only", help="comma list of scenario names to run")
     parser.add_argument("--repeats", type=int, help="override the repeat count of every scenario")
@@ -803,6 +895,8 @@ def _progress(scenario: Scenario, record: dict[str, Any], extra: str = "") -> No
             status += f" lost={fmt(record['lost'])}"
         if record.get("rows_expected"):
             status += f" stored={fmt(record.get('stored'))}/{fmt(record['rows_expected'])}"
+        if "logged_in" in record:
+            status += f" logged_in={fmt(record['logged_in'])}/{fmt(record.get('ready'))}"
         if record.get("writer_behind"):
             status += " WRITER BEHIND"
     if record.get("other_cpu_cores") is not None:

@@ -23,7 +23,13 @@ Against a server with a history store on disk (`ircish-store`), the PRIVMSG rows
 SQLite file are counted as the window opens and closes (the writer's rows/s) and during
 the drain, until every message sent is a row (`stored` of `sent`, and when that was
 reached): while the clients are still in their rooms, since a room that ends takes its
-history with it. Private messages are not stored: dm counts 0 rows.
+history with it. Private messages are not stored (dm counts 0 rows), but on a server
+whose clients are logged in to accounts (`ircish-accounts`, `server.private_history`)
+each one is a private-history row, counted the same way.
+
+Against a server whose clients log in (`server.login_password`), every client sends
+`PASS <nick>:<password>` before NICK/USER; the setup counts the clients that got 900
+(`logged_in`), and a run where fewer than all of them did is an error, not a result.
 """
 
 from __future__ import annotations
@@ -201,6 +207,7 @@ def setup_clients(
     At most `rate` connects/s, at most `window` clients between connect and end of
     NAMES, and never more unwelcomed connects than the server's listen backlog.
     """
+    password = server.login_password
     replies = gen.call(
         "setup",
         [
@@ -211,6 +218,7 @@ def setup_clients(
                 "pending_max": pending_share(server, gen.workers),
                 "timeout": timeout,
                 **({"caps": caps} if caps else {}),
+                **({"password": password} if password else {}),
             }
             for part in per_worker
         ],
@@ -229,6 +237,10 @@ def setup_clients(
             "capped": sum(r["capped"] for r in replies),
             "echo_clients": sum(r["echo_clients"] for r in replies),
         }
+    if password:
+        # Logged in (900) and joined; the rest measured logged-out clients.
+        extra["logged_in"] = sum(r["logged_in"] for r in replies)
+        extra["login_sample"] = next((r["login_sample"] for r in replies if r["login_sample"]), "")
     return {
         **extra,
         "ready": sum(r["ready"] for r in replies),
@@ -263,7 +275,19 @@ def setup_some_capped(
 
 
 def nicks(prefix: str, count: int) -> list[str]:
+    """The nicks of a scenario's clients: fanout's members and dm's 2 x pairs clients are
+    `nicks(tag, clients)` (so `ircish-accounts` can make their accounts first)."""
     return [f"{prefix}{i}" for i in range(count)]
+
+
+def setup_problem(setup: dict[str, Any], wanted: int) -> str | None:
+    """Why the setup leaves nothing worth measuring: clients that did not join, or (with
+    logins) joined without logging in."""
+    if setup["ready"] < wanted:
+        return f"only {setup['ready']} of {wanted} clients joined"
+    if "logged_in" in setup and setup["logged_in"] < wanted:
+        return f"only {setup['logged_in']} of {wanted} clients logged in (900)"
+    return None
 
 
 def _traffic(
@@ -282,8 +306,9 @@ def _traffic(
 
     `on_window(seconds)` is called as the measurement window opens (e.g. to attach a
     profiler for exactly that long). `rows_per_message`: the history rows a message
-    makes in the server's store, if it has one (a room's line 1, a private message 0);
-    the drain then also waits for the store to hold them all.
+    makes in the server's store, if it has one (a room's line 1, a private message 0, or
+    1 between two logged-in clients); the drain then also waits for the store to hold
+    them all.
     """
     start = time.monotonic_ns() + 200_000_000
     times = {
@@ -499,8 +524,9 @@ def fanout(
             server, gen, per_worker, groups, caps_fraction, caps, connect_rate, connect_window
         )
         result: dict[str, Any] = dict(setup)
-        if setup["ready"] < members:
-            result["error"] = f"only {setup['ready']} of {members} clients joined"
+        problem = setup_problem(setup, members)
+        if problem:
+            result["error"] = problem
             return result
         params = []
         for part in per_worker:
@@ -587,8 +613,9 @@ def dm(
             server, gen, per_worker, groups, caps_fraction, caps, connect_rate, connect_window
         )
         result: dict[str, Any] = dict(setup)
-        if setup["ready"] < 2 * pairs:
-            result["error"] = f"only {setup['ready']} of {2 * pairs} clients joined"
+        problem = setup_problem(setup, 2 * pairs)
+        if problem:
+            result["error"] = problem
             return result
         params = []
         for part in per_worker:
@@ -614,7 +641,8 @@ def dm(
             measure,
             drain_timeout,
             on_window,
-            rows_per_message=1 if in_rooms else 0,
+            # A room line is a row; a private message only between two accounts.
+            rows_per_message=1 if in_rooms or server.private_history else 0,
         )
         traffic["msgs_per_s"] = traffic.pop("deliveries_per_s")
         traffic["server_us_per_msg"] = traffic.pop("server_us_per_delivery")

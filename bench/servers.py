@@ -3,7 +3,12 @@
 ircish runs in two kinds: `ircish` with history off (`history: {max_lines: 0}`, as
 before issue 13) and `ircish-store` with a history store on disk (`store: {path:
 <workdir>/ircish.db}`, every other store and history setting at its default), so a run
-measures the store on against the store off.
+measures the store on against the store off. `ircish-accounts` (issue 14) is
+`ircish-store` with every bench client logged in to an account of its own: the accounts
+(named as the generator names its clients) are written into the SQLite file before the
+server starts, and the clients send `PASS <nick>:<password>` before NICK/USER. A private
+message between two of them is then a stored row (private history) and every event
+carries its sender's account.
 
 `start_server(kind, port, workdir)` writes the server's config into `workdir`, starts
 it as a child process, waits until its port accepts connections and returns a
@@ -15,8 +20,11 @@ ping timeouts during a run.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,11 +38,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVER_KINDS = ("ircish", "ircish-store", "ngircd", "miniircd")
+SERVER_KINDS = ("ircish", "ircish-store", "ircish-accounts", "ngircd", "miniircd")
 #: The ircish kinds (run from this checkout, or from `--ircish-rev`).
-IRCISH_KINDS = ("ircish", "ircish-store")
+IRCISH_KINDS = ("ircish", "ircish-store", "ircish-accounts")
+#: The ircish kinds with the history store on disk.
+STORE_KINDS = ("ircish-store", "ircish-accounts")
+#: The kinds whose clients each log in to an account of their own (made before the
+#: server starts: `make_accounts`).
+ACCOUNT_KINDS = ("ircish-accounts",)
 #: Most clients a peer can hold; miniircd is one select() loop (FD_SETSIZE = 1024).
-MAX_CLIENTS = {"ircish": 20000, "ircish-store": 20000, "ngircd": 20000, "miniircd": 1000}
+MAX_CLIENTS = {
+    "ircish": 20000,
+    "ircish-store": 20000,
+    "ircish-accounts": 20000,
+    "ngircd": 20000,
+    "miniircd": 1000,
+}
+#: Every bench account's password (`PASS <nick>:<password>`).
+ACCOUNT_PASSWORD = "bench-password"
+#: The scrypt cost of the bench accounts' hashes: n=2**10, the lowest ircish's
+#: passwords.py accepts (its own default is 2**14, ~50 ms a login), so that 400 logins
+#: take well under a second of server CPU and the setup does not measure scrypt.
+ACCOUNT_SCRYPT = (2**10, 8, 1)
 #: What ircish's store writer logs when its queue is full and a line is not stored.
 WRITER_BEHIND = "history writer behind"
 
@@ -60,6 +85,12 @@ class ServerProcess:
     backlog: int | None = None
     #: ircish-store's SQLite file (None: no store on disk).
     store_path: Path | None = None
+    #: Clients log in: each sends `PASS <nick>:<login_password>` before NICK/USER (None:
+    #: no login; ircish-accounts only).
+    login_password: str | None = None
+    #: A private message between two bench clients is a stored history row (both are
+    #: logged in to accounts on a server with the store).
+    private_history: bool = False
 
     @property
     def pid(self) -> int:
@@ -187,6 +218,40 @@ def ircish_store_path(workdir: Path) -> Path:
     return workdir / "ircish.db"
 
 
+def account_hash(password: str) -> str:
+    """An ircish password hash (`scrypt$n$r$p$salt$hash`, as ircish/passwords.py writes it:
+    16 random salt bytes, a 32-byte key, standard padded base64) at `ACCOUNT_SCRYPT`'s
+    low cost. passwords.hash_password takes no cost, so the string is built here."""
+    n, r, p = ACCOUNT_SCRYPT
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    encoded = (base64.b64encode(part).decode("ascii") for part in (salt, key))
+    return "$".join(("scrypt", str(n), str(r), str(p), *encoded))
+
+
+def make_accounts(path: Path, names: list[str], password: str) -> None:
+    """Write an account per name into the SQLite store at `path`, with ircish's own store
+    code, before the server opens it (it loads every account at start). No SCRAM keys:
+    the clients log in with PASS, which checks the scrypt hash."""
+    from ircish import passwords
+    from ircish.store import AccountState
+    from ircish.store.sqlite import SqliteStore
+
+    # One hash (one salt) for them all: the password is the same, and each login still
+    # checks it with scrypt.
+    encoded = account_hash(password)
+    problem = passwords.hash_problem(encoded)
+    if problem is not None or not passwords.verify_password(password, encoded):
+        raise RuntimeError(f"the bench's password hash is not one ircish takes: {problem}")
+    store = SqliteStore(path)
+    try:
+        now = int(time.time() * 1000)
+        for name in names:
+            store.save_account(AccountState(name=name, password=encoded, registered=now))
+    finally:
+        store.close()
+
+
 def _ircish_config(workdir: Path, port: int, sender_threads: int | None, store: bool) -> list[str]:
     threads = f"\n  sender_threads: {sender_threads}" if sender_threads else ""
     if store:
@@ -277,7 +342,7 @@ def server_command(
     kind: str, port: int, workdir: Path, sender_threads: int | None = None
 ) -> list[str]:
     if kind in IRCISH_KINDS:
-        return _ircish_config(workdir, port, sender_threads, store=kind == "ircish-store")
+        return _ircish_config(workdir, port, sender_threads, store=kind in STORE_KINDS)
     if kind == "ngircd":
         return _ngircd_config(workdir, port)
     if kind == "miniircd":
@@ -330,13 +395,21 @@ def start_server(
     workdir: Path,
     sender_threads: int | None = None,
     ircish_dir: Path | None = None,
+    accounts: list[str] | None = None,
 ) -> ServerProcess:
     """Start `kind` on 127.0.0.1:`port`.
 
     ircish runs from `ircish_dir` (a directory holding the `ircish` and `commands`
-    packages, e.g. from `export_revision`), by default from this checkout.
+    packages, e.g. from `export_revision`), by default from this checkout. For the
+    `ACCOUNT_KINDS`, `accounts` are the nicks the clients will use: each gets an account
+    of that name in the store first (the accounts are made with this checkout's store
+    code even with `ircish_dir`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    if kind in ACCOUNT_KINDS:
+        if not accounts:
+            raise ValueError(f"{kind} needs the clients' nicks to make their accounts")
+        make_accounts(ircish_store_path(workdir), accounts, ACCOUNT_PASSWORD)
     command = server_command(kind, port, workdir, sender_threads)
     log_path = workdir / f"{kind}.log"
     with open(log_path, "wb") as log:
@@ -349,8 +422,11 @@ def start_server(
             preexec_fn=raise_file_limit,
         )
     server = ServerProcess(kind, port, proc, workdir, log_path, command)
-    if kind == "ircish-store":
+    if kind in STORE_KINDS:
         server.store_path = ircish_store_path(workdir)
+    if kind in ACCOUNT_KINDS:
+        server.login_password = ACCOUNT_PASSWORD
+        server.private_history = True
     try:
         wait_for_port(port, proc)
     except Exception:

@@ -9,6 +9,7 @@ people near the user told (account-notify), a registered nick kept.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 
 from ircish import protocol as p
@@ -25,6 +26,8 @@ from ircish.protocol import Message, casefold, safe_param, valid_nick
 from ircish.store import AccountState
 
 from .history import missed_private_lines
+
+log = logging.getLogger(__name__)
 
 NICKSERV = "NickServ"
 
@@ -84,6 +87,7 @@ def check_password(ctx: Context, name: str, password: str) -> AccountState:
     state = accounts.check_password(name, password)
     if state is None:
         accounts.limiter.failed(address, name)
+        log.debug("failed login as %s from %s", name, address)
         raise Refused("INVALID_CREDENTIALS", "Invalid account name or password")
     return state
 
@@ -164,6 +168,7 @@ def register(ctx: Context, name: str, email: str | None, password: str) -> Accou
     )
     if not ctx.world.accounts.create(state):
         raise Refused("ACCOUNT_EXISTS", f"{name} is already taken")
+    log.info("account %s registered by %s from %s", name, user.nick or "*", user.host)
     if not for_someone:
         log_in(ctx, state)
     return state
@@ -469,6 +474,7 @@ def drop(ctx: Context, name: str) -> None:
     if state is None or not (own or ctx.user.oper):
         raise Refused("NO_ACCESS", f"You may drop only your own account: DROP {ctx.user.account}")
     ctx.world.accounts.drop(state.name)
+    log.info("account %s dropped by %s", state.name, ctx.user.nick)
     for user in ctx.world.users_of(state.name):
         ctx.world.set_account(user, None)
     nickserv_says(ctx, f"Account {state.name} dropped")

@@ -60,7 +60,10 @@ other `*_locked` method, which all assert that their caller holds the lock.
 Reads without a lock, and what they rely on (free-threaded CPython 3.13t keeps each of
 them safe too, since a single dict or set operation and an attribute read are atomic
 there as well):
-- `World.find_user`, `World.find_room`: one dict read.
+- `World.find_user`, `World.find_room`: one dict read; so is `Accounts.get`, and
+  `Accounts.by_fingerprint` copies the table's values in one step (`list(dict.values())`).
+- `User.account` and `User.nick_deadline`: attributes read alone (the housekeeping
+  thread reads the deadline, and the rename checks it again under World.lock).
 - `User.rooms` is copy-on-write: it is replaced, never changed in place, under World.lock,
   so a reader without the lock (`current_room`, WHOIS, NAMES without a room, JOIN 0)
   iterates a dict nobody changes. (Iterating it while a KICK changed it in place crashed

@@ -79,6 +79,15 @@ def connect(server: Server) -> Iterator[Callable[..., Client]]:
 
 
 @pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """Every client a test opens goes here and is closed afterwards."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        client.close()
+
+
+@pytest.fixture
 def server_process(tmp_path) -> Iterator[Callable[..., ServerProcess]]:
     """Start `ircish-server` subprocesses (see `ServerProcess`); any left running is killed."""
     started: list[ServerProcess] = []

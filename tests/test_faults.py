@@ -51,14 +51,6 @@ def pair(server: Server, clients: list[Client]) -> tuple[Client, Client]:
     return alice, bob
 
 
-@pytest.fixture
-def clients():
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
 # -- a client killed mid-line -----------------------------------------------------------------
 
 VICTIM = textwrap.dedent(

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -101,15 +101,6 @@ def tls_server(start_server: Callable[..., Server], pki: Pki) -> Callable[..., S
         return start_server(config)
 
     return start
-
-
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    """Every client a test opens goes here and is closed afterwards."""
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        client.close()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
