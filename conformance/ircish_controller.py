@@ -20,6 +20,7 @@ from pathlib import Path
 
 from irctest import patma
 from irctest.basecontrollers import BaseServerController, DirectoryBasedController
+from irctest.cases import BaseServerTestCase
 from irctest.runner import NotImplementedByController
 from irctest.specifications import Capabilities, OptionalBehaviors
 
@@ -46,19 +47,24 @@ def ircish_python(root: Path) -> str:
 
 class IrcishController(BaseServerController, DirectoryBasedController):
     software_name = "ircish"
-    supported_sasl_mechanisms: set[str] = set()
+    # EXTERNAL is offered only with tls.client_ca, which no test configures.
+    supported_sasl_mechanisms = {"PLAIN", "SCRAM-SHA-256"}
     supports_sts = False
     _port_wait_interval = 0.02  # the interpreter starts in about 0.2 s
 
     # Each one is here because its tests pass (a NAK of a listed cap is then a failure, not
-    # a skip). cap-notify, invite-notify and userhost-in-names have no Capabilities member;
-    # irctest finds them from CAP LS. extended-join is offered but left out: its only tests
-    # (extended_join.py) need services, so irctest cannot confirm it here.
+    # a skip). cap-notify, invite-notify, userhost-in-names, sasl and
+    # draft/account-registration have no Capabilities member; irctest finds them from CAP
+    # LS. account-tag, account-notify and extended-join are confirmed by the services tests
+    # (`conformance/run --accounts`).
     capabilities = frozenset(
         (
+            Capabilities.ACCOUNT_NOTIFY,
+            Capabilities.ACCOUNT_TAG,
             Capabilities.AWAY_NOTIFY,
             Capabilities.BATCH,
             Capabilities.ECHO_MESSAGE,
+            Capabilities.EXTENDED_JOIN,
             Capabilities.EXTENDED_MONITOR,
             Capabilities.LABELED_RESPONSE,
             Capabilities.MESSAGE_TAGS,
@@ -70,7 +76,8 @@ class IrcishController(BaseServerController, DirectoryBasedController):
 
     # Only what the server does and irctest confirms.
     # Not done, by choice: NO_CTCP (+C), NON_UTF8_MESSAGE (the server is UTF8ONLY),
-    # INVITE_OVERRIDES_LIMIT (an invite lets one past +i only), SASL_* (no accounts).
+    # INVITE_OVERRIDES_LIMIT (an invite lets one past +i only); not yet:
+    # SASL_REAUTHENTICATION (AUTHENTICATE once logged in is 907).
     optional_behaviors = frozenset(
         (
             OptionalBehaviors.BAN_EXCEPTION_MODE,
@@ -86,6 +93,7 @@ class IrcishController(BaseServerController, DirectoryBasedController):
             OptionalBehaviors.MULTI_KICK,
             OptionalBehaviors.MULTI_NAMES_COMMAND,
             OptionalBehaviors.MULTI_PRIVMSG,
+            OptionalBehaviors.SASL_AFTER_REGISTRATION,
         )
     )
 
@@ -120,9 +128,9 @@ class IrcishController(BaseServerController, DirectoryBasedController):
     ) -> None:
         if websocket_hostname is not None or websocket_port is not None:
             raise NotImplementedByController("Websocket")
-        # Services tests (chathistory.py is one) run against the server alone: ircish has
-        # no services. Those that register an account skip in registerUser (irctest's
-        # own NotImplementedByController), until accounts exist.
+        # Services tests (`run_services`: sasl.py, account_registration.py, chathistory.py
+        # ...) run against the server alone: its accounts and NickServ are built in, so
+        # there is nothing else to start, and registerUser registers with the server.
         assert self.proc is None
         self.hostname = hostname
         self.port = port
@@ -152,11 +160,26 @@ class IrcishController(BaseServerController, DirectoryBasedController):
                 # no per-address cap, and no fakelag, as the other controllers configure.
                 "max_clients_per_ip": 0,
                 "flood_rate": 0,
+                # registerUser sends the password in one REGISTER line, and sasl.py's
+                # testPlainLarge800 registers one of 592 bytes: past 512. Services tests
+                # only; none of them checks the line limit (the yardstick's do).
+                "max_line_bytes": 1024 if run_services else 512,
             },
             "operators": [{"name": OPER_NAME, "password": OPER_PASSWORD_HASH, "hosts": ["*"]}],
             # History on, in memory (the default); no replay on join, which the tests of
             # joins do not expect (irctest's chathistory tests ask with CHATHISTORY).
             "history": {"replay_on_join": 0},
+            "accounts": {
+                "registration": "open",
+                # irctest's TestCaseControllerConfig; off unless a test asks (the
+                # "...Disallowed" tests check that it is off).
+                "register_before_connect": self.test_config.account_registration_before_connect,
+                "email_required": self.test_config.account_registration_requires_email,
+                # The tests' passwords are short ("bar", "sesame").
+                "min_password_length": 1,
+                # sasl.py tries wrong passwords on purpose, several times per test.
+                "failed_logins_per_minute": 1000,
+            },
             "tls": tls,
             "log_level": "DEBUG" if self.debug_mode else "WARNING",
         }
@@ -189,6 +212,30 @@ class IrcishController(BaseServerController, DirectoryBasedController):
 
     def wait_for_services(self) -> None:
         """No services to wait for (the server is up once its port is: run() waits)."""
+
+    def registerUser(
+        self, case: BaseServerTestCase, username: str, password: str | None = None
+    ) -> None:
+        """Make the account `username`: a client of its own takes that nick, registers with
+        REGISTER (draft/account-registration; with an email, which email_required may ask
+        for), waits for REGISTER SUCCESS, and quits, so the account exists on return."""
+        if not case.run_services:
+            # As irctest's other controllers: only services tests register accounts.
+            raise ValueError("Attempted to register a nick, but `run_services` is not True.")
+        assert password
+        client = case.addClient(show_io=False)
+        case.sendLine(client, f"NICK {username}")
+        case.sendLine(client, "USER r e g :user")
+        while case.getRegistrationMessage(client).command != "001":
+            pass
+        case.getMessages(client)
+        case.sendLine(client, f"REGISTER * {username}@example.org :{password}")
+        replies = case.getMessages(client)
+        assert any(
+            msg.command == "REGISTER" and msg.params[:2] == ["SUCCESS", username] for msg in replies
+        ), f"registering the account {username} failed: {replies}"
+        case.sendLine(client, "QUIT")
+        case.assertDisconnected(client)
 
 
 def get_irctest_controller_class() -> type[IrcishController]:

@@ -66,14 +66,17 @@ class Assembler:
 
     def add(self, param: str) -> bytes | None:
         """The payload once `param` completes one; None while more is to come. Raises
-        SaslError for a line over 400 bytes, a payload past MAX_PAYLOAD, bad base64."""
+        SaslError: TOO_LONG for a line over 400 bytes; FAILED for a payload past
+        MAX_PAYLOAD, or bad base64."""
         if len(param) > CHUNK:
             raise SaslError(TOO_LONG, "SASL message too long")
         if param != "+":
             self._parts.append(param)
             self._size += len(param)
             if self._size > MAX_PAYLOAD * 4 // 3 + 4:
-                raise SaslError(TOO_LONG, "SASL message too long")
+                # A failure (904), not TOO_LONG: 905 is for one line past 400 bytes, and
+                # every line here was within it (irctest's testPlainInfiniteMessages).
+                raise SaslError(FAILED, "SASL message too long")
             if len(param) == CHUNK:
                 return None
         text, self._parts, self._size = "".join(self._parts), [], 0
