@@ -10,6 +10,7 @@ from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, casefold, safe_param
 
 from .accounts import nickserv
+from .chanserv import chanserv
 
 #: Targets one PRIVMSG/NOTICE may name (advertised as TARGMAX).
 MAX_TARGETS = 4
@@ -124,13 +125,7 @@ def talk_to_service(ctx: Context, service: str, text: str) -> None:
     if service == "nickserv":
         nickserv(ctx, text)
     else:
-        ctx.send(
-            Message(
-                "NOTICE",
-                [ctx.user.nick or "*", "ChanServ is not here yet"],
-                "ChanServ!ChanServ@services",
-            )
-        )
+        chanserv(ctx, text)
 
 
 @command("PRIVMSG", syntax="<nick|#room>{,<target>} :<text>", targets=0)

@@ -61,6 +61,7 @@ MODULES = (
     "presence",
     "history",
     "accounts",
+    "chanserv",
 )
 
 

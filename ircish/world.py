@@ -24,7 +24,8 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   history (a bounded deque). Joining and leaving take it, so creating a room on
   first join and deleting it on last leave is one atomic step.
 - `Room.lock` guards `members` (and their status), the topic, the modes, the mask lists
-  (bans and exceptions), the invite list and the history window (`window`, `seq`). A
+  (bans and exceptions), the invite list, the history window (`window`, `seq`) and the
+  ChanServ registration (founder, access list, topic lock: read at join under it). A
   room broadcast enqueues to every member while holding it, so all members see one
   room's messages in the same order, and its history keeps that order; a reply
   that describes a room (NAMES, a JOIN's topic and names, WHO, TOPIC, MODE) is built and
@@ -130,6 +131,13 @@ UNSTORED_LIMIT = 1_000
 TRIM_EVERY = 32
 #: History is off: no window, nothing kept.
 NO_HISTORY = HistoryConfig(max_lines=0)
+#: Who sets the modes a registered room gives (the `nick!user@host` of the ChanServ
+#: pseudo-user, commands/chanserv.py, which speaks as it too).
+CHANSERV_PREFIX = "ChanServ!ChanServ@services"
+#: The status an account on a registered room's access list gets on join: op or voice.
+ACCESS_LETTERS = "ov"
+#: Accounts one registered room's access list holds at most.
+MAX_ACCESS = 100
 
 
 class Keeper(Protocol):
@@ -298,6 +306,24 @@ class Snapshot(NamedTuple):
     topic_time: int
 
 
+class Access(NamedTuple):
+    """An account on a registered room's access list: its name as registered, and the
+    status ChanServ gives it when it joins (a letter of ACCESS_LETTERS)."""
+
+    account: str
+    letter: str
+
+
+class Registration(NamedTuple):
+    """What ChanServ INFO shows of a registered room, read consistently: its founder's
+    account, when it was registered (time.time()), the topic lock, the access list."""
+
+    founder: str | None
+    registered: int
+    topic_lock: bool
+    access: tuple[Access, ...]
+
+
 class Counts(NamedTuple):
     """What LUSERS reports, kept as counters (a scan per registration would be O(users))."""
 
@@ -395,6 +421,14 @@ class Room:
         #: Users invited past +i; an invite is used up by joining, and a user who leaves
         #: the server drops out by itself (weak references).
         self.invited: weakref.WeakSet[User] = weakref.WeakSet()
+        #: ChanServ (a registered room, always +P): the founder's account (None: not
+        #: registered) and when they registered it; the access list (casefolded account
+        #: -> Access), applied when those accounts join; the topic lock (only the founder,
+        #: the accounts with op access and server operators change the topic).
+        self.founder: str | None = None
+        self.registered = 0
+        self.access: dict[str, Access] = {}
+        self.topic_lock = False
 
     # -- who may do what (callers hold self.lock) ------------------------------
 
@@ -443,11 +477,12 @@ class Room:
         )
 
     def check_join_locked(self, user: User, key: str | None) -> None:
-        """Raise the numeric that keeps `user` out, if any. Server operators pass them all.
-        An invite, or a +I mask that matches, lets one past +i only: without +i any member
-        may invite, so an invite must not undo an operator's ban, key or limit."""
+        """Raise the numeric that keeps `user` out, if any. Server operators, and the founder
+        of a registered room (who can always get back in), pass them all. An invite, or a
+        +I mask that matches, lets one past +i only: without +i any member may invite, so
+        an invite must not undo an operator's ban, key or limit."""
         assert held(self.lock)
-        if user.oper:
+        if user.oper or self.is_founder_locked(user):
             return
         if self.is_banned_locked(user):
             raise IRCError(p.ERR_BANNEDFROMCHAN, self.name, "Cannot join room (+b): you are banned")
@@ -584,6 +619,10 @@ class Room:
                 for letter, entries in self.mask_lists.items()
                 if entries
             },
+            founder=self.founder,
+            registered=self.registered,
+            access={entry.account: entry.letter for entry in self.access.values()},
+            topic_lock=self.topic_lock,
         )
 
     def restore_locked(self, state: RoomState, lines: list[StoredLine]) -> None:
@@ -605,6 +644,13 @@ class Room:
                     )
                     for e in entries
                 }
+        self.founder, self.registered = state.founder, state.registered
+        self.access = {
+            casefold(account): Access(account, letter)
+            for account, letter in state.access.items()
+            if letter in ACCESS_LETTERS
+        }
+        self.topic_lock = bool(state.topic_lock) and self.founder is not None
         self.prime_locked(lines)
 
     def follow_config_topic_locked(self, topic: str) -> None:
@@ -694,6 +740,13 @@ class Room:
         """Change the topic and tell the room: members may, only operators under +t."""
         with self.lock:
             self.require_member_locked(setter)
+            if self.topic_lock and not self.may_manage_locked(setter):
+                raise IRCError(
+                    p.ERR_CHANOPRIVSNEEDED,
+                    self.name,
+                    "The topic is locked (ChanServ SET TOPICLOCK): only the founder and "
+                    "accounts on the room's OP list may change it",
+                )
             if "t" in self.flags:
                 self.require_operator_locked(setter)
             event = Event(
@@ -731,7 +784,6 @@ class Room:
         `targets` holds the user each +o/+v nick names, looked up before the room's lock
         is taken (a lookup may take World.lock, which comes first in the order)."""
         refusals: list[IRCError] = []
-        events: list[tuple[Event, tuple[StoredLine, ...]]] = []
         with self.lock:
             self.require_operator_locked(actor)
             was_permanent = self.persistent
@@ -744,18 +796,10 @@ class Room:
                     continue
                 if effect is not None:
                     applied.append(effect)
-            head = len(f":{actor.prefix} MODE {self.name} ".encode())
-            for group in modes.split_changes(applied, p.DEFAULT_LINE_BYTES - 2 - head):
-                params = [self.name, *modes.format_changes(group)]
-                event = Event(Message("MODE", params, actor.prefix), (self.name,), actor.account)
-                self.tell_locked(actor, event)
-                events.append((event, self.keep_locked(event)))
+            relayed = self.relay_modes_locked(applied, actor.prefix, actor.account, actor)
             # A permanent room's new state is kept; one that stops being permanent, dropped.
             state = self.state_locked() if applied and (was_permanent or self.persistent) else None
-        for event, lines in events:
-            self._record(event, lines)
-        if state is not None:
-            self._record(None, (), state)
+        self._record_all(relayed, state)
         return refusals
 
     def invite(self, inviter: User, target: User) -> None:
@@ -782,7 +826,228 @@ class Room:
                     member.conn.deliver(notify)
         self._record(event)
 
+    # -- ChanServ: a registered room (commands/chanserv.py) -------------------------
+    #
+    # Each refusal is an IRCError raised under the lock that decides it; ChanServ says its
+    # text. Modes ChanServ sets are relayed as its own MODE lines, kept in the history.
+
+    def register(self, user: User, account: str) -> None:
+        """`user`, an operator here, registers the room to `account` (theirs: the caller
+        checked the login) and becomes its founder; the room becomes permanent (+P, which
+        only server operators set otherwise)."""
+        with self.lock:
+            if self.founder is not None:
+                raise IRCError(
+                    p.ERR_UNKNOWNERROR,
+                    self.name,
+                    f"{self.name} is already registered (founder: {self.founder})",
+                )
+            if not self.is_operator_locked(user):
+                raise IRCError(
+                    p.ERR_CHANOPRIVSNEEDED,
+                    self.name,
+                    f"Only an operator of {self.name} may register it",
+                )
+            self.founder = account
+            self.registered = int(time.time())
+            permanent = [] if self.persistent else [modes.Change(True, modes.PERMANENT)]
+            self.flags.add(modes.PERMANENT)
+            relayed = self.relay_modes_locked(permanent, CHANSERV_PREFIX, None)
+            state = self.state_locked()
+        self._record_all(relayed, state)
+
+    def drop_registration(self, user: User) -> None:
+        """The founder (or a server operator) drops the registration: the founder, access
+        list and topic lock go, and the room is no longer permanent (-P: it ends once empty,
+        which the caller sees to: `World.end_if_empty`)."""
+        with self.lock:
+            self._require_registered_locked()
+            if not (user.oper or self.is_founder_locked(user)):
+                raise IRCError(
+                    p.ERR_CHANOPRIVSNEEDED,
+                    self.name,
+                    f"Only the founder of {self.name} ({self.founder}) may drop it",
+                )
+            self.founder = None
+            self.registered = 0
+            self.access = {}
+            self.topic_lock = False
+            self.flags.discard(modes.PERMANENT)
+            relayed = self.relay_modes_locked(
+                [modes.Change(False, modes.PERMANENT)], CHANSERV_PREFIX, None
+            )
+            state = self.state_locked()
+        self._record_all(relayed, state)
+
+    def change_access(self, user: User, letter: str, account: str, adding: bool) -> bool:
+        """Put `account` (its name as registered) on the access list with status `letter`,
+        or take it off that list; False if that changed nothing. The founder, accounts with
+        op access and server operators may. An account has one entry: adding it to the op
+        list takes it off the voice list."""
+        with self.lock:
+            self._require_registered_locked()
+            if not self.may_manage_locked(user):
+                raise IRCError(
+                    p.ERR_CHANOPRIVSNEEDED,
+                    self.name,
+                    f"Only the founder of {self.name} and accounts on its OP list may "
+                    "change its access lists",
+                )
+            key = casefold(account)
+            entry = self.access.get(key)
+            if adding:
+                if entry == (account, letter):
+                    return False
+                if entry is None and len(self.access) >= MAX_ACCESS:
+                    raise IRCError(
+                        p.ERR_UNKNOWNERROR,
+                        self.name,
+                        f"The access list of {self.name} is full ({MAX_ACCESS} accounts)",
+                    )
+                self.access[key] = Access(account, letter)
+            else:
+                if entry is None or entry.letter != letter:
+                    return False
+                del self.access[key]
+            state = self.state_locked()
+        self._record(None, (), state)
+        return True
+
+    def set_topic_lock(self, user: User, on: bool) -> None:
+        """ChanServ SET TOPICLOCK: the founder (or a server operator) turns it on or off."""
+        with self.lock:
+            self._require_registered_locked()
+            if not (user.oper or self.is_founder_locked(user)):
+                raise IRCError(
+                    p.ERR_CHANOPRIVSNEEDED,
+                    self.name,
+                    f"Only the founder of {self.name} ({self.founder}) may change its settings",
+                )
+            if self.topic_lock == on:
+                return
+            self.topic_lock = on
+            state = self.state_locked()
+        self._record(None, (), state)
+
+    def recover(self, user: User) -> tuple[list[str], bool]:
+        """The founder takes the room back: the bans that match them are lifted and, if
+        they are in it, they get +o. The masks lifted, and whether they are in the room
+        (a founder outside it joins past bans, key, limit and +i anyway)."""
+        with self.lock:
+            self._require_registered_locked()
+            if not self.is_founder_locked(user):
+                raise IRCError(
+                    p.ERR_CHANOPRIVSNEEDED,
+                    self.name,
+                    f"Only the founder of {self.name} ({self.founder}) may recover it",
+                )
+            bans = self.mask_lists[modes.BAN]
+            who = casefold(user.prefix)
+            matching = [key for key, entry in bans.items() if entry.pattern.fullmatch(who)]
+            lifted = [bans.pop(key).mask for key in matching]
+            changes = [modes.Change(False, modes.BAN, mask) for mask in lifted]
+            status = self.members.get(user)
+            if status is not None and "o" not in status:
+                self.members[user] = "o" + status
+                changes.append(modes.Change(True, "o", user.nick))
+            relayed = self.relay_modes_locked(changes, CHANSERV_PREFIX, None)
+            state = self.state_locked() if lifted else None
+        self._record_all(relayed, state)
+        return lifted, status is not None
+
+    def give_access(self, user: User) -> str:
+        """ChanServ UP: a member gets now the status their account's access gives (after
+        logging in, or after being added); the letters given."""
+        with self.lock:
+            self._require_registered_locked()
+            status = self.members.get(user)
+            if status is None:
+                raise IRCError(p.ERR_NOTONCHANNEL, self.name, f"Join {self.name} first")
+            given = "".join(c for c in self.access_of_locked(user) if c not in status)
+            self.members[user] = status + given
+            relayed = self.relay_modes_locked(
+                [modes.Change(True, letter, user.nick) for letter in given], CHANSERV_PREFIX, None
+            )
+        self._record_all(relayed)
+        return given
+
+    def registration(self, viewer: User) -> Registration:
+        """What ChanServ INFO shows; 442 for an outsider of a secret room."""
+        with self.lock:
+            self.require_visible_locked(viewer)
+            self._require_registered_locked()
+            return Registration(
+                self.founder, self.registered, self.topic_lock, tuple(self.access.values())
+            )
+
+    def is_founder_locked(self, user: User) -> bool:
+        assert held(self.lock)
+        account = user.account
+        return (
+            self.founder is not None
+            and account is not None
+            and casefold(account) == casefold(self.founder)
+        )
+
+    def access_of_locked(self, user: User) -> str:
+        """The status ChanServ gives `user` here: 'o' for the founder, their account's
+        entry's letter, or ''."""
+        assert held(self.lock)
+        account = user.account
+        if account is None or self.founder is None:
+            return ""
+        if self.is_founder_locked(user):
+            return "o"
+        entry = self.access.get(casefold(account))
+        return "" if entry is None else entry.letter
+
+    def may_manage_locked(self, user: User) -> bool:
+        """The founder, an account with op access, or a server operator."""
+        assert held(self.lock)
+        return user.oper or self.access_of_locked(user) == "o"
+
+    def _require_registered_locked(self) -> None:
+        assert held(self.lock)
+        if self.founder is None:
+            raise IRCError(
+                p.ERR_UNKNOWNERROR, self.name, f"{self.name} is not registered with ChanServ"
+            )
+
     # -- helpers that expect self.lock to be held --------------------------------
+
+    def relay_modes_locked(
+        self,
+        changes: list[modes.Change],
+        source: str,
+        account: str | None,
+        actor: User | None = None,
+    ) -> list[tuple[Event, tuple[StoredLine, ...]]]:
+        """Relay `changes` made by `source` (an operator's prefix, or ChanServ's) as MODE
+        lines, cut only past 512 bytes, and keep them; each event with its lines to record.
+        An `actor` acting from outside the room gets them too."""
+        assert held(self.lock)
+        relayed = []
+        head = len(f":{source} MODE {self.name} ".encode())
+        for group in modes.split_changes(changes, p.DEFAULT_LINE_BYTES - 2 - head):
+            params = [self.name, *modes.format_changes(group)]
+            event = Event(Message("MODE", params, source), (self.name,), account)
+            if actor is None:
+                self.broadcast_locked(event)
+            else:
+                self.tell_locked(actor, event)
+            relayed.append((event, self.keep_locked(event)))
+        return relayed
+
+    def _record_all(
+        self,
+        relayed: Iterable[tuple[Event, tuple[StoredLine, ...]]],
+        state: RoomState | None = None,
+    ) -> None:
+        """After a change, with the lock released: its events, then the room's new state."""
+        for event, lines in relayed:
+            self._record(event, lines)
+        if state is not None:
+            self._record(None, (), state)
 
     def tell_locked(self, actor: User, event: Event) -> None:
         """Broadcast, and echo to an actor acting from outside (a server operator)."""
@@ -802,6 +1067,13 @@ class Room:
             raise IRCError(
                 p.ERR_NOPRIVILEGES,
                 f"Permission Denied- only server operators may change +{letter}",
+            )
+        if letter == modes.PERMANENT and not adding and self.founder is not None:
+            raise IRCError(
+                p.ERR_CHANOPRIVSNEEDED,
+                self.name,
+                "The room is registered with ChanServ, which keeps it permanent: "
+                "ChanServ DROP it first",
             )
         if kind == modes.STATUS:
             target = targets.get(arg or "")
@@ -1386,10 +1658,10 @@ class World:
                         p.safe_param(name),
                         f"You have joined too many rooms (at most {max_rooms})",
                     )
-                # Whoever creates a room runs it. A room from the config has no founder: it
-                # exists before anyone joins, so server operators give op there (as ngIRCd's
-                # predefined channels).
-                founder = room is None
+                # Whoever creates a room runs it. A room from the config has no one who made
+                # it: it exists before anyone joins, so server operators give op there (as
+                # ngIRCd's predefined channels), or ChanServ once it is registered.
+                creating = room is None
                 if room is None:
                     room = self._new_room(name)
                 # Made before anything changes: what cannot be formatted changes nothing.
@@ -1402,14 +1674,22 @@ class World:
                 )
                 holding_room.enter_context(room.lock)
                 room.check_join_locked(user, key)
-                if founder:
+                if creating:
                     self.rooms[folded] = room
                 room.invited.discard(user)
-                room.members[user] = "o" if founder else ""
+                # A registered room's founder and access list get their status from
+                # ChanServ, told right after the JOIN (the joiner's NAMES shows it too).
+                given = "" if creating else room.access_of_locked(user)
+                room.members[user] = "o" if creating else given
                 user.rooms = {**user.rooms, folded: room}
                 user.chosen_room = None  # the room joined last is the current one
                 room.broadcast_locked(event)
                 lines = room.keep_locked(event)
+                relayed = room.relay_modes_locked(
+                    [modes.Change(True, letter, user.nick) for letter in given],
+                    CHANSERV_PREFIX,
+                    None,
+                )
                 if user.away is not None:
                     # away-notify: members learn at once that the joiner is away.
                     room.broadcast_locked(self._away_event(user), exclude=user)
@@ -1420,6 +1700,8 @@ class World:
                 for msg in build(room):
                     send(msg)
         self._record_event(event, lines)
+        for mode_event, mode_lines in relayed:
+            self._record_event(mode_event, mode_lines)
         return room
 
     def part(self, user: User, room: Room, reason: str | None) -> bool:

@@ -138,6 +138,13 @@ class RoomState:
     limit: int | None = None
     #: List letter (b, e, I) -> its entries, in the order they were set.
     lists: dict[str, tuple[MaskState, ...]] = field(default_factory=dict)
+    #: ChanServ (a registered room): the founder's account (None: not registered), when
+    #: it was registered (time.time(), whole seconds), the access list (account name ->
+    #: the status it gets on join, 'o' or 'v') and whether the topic is locked.
+    founder: str | None = None
+    registered: int = 0
+    access: dict[str, str] = field(default_factory=dict)
+    topic_lock: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -420,6 +420,11 @@ def _room_state(data: dict[str, object]) -> RoomState:
     lists = data.pop("lists", {})
     if not isinstance(lists, dict):
         raise TypeError("lists is not a mapping")
+    access = data.get("access", {})
+    if not isinstance(access, dict) or not all(
+        isinstance(account, str) and isinstance(letter, str) for account, letter in access.items()
+    ):
+        raise TypeError("access is not a mapping of account names to letters")
     known = {field.name for field in dataclasses.fields(RoomState)}
     return RoomState(
         **{key: value for key, value in data.items() if key in known},  # type: ignore[arg-type]
