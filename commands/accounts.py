@@ -301,8 +301,9 @@ def step(ctx: Context, exchange: Exchange, payload: bytes) -> None:
         try:
             verifier = exchange.scram.final(payload)
         except sasl.SaslError:
+            # The same words as PLAIN's: a wrong password and an unknown account alike.
             accounts.limiter.failed(ctx.user.host, name)
-            raise
+            raise Refused("INVALID_CREDENTIALS", "Invalid account name or password") from None
         state = accounts.get(name)
         if state is None:  # dropped during the exchange
             raise Refused("INVALID_CREDENTIALS", "no such account")
@@ -474,6 +475,7 @@ def drop(ctx: Context, name: str) -> None:
     if state is None or not (own or ctx.user.oper):
         raise Refused("NO_ACCESS", f"You may drop only your own account: DROP {ctx.user.account}")
     ctx.world.accounts.drop(state.name)
+    ctx.world.forget_account(state.name)
     log.info("account %s dropped by %s", state.name, ctx.user.nick)
     for user in ctx.world.users_of(state.name):
         ctx.world.set_account(user, None)

@@ -879,6 +879,24 @@ class Room:
             state = self.state_locked()
         self._record_all(relayed, state)
 
+    def forget_account(self, account: str) -> None:
+        """`account` was dropped: it leaves the access list, and if it founded the room,
+        the registration ends (the room stays as it is, +P included, for an operator to
+        decide): a later account of that name inherits nothing."""
+        key = casefold(account)
+        with self.lock:
+            founded = self.founder is not None and casefold(self.founder) == key
+            if not founded and key not in self.access:
+                return
+            self.access.pop(key, None)
+            if founded:
+                self.founder = None
+                self.registered = 0
+                self.access = {}
+                self.topic_lock = False
+            state = self.state_locked()
+        self._record(None, (), state)
+
     def change_access(self, user: User, letter: str, account: str, adding: bool) -> bool:
         """Put `account` (its name as registered) on the access list with status `letter`,
         or take it off that list; False if that changed nothing. The founder, accounts with
@@ -1501,6 +1519,11 @@ class World:
             )
             self._deliver_once_locked(event, self._interested_locked(user))
         self._record_event(event)
+
+    def forget_account(self, account: str) -> None:
+        """A dropped account leaves every room's founder and access lists."""
+        for room in self.rooms_snapshot():
+            room.forget_account(account)
 
     def owner_of(self, user: User, nick: str | None) -> bool:
         """Whether `user` may keep `nick`: no account has that name, or it is theirs."""

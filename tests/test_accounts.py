@@ -228,7 +228,7 @@ def test_sasl_scram_wrong_password_or_unknown_account(server, clients, account) 
     registered(server, clients, "alice")
     client = sasl_client(server, clients, "guest")
     _scram(client, account, "wrong password")
-    client.expect(r" 904 guest :")
+    client.expect(r" 904 guest :SASL authentication failed: Invalid account name or password$")
     finish(client)
     assert server.world.find_user("guest").account is None
 

@@ -370,3 +370,23 @@ def test_a_registration_survives_a_restart(tmp_path, server_process):
     finally:
         for c in opened:
             c.close()
+
+
+def test_a_dropped_account_leaves_founders_and_lists_so_its_name_inherits_nothing(connect):
+    alice = registered_room(connect, "alice", "#r")
+    bob = logged_in(connect, "bob")
+    alice.send("CS OP #r ADD bob")
+    says(alice, "bob")
+    bob.send("PRIVMSG NickServ :DROP bob")
+    bob.expect(r"NOTICE bob :Account bob dropped")
+    alice.send("CS OP #r LIST")
+    listing = alice.sync()
+    assert not any("bob" in line for line in listing if "ChanServ" in line)
+    alice.send("PRIVMSG NickServ :DROP alice")
+    alice.expect(r"NOTICE alice :Account alice dropped")
+    # Someone else registers the name `alice`: they found nothing.
+    alice.send("NICK alice_old")
+    alice.sync()
+    heir = logged_in(connect, "alice")
+    heir.send("CS INFO #r")
+    says(heir, "not registered")
