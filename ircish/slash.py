@@ -26,6 +26,8 @@ _ACTION = "\x01ACTION "
 MIN_PIECE_BYTES = 64
 #: Earlier lines one /history asks for when no count is given (issue 13).
 HISTORY_DEFAULT = 20
+#: The services pseudo-user /register and /login talk to.
+NICKSERV = "NickServ"
 
 
 class SlashError(ValueError):
@@ -326,6 +328,23 @@ def _pass(args: str, current_room: str | None) -> Message:
     return Message("PASS", [password])
 
 
+def _register(args: str, current_room: str | None) -> Message:
+    # NickServ's REGISTER, which every account-keeping IRC network knows: the account is
+    # named after your nick. ircish-client sends REGISTER (draft/account-registration)
+    # instead where the server offers it.
+    words = _words(args, "register", 1, 2)
+    return Message("PRIVMSG", [NICKSERV, " ".join(["REGISTER", *words])])
+
+
+def _login(args: str, current_room: str | None) -> Message:
+    # NickServ IDENTIFY reads `[account] <password>` itself (with an account, the password
+    # is the rest of the line), so the words go as typed, without the spaces at either end.
+    text = args.strip(" ")
+    if not text:
+        raise SlashError(SLASH_COMMANDS["login"].usage)
+    return Message("PRIVMSG", [NICKSERV, f"IDENTIFY {text}"])
+
+
 def _switch(args: str, current_room: str | None) -> Message:
     # Answered by whoever keeps the current room (the server's text session, the client).
     raise SlashError("/switch is answered where the current room is kept, not sent")
@@ -466,6 +485,20 @@ SLASH_COMMANDS: dict[str, SlashCommand] = _table(
         _invite,
     ),
     SlashCommand("oper", "OPER", "<name> <password>", "Become a server operator.", _oper),
+    SlashCommand(
+        "register",
+        "PRIVMSG",
+        "<password> [email]",
+        "Register an account named after your nick, and log in to it.",
+        _register,
+    ),
+    SlashCommand(
+        "login",
+        "PRIVMSG",
+        "[account] <password>",
+        "Log in to your account (default: the one named after your nick).",
+        _login,
+    ),
     SlashCommand(
         "kill", "KILL", "<nick> [reason]", "Disconnect someone (server operators).", _kill
     ),

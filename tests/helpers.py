@@ -24,6 +24,7 @@ import pytest
 
 from ircish import locks
 from ircish import protocol as p
+from ircish.accounts import new_credentials
 from ircish.client import session as client_session
 from ircish.commands import command_table
 from ircish.config import (
@@ -42,6 +43,8 @@ from ircish.events import Event
 from ircish.passwords import hash_password
 from ircish.protocol import Message, parse
 from ircish.render import render
+from ircish.server import Server
+from ircish.store import AccountState
 from ircish.world import World
 
 #: The server's command table, as ircish-server builds it.
@@ -110,6 +113,22 @@ def oper_config(hosts: tuple[str, ...] = ("*",), **settings: object) -> Config:
     """`make_config(**settings)` with one server operator: `root`, OPER_PASSWORD, `hosts`."""
     operators = (OperatorConfig(name="root", password=oper_hash(), hosts=hosts),)
     return dataclasses.replace(make_config(**settings), operators=operators)
+
+
+#: The password of the accounts `add_account` makes.
+ACCOUNT_PASSWORD = "correct horse battery"
+
+
+@functools.cache
+def account_credentials(password: str) -> tuple[str, object]:
+    """The scrypt hash and SCRAM keys of `password`, made once (scrypt is slow by design)."""
+    return new_credentials(password)
+
+
+def add_account(server: Server, name: str, password: str = ACCOUNT_PASSWORD) -> None:
+    """An account kept by `server`, as if registered earlier."""
+    encoded, scram = account_credentials(password)
+    assert server.world.accounts.create(AccountState(name, encoded, scram))  # type: ignore[arg-type]
 
 
 class Client:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import TIMEOUT, Client
+from helpers import ACCOUNT_PASSWORD, TIMEOUT, Client, add_account
 
 from ircish.protocol import parse
 
@@ -224,3 +224,16 @@ def test_ctrl_d_sends_quit_and_exits_0(terminal, bob):
     term.child.expect(pexpect.EOF, timeout=TIMEOUT)
     term.child.close()
     assert term.child.exitstatus == 0
+
+
+def test_the_account_password_is_asked_unseen_and_the_prompt_shows_the_account(terminal, server):
+    add_account(server, "alice")
+    term = terminal("--nick", "carol", "--account", "alice", "--join", "#general")
+    term.wait_for_line(r"^Password for account alice:$")
+    term.child.send(ACCOUNT_PASSWORD + "\r")
+    term.wait_for_line(r"^\d\d:\d\d -- Logged in as alice$")
+    term.wait_for_prompt("[alice] carol@#general>")
+    assert ACCOUNT_PASSWORD not in "\n".join(term.lines())
+    term.child.send("/msg NickServ LOGOUT\r")
+    term.wait_for_line(r"^\d\d:\d\d -- Logged out$")
+    term.wait_for_prompt("carol@#general>")

@@ -223,7 +223,7 @@ def test_table_holds_exactly_the_agreed_commands() -> None:
         "nick", "join", "msg", "notice", "me", "who", "leave", "part", "quit",
         "topic", "list", "names", "whois", "away", "help", "mode", "motd", "lusers",
         "op", "deop", "voice", "devoice", "kick", "ban", "unban", "invite", "oper", "kill",
-        "pass", "switch", "history",
+        "pass", "switch", "history", "register", "login",
     }  # fmt: skip
 
 
@@ -260,6 +260,8 @@ SAMPLE_ARGS = {
     "oper": "admin secret",
     "kill": "bob",
     "pass": "open sesame",
+    "register": "hunter22 me@example.org",
+    "login": "alice hunter22",
 }
 #: Rows the session answers itself: never sent.
 LOCAL_ROWS = {"switch"}
@@ -274,6 +276,32 @@ def test_every_row_has_a_sample() -> None:
 def test_a_local_row_is_never_sent(name: str) -> None:
     with pytest.raises(SlashError):
         translate(f"/{name} #r", ROOM)
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        ("/register hunter22", "REGISTER hunter22"),
+        ("/register hunter22 me@example.org", "REGISTER hunter22 me@example.org"),
+        ("/login hunter22", "IDENTIFY hunter22"),
+        ("/login alice open  sesame ", "IDENTIFY alice open  sesame"),
+    ],
+)
+def test_register_and_login_talk_to_nickserv(line: str, text: str) -> None:
+    assert translate(line, ROOM) == Message("PRIVMSG", ["NickServ", text])
+
+
+@pytest.mark.parametrize(
+    ("line", "usage"),
+    [
+        ("/register", "usage: /register <password> [email]"),
+        ("/register a b c", "usage: /register <password> [email]"),
+        ("/login  ", "usage: /login [account] <password>"),
+    ],
+)
+def test_register_and_login_need_a_password(line: str, usage: str) -> None:
+    with pytest.raises(SlashError, match=re.escape(usage)):
+        translate(line, ROOM)
 
 
 def test_pass_keeps_spaces_and_needs_a_password() -> None:

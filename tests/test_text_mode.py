@@ -366,3 +366,17 @@ def test_a_text_user_who_is_not_an_operator_is_told_so(connect):
     carol.send("/kick bob")
     carol.expect(r"^! You're not a room operator: #general$")
     assert not [x for x in bob.sync() if " MODE " in x or " KICK " in x]
+
+
+def test_register_and_login_reach_nickserv_from_the_text_mode(connect):
+    """The slash table's /register and /login rows: a person on nc has accounts too."""
+    carol = text_session(connect, "carol")
+    carol.send("/register hunter22x")
+    carol.expect(r"^-NickServ- Account carol registered; you are logged in$")
+    carol.send("/msg NickServ LOGOUT")
+    carol.send("/login wrong-one")
+    carol.expect(r"^-NickServ- Invalid account name or password$")
+    carol.send("/login carol hunter22x")
+    carol.expect(r"^-NickServ- You are now logged in as carol$")
+    lines = sync_text(carol)
+    assert not any("hunter22x" in line for line in carol.lines + lines)  # never said back

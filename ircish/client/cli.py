@@ -25,10 +25,12 @@ Examples:
   IRCISH_HOST=chat.example IRCISH_NICK=carol ircish-client
   ircish-client -n carol --host chat.example --tls  # TLS, port 6697
   printf '/join #ops\\nhello\\n' | ircish-client --nick bot
+  ircish-client -n carol --account carol  # asks for the account's password
 
 \b
 In the chat: /join #room, /msg nick text, /query nick, /switch #room,
-/history, /who, /list, /help; plain text goes to the current room or private chat.
+/history, /who, /list, /register, /login, /help; plain text goes to the current room or
+private chat.
 """
 
 PLAIN_PORT, TLS_PORT = 6667, 6697
@@ -44,6 +46,14 @@ def _check_nick(ctx: click.Context, param: click.Parameter, value: str | None) -
             f"{value!r} is not a nick: it starts with a letter or one of {NICK_SPECIALS} and "
             f"holds only letters, digits, '-' and those (e.g. carol, carol_2)"
         )
+    return value
+
+
+def _check_account(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Servers name accounts in their own ways (ircish: as nicks; others: emails); only what
+    # no IRC line can carry in one word is refused here.
+    if value is not None and (not value or any(c.isspace() or ord(c) < 32 for c in value)):
+        raise click.BadParameter(f"{value!r} is not an account name (one word, no spaces)")
     return value
 
 
@@ -130,7 +140,26 @@ def _check_rooms(
     help="Show the last N lines of a room on joining it (0: none); /history shows more.",
 )
 @click.option(
-    "--password", envvar="IRCISH_PASSWORD", show_envvar=True, help="Server password (PASS)."
+    "--password",
+    envvar="IRCISH_PASSWORD",
+    show_envvar=True,
+    help="The server's password (PASS), where it has one; not an account's.",
+)
+@click.option(
+    "--account",
+    envvar="IRCISH_ACCOUNT",
+    show_envvar=True,
+    callback=_check_account,
+    metavar="NAME",
+    help="Log in to this account (SASL, SCRAM-SHA-256 where offered; else NickServ).",
+)
+@click.option(
+    "--account-password",
+    envvar="IRCISH_ACCOUNT_PASSWORD",
+    show_envvar=True,
+    metavar="PASSWORD",
+    help="The account's password; alone, logs in to the account named after --nick. "
+    "With --account and none given, asked for on a terminal.",
 )
 @click.option("--realname", help="Real name shown by /whois (default: your nick).")
 @click.option(
@@ -151,6 +180,8 @@ def main(
     rooms: tuple[str, ...],
     history: int,
     password: str | None,
+    account: str | None,
+    account_password: str | None,
     realname: str | None,
     reconnect: bool,
     debug: bool,
@@ -165,6 +196,7 @@ def main(
     if debug:
         logging.getLogger("ircish").setLevel(logging.DEBUG)
     tls_context = _tls_context(tls, ca_file, insecure)
+    account, account_password = _login(nick, account, account_password)
     config = SessionConfig(
         nick=nick,
         host=host,
@@ -172,6 +204,8 @@ def main(
         tls_context=tls_context,
         realname=realname,
         password=password,
+        account=account,
+        account_password=account_password,
         rooms=rooms,
         history=history,
         reconnect=reconnect,
@@ -189,6 +223,24 @@ def main(
         click.echo(f"ircish-client: {exc}{hint}", err=True)
         sys.exit(1)
     sys.exit(ui.run(session))
+
+
+def _login(nick: str, account: str | None, password: str | None) -> tuple[str | None, str | None]:
+    """The account to log in to and its password: the nick's account when only the password
+    is given; asked for (not echoed) when only the account is, if there is a terminal to ask
+    on. A password on the command line is seen by anyone who can list processes: the
+    environment or the question is safer."""
+    if password is not None:
+        return account or nick, password
+    if account is None:
+        return None, None
+    if not sys.stdin.isatty():
+        raise click.UsageError(
+            "--account needs the account's password: --account-password or "
+            "IRCISH_ACCOUNT_PASSWORD (on a terminal, the client asks for it)"
+        )
+    password = click.prompt(f"Password for account {account}", hide_input=True, err=True)
+    return account, password
 
 
 def _tls_context(tls: bool, ca_file: str | None, insecure: bool) -> ssl.SSLContext | None:

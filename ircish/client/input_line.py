@@ -1,6 +1,7 @@
 """What a typed line means: plain text for the current target, a slash command from the shared
 table (`ircish/slash.py`), or one of the client's own commands in `LOCAL_COMMANDS` (/query,
-/switch, /history, /raw, /help), which need the client's state rather than the server. Also
+/switch, /history, /register, /login, /raw, /help), which need the client's state rather than
+the server. Also
 what a paste of several lines becomes (`paste_lines`: one message each), the Tab-completion
 candidates for a half-typed line and `/help`, which lists both tables.
 """
@@ -29,6 +30,16 @@ NICK_ARGUMENT = frozenset({"msg", "notice", "query", "whois", "invite", "kill"})
 MAX_PASTE_MESSAGES = 100
 #: Line ends in pasted text: terminals send CR (xterm), LF or CRLF (iTerm2) between lines.
 _LINE_END = re.compile(r"\r\n|\r|\n")
+#: Typed lines that hold a password: kept out of the input history (Up would show them).
+_SECRET_LINE = re.compile(
+    r"/(login|register|pass|oper)\b|/(msg|raw)\s+(nickserv|pass|oper|authenticate)\b", re.I
+)
+
+
+def holds_secret(line: str) -> bool:
+    """`line` (as typed) may hold a password: /login, /register, /pass, /oper, a /msg to
+    NickServ, a /raw PASS."""
+    return _SECRET_LINE.match(line.lstrip(" ")) is not None
 
 
 def paste_lines(text: str) -> list[str]:
@@ -201,6 +212,35 @@ def _history(line: CommandLine, args: str) -> bool:
     return False
 
 
+def _register(line: CommandLine, args: str) -> bool:
+    # The slash table's row says what /register takes; the session knows whether the server
+    # offers REGISTER (draft/account-registration) or only NickServ.
+    words = args.split()
+    if not 1 <= len(words) <= 2:
+        line.hint(LOCAL_COMMANDS["register"].usage)
+        return False
+    why_not = line.session.register(words[0], words[1] if len(words) > 1 else None)
+    if why_not is not None:
+        line.hint(why_not)
+    return False
+
+
+def _login(line: CommandLine, args: str) -> bool:
+    # As NickServ IDENTIFY reads it: one word is the password; more, the account, then the
+    # password (the rest of the line).
+    text = args.strip(" ")
+    account, _, password = text.partition(" ")
+    if not password.strip(" "):
+        account, password = "", text
+    if not password:
+        line.hint(LOCAL_COMMANDS["login"].usage)
+        return False
+    why_not = line.session.log_in(account or None, password.strip(" "))
+    if why_not is not None:
+        line.hint(why_not)
+    return False
+
+
 def _raw(line: CommandLine, args: str) -> bool:
     if not args.strip():
         line.hint(LOCAL_COMMANDS["raw"].usage)
@@ -242,6 +282,18 @@ LOCAL_COMMANDS: dict[str, LocalCommand] = {
         # Its words are the slash table's, which the server's HELP reads too.
         LocalCommand(
             "history", SLASH_COMMANDS["history"].syntax, SLASH_COMMANDS["history"].summary, _history
+        ),
+        LocalCommand(
+            "register",
+            SLASH_COMMANDS["register"].syntax,
+            SLASH_COMMANDS["register"].summary + " A reconnect logs in again.",
+            _register,
+        ),
+        LocalCommand(
+            "login",
+            SLASH_COMMANDS["login"].syntax,
+            SLASH_COMMANDS["login"].summary + " A reconnect logs in again.",
+            _login,
         ),
         LocalCommand("raw", "<IRC line>", "Send a line to the server as is.", _raw),
         LocalCommand("help", "[command]", "Show the commands, or help for one.", _help),

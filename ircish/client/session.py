@@ -1,10 +1,11 @@
 """One client's conversation with an IRC server: the TCP link (a reader thread, a sending
 thread behind a queue; with TLS, ircish/tls.py lets those two threads share it), registration
-(CAP negotiation, PASS, NICK, USER, nick fallback), the state the UI reads (our nick, rooms and
-their members, the current room, the private-chat target), a room's earlier lines (asked for
-on joining it and by /history, shown between markers) and reconnecting with backoff. It knows
-nothing about terminals: every event goes to one listener callback that the UI supplies, from
-whichever thread produced it.
+(CAP negotiation, PASS, NICK, USER, nick fallback), logging in to an account (SASL while
+registering, else NickServ; /login and /register), the state the UI reads (our nick and
+account, rooms and their members, the current room, the private-chat target), a room's
+earlier lines (asked for on joining it and by /history, shown between markers) and
+reconnecting with backoff. It knows nothing about terminals: every event goes to one listener
+callback that the UI supplies, from whichever thread produced it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ircish import __version__, modes
+from ircish import __version__, modes, sasl
 from ircish import protocol as p
+from ircish.client.login import Credentials, LoginFailed, SaslLogin, choose_mechanism
 from ircish.locks import held
 from ircish.protocol import Message, ProtocolError, casefold, parse
 from ircish.render import MEMBER_PREFIXES, strip_formatting
@@ -53,8 +55,12 @@ _JOIN_REFUSED = frozenset(
         "405",  # ERR_TOOMANYCHANNELS
     }
 )
-#: Commands whose last parameter is a password: PASS <password>, OPER <name> <password>.
-_SECRET_LAST_PARAM = frozenset({"PASS", "OPER"})
+#: Commands whose last parameter is a password: PASS <password>, OPER <name> <password>,
+#: REGISTER <account> <email> <password>.
+_SECRET_LAST_PARAM = frozenset({"PASS", "OPER", "REGISTER"})
+#: The services pseudo-user that keeps accounts (ircish's, Atheme's, Anope's): what is said to
+#: it may hold a password (IDENTIFY, REGISTER), and it answers in NOTICEs.
+NICKSERV = "NickServ"
 _USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
 #: The burst after 001 (server info, LUSERS, MOTD): shown once, not again on each reconnect.
 _WELCOME_BURST = frozenset(
@@ -191,6 +197,24 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def to_nickserv(msg: Message) -> bool:
+    """`msg` is said to NickServ: a command for it, which may hold a password."""
+    return msg.command in ("PRIVMSG", "NOTICE") and casefold(msg.param(0)) == casefold(NICKSERV)
+
+
+def loggable(msg: Message) -> str | None:
+    """`msg` as a --debug log shows it when it holds a password (`PASS ****`), else None
+    (the line as sent). A log must never hold a password: logs get pasted into bug reports."""
+    command = msg.command
+    if command in _SECRET_LAST_PARAM and msg.params:
+        return " ".join([command, *msg.params[:-1], "****"])
+    if command == "AUTHENTICATE" and msg.param(0) not in ("+", "*", *sasl.ALL_MECHANISMS):
+        return "AUTHENTICATE ****"  # PLAIN's payload is the password, barely hidden in base64
+    if to_nickserv(msg) and " " in msg.param(1).strip():
+        return f"{command} {msg.param(0)} :{msg.param(1).split()[0]} ****"
+    return None
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """Where to connect and as whom; built by the CLI."""
@@ -199,7 +223,13 @@ class SessionConfig:
     host: str = "127.0.0.1"
     port: int = 6667
     realname: str | None = None
-    password: str | None = None
+    #: The server's password (PASS), not an account's.
+    password: str | None = field(default=None, repr=False)
+    #: Log in to this account (SASL while connecting, else NickServ IDENTIFY once connected)
+    #: with `account_password`; no password, no login. The CLI names the nick's account
+    #: when only the password is given.
+    account: str | None = None
+    account_password: str | None = field(default=None, repr=False)
     #: Rooms to join once registered (the last one becomes the current room).
     rooms: tuple[str, ...] = ()
     reconnect: bool = True
@@ -271,6 +301,8 @@ class View:
     nicks: tuple[str, ...]  # everyone we share a room with
     #: The private-chat nick is away (away-notify or a 301 told us): the prompt says so.
     query_away: bool = False
+    #: The account we are logged in to (900 said so; 901 or a lost link ends it).
+    account: str | None = None
 
     @property
     def target(self) -> str | None:
@@ -366,6 +398,25 @@ class _HistoryBatch:
     lines: list[Message] = field(default_factory=list)
 
 
+@dataclass
+class _AskedNickServ:
+    """A line to NickServ (IDENTIFY, REGISTER) waiting for its answer. The answer is its
+    NOTICEs (and a 900 when it logs us in) between the PONGs to a PING sent before the line
+    and one sent after: a notice before the first (a warning that our nick is registered)
+    answers something else. `what` starts the line that says how it went ("Login as
+    alice"); `done` is said on success beside the 900's "Logged in as ..." (or nothing)."""
+
+    what: str
+    credentials: Credentials
+    before: str  # the PING tokens
+    after: str
+    done: str | None = None
+    answering: bool = False  # the PONG to `before` came
+    said: list[str] = field(default_factory=list)  # NickServ's notices since
+    logged_in: bool = False
+    no_nickserv: bool = False  # 401: the server has no NickServ
+
+
 _CLOSE = None  # the sending thread's stop mark
 
 
@@ -387,10 +438,7 @@ class _Link:
         """Queue `msg`. Raises ProtocolError if it cannot be one IRC line."""
         data = msg.to_bytes()
         if log.isEnabledFor(logging.DEBUG):
-            shown = data.rstrip(b"\r\n").decode()
-            if msg.command in _SECRET_LAST_PARAM:  # a --debug log must not hold a password
-                shown = " ".join([msg.command, *msg.params[:-1], "****"])
-            log.debug(">> %s", shown)
+            log.debug(">> %s", loggable(msg) or data.rstrip(b"\r\n").decode())
         self._outbox.put(data)
 
     def read(self) -> list[str] | None:
@@ -480,6 +528,20 @@ class Session:
         self._shown: dict[str, _Shown] = {}
         # CHATHISTORY requests in the order sent: the server answers them in that order.
         self._history_asked: list[_HistoryAsked] = []
+        # What we log in with on each link: the CLI's, or those a /login or /register made
+        # good. Dropped after a failed login: a wrong password stays wrong, and each try
+        # counts against the server's limit on failed logins.
+        self._credentials: Credentials | None = (
+            Credentials(config.account or config.nick, config.account_password)
+            if config.account_password is not None
+            else None
+        )
+        # Those of a /login or /register under way, kept once a 900 says they work.
+        self._pending_login: Credentials | None = None
+        self._account: str | None = None  # logged in to, on this link
+        self._nickserv_asked: _AskedNickServ | None = None
+        # The capabilities the server offers on this link (CAP LS, NEW and DEL).
+        self._server_caps: frozenset[str] = frozenset()
         # Written by the network thread only.
         self._failures = 0
         self._welcomed_before = False
@@ -488,7 +550,14 @@ class Session:
         self._quitting = threading.Event()
         self._tokens = itertools.count(1)
         self._ctcp_budget = ReplyBudget()
-        self._offered: list[str] = []  # CAP LS words so far (a 302 LS may take several lines)
+        # CAP LS words so far, name -> value (a 302 LS may take several lines).
+        self._offered: dict[str, str] = {}
+        # SASL on this link: the exchange under way, the mechanisms tried (none: SASL was not
+        # tried), the server's `sasl=` value and the list a 908 gave.
+        self._sasl: SaslLogin | None = None
+        self._sasl_tried: frozenset[str] = frozenset()
+        self._sasl_offered = ""
+        self._sasl_listed: str | None = None
         self._history_batches: dict[str, _HistoryBatch] = {}  # batch reference -> batch
         # The last line was a message to ourselves, shown: with echo-message its twin follows.
         self._twin: tuple[str, str] | None = None
@@ -525,6 +594,7 @@ class Session:
                 members=tuple(members),
                 nicks=tuple(sorted(everyone, key=casefold)),
                 query_away=query_away,
+                account=self._account,
             )
 
     def send(self, msg: Message, echo: bool = False) -> bool:
@@ -558,6 +628,9 @@ class Session:
                 and len(msg.params) > 1
                 # Sent to ourselves, it comes back from the server anyway.
                 and casefold(msg.param(0)) != casefold(me)
+                # A line to NickServ is never relayed, so never echoed, and it may hold a
+                # password: never shown. NickServ's NOTICE answers it.
+                and not to_nickserv(msg)
             ]
             if link is not None and waiting:
                 # Waiting before the lines go out: a refusal can come back at once.
@@ -610,6 +683,46 @@ class Session:
             if oldest is not None:
                 where.append(oldest.reference)
             self._ask_history_locked(link, _HistoryAsked(joined.name, "earlier", limit), where)
+        return None
+
+    def log_in(self, account: str | None, password: str) -> str | None:
+        """Log in to `account` (default: the one we log in to on connecting, else our nick)
+        with NickServ IDENTIFY; once it works, a reconnect logs in with these. None if
+        asked (how it went is said when NickServ answers), else why not, for the person."""
+        with self._lock:
+            link = self._link if self._registered else None
+            if link is None:
+                return "not connected to the server; nothing was sent"
+            if account is None:
+                account = self._credentials.account if self._credentials else self._nick
+            return self._ask_nickserv_locked(
+                link,
+                f"Login as {account}",
+                Credentials(account, password),
+                f"IDENTIFY {account} {password}",
+            )
+
+    def register(self, password: str, email: str | None) -> str | None:
+        """Register an account named after our nick and log in to it: REGISTER where the
+        server offers draft/account-registration, else NickServ REGISTER. None if asked (the
+        answer is shown when it comes), else why not, for the person."""
+        with self._lock:
+            link = self._link if self._registered else None
+            if link is None:
+                return "not connected to the server; nothing was sent"
+            credentials = Credentials(self._nick, password)
+            if "draft/account-registration" not in self._server_caps:
+                text = f"REGISTER {password} {email}" if email else f"REGISTER {password}"
+                return self._ask_nickserv_locked(
+                    link, f"Registering {self._nick}", credentials, text, f"Registered {self._nick}"
+                )
+            request = Message("REGISTER", ["*", email or "*", password])
+            try:
+                request.to_bytes()
+            except ProtocolError as exc:
+                return f"cannot send that: {exc}"
+            self._pending_login = credentials
+            link.send(request)
         return None
 
     def wait_registered(self, timeout: float | None = None) -> bool:
@@ -770,7 +883,10 @@ class Session:
             self._link = link
             self._nick = self._wanted_nick
             self._caps = frozenset()  # negotiated again on each link
-        self._offered = []
+            self._server_caps = frozenset()
+        self._offered = {}
+        self._sasl, self._sasl_tried, self._sasl_listed = None, frozenset(), None
+        self._sasl_offered = ""
         self._twin = None
         self._history_batches = {}
         try:
@@ -826,7 +942,9 @@ class Session:
             link.send(Message("PONG", list(msg.params[-1:]) or ["ircish"]))
             return
         if command == "PONG":
-            self._answered(msg.params[-1] if msg.params else "")
+            token = msg.params[-1] if msg.params else ""
+            if not self._nickserv_pong(token):
+                self._answered(token)
             return
         if command == "BATCH":
             self._batch(msg)
@@ -840,6 +958,8 @@ class Session:
             return
         if command == "FAIL" and msg.param(0).upper() == "CHATHISTORY":
             self._history_refused(msg)
+            return
+        if self._account_reply(link, msg):
             return
         if (command in _SEND_REFUSED_TO or command in _SEND_REFUSED or command == "FAIL") and (
             self._refused(msg)
@@ -1023,6 +1143,177 @@ class Session:
         of = f" of {strip_formatting(room)}" if room else ""
         self._note(f"Cannot show the earlier lines{of}: {reason}", "error")
 
+    # -- accounts ------------------------------------------------------------------------------
+
+    def _account_reply(self, link: _Link, msg: Message) -> bool:
+        """SASL, 900/901, REGISTER's answers and NickServ's answers to what we asked it: the
+        state follows them, and each ends in one line; True if `msg` was one of them."""
+        command = msg.command
+        if command == "AUTHENTICATE":
+            self._sasl_step(link, msg.param(0))
+            return True
+        if command == p.RPL_LOGGEDIN:  # <me> <nick!user@host> <account> :text
+            self._logged_in(msg.param(2) if len(msg.params) > 3 else self._nick)
+            return True
+        if command == p.RPL_LOGGEDOUT:
+            with self._lock:
+                self._account = None
+            self._note("Logged out")
+            self._emit(Changed())
+            return True
+        if command in (p.RPL_SASLMECHS, p.RPL_SASLSUCCESS, p.ERR_SASLALREADY):
+            if command == p.RPL_SASLMECHS:  # what it has, after we asked for what it lacks
+                self._sasl_listed = msg.param(1)
+            elif self._sasl is not None:
+                self._end_sasl(link)
+            return True  # the 900 before says all a person needs
+        if command in (p.ERR_NICKLOCKED, p.ERR_SASLFAIL, p.ERR_SASLTOOLONG, p.ERR_SASLABORTED):
+            return self._sasl_refused(link, msg)
+        if command == "REGISTER" and msg.param(0).upper() == "SUCCESS":
+            self._note(f"Registered {strip_formatting(msg.param(1))}")
+            return True
+        if command == "FAIL" and msg.param(0).upper() == "REGISTER":
+            # `FAIL REGISTER <code> <account> :text`; the account as we sent it: `*`, our nick.
+            with self._lock:
+                pending, self._pending_login = self._pending_login, None
+            name = msg.param(2) if msg.param(2) != "*" or pending is None else pending.account
+            reason = strip_formatting(msg.params[-1]) if len(msg.params) > 3 else msg.param(1)
+            self._note(f"Registering {strip_formatting(name)} failed: {reason}", "error")
+            return True
+        with self._lock:
+            asked = self._nickserv_asked
+            if asked is None or not asked.answering:
+                return False
+            if command == "NOTICE" and casefold(msg.source_nick or "") == casefold(NICKSERV):
+                asked.said.append(strip_formatting(msg.param(1)))
+                return True  # said in the one line at the end
+            if command == p.ERR_NOSUCHNICK and casefold(msg.param(1)) == casefold(NICKSERV):
+                asked.no_nickserv = True
+                return True
+        return False
+
+    def _start_sasl(self, link: _Link) -> bool:
+        """Open a SASL exchange with the best mechanism offered and not yet tried on this
+        link; False if there is none (or nothing to log in with)."""
+        with self._lock:
+            credentials = self._credentials
+        offered = self._sasl_listed if self._sasl_listed is not None else self._sasl_offered
+        mechanism = choose_mechanism(offered, self._sasl_tried)
+        if credentials is None or mechanism is None:
+            return False
+        self._sasl = SaslLogin(credentials, mechanism)
+        self._sasl_tried |= {mechanism}
+        self._sasl_listed = None
+        link.send(Message("AUTHENTICATE", self._sasl.start()))
+        return True
+
+    def _sasl_step(self, link: _Link, param: str) -> None:
+        exchange = self._sasl
+        if exchange is None:
+            return  # no exchange of ours: nothing to answer
+        try:
+            answers = exchange.answer(param)
+        except LoginFailed as exc:
+            link.send(Message("AUTHENTICATE", ["*"]))  # its 906 is not shown: we said why
+            self._login_failed(f"Login as {exchange.credentials.account}", str(exc))
+            self._end_sasl(link)
+            return
+        for answer in answers:
+            link.send(Message("AUTHENTICATE", [answer]))
+
+    def _sasl_refused(self, link: _Link, msg: Message) -> bool:
+        """902, 904, 905, 906: the exchange under way failed. A 904 after a 908 (the server
+        lacks the mechanism we asked for) tries the next one it has; any other failure is
+        one line, and we go on connecting, not logged in. True if it was ours."""
+        exchange = self._sasl
+        if exchange is None:
+            return bool(self._sasl_tried)  # a late answer to an exchange we ended
+        if msg.command == p.ERR_SASLFAIL and self._sasl_listed is not None:
+            if self._start_sasl(link):
+                return True
+        text = strip_formatting(msg.params[-1]) if len(msg.params) > 1 else msg.command
+        head, colon, reason = text.partition(": ")
+        if colon and head.lower() == "sasl authentication failed":
+            text = reason  # the why, without the words our own line starts with
+        self._login_failed(f"Login as {exchange.credentials.account}", text)
+        self._end_sasl(link)
+        return True
+
+    def _end_sasl(self, link: _Link) -> None:
+        self._sasl = None
+        if not self._registered:
+            link.send(Message("CAP", ["END"]))
+
+    def _logged_in(self, account: str) -> None:
+        """900: we are logged in to `account`. The credentials of a /login or /register are
+        now those a reconnect logs in with."""
+        with self._lock:
+            self._account = account
+            pending, self._pending_login = self._pending_login, None
+            if pending is not None:
+                self._credentials = Credentials(account, pending.password)
+            if self._nickserv_asked is not None and self._nickserv_asked.answering:
+                self._nickserv_asked.logged_in = True
+        self._note(f"Logged in as {strip_formatting(account)}")
+        self._emit(Changed())
+
+    def _login_failed(self, what: str, reason: str, tried: Credentials | None = None) -> None:
+        """One line; the credentials that failed (by default the ones we connect with) are
+        not tried again, not even after a reconnect."""
+        with self._lock:
+            if tried is None or tried == self._credentials:
+                self._credentials = None
+            if tried is not None and tried == self._pending_login:
+                self._pending_login = None
+        self._note(f"{what} failed: {reason}", "error")
+
+    def _ask_nickserv_locked(
+        self, link: _Link, what: str, credentials: Credentials, text: str, done: str | None = None
+    ) -> str | None:
+        """Say `text` to NickServ, between two PINGs (see `_AskedNickServ`). None if sent,
+        else why not."""
+        assert held(self._lock)
+        if self._nickserv_asked is not None:
+            return "still waiting for NickServ's answer to the last login or registration"
+        request = Message("PRIVMSG", [NICKSERV, text])
+        try:
+            request.to_bytes()
+        except ProtocolError as exc:
+            return f"cannot send that: {exc}"
+        number = next(self._tokens)
+        asked = _AskedNickServ(what, credentials, f"ircish-ns-{number}", f"ircish-ns-{number}.")
+        asked.done = done
+        self._nickserv_asked = asked
+        self._pending_login = credentials
+        link.send(Message("PING", [asked.before]))
+        link.send(request)
+        link.send(Message("PING", [asked.after]))
+        return None
+
+    def _nickserv_pong(self, token: str) -> bool:
+        """A PONG that opens or closes NickServ's answer; at its close, one line says how
+        it went. True if the token was one of those."""
+        with self._lock:
+            asked = self._nickserv_asked
+            if asked is None or token not in (asked.before, asked.after):
+                return False
+            if token == asked.before:
+                asked.answering = True
+                return True
+            self._nickserv_asked = None
+        if asked.logged_in:
+            if asked.done:
+                self._note(asked.done)
+        elif asked.no_nickserv:
+            self._login_failed(
+                asked.what, "this server has no accounts (no SASL, no NickServ)", asked.credentials
+            )
+        elif asked.said:
+            self._login_failed(asked.what, asked.said[-1], asked.credentials)
+        # Else NickServ has not answered yet (on a network, services are a server away): its
+        # notices are shown as they come, and a 900 still logs us in.
+        return True
+
     def _negotiate(self, link: _Link, msg: Message) -> None:
         """CAP replies (https://ircv3.net/specs/extensions/capability-negotiation): after the
         LS, one REQ for what we want of what is offered; CAP END once the server answered it
@@ -1032,12 +1323,21 @@ class Session:
         words = msg.params[-1].split() if len(msg.params) > 2 else []
         if sub in ("LS", "NEW"):
             # `CAP * LS * :caps`: more lines follow (302). A word may carry a value: sasl=PLAIN.
-            self._offered.extend(word.partition("=")[0] for word in words)
+            for word in words:
+                name, _, value = word.partition("=")
+                self._offered[name] = value
             if sub == "LS" and msg.param(2) == "*":
                 return
-            offered, self._offered = set(self._offered), []
+            offered, self._offered = self._offered, {}
             with self._lock:
+                self._server_caps |= offered.keys()
                 wanted = [cap for cap in WANTED_CAPS if cap in offered and cap not in self._caps]
+                login = self._credentials is not None
+            # SASL while registering only: then the login comes before anything we do.
+            if sub == "LS" and not self._registered and login and "sasl" in offered:
+                self._sasl_offered = offered["sasl"]
+                if choose_mechanism(self._sasl_offered) is not None:
+                    wanted.append("sasl")
             if wanted:
                 link.send(Message("CAP", ["REQ", " ".join(wanted)]))
             elif sub == "LS" and not self._registered:
@@ -1051,8 +1351,12 @@ class Session:
                     else:
                         caps.add(word)
                 self._caps = frozenset(caps)
+                if sub == "DEL":
+                    self._server_caps -= set(words)
             if sub == "ACK" and not self._registered:
-                link.send(Message("CAP", ["END"]))
+                # With sasl, CAP END waits for the login's end (`_end_sasl`).
+                if "sasl" not in words or not self._start_sasl(link):
+                    link.send(Message("CAP", ["END"]))
         elif sub == "NAK":
             # All or nothing, so none of them: we go on as with a server that offers none.
             log.info("the server refused capabilities: %s", " ".join(words))
@@ -1199,6 +1503,16 @@ class Session:
             rejoining = bool(self._rejoining)
             keys = dict(self._keys)
             me = self._nick
+            credentials = self._credentials if self._account is None else None
+            if credentials is not None and not self._sasl_tried:
+                # No SASL here (none offered, or no mechanism we speak): NickServ, before
+                # the JOINs, as a room may let in only those logged in.
+                self._ask_nickserv_locked(
+                    link,
+                    f"Login as {credentials.account}",
+                    credentials,
+                    f"IDENTIFY {credentials.account} {credentials.password}",
+                )
         self._failures = 0
         self._quiet_burst, self._welcomed_before = self._welcomed_before, True
         self._emit(Incoming(msg, me))
@@ -1361,6 +1675,9 @@ class Session:
                 self._rejoining = {casefold(name) for name in self._to_join}
             self._registered = False
             self._link = None
+            self._account = None
+            self._pending_login = None
+            self._nickserv_asked = None  # no answer comes on another link
             self._rooms.clear()
             self._pending_names.clear()
             self._away.clear()

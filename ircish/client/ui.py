@@ -23,7 +23,13 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from ircish.client.input_line import CommandLine, completions, paste_as_one_line, paste_lines
+from ircish.client.input_line import (
+    CommandLine,
+    completions,
+    holds_secret,
+    paste_as_one_line,
+    paste_lines,
+)
 from ircish.client.session import (
     QUIT_WAIT,
     Changed,
@@ -284,10 +290,18 @@ class InteractiveUI:
         from prompt_toolkit.history import InMemoryHistory
         from prompt_toolkit.patch_stdout import patch_stdout
 
+        class NoSecretsHistory(InMemoryHistory):
+            """In memory only (private messages stay off the disk), and without the lines
+            that hold a password (/login, /pass...), which Up would show again."""
+
+            def append_string(self, string: str) -> None:
+                if not holds_secret(string):
+                    super().append_string(string)
+
         self._session = session
         commands = CommandLine(session, self.on_event)
         self._prompt = PromptSession(
-            history=InMemoryHistory(),  # in memory only: private messages stay off the disk
+            history=NoSecretsHistory(),
             completer=_completer(session),
             complete_while_typing=False,
             # The sent line is shown as the echo of what went out ("[#room] <me> text"), so
@@ -371,7 +385,9 @@ class InteractiveUI:
         where = f"@{strip_formatting(view.target)}" if view.target else ""
         away = " (away)" if view.query_away else ""  # the one we talk to privately
         offline = "" if view.online else " (offline)"
-        return ANSI(f"{nick}{where}{away}{offline}> ")
+        # Logged in: the account first, as a tag on who we are (`[alice] carol@#general> `).
+        account = f"[{strip_formatting(view.account)}] " if view.account else ""
+        return ANSI(f"{account}{nick}{where}{away}{offline}> ")
 
     def _exit_if_closed(self) -> None:
         app = self._prompt.app if self._prompt is not None else None
