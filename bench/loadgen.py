@@ -348,8 +348,8 @@ class Worker:
                 if not self.login_sample:
                     at = data.find(LOGGED_IN)
                     start = data.rfind(b"\n", 0, at) + 1
-                    self.login_sample = data[start : data.find(b"\n", at)].strip().decode(
-                        errors="replace"
+                    self.login_sample = (
+                        data[start : data.find(b"\n", at)].strip().decode(errors="replace")
                     )
             elif b"login failed" in data:
                 self.error(f"{client.nick}: {data[data.find(b'login failed') :][:120]!r}")
