@@ -24,7 +24,7 @@ from ircish.commands import Context, IRCError, command
 from ircish.events import millis, parse_time_tag, relay_tags, time_tag
 from ircish.locks import held
 from ircish.protocol import Message, casefold, valid_nick
-from ircish.store import BOT_TAG, Query, StoredLine, private_target
+from ircish.store import ANONYMOUS, BOT_TAG, Query, StoredLine, private_party, private_target
 from ircish.world import Room
 
 #: What a client without draft/event-playback gets of history, and what a replay on join
@@ -265,19 +265,22 @@ PRIVATE_FLUSH_SECONDS = 2.0
 
 
 def private_source(ctx: Context, target: str) -> Source | None:
-    """The conversation between the reader's account and `target` (a nick online, or an
-    account's name); None when the reader is not logged in or `target` is no account."""
+    """The conversation between the reader's account and `target`: a nick online (its
+    account, or the nick itself if not logged in), or else an account's name, or a nick
+    that was not logged in. None when the reader is not logged in (nothing is kept for
+    them) or `target` cannot be a nick."""
     me = ctx.user.account
     if me is None or not ctx.config.history.enabled:
         return None
-    online = ctx.world.find_user(target)
-    other = online.account if online is not None else None
-    if other is None:
-        state = ctx.world.accounts.get(target)
-        other = None if state is None else state.name
-    if other is None:
+    if not valid_nick(target, ctx.config.limits.nick_length):
         return None
-    return PrivateSource(ctx, target, private_target(casefold(me), casefold(other)))
+    online = ctx.world.find_user(target)
+    if online is not None:
+        other = private_party(online.account, online.nick)
+    else:
+        state = ctx.world.accounts.get(target)
+        other = private_party(None if state is None else state.name, target)
+    return PrivateSource(ctx, target, private_target(casefold(me), other))
 
 
 def _history(ctx: Context, sub: str, target: str, refs: list[str], limit: int) -> None:
@@ -394,6 +397,9 @@ def private_targets(ctx: Context) -> list[tuple[str, int]]:
     for target, when in store.private_targets(mine):
         first, _, second = target.partition(" ")
         other = second if first == mine else first
+        if other.startswith(ANONYMOUS):  # someone who was not logged in: their nick
+            found.append((other[len(ANONYMOUS) :], when))
+            continue
         state = ctx.world.accounts.get(other)
         found.append((other if state is None else state.name, when))
     return found
@@ -459,9 +465,10 @@ def missed_private_lines(ctx: Context) -> list[Message]:
     for name, when in private_targets(ctx):
         if when <= since:
             continue
-        other = private_target(mine, casefold(name))
+        state_of = ctx.world.accounts.get(name)
+        party = private_party(None if state_of is None else state_of.name, name)
         query = Query(MISSED_MAX, after_time=since, commands=MESSAGES)
-        source = PrivateSource(ctx, name, other)
+        source = PrivateSource(ctx, name, private_target(mine, party))
         lines += [line for line in source.read(query) if casefold(line.account or "") != mine]
     if not lines:
         return []

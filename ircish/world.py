@@ -101,11 +101,13 @@ from ircish.protocol import IRCError, Message, casefold
 # is re-exported here, where the commands have always found it.
 from ircish.protocol import valid_nick as valid_nick
 from ircish.store import (
+    ANONYMOUS,
     MaskState,
     Query,
     RoomState,
     Store,
     StoredLine,
+    private_party,
     private_target,
     read_lines,
 )
@@ -1778,7 +1780,8 @@ class World:
             # IRCv3 echo-message to oneself: the echo, then the message as received, which
             # is no part of a labeled answer (irctest labeled_responses: one label).
             sender.conn.deliver(event, reply=False)
-        self._record_event(event, self._private_lines(event, sender, recipient.account, needs))
+        other = private_party(recipient.account, recipient.nick)
+        self._record_event(event, self._private_lines(event, sender, other, needs))
         return event
 
     def tell_account(self, sender: User, account: str, msg: Message, echo: bool) -> bool:
@@ -1786,7 +1789,9 @@ class World:
         in (private history), and echoed to the sender. False if it cannot be kept
         (the sender is not logged in, or history is off): nothing is sent then."""
         event = Event(msg, (account,), sender.account, bot=sender.bot)
-        lines = self._private_lines(event, sender, account, None)
+        lines = ()
+        if sender.account is not None:
+            lines = self._private_lines(event, sender, casefold(account), None)
         if not lines:
             return False
         if echo:
@@ -1795,19 +1800,20 @@ class World:
         return True
 
     def _private_lines(
-        self, event: Event, sender: User, account: str | None, needs: str | None
+        self, event: Event, sender: User, other: str, needs: str | None
     ) -> tuple[StoredLine, ...]:
-        """The private history line of `event`, when both ends are accounts and history
-        is kept; nothing is kept of anyone who is not logged in."""
+        """The private history line of `event` between `sender` and `other` (an account,
+        or `~nick`: see `private_party`), when history is kept and at least one side is
+        logged in: it is kept for that side (ergo and irctest do the same); nothing is
+        kept between two people who are not."""
         if (
-            sender.account is None
-            or account is None
-            or needs is not None
+            needs not in (None, "message-tags")  # messages and TAGMSG, not AWAY or the like
             or self.keeper is None
             or not self.history.enabled
+            or (sender.account is None and other.startswith(ANONYMOUS))
         ):
             return ()
-        target = private_target(casefold(sender.account), casefold(account))
+        target = private_target(private_party(sender.account, sender.nick), other)
         with self._private_lock:
             seq = self._last_private_seq = max(time.time_ns(), self._last_private_seq + 1)
         return (StoredLine.of(event, target, seq),)

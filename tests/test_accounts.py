@@ -527,16 +527,23 @@ def test_private_history_between_accounts(server, clients) -> None:
     stranger.register("stranger")
     alice.send("PRIVMSG bob :secret plans")
     bob.expect("PRIVMSG bob :secret plans")
-    stranger.send("PRIVMSG bob :not kept")
-    bob.expect("PRIVMSG bob :not kept")
+    stranger.send("PRIVMSG bob :for bob only")
+    bob.expect("PRIVMSG bob :for bob only")
     bob.send("CHATHISTORY LATEST alice * 10")
     lines = bob.collect_until(r"BATCH -")
     said = [parse(line) for line in lines if " PRIVMSG " in line]
     assert [msg.params[1] for msg in said] == ["secret plans"]
     assert said[0].tags["msgid"] and said[0].tags["time"]
+    # Kept for bob, who is logged in (as ergo does); the stranger, who is not, reads
+    # nothing, and whoever registers `stranger` later reads nothing of it either.
     bob.send("CHATHISTORY LATEST stranger * 10")
-    assert not [line for line in bob.collect_until(r"BATCH -") if " PRIVMSG " in line]
+    kept = [line for line in bob.collect_until(r"BATCH -") if " PRIVMSG " in line]
+    assert [parse(line).params[1] for line in kept] == ["for bob only"]
     stranger.send("CAP REQ :draft/chathistory batch")
+    stranger.send("CHATHISTORY LATEST bob * 10")
+    assert not [line for line in stranger.collect_until(r"BATCH -") if " PRIVMSG " in line]
+    stranger.send(f"PRIVMSG NickServ :REGISTER {PASSWORD}")
+    stranger.expect(" 900 stranger ")
     stranger.send("CHATHISTORY LATEST bob * 10")
     assert not [line for line in stranger.collect_until(r"BATCH -") if " PRIVMSG " in line]
     bob.send(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from ircish.events import Event, millis
+from ircish.protocol import casefold
 
 #: A stored line's mark that its sender was a bot (shown as the `bot` tag, as live).
 BOT_TAG = "bot"
@@ -176,9 +177,23 @@ class AccountState:
     last_seen: int = 0
 
 
+#: Marks a private party that is not logged in: `~nick` (no account or nick holds '~').
+ANONYMOUS = "~"
+
+
+def private_party(account: str | None, nick: str | None) -> str:
+    """Who one side of a private conversation is, for its history: the account
+    (casefolded), or `~nick` for someone not logged in (never the same as an account, so
+    whoever takes that nick or registers that name later reads nothing of it)."""
+    if account is not None:
+        return casefold(account)
+    return ANONYMOUS + casefold(nick or "*")
+
+
 def private_target(account: str, other: str) -> str:
-    """The history target of the private lines between two accounts (casefolded names, in
-    either order): `alice bob`. No room name holds a space, and none lacks its '#'."""
+    """The history target of the private lines between two parties (`private_party`, in
+    either order): `alice bob`, `alice ~guest`. No room name holds a space, and none
+    lacks its '#'."""
     first, second = sorted((account, other))
     return f"{first} {second}"
 
