@@ -332,8 +332,22 @@ def _register(args: str, current_room: str | None) -> Message:
     # NickServ's REGISTER, which every account-keeping IRC network knows: the account is
     # named after your nick. ircish-client sends REGISTER (draft/account-registration)
     # instead where the server offers it.
-    words = _words(args, "register", 1, 2)
-    return Message("PRIVMSG", [NICKSERV, " ".join(["REGISTER", *words])])
+    password, email = register_args(args)
+    return Message("PRIVMSG", [NICKSERV, " ".join(["REGISTER", password, *filter(None, [email])])])
+
+
+def register_args(args: str) -> tuple[str, str | None]:
+    """`/register <password> [email]`: the password is the rest of the line, spaces and
+    all, but for a last word with an '@', which is the email (NickServ reads it so too).
+    Raises SlashError without a password."""
+    text = args.strip(" ")
+    password, email = text, None
+    head, _, last = text.rpartition(" ")
+    if head.strip(" ") and "@" in last:
+        password, email = head.strip(" "), last
+    if not password:
+        raise SlashError(SLASH_COMMANDS["register"].usage)
+    return password, email
 
 
 def _login(args: str, current_room: str | None) -> Message:

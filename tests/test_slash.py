@@ -283,6 +283,8 @@ def test_a_local_row_is_never_sent(name: str) -> None:
     [
         ("/register hunter22", "REGISTER hunter22"),
         ("/register hunter22 me@example.org", "REGISTER hunter22 me@example.org"),
+        ("/register correct horse battery", "REGISTER correct horse battery"),
+        ("/register correct horse  me@example.org ", "REGISTER correct horse me@example.org"),
         ("/login hunter22", "IDENTIFY hunter22"),
         ("/login alice open  sesame ", "IDENTIFY alice open  sesame"),
     ],
@@ -295,7 +297,6 @@ def test_register_and_login_talk_to_nickserv(line: str, text: str) -> None:
     ("line", "usage"),
     [
         ("/register", "usage: /register <password> [email]"),
-        ("/register a b c", "usage: /register <password> [email]"),
         ("/login  ", "usage: /login [account] <password>"),
     ],
 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ircish import slash
 from ircish.client.session import ROOM_PREFIXES, Note, Session, View, is_room
 from ircish.protocol import Message, ProtocolError, casefold, parse
-from ircish.slash import SLASH_COMMANDS, SlashError, split_long_message
+from ircish.slash import SLASH_COMMANDS, SlashError, register_args, split_long_message
 
 #: Slash commands whose first argument is a room / a nick, for Tab completion.
 ROOM_ARGUMENT = frozenset(
@@ -215,11 +215,12 @@ def _history(line: CommandLine, args: str) -> bool:
 def _register(line: CommandLine, args: str) -> bool:
     # The slash table's row says what /register takes; the session knows whether the server
     # offers REGISTER (draft/account-registration) or only NickServ.
-    words = args.split()
-    if not 1 <= len(words) <= 2:
-        line.hint(LOCAL_COMMANDS["register"].usage)
+    try:
+        password, email = register_args(args)
+    except SlashError as exc:
+        line.hint(str(exc))
         return False
-    why_not = line.session.register(words[0], words[1] if len(words) > 1 else None)
+    why_not = line.session.register(password, email)
     if why_not is not None:
         line.hint(why_not)
     return False

@@ -123,6 +123,8 @@ class SqliteStore:
         #: alone; the connection itself is opened after it is released.
         self._readers_made = 0
         self._readers_lock = new_lock("SqliteStore._readers_lock")
+        #: Private targets whose correspondents rows are written (the writer thread's).
+        self._correspondents: set[str] = set()
         # The writer's connection; for a memory database it also keeps the data alive.
         self._writer = self._connect()
         try:
@@ -183,7 +185,12 @@ class SqliteStore:
                 line.seq,
                 line.epoch,
             )
-        private = {line.target for line in lines if is_private_target(line.target)}
+        # A conversation's correspondents are written once, not with every line of it.
+        private = {
+            line.target
+            for line in lines
+            if line.target not in self._correspondents and is_private_target(line.target)
+        }
         with self._transaction():
             if private:
                 self._writer.executemany(
@@ -198,6 +205,7 @@ class SqliteStore:
             for start in range(0, len(lines), INSERT_ROWS):
                 chunk = values[start * width : (start + INSERT_ROWS) * width]
                 self._writer.execute(_insert_sql(len(chunk) // width), chunk)
+        self._correspondents |= private
 
     def forget(self, target: str, epoch: int) -> None:
         with self._transaction():
@@ -272,6 +280,7 @@ class SqliteStore:
                 "DELETE FROM correspondents WHERE target = ?", [(target,) for target in targets]
             )
             self._writer.execute("DELETE FROM accounts WHERE name = ?", (name,))
+        self._correspondents.difference_update(targets)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._writer)
