@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--sender-threads", type=int)
     parser.add_argument(
         "--server",
-        choices=("ircish", "ircish-store"),
+        choices=servers.IRCISH_KINDS,
         default="ircish",
         help="ircish with history off, or with the store on disk (issue 13)",
     )
@@ -133,6 +133,15 @@ def main() -> int:
         workdir,
         sender_threads=args.sender_threads,
         ircish_dir=source,
+        # ircish-accounts: an account per client, named as the scenario names them.
+        accounts=(
+            scenarios.nicks(
+                "p" if args.scenario == "dm" else "f",
+                2 * args.pairs if args.scenario == "dm" else args.members,
+            )
+            if args.server in servers.ACCOUNT_KINDS
+            else None
+        ),
     )
     recorders: list[subprocess.Popen] = []
 
