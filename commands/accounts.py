@@ -16,6 +16,7 @@ from ircish import protocol as p
 from ircish import sasl
 from ircish.accounts import (
     MAX_CERTFPS,
+    NICKSERV_PREFIX,
     SERVICES,
     new_credentials,
     normalize_fingerprint,
@@ -28,8 +29,6 @@ from ircish.store import AccountState
 from .history import missed_private_lines
 
 log = logging.getLogger(__name__)
-
-NICKSERV = "NickServ"
 
 
 class Refused(Exception):
@@ -111,12 +110,8 @@ def guard_nick(ctx: Context) -> None:
     )
 
 
-def service_prefix(name: str) -> str:
-    return f"{name}!{name}@services"
-
-
 def nickserv_says(ctx: Context, text: str) -> None:
-    ctx.send(Message("NOTICE", [ctx.user.nick or "*", text], service_prefix(NICKSERV)))
+    ctx.send(Message("NOTICE", [ctx.user.nick or "*", text], NICKSERV_PREFIX))
 
 
 # -- registering ---------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ircish.accounts import CHANSERV_PREFIX
 from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message
-from ircish.world import ACCESS_LETTERS, CHANSERV_PREFIX, Room
+from ircish.world import ACCESS_LETTERS, Room
 
 from .accounts import Refused, require_login
 
@@ -47,7 +48,7 @@ def chanserv(ctx: Context, text: str) -> None:
     action = ACTIONS.get(word.upper())
     if action is None:
         if word and word.upper() != "HELP":
-            chanserv_says(ctx, f"Unknown command {word}; the commands are:")
+            chanserv_says(ctx, f"Unknown command {word[:40]}; the commands are:")
         chanserv_help(ctx)
         return
     try:

@@ -7,7 +7,7 @@ import time
 from ircish import protocol as p
 from ircish.accounts import SERVICES
 from ircish.commands import Context, IRCError, command
-from ircish.protocol import Message, casefold, safe_param
+from ircish.protocol import NICKSERV, Message, casefold, safe_param
 
 from .accounts import nickserv
 from .chanserv import chanserv
@@ -122,7 +122,7 @@ def leave_message(
 
 def talk_to_service(ctx: Context, service: str, text: str) -> None:
     """A PRIVMSG to NickServ or ChanServ: a command for it, never relayed or stored."""
-    if service == "nickserv":
+    if service == casefold(NICKSERV):
         nickserv(ctx, text)
     else:
         chanserv(ctx, text)

@@ -34,7 +34,7 @@ import scramp
 
 from ircish import passwords
 from ircish.locks import held, new_lock
-from ircish.protocol import casefold
+from ircish.protocol import CHANSERV, NICKSERV, casefold
 from ircish.store import AccountState, ScramKeys
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,11 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 #: Fingerprints one account may add at most.
 MAX_CERTFPS = 16
-#: The pseudo-users' nicks, casefolded: nobody may take them, nor register them.
-SERVICES = frozenset({"nickserv", "chanserv"})
+#: The pseudo-users: their nicks, and the prefix of what they say.
+NICKSERV_PREFIX = f"{NICKSERV}!{NICKSERV}@services"
+CHANSERV_PREFIX = f"{CHANSERV}!{CHANSERV}@services"
+#: Their nicks, casefolded: nobody may take them, nor register them.
+SERVICES = frozenset({NICKSERV.lower(), CHANSERV.lower()})
 
 
 class AccountKeeper(Protocol):

@@ -316,6 +316,11 @@ def valid_nick(nick: str, max_length: int | None = None) -> bool:
     return all(c.isalnum() or c in NICK_SPECIALS or c == "-" for c in nick)
 
 
+#: The services' nicks (the server's pseudo-users, ircish/accounts.py and commands/), which
+#: clients and the slash table address too.
+NICKSERV = "NickServ"
+CHANSERV = "ChanServ"
+
 # Numerics (modern.ircdocs.horse "Numerics"). One name per number, used everywhere.
 RPL_WELCOME = "001"
 RPL_YOURHOST = "002"

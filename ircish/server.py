@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from ircish.accounts import Accounts
+from ircish.accounts import NICKSERV_PREFIX, Accounts
 from ircish.commands import CommandSpec
 from ircish.config import Config
 from ircish.connection import Connection, SenderPool
@@ -406,7 +406,7 @@ class Server:
                 Message(
                     "NOTICE",
                     [user.nick, f"You did not log in to {old}, so you are now {user.nick}"],
-                    "NickServ!NickServ@services",
+                    NICKSERV_PREFIX,
                 )
             )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ircish.modes import MAX_PARAM_CHANGES, Change, format_changes
 from ircish.protocol import (
     DEFAULT_LINE_BYTES,
+    NICKSERV,
     Message,
     ProtocolError,
     has_forbidden,
@@ -27,7 +28,6 @@ MIN_PIECE_BYTES = 64
 #: Earlier lines one /history asks for when no count is given (issue 13).
 HISTORY_DEFAULT = 20
 #: The services pseudo-user /register and /login talk to.
-NICKSERV = "NickServ"
 
 
 class SlashError(ValueError):

@@ -91,7 +91,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ircish import modes
 from ircish import protocol as p
-from ircish.accounts import Accounts
+from ircish.accounts import CHANSERV_PREFIX, Accounts
 from ircish.config import HistoryConfig
 from ircish.events import Event, millis
 from ircish.locks import held, new_lock
@@ -135,7 +135,6 @@ TRIM_EVERY = 32
 NO_HISTORY = HistoryConfig(max_lines=0)
 #: Who sets the modes a registered room gives (the `nick!user@host` of the ChanServ
 #: pseudo-user, commands/chanserv.py, which speaks as it too).
-CHANSERV_PREFIX = "ChanServ!ChanServ@services"
 #: The status an account on a registered room's access list gets on join: op or voice.
 ACCESS_LETTERS = "ov"
 #: Accounts one registered room's access list holds at most.

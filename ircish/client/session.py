@@ -27,7 +27,7 @@ from ircish import __version__, modes, sasl
 from ircish import protocol as p
 from ircish.client.login import Credentials, LoginFailed, SaslLogin, choose_mechanism
 from ircish.locks import held
-from ircish.protocol import Message, ProtocolError, casefold, parse
+from ircish.protocol import NICKSERV, Message, ProtocolError, casefold, parse
 from ircish.render import MEMBER_PREFIXES, strip_formatting
 from ircish.tls import TlsError, TlsTransport
 
@@ -58,9 +58,9 @@ _JOIN_REFUSED = frozenset(
 #: Commands whose last parameter is a password: PASS <password>, OPER <name> <password>,
 #: REGISTER <account> <email> <password>.
 _SECRET_LAST_PARAM = frozenset({"PASS", "OPER", "REGISTER"})
-#: The services pseudo-user that keeps accounts (ircish's, Atheme's, Anope's): what is said to
-#: it may hold a password (IDENTIFY, REGISTER), and it answers in NOTICEs.
-NICKSERV = "NickServ"
+# NickServ (protocol.NICKSERV), the services pseudo-user that keeps accounts (ircish's,
+# Atheme's, Anope's): what is said to it may hold a password (IDENTIFY, REGISTER), and it
+# answers in NOTICEs.
 _USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
 #: The burst after 001 (server info, LUSERS, MOTD): shown once, not again on each reconnect.
 _WELCOME_BURST = frozenset(
