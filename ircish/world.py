@@ -857,22 +857,32 @@ class Room:
             state = self.state_locked()
         self._record_all(relayed, state)
 
+    def _require_founder_locked(self, user: User, doing: str) -> None:
+        """482 unless `user` founded the room or is a server operator."""
+        assert held(self.lock)
+        if not (user.oper or self.is_founder_locked(user)):
+            raise IRCError(
+                p.ERR_CHANOPRIVSNEEDED,
+                self.name,
+                f"Only the founder of {self.name} ({self.founder}) may {doing}",
+            )
+
+    def _unregister_locked(self) -> None:
+        """The registration goes: founder, access list and topic lock (not +P)."""
+        assert held(self.lock)
+        self.founder = None
+        self.registered = 0
+        self.access = {}
+        self.topic_lock = False
+
     def drop_registration(self, user: User) -> None:
         """The founder (or a server operator) drops the registration: the founder, access
         list and topic lock go, and the room is no longer permanent (-P: it ends once empty,
         which the caller sees to: `World.end_if_empty`)."""
         with self.lock:
             self._require_registered_locked()
-            if not (user.oper or self.is_founder_locked(user)):
-                raise IRCError(
-                    p.ERR_CHANOPRIVSNEEDED,
-                    self.name,
-                    f"Only the founder of {self.name} ({self.founder}) may drop it",
-                )
-            self.founder = None
-            self.registered = 0
-            self.access = {}
-            self.topic_lock = False
+            self._require_founder_locked(user, "drop it")
+            self._unregister_locked()
             self.flags.discard(modes.PERMANENT)
             relayed = self.relay_modes_locked(
                 [modes.Change(False, modes.PERMANENT)], CHANSERV_PREFIX, None
@@ -891,10 +901,7 @@ class Room:
                 return
             self.access.pop(key, None)
             if founded:
-                self.founder = None
-                self.registered = 0
-                self.access = {}
-                self.topic_lock = False
+                self._unregister_locked()
             state = self.state_locked()
         self._record(None, (), state)
 
@@ -936,12 +943,7 @@ class Room:
         """ChanServ SET TOPICLOCK: the founder (or a server operator) turns it on or off."""
         with self.lock:
             self._require_registered_locked()
-            if not (user.oper or self.is_founder_locked(user)):
-                raise IRCError(
-                    p.ERR_CHANOPRIVSNEEDED,
-                    self.name,
-                    f"Only the founder of {self.name} ({self.founder}) may change its settings",
-                )
+            self._require_founder_locked(user, "change its settings")
             if self.topic_lock == on:
                 return
             self.topic_lock = on

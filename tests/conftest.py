@@ -104,12 +104,15 @@ def server_process(tmp_path) -> Iterator[Callable[..., ServerProcess]]:
 
 @pytest.fixture
 def open_session(server: Server) -> Iterator[Callable[..., tuple[Session, Recorder]]]:
-    """Start ircish-client Sessions (no terminal) registered on `server`, in `rooms`."""
+    """Start ircish-client Sessions (no terminal) registered on `server`, in `rooms`, with
+    other SessionConfig `settings` (reconnect off unless given); they are registered (and
+    have logged in, or failed to, if told to) when returned."""
     sessions: list[Session] = []
 
-    def start(nick: str, *rooms: str) -> tuple[Session, Recorder]:
+    def start(nick: str, *rooms: str, **settings: object) -> tuple[Session, Recorder]:
         recorder = Recorder()
-        config = SessionConfig(nick=nick, port=server.address[1], rooms=rooms, reconnect=False)
+        options: dict = {"reconnect": False, **settings}
+        config = SessionConfig(nick=nick, port=server.address[1], rooms=rooms, **options)
         session = Session(config, recorder)
         session.start()
         sessions.append(session)

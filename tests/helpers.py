@@ -548,6 +548,25 @@ class Harness:
             self.world.remove_user(conn.user, reason)
 
 
+class FakeLink:
+    """Stands in for ircish-client's TCP link: keeps what the session sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def send(self, msg: Message) -> None:
+        self.sent.append(msg)
+
+    def close(self) -> None:
+        pass
+
+    def joins(self) -> list[list[str]]:
+        return [list(msg.params) for msg in self.sent if msg.command == "JOIN"]
+
+    def last(self, command: str) -> Message:
+        return next(msg for msg in reversed(self.sent) if msg.command == command)
+
+
 class Recorder:
     """An ircish-client Session listener that keeps every event (from any thread)."""
 

@@ -596,3 +596,18 @@ def test_accounts_survive_a_restart(start_server, clients, tmp_path: Path) -> No
     client.send("AUTHENTICATE +")
     client.expect(r" 903 alice ")
     assert p.RPL_SASLSUCCESS == "903"
+
+
+def test_history_lines_keep_the_account_they_were_said_from(server, clients) -> None:
+    alice = registered(server, clients, "alice")
+    alice.join("#room")
+    alice.send("PRIVMSG #room :said while logged in")
+    alice.sync()
+    reader = open_client(server, clients)
+    reader.send("CAP REQ :account-tag message-tags batch draft/chathistory")
+    reader.send("CAP END")
+    reader.register("reader")
+    reader.join("#room")
+    reader.send("CHATHISTORY LATEST #room * 10")
+    line = reader.expect(r"PRIVMSG #room :said while logged in$").string
+    assert parse(line).tags["account"] == "alice"

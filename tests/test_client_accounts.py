@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterator
 
 import pytest
 from click.testing import CliRunner
-from helpers import ACCOUNT_PASSWORD, TIMEOUT, Recorder, add_account, wait_for
+from helpers import ACCOUNT_PASSWORD, TIMEOUT, FakeLink, Recorder, add_account, wait_for
 
 from ircish import caps, sasl
 from ircish.client import cli
@@ -26,32 +25,8 @@ from ircish.client.session import (
     loggable,
 )
 from ircish.protocol import Message, parse
-from ircish.server import Server
 
 PASSWORD = ACCOUNT_PASSWORD
-
-
-@pytest.fixture
-def login_session(server: Server) -> Iterator[Callable[..., tuple[Session, Recorder]]]:
-    """Start Sessions on `server` with SessionConfig settings; they are registered (and have
-    logged in, or failed to) when returned."""
-    sessions: list[Session] = []
-
-    def start(nick: str, **settings: object) -> tuple[Session, Recorder]:
-        recorder = Recorder()
-        config = SessionConfig(
-            nick=nick, port=server.address[1], **{"reconnect": False, **settings}
-        )  # type: ignore[arg-type]
-        session = Session(config, recorder)
-        session.start()
-        sessions.append(session)
-        assert session.wait_registered(TIMEOUT)
-        assert session.sync(TIMEOUT)
-        return session, recorder
-
-    yield start
-    for session in sessions:
-        session.quit()
 
 
 def type_line(session: Session, recorder: Recorder, line: str) -> None:
@@ -71,10 +46,10 @@ def failures(recorder: Recorder) -> list[str]:
 # -- logging in while connecting ------------------------------------------------------------
 
 
-def test_scram_login_succeeds_and_the_account_shows(server, login_session, caplog):
+def test_scram_login_succeeds_and_the_account_shows(server, open_session, caplog):
     add_account(server, "alice")
     caplog.set_level(logging.DEBUG, logger="ircish.client")
-    alice, recorder = login_session("alice", account="alice", account_password=PASSWORD)
+    alice, recorder = open_session("alice", account="alice", account_password=PASSWORD)
     assert alice.view().account == "alice"
     assert "Logged in as alice" in recorder.notes()
     assert server.world.find_user("alice").account == "alice"
@@ -87,11 +62,11 @@ def test_scram_login_succeeds_and_the_account_shows(server, login_session, caplo
     assert PASSWORD not in caplog.text
 
 
-def test_plain_is_used_where_scram_is_not_offered(server, login_session, monkeypatch, caplog):
+def test_plain_is_used_where_scram_is_not_offered(server, open_session, monkeypatch, caplog):
     monkeypatch.setattr(sasl, "mechanisms", lambda external: (sasl.PLAIN,))
     add_account(server, "alice")
     caplog.set_level(logging.DEBUG, logger="ircish.client")
-    alice, _ = login_session("alice", account="alice", account_password=PASSWORD)
+    alice, _ = open_session("alice", account="alice", account_password=PASSWORD)
     assert alice.view().account == "alice"
     assert ">> AUTHENTICATE PLAIN" in caplog.text
     assert ">> AUTHENTICATE ****" in caplog.text  # the payload: the password in base64
@@ -99,9 +74,9 @@ def test_plain_is_used_where_scram_is_not_offered(server, login_session, monkeyp
     assert secret not in caplog.text and PASSWORD not in caplog.text
 
 
-def test_a_wrong_password_is_one_line_and_the_session_goes_on(server, login_session, connect):
+def test_a_wrong_password_is_one_line_and_the_session_goes_on(server, open_session, connect):
     add_account(server, "alice")
-    alice, recorder = login_session("alice", account="alice", account_password="not it")
+    alice, recorder = open_session("alice", account="alice", account_password="not it")
     # The why is the server's (ircish's SCRAM says "SCRAM: The client keys don't match.").
     [failure] = failures(recorder)
     assert failure.startswith("Login as alice failed: ")
@@ -113,29 +88,29 @@ def test_a_wrong_password_is_one_line_and_the_session_goes_on(server, login_sess
     assert not any("SASL" in line for line in recorder.rendered())
 
 
-def test_an_account_other_than_the_nick(server, login_session):
+def test_an_account_other_than_the_nick(server, open_session):
     add_account(server, "alice")
-    carol, _ = login_session("carol", account="ALICE", account_password=PASSWORD)
+    carol, _ = open_session("carol", account="ALICE", account_password=PASSWORD)
     assert carol.view().account == "alice"  # as the server names it
     assert server.world.find_user("carol").account == "alice"
 
 
-def test_without_sasl_the_client_logs_in_with_nickserv(server, login_session, monkeypatch):
+def test_without_sasl_the_client_logs_in_with_nickserv(server, open_session, monkeypatch):
     hidden = caps.not_offered
     monkeypatch.setattr(caps, "not_offered", lambda *args: hidden(*args) | {"sasl"})
     add_account(server, "alice")
-    alice, recorder = login_session("alice", account="alice", account_password=PASSWORD)
+    alice, recorder = open_session("alice", account="alice", account_password=PASSWORD)
     wait_for(lambda: alice.view().account == "alice")
     assert "Logged in as alice" in recorder.notes()
     assert failures(recorder) == []
     assert PASSWORD not in everything_shown(recorder)
 
 
-def test_without_sasl_a_wrong_password_is_one_line(server, login_session, monkeypatch):
+def test_without_sasl_a_wrong_password_is_one_line(server, open_session, monkeypatch):
     hidden = caps.not_offered
     monkeypatch.setattr(caps, "not_offered", lambda *args: hidden(*args) | {"sasl"})
     add_account(server, "alice")
-    alice, recorder = login_session("alice", account="alice", account_password="not it")
+    alice, recorder = open_session("alice", account="alice", account_password="not it")
     assert alice.sync(TIMEOUT)
     assert failures(recorder) == ["Login as alice failed: Invalid account name or password"]
     assert alice.view().account is None
@@ -144,8 +119,8 @@ def test_without_sasl_a_wrong_password_is_one_line(server, login_session, monkey
 # -- /register and /login -------------------------------------------------------------------
 
 
-def test_register_logs_in_and_a_reconnect_logs_in_again(server, login_session):
-    dave, recorder = login_session("dave", reconnect=True)
+def test_register_logs_in_and_a_reconnect_logs_in_again(server, open_session):
+    dave, recorder = open_session("dave", reconnect=True)
     assert "draft/account-registration" in dave._server_caps
     type_line(dave, recorder, f"/register {PASSWORD.replace(' ', '-')}")
     wait_for(lambda: dave.view().account == "dave")
@@ -160,16 +135,16 @@ def test_register_logs_in_and_a_reconnect_logs_in_again(server, login_session):
     assert PASSWORD.replace(" ", "-") not in everything_shown(recorder)
 
 
-def test_a_refused_registration_is_one_line(server, login_session):
-    dave, recorder = login_session("dave")
+def test_a_refused_registration_is_one_line(server, open_session):
+    dave, recorder = open_session("dave")
     type_line(dave, recorder, "/register short")
     assert failures(recorder) == ["Registering dave failed: Passwords need at least 8 characters"]
     assert dave.view().account is None
 
 
-def test_login_after_connecting_with_nickserv(server, login_session):
+def test_login_after_connecting_with_nickserv(server, open_session):
     add_account(server, "alice")
-    carol, recorder = login_session("carol")
+    carol, recorder = open_session("carol")
     type_line(carol, recorder, "/login alice not it")
     assert failures(recorder) == ["Login as alice failed: Invalid account name or password"]
     type_line(carol, recorder, f"/login alice {PASSWORD}")
@@ -182,9 +157,9 @@ def test_login_after_connecting_with_nickserv(server, login_session):
     assert "not it" not in everything_shown(recorder)
 
 
-def test_a_line_to_nickserv_is_never_shown_as_said(server, login_session):
+def test_a_line_to_nickserv_is_never_shown_as_said(server, open_session):
     add_account(server, "alice")
-    alice, recorder = login_session("alice")
+    alice, recorder = open_session("alice")
     type_line(alice, recorder, f"/msg NickServ IDENTIFY alice {PASSWORD}")
     wait_for(lambda: alice.view().account == "alice")
     assert PASSWORD not in everything_shown(recorder)
@@ -194,20 +169,6 @@ def test_a_line_to_nickserv_is_never_shown_as_said(server, login_session):
 
 
 # -- the choices, fed by hand ---------------------------------------------------------------
-
-
-class FakeLink:
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    def send(self, msg: Message) -> None:
-        self.sent.append(msg)
-
-    def close(self) -> None:
-        pass
-
-    def last(self, command: str) -> Message:
-        return next(msg for msg in reversed(self.sent) if msg.command == command)
 
 
 class Fed:

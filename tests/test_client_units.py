@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import date
 
 import pytest
-from helpers import TIMEOUT, Client, Recorder, wait_for
+from helpers import TIMEOUT, Client, FakeLink, Recorder, wait_for
 
 from ircish import protocol, world
 from ircish.client.input_line import (
@@ -455,22 +455,6 @@ def test_a_silent_server_is_noticed_and_the_session_ends():
 
 
 # -- the session's state, fed Message objects (no server) ---------------------------------------
-
-
-class FakeLink:
-    """Stands in for the TCP link: keeps what the session sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    def send(self, msg: Message) -> None:
-        self.sent.append(msg)
-
-    def close(self) -> None:
-        pass
-
-    def joins(self) -> list[list[str]]:
-        return [list(msg.params) for msg in self.sent if msg.command == "JOIN"]
 
 
 class FedSession:
