@@ -20,6 +20,7 @@ from ircish.accounts import (
     SERVICES,
     new_credentials,
     normalize_fingerprint,
+    password_problem,
     valid_email,
 )
 from ircish.commands import Context, IRCError, command
@@ -49,9 +50,16 @@ def offered_mechanisms(ctx: Context) -> tuple[str, ...]:
 
 
 def log_in(ctx: Context, state: AccountState) -> None:
-    """`ctx.user` is now logged in to `state`: 900, and everyone who asked is told."""
+    """`ctx.user` is now logged in to `state`: 900, and everyone who asked is told.
+    Refused if the account was dropped while its password was checked: a DROP logs out
+    whoever it finds logged in, so the check after setting the account closes the gap
+    (a session must never keep a dropped account, which someone else may register)."""
     user = ctx.user
     ctx.world.set_account(user, state.name)
+    current = ctx.world.accounts.get(state.name)
+    if current is None or current.registered != state.registered:
+        ctx.world.set_account(user, None)
+        raise Refused("INVALID_CREDENTIALS", "Invalid account name or password")
     ctx.reply(
         p.RPL_LOGGEDIN,
         f"{user.nick or '*'}!{user.username or '*'}@{user.host}",
@@ -65,6 +73,8 @@ def log_in(ctx: Context, state: AccountState) -> None:
 
 def log_out(ctx: Context) -> None:
     user = ctx.user
+    if user.account is not None:
+        ctx.world.accounts.seen(user.account)  # what comes after is missed, as at a quit
     ctx.world.set_account(user, None)
     ctx.reply(
         p.RPL_LOGGEDOUT,
@@ -80,14 +90,14 @@ def check_password(ctx: Context, name: str, password: str) -> AccountState:
     account has failed too often in the last minute (then nothing is checked)."""
     accounts = ctx.world.accounts
     address = ctx.user.host
-    wait = accounts.limiter.wait(address, name)
+    wait = accounts.limiter.charge(address, name)  # counted now, refunded if right
     if wait > 0:
         raise Refused("RATE_LIMITED", f"Too many failed logins; try again in {wait:.0f} s")
     state = accounts.check_password(name, password)
     if state is None:
-        accounts.limiter.failed(address, name)
-        log.debug("failed login as %s from %s", name, address)
+        log.debug("failed login as %s from %s", name[:64], address)
         raise Refused("INVALID_CREDENTIALS", "Invalid account name or password")
+    accounts.limiter.succeeded(address, state.name)
     return state
 
 
@@ -103,10 +113,13 @@ def guard_nick(ctx: Context) -> None:
         return
     grace = ctx.config.accounts.nick_grace_seconds
     user.nick_deadline = time.monotonic() + grace
-    nickserv_says(
-        ctx,
-        f"The nick {user.nick} belongs to a registered account. Log in within {grace} s "
-        f"(/msg NickServ IDENTIFY <password>) or you will be renamed.",
+    nickserv_says(ctx, reserved_text(user.nick or "*", grace))
+
+
+def reserved_text(nick: str, grace: int) -> str:
+    return (
+        f"The nick {nick} belongs to a registered account. Log in within {grace} s "
+        f"(/msg NickServ IDENTIFY <password>) or you will be renamed."
     )
 
 
@@ -152,11 +165,10 @@ def register(ctx: Context, name: str, email: str | None, password: str) -> Accou
         raise Refused("INVALID_EMAIL", "That is not an email address")
     if email is None and settings.email_required:
         raise Refused("INVALID_EMAIL", "An email address is needed here")
-    if len(password) < settings.min_password_length:
-        raise Refused(
-            "WEAK_PASSWORD",
-            f"Passwords need at least {settings.min_password_length} characters",
-        )
+    weak = password_problem(password, settings.min_password_length)
+    if weak is not None:
+        raise Refused("WEAK_PASSWORD", weak)
+    charge_change(ctx)
     encoded, scram = new_credentials(password)
     state = AccountState(
         name, encoded, scram, email, registered=int(time.time() * 1000), last_seen=0
@@ -166,7 +178,26 @@ def register(ctx: Context, name: str, email: str | None, password: str) -> Accou
     log.info("account %s registered by %s from %s", name, user.nick or "*", user.host)
     if not for_someone:
         log_in(ctx, state)
+    elif holder_of := ctx.world.find_user(name):
+        # Made for someone while another holds the nick: the holder's grace starts now.
+        grace = settings.nick_grace_seconds
+        holder_of.nick_deadline = time.monotonic() + grace
+        holder_of.send(
+            Message("NOTICE", [holder_of.nick or "*", reserved_text(name, grace)], NICKSERV_PREFIX)
+        )
     return state
+
+
+def charge_change(ctx: Context) -> None:
+    """A registration or password change from this address counts now (each costs a
+    password hash); Refused past CHANGES_PER_MINUTE."""
+    wait = ctx.world.accounts.changes.charge(ctx.user.host, None)
+    if wait > 0:
+        raise Refused(
+            "TEMPORARILY_UNAVAILABLE",
+            f"Too many registrations and password changes from your address; "
+            f"try again in {wait:.0f} s",
+        )
 
 
 @command(
@@ -293,15 +324,18 @@ def step(ctx: Context, exchange: Exchange, payload: bytes) -> None:
         send_payload(ctx, challenge)
     elif exchange.proven is None:
         name = exchange.scram.username or ""
+        wait = accounts.limiter.charge(ctx.user.host, name)  # refunded if the proof holds
+        if wait > 0:
+            raise Refused("RATE_LIMITED", f"too many failed logins; wait {wait:.0f} s")
         try:
             verifier = exchange.scram.final(payload)
         except sasl.SaslError:
             # The same words as PLAIN's: a wrong password and an unknown account alike.
-            accounts.limiter.failed(ctx.user.host, name)
             raise Refused("INVALID_CREDENTIALS", "Invalid account name or password") from None
         state = accounts.get(name)
         if state is None:  # dropped during the exchange
-            raise Refused("INVALID_CREDENTIALS", "no such account")
+            raise Refused("INVALID_CREDENTIALS", "Invalid account name or password")
+        accounts.limiter.succeeded(ctx.user.host, state.name)
         exchange.proven = state
         send_payload(ctx, verifier)
     else:
@@ -334,6 +368,7 @@ def pass_login(ctx: Context, text: str) -> None:
 NICKSERV_HELP = (
     ("REGISTER <password> [email]", "register your current nick as an account"),
     ("IDENTIFY [account] <password>", "log in"),
+    ("REGAIN", "take your account's nick from whoever holds it without logging in"),
     ("LOGOUT", "log out"),
     ("INFO [account]", "show an account"),
     ("SET PASSWORD <new password>", "change your password"),
@@ -368,6 +403,8 @@ def nickserv(ctx: Context, text: str) -> None:
                 name, password = args[0], password.partition(" ")[2].strip()
             log_in(ctx, check_password(ctx, name, password))
             nickserv_says(ctx, f"You are now logged in as {ctx.user.account}")
+        elif word in ("REGAIN", "GHOST", "RECOVER"):
+            regain(ctx)
         elif word == "LOGOUT":
             if ctx.user.account is None:
                 raise Refused("NOT_LOGGED_IN", "You are not logged in")
@@ -396,6 +433,23 @@ def require_login(ctx: Context) -> AccountState:
     return state
 
 
+def regain(ctx: Context) -> None:
+    """NickServ REGAIN: your account's nick, held by someone not logged in to it, is
+    yours at once: they are renamed to a guest nick, and you take it."""
+    state = require_login(ctx)
+    user = ctx.user
+    holder = ctx.world.find_user(state.name)
+    if holder is user:
+        raise Refused("ALREADY", f"You are {user.nick} already")
+    if holder is not None:
+        if ctx.world.owner_of(holder, state.name):
+            raise Refused("IN_USE", f"{holder.nick} is another session of your account")
+        ctx.world.rename_to_guest(holder, ctx.config.limits.nick_length)
+    if not ctx.world.rename_user(user, state.name):
+        raise Refused("IN_USE", f"{state.name} was taken again; try once more")
+    user.nick_deadline = None
+
+
 def nickserv_info(ctx: Context, name: str) -> None:
     state = ctx.world.accounts.get(name) if name else None
     if state is None:
@@ -412,9 +466,10 @@ def nickserv_info(ctx: Context, name: str) -> None:
 
 def set_password(ctx: Context, password: str) -> None:
     state = require_login(ctx)
-    if len(password) < ctx.config.accounts.min_password_length:
-        minimum = ctx.config.accounts.min_password_length
-        raise Refused("WEAK_PASSWORD", f"Passwords need at least {minimum} characters")
+    weak = password_problem(password, ctx.config.accounts.min_password_length)
+    if weak is not None:
+        raise Refused("WEAK_PASSWORD", weak)
+    charge_change(ctx)
     encoded, scram = new_credentials(password)
     ctx.world.accounts.update(
         state.name, lambda old: dataclasses.replace(old, password=encoded, scram=scram)
@@ -472,9 +527,21 @@ def drop(ctx: Context, name: str) -> None:
     ctx.world.accounts.drop(state.name)
     ctx.world.forget_account(state.name)
     log.info("account %s dropped by %s", state.name, ctx.user.nick)
+    nickserv_says(ctx, f"Account {state.name} dropped")
+    ctx.flush()  # before the 901 a session of the dropped account gets (this one, too)
     for user in ctx.world.users_of(state.name):
         ctx.world.set_account(user, None)
-    nickserv_says(ctx, f"Account {state.name} dropped")
+        user.send(
+            Message(
+                p.RPL_LOGGEDOUT,
+                [
+                    user.nick or "*",
+                    user.prefix,
+                    f"You are now logged out: {state.name} was dropped",
+                ],
+                ctx.server.name,
+            )
+        )
 
 
 @command("NS", syntax="<command> [args]", cost=2)

@@ -17,7 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ircish import protocol as p
 from ircish.commands import Context, IRCError, command
@@ -241,15 +241,14 @@ class PrivateSource:
     once the writer has written what was handed to it (a line said a moment ago is there),
     within retention."""
 
-    def __init__(self, ctx: Context, name: str, target: str) -> None:
+    def __init__(self, ctx: Context, name: str, target: str, flush: bool = True) -> None:
         self.name = name
         self._target = target
         self._store = ctx.world.store
         max_age = ctx.config.history.max_age_seconds
         self._since = None if max_age is None else millis(time.time() - max_age)
-        keeper = ctx.world.keeper
-        if keeper is not None:
-            keeper.flush(PRIVATE_FLUSH_SECONDS)
+        if flush:
+            ctx.world.private_written(target, PRIVATE_FLUSH_SECONDS)
 
     def find(self, msgid: str) -> StoredLine | None:
         return None if self._store is None else self._store.find(self._target, msgid)
@@ -272,14 +271,16 @@ def private_source(ctx: Context, target: str) -> Source | None:
     me = ctx.user.account
     if me is None or not ctx.config.history.enabled:
         return None
-    if not valid_nick(target, ctx.config.limits.nick_length):
+    anonymous = target.startswith(ANONYMOUS)  # `~nick`, as TARGETS names one (see there)
+    nick = target[len(ANONYMOUS) :] if anonymous else target
+    if not valid_nick(nick, ctx.config.limits.nick_length):
         return None
-    online = ctx.world.find_user(target)
+    online = None if anonymous else ctx.world.find_user(nick)
     if online is not None:
         other = private_party(online.account, online.nick)
     else:
-        state = ctx.world.accounts.get(target)
-        other = private_party(None if state is None else state.name, target)
+        state = None if anonymous else ctx.world.accounts.get(nick)
+        other = private_party(None if state is None else state.name, nick)
     return PrivateSource(ctx, target, private_target(casefold(me), other))
 
 
@@ -382,9 +383,20 @@ def _send_batch(
         ctx.send(msg)
 
 
-def private_targets(ctx: Context) -> list[tuple[str, int]]:
-    """The accounts the user's account has private history with (each by its name as
-    registered), with the time of the newest line; none when not logged in."""
+class Conversation(NamedTuple):
+    """One of the user's private conversations: the name a client reads it by, its
+    history target, and the time of its newest line."""
+
+    name: str
+    target: str
+    newest: int
+
+
+def private_targets(ctx: Context) -> list[Conversation]:
+    """The user's account's private conversations; none when not logged in. Each is
+    named as CHATHISTORY reads it: the other account's name as registered, or the nick of
+    someone who was not logged in (`~nick` when an account now has that name, so the
+    two stay apart)."""
     me = ctx.user.account
     store = ctx.world.store
     if me is None or store is None or not ctx.config.history.enabled:
@@ -398,10 +410,12 @@ def private_targets(ctx: Context) -> list[tuple[str, int]]:
         first, _, second = target.partition(" ")
         other = second if first == mine else first
         if other.startswith(ANONYMOUS):  # someone who was not logged in: their nick
-            found.append((other[len(ANONYMOUS) :], when))
-            continue
-        state = ctx.world.accounts.get(other)
-        found.append((other if state is None else state.name, when))
+            nick = other[len(ANONYMOUS) :]
+            name = other if ctx.world.accounts.get(nick) is not None else nick
+        else:
+            state = ctx.world.accounts.get(other)
+            name = other if state is None else state.name
+        found.append(Conversation(name, target, when))
     return found
 
 
@@ -426,7 +440,7 @@ def _targets(ctx: Context, first: str, second: str, limit: int) -> None:
             continue  # left it meanwhile
         if last and low < last[-1].time < high:
             found.append((last[-1].time, room.name))
-    found += [(when, name) for name, when in private_targets(ctx) if low < when < high]
+    found += [(talk.newest, talk.name) for talk in private_targets(ctx) if low < talk.newest < high]
     found.sort(key=lambda item: (item[0], casefold(item[1])))
 
     def targets(ref: str | None) -> list[Message]:
@@ -462,14 +476,11 @@ def missed_private_lines(ctx: Context) -> list[Message]:
     # From the millisecond the last session ended on: a line of that same millisecond may
     # have missed it (shown twice at worst, never lost).
     since = state.last_seen - 1
-    for name, when in private_targets(ctx):
-        if when <= since:
-            continue
-        state_of = ctx.world.accounts.get(name)
-        party = private_party(None if state_of is None else state_of.name, name)
-        query = Query(MISSED_MAX, after_time=since, commands=MESSAGES)
-        source = PrivateSource(ctx, name, private_target(mine, party))
-        lines += [line for line in source.read(query) if casefold(line.account or "") != mine]
+    query = Query(MISSED_MAX, after_time=since, commands=MESSAGES)
+    for talk in private_targets(ctx):  # (this waited for the writer once, for all)
+        if talk.newest > since:
+            source = PrivateSource(ctx, talk.name, talk.target, flush=False)
+            lines += [line for line in source.read(query) if casefold(line.account or "") != mine]
     if not lines:
         return []
     lines.sort(key=lambda line: (line.time, line.seq))

@@ -101,6 +101,15 @@ def leave_message(
     state = ctx.world.accounts.get(target)
     if state is None or ctx.user.account is None:
         return False
+    online = [user.nick for user in ctx.world.users_of(state.name) if user.nick]
+    if online:  # logged in under another nick: say so rather than keep it unseen
+        if command == "PRIVMSG":  # a NOTICE is never answered
+            ctx.reply(
+                p.ERR_NOSUCHNICK,
+                safe_param(target),
+                f"No such nick; the account {state.name} is online as {', '.join(online[:3])}",
+            )
+        return True
     if echo:
         ctx.flush()
     relayed = Message(command, [state.name, text], ctx.user.prefix, tags)

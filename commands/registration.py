@@ -115,6 +115,9 @@ def cap(ctx: Context, msg: Message) -> None:
         ctx.send(Message("CAP", [ctx.user.nick or "*", answer, wanted], ctx.server.name))
     elif sub == "END":
         session.cap_negotiating = False
+        if session.sasl is not None:  # sasl-3.1: registration ends an open exchange
+            session.sasl = None
+            ctx.reply(p.ERR_SASLABORTED, "SASL authentication aborted")
         try_register(ctx)
     else:
         raise IRCError(p.ERR_INVALIDCAPCMD, safe_param(msg.params[0]), "Invalid CAP subcommand")
@@ -185,6 +188,14 @@ def nick(ctx: Context, msg: Message) -> None:
     if user.registered:
         if new == user.nick:
             return
+        if casefold(new) in user.barred_nicks and not ctx.world.owner_of(user, new):
+            # Renamed off it once: a squatter may not take it back over and over, each
+            # time with a new grace period.
+            raise IRCError(
+                p.ERR_NICKNAMEINUSE,
+                new,
+                "Nickname is reserved for its account: log in first (/msg NickServ IDENTIFY)",
+            )
         if not ctx.world.rename_user(user, new):
             raise IRCError(p.ERR_NICKNAMEINUSE, new, "Nickname is already in use")
         guard_nick(ctx)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import scramp
+from scramp.core import saslprep
 
 from ircish import passwords
 from ircish.locks import held, new_lock
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 SCRAM_ITERATIONS = 4096
 SCRAM = scramp.ScramMechanism("SCRAM-SHA-256")
 
+#: Accounts registered and passwords changed per address in a minute, at most.
+CHANGES_PER_MINUTE = 10
 #: A TLS client certificate's fingerprint as NickServ CERT takes it: SHA-256, hex.
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 #: What an email address must look like (nothing is ever mailed to it).
@@ -62,6 +65,19 @@ class AccountKeeper(Protocol):
     def save_account(self, state: AccountState) -> None: ...
 
     def drop_account(self, name: str) -> None: ...
+
+
+def password_problem(password: str, min_length: int) -> str | None:
+    """Why `password` will not do as an account's password, or None. Its length counts
+    after SASLprep (RFC 4013), which SCRAM applies: soft hyphens and zero-width spaces are
+    nothing there, and a password of them alone would be the empty one."""
+    try:
+        prepared = saslprep(password)
+    except scramp.ScramException:
+        prepared = password  # control characters: PLAIN takes it as it is, SCRAM never
+    if len(password) < min_length or len(prepared) < min_length:
+        return f"Passwords need at least {min_length} characters"
+    return None
 
 
 def new_credentials(password: str) -> tuple[str, ScramKeys | None]:
@@ -96,6 +112,9 @@ class Accounts:
         self.lock = new_lock("Accounts.lock")
         self.keeper = keeper
         self.limiter = LoginLimiter(failed_per_minute)
+        #: Registrations and password changes per address (each costs a password hash,
+        #: and an account made is kept): counted like failures, never refunded.
+        self.changes = LoginLimiter(CHANGES_PER_MINUTE)
         self._by_name: dict[str, AccountState] = {}
         # A decoy for names with no account: checked like a real hash, so a wrong name
         # takes as long as a wrong password. Made on first use (it costs one scrypt).
@@ -198,16 +217,24 @@ FAILURE_WINDOW = 60.0
 #: An account's budget is this many addresses' worth: a flood from one address runs out
 #: of its own budget long before the account's, so it can never lock the owner out.
 ACCOUNT_BUDGET_FACTOR = 4
+#: Addresses remembered per account as ones it logged in from: the account's budget does
+#: not apply to them, so failures from elsewhere never keep its owner out.
+KNOWN_ADDRESSES = 8
 #: Addresses and accounts remembered at most (the oldest is forgotten first), so that a
 #: flood of names cannot grow the limiter without end.
 MAX_REMEMBERED = 10_000
+#: The longest account name a key holds (longer names are no account anyway).
+_KEY_CHARS = 64
 
 
 class LoginLimiter:
     """Failed logins per address and per account in the last minute: past the budget (an
-    account's is ACCOUNT_BUDGET_FACTOR addresses'), a login is refused before any
-    password is checked, for as long as it takes the oldest failure to age out. Each check
-    is a few dict operations under `LoginLimiter._lock`, taken alone."""
+    account's is ACCOUNT_BUDGET_FACTOR addresses'), a login is refused before any password
+    is checked, for as long as it takes the oldest failure to age out. An attempt is
+    charged before its password is checked and refunded if it was right (`charge`,
+    `succeeded`), so parallel connections cannot each get a guess past the budget. An
+    address an account logged in from before is not held to the account's budget. Each
+    call is a few dict operations under `LoginLimiter._lock`, taken alone."""
 
     def __init__(self, per_minute: int, clock: object = time.monotonic) -> None:
         self.per_minute = per_minute
@@ -215,24 +242,63 @@ class LoginLimiter:
         self._clock = clock
         self._lock = new_lock("LoginLimiter._lock")
         self._failures: dict[str, deque[float]] = {}
+        #: Casefolded account -> addresses it logged in from lately, newest last.
+        self._known: dict[str, deque[str]] = {}
 
     def wait(self, address: str, account: str | None) -> float:
-        """Seconds until `address` may try `account` again (0: now)."""
+        """Seconds until `address` may try `account` again (0: now); nothing is counted."""
         now = self._clock()  # type: ignore[operator]
-        keys = self._keys(address, account)
         with self._lock:
+            keys = self._keys_locked(address, account)
             return max((self._wait_locked(key, now) for key in keys), default=0.0)
 
-    def failed(self, address: str, account: str | None) -> None:
+    def charge(self, address: str, account: str | None) -> float:
+        """Before a password is checked: 0 if it may be (the attempt now counts as a
+        failure until `succeeded` takes it back), else the seconds to wait (nothing is
+        counted then)."""
         now = self._clock()  # type: ignore[operator]
         with self._lock:
-            for key in self._keys(address, account):
-                budget = self._budget[key.partition(" ")[0]]
-                times = self._failures.pop(key, None) or deque(maxlen=budget)
-                times.append(now)
-                self._failures[key] = times  # last: the most recently failed
-            while len(self._failures) > MAX_REMEMBERED:
-                del self._failures[next(iter(self._failures))]
+            keys = self._keys_locked(address, account)
+            wait = max((self._wait_locked(key, now) for key in keys), default=0.0)
+            if wait <= 0:
+                self._count_locked(keys, now)
+            return wait
+
+    def succeeded(self, address: str, account: str) -> None:
+        """The charged attempt was right: it no longer counts, and the address is known."""
+        with self._lock:
+            for key in self._keys_locked(address, account):
+                times = self._failures.get(key)
+                if times:
+                    times.pop()
+            known = self._known.pop(self._account(account), None)
+            known = known or deque(maxlen=KNOWN_ADDRESSES)
+            if address in known:
+                known.remove(address)
+            known.append(address)
+            self._known[self._account(account)] = known
+            self._forget_oldest_locked()
+
+    def failed(self, address: str, account: str | None) -> None:
+        """A failure that was not charged first (a certificate no account has)."""
+        now = self._clock()  # type: ignore[operator]
+        with self._lock:
+            self._count_locked(self._keys_locked(address, account), now)
+
+    def _count_locked(self, keys: list[str], now: float) -> None:
+        assert held(self._lock)
+        for key in keys:
+            budget = self._budget[key.partition(" ")[0]]
+            times = self._failures.pop(key, None) or deque(maxlen=budget)
+            times.append(now)
+            self._failures[key] = times  # last: the most recently failed
+        self._forget_oldest_locked()
+
+    def _forget_oldest_locked(self) -> None:
+        assert held(self._lock)
+        for table in (self._failures, self._known):
+            while len(table) > MAX_REMEMBERED:
+                del table[next(iter(table))]  # type: ignore[attr-defined]
 
     def _wait_locked(self, key: str, now: float) -> float:
         assert held(self._lock)
@@ -241,9 +307,15 @@ class LoginLimiter:
             return 0.0
         return max(0.0, times[0] + FAILURE_WINDOW - now)
 
-    @staticmethod
-    def _keys(address: str, account: str | None) -> list[str]:
+    def _keys_locked(self, address: str, account: str | None) -> list[str]:
+        assert held(self._lock)
         keys = [f"address {address}"]
         if account:
-            keys.append(f"account {casefold(account)}")
+            name = self._account(account)
+            if address not in self._known.get(name, ()):
+                keys.append(f"account {name}")
         return keys
+
+    @staticmethod
+    def _account(account: str) -> str:
+        return casefold(account)[:_KEY_CHARS]

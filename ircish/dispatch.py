@@ -77,7 +77,8 @@ class Dispatcher:
         except IRCError as exc:
             ctx.reply(exc.numeric, *exc.params)
         except Exception:
-            log.exception("%s: handler for %s failed on %r", session.user, msg.command, msg)
+            shown = protocol.redacted(msg) or repr(msg)  # never a password in the log
+            log.exception("%s: handler for %s failed on %s", session.user, msg.command, shown)
             ctx.reply(
                 protocol.ERR_UNKNOWNERROR, msg.command, "Internal server error; it was logged"
             )

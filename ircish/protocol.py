@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ircish.sasl import ALL_MECHANISMS
+
 # Bytes a message may never carry inside a parameter: they would end the line
 # early or smuggle a second command into another client's stream.
 FORBIDDEN_CHARS = "\r\n\0"
@@ -320,6 +322,31 @@ def valid_nick(nick: str, max_length: int | None = None) -> bool:
 #: clients and the slash table address too.
 NICKSERV = "NickServ"
 CHANSERV = "ChanServ"
+
+#: Commands whose last parameter is a password (REGISTER: <account> <email> <password>).
+_SECRET_LAST_PARAM = frozenset({"PASS", "OPER", "REGISTER"})
+
+
+def to_nickserv(msg: Message) -> bool:
+    """`msg` is said to NickServ: a command for it, which may hold a password."""
+    return msg.command in ("PRIVMSG", "NOTICE") and casefold(msg.param(0)) == casefold(NICKSERV)
+
+
+def redacted(msg: Message) -> str | None:
+    """`msg` as a log may show it when it holds a password (`PASS ****`); None when it
+    holds none (log it as it is). A log must never hold a password: logs get pasted into
+    bug reports. Used by the server's log of a failed handler and ircish-client's --debug."""
+    command = msg.command
+    if command in _SECRET_LAST_PARAM and msg.params:
+        return " ".join([command, *msg.params[:-1], "****"])
+    if command == "AUTHENTICATE" and msg.param(0) not in ("+", "*", *ALL_MECHANISMS):
+        return "AUTHENTICATE ****"  # PLAIN's payload is the password, barely hidden in base64
+    if to_nickserv(msg) and " " in msg.param(1).strip():
+        return f"{command} {msg.param(0)} :{msg.param(1).split()[0]} ****"
+    if command == "NS" and len(msg.params) > 1:
+        return f"NS {msg.params[0]} ****"
+    return None
+
 
 # Numerics (modern.ircdocs.horse "Numerics"). One name per number, used everywhere.
 RPL_WELCOME = "001"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import secrets
 import socket
 import sqlite3
 import ssl
@@ -29,7 +28,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from ircish.accounts import NICKSERV_PREFIX, Accounts
+from ircish.accounts import Accounts
 from ircish.commands import CommandSpec
 from ircish.config import Config
 from ircish.connection import Connection, SenderPool
@@ -40,7 +39,7 @@ from ircish.store.sqlite import NewerSchemaError, SqliteStore
 from ircish.store.writer import Retention, Writer
 from ircish.tls import TlsTransport, server_context
 from ircish.transport import StreamTransport
-from ircish.world import Recorder, User, World
+from ircish.world import Recorder, World
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +54,6 @@ LISTEN_BACKLOG = 4096
 GIL_SWITCH_INTERVAL = 0.05
 #: accept() failures that mean "out of descriptors or memory": wait, don't spin.
 RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
-
-#: What nick protection renames someone to: Guest12345.
-GUEST_PREFIX = "Guest"
 
 
 class StoreError(Exception):
@@ -391,25 +386,6 @@ class Server:
 
     # -- housekeeping ---------------------------------------------------------
 
-    def _rename_to_guest(self, user: User) -> None:
-        """Nick protection: `user` kept an account's nick past the grace period without
-        logging in to it. They get a free guest nick (the rename does nothing if they
-        changed nick or logged in meanwhile)."""
-        old = user.nick
-        width = max(1, min(5, self.config.limits.nick_length - len(GUEST_PREFIX)))
-        for _ in range(20):
-            guest = f"{GUEST_PREFIX}{secrets.randbelow(10**width):0{width}d}"
-            if self.world.rename_user(user, guest, forced_from=old):
-                break
-        if user.nick != old:
-            user.send(
-                Message(
-                    "NOTICE",
-                    [user.nick, f"You did not log in to {old}, so you are now {user.nick}"],
-                    NICKSERV_PREFIX,
-                )
-            )
-
     def _housekeeping(self) -> None:
         limits = self.config.limits
         tick = max(
@@ -434,7 +410,7 @@ class Server:
         limits = self.config.limits
         deadline = conn.user.nick_deadline
         if deadline is not None and now >= deadline and not conn.closing:
-            self._rename_to_guest(conn.user)
+            self.world.rename_to_guest(conn.user, self.config.limits.nick_length)
         if conn.closing:
             if conn.close_deadline is not None and now > conn.close_deadline:
                 conn.close("Closing timed out", flush=False)

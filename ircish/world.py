@@ -81,6 +81,7 @@ import bisect
 import dataclasses
 import logging
 import operator
+import secrets
 import time
 import weakref
 from collections import deque
@@ -91,7 +92,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ircish import modes
 from ircish import protocol as p
-from ircish.accounts import CHANSERV_PREFIX, Accounts
+from ircish.accounts import CHANSERV_PREFIX, NICKSERV_PREFIX, Accounts
 from ircish.config import HistoryConfig
 from ircish.events import Event, millis
 from ircish.locks import held, new_lock
@@ -131,6 +132,8 @@ RoomRecorder = Callable[..., None]
 UNSTORED_LIMIT = 1_000
 #: A full window is trimmed once this many lines past its size, not at every line.
 TRIM_EVERY = 32
+#: What nick protection renames someone to: Guest12345.
+GUEST_PREFIX = "Guest"
 #: History is off: no window, nothing kept.
 NO_HISTORY = HistoryConfig(max_lines=0)
 #: Who sets the modes a registered room gives (the `nick!user@host` of the ChanServ
@@ -256,6 +259,9 @@ class User:
         #: belongs to, is renamed to a guest nick; None: their nick is their own. Under
         #: World.lock.
         self.nick_deadline: float | None = None
+        #: Casefolded nicks of accounts this user was renamed off (nick protection): not
+        #: theirs to take again on this connection. Added to under World.lock, read alone.
+        self.barred_nicks: set[str] = set()
         #: The casefolded room a text session chose with /switch; None: the last joined.
         #: Only the user's own reader thread reads or writes it (a JOIN clears it).
         self.chosen_room: str | None = None
@@ -1209,6 +1215,9 @@ class World:
         #: (taken alone). One sequence for every conversation, only ever growing.
         self._private_lock = new_lock("private history lock")
         self._last_private_seq = 0
+        #: Private target -> the seq of its last line handed to the keeper this run (under
+        #: the private history lock): a read waits for the writer only when it lags.
+        self._private_last: dict[str, int] = {}
         #: What rooms remember, and where it goes (None: memory only, the window).
         self.history = history
         self.keeper = keeper
@@ -1464,7 +1473,9 @@ class World:
             holder = self.users.get(key)
             if holder is not None and holder is not user:
                 return False
-            if forced_from is not None and (user.nick != forced_from or user.nick_deadline is None):
+            if forced_from is not None and (
+                user.nick != forced_from or self.owner_of(user, forced_from)
+            ):
                 return True  # they left the nick, or logged in: nothing to do
             rooms = list(user.rooms.values())
             event = Event(
@@ -1497,6 +1508,8 @@ class World:
                 self._deliver_once_locked(event, self._neighbours_locked(user) | {user: None})
                 user.nick = new_nick
                 user.nick_deadline = None  # the new nick is judged by the caller
+                if forced_from is not None:  # not theirs: they may not take it back
+                    user.barred_nicks.add(casefold(forced_from))
                 lines = [line for room in rooms for line in room.keep_locked(event)]
         self._record_event(event, lines)
         return True
@@ -1527,6 +1540,28 @@ class World:
         """A dropped account leaves every room's founder and access lists."""
         for room in self.rooms_snapshot():
             room.forget_account(account)
+
+    def rename_to_guest(self, user: User, nick_length: int) -> bool:
+        """Nick protection: `user` holds an account's nick without being logged in to it,
+        past the grace period (or its owner asked for it back). They get a free guest nick
+        that is no account's, are told why, and may not take the nick again on this
+        connection. False if nothing changed (they left the nick or logged in meanwhile)."""
+        old = user.nick
+        width = max(1, min(5, nick_length - len(GUEST_PREFIX)))
+        for _ in range(20):
+            guest = f"{GUEST_PREFIX}{secrets.randbelow(10**width):0{width}d}"
+            if self.accounts.get(guest) is None and self.rename_user(user, guest, forced_from=old):
+                break
+        if old is None or user.nick == old:
+            return False
+        user.send(
+            Message(
+                "NOTICE",
+                [user.nick, f"{old} belongs to a registered account, so you are now {user.nick}"],
+                NICKSERV_PREFIX,
+            )
+        )
+        return True
 
     def owner_of(self, user: User, nick: str | None) -> bool:
         """Whether `user` may keep `nick`: no account has that name, or it is theirs."""
@@ -1817,7 +1852,21 @@ class World:
         target = private_target(private_party(sender.account, sender.nick), other)
         with self._private_lock:
             seq = self._last_private_seq = max(time.time_ns(), self._last_private_seq + 1)
+            self._private_last[target] = seq
         return (StoredLine.of(event, target, seq),)
+
+    def private_written(self, target: str, timeout: float) -> None:
+        """Wait (at most `timeout` s) until the store has the private lines of `target`
+        handed to it so far; no wait when it has them already (so reads do not make the
+        writer flush for nothing)."""
+        keeper = self.keeper
+        with self._private_lock:
+            last = self._private_last.get(target)
+        if keeper is None or last is None:
+            return
+        written = keeper.written_upto(target, 0)
+        if written is None or written < last:
+            keeper.flush(timeout)
 
     def remove_user(self, user: User, reason: str) -> None:
         """A user leaves the server: drop them everywhere, tell each neighbour once."""

@@ -6,12 +6,13 @@ and accounts kept across a restart. Real servers on 127.0.0.1, raw sockets."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,9 @@ import scramp
 import trustme
 from helpers import HOST, TIMEOUT, Client, make_config, wait_for
 
+from ircish import passwords
 from ircish import protocol as p
-from ircish.accounts import Accounts, LoginLimiter
+from ircish.accounts import CHANGES_PER_MINUTE, Accounts, LoginLimiter
 from ircish.config import AccountsConfig, StoreConfig, TlsConfig
 from ircish.protocol import parse
 from ircish.sasl import CHUNK, Assembler, SaslError, encode_response
@@ -416,7 +418,12 @@ def test_a_registered_nick_taken_without_login_is_renamed(start_server, clients)
     squatter.register("alice")
     squatter.expect(r"NickServ\S* NOTICE alice :The nick alice belongs to a registered account")
     renamed = squatter.expect(r"^:alice!\S+ NICK (Guest\d+)$").group(1)
-    squatter.expect(rf"NOTICE {renamed} :You did not log in to alice, so you are now {renamed}")
+    squatter.expect(
+        rf"NOTICE {renamed} :alice belongs to a registered account, so you are now {renamed}"
+    )
+    # Not again on this connection: no new grace period for a second try.
+    squatter.send("NICK alice")
+    squatter.expect(rf" 433 {renamed} alice :Nickname is reserved for its account")
     # Logging in within the grace period keeps the nick.
     keeper = open_client(server, clients)
     keeper.register("alice")
@@ -611,3 +618,180 @@ def test_history_lines_keep_the_account_they_were_said_from(server, clients) -> 
     reader.send("CHATHISTORY LATEST #room * 10")
     line = reader.expect(r"PRIVMSG #room :said while logged in$").string
     assert parse(line).tags["account"] == "alice"
+
+
+# -- what the review found (issue 14) ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scrypt_busy() -> Iterator[None]:
+    """Hold both password-check slots: a login's scrypt waits until the block ends, so a
+    test can act while a password is being checked."""
+    slots = passwords._scrypt_slots
+    slots.acquire()
+    slots.acquire()
+    try:
+        yield
+    finally:
+        slots.release()
+        slots.release()
+
+
+def test_a_login_that_a_drop_overtakes_is_refused(server, clients) -> None:
+    owner = registered(server, clients, "alice")
+    other = open_client(server, clients)
+    other.register("bob")
+    with scrypt_busy():
+        other.send(f"PRIVMSG NickServ :IDENTIFY alice {PASSWORD}")
+        time.sleep(0.2)  # bob's password check waits for a slot
+        owner.send("PRIVMSG NickServ :DROP alice")
+        owner.expect(r"NOTICE alice :Account alice dropped")
+        owner.expect(r" 901 alice \S+ :You are now logged out: alice was dropped")
+    other.expect(r"NickServ\S* NOTICE bob :Invalid account name or password")
+    assert server.world.find_user("bob").account is None
+    # Whoever registers the name next owns it alone.
+    owner.send("NICK alice_was")
+    owner.sync()
+    heir = registered(server, clients, "alice")
+    heir.send("PRIVMSG NickServ :INFO alice")
+    heir.expect(r"NOTICE alice :  logged in now as: alice$")
+
+
+def test_parallel_guesses_are_charged_before_their_password_is_checked(
+    start_server, clients
+) -> None:
+    server = start_server(accounts=AccountsConfig(failed_logins_per_minute=3))
+    registered(server, clients, "alice")
+    guessers = []
+    for index in range(6):
+        guesser = open_client(server, clients)
+        guesser.register(f"g{index}")
+        guessers.append(guesser)
+    with scrypt_busy():
+        for guesser in guessers:
+            guesser.send("PRIVMSG NickServ :IDENTIFY alice wrong password")
+        # Three are charged and wait for a password check; the others are refused at
+        # once, while no password has been checked yet.
+        refused: list[Client] = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(refused) < 3 and time.monotonic() < deadline:
+            refused += [g for g in guessers if g not in refused and told_too_many(g, 0.02)]
+        refused += [g for g in guessers if g not in refused and told_too_many(g, 0.2)]
+        assert len(refused) == 3
+    for guesser in guessers:
+        if guesser not in refused:
+            guesser.expect(r"Invalid account name or password")
+
+
+def told_too_many(guesser: Client, wait: float) -> bool:
+    return any("Too many failed logins" in line for line in guesser.quiet(wait))
+
+
+def test_failures_from_other_addresses_never_keep_the_owner_out(start_server, clients) -> None:
+    server = start_server(accounts=AccountsConfig(failed_logins_per_minute=1))
+    owner = registered(server, clients, "alice")
+    owner.send("PRIVMSG NickServ :LOGOUT")
+    owner.send(f"PRIVMSG NickServ :IDENTIFY {PASSWORD}")  # 127.0.0.1 logged in before
+    owner.expect(" 900 alice ")
+    owner.send("PRIVMSG NickServ :LOGOUT")
+    for last in range(2, 6):  # four addresses fill the account's budget of 4
+        guesser = open_client(server, clients, source=f"127.0.0.{last}")
+        guesser.register(f"g{last}")
+        guesser.send("PRIVMSG NickServ :IDENTIFY alice wrong")
+        guesser.expect(r"Invalid account name or password")
+    stranger = open_client(server, clients, source="127.0.0.9")
+    stranger.register("stranger")
+    stranger.send(f"PRIVMSG NickServ :IDENTIFY alice {PASSWORD}")
+    stranger.expect(r"Too many failed logins")
+    owner.send(f"PRIVMSG NickServ :IDENTIFY {PASSWORD}")
+    owner.expect(" 900 alice ")
+
+
+def test_regain_takes_the_nick_back_at_once(server, clients) -> None:
+    registered(server, clients, "alice").close()
+    gone(server, "alice")
+    squatter = open_client(server, clients)
+    squatter.register("alice")
+    owner = open_client(server, clients)
+    owner.register("owner")
+    owner.send(f"PRIVMSG NickServ :IDENTIFY alice {PASSWORD}")
+    owner.expect(" 900 owner ")
+    owner.send("PRIVMSG NickServ :REGAIN")
+    owner.expect(r"^:owner!\S+ NICK alice$")
+    squatter.expect(r"^:alice!\S+ NICK Guest\d+$")
+    assert server.world.find_user("alice").account == "alice"
+
+
+def test_a_message_to_an_account_online_under_another_nick(server, clients) -> None:
+    alice = registered(server, clients, "alice")
+    alice.send("NICK al")
+    alice.expect(r"NICK al$")
+    bob = registered(server, clients, "bob")
+    bob.send("PRIVMSG alice :hello?")
+    bob.expect(r" 401 bob alice :No such nick; the account alice is online as al")
+
+
+def test_a_conversation_with_a_nick_that_is_now_an_account_stays_apart(server, clients):
+    alice = registered(server, clients, "alice", HISTORY_CAPS)
+    anon = open_client(server, clients)
+    anon.register("bob")
+    anon.send("PRIVMSG alice :hi from an anonymous bob")
+    alice.expect("anonymous bob")
+    anon.close()
+    gone(server, "bob")
+    registered(server, clients, "bob")  # an account named bob now
+    alice.send(
+        "CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z "
+        "timestamp=2100-01-01T00:00:00.000Z 10"
+    )
+    assert any(" TARGETS ~bob " in line for line in alice.collect_until(r"BATCH -"))
+    alice.send("CHATHISTORY LATEST ~bob * 10")
+    assert any("anonymous bob" in line for line in alice.collect_until(r"BATCH -"))
+    alice.send("CHATHISTORY LATEST bob * 10")
+    assert not any("anonymous bob" in line for line in alice.collect_until(r"BATCH -"))
+
+
+def test_a_password_that_saslprep_empties_is_weak(server, clients) -> None:
+    client = open_client(server, clients)
+    client.register("carol")
+    client.send("REGISTER * * :" + "\u00ad" * 12)
+    client.expect(r" FAIL REGISTER WEAK_PASSWORD carol :Passwords need at least 8")
+
+
+def test_cap_end_aborts_an_open_sasl_exchange(server, clients) -> None:
+    client = sasl_client(server, clients, "guest")
+    client.send("AUTHENTICATE PLAIN")
+    client.expect(r"AUTHENTICATE \+")
+    client.send("CAP END")
+    client.expect(r" 906 guest :SASL authentication aborted")
+    client.expect(r" 001 guest ")
+
+
+def test_a_dropped_accounts_conversations_stay_with_the_other_side(server, clients) -> None:
+    alice = registered(server, clients, "alice", HISTORY_CAPS)
+    bob = registered(server, clients, "bob", HISTORY_CAPS)
+    alice.send("PRIVMSG bob :before the drop")
+    bob.expect("before the drop")
+    alice.send("PRIVMSG NickServ :DROP alice")
+    alice.expect(r"Account alice dropped")
+    assert server.writer is not None and server.writer.flush(TIMEOUT)
+    bob.send("CHATHISTORY LATEST alice * 10")
+    assert any("before the drop" in line for line in bob.collect_until(r"BATCH -"))
+    alice.send("NICK gone")
+    alice.sync()
+    heir = registered(server, clients, "alice", HISTORY_CAPS)
+    heir.send("CHATHISTORY LATEST bob * 10")
+    assert not any("before the drop" in line for line in heir.collect_until(r"BATCH -"))
+
+
+def test_registrations_from_one_address_are_limited(server, clients) -> None:
+    client = open_client(server, clients)
+    client.register("maker")
+    for index in range(CHANGES_PER_MINUTE):
+        client.send(f"NICK maker{index}")
+        client.send(f"REGISTER * * :{PASSWORD}")
+        client.expect(rf"REGISTER SUCCESS maker{index} ")
+        client.send("PRIVMSG NickServ :LOGOUT")
+    client.send("NICK maker_last")
+    client.send(f"REGISTER * * :{PASSWORD}")
+    client.expect(r" FAIL REGISTER TEMPORARILY_UNAVAILABLE maker_last :Too many registrations")

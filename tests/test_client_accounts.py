@@ -22,9 +22,8 @@ from ircish.client.session import (
     Note,
     Session,
     SessionConfig,
-    loggable,
 )
-from ircish.protocol import Message, parse
+from ircish.protocol import Message, parse, redacted
 
 PASSWORD = ACCOUNT_PASSWORD
 
@@ -355,10 +354,12 @@ def test_register_uses_register_where_offered():
         ),
         (Message("PRIVMSG", ["NickServ", "INFO"]), None),
         (Message("PRIVMSG", ["bob", "IDENTIFY hunter2"]), None),
+        (Message("AUTHENTICATE", ["QUFB"]), "AUTHENTICATE ****"),  # capitals, but base64
+        (Message("NS", ["IDENTIFY", "hunter2"]), "NS IDENTIFY ****"),
     ],
 )
 def test_the_debug_log_hides_passwords(msg, shown):
-    assert loggable(msg) == shown
+    assert redacted(msg) == shown
 
 
 @pytest.mark.parametrize(

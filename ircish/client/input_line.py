@@ -32,13 +32,15 @@ MAX_PASTE_MESSAGES = 100
 _LINE_END = re.compile(r"\r\n|\r|\n")
 #: Typed lines that hold a password: kept out of the input history (Up would show them).
 _SECRET_LINE = re.compile(
-    r"/(login|register|pass|oper)\b|/(msg|raw)\s+(nickserv|pass|oper|authenticate)\b", re.I
+    r"/(login|register|pass|oper)\b|/(msg|raw)\s+(nickserv|pass|oper|authenticate)\b"
+    r"|/raw\s+(ns|register)\b|/raw\s+(privmsg|notice)\s+nickserv\b",
+    re.I,
 )
 
 
 def holds_secret(line: str) -> bool:
     """`line` (as typed) may hold a password: /login, /register, /pass, /oper, a /msg to
-    NickServ, a /raw PASS."""
+    NickServ, a /raw PASS, OPER, AUTHENTICATE, REGISTER, NS or PRIVMSG NickServ."""
     return _SECRET_LINE.match(line.lstrip(" ")) is not None
 
 

@@ -23,11 +23,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ircish import __version__, modes, sasl
+from ircish import __version__, modes
 from ircish import protocol as p
 from ircish.client.login import Credentials, LoginFailed, SaslLogin, choose_mechanism
 from ircish.locks import held
-from ircish.protocol import NICKSERV, Message, ProtocolError, casefold, parse
+from ircish.protocol import (
+    NICKSERV,
+    Message,
+    ProtocolError,
+    casefold,
+    parse,
+    redacted,
+    to_nickserv,
+)
 from ircish.render import MEMBER_PREFIXES, strip_formatting
 from ircish.tls import TlsError, TlsTransport
 
@@ -57,7 +65,6 @@ _JOIN_REFUSED = frozenset(
 )
 #: Commands whose last parameter is a password: PASS <password>, OPER <name> <password>,
 #: REGISTER <account> <email> <password>.
-_SECRET_LAST_PARAM = frozenset({"PASS", "OPER", "REGISTER"})
 # NickServ (protocol.NICKSERV), the services pseudo-user that keeps accounts (ircish's,
 # Atheme's, Anope's): what is said to it may hold a password (IDENTIFY, REGISTER), and it
 # answers in NOTICEs.
@@ -195,24 +202,6 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-
-
-def to_nickserv(msg: Message) -> bool:
-    """`msg` is said to NickServ: a command for it, which may hold a password."""
-    return msg.command in ("PRIVMSG", "NOTICE") and casefold(msg.param(0)) == casefold(NICKSERV)
-
-
-def loggable(msg: Message) -> str | None:
-    """`msg` as a --debug log shows it when it holds a password (`PASS ****`), else None
-    (the line as sent). A log must never hold a password: logs get pasted into bug reports."""
-    command = msg.command
-    if command in _SECRET_LAST_PARAM and msg.params:
-        return " ".join([command, *msg.params[:-1], "****"])
-    if command == "AUTHENTICATE" and msg.param(0) not in ("+", "*", *sasl.ALL_MECHANISMS):
-        return "AUTHENTICATE ****"  # PLAIN's payload is the password, barely hidden in base64
-    if to_nickserv(msg) and " " in msg.param(1).strip():
-        return f"{command} {msg.param(0)} :{msg.param(1).split()[0]} ****"
-    return None
 
 
 @dataclass(frozen=True)
@@ -438,7 +427,7 @@ class _Link:
         """Queue `msg`. Raises ProtocolError if it cannot be one IRC line."""
         data = msg.to_bytes()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(">> %s", loggable(msg) or data.rstrip(b"\r\n").decode())
+            log.debug(">> %s", redacted(msg) or data.rstrip(b"\r\n").decode())
         self._outbox.put(data)
 
     def read(self) -> list[str] | None:

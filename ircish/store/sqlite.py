@@ -27,6 +27,7 @@ from pathlib import Path
 from ircish.locks import new_lock
 from ircish.protocol import casefold
 from ircish.store import (
+    ANONYMOUS,
     AccountState,
     MaskState,
     Query,
@@ -34,6 +35,7 @@ from ircish.store import (
     ScramKeys,
     StoredLine,
     is_private_target,
+    private_target,
 )
 
 log = logging.getLogger(__name__)
@@ -246,6 +248,12 @@ class SqliteStore:
                     self._writer.execute(
                         "DELETE FROM history WHERE target = ? AND time < ?", (target, since)
                     )
+            # Conversations whose lines have all gone are no one's correspondents now.
+            self._writer.execute(
+                "DELETE FROM correspondents WHERE target NOT IN"
+                " (SELECT DISTINCT target FROM history)"
+            )
+        self._correspondents.clear()
 
     def save_room(self, state: RoomState) -> None:
         with self._transaction():
@@ -266,6 +274,9 @@ class SqliteStore:
             )
 
     def drop_account(self, name: str) -> None:
+        # The dropped side's history goes. A conversation with another account stays that
+        # account's, filed as with the nick `~name` (someone not logged in), so that
+        # whoever registers the name later reads none of it.
         with self._transaction():
             targets = [
                 row[0]
@@ -273,14 +284,23 @@ class SqliteStore:
                     "SELECT target FROM correspondents WHERE account = ?", (name,)
                 )
             ]
-            self._writer.executemany(
-                "DELETE FROM history WHERE target = ?", [(target,) for target in targets]
-            )
-            self._writer.executemany(
-                "DELETE FROM correspondents WHERE target = ?", [(target,) for target in targets]
-            )
+            for target in targets:
+                first, _, second = target.partition(" ")
+                other = second if first == name else first
+                self._writer.execute("DELETE FROM correspondents WHERE target = ?", (target,))
+                if other == name or other.startswith(ANONYMOUS):
+                    self._writer.execute("DELETE FROM history WHERE target = ?", (target,))
+                    continue
+                kept = private_target(other, ANONYMOUS + name)
+                self._writer.execute(
+                    "UPDATE history SET target = ? WHERE target = ?", (kept, target)
+                )
+                self._writer.execute(
+                    "INSERT OR IGNORE INTO correspondents (account, target) VALUES (?, ?)",
+                    (other, kept),
+                )
             self._writer.execute("DELETE FROM accounts WHERE name = ?", (name,))
-        self._correspondents.difference_update(targets)
+        self._correspondents.clear()  # written again with the next lines, where needed
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._writer)
