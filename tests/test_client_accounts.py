@@ -245,6 +245,19 @@ def test_a_908_makes_the_client_try_a_mechanism_the_server_has():
     assert fed.recorder.notes() == ["Login as carol failed: Invalid account name or password"]
 
 
+def test_a_server_that_offered_scram_cannot_talk_the_client_down_to_plain():
+    fed = Fed()
+    fed.feed(":srv CAP * LS :sasl=SCRAM-SHA-256,PLAIN", ":srv CAP * ACK :sasl")
+    assert fed.authenticate() == ["SCRAM-SHA-256"]
+    fed.feed(
+        ":srv 908 * PLAIN :are available SASL mechanisms",
+        ":srv 904 * :SASL authentication failed",
+    )
+    assert fed.authenticate() == ["SCRAM-SHA-256"]  # no PLAIN: the password never goes
+    assert fed.link.last("CAP").params == ("END",)
+    assert len(fed.recorder.notes()) == 1
+
+
 def test_a_server_whose_scram_proof_fails_is_not_believed():
     fed = Fed()
     fed.feed(":srv CAP * LS :sasl=SCRAM-SHA-256", ":srv CAP * ACK :sasl", "AUTHENTICATE +")

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ircish import __version__, modes
+from ircish import __version__, modes, sasl
 from ircish import protocol as p
 from ircish.client.login import Credentials, LoginFailed, SaslLogin, choose_mechanism
 from ircish.locks import held
@@ -1189,6 +1189,10 @@ class Session:
         offered = self._sasl_listed if self._sasl_listed is not None else self._sasl_offered
         mechanism = choose_mechanism(offered, self._sasl_tried)
         if credentials is None or mechanism is None:
+            return False
+        if mechanism == sasl.PLAIN and sasl.SCRAM_SHA_256 in self._sasl_offered.split(","):
+            # It offered SCRAM in CAP LS and now lists PLAIN alone: never send the password
+            # itself to a server that changes its story (a downgrade).
             return False
         self._sasl = SaslLogin(credentials, mechanism)
         self._sasl_tried |= {mechanism}
