@@ -16,16 +16,20 @@ from ircish import protocol as p
 from ircish import sasl
 from ircish.accounts import (
     MAX_CERTFPS,
-    NICKSERV_PREFIX,
     SERVICES,
     new_credentials,
+    nickserv_notice,
     normalize_fingerprint,
     password_problem,
+    throttled,
     valid_email,
 )
 from ircish.commands import Context, IRCError, command
+from ircish.events import millis
 from ircish.protocol import Message, casefold, safe_param, valid_nick
+from ircish.slash import register_args
 from ircish.store import AccountState
+from ircish.world import User
 
 from .history import missed_private_lines
 
@@ -62,7 +66,7 @@ def log_in(ctx: Context, state: AccountState) -> None:
         raise Refused("INVALID_CREDENTIALS", "Invalid account name or password")
     ctx.reply(
         p.RPL_LOGGEDIN,
-        f"{user.nick or '*'}!{user.username or '*'}@{user.host}",
+        login_mask(user),
         state.name,
         f"You are now logged in as {state.name}",
     )
@@ -76,13 +80,14 @@ def log_out(ctx: Context) -> None:
     if user.account is not None:
         ctx.world.accounts.seen(user.account)  # what comes after is missed, as at a quit
     ctx.world.set_account(user, None)
-    ctx.reply(
-        p.RPL_LOGGEDOUT,
-        f"{user.nick or '*'}!{user.username or '*'}@{user.host}",
-        "You are now logged out",
-    )
+    ctx.reply(p.RPL_LOGGEDOUT, login_mask(user), "You are now logged out")
     if user.registered:
         guard_nick(ctx)
+
+
+def login_mask(user: User) -> str:
+    """900 and 901's `nick!user@host`, with `*` for what registration has not given yet."""
+    return f"{user.nick or '*'}!{user.username or '*'}@{user.host}"
 
 
 def check_password(ctx: Context, name: str, password: str) -> AccountState:
@@ -92,7 +97,7 @@ def check_password(ctx: Context, name: str, password: str) -> AccountState:
     address = ctx.user.host
     wait = accounts.limiter.charge(address, name)  # counted now, refunded if right
     if wait > 0:
-        raise Refused("RATE_LIMITED", f"Too many failed logins; try again in {wait:.0f} s")
+        raise Refused("RATE_LIMITED", throttled(wait))
     state = accounts.check_password(name, password)
     if state is None:
         log.debug("failed login as %s from %s", name[:64], address)
@@ -124,7 +129,7 @@ def reserved_text(nick: str, grace: int) -> str:
 
 
 def nickserv_says(ctx: Context, text: str) -> None:
-    ctx.send(Message("NOTICE", [ctx.user.nick or "*", text], NICKSERV_PREFIX))
+    ctx.send(nickserv_notice(ctx.user.nick, text))
 
 
 # -- registering ---------------------------------------------------------------------------
@@ -170,9 +175,7 @@ def register(ctx: Context, name: str, email: str | None, password: str) -> Accou
         raise Refused("WEAK_PASSWORD", weak)
     charge_change(ctx)
     encoded, scram = new_credentials(password)
-    state = AccountState(
-        name, encoded, scram, email, registered=int(time.time() * 1000), last_seen=0
-    )
+    state = AccountState(name, encoded, scram, email, registered=millis(time.time()), last_seen=0)
     if not ctx.world.accounts.create(state):
         raise Refused("ACCOUNT_EXISTS", f"{name} is already taken")
     log.info("account %s registered by %s from %s", name, user.nick or "*", user.host)
@@ -182,9 +185,7 @@ def register(ctx: Context, name: str, email: str | None, password: str) -> Accou
         # Made for someone while another holds the nick: the holder's grace starts now.
         grace = settings.nick_grace_seconds
         holder_of.nick_deadline = time.monotonic() + grace
-        holder_of.send(
-            Message("NOTICE", [holder_of.nick or "*", reserved_text(name, grace)], NICKSERV_PREFIX)
-        )
+        holder_of.send(nickserv_notice(holder_of.nick, reserved_text(name, grace)))
     return state
 
 
@@ -291,9 +292,7 @@ def start(ctx: Context, name: str) -> None:
         raise IRCError(p.ERR_SASLFAIL, "SASL authentication failed: unknown mechanism")
     wait = ctx.world.accounts.limiter.wait(ctx.user.host, None)
     if wait > 0:
-        raise IRCError(
-            p.ERR_SASLFAIL, f"SASL authentication failed: too many failed logins; wait {wait:.0f} s"
-        )
+        raise IRCError(p.ERR_SASLFAIL, f"SASL authentication failed: {throttled(wait)}")
     ctx.session.sasl = Exchange(mechanism)
     ctx.send(Message("AUTHENTICATE", ["+"], ctx.server.name))
 
@@ -320,13 +319,13 @@ def step(ctx: Context, exchange: Exchange, payload: bytes) -> None:
         name = exchange.scram.username or ""
         wait = accounts.limiter.wait(ctx.user.host, name)
         if wait > 0:
-            raise Refused("RATE_LIMITED", f"too many failed logins; wait {wait:.0f} s")
+            raise Refused("RATE_LIMITED", throttled(wait))
         send_payload(ctx, challenge)
     elif exchange.proven is None:
         name = exchange.scram.username or ""
         wait = accounts.limiter.charge(ctx.user.host, name)  # refunded if the proof holds
         if wait > 0:
-            raise Refused("RATE_LIMITED", f"too many failed logins; wait {wait:.0f} s")
+            raise Refused("RATE_LIMITED", throttled(wait))
         try:
             verifier = exchange.scram.final(payload)
         except sasl.SaslError:
@@ -384,12 +383,7 @@ def nickserv(ctx: Context, text: str) -> None:
     args = rest.split()
     try:
         if word == "REGISTER" and args:
-            # The password is the rest of the line (spaces and all), but for a last word
-            # with an '@': the email.
-            password, email = rest.strip(), None
-            if len(args) > 1 and "@" in args[-1]:
-                email = args[-1]
-                password = password[: -len(email)].strip()
+            password, email = register_args(rest)  # as /register reads it
             state = register(ctx, "*", email, password)
             nickserv_says(ctx, f"Account {state.name} registered; you are logged in")
         elif word == "IDENTIFY" and args:
@@ -454,7 +448,7 @@ def nickserv_info(ctx: Context, name: str) -> None:
     state = ctx.world.accounts.get(name) if name else None
     if state is None:
         raise Refused("NO_SUCH_ACCOUNT", f"{name or 'That'} is not a registered account")
-    own = ctx.user.account is not None and casefold(ctx.user.account) == casefold(state.name)
+    own = ctx.user.logged_in_to(state.name)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(state.registered / 1000))
     online = [user.nick for user in ctx.world.users_of(state.name) if user.nick]
     nickserv_says(ctx, f"Account {state.name}: registered {when}")
@@ -517,12 +511,7 @@ def cert(ctx: Context, action: str, args: list[str]) -> None:
 
 def drop(ctx: Context, name: str) -> None:
     state = ctx.world.accounts.get(name)
-    own = (
-        ctx.user.account is not None
-        and state is not None
-        and (casefold(ctx.user.account) == casefold(state.name))
-    )
-    if state is None or not (own or ctx.user.oper):
+    if state is None or not (ctx.user.logged_in_to(state.name) or ctx.user.oper):
         raise Refused("NO_ACCESS", f"You may drop only your own account: DROP {ctx.user.account}")
     ctx.world.accounts.drop(state.name)
     ctx.world.forget_account(state.name)
@@ -536,7 +525,7 @@ def drop(ctx: Context, name: str) -> None:
                 p.RPL_LOGGEDOUT,
                 [
                     user.nick or "*",
-                    user.prefix,
+                    login_mask(user),
                     f"You are now logged out: {state.name} was dropped",
                 ],
                 ctx.server.name,

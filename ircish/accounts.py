@@ -34,8 +34,9 @@ import scramp
 from scramp.core import saslprep
 
 from ircish import passwords
+from ircish.events import millis
 from ircish.locks import held, new_lock
-from ircish.protocol import CHANSERV, NICKSERV, casefold
+from ircish.protocol import CHANSERV, NICKSERV, Message, casefold
 from ircish.store import AccountState, ScramKeys
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,16 @@ class AccountKeeper(Protocol):
     def save_account(self, state: AccountState) -> None: ...
 
     def drop_account(self, name: str) -> None: ...
+
+
+def nickserv_notice(nick: str | None, text: str) -> Message:
+    """What NickServ tells the user `nick`: a NOTICE from it."""
+    return Message("NOTICE", [nick or "*", text], NICKSERV_PREFIX)
+
+
+def throttled(wait: float) -> str:
+    """Why a login is refused before its password is checked."""
+    return f"Too many failed logins; try again in {wait:.0f} s"
 
 
 def password_problem(password: str, min_length: int) -> str | None:
@@ -162,7 +173,7 @@ class Accounts:
 
     def seen(self, name: str) -> None:
         """A session of `name` ended now: what is said to it after is missed."""
-        now = int(time.time() * 1000)
+        now = millis(time.time())
         self.update(name, lambda state: dataclasses.replace(state, last_seen=now))
 
     def drop(self, name: str) -> bool:

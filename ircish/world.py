@@ -92,7 +92,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ircish import modes
 from ircish import protocol as p
-from ircish.accounts import CHANSERV_PREFIX, NICKSERV_PREFIX, Accounts
+from ircish.accounts import CHANSERV_PREFIX, Accounts, nickserv_notice
 from ircish.config import HistoryConfig
 from ircish.events import Event, millis
 from ircish.locks import held, new_lock
@@ -102,7 +102,6 @@ from ircish.protocol import IRCError, Message, casefold
 # is re-exported here, where the commands have always found it.
 from ircish.protocol import valid_nick as valid_nick
 from ircish.store import (
-    ANONYMOUS,
     MaskState,
     Query,
     RoomState,
@@ -269,6 +268,11 @@ class User:
     @property
     def prefix(self) -> str:
         return f"{self.nick}!{self.username}@{self.host}"
+
+    def logged_in_to(self, account: str | None) -> bool:
+        """Whether this user is logged in to `account` (any case)."""
+        mine = self.account
+        return mine is not None and account is not None and casefold(mine) == casefold(account)
 
     @property
     def mode_letters(self) -> str:
@@ -1009,12 +1013,7 @@ class Room:
 
     def is_founder_locked(self, user: User) -> bool:
         assert held(self.lock)
-        account = user.account
-        return (
-            self.founder is not None
-            and account is not None
-            and casefold(account) == casefold(self.founder)
-        )
+        return user.logged_in_to(self.founder)
 
     def access_of_locked(self, user: User) -> str:
         """The status ChanServ gives `user` here: 'o' for the founder, their account's
@@ -1555,10 +1554,8 @@ class World:
         if old is None or user.nick == old:
             return False
         user.send(
-            Message(
-                "NOTICE",
-                [user.nick, f"{old} belongs to a registered account, so you are now {user.nick}"],
-                NICKSERV_PREFIX,
+            nickserv_notice(
+                user.nick, f"{old} belongs to a registered account, so you are now {user.nick}"
             )
         )
         return True
@@ -1568,18 +1565,11 @@ class World:
         if nick is None:
             return True
         state = self.accounts.get(nick)
-        return state is None or (
-            user.account is not None and casefold(user.account) == casefold(state.name)
-        )
+        return state is None or user.logged_in_to(state.name)
 
     def users_of(self, account: str) -> list[User]:
         """The users logged in to `account`."""
-        key = casefold(account)
-        return [
-            user
-            for user in self.users_snapshot()
-            if user.account is not None and casefold(user.account) == key
-        ]
+        return [user for user in self.users_snapshot() if user.logged_in_to(account)]
 
     # -- away, realname, MONITOR ------------------------------------------------
 
@@ -1816,8 +1806,8 @@ class World:
             # IRCv3 echo-message to oneself: the echo, then the message as received, which
             # is no part of a labeled answer (irctest labeled_responses: one label).
             sender.conn.deliver(event, reply=False)
-        other = private_party(recipient.account, recipient.nick)
-        self._record_event(event, self._private_lines(event, sender, other, needs))
+        lines = self._private_lines(event, sender, recipient.account, recipient.nick, needs)
+        self._record_event(event, lines)
         return event
 
     def tell_account(self, sender: User, account: str, msg: Message, echo: bool) -> bool:
@@ -1827,7 +1817,7 @@ class World:
         event = Event(msg, (account,), sender.account, bot=sender.bot)
         lines = ()
         if sender.account is not None:
-            lines = self._private_lines(event, sender, casefold(account), None)
+            lines = self._private_lines(event, sender, account, None, None)
         if not lines:
             return False
         if echo:
@@ -1836,19 +1826,26 @@ class World:
         return True
 
     def _private_lines(
-        self, event: Event, sender: User, other: str, needs: str | None
+        self,
+        event: Event,
+        sender: User,
+        account: str | None,
+        nick: str | None,
+        needs: str | None,
     ) -> tuple[StoredLine, ...]:
-        """The private history line of `event` between `sender` and `other` (an account,
-        or `~nick`: see `private_party`), when history is kept and at least one side is
-        logged in: it is kept for that side (ergo and irctest do the same); nothing is
-        kept between two people who are not."""
+        """The private history line of `event` between `sender` and the other side (its
+        `account`, else its `nick`: see `private_party`), when history is kept and at least
+        one side is logged in: it is kept for that side (ergo and irctest do the same);
+        nothing is kept between two people who are not. Checked in that order, so a
+        private message between people not logged in costs no more than before."""
         if (
-            needs not in (None, "message-tags")  # messages and TAGMSG, not AWAY or the like
+            (sender.account is None and account is None)
+            or needs not in (None, "message-tags")  # messages and TAGMSG, not AWAY and such
             or self.keeper is None
             or not self.history.enabled
-            or (sender.account is None and other.startswith(ANONYMOUS))
         ):
             return ()
+        other = private_party(account, nick)
         target = private_target(private_party(sender.account, sender.nick), other)
         with self._private_lock:
             seq = self._last_private_seq = max(time.time_ns(), self._last_private_seq + 1)
