@@ -12,8 +12,8 @@ import dataclasses
 import logging
 import time
 
+from ircish import caps, sasl
 from ircish import protocol as p
-from ircish import sasl
 from ircish.accounts import (
     MAX_CERTFPS,
     SERVICES,
@@ -43,11 +43,6 @@ class Refused(Exception):
         super().__init__(text)
         self.code = code
         self.text = text
-
-
-def offered_mechanisms(ctx: Context) -> tuple[str, ...]:
-    tls = ctx.config.tls
-    return sasl.mechanisms(tls is not None and tls.client_ca is not None)
 
 
 # -- logging in -------------------------------------------------------------------------
@@ -97,13 +92,26 @@ def check_password(ctx: Context, name: str, password: str) -> AccountState:
     address = ctx.user.host
     wait = accounts.limiter.charge(address, name)  # counted now, refunded if right
     if wait > 0:
-        raise Refused("RATE_LIMITED", throttled(wait))
+        raise refused_login(ctx, name, wait)
     state = accounts.check_password(name, password)
     if state is None:
-        log.debug("failed login as %s from %s", name[:64], address)
-        raise Refused("INVALID_CREDENTIALS", "Invalid account name or password")
+        raise refused_login(ctx, name)
     accounts.limiter.succeeded(address, state.name)
     return state
+
+
+def refused_login(
+    ctx: Context, name: str, wait: float = 0.0, text: str = "Invalid account name or password"
+) -> Refused:
+    """A login refused: wrong credentials, or (`wait` > 0) too many failures lately. It is
+    counted (metrics) and logged in one line, without the password; the caller raises the
+    Refused returned."""
+    reason = "throttled" if wait > 0 else "invalid"
+    ctx.world.accounts.limiter.refused(reason)
+    log.info("%s: login as %s refused (%s)", ctx.conn, safe_param(name[:64]) or "*", reason)
+    if wait > 0:
+        return Refused("RATE_LIMITED", throttled(wait))
+    return Refused("INVALID_CREDENTIALS", text)
 
 
 # -- nick protection ----------------------------------------------------------------------
@@ -286,7 +294,7 @@ def start(ctx: Context, name: str) -> None:
     if ctx.user.account is not None:
         raise IRCError(p.ERR_SASLALREADY, "You have already authenticated using SASL")
     mechanism = name.upper()
-    offered = offered_mechanisms(ctx)
+    offered = caps.mechanisms(ctx.config)
     if mechanism not in offered:
         ctx.reply(p.RPL_SASLMECHS, ",".join(offered), "are available SASL mechanisms")
         raise IRCError(p.ERR_SASLFAIL, "SASL authentication failed: unknown mechanism")
@@ -311,7 +319,9 @@ def step(ctx: Context, exchange: Exchange, payload: bytes) -> None:
         wanted = payload.decode("utf-8", "replace")
         if state is None or (wanted and casefold(wanted) != casefold(state.name)):
             accounts.limiter.failed(ctx.user.host, wanted or None)
-            raise Refused("INVALID_CREDENTIALS", "the certificate belongs to no such account")
+            raise refused_login(
+                ctx, wanted or "*", text="the certificate belongs to no such account"
+            )
         succeed(ctx, state)
     elif exchange.scram is None:
         exchange.scram = sasl.ScramExchange(accounts.scram_keys)
@@ -319,21 +329,21 @@ def step(ctx: Context, exchange: Exchange, payload: bytes) -> None:
         name = exchange.scram.username or ""
         wait = accounts.limiter.wait(ctx.user.host, name)
         if wait > 0:
-            raise Refused("RATE_LIMITED", throttled(wait))
+            raise refused_login(ctx, name, wait)
         send_payload(ctx, challenge)
     elif exchange.proven is None:
         name = exchange.scram.username or ""
         wait = accounts.limiter.charge(ctx.user.host, name)  # refunded if the proof holds
         if wait > 0:
-            raise Refused("RATE_LIMITED", throttled(wait))
+            raise refused_login(ctx, name, wait)
         try:
             verifier = exchange.scram.final(payload)
         except sasl.SaslError:
             # The same words as PLAIN's: a wrong password and an unknown account alike.
-            raise Refused("INVALID_CREDENTIALS", "Invalid account name or password") from None
+            raise refused_login(ctx, name) from None
         state = accounts.get(name)
         if state is None:  # dropped during the exchange
-            raise Refused("INVALID_CREDENTIALS", "Invalid account name or password")
+            raise refused_login(ctx, name)
         accounts.limiter.succeeded(ctx.user.host, state.name)
         exchange.proven = state
         send_payload(ctx, verifier)

@@ -69,10 +69,12 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
             shown = target[0] + room.name if status else room.name
             relayed = Message(msg.command, [shown, *text], user.prefix, tags)
             try:
-                room.send_from(user, relayed, echo, needs=needs, only=status)
+                copies = room.send_from(user, relayed, echo, needs=needs, only=status)
             except IRCError as exc:
                 if not quiet:
                     ctx.reply(exc.numeric, *exc.params)
+                continue
+            ctx.conn.tally.relay(kind, "room", copies)
             continue
         if casefold(target) in SERVICES:
             if kind == "PRIVMSG":  # a notice or tags to a service are dropped
@@ -88,7 +90,8 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
         if echo:
             ctx.flush()  # the sender sees their line before the answer to it can come
         relayed = Message(msg.command, [recipient.nick, *text], user.prefix, tags)
-        ctx.world.tell_user(user, recipient, relayed, echo, needs=needs)
+        copies = ctx.world.tell_user(user, recipient, relayed, echo, needs=needs)
+        ctx.conn.tally.relay(kind, "private", copies)
         if kind == "PRIVMSG" and recipient.away is not None:
             ctx.reply(p.RPL_AWAY, recipient.nick, recipient.away)
 

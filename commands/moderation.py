@@ -247,9 +247,29 @@ def oper(ctx: Context, msg: Message) -> None:
         log.warning("%s: OPER %s refused: host %s not allowed", ctx.conn, name, user.host)
         raise IRCError(p.ERR_NOOPERHOST, "No operator block for your host")
     log.info("%s: OPER %s: now a server operator", ctx.conn, name)
-    if ctx.world.set_operator(user, True):
+    if ctx.world.set_operator(user, True, entry.name):
         ctx.send(Message("MODE", [user.nick, "+o"], user.prefix))
     ctx.reply(p.RPL_YOUREOPER, "You are now a server operator")
+
+
+@command("REHASH", syntax="")
+def rehash(ctx: Context, msg: Message) -> None:
+    """Reload the server's config file (server operators); what changed comes as NOTICEs."""
+    if not ctx.user.oper:
+        raise IRCError(p.ERR_NOPRIVILEGES, "Permission denied: you're not a server operator")
+    request = ctx.server.reload
+    if request is None:
+        raise IRCError(p.ERR_UNKNOWNERROR, "REHASH", "This server cannot reload its config")
+    user, server_name = ctx.user, ctx.server.name
+    log.info("%s: REHASH", ctx.conn)
+
+    def tell(lines: list[str]) -> None:  # in the reloader thread, once it is done
+        for line in lines:
+            user.conn.send(Message("NOTICE", [user.nick or "*", line], server_name))
+
+    ctx.reply(p.RPL_REHASHING, ctx.server.config_source, "Rehashing")
+    ctx.flush()  # 382 before the outcome, which may come at once
+    request(tell)
 
 
 @command("KILL", min_params=1, syntax="<nick> [:<reason>]")

@@ -12,7 +12,7 @@ from ircish.commands import Context, IRCError, command
 from ircish.protocol import Message, casefold, safe_param
 from ircish.world import valid_nick
 
-from .accounts import guard_nick, offered_mechanisms, pass_login
+from .accounts import guard_nick, pass_login
 from .history import missed_private_lines
 from .presence import REALNAME_LENGTH
 from .queries import USERLEN, isupport_replies, lusers_replies, motd_replies
@@ -102,12 +102,14 @@ def cap(ctx: Context, msg: Message) -> None:
             # Never downgraded: a 302 client that sends a bare CAP LS stays 302.
             session.cap_version = min(int(version), caps.CAP_302)
             session.set_caps(session.caps | caps.implied(session.cap_version))
-        cap_list(ctx, "LS", caps.ls_words(session.cap_version, hidden_caps(ctx), cap_values(ctx)))
+        config = ctx.config
+        words = caps.ls_words(session.cap_version, caps.hidden(config), caps.values(config))
+        cap_list(ctx, "LS", words)
     elif sub == "LIST":
         cap_list(ctx, "LIST", sorted(session.caps))
     elif sub == "REQ":
         wanted = msg.param(1)
-        request = caps.read_request(wanted, session.cap_version, hidden_caps(ctx))
+        request = caps.read_request(wanted, session.cap_version, caps.hidden(ctx.config))
         answer = "NAK" if request.refused else "ACK"
         if not request.refused:
             session.set_caps((session.caps | request.add) - request.remove)
@@ -121,29 +123,6 @@ def cap(ctx: Context, msg: Message) -> None:
         try_register(ctx)
     else:
         raise IRCError(p.ERR_INVALIDCAPCMD, safe_param(msg.params[0]), "Invalid CAP subcommand")
-
-
-def hidden_caps(ctx: Context) -> frozenset[str]:
-    config = ctx.config
-    return caps.not_offered(config.history.enabled, config.accounts.registration != "closed")
-
-
-def cap_values(ctx: Context) -> dict[str, str]:
-    """The values of the caps whose value is the config's: sasl's mechanisms, and what
-    account registration asks (draft/account-registration)."""
-    settings = ctx.config.accounts
-    registration = [
-        word
-        for word, on in (
-            ("before-connect", settings.register_before_connect),
-            ("email-required", settings.email_required),
-        )
-        if on
-    ]
-    return {
-        "sasl": ",".join(offered_mechanisms(ctx)),
-        "draft/account-registration": ",".join(registration),
-    }
 
 
 def cap_list(ctx: Context, sub: str, words: list[str]) -> None:

@@ -255,6 +255,27 @@ class LoginLimiter:
         self._failures: dict[str, deque[float]] = {}
         #: Casefolded account -> addresses it logged in from lately, newest last.
         self._known: dict[str, deque[str]] = {}
+        #: Refused logins since the start, by reason ("invalid", "throttled"): metrics.
+        self._refusals: dict[str, int] = {}
+
+    def set_budget(self, per_minute: int) -> None:
+        """A new failed_logins_per_minute (a config reload); the failures so far count."""
+        with self._lock:
+            self.per_minute = per_minute
+            self._budget = {"address": per_minute, "account": per_minute * ACCOUNT_BUDGET_FACTOR}
+            self._failures = {
+                key: deque(times, maxlen=self._budget[key.partition(" ")[0]])
+                for key, times in self._failures.items()
+            }
+
+    def refused(self, reason: str) -> None:
+        """Count a refused login ("invalid": wrong credentials; "throttled": too many)."""
+        with self._lock:
+            self._refusals[reason] = self._refusals.get(reason, 0) + 1
+
+    def refusals(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._refusals)
 
     def wait(self, address: str, account: str | None) -> float:
         """Seconds until `address` may try `account` again (0: now); nothing is counted."""

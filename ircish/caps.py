@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ircish import sasl
+
+if TYPE_CHECKING:
+    from ircish.config import Config
 
 #: The CAP LS version a client gets when it names none (or an older one): no values, one
 #: line, no cap-notify messages.
@@ -78,6 +84,44 @@ def not_offered(history: bool, registration: bool = True) -> frozenset[str]:
     whether anyone may register an account."""
     hidden = frozenset() if history else HISTORY_CAPS
     return hidden if registration else hidden | {"draft/account-registration"}
+
+
+def hidden(config: Config) -> frozenset[str]:
+    """The table's caps `config` leaves out (history off, registration closed)."""
+    return not_offered(config.history.enabled, config.accounts.registration != "closed")
+
+
+def values(config: Config) -> dict[str, str]:
+    """The values of the caps whose value is the config's: sasl's mechanisms, and what
+    account registration asks (draft/account-registration)."""
+    settings = config.accounts
+    registration = [
+        word
+        for word, on in (
+            ("before-connect", settings.register_before_connect),
+            ("email-required", settings.email_required),
+        )
+        if on
+    ]
+    return {
+        "sasl": ",".join(mechanisms(config)),
+        "draft/account-registration": ",".join(registration),
+    }
+
+
+def mechanisms(config: Config) -> tuple[str, ...]:
+    """The SASL mechanisms offered: EXTERNAL only where TLS asks for client certificates."""
+    tls = config.tls
+    return sasl.mechanisms(tls is not None and tls.client_ca is not None)
+
+
+def announcements(old: Config, new: Config, version: int) -> tuple[list[str], list[str]]:
+    """After a reload, what a cap-notify client of `version` is told: the CAP NEW words
+    (caps now offered, and caps whose value changed, with it) and the CAP DEL names."""
+    before = ls_words(version, hidden(old), values(old))
+    after = ls_words(version, hidden(new), values(new))
+    gone = {word.partition("=")[0] for word in before} - {word.partition("=")[0] for word in after}
+    return [word for word in after if word not in before], sorted(gone)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import secrets
@@ -10,12 +11,20 @@ import signal
 import sys
 import threading
 import typing
+from collections.abc import Callable
 
 import click
 from click.core import ParameterSource
 
 from ircish import __version__
-from ircish.config import LOG_LEVELS, Config, ConfigError, default_config, load_config
+from ircish.config import (
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    OperatorConfig,
+    default_config,
+    load_config,
+)
 from ircish.passwords import hash_password
 
 log = logging.getLogger("ircish")
@@ -83,7 +92,7 @@ def check_os_limits(max_clients: int) -> None:
 @click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    help="Logging verbosity (overrides log_level).",
+    help="Logging verbosity (overrides log.level).",
 )
 @click.version_option(__version__, prog_name="ircish-server")
 @click.pass_context
@@ -98,7 +107,8 @@ def main(
 
     IRC clients (irssi, WeeChat, HexChat, ircish-client) connect as to any IRC
     server; `nc HOST PORT` gives a human text session (/nick carol, /join
-    #general, then type). SIGINT or SIGTERM shuts down cleanly.
+    #general, then type). SIGINT or SIGTERM shuts down cleanly; SIGHUP reloads
+    the config file and reopens the log file.
     """
     if ctx.invoked_subcommand is not None:
         # `--port 7000 hash-password` would silently ignore --port; say so instead.
@@ -110,13 +120,44 @@ def main(
                     f"{option.opts[-1]} is for running the server, not for {ctx.invoked_subcommand}"
                 )
         return
-    try:
+
+    def read() -> Config:
         config = load_config(config_path) if config_path else default_config()
-        config = config.with_overrides(host=host, port=port, log_level=log_level)
+        return config.with_overrides(host=host, port=port, log_level=log_level)
+
+    try:
+        config = read()
     except ConfigError as exc:
         click.echo(f"ircish-server: {exc}", err=True)
         sys.exit(2)
-    run(config, config_path or "built-in defaults")
+    run(config, config_path or "built-in defaults", read if config_path else None)
+
+
+@main.command("check-config")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The YAML config file to check.",
+)
+def check_config_command(config_path: str) -> None:
+    """Check a config file the way a start or a reload would, and exit: 0 if it is good,
+    2 with one line naming the problem if not. The TLS certificate and key are loaded too.
+
+    \b
+        ircish-server check-config -c /etc/ircish/config.yaml
+    """
+    try:
+        config = load_config(config_path)
+        if config.tls is not None:
+            from ircish.tls import server_context
+
+            server_context(config.tls)
+    except ConfigError as exc:
+        _fail(str(ConfigError(config_path, exc.key_path, exc.problem)))
+    click.echo(f"{config_path}: OK")
 
 
 @main.command("hash-password")
@@ -161,28 +202,51 @@ def _fail(problem: str) -> typing.NoReturn:
     sys.exit(2)
 
 
-def run(config: Config, source: str = "config") -> None:
-    """Start a server and serve until SIGINT/SIGTERM. `source` names the config in errors."""
+def run(config: Config, source: str = "config", reread: Callable[[], Config] | None = None) -> None:
+    """Start a server and serve until SIGINT/SIGTERM; SIGHUP reloads the config (`reread`
+    reads it again; None: there is no file) and reopens the log file. `source` names the
+    config in errors."""
     from ircish.commands import command_table
+    from ircish.logs import LogSetup
     from ircish.server import ListenError, Server, StoreError
 
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs = LogSetup()
+    try:
+        logs.use(config.log)
+    except OSError as exc:
+        _fail(f"{source}: log.file: cannot open {config.log.file!r} ({exc.strerror or exc})")
     check_os_limits(config.limits.max_clients)
     console_token = None
+    console: tuple[OperatorConfig, ...] = ()
     if not config.operators:
         # Without it, nobody could moderate a config room such as the example's #general:
         # they start with no room operator (issue 11). A fresh token each start, told only
         # on this console, and usable only from this machine.
         console_token = secrets.token_urlsafe()
         config = config.with_console_operator(CONSOLE_OPERATOR, console_token)
-    server = Server(config, command_table())
+        console = config.operators
+
+    def reload_config() -> Config:
+        # A reloaded file without operators keeps this start's console operator (and its
+        # token); one that names operators ends it, as a start with them would.
+        assert reread is not None
+        fresh = reread()
+        return fresh if fresh.operators else dataclasses.replace(fresh, operators=console)
+
+    server = Server(
+        config,
+        command_table(),
+        reread=reload_config if reread is not None else None,
+        source=source,
+        logs=logs,
+    )
     # Handlers first: a signal that arrives once clients can connect must
-    # already mean "shut down cleanly".
+    # already mean "shut down cleanly" (or "reload").
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    # SIGHUP's default would end the process with no word to anyone (exit 129).
+    signal.signal(signal.SIGHUP, lambda *_: server.request_reload())
     try:
         server.start()
     except ConfigError as exc:

@@ -174,6 +174,8 @@ class ServerView(Protocol):
     config: Config
     name: str
     created_text: str
+    config_source: str
+    reload: Callable[[Callable[[list[str]], None]], None] | None
 
     def connection_count(self) -> int: ...
 

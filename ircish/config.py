@@ -191,6 +191,51 @@ def _log_level(value: str) -> str | None:
     return None
 
 
+#: How log lines are written: for people, or one JSON object per line (for collectors).
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(value: str) -> str | None:
+    if value not in LOG_FORMATS:
+        return f"must be one of {', '.join(LOG_FORMATS)}, got {_describe(value)}"
+    return None
+
+
+def _log_file(value: str) -> str | None:
+    """A log file: opened (made if need be) at start and at each reload, so only its folder
+    must exist now."""
+    if not value:
+        return "must not be empty (null logs to stderr)"
+    if any(ch in "\r\n\0" for ch in value):
+        return "must not contain line breaks or NUL"
+    path = Path(value)
+    if path.is_dir():
+        return f"is a directory, not a file: {value!r}"
+    if not path.resolve().parent.is_dir():
+        return f"its folder does not exist: {str(path.resolve().parent)!r} (make it first)"
+    return None
+
+
+def _listen_address(value: str) -> str | None:
+    """`host:port` (`[::1]:9108` for IPv6)."""
+    if split_listen(value) is None:
+        return f"expected host:port such as 127.0.0.1:9108 or [::1]:9108, got {_describe(value)}"
+    return None
+
+
+def split_listen(value: str) -> tuple[str, int] | None:
+    """`127.0.0.1:9108` -> ("127.0.0.1", 9108); `[::1]:0` -> ("::1", 0); None if malformed."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        return None  # an IPv6 address needs its brackets: [::1]:9108
+    if not sep or not host or _word(host) is not None or not port.isdigit():
+        return None
+    number = int(port)
+    return (host, number) if number <= 65535 else None
+
+
 def _setting(
     default: Any = dataclasses.MISSING,
     check: _Check | None = None,
@@ -351,6 +396,32 @@ class HistoryConfig:
             )
 
 
+@dataclass(frozen=True)
+class LogConfig:
+    """Where the server's log goes, in which form, and how much of it."""
+
+    #: A file to append to (reopened on SIGHUP, for logrotate); null: stderr (the journal
+    #: under systemd).
+    file: str | None = _setting(None, _log_file)
+    #: text: one line for people; json: one JSON object per line.
+    format: str = _setting("text", _log_format)
+    level: str = _setting("INFO", _log_level, normalize=str.upper)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The optional HTTP endpoint for Prometheus: /metrics and /healthz."""
+
+    #: host:port; keep it on loopback (or behind a firewall): it is not authenticated.
+    listen: str = _setting("127.0.0.1:9108", _listen_address)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        address = split_listen(self.listen)
+        assert address is not None, self.listen
+        return address
+
+
 #: Who may register an account: anyone, only server operators (for others), or nobody.
 REGISTRATION_MODES = ("open", "operators", "closed")
 
@@ -392,13 +463,15 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: Limits = field(default_factory=Limits)
     rooms: tuple[RoomConfig, ...] = ()
-    log_level: str = _setting("INFO", _log_level, normalize=str.upper)
+    log: LogConfig = field(default_factory=LogConfig)
     #: None (the default, or `tls: null`): plain TCP only.
     tls: TlsConfig | None = None
     operators: tuple[OperatorConfig, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    #: None (the default, or `metrics: null`): no HTTP endpoint.
+    metrics: MetricsConfig | None = None
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.tls is not None and self.tls.port != 0 and self.tls.port == self.server.port:
@@ -476,9 +549,61 @@ class Config:
         if port is not None and tls is not None and tls.port != 0 and tls.port == port:
             raise ConfigError(source, "--port", f"{port} is already tls.port")
         if log_level is not None:
-            level = _read_field(Config, "log_level", log_level, "--log-level", source)
-            config = dataclasses.replace(config, log_level=level)
+            level = _read_field(LogConfig, "level", log_level, "--log-level", source)
+            config = dataclasses.replace(config, log=dataclasses.replace(config.log, level=level))
         return config
+
+
+# --- reloading ------------------------------------------------------------------------------
+
+#: Settings a running server cannot take (listeners, its name, the store, the metrics
+#: listener, the rooms' window size): a reload keeps what the server started with, and says
+#: so. `tls` is the whole section coming or going; its cert, key and client_ca do reload.
+RESTART_ONLY = frozenset(
+    {
+        "server.name",
+        "server.host",
+        "server.port",
+        "server.sender_threads",
+        "tls",
+        "tls.port",
+        "store.path",
+        "store.flush_ms",
+        "store.queue",
+        "metrics",
+        "metrics.listen",
+        "history.window",
+    }
+)
+
+
+def changed_settings(old: object, new: object, path: str = "") -> list[str]:
+    """The key paths whose values differ between two configs, finest first: `limits.
+    flood_rate`, `rooms` (a list is one setting), `tls` (a section added or removed)."""
+    if dataclasses.is_dataclass(old) and type(old) is type(new):
+        changed = []
+        for spec in dataclasses.fields(old):
+            changed += changed_settings(
+                getattr(old, spec.name), getattr(new, spec.name), _join(path, spec.name)
+            )
+        return changed
+    return [] if old == new else [path]
+
+
+def setting(config: object, path: str) -> Any:
+    """The value at a key path (`server.port`)."""
+    for key in path.split("."):
+        config = getattr(config, key)
+    return config
+
+
+def with_setting(config: Any, path: str, value: Any) -> Any:
+    """A copy of `config` with the value at `path` replaced (no checks: for values taken
+    from another checked config)."""
+    key, _, rest = path.partition(".")
+    if rest:
+        value = with_setting(getattr(config, key), rest, value)
+    return dataclasses.replace(config, **{key: value})
 
 
 # --- public entry points --------------------------------------------------------------------
@@ -525,6 +650,10 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     return _build(Config, data, "", source)
 
 
+#: Settings that moved, by their old key path: a file that still has one is told where.
+_MOVED = {"log_level": "log.level (write `log: {level: INFO}`)"}
+
+
 # --- the generic walker ---------------------------------------------------------------------
 
 
@@ -542,7 +671,8 @@ def _build(cls: type, data: object, path: str, source: str) -> Any:
     for key, raw in data.items():
         key_path = _join(path, _key_text(key))
         if key not in known:
-            raise ConfigError(source, key_path, "unknown key")
+            moved = _MOVED.get(key_path)
+            raise ConfigError(source, key_path, f"moved to {moved}" if moved else "unknown key")
         values[key] = _read_field(cls, key, raw, key_path, source)
     for name, spec in known.items():
         required = spec.default is dataclasses.MISSING

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from ircish.events import PLAIN, Event
 from ircish.locks import held, new_lock
+from ircish.metrics import Tally
 from ircish.protocol import Message, ProtocolError
 from ircish.session import IRC, Session
 from ircish.transport import InputOverflow, Transport
@@ -182,6 +183,8 @@ class Connection:
         self._on_finish = on_finish
         self._sendq_bytes = limits.sendq_bytes
         self.user = User(self, address[0])
+        #: What this connection did, for metrics (ircish/metrics.py: who writes what).
+        self.tally = Tally()
         #: The session's wire format is PLAIN (no tags, no framing): what `deliver` asks
         #: first, once per delivery. Kept up to date by the session.
         self._plain = False
@@ -392,7 +395,9 @@ class Connection:
         except OSError as exc:
             log.debug("%s: send failed: %s", self, exc)
             self.close(f"Write error: {exc.strerror or exc}", flush=False)
+            self.tally.bytes_out += sent
             return len(data)  # dropped; the caller accounts for it as gone
+        self.tally.bytes_out += sent
         return sent
 
     def _take_fd_locked(self) -> bool:
@@ -457,8 +462,10 @@ class Connection:
             return
         if inbound.notice is not None:
             self.send(inbound.notice)
-        if inbound.wait > 0 and not self._fakelag(inbound.wait):
-            return
+        if inbound.wait > 0:
+            self.tally.slowdowns += 1
+            if not self._fakelag(inbound.wait):
+                return
         if inbound.note is not None:
             log.info("%s: %s", self, inbound.note)
         if inbound.refusal is not None:

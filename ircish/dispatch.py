@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ircish import protocol
 from ircish.commands import CommandSpec, Context, SenderSession
+from ircish.metrics import UNKNOWN_COMMAND
 from ircish.protocol import IRCError, Message, safe_param
 
 if TYPE_CHECKING:
@@ -50,9 +51,26 @@ class Dispatcher:
         self.name = config.server.name
         self.created_text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.connection_count = connection_count
+        #: Time each command into its connection's tally (on with `metrics:`).
+        self.timed = False
+        #: Asks the server to reload its config (REHASH); the callback gets the lines that
+        #: tell the outcome. None where there is no server to reload (a test's dispatcher).
+        self.reload: Callable[[Callable[[list[str]], None]], None] | None = None
+        #: Where the config came from (382 names it).
+        self.config_source = "built-in defaults"
 
     def dispatch(self, session: SenderSession, msg: Message) -> None:
         """Check `msg` against the command table and run its handler; send the replies."""
+        if self.timed:
+            started = time.perf_counter()
+            self._dispatch(session, msg)
+            spec = self.commands.get(msg.command)
+            name = UNKNOWN_COMMAND if spec is None else msg.command
+            session.user.conn.tally.time_command(name, time.perf_counter() - started)
+        else:
+            self._dispatch(session, msg)
+
+    def _dispatch(self, session: SenderSession, msg: Message) -> None:
         ctx = Context(session, self)
         spec = self.commands.get(msg.command)
         try:

@@ -20,20 +20,25 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import queue
 import socket
 import sqlite3
 import ssl
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
+from ircish import caps
 from ircish.accounts import Accounts
 from ircish.commands import CommandSpec
-from ircish.config import Config
+from ircish.config import RESTART_ONLY, Config, ConfigError, changed_settings, setting, with_setting
 from ircish.connection import Connection, SenderPool
 from ircish.dispatch import Dispatcher
 from ircish.locks import new_lock
+from ircish.logs import LogSetup
+from ircish.metrics import MetricsEndpoint, Tally, disconnect_reason, registry_for
 from ircish.protocol import Message, casefold
 from ircish.store.sqlite import NewerSchemaError, SqliteStore
 from ircish.store.writer import Retention, Writer
@@ -72,6 +77,47 @@ class ListenError(OSError):
         self.where = where
 
 
+@dataclass(frozen=True)
+class Reload:
+    """What a reload did: the settings now in effect, those that need a restart (kept as
+    they were), or the error that changed nothing."""
+
+    applied: tuple[str, ...] = ()
+    #: Each setting that needs a restart, with the value still in force (as YAML-ish text).
+    kept: tuple[tuple[str, str], ...] = ()
+    #: Rooms the config's rooms made or changed.
+    rooms: tuple[str, ...] = ()
+    error: str | None = None
+
+    def lines(self) -> list[str]:
+        """What the operator who asked is told (and the log says)."""
+        if self.error is not None:
+            return [f"Config not reloaded, nothing changed: {self.error}"]
+        lines = [
+            f"Config reloaded: {', '.join(self.applied)}"
+            if self.applied
+            else "Config reloaded: nothing changed"
+        ]
+        if self.rooms:
+            lines.append(f"Rooms from the config made or updated: {', '.join(self.rooms)}")
+        for path, value in self.kept:
+            lines.append(f"{path} needs a restart to change; still {value}")
+        return lines
+
+
+@dataclass
+class Figures:
+    """The server's counts at one moment, for a metrics scrape (`Server.figures`)."""
+
+    live: list[Connection]
+    #: Tallies of the connections that ended, by transport.
+    retired: dict[str, Tally]
+    accepted: dict[str, int]
+    refused: dict[str, int]
+    disconnects: dict[str, int]
+    reloads: dict[str, int]
+
+
 class Server:
     """One ircish server: its world, its listener and its threads."""
 
@@ -80,11 +126,21 @@ class Server:
         config: Config,
         commands: Mapping[str, CommandSpec],
         record: Recorder | None = None,
+        *,
+        reread: Callable[[], Config] | None = None,
+        source: str = "built-in defaults",
+        logs: LogSetup | None = None,
     ) -> None:
         """`commands` is the command table (ircish.commands.command_table()); ValueError if
         it is empty. `record` is called once per relayed event, after the relay, outside
-        every lock (the history store's hook)."""
+        every lock (the history store's hook). `reread` reads the config again for a
+        reload (REHASH, SIGHUP; None: there is no file, nothing to reload), `source` names
+        it, and `logs` is the log setup a reload changes (None: logging is left alone)."""
         self.config = config
+        self.config_source = source
+        self._reread = reread
+        self.logs = logs
+        self.started_at = time.time()
         self.name = config.server.name
         self.world = World(
             ((room.name, room.topic) for room in config.rooms),
@@ -96,6 +152,8 @@ class Server:
         #: The store's writer thread, from `start()` on (ircish/store/writer.py).
         self.writer: Writer | None = None
         self.dispatcher = Dispatcher(commands, self.world, config, self.connection_count)
+        self.dispatcher.reload = lambda tell: self.request_reload(lambda done: tell(done.lines()))
+        self.dispatcher.config_source = source
         self.senders = SenderPool(config.server.sender_threads)
         self.connections: set[Connection] = set()
         #: Live connections per source address (max_clients_per_ip), under connections_lock.
@@ -110,6 +168,23 @@ class Server:
         self._not_tls_reply = b""
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._greeting = self._greeting_for(config)
+        # Metrics (ircish/metrics.py). Under connections_lock: the tallies of connections
+        # that ended, and the accept and disconnect counts. Only the reloader thread
+        # counts reloads.
+        self._retired: dict[str, Tally] = {}
+        self._accepted: dict[str, int] = {}
+        self._refused: dict[str, int] = {}
+        self._disconnects: dict[str, int] = {}
+        self._reloads: dict[str, int] = {}
+        self.metrics: MetricsEndpoint | None = None
+        #: Reload requests (REHASH, SIGHUP), each with what to do with the outcome; the
+        #: reloader thread takes them one at a time. None stops it.
+        self._reload_requests: queue.SimpleQueue[Callable[[Reload], None] | None] = (
+            queue.SimpleQueue()
+        )
+
+    def _greeting_for(self, config: Config) -> Message:
         # For people (nc, telnet): sent only to a connection that says nothing for a
         # moment (ircish/connection.py GREETING_DELAY), since IRC clients speak first.
         first_step = (
@@ -117,7 +192,7 @@ class Server:
             if config.server.password is not None
             else "type /nick <name> to choose your name"
         )
-        self._greeting = Message(
+        return Message(
             "NOTICE",
             ["*", f"*** Welcome to ircish. To start, {first_step}; /help lists the commands"],
             self.name,
@@ -152,11 +227,15 @@ class Server:
                 [f"This port speaks TLS only; plain connections go to port {self.address[1]}"],
             ).to_bytes()
         try:
+            if self.config.metrics is not None:
+                self._open_metrics(self.config.metrics.address)
             self._open_store()
-        except StoreError:
+        except (StoreError, ListenError):
             for listener in (self._listener, self._tls_listener):
                 if listener is not None:
                     listener.close()
+            if self.metrics is not None:
+                self.metrics.close()
             raise
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.senders.start()
@@ -164,12 +243,29 @@ class Server:
         if self._tls_listener is not None:
             loops.append(("accept-tls", self._accept_loop, (self._tls_listener, True)))
         loops.append(("housekeeping", self._housekeeping, ()))
+        loops.append(("reloader", self._reloader, ()))
+        if self.metrics is not None:
+            self.metrics.start()
+            self.dispatcher.timed = True
         for name, target, args in loops:
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         # No "listening" log line: whoever started the server says where it listens, from
         # `address` and `tls_address` (ircish-server prints one line; two was issue 11).
+
+    def _open_metrics(self, address: tuple[str, int]) -> None:
+        """Bind the metrics endpoint (started with the other threads). ListenError."""
+        where = f"{address[0]}:{address[1]} (metrics)"
+        try:
+            self.metrics = MetricsEndpoint(address, registry_for(self), self.health)
+        except OSError as exc:
+            raise ListenError(where, exc) from exc
+        if address[0] not in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "metrics.listen is %s: /metrics is open to whoever reaches that address",
+                where,
+            )
 
     def _open_store(self) -> None:
         """Open the store, bring back the permanent rooms and their last lines, and start
@@ -245,9 +341,12 @@ class Server:
             for conn in self._snapshot():
                 conn.close(reason, flush=False)
             self._wait_for_readers(1.0)
+        self._reload_requests.put(None)
         for thread in self._threads:
             thread.join(timeout=2.0)
         self.senders.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         for listener in (self._listener, self._tls_listener):
             if listener is not None:
                 listener.close()
@@ -269,6 +368,30 @@ class Server:
 
     def connection_count(self) -> int:
         return len(self.connections)
+
+    def figures(self) -> Figures:
+        """The live connections and the counts so far, copied at one moment under
+        connections_lock (a connection is in one or the other, never both)."""
+        with self.connections_lock:
+            return Figures(
+                list(self.connections),
+                {kind: tally.copy() for kind, tally in self._retired.items()},
+                dict(self._accepted),
+                dict(self._refused),
+                dict(self._disconnects),
+                dict(self._reloads),
+            )
+
+    def health(self) -> str | None:
+        """None while the server serves; else what is wrong (/healthz says it, with 503)."""
+        if self._stopping.is_set():
+            return "shutting down"
+        for thread in self._threads:
+            if not thread.is_alive():
+                return f"the {thread.name} thread stopped"
+        if self.writer is not None and not self.writer.alive:
+            return "the store's writer thread stopped"
+        return None
 
     def _accept_loop(self, listener: socket.socket, tls: bool) -> None:
         starved = False  # out of descriptors: said once, then quiet until it passes
@@ -324,15 +447,20 @@ class Server:
         )
         ip = address[0]
         per_ip = limits.max_clients_per_ip
+        kind = transport.kind
         with self.connections_lock:
             if len(self.connections) >= limits.max_clients:
-                refusal = "Server is full, try again later"
+                refusal, why = "Server is full, try again later", "full"
             elif per_ip and self._per_ip.get(ip, 0) >= per_ip:
                 refusal = f"Too many connections from your address (at most {per_ip})"
+                why = "per_ip"
             else:
-                refusal = None
+                refusal = why = None
                 self.connections.add(conn)
                 self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+                self._accepted[kind] = self._accepted.get(kind, 0) + 1
+            if why is not None:
+                self._refused[why] = self._refused.get(why, 0) + 1
         if refusal is not None:
             # Refused before any thread exists for it: one line, then closed. A TLS
             # peer could not read a plain line, and the handshake needs a thread: it
@@ -373,6 +501,7 @@ class Server:
                 self.world.remove_user(conn.user, reason)
         finally:
             ip = conn.address[0]
+            kind = conn.transport.kind
             with self.connections_lock:
                 if conn in self.connections:
                     self.connections.discard(conn)
@@ -381,14 +510,35 @@ class Server:
                         self._per_ip[ip] = left
                     else:
                         del self._per_ip[ip]
+                    # Its counts join the retired ones as it leaves the live set: a scrape
+                    # sees it in one place or the other, never both.
+                    retired = self._retired.get(kind)
+                    if retired is None:
+                        retired = self._retired[kind] = Tally()
+                    retired.add(conn.tally)
+                    retired.bytes_in += conn.transport.received
+                    why = disconnect_reason(reason)
+                    self._disconnects[why] = self._disconnects.get(why, 0) + 1
                 self.connections_lock.notify_all()
             log.info("%s left: %s", conn, reason)
 
     # -- housekeeping ---------------------------------------------------------
 
     def _housekeeping(self) -> None:
+        ping = Message("PING", [self.name])
+        while not self._stopping.wait(self._tick()):
+            now = time.monotonic()
+            for conn in self._snapshot():
+                try:
+                    self._check_timeouts(conn, now, ping)
+                except Exception:
+                    log.exception("housekeeping failed for %s", conn)
+
+    def _tick(self) -> float:
+        """How often housekeeping looks, from the limits now in force (a reload may
+        change them)."""
         limits = self.config.limits
-        tick = max(
+        return max(
             0.05,
             min(
                 1.0,
@@ -397,14 +547,6 @@ class Server:
                 limits.ping_interval / 5,
             ),
         )
-        ping = Message("PING", [self.name])
-        while not self._stopping.wait(tick):
-            now = time.monotonic()
-            for conn in self._snapshot():
-                try:
-                    self._check_timeouts(conn, now, ping)
-                except Exception:
-                    log.exception("housekeeping failed for %s", conn)
 
     def _check_timeouts(self, conn: Connection, now: float, ping: Message) -> None:
         limits = self.config.limits
@@ -427,3 +569,132 @@ class Server:
             elif now - conn.ping_sent_at > limits.ping_timeout:
                 seconds = int(now - conn.last_recv)
                 conn.close(f"Ping timeout: {seconds} seconds", f"Ping timeout: {seconds} seconds")
+
+    # -- reloading ------------------------------------------------------------
+
+    def request_reload(self, done: Callable[[Reload], None] | None = None) -> None:
+        """Reload the config in the reloader thread; `done` gets the outcome there. Only
+        queues, so a signal handler may call it."""
+        self._reload_requests.put(done or _nothing)
+
+    def _reloader(self) -> None:
+        while True:
+            done = self._reload_requests.get()
+            if done is None:
+                return
+            try:
+                outcome = self.reload()
+            except Exception:
+                log.exception("reload failed")
+                outcome = Reload(error="an internal error; the log has it")
+            try:
+                done(outcome)
+            except Exception:
+                log.exception("telling the outcome of a reload failed")
+
+    def reload(self) -> Reload:
+        """Re-read the config and apply what a running server can take; what needs a
+        restart is kept as it is and named. A file that fails its checks changes
+        nothing. The log file is reopened either way (logrotate's SIGHUP). Runs in the
+        reloader thread (a test may call it while nothing else reloads)."""
+        if self.logs is not None:
+            try:
+                self.logs.reopen()
+            except OSError as exc:
+                log.error("cannot reopen the log file: %s", exc.strerror or exc)
+        outcome = self._reload()
+        result = "failed" if outcome.error is not None else "applied"
+        self._reloads[result] = self._reloads.get(result, 0) + 1
+        for line in outcome.lines():
+            if outcome.error is not None:
+                log.error("%s", line)
+            else:
+                log.info("%s", line)
+        return outcome
+
+    def _reload(self) -> Reload:
+        if self._reread is None:
+            return Reload(error="the server was started without a config file (-c)")
+        old = self.config
+        try:
+            new = self._reread()
+        except ConfigError as exc:
+            return Reload(error=str(exc))
+        kept = [path for path in changed_settings(old, new) if path in RESTART_ONLY]
+        if old.history.enabled != new.history.enabled:
+            kept.append("history.max_lines")  # turning history on or off
+        for path in kept:
+            new = with_setting(new, path, setting(old, path))
+        applied = changed_settings(old, new)
+        # What can fail comes first, before anything changes.
+        tls_context = self._tls_context
+        try:
+            if new.tls is not None and new.tls != old.tls:
+                tls_context = server_context(new.tls)
+            prepared = None if self.logs is None else self.logs.prepare(new.log)
+        except ConfigError as exc:
+            return Reload(error=str(ConfigError(self.config_source, exc.key_path, exc.problem)))
+        except OSError as exc:
+            return Reload(error=f"log.file: cannot open {new.log.file!r}: {exc.strerror or exc}")
+        self._apply(old, new, tls_context)
+        if prepared is not None:
+            self.logs.apply(prepared)  # type: ignore[union-attr]
+        rooms = []
+        if "rooms" in applied:
+            rooms = self.world.follow_config_rooms((room.name, room.topic) for room in new.rooms)
+        return Reload(
+            tuple(applied),
+            tuple((path, repr(setting(old, path))) for path in kept),
+            tuple(rooms),
+        )
+
+    def _apply(self, old: Config, new: Config, tls_context: ssl.SSLContext | None) -> None:
+        """Make `new` the config in force: handlers read it from their next command, new
+        connections take its limits, and the parts with state of their own follow."""
+        self.config = new
+        self.dispatcher.config = new
+        self._tls_context = tls_context
+        self._greeting = self._greeting_for(new)
+        if new.history != old.history:
+            self.world.set_history(new.history)
+            if self.writer is not None:
+                history = new.history
+                self.writer.set_retention(Retention(history.max_lines, history.max_age_seconds))
+        limit = new.accounts.failed_logins_per_minute
+        if limit != old.accounts.failed_logins_per_minute:
+            self.world.accounts.limiter.set_budget(limit)
+        if new.operators != old.operators:
+            for user in self.world.operators_not_in(o.name for o in new.operators):
+                self.world.set_operator(user, False)
+                log.info("%s is no longer a server operator: not in the config", user.nick)
+                user.conn.send(Message("MODE", [user.nick or "*", "-o"], self.name))
+                user.conn.send(
+                    Message(
+                        "NOTICE",
+                        [user.nick or "*", "Your operator status ended: the config changed"],
+                        self.name,
+                    )
+                )
+        self._announce_caps(old, new)
+
+    def _announce_caps(self, old: Config, new: Config) -> None:
+        """CAP NEW and CAP DEL to every client with cap-notify, for the caps a reload
+        offers or takes away (and new values: sasl's mechanisms)."""
+        told: dict[int, tuple[list[str], list[str]]] = {}
+        for conn in self._snapshot():
+            session = conn.session
+            if "cap-notify" not in session.caps or conn.closing:
+                continue
+            version = session.cap_version
+            if version not in told:
+                told[version] = caps.announcements(old, new, version)
+            added, removed = told[version]
+            nick = conn.user.nick or "*"
+            if removed:
+                conn.send(Message("CAP", [nick, "DEL", " ".join(removed)], self.name))
+            if added:
+                conn.send(Message("CAP", [nick, "NEW", " ".join(added)], self.name))
+
+
+def _nothing(outcome: Reload) -> None:
+    """What a reload nobody waits for does with its outcome (the log has it)."""

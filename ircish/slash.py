@@ -392,6 +392,10 @@ def _lusers(args: str, current_room: str | None) -> Message:
     return Message("LUSERS", _words(args, "lusers", 0, 0))
 
 
+def _rehash(args: str, current_room: str | None) -> Message:
+    return Message("REHASH", _words(args, "rehash", 0, 0))
+
+
 def _table(*rows: SlashCommand) -> dict[str, SlashCommand]:
     return {row.name: row for row in rows}
 
@@ -526,4 +530,7 @@ SLASH_COMMANDS: dict[str, SlashCommand] = _table(
     ),
     SlashCommand("motd", "MOTD", "", "Show the message of the day.", _motd),
     SlashCommand("lusers", "LUSERS", "", "Show how many users and rooms there are.", _lusers),
+    SlashCommand(
+        "rehash", "REHASH", "", "Reload the server's config file (server operators).", _rehash
+    ),
 )

@@ -39,6 +39,8 @@ class Transport(Protocol):
     kind: str
     #: How a line (bytes ending in CRLF) is framed for this transport; None: as it is.
     frame: Framer | None
+    #: Bytes received so far (for metrics; written by the reader thread only).
+    received: int
 
     def fileno(self) -> int: ...
 
@@ -79,6 +81,7 @@ class StreamTransport:
         self._max_buffer = max_buffer
         self._buffer = b""
         self.kind = kind
+        self.received = 0
 
     def __repr__(self) -> str:
         return f"<StreamTransport {self.kind} fd={self._fd}>"
@@ -101,6 +104,7 @@ class StreamTransport:
             data = self._stream.recv(RECV_BYTES)
             if not data:
                 return []
+            self.received += len(data)
             if b"\n" not in data:
                 self._buffer += data
                 continue

@@ -240,6 +240,9 @@ class User:
         self.away: str | None = None
         #: User mode +o: a server operator (OPER), an operator in every room.
         self.oper = False
+        #: The config's operator they OPERed as (a reload that removes it ends their +o).
+        #: Under World.lock.
+        self.oper_name: str | None = None
         #: User mode +B: a bot (IRCv3 bot mode: the `bot` tag, 335 in WHOIS, B in WHO).
         self.bot = False
         #: User mode +w: sent WALLOPS (under World.lock, which keeps the set of such users).
@@ -664,6 +667,33 @@ class Room:
         self.topic_lock = bool(state.topic_lock) and self.founder is not None
         self.prime_locked(lines)
 
+    def set_history_locked(self, history: HistoryConfig) -> None:
+        assert held(self.lock)
+        self.history = history
+        self._window_size = min(history.window, history.max_lines)
+
+    def follow_config(self, topic: str, server_name: str, made: bool) -> bool:
+        """After a reload that names this room in the config: permanent from now on (a
+        MODE +P from the server when it was not), and the config's topic if nobody set
+        another (a TOPIC from the server). Its state is kept. False if nothing changed."""
+        with self.lock:
+            relayed = []
+            if not self.persistent:
+                self.flags.add(modes.PERMANENT)
+                relayed += self.relay_modes_locked(
+                    [modes.Change(True, modes.PERMANENT)], server_name, None
+                )
+            if not made and self.topic_setter in ("", "server") and topic != self.topic:
+                self.follow_config_topic_locked(topic)
+                event = Event(Message("TOPIC", [self.name, topic], server_name), (self.name,))
+                self.broadcast_locked(event)
+                relayed.append((event, self.keep_locked(event)))
+            if not relayed and not made:
+                return False
+            state = self.state_locked()
+        self._record_all(relayed, state)
+        return True
+
     def follow_config_topic_locked(self, topic: str) -> None:
         """A config room whose topic nobody changed takes the config's (at start)."""
         assert held(self.lock)
@@ -694,13 +724,13 @@ class Room:
         *,
         needs: str | None = None,
         only: str = "",
-    ) -> Event:
+    ) -> int:
         """Relay a message to the members but `sender` (with `echo`, to `sender` too, in the
         room's order: a person's own line never shows after a reply to it); IRCError (404)
         if the room's modes keep `sender` quiet: +n outsiders, +m without voice, banned
         members without voice. `needs`: the cap a receiver needs (TAGMSG: message-tags);
         `only`: only members with one of these status letters get it (STATUSMSG,
-        `PRIVMSG @#room`: "o")."""
+        `PRIVMSG @#room`: "o"). Returns how many copies were queued (metrics)."""
         with self.lock:
             # The fan-out hot path: one dict read for a plain member, then two cheap tests.
             status = self.members.get(sender)
@@ -724,14 +754,17 @@ class Room:
             if not only:
                 self.broadcast_locked(event, exclude=None if echo else sender)
                 lines = self.keep_locked(event)
+                copies = len(self.members) - (status is not None and not echo)
             else:  # for some members only: not the room's history
+                copies = echo
                 for member, letters in self.members.items():
                     if member is not sender and any(c in letters for c in only):
                         member.conn.deliver(event)
+                        copies += 1
                 if echo:
                     sender.conn.deliver(event)
         self._record(event, lines)
-        return event
+        return copies
 
     def answer(self, send: Callable[[Message], None], build: RoomReply) -> None:
         """Send what `build` says about this room, built and queued under the room's lock, so
@@ -1367,6 +1400,13 @@ class World:
                 self._registered, self._invisible, self._operators, len(self.rooms), self._peak
             )
 
+    def counts_unlocked(self) -> Counts:
+        """`counts()` without World.lock, for a metrics scrape: each figure is one int read
+        as it is now (they may be a moment apart), and nobody on the message path waits."""
+        return Counts(
+            self._registered, self._invisible, self._operators, len(self.rooms), self._peak
+        )
+
     def mark_registered(self, user: User) -> None:
         """`user` finished registration: it now counts and can be found."""
         with self.lock:
@@ -1387,14 +1427,51 @@ class World:
                 self._invisible += 1 if invisible else -1
             return True
 
-    def set_operator(self, user: User, oper: bool) -> bool:
-        """User mode +o/-o (granted only by OPER); False if it was already so."""
+    def set_operator(self, user: User, oper: bool, name: str | None = None) -> bool:
+        """User mode +o/-o (granted only by OPER, as the config's operator `name`); False
+        if it was already so."""
         with self.lock:
+            user.oper_name = name if oper else None
             if user.oper == oper:
                 return False
             user.oper = oper
             self._operators += 1 if oper else -1
             return True
+
+    def operators_not_in(self, names: Iterable[str]) -> list[User]:
+        """Server operators who OPERed as none of `names` (a reload removed theirs)."""
+        kept = {casefold(name) for name in names}
+        with self.lock:
+            return [
+                user
+                for user in self.users.values()
+                if user.oper and casefold(user.oper_name or "") not in kept
+            ]
+
+    def set_history(self, history: HistoryConfig) -> None:
+        """New history settings (a config reload: the window's size stays): every room
+        reads within the new limits from now on, and new rooms take them."""
+        self.history = history
+        for room in self.rooms_snapshot():
+            with room.lock:
+                room.set_history_locked(history)
+
+    def follow_config_rooms(self, rooms: Iterable[tuple[str, str]]) -> list[str]:
+        """The config's rooms after a reload: one the server lacks is made, permanent; an
+        existing room the config now names becomes permanent (+P, set by the server); a
+        config room whose topic nobody changed takes the config's, and its members see
+        it. The names of the rooms that changed."""
+        changed = []
+        for name, topic in rooms:
+            with self.lock:
+                folded = casefold(name)
+                room = self.rooms.get(folded)
+                made = room is None
+                if room is None:
+                    room = self.rooms[folded] = self._new_room(name, topic, persistent=True)
+            if room.follow_config(topic, self.server_name, made):
+                changed.append(room.name)
+        return changed
 
     def set_wallops(self, user: User, wallops: bool) -> bool:
         """User mode +w/-w (a registered user's own); False if it was already so."""
@@ -1794,9 +1871,10 @@ class World:
         msg: Message,
         echo: bool = False,
         needs: str | None = None,
-    ) -> Event:
+    ) -> int:
         """A private message (or notice, or TAGMSG: `needs`) from `sender` to `recipient`;
-        with `echo`, the sender gets it too, first (once, if they wrote to themselves)."""
+        with `echo`, the sender gets it too, first (once, if they wrote to themselves).
+        Returns how many copies were queued (metrics)."""
         event = Event(msg, (recipient.nick,), sender.account, needs=needs, bot=sender.bot)
         if echo:
             sender.conn.deliver(event)
@@ -1808,7 +1886,7 @@ class World:
             sender.conn.deliver(event, reply=False)
         lines = self._private_lines(event, sender, recipient.account, recipient.nick, needs)
         self._record_event(event, lines)
-        return event
+        return 1 + echo
 
     def tell_account(self, sender: User, account: str, msg: Message, echo: bool) -> bool:
         """A private message to `account`, with no session online: kept for when it logs

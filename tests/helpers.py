@@ -32,6 +32,7 @@ from ircish.config import (
     Config,
     HistoryConfig,
     Limits,
+    LogConfig,
     OperatorConfig,
     RoomConfig,
     ServerConfig,
@@ -92,7 +93,7 @@ def make_config(
         server=server,
         limits=Limits(**limits_kw),
         rooms=rooms,
-        log_level=log_level,
+        log=LogConfig(level=log_level),
         history=history or HistoryConfig(),
         store=store or StoreConfig(),
         accounts=accounts or AccountsConfig(),
@@ -431,6 +432,7 @@ class MemoryTransport:
 
     kind = "memory"
     frame = None
+    received = 0
 
     def __init__(self) -> None:
         self.sent = bytearray()

@@ -12,6 +12,8 @@ from ircish.config import (
     Config,
     ConfigError,
     Limits,
+    LogConfig,
+    MetricsConfig,
     OperatorConfig,
     RoomConfig,
     ServerConfig,
@@ -23,6 +25,7 @@ from ircish.config import (
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
 #: Well formed, so the config takes it; no password is known to match it.
 HASH = "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA==$a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
+LISTEN_MESSAGE = "metrics.listen: expected host:port such as 127.0.0.1:9108 or [::1]:9108, got "
 HASH_MESSAGE = "must be a scrypt hash made by `ircish-server hash-password`"
 
 
@@ -58,7 +61,7 @@ def test_example_loads_with_expected_values() -> None:
         RoomConfig(name="#general", topic="General chat"),
         RoomConfig(name="#help", topic="Ask here"),
     )
-    assert config.log_level == "INFO"
+    assert config.log == LogConfig()
     assert config.operators == ()
     # The example documents the defaults, so apart from motd and rooms it *is* the default.
     assert config.limits == Limits()
@@ -70,6 +73,7 @@ def test_example_mentions_every_setting() -> None:
     assert set(data) == {f.name for f in dataclasses.fields(Config)}
     assert set(data["server"]) == {f.name for f in dataclasses.fields(ServerConfig)}
     assert set(data["limits"]) == {f.name for f in dataclasses.fields(Limits)}
+    assert set(data["log"]) == {f.name for f in dataclasses.fields(LogConfig)}
     for room in data["rooms"]:
         assert set(room) == {f.name for f in dataclasses.fields(RoomConfig)}
 
@@ -110,7 +114,9 @@ def test_example_operator_entry_shows_every_key_and_its_placeholder_is_refused(
         ("", Config()),
         ("# only a comment\n", Config()),
         ("server:\nlimits:\nrooms:\n", Config()),
-        ("log_level: debug\n", Config(log_level="DEBUG")),
+        ("log: {level: debug}\n", Config(log=LogConfig(level="DEBUG"))),
+        ("log: {format: json, file: null}\n", Config(log=LogConfig(format="json"))),
+        ("metrics: {listen: '[::1]:0'}\n", Config(metrics=MetricsConfig(listen="[::1]:0"))),
         ("server: {port: 0}\n", Config(server=ServerConfig(port=0))),
         ("server: {password: s3cret}\n", Config(server=ServerConfig(password="s3cret"))),
         ("server: {motd: null}\n", Config()),
@@ -286,7 +292,27 @@ def test_parse_config_accepts_none_and_dicts() -> None:
         ("server: [1, 2]\n", "server: expected a mapping, got a list"),
         ("rooms: {name: '#a'}\n", "rooms: expected a list, got a mapping"),
         ("rooms: ['#a']\n", "rooms[0]: expected a mapping, got '#a'"),
-        ("log_level: null\n", "log_level: expected a string, got null"),
+        ("log: {level: null}\n", "log.level: expected a string, got null"),
+        ("log_level: DEBUG\n", "log_level: moved to log.level (write `log: {level: INFO}`)"),
+        ("log: {format: xml}\n", "log.format: must be one of text, json, got 'xml'"),
+        ("log: {file: ''}\n", "log.file: must not be empty (null logs to stderr)"),
+        (
+            "log: {file: /no/such/dir/x.log}\n",
+            "log.file: its folder does not exist: '/no/such/dir' (make it first)",
+        ),
+        ("metrics: {listen: 9108}\n", "metrics.listen: expected a string, got 9108 (quote it)"),
+        (
+            "metrics: {listen: '::1:9108'}\n",
+            LISTEN_MESSAGE + "'::1:9108'",
+        ),
+        (
+            "metrics: {listen: 'localhost:99999'}\n",
+            LISTEN_MESSAGE + "'localhost:99999'",
+        ),
+        (
+            "metrics: {listen: ':9108'}\n",
+            LISTEN_MESSAGE + "':9108'",
+        ),
         # bool is not an int
         ("server: {port: true}\n", "server.port: expected an integer, got true"),
         ("limits: {ping_timeout: false}\n", "limits.ping_timeout: expected a number, got false"),
@@ -382,8 +408,8 @@ def test_parse_config_accepts_none_and_dicts() -> None:
         ),
         # log level
         (
-            "log_level: verbose\n",
-            "log_level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'VERBOSE'",
+            "log: {level: verbose}\n",
+            "log.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'VERBOSE'",
         ),
         # file-level problems
         ("- a\n- b\n", "the top level must be a mapping of settings, got a list"),
@@ -497,12 +523,12 @@ def test_parse_config_names_its_source() -> None:
 def test_with_overrides(overrides: dict, host: str, port: int, log_level: str) -> None:
     base = parse_config({"rooms": [{"name": "#a"}], "limits": {"nick_length": 9}})
     config = base.with_overrides(**overrides)
-    assert (config.server.host, config.server.port, config.log_level) == (host, port, log_level)
+    assert (config.server.host, config.server.port, config.log.level) == (host, port, log_level)
     # Everything not overridden is carried over, and the original is untouched.
     assert config.rooms == base.rooms
     assert config.limits == base.limits
     assert base.server == ServerConfig()
-    assert base.log_level == "INFO"
+    assert base.log.level == "INFO"
 
 
 @pytest.mark.parametrize(
@@ -535,7 +561,7 @@ def test_with_overrides_validates(overrides: dict, message: str) -> None:
 @pytest.mark.parametrize(
     ("obj", "attribute", "value"),
     [
-        (Config(), "log_level", "DEBUG"),
+        (Config(), "log", LogConfig(level="DEBUG")),
         (ServerConfig(), "port", 1),
         (Limits(), "max_clients", 1),
         (RoomConfig("#a"), "topic", "x"),

@@ -180,10 +180,10 @@ def test_an_operator_host_written_as_ipv6_matches_as_written(start_server: Calla
 
 
 def test_the_token_shows_at_any_log_level_and_never_in_a_log_line(server_process):
-    quiet = re.sub(r"(?m)^log_level:.*$", "", EXAMPLE.read_text()) + "\nlog_level: ERROR\n"
-    console_token(server_process(quiet))  # shown, though ERROR hides every warning
-    loud = re.sub(r"(?m)^log_level:.*$", "", EXAMPLE.read_text()) + "\nlog_level: DEBUG\n"
-    server = server_process(loud)
+    example = EXAMPLE.read_text()
+    # shown, though ERROR hides every warning
+    console_token(server_process(example, log_level="ERROR"))
+    server = server_process(example, log_level="DEBUG")
     token = console_token(server)
     wait_for(lambda: "console operator admin made" in server.log())
     logged = [line for line in server.log().splitlines() if " WARNING " in line or " INFO " in line]

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Top to bottom. A module may import modules of its own layer or of a lower one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("programs", ("ircish.cli", "ircish.client")),
+    ("programs", ("ircish.__main__", "ircish.cli", "ircish.client")),
     ("server", ("ircish.server",)),
     ("connection", ("ircish.connection",)),
     ("transport", ("ircish.transport", "ircish.tls")),
@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "ircish.events",
             "ircish.flood",
             "ircish.locks",
+            "ircish.logs",
+            "ircish.metrics",
             "ircish.modes",
             "ircish.passwords",
             "ircish.protocol",

@@ -221,7 +221,7 @@ def test_slash_error_is_a_value_error() -> None:
 def test_table_holds_exactly_the_agreed_commands() -> None:
     assert set(SLASH_COMMANDS) == {
         "nick", "join", "msg", "notice", "me", "who", "leave", "part", "quit",
-        "topic", "list", "names", "whois", "away", "help", "mode", "motd", "lusers",
+        "topic", "list", "names", "whois", "away", "help", "mode", "motd", "lusers", "rehash",
         "op", "deop", "voice", "devoice", "kick", "ban", "unban", "invite", "oper", "kill",
         "pass", "switch", "history", "register", "login",
     }  # fmt: skip
@@ -249,6 +249,7 @@ SAMPLE_ARGS = {
     "mode": "#r",
     "motd": "",
     "lusers": "",
+    "rehash": "",
     "op": "bob",
     "deop": "bob",
     "voice": "bob",

@@ -173,8 +173,28 @@ class Writer:
         return self._written.get((target, epoch))
 
     @property
+    def alive(self) -> bool:
+        """The writer thread runs (health: a writer that died stores nothing)."""
+        return self._thread.is_alive()
+
+    @property
     def queued(self) -> int:
         return len(self._items)
+
+    def lag(self) -> float:
+        """Seconds the oldest line still queued has waited since it was said (0: none
+        waits). Read without a lock, for metrics: a peek at the queue's head."""
+        try:
+            head = self._items[0]
+        except IndexError:
+            return 0.0
+        said = getattr(head, "time", None)
+        return max(0.0, time.time() - said / 1000) if isinstance(said, int) else 0.0
+
+    def set_retention(self, retention: Retention) -> None:
+        """New limits (a config reload): the next pass prunes to them, within a minute;
+        reads apply them at once (the rooms' history settings)."""
+        self._retention = retention
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written; False on timeout."""
