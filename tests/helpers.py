@@ -341,7 +341,7 @@ class ServerProcess:
         config_text: str = "",
         *args: str,
         port: int = 0,
-        log_level: str = "INFO",
+        log_level: str | None = "INFO",
         preexec_fn: Callable[[], None] | None = None,
         cwd: Path | None = None,
     ) -> None:
@@ -357,8 +357,7 @@ class ServerProcess:
                 str(self.config_path),
                 "--port",
                 str(port),
-                "--log-level",
-                log_level,
+                *(["--log-level", log_level] if log_level is not None else []),
                 *args,
             ],
             stdin=subprocess.DEVNULL,

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from helpers import HOST, TIMEOUT, Client, make_config, prefix, wait_for
+from helpers import COMMANDS, HOST, TIMEOUT, Client, make_config, prefix, wait_for
 
 from ircish.client.session import Note, Session, SessionConfig
 from ircish.config import ConfigError, TlsConfig, parse_config
@@ -589,3 +590,52 @@ def test_tls_option_mistakes_are_usage_errors(pki, tmp_path, args, complaint):
     result = run_client("--nick", "carol", *(paths.get(arg, arg) for arg in args))
     assert result.returncode == 2
     assert complaint in result.stderr
+
+
+def test_a_reload_takes_a_renewed_certificate_for_new_connections(pki, tmp_path, clients):
+    """A renewed certificate (certbot's renew hook sends SIGHUP) reaches new connections;
+    those already open keep theirs and stay."""
+    renewed = pki.ca.issue_cert(HOST, "localhost")
+    cert, key = tmp_path / "renewed.pem", tmp_path / "renewed.key"
+    for blob in renewed.cert_chain_pems:
+        blob.write_to_path(str(cert), append=True)
+    renewed.private_key_pem.write_to_path(str(key))
+    config = dataclasses.replace(make_config(), tls=pki.tls_config())
+    later = dataclasses.replace(config, tls=TlsConfig(cert=str(cert), key=str(key), port=0))
+    server = Server(config, COMMANDS, reread=lambda: later)
+    server.start()
+    try:
+        assert server.tls_address is not None
+
+        def serial(client: TlsClient) -> int:
+            der = client.sock.getpeercert(binary_form=True)
+            return x509.load_der_x509_certificate(der).serial_number
+
+        before = TlsClient(server.tls_address, pki.client_context())
+        clients.append(before)
+        before.register("before")
+        outcome = server.reload()
+        assert outcome.applied == ("tls.cert", "tls.key")
+        after = TlsClient(server.tls_address, pki.client_context())
+        clients.append(after)
+        after.register("after")
+        assert serial(after) != serial(before)
+        before.sync()  # still connected
+    finally:
+        server.shutdown(timeout=2.0)
+
+
+def test_a_reload_with_an_unusable_key_changes_nothing(pki, tmp_path):
+    wrong = pki.ca.issue_cert(HOST)  # a key that is not the certificate's
+    key = tmp_path / "other.key"
+    wrong.private_key_pem.write_to_path(str(key))
+    config = dataclasses.replace(make_config(), tls=pki.tls_config())
+    later = dataclasses.replace(config, tls=TlsConfig(cert=str(pki.cert), key=str(key), port=0))
+    server = Server(config, COMMANDS, reread=lambda: later, source="ircish.yaml")
+    server.start()
+    try:
+        outcome = server.reload()
+        assert outcome.error is not None and outcome.error.startswith("ircish.yaml: tls.")
+        assert server.config is config
+    finally:
+        server.shutdown(timeout=2.0)

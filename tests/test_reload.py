@@ -1,0 +1,433 @@
+"""Reloading the config without a restart (issue 15): REHASH and SIGHUP re-read the file,
+apply what a running server can take, keep (and name) what needs a restart, change
+nothing for a bad file, and drop nobody."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    COMMANDS,
+    HOST,
+    OPER_PASSWORD,
+    ROOT,
+    TIMEOUT,
+    Client,
+    oper_config,
+    wait_for,
+)
+
+from ircish import protocol as p
+from ircish.config import Config, HistoryConfig, RoomConfig
+from ircish.server import Server
+
+
+class Reloadable:
+    """A server whose "file" is `self.next`: a reload reads whatever it holds."""
+
+    def __init__(self, config: Config) -> None:
+        self.next = config
+        self.server = Server(config, COMMANDS, reread=lambda: self.next, source="test.yaml")
+        self.server.start()
+
+    def change(self, **sections: object) -> None:
+        """The next reload reads the current config with these top-level sections."""
+        self.next = dataclasses.replace(self.server.config, **sections)
+
+
+@pytest.fixture
+def reloadable() -> Iterator[Callable[[Config], Reloadable]]:
+    started: list[Reloadable] = []
+
+    def start(config: Config) -> Reloadable:
+        started.append(Reloadable(config))
+        return started[-1]
+
+    yield start
+    for item in started:
+        item.server.shutdown(timeout=2.0)
+
+
+def operator(clients: list[Client], server: Server, nick: str = "root") -> Client:
+    client = Client(server.address)
+    clients.append(client)
+    client.register(nick)
+    client.send(f"OPER root :{OPER_PASSWORD}")
+    client.expect(f" {p.RPL_YOUREOPER} ")
+    return client
+
+
+def user(clients: list[Client], server: Server, nick: str) -> Client:
+    client = Client(server.address)
+    clients.append(client)
+    client.register(nick)
+    return client
+
+
+def test_rehash_applies_what_it_can_and_names_what_needs_a_restart(reloadable, clients):
+    item = reloadable(oper_config())
+    root = operator(clients, item.server)
+    old = item.server.config
+    item.change(
+        server=dataclasses.replace(old.server, motd="Fresh news", port=6999, name="other.name"),
+        limits=dataclasses.replace(old.limits, topic_length=100),
+    )
+    root.send("REHASH")
+    root.expect(rf" {p.RPL_REHASHING} root test\.yaml :Rehashing$")
+    root.expect(r"NOTICE root :Config reloaded: server\.motd, limits\.topic_length$")
+    root.expect(r"NOTICE root :server\.name needs a restart to change; still 'test\.server'$")
+    root.expect(r"NOTICE root :server\.port needs a restart to change; still 0$")
+    config = item.server.config
+    assert (config.server.motd, config.limits.topic_length) == ("Fresh news", 100)
+    assert (config.server.name, config.server.port) == (old.server.name, old.server.port)
+    # The one who asked is still there, and a newcomer reads the new MOTD.
+    root.sync()
+    newcomer = user(clients, item.server, "newcomer")
+    newcomer.send("MOTD")
+    newcomer.expect(r" 372 newcomer :- Fresh news$")
+
+
+def test_rehash_is_for_server_operators(reloadable, clients):
+    item = reloadable(oper_config())
+    someone = user(clients, item.server, "someone")
+    someone.send("REHASH")
+    someone.expect(rf" {p.ERR_NOPRIVILEGES} someone :Permission denied")
+
+
+def test_a_bad_file_changes_nothing_and_says_why(reloadable, clients, caplog):
+    item = reloadable(oper_config(motd="Old news"))
+
+    def broken() -> Config:
+        from ircish.config import parse_config
+
+        return parse_config({"limits": {"flood_rate": "fast"}}, "ircish.yaml")
+
+    item.server._reread = broken
+    root = operator(clients, item.server)
+    before = item.server.config
+    root.send("REHASH")
+    root.expect(
+        r"NOTICE root :Config not reloaded, nothing changed: ircish\.yaml: limits\.flood_rate: "
+        r"expected a number, got 'fast'"
+    )
+    assert item.server.config is before
+    assert "Config not reloaded" in caplog.text
+    root.send("MOTD")
+    root.expect(r" 372 root :- Old news$")
+
+
+def test_caps_that_come_or_go_are_announced(reloadable, clients):
+    item = reloadable(oper_config())
+    modern = Client(item.server.address)
+    clients.append(modern)
+    modern.send("CAP LS 302")
+    modern.expect(r"CAP \* LS :.*draft/account-registration=before-connect")
+    modern.send("CAP END")
+    modern.register("modern")
+    old_school = user(clients, item.server, "oldschool")  # no cap-notify: told nothing
+
+    accounts = item.server.config.accounts
+    item.change(accounts=dataclasses.replace(accounts, registration="closed"))
+    item.server.reload()
+    modern.expect(r"^:test\.server CAP modern DEL :draft/account-registration$")
+    item.change(accounts=dataclasses.replace(accounts, register_before_connect=False))
+    item.server.reload()
+    # Back, with its new value: offered again, and new to this client.
+    modern.expect(r"^:test\.server CAP modern NEW :draft/account-registration$")
+    modern.send("CAP LS 302")
+    modern.expect(r"CAP modern LS :.* draft/account-registration ")
+    assert not [line for line in old_school.sync() if " CAP " in line]
+
+
+def test_operators_removed_from_the_config_lose_their_status(reloadable, clients):
+    item = reloadable(oper_config())
+    root = operator(clients, item.server)
+    item.change(operators=())
+    item.server.reload()
+    root.expect(r"^:test\.server MODE root -o$")
+    root.expect(r"NOTICE root :Your operator status ended")
+    root.send("KILL root")
+    root.expect(rf" {p.ERR_NOPRIVILEGES} ")
+    assert item.server.world.counts().operators == 0
+
+
+def test_config_rooms_come_with_a_reload(reloadable, clients):
+    item = reloadable(oper_config())
+    alice = user(clients, item.server, "alice")
+    alice.join("#lounge")  # an ordinary room: gone when it empties
+    item.change(rooms=(RoomConfig("#lounge", "Sit down"), RoomConfig("#news", "What's new")))
+    outcome = item.server.reload()
+    assert outcome.rooms == ("#lounge", "#news")
+    # The existing room becomes permanent before its members' eyes, with the config's
+    # topic, since nobody set one; the new room exists though nobody is in it.
+    alice.expect(r"^:test\.server MODE #lounge \+P$")
+    alice.expect(r"^:test\.server TOPIC #lounge :Sit down$")
+    alice.send("LIST")
+    listing = alice.collect_until(rf" {p.RPL_LISTEND} ")
+    assert any(" #news 0 :" in line and "What's new" in line for line in listing), listing
+    alice.send("PART #lounge")
+    alice.sync()
+    assert item.server.world.find_room("#lounge") is not None
+    # A second reload with the same rooms changes nothing.
+    assert item.server.reload().rooms == ()
+
+
+def test_history_retention_reloads_and_reads_follow_it(reloadable, clients):
+    config = dataclasses.replace(oper_config(), history=HistoryConfig(max_lines=50))
+    item = reloadable(config)
+    alice = user(clients, item.server, "alice")
+    alice.send("CAP REQ :draft/chathistory batch server-time message-tags")
+    alice.join("#h")
+    for i in range(20):
+        alice.send(f"PRIVMSG #h :line {i}")
+    alice.sync()
+    item.change(history=HistoryConfig(max_lines=5))
+    outcome = item.server.reload()
+    assert outcome.applied == ("history.max_lines",)
+    alice.send("CHATHISTORY LATEST #h * 50")
+    lines = alice.collect_until(r"BATCH -")
+    said = [line for line in lines if "PRIVMSG #h" in line]
+    assert [line.rsplit(":", 1)[1] for line in said] == [f"line {i}" for i in range(15, 20)]
+
+
+def test_turning_history_on_or_off_needs_a_restart(reloadable):
+    item = reloadable(oper_config())
+    item.change(history=HistoryConfig(max_lines=0))
+    outcome = item.server.reload()
+    assert outcome.kept == (("history.max_lines", "10000"),)
+    assert item.server.config.history.enabled
+
+
+def test_limits_reach_new_connections_and_leave_old_ones_as_they_were(reloadable, clients):
+    item = reloadable(oper_config())
+    veteran = user(clients, item.server, "veteran")
+    limits = dataclasses.replace(
+        item.server.config.limits, flood_burst=2, flood_rate=2.0, flood_disconnect_seconds=1.0
+    )
+    item.change(limits=limits)
+    assert item.server.reload().applied == (
+        "limits.flood_burst",
+        "limits.flood_rate",
+        "limits.flood_disconnect_seconds",
+    )
+    newcomer = user(clients, item.server, "newcomer")
+    burst = b"".join(b"PRIVMSG nobody :x%d\r\n" % i for i in range(40))
+    newcomer.send(burst)
+    assert newcomer.expect_closed(timeout=10)[-1] == "ERROR :Excess Flood"
+    veteran.send(burst)  # no flood control when it connected: never cut off
+    veteran.sync()
+
+
+# -- ircish-server itself: SIGHUP, the log file, check-config ------------------------------
+
+FIRST = """
+server:
+  motd: Old news
+limits:
+  flood_rate: 0
+log:
+  file: {log}
+  format: json
+"""
+
+SECOND = """
+server:
+  motd: Fresh news
+  name: renamed.example
+limits:
+  flood_burst: 2
+  flood_rate: 2.0
+  flood_disconnect_seconds: 1
+log:
+  file: {log}
+  format: json
+  level: DEBUG
+"""
+
+
+def log_records(path: Path) -> list[dict]:
+    """The JSON log's records (each line one object; a half-written last line waits)."""
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+
+def messages(path: Path) -> list[str]:
+    return [record["message"] for record in log_records(path)]
+
+
+def test_sighup_reloads_motd_and_flood_and_drops_nobody(server_process, tmp_path, clients):
+    log = tmp_path / "ircish.log"
+    server = server_process(FIRST.format(log=log), log_level=None)  # the file's level
+    wait_for(lambda: any("console operator" in m for m in messages(log)))
+    veteran = Client(server.address)
+    clients.append(veteran)
+    veteran.register("veteran")
+    server.config_path.write_text(SECOND.format(log=log))
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: any(m.startswith("Config reloaded") for m in messages(log)))
+    said = messages(log)
+    assert (
+        "Config reloaded: server.motd, limits.flood_burst, limits.flood_rate, "
+        "limits.flood_disconnect_seconds, log.level"
+    ) in said
+    assert "server.name needs a restart to change; still 'irc.ircish.local'" in said
+    newcomer = Client(server.address)
+    clients.append(newcomer)
+    newcomer.register("newcomer")
+    newcomer.send("MOTD")
+    newcomer.expect(r" 372 newcomer :- Fresh news$")
+    newcomer.send(b"".join(b"PRIVMSG nobody :x%d\r\n" % i for i in range(40)))
+    assert newcomer.expect_closed(timeout=10)[-1] == "ERROR :Excess Flood"
+    veteran.send(b"".join(b"PRIVMSG nobody :x%d\r\n" % i for i in range(40)))
+    veteran.sync()  # still there
+    # log.level DEBUG took effect: the newcomer's flooding was logged at DEBUG.
+    wait_for(lambda: any(r["level"] == "DEBUG" for r in log_records(log)))
+    assert server.proc.poll() is None
+    assert server.stop() == 0
+
+
+def test_sighup_with_a_broken_file_changes_nothing(server_process, tmp_path, clients):
+    log = tmp_path / "ircish.log"
+    server = server_process(FIRST.format(log=log))
+    server.config_path.write_text("server: {motd: [oops\n")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: any(m.startswith("Config not reloaded") for m in messages(log)))
+    (line,) = [m for m in messages(log) if m.startswith("Config not reloaded")]
+    assert "not valid YAML" in line and str(server.config_path) in line
+    assert [r["level"] for r in log_records(log) if r["message"] == line] == ["ERROR"]
+    client = Client(server.address)
+    clients.append(client)
+    client.register("alice")
+    client.send("MOTD")
+    client.expect(r" 372 alice :- Old news$")
+    assert server.stop() == 0
+
+
+def test_sighup_without_a_config_file_keeps_serving(tmp_path, clients):
+    """Started with built-in defaults: nothing to re-read, and no exit 129."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ircish", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for raw in proc.stderr:
+            lines.append(raw.decode())
+            if "listening on" in lines[-1]:
+                break
+        port = int(lines[-1].rsplit(":", 1)[1])
+        proc.send_signal(signal.SIGHUP)
+        for raw in proc.stderr:
+            if "Config not reloaded" in raw.decode():
+                assert "without a config file" in raw.decode()
+                break
+        client = Client((HOST, port))
+        clients.append(client)
+        client.register("alice")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        status = proc.wait(TIMEOUT)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert status == 0
+
+
+def test_a_rotated_log_loses_no_line_under_load(server_process, tmp_path):
+    log = tmp_path / "ircish.log"
+    rotated = tmp_path / "ircish.log.1"
+    server = server_process(FIRST.format(log=log))
+    made = 0
+    stop = threading.Event()
+
+    def churn() -> None:  # each connection is a "connection from" and a "left" line
+        nonlocal made
+        while not stop.is_set():
+            client = Client(server.address)
+            client.register(f"churn{made}")
+            client.send("QUIT :bye")
+            client.expect_closed()
+            client.close()
+            made += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        wait_for(lambda: made >= 20)
+        log.rename(rotated)  # what logrotate does, before its postrotate SIGHUP
+        wait_for(lambda: made >= 40)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: log.exists() and made >= 80)
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+    wait_for(lambda: sum("left: Quit: bye" in m for m in messages(rotated) + messages(log)) == made)
+    both = messages(rotated) + messages(log)
+    assert sum(m.startswith("connection from") for m in both) == made
+    assert any(m.startswith("connection from") for m in messages(log))
+    assert server.stop() == 0
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ircish", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 4,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        cwd=cwd,
+    )
+
+
+def test_check_config(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text((ROOT / "examples" / "config.yaml").read_text())
+    result = run_cli("check-config", "-c", str(good), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"{good}: OK\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("limits: {flood_rate: fast}\nlog_level: INFO\n")
+    result = run_cli("check-config", "-c", str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"ircish-server: {bad}: limits.flood_rate: expected a number, got 'fast'\n"
+    )
+    result = run_cli("check-config", "-c", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot read the file" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_check_config_loads_the_tls_files(tmp_path):
+    broken = tmp_path / "key.pem"
+    broken.write_text("not a key\n")
+    config = tmp_path / "tls.yaml"
+    config.write_text(f"tls: {{cert: {broken}, key: {broken}}}\n")
+    result = run_cli("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"ircish-server: {config}: tls.")
+
+
+def test_python_dash_m_is_ircish_server(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("Usage: ircish-server")
+    assert "check-config" in result.stdout and "SIGHUP" in result.stdout
+
+
+def test_old_log_level_key_is_told_where_it_went(tmp_path):
+    config = tmp_path / "old.yaml"
+    config.write_text("log_level: DEBUG\n")
+    result = run_cli("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "log_level: moved to log.level" in result.stderr
