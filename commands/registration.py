@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 
 from ircish import __version__, caps, modes
@@ -16,6 +17,8 @@ from .accounts import guard_nick, pass_login
 from .history import missed_private_lines
 from .presence import REALNAME_LENGTH
 from .queries import USERLEN, isupport_replies, lusers_replies, motd_replies
+
+log = logging.getLogger(__name__)
 
 _USERNAME_JUNK = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -76,6 +79,7 @@ def try_register(ctx: Context) -> None:
         given = (session.password or "").encode()
         if not hmac.compare_digest(given, expected.encode()):
             ctx.reply(p.ERR_PASSWDMISMATCH, "Password incorrect")
+            log.info("%s: wrong server password", ctx.conn)
             ctx.disconnect("Bad password", "Bad password")
             return
     # Queue the welcome burst before anyone can find the user, so nothing
@@ -86,6 +90,13 @@ def try_register(ctx: Context) -> None:
         ctx.send(line)
     ctx.flush()
     ctx.world.mark_registered(user)
+    log.info(
+        "%s registered: %s (%s%s)",
+        ctx.conn,
+        user.prefix,
+        "text" if session.is_text else "IRC",
+        f", account {user.account}" if user.account else "",
+    )
 
 
 @command("CAP", min_params=1, pre_registration=True, syntax="<LS|LIST|REQ|END> [:<caps>]")

@@ -431,3 +431,34 @@ def test_old_log_level_key_is_told_where_it_went(tmp_path):
     result = run_cli("check-config", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 2
     assert "log_level: moved to log.level" in result.stderr
+
+
+def test_the_log_has_a_line_per_event_and_never_what_was_said(server_process, tmp_path):
+    log = tmp_path / "ircish.log"
+    server = server_process(FIRST.format(log=log))
+    alice = Client(server.address)
+    bob = Client(server.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        alice.join("#room")
+        bob.join("#room")
+        alice.send("PRIVMSG #room :the secret words")
+        alice.send("PRIVMSG bob :more secret words")
+        bob.send("PRIVMSG NickServ :IDENTIFY bob hunter2hunter2")
+        bob.expect("Invalid account name or password")
+        alice.send("QUIT :off to lunch")
+        alice.expect_closed()
+        bob.sync()
+    finally:
+        alice.close()
+        bob.close()
+    wait_for(lambda: any("left: Quit: off to lunch" in m for m in messages(log)))
+    said = messages(log)
+    assert any(m.startswith("connection from 127.0.0.1:") for m in said)
+    assert any(m.endswith(f"registered: alice!u@{HOST} (IRC)") for m in said)
+    assert any(m.endswith("login as bob refused (invalid)") for m in said)
+    text = log.read_text()
+    assert "secret" not in text and "hunter2" not in text
+    assert all(set(record) == {"time", "level", "logger", "message"} for record in log_records(log))
+    assert server.stop() == 0
