@@ -174,6 +174,11 @@ def _store_path(value: str) -> str | None:
     """The store's file: made at first start, so only its folder must exist now."""
     if not value:
         return "must not be empty (null keeps everything in memory only)"
+    return _file_to_make(value)
+
+
+def _file_to_make(value: str) -> str | None:
+    """A file the server makes if need be (the store, the log): its folder must exist."""
     if any(ch in "\r\n\0" for ch in value):
         return "must not contain line breaks or NUL"
     path = Path(value)
@@ -202,18 +207,10 @@ def _log_format(value: str) -> str | None:
 
 
 def _log_file(value: str) -> str | None:
-    """A log file: opened (made if need be) at start and at each reload, so only its folder
-    must exist now."""
+    """A log file: opened (made if need be) at start and at each reload."""
     if not value:
         return "must not be empty (null logs to stderr)"
-    if any(ch in "\r\n\0" for ch in value):
-        return "must not contain line breaks or NUL"
-    path = Path(value)
-    if path.is_dir():
-        return f"is a directory, not a file: {value!r}"
-    if not path.resolve().parent.is_dir():
-        return f"its folder does not exist: {str(path.resolve().parent)!r} (make it first)"
-    return None
+    return _file_to_make(value)
 
 
 def _listen_address(value: str) -> str | None:
