@@ -110,7 +110,8 @@ def main() -> int:
         "--server",
         choices=servers.IRCISH_KINDS,
         default="ircish",
-        help="ircish with history off, or with the store on disk (issue 13)",
+        help="ircish with history off, with the store on disk (issue 13), with accounts "
+        "(issue 14), or with metrics on (issue 15: every command timed; nothing scrapes)",
     )
     parser.add_argument("--ircish-rev", help="profile ircish as committed at this git revision")
     parser.add_argument("--speedscope", action="store_true", help="write speedscope JSON too")

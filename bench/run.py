@@ -5,12 +5,16 @@
     python bench/run.py --servers ircish --only fanout200
     python bench/run.py --servers ircish,ircish-store --only fanout200,dm200,rooms200
     python bench/run.py --servers ircish,ircish-store,ircish-accounts --only fanout200,dm200
+    python bench/run.py --servers ircish,ircish-metrics --only fanout200,dm200
     python bench/run.py --record        # also rewrite bench/RESULTS.md with this run
 
 ircish runs twice where the history store matters (the scenarios with `store`): `ircish`
 with history off and `ircish-store` with the store on disk (issue 13), same run; where
 accounts matter (`accounts`) also `ircish-accounts`: `ircish-store` with every client
-logged in to an account of its own (issue 14), so a private message is a stored row.
+logged in to an account of its own (issue 14), so a private message is a stored row;
+where metrics matter (`metrics`) also `ircish-metrics`: `ircish` with the metrics
+endpoint on, so every command is timed, scraped once a second by the harness during the
+run (issue 15); a failed scrape fails the run.
 
 Every run of a scenario gets a fresh server on its own free port (so CPU, RSS and room
 state start clean), and the servers take turns scenario by scenario. Results go to
@@ -64,12 +68,16 @@ class Scenario:
     store: bool = False
     #: Run it on `ircish-accounts` too (ircish-store with every client logged in).
     accounts: bool = False
+    #: Run it on `ircish-metrics` too (ircish with the metrics endpoint, scraped).
+    metrics: bool = False
 
     def runs_on(self, kind: str) -> bool:
         if kind == "ircish-store":
             return self.store
         if kind == "ircish-accounts":
             return self.accounts
+        if kind == "ircish-metrics":
+            return self.metrics
         return True
 
 
@@ -125,6 +133,13 @@ DM_STORE_ROWS = [
 ]
 #: Clients logged in to their accounts (ircish-accounts): the ones that got 900.
 ACCOUNT_ROWS = [("logged_in", "clients logged in (got 900)", "")]
+#: The harness's scrapes of /metrics (ircish-metrics), all answered 200 in time or the
+#: run is an error, and the PRIVMSG count of the command-time histogram at the end.
+METRICS_ROWS = [
+    ("scrapes", f"metrics scrapes (every {servers.SCRAPE_INTERVAL:g} s)", ""),
+    ("scrape_max_ms", "slowest scrape ms", "down"),
+    ("privmsg_timed", "PRIVMSG timed (histogram count)", ""),
+]
 ECHO_ROWS = [
     ("echo_lost", "echoes lost", "down"),
     ("echo_p50_ms", "echo latency p50 ms", "down"),
@@ -156,12 +171,13 @@ def matrix(quick: bool) -> list[Scenario]:
             "fanout, 200 members, 10 senders, max rate (window 16 per sender)",
             scenarios.fanout,
             {"members": 200, "senders": 10, "mode": "max", "window": 16, **short},
-            FANOUT_ROWS + ACCOUNT_ROWS + STORE_ROWS,
+            FANOUT_ROWS + ACCOUNT_ROWS + METRICS_ROWS + STORE_ROWS,
             repeats=1 if quick else 3,
             median_key="deliveries_per_s",
             clients=200,
             store=True,
             accounts=True,
+            metrics=True,
         ),
         Scenario(
             "fanout200caps",
@@ -202,6 +218,7 @@ def matrix(quick: bool) -> list[Scenario]:
                 *DM_ROWS,
                 *ACCOUNT_ROWS,
                 ("sent", "messages sent (warm-up included)", ""),
+                *METRICS_ROWS,
                 *DM_STORE_ROWS,
             ],
             repeats=1 if quick else 3,
@@ -209,6 +226,7 @@ def matrix(quick: bool) -> list[Scenario]:
             clients=400,
             store=True,
             accounts=True,
+            metrics=True,
         ),
         Scenario(
             "dm200caps",
@@ -320,6 +338,7 @@ def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -
     workdir = Path(tempfile.mkdtemp(prefix=f"ircish-bench-{kind}-"))
     started = time.monotonic()
     server = None
+    scraper = None
     tag = f"{scenario.name[0]}{rep}{kind[0]}"
     try:
         server = servers.start_server(
@@ -334,12 +353,25 @@ def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -
             else None,
         )
         record["backlog"] = server.backlog
+        if server.metrics_port is not None:
+            # ircish-metrics: scraped from start to stop, setup and drain included.
+            scraper = servers.MetricsScraper(server.metrics_port)
+            scraper.start()
         record.update(
             scenario.run(server, tag, workers=args.workers, **scenario.params),
         )
+        if scraper is not None:
+            record["privmsg_timed"] = scraper.finish()  # ScrapeFailed if any scrape failed
+            if record.get("sent") and not record.get("privmsg_timed"):
+                raise RuntimeError("metrics on, but the server timed no PRIVMSG")
     except Exception as exc:  # a harness or server failure is a result, not a crash
         record["error"] = f"{type(exc).__name__}: {exc}"
     finally:
+        if scraper is not None:
+            scraper.close()  # before the server stops: a scrape then would fail
+            record["scrapes"] = scraper.scrapes
+            if scraper.scrapes:
+                record["scrape_max_ms"] = round(scraper.slowest_s * 1000, 1)
         if server is not None:
             record["server_cpu_total_s"] = round(server.cpu_seconds(), 2)
             stop_started = time.monotonic()
@@ -410,6 +442,7 @@ def table(
     peers = [k for k in kinds if k not in servers.IRCISH_KINDS]
     store = "ircish" in kinds and "ircish-store" in kinds
     accounts = "ircish-store" in kinds and "ircish-accounts" in kinds
+    metrics = "ircish" in kinds and "ircish-metrics" in kinds
     head = ["scenario", "metric", *kinds]
     if "ircish" in kinds:
         head += [f"ircish/{peer}" for peer in peers]
@@ -417,6 +450,8 @@ def table(
         head.append("ircish-store/ircish")
     if accounts:
         head.append("ircish-accounts/ircish-store")
+    if metrics:
+        head.append("ircish-metrics/ircish")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario in plan:
         results = chosen.get(scenario.name, {})
@@ -434,6 +469,8 @@ def table(
                 row.append(
                     ratio(values["ircish-accounts"], values["ircish-store"]) if better else ""
                 )
+            if metrics:
+                row.append(ratio(values["ircish-metrics"], values["ircish"]) if better else "")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -632,6 +669,55 @@ def accounts_vs_off(
     return lines
 
 
+def metrics_vs_off(
+    chosen: dict[str, dict[str, dict[str, Any]]],
+    plan: list[Scenario],
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+) -> list[str]:
+    """One line per scenario run on both `ircish` and `ircish-metrics`: the metrics' cost
+    (issue 15: "within noise of metrics off") in throughput and in server CPU per message,
+    every run's throughput on each (with 2+ runs each, whether their ranges overlap: the
+    noise), and the scrapes of every run."""
+    lines = []
+    for scenario in plan:
+        per = chosen.get(scenario.name, {})
+        on, off = per.get("ircish-metrics", {}), per.get("ircish", {})
+        key = scenario.median_key or ""
+        if not scenario.metrics or "ircish-metrics" not in per or "ircish" not in per:
+            continue
+        text = f"- {scenario.name} {key.replace('_per_s', '/s')}: "
+        text += f"ircish-metrics/ircish {ratio(on.get(key), off.get(key)) or '?'}"
+        every = runs.get(scenario.name, {}).get("ircish-metrics", [on])
+        on_values = [r.get(key) for r in every]
+        off_values = [r.get(key) for r in runs.get(scenario.name, {}).get("ircish", [off])]
+        text += (
+            f" (every run: ircish-metrics {' / '.join(fmt(v) for v in on_values)}; "
+            f"ircish {' / '.join(fmt(v) for v in off_values)}"
+        )
+        on_runs = [v for v in on_values if isinstance(v, (int, float))]
+        off_runs = [v for v in off_values if isinstance(v, (int, float))]
+        if len(on_runs) >= 2 and len(off_runs) >= 2:
+            overlap = min(on_runs) <= max(off_runs) and min(off_runs) <= max(on_runs)
+            text += f"; ranges overlap: {'yes' if overlap else 'NO'}"
+        text += ")"
+        for cpu, label, _ in scenario.rows:
+            if cpu.startswith("server_us_per_") and ratio(on.get(cpu), off.get(cpu)):
+                text += f"; {label} ircish-metrics/ircish {ratio(on.get(cpu), off.get(cpu))}"
+        scrapes = [r.get("scrapes") for r in every]
+        slowest = [r.get("scrape_max_ms") for r in every if r.get("scrape_max_ms") is not None]
+        failed = [r for r in every if r.get("error") and "ScrapeFailed" in r["error"]]
+        text += (
+            f"; {fmt(sum(n or 0 for n in scrapes))} scrapes in {len(every)} "
+            f"run{'s' if len(every) != 1 else ''} ({' / '.join(fmt(n) for n in scrapes)}), "
+            + (f"slowest {fmt(max(slowest))} ms" if slowest else "none timed")
+            + (f", FAILED in {len(failed)} run(s)" if failed else "")
+        )
+        if on.get("sent"):
+            text += f"; PRIVMSG timed {fmt(on.get('privmsg_timed'))} of {fmt(on['sent'])} sent"
+        lines.append(text)
+    return lines
+
+
 def markdown_report(
     chosen: dict[str, dict[str, dict[str, Any]]],
     plan: list[Scenario],
@@ -689,6 +775,16 @@ def markdown_report(
             *accounts,
             "",
         ]
+    metrics = metrics_vs_off(chosen, plan, runs or {})
+    if metrics:
+        parts += [
+            "Metrics on vs off (issue 15; `ircish-metrics` is `ircish` with `metrics: "
+            "{listen: ...}`, so every command is timed, and the harness GETs /metrics "
+            f"every {servers.SCRAPE_INTERVAL:g} s during the run):",
+            "",
+            *metrics,
+            "",
+        ]
     notes = []
     for scenario in plan:
         for kind in kinds:
@@ -733,9 +829,9 @@ def main() -> int:
     parser.add_argument(
         "--servers",
         default=",".join(servers.SERVER_KINDS),
-        help="comma list of ircish,ircish-store,ircish-accounts,ngircd,miniircd (default: "
-        "all; ircish-store runs only the scenarios where the store matters, "
-        "ircish-accounts only fanout200 and dm200)",
+        help="comma list of ircish,ircish-store,ircish-accounts,ircish-metrics,ngircd,"
+        "miniircd (default: all; ircish-store runs only the scenarios where the store "
+        "matters, ircish-accounts and ircish-metrics only fanout200 and dm200)",
     )
     parser.add_argument("--only", help="comma list of scenario names to run")
     parser.add_argument("--repeats", type=int, help="override the repeat count of every scenario")
@@ -903,6 +999,8 @@ def _progress(scenario: Scenario, record: dict[str, Any], extra: str = "") -> No
             status += f" logged_in={fmt(record['logged_in'])}/{fmt(record.get('ready'))}"
         if record.get("writer_behind"):
             status += " WRITER BEHIND"
+        if "scrapes" in record:
+            status += f" scrapes={record['scrapes']} slowest={fmt(record.get('scrape_max_ms'))}ms"
     if record.get("other_cpu_cores") is not None:
         status += f" other={record['other_cpu_cores']}"
     print(

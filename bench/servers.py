@@ -8,7 +8,9 @@ measures the store on against the store off. `ircish-accounts` (issue 14) is
 (named as the generator names its clients) are written into the SQLite file before the
 server starts, and the clients send `PASS <nick>:<password>` before NICK/USER. A private
 message between two of them is then a stored row (private history) and every event
-carries its sender's account.
+carries its sender's account. `ircish-metrics` (issue 15) is `ircish` plus `metrics:
+{listen: 127.0.0.1:<free port>}`, which also times every command; while a scenario runs,
+`MetricsScraper` GETs its /metrics once a second.
 
 `start_server(kind, port, workdir)` writes the server's config into `workdir`, starts
 it as a child process, waits until its port accepts connections and returns a
@@ -23,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import http.client
 import os
 import secrets
 import shutil
@@ -31,6 +34,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,19 +42,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVER_KINDS = ("ircish", "ircish-store", "ircish-accounts", "ngircd", "miniircd")
+SERVER_KINDS = (
+    "ircish",
+    "ircish-store",
+    "ircish-accounts",
+    "ircish-metrics",
+    "ngircd",
+    "miniircd",
+)
 #: The ircish kinds (run from this checkout, or from `--ircish-rev`).
-IRCISH_KINDS = ("ircish", "ircish-store", "ircish-accounts")
+IRCISH_KINDS = ("ircish", "ircish-store", "ircish-accounts", "ircish-metrics")
 #: The ircish kinds with the history store on disk.
 STORE_KINDS = ("ircish-store", "ircish-accounts")
 #: The kinds whose clients each log in to an account of their own (made before the
 #: server starts: `make_accounts`).
 ACCOUNT_KINDS = ("ircish-accounts",)
+#: The kinds with the metrics endpoint on (and so every command timed), scraped during a
+#: run by `MetricsScraper`.
+METRICS_KINDS = ("ircish-metrics",)
 #: Most clients a peer can hold; miniircd is one select() loop (FD_SETSIZE = 1024).
 MAX_CLIENTS = {
     "ircish": 20000,
     "ircish-store": 20000,
     "ircish-accounts": 20000,
+    "ircish-metrics": 20000,
     "ngircd": 20000,
     "miniircd": 1000,
 }
@@ -62,6 +77,12 @@ ACCOUNT_PASSWORD = "bench-password"
 ACCOUNT_SCRYPT = (2**10, 8, 1)
 #: What ircish's store writer logs when its queue is full and a line is not stored.
 WRITER_BEHIND = "history writer behind"
+#: How often the harness scrapes ircish-metrics' /metrics, and how long one scrape may
+#: take. Prometheus scrapes every 15 s by default; once a second is harsher on purpose.
+#: Prometheus refuses a scrape_timeout longer than the scrape_interval, so a scrape that
+#: takes more than the interval is one a real Prometheus at this rate would count as down.
+SCRAPE_INTERVAL = 1.0
+SCRAPE_TIMEOUT = 1.0
 
 
 def raise_file_limit() -> None:
@@ -91,6 +112,8 @@ class ServerProcess:
     #: A private message between two bench clients is a stored history row (both are
     #: logged in to accounts on a server with the store).
     private_history: bool = False
+    #: The port of the metrics endpoint on 127.0.0.1 (None: metrics off).
+    metrics_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -252,7 +275,13 @@ def make_accounts(path: Path, names: list[str], password: str) -> None:
         store.close()
 
 
-def _ircish_config(workdir: Path, port: int, sender_threads: int | None, store: bool) -> list[str]:
+def _ircish_config(
+    workdir: Path,
+    port: int,
+    sender_threads: int | None,
+    store: bool,
+    metrics_port: int | None = None,
+) -> list[str]:
     threads = f"\n  sender_threads: {sender_threads}" if sender_threads else ""
     if store:
         # The store on disk, every other store and history setting at its default.
@@ -261,6 +290,9 @@ def _ircish_config(workdir: Path, port: int, sender_threads: int | None, store: 
         # History off: no room keeps a window and no line goes to the store's writer
         # (ircish as it was before issue 13).
         history = "history:\n  max_lines: 0\n"
+    if metrics_port is not None:
+        # The endpoint on, and with it the command timer (the only extra message-path work).
+        history += f'metrics:\n  listen: "127.0.0.1:{metrics_port}"\n'
     config = workdir / "ircish.yaml"
     config.write_text(
         f"""\
@@ -280,9 +312,11 @@ limits:
   # Idle bench clients must not be pinged mid-run; the idle scenario pings itself.
   ping_interval: 3600
   ping_timeout: 3600
-{history}log_level: WARNING
-"""
+{history}"""
     )
+    # The log level only on the command line: `--log-level` means the same to every
+    # revision, while the config key moved (`log_level` became `log.level` in issue 15),
+    # so one file would not run both sides of `--ircish-rev`.
     return [
         sys.executable,
         "-m",
@@ -339,10 +373,16 @@ def _miniircd_command(port: int) -> list[str]:
 
 
 def server_command(
-    kind: str, port: int, workdir: Path, sender_threads: int | None = None
+    kind: str,
+    port: int,
+    workdir: Path,
+    sender_threads: int | None = None,
+    metrics_port: int | None = None,
 ) -> list[str]:
     if kind in IRCISH_KINDS:
-        return _ircish_config(workdir, port, sender_threads, store=kind in STORE_KINDS)
+        return _ircish_config(
+            workdir, port, sender_threads, store=kind in STORE_KINDS, metrics_port=metrics_port
+        )
     if kind == "ngircd":
         return _ngircd_config(workdir, port)
     if kind == "miniircd":
@@ -410,7 +450,12 @@ def start_server(
         if not accounts:
             raise ValueError(f"{kind} needs the clients' nicks to make their accounts")
         make_accounts(ircish_store_path(workdir), accounts, ACCOUNT_PASSWORD)
-    command = server_command(kind, port, workdir, sender_threads)
+    metrics_port = None
+    if kind in METRICS_KINDS:
+        metrics_port = free_port()
+        while metrics_port == port:  # closed probes: the kernel may hand out one twice
+            metrics_port = free_port()
+    command = server_command(kind, port, workdir, sender_threads, metrics_port)
     log_path = workdir / f"{kind}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -427,11 +472,96 @@ def start_server(
     if kind in ACCOUNT_KINDS:
         server.login_password = ACCOUNT_PASSWORD
         server.private_history = True
+    server.metrics_port = metrics_port
     try:
         wait_for_port(port, proc)
+        if metrics_port is not None:
+            wait_for_port(metrics_port, proc)
     except Exception:
         server.stop()
         raise
     time.sleep(0.2)  # let the probe connection be reaped before measuring anything
     server.backlog = listen_backlog(port)
     return server
+
+
+class ScrapeFailed(RuntimeError):
+    """A GET /metrics that did not answer 200 within SCRAPE_TIMEOUT."""
+
+
+class MetricsScraper:
+    """GET http://127.0.0.1:`port`/metrics every `interval` seconds, as Prometheus would.
+
+    A thread of the bench process: per scrape it opens a connection, sends one request
+    and reads the body, and parses nothing (Prometheus parses on its own machine), so the
+    server under test pays what a real scraper costs it (collecting and encoding every
+    figure, in its endpoint's thread) and the bench process a few hundred µs a second.
+    A scrape runs `interval` after the last one started, or at once when it took longer
+    (never two at a time). The first failure stops the scraping and `finish` raises it.
+    """
+
+    def __init__(
+        self, port: int, interval: float = SCRAPE_INTERVAL, timeout: float = SCRAPE_TIMEOUT
+    ) -> None:
+        self.port = port
+        self.interval = interval
+        self.timeout = timeout
+        self.scrapes = 0
+        self.slowest_s = 0.0
+        self.failure: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def scrape(self) -> bytes:
+        """One GET /metrics; its body. ScrapeFailed unless 200 within the timeout."""
+        started = time.monotonic()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            connection.request("GET", "/metrics")
+            response = connection.getresponse()
+            body = response.read()
+        except OSError as exc:  # refused, reset, or socket.timeout
+            raise ScrapeFailed(f"GET /metrics: {type(exc).__name__}: {exc}") from exc
+        finally:
+            connection.close()
+        took = time.monotonic() - started
+        if response.status != 200:
+            raise ScrapeFailed(f"GET /metrics answered {response.status} {response.reason}")
+        # A socket timeout bounds each read, not the whole answer.
+        if took > self.timeout:
+            raise ScrapeFailed(f"GET /metrics took {took:.2f} s (timeout {self.timeout:g} s)")
+        self.scrapes += 1
+        self.slowest_s = max(self.slowest_s, took)
+        return body
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.scrape()
+            except ScrapeFailed as exc:
+                self.failure = f"scrape {self.scrapes + 1}: {exc}"
+                return
+            next_at = max(next_at + self.interval, time.monotonic())
+            self._stop.wait(next_at - time.monotonic())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 5)
+
+    def finish(self) -> int | None:
+        """Stop scraping and scrape once more; ScrapeFailed if any scrape failed. Returns
+        the PRIVMSG count of the command-time histogram in that last scrape (None: not in
+        it): after the drain, every PRIVMSG the server handled, if each was timed."""
+        self.close()
+        if self.failure is not None:
+            raise ScrapeFailed(f"{self.failure} (after {self.scrapes} good scrapes)")
+        body = self.scrape()
+        wanted = b'ircish_command_duration_seconds_count{command="PRIVMSG"} '
+        for line in body.splitlines():
+            if line.startswith(wanted):
+                return int(float(line[len(wanted) :]))
+        return None

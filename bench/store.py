@@ -122,13 +122,13 @@ def over_irc(db: Path, room: str, count: int = 500) -> tuple[list[float], list[f
                 "limits": {"flood_rate": 0},
                 "store": {"path": str(db)},
                 "rooms": rooms,
-                "log_level": "WARNING",
             }
         )
     )
     root = Path(__file__).resolve().parent.parent
     server = subprocess.Popen(
-        [sys.executable, "-m", "ircish.cli", "-c", str(config)],
+        # The log level on the command line: the config key moved (issue 15).
+        [sys.executable, "-m", "ircish.cli", "-c", str(config), "--log-level", "WARNING"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(root)},
