@@ -181,7 +181,7 @@ class IrcishController(BaseServerController, DirectoryBasedController):
                 "failed_logins_per_minute": 1000,
             },
             "tls": tls,
-            "log_level": "DEBUG" if self.debug_mode else "WARNING",
+            "log": {"level": "DEBUG" if self.debug_mode else "WARNING"},
         }
         # JSON is YAML, and needs no quoting rules of its own.
         config_path = self.directory / "ircish.yaml"
