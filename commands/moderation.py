@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 
 from ircish import modes, passwords
 from ircish import protocol as p
@@ -267,7 +268,9 @@ def rehash(ctx: Context, msg: Message) -> None:
         for line in lines:
             user.conn.send(Message("NOTICE", [user.nick or "*", line], server_name))
 
-    ctx.reply(p.RPL_REHASHING, ctx.server.config_source, "Rehashing")
+    # 382's file is a middle parameter: a name with a space in it is shown without it.
+    shown = os.path.basename(ctx.server.config_source).replace(" ", "_") or "*"
+    ctx.reply(p.RPL_REHASHING, safe_param(shown), "Rehashing")
     ctx.flush()  # 382 before the outcome, which may come at once
     request(tell)
 

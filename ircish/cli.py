@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import resource
 import secrets
 import signal
+import socket
 import sys
 import threading
 import typing
@@ -31,6 +33,26 @@ log = logging.getLogger("ircish")
 
 #: The operator ircish-server makes when the config names none (see `run`).
 CONSOLE_OPERATOR = "admin"
+
+
+#: A SIGHUP that came before the server could reload (see `main`).
+EARLY_HUP = threading.Event()
+
+
+def notify_systemd(state: str) -> None:
+    """Tell systemd how the service is (sd_notify: `READY=1` once it listens, so a
+    `Type=notify` unit's `systemctl start` returns only then, and `STOPPING=1`). Nothing
+    without $NOTIFY_SOCKET; a socket that fails is logged, never fatal."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path  # "@": abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("could not tell systemd %s: %s", state, exc.strerror or exc)
 
 
 def check_os_limits(max_clients: int) -> None:
@@ -120,13 +142,16 @@ def main(
                     f"{option.opts[-1]} is for running the server, not for {ctx.invoked_subcommand}"
                 )
         return
+    # From here on a SIGHUP is a reload, never the end of the process (its default, exit
+    # 129): one that comes before the server can reload is kept for when it can.
+    signal.signal(signal.SIGHUP, lambda *_: EARLY_HUP.set())
 
-    def read() -> Config:
-        config = load_config(config_path) if config_path else default_config()
+    def read(empty_ok: bool = False) -> Config:
+        config = load_config(config_path, empty_ok=empty_ok) if config_path else default_config()
         return config.with_overrides(host=host, port=port, log_level=log_level)
 
     try:
-        config = read()
+        config = read(empty_ok=True)
     except ConfigError as exc:
         click.echo(f"ircish-server: {exc}", err=True)
         sys.exit(2)
@@ -245,8 +270,9 @@ def run(config: Config, source: str = "config", reread: Callable[[], Config] | N
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    # SIGHUP's default would end the process with no word to anyone (exit 129).
     signal.signal(signal.SIGHUP, lambda *_: server.request_reload())
+    if EARLY_HUP.is_set():  # came while the server was being built: reload once it runs
+        server.request_reload()
     try:
         server.start()
     except ConfigError as exc:
@@ -267,7 +293,12 @@ def run(config: Config, source: str = "config", reread: Callable[[], Config] | N
     listening = f"ircish-server listening on {server.address[0]}:{server.address[1]}"
     if server.tls_address is not None:
         listening += f", TLS on {server.tls_address[0]}:{server.tls_address[1]}"
+    if server.metrics is not None:
+        host, metrics_port = server.metrics.address
+        host = f"[{host}]" if ":" in host else host
+        listening += f", metrics on http://{host}:{metrics_port}/metrics"
     click.echo(listening, err=True)
+    notify_systemd("READY=1")
     if console_token is not None:
         # On the console whatever the log level, and never to a log handler (a journal or
         # file keeps it): the token is a secret.
@@ -283,6 +314,7 @@ def run(config: Config, source: str = "config", reread: Callable[[], Config] | N
         )
     while not stop.wait(0.5):  # a timed wait lets the main thread run signal handlers
         pass
+    notify_systemd("STOPPING=1")
     server.shutdown("Server shutting down")
 
 

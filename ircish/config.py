@@ -473,6 +473,14 @@ class Config:
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.tls is not None and self.tls.port != 0 and self.tls.port == self.server.port:
             yield ("tls.port", f"must differ from server.port (both are {self.tls.port})")
+        if self.metrics is not None:
+            port = self.metrics.address[1]
+            for key, taken in (
+                ("server.port", self.server.port),
+                ("tls.port", self.tls and self.tls.port),
+            ):
+                if port != 0 and port == taken:
+                    yield ("metrics.listen", f"its port must differ from {key} (both are {port})")
         seen: dict[str, int] = {}
         for index, room in enumerate(self.rooms):
             where = f"rooms[{index}]"
@@ -587,6 +595,24 @@ def changed_settings(old: object, new: object, path: str = "") -> list[str]:
     return [] if old == new else [path]
 
 
+def describe_setting(value: object) -> str:
+    """A setting's value as one would write it in the file: `6667`, `irc.example`, `null`,
+    `{listen: '127.0.0.1:9108'}`."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, width=10_000, sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...")
+
+
+def _plain(value: object) -> object:
+    """Tuples as lists, all the way down, for yaml.safe_dump."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
 def setting(config: object, path: str) -> Any:
     """The value at a key path (`server.port`)."""
     for key in path.split("."):
@@ -611,8 +637,10 @@ def default_config() -> Config:
     return Config()
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a YAML config file; an empty file means all defaults.
+def load_config(path: str | os.PathLike[str], *, empty_ok: bool = True) -> Config:
+    """Read and validate a YAML config file; an empty file means all defaults (unless
+    `empty_ok` is False: a reload, where an empty file is far likelier a half-written one
+    than a wish to go back to every default).
 
     Raises `ConfigError` for an unreadable file, bad YAML or any invalid setting.
     """
@@ -630,6 +658,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = yaml.load(text, Loader=_StrictSafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"not valid YAML ({_describe_yaml_error(exc)})") from None
+    if data is None and not empty_ok:
+        raise ConfigError(
+            source,
+            "",
+            "the file is empty (or only comments): the running config is kept rather than "
+            "every setting reset to its default; restart to run on defaults",
+        )
     return parse_config(data, source)
 
 
@@ -647,8 +682,9 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     return _build(Config, data, "", source)
 
 
-#: Settings that moved, by their old key path: a file that still has one is told where.
-_MOVED = {"log_level": "log.level (write `log: {level: INFO}`)"}
+#: Settings that moved, by their old key path: where to, and how to write it there (`{}`:
+#: the value the file gave).
+_MOVED = {"log_level": ("log.level", "log: {{level: {}}}")}
 
 
 # --- the generic walker ---------------------------------------------------------------------
@@ -669,7 +705,11 @@ def _build(cls: type, data: object, path: str, source: str) -> Any:
         key_path = _join(path, _key_text(key))
         if key not in known:
             moved = _MOVED.get(key_path)
-            raise ConfigError(source, key_path, f"moved to {moved}" if moved else "unknown key")
+            if moved is None:
+                raise ConfigError(source, key_path, "unknown key")
+            where, how = moved
+            written = how.format(_describe(raw).strip("'"))
+            raise ConfigError(source, key_path, f"moved to {where} (write `{written}`)")
         values[key] = _read_field(cls, key, raw, key_path, source)
     for name, spec in known.items():
         required = spec.default is dataclasses.MISSING

@@ -173,6 +173,7 @@ class Connection:
         limits: Limits,
         on_finish: Callable[[Connection, str], None],
         greeting: Message | None = None,
+        on_closed: Callable[[Connection], None] | None = None,
     ) -> None:
         self.transport = transport
         self._greeting = greeting
@@ -181,6 +182,8 @@ class Connection:
         self._dispatcher = dispatcher
         self._senders = senders
         self._on_finish = on_finish
+        #: Called once the descriptor is closed: nothing more is read or written.
+        self._on_closed = on_closed
         self._sendq_bytes = limits.sendq_bytes
         self.user = User(self, address[0])
         #: What this connection did, for metrics (ircish/metrics.py: who writes what).
@@ -217,7 +220,7 @@ class Connection:
         self.close_deadline: float | None = None
 
     def __repr__(self) -> str:
-        return f"<Connection {self.address[0]}:{self.address[1]} {self.user.nick}>"
+        return f"<Connection {self.address[0]}:{self.address[1]} {self.user.nick or '*'}>"
 
     @property
     def certfp(self) -> str | None:
@@ -374,7 +377,13 @@ class Connection:
                 self._senders.schedule(self)
                 return
         if close_fd:
-            self.transport.close()
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close the descriptor (once: whoever is last, reader or sender, calls this)."""
+        self.transport.close()
+        if self._on_closed is not None:
+            self._on_closed(self)
 
     def _writer_failed(self) -> None:
         """A sender crashed on this connection: give up the writer role and abort,
@@ -530,7 +539,7 @@ class Connection:
             self._reader_done = True
             close_fd = self._take_fd_locked()
         if close_fd:
-            self.transport.close()
+            self._close_transport()
 
 
 class LabeledResponse:

@@ -22,6 +22,26 @@ from ircish.config import LogConfig
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _escaped(text: str) -> str:
+    """Control characters as escapes (`\\x1b`): a log line is read in terminals, and what a
+    user typed (a quit reason, an account name) must not set a title or clear a screen."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, with the message's control characters escaped (a traceback keeps its
+    line breaks: it is the server's own text)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _escaped(record.message)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601 with milliseconds), level, logger,
     message, and the traceback when there is one."""
@@ -91,7 +111,7 @@ class LogSetup:
         handler = prepared.handler
         config = prepared.config
         handler.setFormatter(
-            JsonFormatter() if config.format == "json" else logging.Formatter(TEXT_FORMAT)
+            JsonFormatter() if config.format == "json" else TextFormatter()
         )
         root = logging.getLogger()
         old = self.handler

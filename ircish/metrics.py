@@ -63,6 +63,15 @@ DISCONNECT_REASONS = (
 )
 
 
+#: The label values each labeled counter shows from the start (see `_zeroed`).
+RELAYS = [
+    (command, where) for command in ("PRIVMSG", "NOTICE", "TAGMSG") for where in ("room", "private")
+]
+REFUSALS = ["full", "per_ip"]
+LOGIN_REFUSALS = ["invalid", "throttled"]
+RELOAD_RESULTS = ["applied", "failed"]
+
+
 def disconnect_reason(quit_reason: str) -> str:
     """A quit reason as one of a few label values (see DISCONNECT_REASONS)."""
     for prefix, label in DISCONNECT_REASONS:
@@ -147,13 +156,15 @@ class ServerCollector:
         figures = server.figures()
         by_transport: dict[str, Tally] = {}
         states: dict[tuple[str, str], int] = {}
-        for conn in figures.live:
+        for conn in figures.departing + figures.live:
             kind = conn.transport.kind
             tally = by_transport.get(kind)
             if tally is None:
                 tally = by_transport[kind] = Tally()
             tally.add(conn.tally)
             tally.bytes_in += conn.transport.received
+        for conn in figures.live:
+            kind = conn.transport.kind
             if conn.closing:
                 state = "closing"
             elif conn.user.registered:
@@ -198,14 +209,14 @@ class ServerCollector:
             "ircish_connections_refused",
             "Connections refused at accept (full: max_clients; per_ip: max_clients_per_ip).",
             ["reason"],
-            sorted(((reason,), n) for reason, n in figures.refused.items()),
+            _zeroed(figures.refused, REFUSALS),
         )
         yield _counter(
             "ircish_disconnects",
             "Connections ended, by reason (quit, ping_timeout, sendq, excess_flood, "
             "killed, closed, ...).",
             ["reason"],
-            sorted(((reason,), n) for reason, n in figures.disconnects.items()),
+            _zeroed(figures.disconnects, [label for _, label in DISCONNECT_REASONS] + ["closed"]),
         )
         world = server.world
         counts = world.counts_unlocked()
@@ -221,7 +232,7 @@ class ServerCollector:
             "ircish_messages",
             "PRIVMSG, NOTICE and TAGMSG relayed, by command and target (room or private).",
             ["command", "target"],
-            sorted(((command, where), n) for (command, where), n in total.relayed.items()),
+            _zeroed(total.relayed, RELAYS),
         )
         yield _counter(
             "ircish_deliveries",
@@ -251,7 +262,7 @@ class ServerCollector:
             "ircish_failed_logins",
             "Refused logins (SASL, IDENTIFY, PASS), by reason (invalid, throttled).",
             ["reason"],
-            sorted(((reason,), n) for reason, n in world.accounts.limiter.refusals().items()),
+            _zeroed(world.accounts.limiter.refusals(), LOGIN_REFUSALS),
         )
         histogram = HistogramMetricFamily(
             "ircish_command_duration_seconds",
@@ -269,7 +280,7 @@ class ServerCollector:
             "ircish_config_reloads",
             "Config reloads (SIGHUP, REHASH), by result (applied, failed).",
             ["result"],
-            sorted(((result,), n) for result, n in figures.reloads.items()),
+            _zeroed(figures.reloads, RELOAD_RESULTS),
         )
         writer = server.writer
         if writer is not None:
@@ -307,6 +318,13 @@ class ServerCollector:
         yield _gauge(
             "ircish_threads", "Threads in the server process.", [], [((), threading.active_count())]
         )
+
+
+def _zeroed(counts: dict, keys: list) -> list[tuple[tuple[str, ...], float]]:
+    """Samples for a labeled counter: every known label value from the start (at 0), so an
+    alert on one has a series to match before the first event; then any other seen."""
+    every = dict.fromkeys(keys, 0) | counts
+    return sorted(((key if isinstance(key, tuple) else (key,)), n) for key, n in every.items())
 
 
 def _gauge(
@@ -368,6 +386,14 @@ class MetricsEndpoint:
 class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: Scrapers that connect at once wait in the backlog (socketserver's default, 5, sent
+    #: the sixth to TCP's one-second SYN retry).
+    request_queue_size = 128
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hung up mid-answer, or sent junk: one DEBUG line in the log, never
+        a traceback on stderr (socketserver's default)."""
+        log.debug("metrics: request from %s failed", client_address, exc_info=True)
 
     def __init__(self, address: tuple[str, int], handler: type) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -379,8 +405,23 @@ def _handler_for(
 ) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = f"ircish/{__version__}"
+        sys_version = ""  # the Server header names ircish, not the Python it runs on
         #: A slow or silent client holds one endpoint thread, never the server.
         timeout = 10
+        #: HEAD: the same headers as GET, no body.
+        head_only = False
+
+        def do_HEAD(self) -> None:
+            self.head_only = True
+            self.do_GET()
+
+        def do_POST(self) -> None:
+            self.send_response(405)
+            self.send_header("Allow", "GET, HEAD")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PUT = do_DELETE = do_PATCH = do_POST
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -404,7 +445,8 @@ def _handler_for(
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not self.head_only:
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             log.debug("metrics: %s %s", self.address_string(), format % args)

@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from ircish import caps
 from ircish.accounts import Accounts
 from ircish.commands import CommandSpec
-from ircish.config import RESTART_ONLY, Config, ConfigError, changed_settings, setting, with_setting
+from ircish.config import (
+    RESTART_ONLY,
+    Config,
+    ConfigError,
+    changed_settings,
+    describe_setting,
+    setting,
+    with_setting,
+)
 from ircish.connection import Connection, SenderPool
 from ircish.dispatch import Dispatcher
 from ircish.locks import new_lock
@@ -42,7 +50,7 @@ from ircish.metrics import MetricsEndpoint, Tally, disconnect_reason, registry_f
 from ircish.protocol import Message, casefold
 from ircish.store.sqlite import NewerSchemaError, SqliteStore
 from ircish.store.writer import Retention, Writer
-from ircish.tls import TlsTransport, server_context
+from ircish.tls import TlsTransport, files_digest, server_context
 from ircish.transport import StreamTransport
 from ircish.world import Recorder, World
 
@@ -93,13 +101,14 @@ class Reload:
         """What the operator who asked is told (and the log says)."""
         if self.error is not None:
             return [f"Config not reloaded, nothing changed: {self.error}"]
-        lines = [
-            f"Config reloaded: {', '.join(self.applied)}"
-            if self.applied
-            else "Config reloaded: nothing changed"
-        ]
+        if self.applied:
+            lines = [f"Config reloaded: {', '.join(self.applied)}"]
+        elif self.kept:
+            lines = ["Config reloaded: nothing that can change without a restart changed"]
+        else:
+            lines = ["Config reloaded: nothing changed"]
         if self.rooms:
-            lines.append(f"Rooms from the config made or updated: {', '.join(self.rooms)}")
+            lines[0] += f"; rooms made or updated: {', '.join(self.rooms)}"
         for path, value in self.kept:
             lines.append(f"{path} needs a restart to change; still {value}")
         return lines
@@ -110,6 +119,8 @@ class Figures:
     """The server's counts at one moment, for a metrics scrape (`Server.figures`)."""
 
     live: list[Connection]
+    #: Connections that left whose last lines may still be being written.
+    departing: list[Connection]
     #: Tallies of the connections that ended, by transport.
     retired: dict[str, Tally]
     accepted: dict[str, int]
@@ -153,7 +164,7 @@ class Server:
         self.writer: Writer | None = None
         self.dispatcher = Dispatcher(commands, self.world, config, self.connection_count)
         self.dispatcher.reload = lambda tell: self.request_reload(lambda done: tell(done.lines()))
-        self.dispatcher.config_source = source
+        self.dispatcher.config_source = source if reread is not None else "*"
         self.senders = SenderPool(config.server.sender_threads)
         self.connections: set[Connection] = set()
         #: Live connections per source address (max_clients_per_ip), under connections_lock.
@@ -165,6 +176,8 @@ class Server:
         self._listener: socket.socket | None = None
         self._tls_listener: socket.socket | None = None
         self._tls_context: ssl.SSLContext | None = None
+        #: What the TLS files held when they were last loaded (`tls.files_digest`).
+        self._tls_files = ""
         self._not_tls_reply = b""
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -173,6 +186,10 @@ class Server:
         # that ended, and the accept and disconnect counts. Only the reloader thread
         # counts reloads.
         self._retired: dict[str, Tally] = {}
+        #: Connections that left (not in `connections`) whose descriptor is not closed
+        #: yet: their sender may still write their last lines, so their tallies are
+        #: read live until `_retire` adds them to `_retired`.
+        self._departing: set[Connection] = set()
         self._accepted: dict[str, int] = {}
         self._refused: dict[str, int] = {}
         self._disconnects: dict[str, int] = {}
@@ -211,6 +228,7 @@ class Server:
             # Before binding anything: a bad certificate must stop the start, not the
             # first client's handshake.
             self._tls_context = server_context(tls)
+            self._tls_files = files_digest(tls)
         host, port = self.address
         self._listener = self._bind(host, port, f"{host}:{port}")
         self.address = self._listener.getsockname()[:2]
@@ -256,11 +274,11 @@ class Server:
 
     def _open_metrics(self, address: tuple[str, int]) -> None:
         """Bind the metrics endpoint (started with the other threads). ListenError."""
-        where = f"{address[0]}:{address[1]} (metrics)"
+        where = f"{address[0]}:{address[1]}"
         try:
             self.metrics = MetricsEndpoint(address, registry_for(self), self.health)
         except OSError as exc:
-            raise ListenError(where, exc) from exc
+            raise ListenError(f"{where} (metrics)", exc) from exc
         if address[0] not in ("127.0.0.1", "::1", "localhost"):
             log.warning(
                 "metrics.listen is %s: /metrics is open to whoever reaches that address",
@@ -375,6 +393,7 @@ class Server:
         with self.connections_lock:
             return Figures(
                 list(self.connections),
+                list(self._departing),
                 {kind: tally.copy() for kind, tally in self._retired.items()},
                 dict(self._accepted),
                 dict(self._refused),
@@ -444,6 +463,7 @@ class Server:
             limits=limits,
             on_finish=self.remove_connection,
             greeting=self._greeting,
+            on_closed=self._retire,
         )
         ip = address[0]
         per_ip = limits.max_clients_per_ip
@@ -501,7 +521,6 @@ class Server:
                 self.world.remove_user(conn.user, reason)
         finally:
             ip = conn.address[0]
-            kind = conn.transport.kind
             with self.connections_lock:
                 if conn in self.connections:
                     self.connections.discard(conn)
@@ -510,17 +529,24 @@ class Server:
                         self._per_ip[ip] = left
                     else:
                         del self._per_ip[ip]
-                    # Its counts join the retired ones as it leaves the live set: a scrape
-                    # sees it in one place or the other, never both.
-                    retired = self._retired.get(kind)
-                    if retired is None:
-                        retired = self._retired[kind] = Tally()
-                    retired.add(conn.tally)
-                    retired.bytes_in += conn.transport.received
+                    # Still counted live until its descriptor closes (`_retire`).
+                    self._departing.add(conn)
                     why = disconnect_reason(reason)
                     self._disconnects[why] = self._disconnects.get(why, 0) + 1
                 self.connections_lock.notify_all()
             log.info("%s left: %s", conn, reason)
+
+    def _retire(self, conn: Connection) -> None:
+        """A connection's descriptor closed: nothing more will be counted for it, so its
+        tally joins the retired ones. A scrape sees it in one place or the other (under
+        connections_lock), never both and never neither: no count goes down."""
+        with self.connections_lock:
+            if conn.transport.kind not in self._retired:
+                self._retired[conn.transport.kind] = Tally()
+            retired = self._retired[conn.transport.kind]
+            retired.add(conn.tally)
+            retired.bytes_in += conn.transport.received
+            self._departing.discard(conn)
 
     # -- housekeeping ---------------------------------------------------------
 
@@ -605,11 +631,10 @@ class Server:
         outcome = self._reload()
         result = "failed" if outcome.error is not None else "applied"
         self._reloads[result] = self._reloads.get(result, 0) + 1
-        for line in outcome.lines():
-            if outcome.error is not None:
-                log.error("%s", line)
-            else:
-                log.info("%s", line)
+        lines = outcome.lines()
+        log.log(logging.ERROR if outcome.error is not None else logging.INFO, "%s", lines[0])
+        for line in lines[1:]:  # settings that need a restart: the file and the server differ
+            log.warning("%s", line)
         return outcome
 
     def _reload(self) -> Reload:
@@ -626,16 +651,24 @@ class Server:
         for path in kept:
             new = with_setting(new, path, setting(old, path))
         applied = changed_settings(old, new)
-        # What can fail comes first, before anything changes.
-        tls_context = self._tls_context
+        # What can fail comes first, before anything changes. The TLS files are read again
+        # even at the same paths: a renewed certificate must not need a restart.
+        tls_context, tls_files = self._tls_context, self._tls_files
         try:
-            if new.tls is not None and new.tls != old.tls:
+            if new.tls is not None:
+                tls_files = files_digest(new.tls)
                 tls_context = server_context(new.tls)
-            prepared = None if self.logs is None else self.logs.prepare(new.log)
         except ConfigError as exc:
             return Reload(error=str(ConfigError(self.config_source, exc.key_path, exc.problem)))
         except OSError as exc:
+            return Reload(error=f"tls: cannot read its files: {exc.strerror or exc}")
+        try:
+            prepared = None if self.logs is None else self.logs.prepare(new.log)
+        except OSError as exc:
             return Reload(error=f"log.file: cannot open {new.log.file!r}: {exc.strerror or exc}")
+        if tls_files != self._tls_files and not any(key.startswith("tls.") for key in applied):
+            applied.append("tls files (renewed)")
+        self._tls_files = tls_files
         self._apply(old, new, tls_context)
         if prepared is not None:
             self.logs.apply(prepared)  # type: ignore[union-attr]
@@ -644,7 +677,7 @@ class Server:
             rooms = self.world.follow_config_rooms((room.name, room.topic) for room in new.rooms)
         return Reload(
             tuple(applied),
-            tuple((path, repr(setting(old, path))) for path in kept),
+            tuple((path, describe_setting(setting(old, path))) for path in kept),
             tuple(rooms),
         )
 

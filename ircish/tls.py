@@ -66,6 +66,18 @@ def _refuse_password() -> bytes:
     raise _EncryptedKey
 
 
+def files_digest(tls: TlsConfig) -> str:
+    """A digest of what the certificate, key and client CA files hold now: a reload tells a
+    renewed certificate (certbot rewrites the same paths) from an unchanged one. OSError
+    if one cannot be read."""
+    digest = hashlib.sha256()
+    for path in (tls.cert, tls.key, tls.client_ca):
+        if path is not None:
+            with open(path, "rb") as handle:
+                digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
 def server_context(tls: TlsConfig) -> ssl.SSLContext:
     """The listener's context, built once at start: TLS 1.2 or newer, the configured chain.
 

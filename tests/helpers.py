@@ -344,6 +344,7 @@ class ServerProcess:
         log_level: str | None = "INFO",
         preexec_fn: Callable[[], None] | None = None,
         cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "config.yaml"
@@ -364,7 +365,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=self._log,
             # The code under test, whatever the working directory or the installed copy.
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})},
             preexec_fn=preexec_fn,
             # Its own folder unless told: a relative store path (the example config's
             # ircish.db) must land in the temp dir, never in the checkout.

@@ -293,7 +293,11 @@ def test_parse_config_accepts_none_and_dicts() -> None:
         ("rooms: {name: '#a'}\n", "rooms: expected a list, got a mapping"),
         ("rooms: ['#a']\n", "rooms[0]: expected a mapping, got '#a'"),
         ("log: {level: null}\n", "log.level: expected a string, got null"),
-        ("log_level: DEBUG\n", "log_level: moved to log.level (write `log: {level: INFO}`)"),
+        (
+            "server: {port: 7000}\nmetrics: {listen: '127.0.0.1:7000'}\n",
+            "metrics.listen: its port must differ from server.port (both are 7000)",
+        ),
+        ("log_level: DEBUG\n", "log_level: moved to log.level (write `log: {level: DEBUG}`)"),
         ("log: {format: xml}\n", "log.format: must be one of text, json, got 'xml'"),
         ("log: {file: ''}\n", "log.file: must not be empty (null logs to stderr)"),
         (

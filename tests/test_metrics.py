@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import struct
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -27,14 +29,33 @@ from ircish.server import ListenError, Server
 
 
 class CountingClient(Client):
-    """A client that counts every byte it sends: the server must have received them."""
+    """A client that counts every byte it sends (the server must have received them) and
+    every byte it receives (the server must have sent them)."""
 
     sent = 0
+    received = 0
 
     def send(self, line: str | bytes) -> None:
         data = line if isinstance(line, bytes) else line.encode() + b"\r\n"
         CountingClient.sent += len(data)
         self.sock.sendall(data)
+
+    def _read_more(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        CountingClient.received += len(data)
+        if not data:
+            return False
+        self.buffer += data
+        *complete, self.buffer = self.buffer.split(b"\n")
+        self.lines.extend(line.rstrip(b"\r").decode("utf-8", "replace") for line in complete)
+        return True
 
 
 @pytest.fixture
@@ -69,7 +90,8 @@ def fetch(server: Server, path: str) -> tuple[int, str]:
         with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=TIMEOUT) as answer:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+        with exc:
+            return exc.code, exc.read().decode()
 
 
 def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -293,3 +315,53 @@ def test_healthz_says_what_stopped(metered):
     with pytest.raises(urllib.error.URLError):
         fetch(server, "/healthz")
     assert server.health() == "shutting down"
+
+
+def test_every_byte_sent_is_counted_the_last_lines_too(metered, dial):
+    """A connection that registers and quits in one packet: its welcome and its ERROR line
+    are written after its reader has left; they count all the same."""
+    server = metered()
+    CountingClient.received = 0
+    for i in range(30):
+        client = dial(server)
+        client.send(f"NICK q{i}\r\nUSER u 0 * :u\r\nQUIT :bye\r\n")
+        client.expect_closed()
+    wait_for(
+        lambda: (
+            value(scrape(server), "ircish_sent_bytes_total", transport="tcp")
+            == CountingClient.received
+        )
+    )
+    assert value(scrape(server), "ircish_disconnects_total", reason="quit") == 30
+
+
+def test_labeled_counters_start_at_zero(metered):
+    samples = scrape(metered())
+    assert ("ircish_config_reloads_total", (("result", "failed"),)) in samples
+    assert ("ircish_disconnects_total", (("reason", "sendq"),)) in samples
+    assert ("ircish_failed_logins_total", (("reason", "invalid"),)) in samples
+    key = ("ircish_messages_total", (("command", "TAGMSG"), ("target", "private")))
+    assert samples[key] == 0
+
+
+def test_head_post_and_hangups_on_the_endpoint(metered, capfd):
+    server = metered()
+    assert server.metrics is not None
+    host, port = server.metrics.address
+    request = urllib.request.Request(f"http://{host}:{port}/healthz", method="HEAD")
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        assert answer.status == 200 and answer.read() == b""
+        assert "Python" not in answer.headers["Server"]
+    request = urllib.request.Request(f"http://{host}:{port}/metrics", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=TIMEOUT)
+    info.value.close()
+    assert info.value.code == 405 and info.value.headers["Allow"] == "GET, HEAD"
+    # Scrapers that hang up before the answer: no traceback on stderr, the endpoint goes on.
+    for _ in range(10):
+        sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    assert fetch(server, "/healthz") == (200, "ok\n")
+    assert "Traceback" not in capfd.readouterr().err

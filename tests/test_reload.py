@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -83,7 +85,7 @@ def test_rehash_applies_what_it_can_and_names_what_needs_a_restart(reloadable, c
     root.send("REHASH")
     root.expect(rf" {p.RPL_REHASHING} root test\.yaml :Rehashing$")
     root.expect(r"NOTICE root :Config reloaded: server\.motd, limits\.topic_length$")
-    root.expect(r"NOTICE root :server\.name needs a restart to change; still 'test\.server'$")
+    root.expect(r"NOTICE root :server\.name needs a restart to change; still test\.server$")
     root.expect(r"NOTICE root :server\.port needs a restart to change; still 0$")
     config = item.server.config
     assert (config.server.motd, config.limits.topic_length) == ("Fresh news", 100)
@@ -278,7 +280,7 @@ def test_sighup_reloads_motd_and_flood_and_drops_nobody(server_process, tmp_path
         "Config reloaded: server.motd, limits.flood_burst, limits.flood_rate, "
         "limits.flood_disconnect_seconds, log.level"
     ) in said
-    assert "server.name needs a restart to change; still 'irc.ircish.local'" in said
+    assert "server.name needs a restart to change; still irc.ircish.local" in said
     newcomer = Client(server.address)
     clients.append(newcomer)
     newcomer.register("newcomer")
@@ -461,4 +463,108 @@ def test_the_log_has_a_line_per_event_and_never_what_was_said(server_process, tm
     text = log.read_text()
     assert "secret" not in text and "hunter2" not in text
     assert all(set(record) == {"time", "level", "logger", "message"} for record in log_records(log))
+    assert server.stop() == 0
+
+
+def test_an_empty_file_is_not_a_reload_to_every_default(server_process, tmp_path, clients):
+    """An editor that truncated the file, or a half-written one: the running config stays."""
+    log = tmp_path / "ircish.log"
+    server = server_process(FIRST.format(log=log))
+    server.config_path.write_text("# nothing here yet\n")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: any(m.startswith("Config not reloaded") for m in messages(log)))
+    assert any("the file is empty" in m for m in messages(log))
+    client = Client(server.address)
+    clients.append(client)
+    client.register("alice")
+    client.send("MOTD")
+    client.expect(r" 372 alice :- Old news$")
+    assert server.stop() == 0
+
+
+def test_382_names_a_config_file_with_a_space_in_it(clients):
+    config = oper_config()
+    server = Server(config, COMMANDS, reread=lambda: config, source="/etc/my ircish/my config.yaml")
+    server.start()
+    try:
+        root = operator(clients, server)
+        root.send("REHASH")
+        root.expect(rf" {p.RPL_REHASHING} root my_config\.yaml :Rehashing$")
+        root.expect(r"NOTICE root :Config reloaded: nothing changed$")
+    finally:
+        server.shutdown(timeout=2.0)
+
+
+def catches_sighup(pid: int) -> bool:
+    """Whether the process has a handler for SIGHUP (/proc's SigCgt mask, bit 0)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_a_sighup_while_starting_is_a_reload_once_it_runs(tmp_path):
+    """systemd may send the reload before the server listens: kept, not exit 129."""
+    notify = tmp_path / "notify.sock"
+    (tmp_path / "config.yaml").write_text("server: {motd: hello}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ircish", "-c", "config.yaml", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": str(notify)},
+        cwd=tmp_path,
+    )
+    try:
+        wait_for(lambda: catches_sighup(proc.pid), timeout=TIMEOUT * 2)
+        proc.send_signal(signal.SIGHUP)  # before it listens, most likely; after, it is fine
+        assert proc.stderr is not None
+        seen = []
+        for raw in proc.stderr:
+            seen.append(raw.decode())
+            if "Config reloaded" in seen[-1]:
+                break
+        assert any("listening on" in line for line in seen)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        status = proc.wait(TIMEOUT)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert status == 0
+
+
+def test_systemd_is_told_ready_then_stopping(server_process, tmp_path):
+    """sd_notify for `Type=notify`: READY=1 once it listens, STOPPING=1 at SIGTERM."""
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(TIMEOUT)
+        server = server_process(
+            "metrics: {listen: '127.0.0.1:0'}\n", env={"NOTIFY_SOCKET": str(path)}
+        )
+        assert listener.recv(100) == b"READY=1"
+        said = [line for line in server.log().splitlines() if "listening on" in line]
+        assert re.search(r", metrics on http://127\.0\.0\.1:\d+/metrics$", said[0]), said
+        server.proc.send_signal(signal.SIGTERM)
+        assert listener.recv(100) == b"STOPPING=1"
+        assert server.wait() == 0
+
+
+def test_what_users_type_cannot_steer_a_terminal_reading_the_log(server_process, tmp_path):
+    log = tmp_path / "ircish.log"
+    server = server_process(f"log: {{file: {log}}}\n")
+    client = Client(server.address)
+    try:
+        client.register("mallory")
+        client.send("QUIT :bye \x1b]0;pwned\x07 \x1b[2J")
+        client.expect_closed()
+    finally:
+        client.close()
+    wait_for(lambda: "left: Quit: bye" in log.read_text())
+    text = log.read_text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "left: Quit: bye \\x1b]0;pwned\\x07 \\x1b[2J" in text
     assert server.stop() == 0

@@ -94,7 +94,9 @@ def test_exec_start_runs_ircish_server_on_the_etc_config(unit: Unit) -> None:
     assert PurePosixPath(argv[0]).name == "ircish-server"
     assert PurePosixPath(argv[0]).is_absolute(), "which ircish-server runs is not left to PATH"
     assert argv[1:] == ["-c", CONFIG]
-    assert one(unit, "Service", "Type") in ("simple", "exec")
+    # The server says READY=1 once it listens (ircish/cli.py notify_systemd).
+    assert one(unit, "Service", "Type") == "notify"
+    assert one(unit, "Service", "NotifyAccess") == "main"
 
 
 def test_config_is_checked_before_start_with_the_same_binary_and_file(unit: Unit) -> None:

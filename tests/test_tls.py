@@ -592,16 +592,32 @@ def test_tls_option_mistakes_are_usage_errors(pki, tmp_path, args, complaint):
     assert complaint in result.stderr
 
 
-def test_a_reload_takes_a_renewed_certificate_for_new_connections(pki, tmp_path, clients):
-    """A renewed certificate (certbot's renew hook sends SIGHUP) reaches new connections;
-    those already open keep theirs and stay."""
-    renewed = pki.ca.issue_cert(HOST, "localhost")
-    cert, key = tmp_path / "renewed.pem", tmp_path / "renewed.key"
-    for blob in renewed.cert_chain_pems:
-        blob.write_to_path(str(cert), append=True)
-    renewed.private_key_pem.write_to_path(str(key))
-    config = dataclasses.replace(make_config(), tls=pki.tls_config())
-    later = dataclasses.replace(config, tls=TlsConfig(cert=str(cert), key=str(key), port=0))
+def issue(pki: Pki, cert: Path, key: Path) -> None:
+    """A new certificate and key from the test CA, written over `cert` and `key`."""
+    issued = pki.ca.issue_cert(HOST, "localhost")
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    key.write_bytes(issued.private_key_pem.bytes())
+
+
+@pytest.mark.parametrize("same_paths", [True, False], ids=["renewed-in-place", "new-paths"])
+def test_a_reload_takes_a_renewed_certificate_for_new_connections(
+    pki, tmp_path, clients, same_paths
+):
+    """A renewed certificate reaches new connections, whether certbot rewrote the files the
+    config names (then sent SIGHUP) or the config names new ones; connections already open
+    keep theirs and stay."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issue(pki, cert, key)
+    config = dataclasses.replace(make_config(), tls=TlsConfig(cert=str(cert), key=str(key), port=0))
+    later = config
+    if same_paths:
+        renewing = lambda: issue(pki, cert, key)  # noqa: E731
+    else:
+        new_cert, new_key = tmp_path / "new.pem", tmp_path / "new.key"
+        later = dataclasses.replace(
+            config, tls=TlsConfig(cert=str(new_cert), key=str(new_key), port=0)
+        )
+        renewing = lambda: issue(pki, new_cert, new_key)  # noqa: E731
     server = Server(config, COMMANDS, reread=lambda: later)
     server.start()
     try:
@@ -614,8 +630,11 @@ def test_a_reload_takes_a_renewed_certificate_for_new_connections(pki, tmp_path,
         before = TlsClient(server.tls_address, pki.client_context())
         clients.append(before)
         before.register("before")
+        renewing()
         outcome = server.reload()
-        assert outcome.applied == ("tls.cert", "tls.key")
+        assert outcome.applied == (
+            ("tls files (renewed)",) if same_paths else ("tls.cert", "tls.key")
+        )
         after = TlsClient(server.tls_address, pki.client_context())
         clients.append(after)
         after.register("after")
@@ -626,14 +645,15 @@ def test_a_reload_takes_a_renewed_certificate_for_new_connections(pki, tmp_path,
 
 
 def test_a_reload_with_an_unusable_key_changes_nothing(pki, tmp_path):
-    wrong = pki.ca.issue_cert(HOST)  # a key that is not the certificate's
-    key = tmp_path / "other.key"
-    wrong.private_key_pem.write_to_path(str(key))
-    config = dataclasses.replace(make_config(), tls=pki.tls_config())
-    later = dataclasses.replace(config, tls=TlsConfig(cert=str(pki.cert), key=str(key), port=0))
-    server = Server(config, COMMANDS, reread=lambda: later, source="ircish.yaml")
+    """A key written over the old one that is not the certificate's (a botched renewal):
+    refused, and the server keeps serving with what it had."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issue(pki, cert, key)
+    config = dataclasses.replace(make_config(), tls=TlsConfig(cert=str(cert), key=str(key), port=0))
+    server = Server(config, COMMANDS, reread=lambda: config, source="ircish.yaml")
     server.start()
     try:
+        key.write_bytes(pki.ca.issue_cert(HOST).private_key_pem.bytes())
         outcome = server.reload()
         assert outcome.error is not None and outcome.error.startswith("ircish.yaml: tls.")
         assert server.config is config
