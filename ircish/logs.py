@@ -110,9 +110,7 @@ class LogSetup:
         """Use `prepared` from now on: its format and level too."""
         handler = prepared.handler
         config = prepared.config
-        handler.setFormatter(
-            JsonFormatter() if config.format == "json" else TextFormatter()
-        )
+        handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
         root = logging.getLogger()
         old = self.handler
         if handler is not old:
