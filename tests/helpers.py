@@ -159,7 +159,7 @@ class Client:
             raise TimeoutError
         self.sock.settimeout(remaining)
         try:
-            data = self.sock.recv(65536)
+            data = self.receive()
         except TimeoutError:
             raise TimeoutError from None
         except ConnectionResetError:
@@ -171,6 +171,10 @@ class Client:
         decoded = (line.rstrip(b"\r").decode("utf-8", "replace") for line in complete)
         self.lines.extend(decoded if self.keep_stamps else map(unstamped, decoded))
         return True
+
+    def receive(self) -> bytes:
+        """One recv (a subclass may count what arrives)."""
+        return self.sock.recv(65536)
 
     def _read_until(self, pattern: str, timeout: float) -> tuple[list[str], re.Match[str]]:
         """Consume lines up to the first matching `pattern`: those lines and the match."""

@@ -23,6 +23,7 @@ from helpers import (
     ROOT,
     TIMEOUT,
     Client,
+    ServerProcess,
     oper_config,
     wait_for,
 )
@@ -296,13 +297,19 @@ def test_sighup_reloads_motd_and_flood_and_drops_nobody(server_process, tmp_path
     assert server.stop() == 0
 
 
-def test_sighup_with_a_broken_file_changes_nothing(server_process, tmp_path, clients):
-    log = tmp_path / "ircish.log"
-    server = server_process(FIRST.format(log=log))
-    server.config_path.write_text("server: {motd: [oops\n")
+def refused_reload(server: ServerProcess, log: Path, text: str) -> str:
+    """Write `text` as the config, send SIGHUP: the log's one "Config not reloaded" line."""
+    server.config_path.write_text(text)
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: any(m.startswith("Config not reloaded") for m in messages(log)))
     (line,) = [m for m in messages(log) if m.startswith("Config not reloaded")]
+    return line
+
+
+def test_sighup_with_a_broken_file_changes_nothing(server_process, tmp_path, clients):
+    log = tmp_path / "ircish.log"
+    server = server_process(FIRST.format(log=log))
+    line = refused_reload(server, log, "server: {motd: [oops\n")
     assert "not valid YAML" in line and str(server.config_path) in line
     assert [r["level"] for r in log_records(log) if r["message"] == line] == ["ERROR"]
     client = Client(server.address)
@@ -313,38 +320,69 @@ def test_sighup_with_a_broken_file_changes_nothing(server_process, tmp_path, cli
     assert server.stop() == 0
 
 
-def test_sighup_without_a_config_file_keeps_serving(tmp_path, clients):
+class Spawned:
+    """`python -m ircish ARGS` in `cwd`, its stderr read by a thread, so that every wait
+    for a line has a timeout."""
+
+    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ircish", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})},
+            cwd=cwd,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def line_with(self, text: str) -> str:
+        """The first line of stderr holding `text`, once it comes (the test fails if not)."""
+        wait_for(lambda: any(text in line for line in self.lines), timeout=TIMEOUT * 2)
+        return next(line for line in self.lines if text in line)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(TIMEOUT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(TIMEOUT)
+            assert self.proc.stderr is not None
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Spawned]]:
+    started: list[Spawned] = []
+
+    def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Spawned:
+        started.append(Spawned(cwd, *args, env=env))
+        return started[-1]
+
+    yield start
+    for spawned in started:
+        spawned.stop()
+
+
+def test_sighup_without_a_config_file_keeps_serving(spawn, tmp_path, clients):
     """Started with built-in defaults: nothing to re-read, and no exit 129."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ircish", "--port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        cwd=tmp_path,
-    )
-    try:
-        assert proc.stderr is not None
-        lines = []
-        for raw in proc.stderr:
-            lines.append(raw.decode())
-            if "listening on" in lines[-1]:
-                break
-        port = int(lines[-1].rsplit(":", 1)[1])
-        proc.send_signal(signal.SIGHUP)
-        for raw in proc.stderr:
-            if "Config not reloaded" in raw.decode():
-                assert "without a config file" in raw.decode()
-                break
-        client = Client((HOST, port))
-        clients.append(client)
-        client.register("alice")
-        assert proc.poll() is None
-    finally:
-        proc.terminate()
-        status = proc.wait(TIMEOUT)
-        if proc.stderr is not None:
-            proc.stderr.close()
-    assert status == 0
+    server = spawn(tmp_path, "--port", "0")
+    port = int(server.line_with("listening on").rsplit(":", 1)[1])
+    server.proc.send_signal(signal.SIGHUP)
+    assert "without a config file" in server.line_with("Config not reloaded")
+    client = Client((HOST, port))
+    clients.append(client)
+    client.register("alice")
+    assert server.stop() == 0
 
 
 def test_a_rotated_log_loses_no_line_under_load(server_process, tmp_path):
@@ -470,10 +508,7 @@ def test_an_empty_file_is_not_a_reload_to_every_default(server_process, tmp_path
     """An editor that truncated the file, or a half-written one: the running config stays."""
     log = tmp_path / "ircish.log"
     server = server_process(FIRST.format(log=log))
-    server.config_path.write_text("# nothing here yet\n")
-    server.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: any(m.startswith("Config not reloaded") for m in messages(log)))
-    assert any("the file is empty" in m for m in messages(log))
+    assert "the file is empty" in refused_reload(server, log, "# nothing here yet\n")
     client = Client(server.address)
     clients.append(client)
     client.register("alice")
@@ -506,34 +541,15 @@ def catches_sighup(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
-def test_a_sighup_while_starting_is_a_reload_once_it_runs(tmp_path):
+def test_a_sighup_while_starting_is_a_reload_once_it_runs(spawn, tmp_path):
     """systemd may send the reload before the server listens: kept, not exit 129."""
-    notify = tmp_path / "notify.sock"
     (tmp_path / "config.yaml").write_text("server: {motd: hello}\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ircish", "-c", "config.yaml", "--port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": str(notify)},
-        cwd=tmp_path,
-    )
-    try:
-        wait_for(lambda: catches_sighup(proc.pid), timeout=TIMEOUT * 2)
-        proc.send_signal(signal.SIGHUP)  # before it listens, most likely; after, it is fine
-        assert proc.stderr is not None
-        seen = []
-        for raw in proc.stderr:
-            seen.append(raw.decode())
-            if "Config reloaded" in seen[-1]:
-                break
-        assert any("listening on" in line for line in seen)
-        assert proc.poll() is None
-    finally:
-        proc.terminate()
-        status = proc.wait(TIMEOUT)
-        if proc.stderr is not None:
-            proc.stderr.close()
-    assert status == 0
+    server = spawn(tmp_path, "-c", "config.yaml", "--port", "0")
+    wait_for(lambda: catches_sighup(server.proc.pid), timeout=TIMEOUT * 2)
+    server.proc.send_signal(signal.SIGHUP)  # before it listens, most likely; after, it is fine
+    server.line_with("Config reloaded")
+    server.line_with("listening on")
+    assert server.stop() == 0
 
 
 def test_systemd_is_told_ready_then_stopping(server_process, tmp_path):
