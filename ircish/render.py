@@ -552,6 +552,7 @@ _NUMERICS: dict[str, NumericRenderer] = {
     # No MOTD is not a failure a person should be warned about.
     p.ERR_NOMOTD: _text,
     p.RPL_AWAY: lambda msg: f"{_param(msg, 1)} is away: {_text(msg)}",
+    p.RPL_REHASHING: lambda msg: f"Reloading {_param(msg, 1)}...",
     p.RPL_UNAWAY: _text,
     p.RPL_NOWAWAY: _text,
     p.RPL_WHOISUSER: _whois_user,

@@ -333,6 +333,7 @@ def test_every_mode_letter_has_words_both_ways() -> None:
         (f"{SRV} 314 carol bob b host * :Bob Smith", "bob was bob!b@host (Bob Smith)"),
         (f"{SRV} 314 carol bob b host * :", "bob was bob!b@host"),
         (f"{SRV} 371 carol :ircish-0.1: a server", "ircish-0.1: a server"),
+        (f"{SRV} 382 carol config.yaml :Rehashing", "Reloading config.yaml..."),
         (f"{SRV} 364 carol irc.example irc.example :0 A server", "Server irc.example: A server"),
         (
             f"{SRV} 364 carol * far.example :2 Far away",
