@@ -293,6 +293,11 @@ def run(config: Config, source: str = "config", reread: Callable[[], Config] | N
     listening = f"ircish-server listening on {server.address[0]}:{server.address[1]}"
     if server.tls_address is not None:
         listening += f", TLS on {server.tls_address[0]}:{server.tls_address[1]}"
+    if server.websocket_address is not None:
+        assert config.websocket is not None
+        scheme = "wss" if config.websocket.tls else "ws"
+        ws_host, ws_port = server.websocket_address
+        listening += f", WebSocket on {scheme}://{ws_host}:{ws_port}/"
     if server.metrics is not None:
         host, metrics_port = server.metrics.address
         host = f"[{host}]" if ":" in host else host

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import ipaddress
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -297,6 +299,38 @@ class TlsConfig:
     client_ca: str | None = _setting(None, _readable_file)
 
 
+def _network(value: str) -> str | None:
+    """A proxy's address or network (`127.0.0.1`, `10.0.0.0/8`, `::1`)."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"expected an IP address or network such as 10.0.0.0/8, got {_describe(value)}"
+    return None
+
+
+def _origin(value: str) -> str | None:
+    """A page's origin (`https://chat.example`, `http://localhost:8097`), or `*`."""
+    if value == "*":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        return f"expected an origin such as https://chat.example, or *, got {_describe(value)}"
+    return None
+
+
+@dataclass(frozen=True)
+class WebSocketConfig:
+    """The optional WebSocket listener (IRC over WebSocket, for browsers)."""
+
+    port: int = _setting(8097, _between(0, 65535))
+    #: wss:// with the `tls:` section's certificate and key (that section must be there).
+    tls: bool = _setting(False)
+    #: Pages (origins) that may connect besides the server's own; `*`: any page.
+    origins: tuple[str, ...] = _setting((), each=_origin)
+    #: Reverse proxies whose X-Forwarded-For is believed (addresses or networks).
+    proxies: tuple[str, ...] = _setting((), each=_network)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on clients, lines, queues and timers; every input is capped by one of these."""
@@ -469,10 +503,22 @@ class Config:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     #: None (the default, or `metrics: null`): no HTTP endpoint.
     metrics: MetricsConfig | None = None
+    #: None (the default, or `websocket: null`): no WebSocket listener.
+    websocket: WebSocketConfig | None = None
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.tls is not None and self.tls.port != 0 and self.tls.port == self.server.port:
             yield ("tls.port", f"must differ from server.port (both are {self.tls.port})")
+        websocket = self.websocket
+        if websocket is not None:
+            if websocket.tls and self.tls is None:
+                yield ("websocket.tls", "needs the tls: section (its certificate and key)")
+            for key, taken in (
+                ("server.port", self.server.port),
+                ("tls.port", self.tls and self.tls.port),
+            ):
+                if websocket.port != 0 and websocket.port == taken:
+                    yield ("websocket.port", f"must differ from {key} (both are {websocket.port})")
         if self.metrics is not None:
             port = self.metrics.address[1]
             for key, taken in (
@@ -577,6 +623,9 @@ RESTART_ONLY = frozenset(
         "store.queue",
         "metrics",
         "metrics.listen",
+        "websocket",
+        "websocket.port",
+        "websocket.tls",
         "history.window",
     }
 )

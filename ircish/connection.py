@@ -42,11 +42,12 @@ from ircish.metrics import Tally
 from ircish.protocol import Message, ProtocolError
 from ircish.session import IRC, Session
 from ircish.transport import InputOverflow, Transport
-from ircish.world import User
+from ircish.world import User, irc_host
 
 if TYPE_CHECKING:
     from ircish.config import Limits
     from ircish.dispatch import Dispatcher
+    from ircish.events import Framer
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class Connection:
             frame=transport.frame,
             on_wire_format=self._wire_format_changed,
         )
+        transport.bind(self.send_bytes, self._transport_opened)
         self.connected_at = time.monotonic()
         self.last_recv = self.connected_at
         self.ping_sent_at: float | None = None
@@ -262,6 +264,12 @@ class Connection:
         if data:
             self.send_bytes(data)
 
+    def _transport_opened(self, frame: Framer | None, host: str) -> None:
+        """The transport's handshake chose the framing and named the client's address (a
+        WebSocket behind a proxy: X-Forwarded-For). Reader thread, before any line."""
+        self.session.set_frame(frame)
+        self.user.host = irc_host(host)
+
     def has_cap(self, name: str) -> bool:
         return name in self.session.caps
 
@@ -313,6 +321,7 @@ class Connection:
         Safe from any thread and under any world/room lock: it only queues.
         """
         line = b"" if error is None else self.session.encode(Message("ERROR", [error]))
+        line += self.transport.farewell() if flush else b""
         with self._lock:
             if self.quit_reason is None:
                 self.quit_reason = reason

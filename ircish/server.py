@@ -51,7 +51,8 @@ from ircish.protocol import Message, casefold
 from ircish.store.sqlite import NewerSchemaError, SqliteStore
 from ircish.store.writer import Retention, Writer
 from ircish.tls import TlsTransport, files_digest, server_context
-from ircish.transport import StreamTransport
+from ircish.transport import StreamTransport, Transport
+from ircish.websocket import Origins, Proxies, WebSocketTransport
 from ircish.world import Recorder, World
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,9 @@ class Server:
         self.tls_address: tuple[str, int] | None = None
         self._listener: socket.socket | None = None
         self._tls_listener: socket.socket | None = None
+        self._ws_listener: socket.socket | None = None
+        #: Where the WebSocket listener is, once started (None without `websocket:`).
+        self.websocket_address: tuple[str, int] | None = None
         self._tls_context: ssl.SSLContext | None = None
         #: What the TLS files held when they were last loaded (`tls.files_digest`).
         self._tls_files = ""
@@ -245,21 +249,29 @@ class Server:
                 [f"This port speaks TLS only; plain connections go to port {self.address[1]}"],
             ).to_bytes()
         try:
+            websocket = self.config.websocket
+            if websocket is not None:
+                where = f"{host}:{websocket.port} (WebSocket)"
+                self._ws_listener = self._bind(host, websocket.port, where)
+                self.websocket_address = self._ws_listener.getsockname()[:2]
             if self.config.metrics is not None:
                 self._open_metrics(self.config.metrics.address)
             self._open_store()
         except (StoreError, ListenError):
-            for listener in (self._listener, self._tls_listener):
-                if listener is not None:
-                    listener.close()
+            for listener in self._listeners():
+                listener.close()
             if self.metrics is not None:
                 self.metrics.close()
             raise
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.senders.start()
-        loops = [("accept", self._accept_loop, (self._listener, False))]
+        loops = [("accept", self._accept_loop, (self._listener, "tcp"))]
         if self._tls_listener is not None:
-            loops.append(("accept-tls", self._accept_loop, (self._tls_listener, True)))
+            loops.append(("accept-tls", self._accept_loop, (self._tls_listener, "tls")))
+        if self._ws_listener is not None:
+            assert self.config.websocket is not None
+            kind = "wss" if self.config.websocket.tls else "ws"
+            loops.append(("accept-websocket", self._accept_loop, (self._ws_listener, kind)))
         loops.append(("housekeeping", self._housekeeping, ()))
         loops.append(("reloader", self._reloader, ()))
         if self.metrics is not None:
@@ -347,12 +359,11 @@ class Server:
             return
         self._stopping.set()
         log.info("shutting down: %s", reason)
-        for listener in (self._listener, self._tls_listener):
-            if listener is not None:
-                try:
-                    listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
-                except OSError:
-                    pass
+        for listener in self._listeners():
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+            except OSError:
+                pass
         for conn in self._snapshot():
             conn.close(reason, reason)
         if not self._wait_for_readers(timeout):
@@ -365,9 +376,8 @@ class Server:
         self.senders.stop()
         if self.metrics is not None:
             self.metrics.close()
-        for listener in (self._listener, self._tls_listener):
-            if listener is not None:
-                listener.close()
+        for listener in self._listeners():
+            listener.close()
         if self.writer is not None:
             # Every queued line and room change is written before the process ends.
             self.writer.close()
@@ -412,7 +422,14 @@ class Server:
             return "the store's writer thread stopped"
         return None
 
-    def _accept_loop(self, listener: socket.socket, tls: bool) -> None:
+    def _listeners(self) -> list[socket.socket]:
+        return [
+            listener
+            for listener in (self._listener, self._tls_listener, self._ws_listener)
+            if listener is not None
+        ]
+
+    def _accept_loop(self, listener: socket.socket, kind: str) -> None:
         starved = False  # out of descriptors: said once, then quiet until it passes
         while not self._stopping.is_set():
             try:
@@ -432,15 +449,18 @@ class Server:
                 log.warning("accept: descriptors are free again; accepting")
                 starved = False
             try:
-                self._admit(sock, address, tls)
+                self._admit(sock, address, kind)
             except Exception:
                 log.exception("could not set up connection from %s", address)
                 sock.close()
 
-    def _admit(self, sock: socket.socket, address: tuple, tls: bool = False) -> None:
+    def _admit(self, sock: socket.socket, address: tuple, kind: str = "tcp") -> None:
+        """Serve an accepted socket: `kind` is its listener's (tcp, tls, ws, wss)."""
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._enable_keepalive(sock)
         limits = self.config.limits
+        tls = kind in ("tls", "wss")
+        stream: socket.socket | TlsTransport = sock
         if tls:
             assert self._tls_context is not None
             # No I/O here: the handshake happens in the reader thread, within the
@@ -450,11 +470,22 @@ class Server:
                 self._tls_context,
                 server_side=True,
                 handshake_timeout=limits.registration_timeout,
-                not_tls_reply=self._not_tls_reply,
+                not_tls_reply=self._not_tls_reply if kind == "tls" else b"",
             )
-            transport = StreamTransport(stream, limits.read_buffer_bytes, kind="tls")
+        transport: Transport
+        websocket = self.config.websocket
+        if kind in ("ws", "wss") and websocket is not None:
+            # The upgrade, too, happens in the reader thread (ircish/websocket.py).
+            transport = WebSocketTransport(
+                stream,
+                limits.read_buffer_bytes,
+                origins=Origins(websocket.origins),
+                proxies=Proxies(websocket.proxies),
+                peer=address[0],
+                kind=kind,
+            )
         else:
-            transport = StreamTransport(sock, limits.read_buffer_bytes, kind="tcp")
+            transport = StreamTransport(stream, limits.read_buffer_bytes, kind=kind)
         conn = Connection(
             transport,
             address,
@@ -467,7 +498,8 @@ class Server:
         )
         ip = address[0]
         per_ip = limits.max_clients_per_ip
-        kind = transport.kind
+        if websocket is not None and kind in ("ws", "wss") and ip in Proxies(websocket.proxies):
+            per_ip = 0  # everyone behind a reverse proxy comes from its address
         with self.connections_lock:
             if len(self.connections) >= limits.max_clients:
                 refusal, why = "Server is full, try again later", "full"
@@ -485,13 +517,13 @@ class Server:
             # Refused before any thread exists for it: one line, then closed. A TLS
             # peer could not read a plain line, and the handshake needs a thread: it
             # is just closed.
-            log.info("refusing %s%s: %s", ip, " (TLS)" if tls else "", refusal)
-            if not tls:
+            log.info("refusing %s (%s): %s", ip, kind, refusal)
+            if kind == "tcp":
                 with contextlib.suppress(OSError):
                     sock.send(Message("ERROR", [refusal]).to_bytes(), socket.MSG_DONTWAIT)
             sock.close()
             return
-        log.info("connection from %s:%d%s", address[0], address[1], " (TLS)" if tls else "")
+        log.info("connection from %s:%d (%s)", address[0], address[1], kind)
         try:
             conn.start()
         except RuntimeError as exc:  # can't start new thread: out of threads

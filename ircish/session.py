@@ -135,6 +135,12 @@ class Session:
         self.caps = frozenset(caps)
         self._update_wire_format()
 
+    def set_frame(self, frame: Framer | None) -> None:
+        """The transport frames lines this way from now on (a WebSocket's subprotocol,
+        chosen at its upgrade, before anything is sent)."""
+        self._frame = frame
+        self._update_wire_format()
+
     def new_batch_id(self) -> str:
         """A batch reference tag not used before on this connection (IRCv3 batch)."""
         self._batches += 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import select
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -43,6 +44,18 @@ class Transport(Protocol):
     received: int
 
     def fileno(self) -> int: ...
+
+    def bind(
+        self, send_raw: Callable[[bytes], None], opened: Callable[[Framer | None, str], None]
+    ) -> None:
+        """Called once by `Connection`: `send_raw` queues bytes the transport must answer
+        with itself (a WebSocket's handshake and pongs), in order with everything else;
+        `opened(frame, host)` when a handshake chose the framing and the client's address."""
+        ...
+
+    def farewell(self) -> bytes:
+        """Bytes to send after the last line before closing (a WebSocket close frame)."""
+        ...
 
     def receive(self) -> list[bytes]:
         """Block until whole lines arrive (without their line endings); [] at the end of the
@@ -94,6 +107,14 @@ class StreamTransport:
 
     def fileno(self) -> int:
         return self._fd
+
+    def bind(
+        self, send_raw: Callable[[bytes], None], opened: Callable[[Framer | None, str], None]
+    ) -> None:
+        pass  # a byte stream answers nothing by itself and has no handshake of its own
+
+    def farewell(self) -> bytes:
+        return b""
 
     def receive(self) -> list[bytes]:
         while True:

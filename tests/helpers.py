@@ -445,6 +445,12 @@ class MemoryTransport:
     def fileno(self) -> int:
         return -1
 
+    def bind(self, send_raw: object, opened: object) -> None:
+        pass
+
+    def farewell(self) -> bytes:
+        return b""
+
     def receive(self) -> list[bytes]:
         raise AssertionError("a Harness has no reader thread")
 

@@ -1,0 +1,297 @@
+"""IRC over WebSocket (issue 16): the listener, the upgrade, both subprotocols, origins,
+X-Forwarded-For from proxies only, size limits, ping and close frames, wss, and a reader
+that stops reading. The browser side is a WebSocket client made with wsproto (client side)
+over a real socket to a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+
+import pytest
+import trustme
+from helpers import HOST, SERVER, TIMEOUT, Client, make_config, wait_for
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from ircish.config import Config, TlsConfig, WebSocketConfig
+from ircish.server import Server
+
+
+class WsClient(Client):
+    """An IRC client over WebSocket: `send` puts a line in one message; `receive` hands
+    `Client` the messages that came as lines (CRLF added), so `expect` works as for TCP."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        subprotocols: tuple[str, ...] = ("text.ircv3.net",),
+        headers: tuple[tuple[str, str], ...] = (),
+        context: ssl.SSLContext | None = None,
+        receive_buffer: int | None = None,
+    ) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.settimeout(TIMEOUT)
+        sock.connect(address)
+        self.sock = context.wrap_socket(sock, server_hostname=HOST) if context else sock
+        self.nick = None
+        self.buffer = b""
+        self.lines = []
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        #: Events other than messages (pongs, the close), in order.
+        self.others: list[object] = []
+        self.opcodes: set[type] = set()
+        request = Request(
+            host=f"{address[0]}:{address[1]}",
+            target="/",
+            subprotocols=list(subprotocols),
+            extra_headers=[(name.encode(), value.encode()) for name, value in headers],
+        )
+        self.sock.sendall(self.ws.send(request))
+        self.handshake: AcceptConnection | RejectConnection | None = None
+        self.rejection_body = b""
+        while self.handshake is None or (
+            isinstance(self.handshake, RejectConnection) and not self._rejection_done
+        ):
+            data = self.sock.recv(65536)
+            if not data:
+                break
+            self.ws.receive_data(data)
+            self._take()
+
+    _rejection_done = False
+
+    def _take(self) -> bytes:
+        out = b""
+        for event in self.ws.events():
+            if isinstance(event, (AcceptConnection, RejectConnection)):
+                self.handshake = event
+                self._rejection_done = isinstance(event, RejectConnection) and not event.has_body
+            elif isinstance(event, RejectData):
+                self.rejection_body += event.data
+                self._rejection_done = event.body_finished
+            elif isinstance(event, (TextMessage, BytesMessage)):
+                self.opcodes.add(type(event))
+                data = event.data.encode() if isinstance(event, TextMessage) else event.data
+                out += data + (b"\r\n" if event.message_finished else b"")
+            elif isinstance(event, Ping):
+                self.sock.sendall(self.ws.send(event.response()))
+            else:
+                self.others.append(event)
+        return out
+
+    @property
+    def accepted(self) -> bool:
+        return isinstance(self.handshake, AcceptConnection)
+
+    def send(self, line: str | bytes) -> None:
+        text = line.decode() if isinstance(line, bytes) else line
+        self.sock.sendall(self.ws.send(TextMessage(data=text.removesuffix("\r\n"))))
+
+    def send_frame(self, event: object) -> None:
+        self.sock.sendall(self.ws.send(event))
+
+    def receive(self) -> bytes:
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                return b""
+            self.ws.receive_data(data)
+            out = self._take()
+            if out or any(isinstance(e, CloseConnection) for e in self.others):
+                return out
+
+
+@pytest.fixture
+def ws_server(start_server) -> Callable[..., Server]:
+    def start(config: Config | None = None, **websocket: object) -> Server:
+        base = config or make_config()
+        return start_server(
+            dataclasses.replace(base, websocket=WebSocketConfig(port=0, **websocket))  # type: ignore[arg-type]
+        )
+
+    return start
+
+
+@pytest.fixture
+def ws_clients() -> Iterator[list[WsClient]]:
+    opened: list[WsClient] = []
+    yield opened
+    for client in opened:
+        client.close()
+
+
+def dial(server: Server, clients: list, **options: object) -> WsClient:
+    assert server.websocket_address is not None
+    client = WsClient(server.websocket_address, **options)  # type: ignore[arg-type]
+    clients.append(client)
+    return client
+
+
+def test_browser_and_irc_users_share_a_room(ws_server, ws_clients, connect):
+    server = ws_server()
+    web = dial(server, ws_clients)
+    assert web.accepted and web.handshake.subprotocol == "text.ircv3.net"  # type: ignore[union-attr]
+    web.register("webby")
+    web.join("#mixed")
+    irc = connect("classic", target=server)
+    irc.join("#mixed")
+    web.expect(rf"^:classic!u@{HOST} JOIN #mixed$")
+    irc.send("PRIVMSG #mixed :hello from a terminal")
+    web.expect(rf"^:classic!u@{HOST} PRIVMSG #mixed :hello from a terminal$")
+    web.send("PRIVMSG #mixed :hello from a browser")
+    irc.expect(rf"^:webby!u@{HOST} PRIVMSG #mixed :hello from a browser$")
+    web.send("PRIVMSG classic :psst")
+    irc.expect(rf"^:webby!u@{HOST} PRIVMSG classic :psst$")
+    assert web.opcodes == {TextMessage}  # text.ircv3.net: text frames only
+
+
+def test_binary_when_the_client_prefers_it_and_text_when_it_names_none(ws_server, ws_clients):
+    server = ws_server()
+    binary = dial(server, ws_clients, subprotocols=("binary.ircv3.net", "text.ircv3.net"))
+    assert binary.handshake.subprotocol == "binary.ircv3.net"  # type: ignore[union-attr]
+    binary.register("bin")
+    assert binary.opcodes == {BytesMessage}
+    plain = dial(server, ws_clients, subprotocols=())
+    assert plain.accepted and plain.handshake.subprotocol is None  # type: ignore[union-attr]
+    plain.register("plain")
+    assert plain.opcodes == {TextMessage}
+
+
+def test_origins(ws_server, ws_clients):
+    server = ws_server(origins=("https://chat.example",))
+    assert server.websocket_address is not None
+    _, port = server.websocket_address
+    refused = dial(server, ws_clients, headers=(("Origin", "https://evil.example"),))
+    assert isinstance(refused.handshake, RejectConnection)
+    assert refused.handshake.status_code == 403
+    assert b"origin" in refused.rejection_body.lower()
+    for origin in ("https://chat.example", f"http://{HOST}:{port}"):  # listed; same origin
+        allowed = dial(server, ws_clients, headers=(("Origin", origin),))
+        assert allowed.accepted, origin
+    assert dial(server, ws_clients).accepted  # no Origin: not a page
+
+
+def test_x_forwarded_for_only_from_proxies(ws_server, ws_clients, connect):
+    server = ws_server(proxies=("127.0.0.0/8",))
+    proxied = dial(server, ws_clients, headers=(("X-Forwarded-For", "198.51.100.7, 10.1.2.3"),))
+    proxied.register("behind")
+    watcher = connect("watcher", target=server)
+    watcher.send("WHOIS behind")
+    watcher.expect(r" 311 watcher behind u 10\.1\.2\.3 ")
+    stranger = ws_server()  # no proxies configured: the header is anyone's to write
+    direct = dial(stranger, ws_clients, headers=(("X-Forwarded-For", "10.9.9.9"),))
+    direct.register("direct")
+    direct.send("WHOIS direct")
+    direct.expect(rf" 311 direct direct u {HOST} ")
+
+
+def test_a_message_past_the_read_buffer_is_cut_off(ws_server, ws_clients, connect):
+    server = ws_server(config=make_config(read_buffer_bytes=4096))
+    web = dial(server, ws_clients)
+    web.register("big")
+    web.join("#r")
+    other = connect("other", target=server)
+    other.join("#r")
+    web.send("PRIVMSG #r :" + "x" * 10000)
+    lines = web.expect_closed()
+    assert lines[-1].startswith("ERROR :Input buffer exceeded"), lines
+    other.expect(rf"^:big!u@{HOST} QUIT :Input buffer exceeded$")
+
+
+def test_plain_http_is_told_what_the_port_is(ws_server):
+    server = ws_server()
+    assert server.websocket_address is not None
+    with socket.create_connection(server.websocket_address, timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert b"IRC over WebSocket" in answer
+
+
+def test_ping_and_close_frames(ws_server, ws_clients, connect):
+    server = ws_server()
+    web = dial(server, ws_clients)
+    web.register("pinger")
+    web.join("#r")
+    other = connect("other", target=server)
+    other.join("#r")
+    web.send_frame(Ping(payload=b"are you there"))
+    web.sync()
+    assert Pong(payload=b"are you there") in web.others
+    web.send_frame(CloseConnection(code=1000, reason="tab closed"))
+    web.expect_closed()
+    assert any(isinstance(e, CloseConnection) for e in web.others)
+    other.expect(rf"^:pinger!u@{HOST} QUIT :")
+
+
+def test_the_server_closes_with_error_then_a_close_frame(ws_server, ws_clients):
+    server = ws_server()
+    web = dial(server, ws_clients)
+    web.register("leaver")
+    web.send("QUIT :bye")
+    lines = web.expect_closed()
+    assert lines[-1].startswith("ERROR :"), lines
+    (close,) = [e for e in web.others if isinstance(e, CloseConnection)]
+    assert close.code == 1000
+
+
+def test_a_page_that_stops_reading_is_cut_off_at_sendq(ws_server, ws_clients, connect):
+    server = ws_server(config=make_config(sendq_bytes=4096))
+    stalled = dial(server, ws_clients, receive_buffer=2048)
+    stalled.register("stalled")
+    stalled.join("#big")
+    talker = connect("talker", target=server)
+    talker.join("#big")
+    talker.send(b"".join(b"PRIVMSG #big :" + b"x" * 400 + b"\r\n" for _ in range(400)))
+    talker.expect(rf"^:stalled!u@{HOST} QUIT :SendQ exceeded$", timeout=TIMEOUT * 2)
+    talker.sync()  # the talker was never held up
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[TlsConfig, ssl.SSLContext]:
+    directory = tmp_path_factory.mktemp("wss")
+    ca = trustme.CA()
+    issued = ca.issue_cert(HOST)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    key.write_bytes(issued.private_key_pem.bytes())
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return TlsConfig(cert=str(cert), key=str(key), port=0), context
+
+
+def test_wss_with_the_tls_certificate(ws_server, ws_clients, certificate, connect):
+    tls, context = certificate
+    server = ws_server(config=dataclasses.replace(make_config(), tls=tls), tls=True)
+    web = dial(server, ws_clients, context=context)
+    assert web.accepted
+    web.register("secure")
+    irc = connect("classic", target=server)
+    irc.send("PRIVMSG secure :over wss")
+    web.expect(rf"^:classic!u@{HOST} PRIVMSG secure :over wss$")
+    wait_for(lambda: "secure" in server.world.users)
+    assert server.world.users["secure"].conn.transport.kind == "wss"  # type: ignore[attr-defined]
+
+
+def test_names_the_server(ws_server, ws_clients):
+    web = dial(ws_server(), ws_clients)
+    web.register("named")
+    web.send("PING x")
+    web.expect(rf"PONG {SERVER} :?x$")
