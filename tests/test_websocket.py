@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import trustme
-from helpers import HOST, SERVER, TIMEOUT, Client, make_config, wait_for
+from helpers import COMMANDS, HOST, SERVER, TIMEOUT, Client, make_config, wait_for
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -295,3 +295,19 @@ def test_names_the_server(ws_server, ws_clients):
     web.register("named")
     web.send("PING x")
     web.expect(rf"PONG {SERVER} :?x$")
+
+
+def test_origins_reload_for_new_connections(ws_clients):
+    config = dataclasses.replace(make_config(), websocket=WebSocketConfig(port=0))
+    later = dataclasses.replace(
+        config, websocket=WebSocketConfig(port=0, origins=("https://chat.example",))
+    )
+    server = Server(config, COMMANDS, reread=lambda: later)
+    server.start()
+    try:
+        page = (("Origin", "https://chat.example"),)
+        assert isinstance(dial(server, ws_clients, headers=page).handshake, RejectConnection)
+        assert server.reload().applied == ("websocket.origins",)
+        assert dial(server, ws_clients, headers=page).accepted
+    finally:
+        server.shutdown(timeout=2.0)
