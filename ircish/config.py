@@ -644,6 +644,19 @@ def changed_settings(old: object, new: object, path: str = "") -> list[str]:
     return [] if old == new else [path]
 
 
+def check_again(config: object, source: str, path: str = "") -> None:
+    """Run every section's cross-checks again (a reload puts restart-only values back into
+    the file's config, which must still hold together). ConfigError if one fails."""
+    if not dataclasses.is_dataclass(config):
+        return
+    cross_checks = getattr(config, "_cross_checks", None)
+    if cross_checks is not None:
+        for relative, problem in cross_checks():
+            raise ConfigError(source, _join(path, relative), problem)
+    for spec in dataclasses.fields(config):
+        check_again(getattr(config, spec.name), source, _join(path, spec.name))
+
+
 def describe_setting(value: object) -> str:
     """A setting's value as one would write it in the file: `6667`, `irc.example`, `null`,
     `{listen: '127.0.0.1:9108'}`."""

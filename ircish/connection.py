@@ -268,6 +268,8 @@ class Connection:
         """The transport's handshake chose the framing and named the client's address (a
         WebSocket behind a proxy: X-Forwarded-For). Reader thread, before any line."""
         self.session.set_frame(frame)
+        if host != self.address[0]:
+            log.info("%s: upgraded; the client is %s (X-Forwarded-For)", self, host)
         self.user.host = irc_host(host)
 
     def has_cap(self, name: str) -> bool:
@@ -320,7 +322,10 @@ class Connection:
 
         Safe from any thread and under any world/room lock: it only queues.
         """
-        line = b"" if error is None else self.session.encode(Message("ERROR", [error]))
+        speaking = self.transport.speaking  # not before a WebSocket's upgrade: HTTP still
+        line = (
+            b"" if error is None or not speaking else self.session.encode(Message("ERROR", [error]))
+        )
         line += self.transport.farewell() if flush else b""
         with self._lock:
             if self.quit_reason is None:

@@ -38,6 +38,7 @@ from ircish.config import (
     Config,
     ConfigError,
     changed_settings,
+    check_again,
     describe_setting,
     setting,
     with_setting,
@@ -682,6 +683,11 @@ class Server:
             kept.append("history.max_lines")  # turning history on or off
         for path in kept:
             new = with_setting(new, path, setting(old, path))
+        try:
+            check_again(new, self.config_source)
+        except ConfigError as exc:
+            kept_text = ", ".join(kept)
+            return Reload(error=f"{exc} (with what needs a restart kept as it is: {kept_text})")
         applied = changed_settings(old, new)
         # What can fail comes first, before anything changes. The TLS files are read again
         # even at the same paths: a renewed certificate must not need a restart.
@@ -757,6 +763,8 @@ class Server:
             nick = conn.user.nick or "*"
             if removed:
                 conn.send(Message("CAP", [nick, "DEL", " ".join(removed)], self.name))
+                # "Servers MUST cancel any capability-specific behavior" (cap-notify).
+                session.set_caps(session.caps - set(removed))
             if added:
                 conn.send(Message("CAP", [nick, "NEW", " ".join(added)], self.name))
 

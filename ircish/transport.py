@@ -57,6 +57,11 @@ class Transport(Protocol):
         """Bytes to send after the last line before closing (a WebSocket close frame)."""
         ...
 
+    @property
+    def speaking(self) -> bool:
+        """Whether IRC lines may be sent now (not before a WebSocket's upgrade)."""
+        ...
+
     def receive(self) -> list[bytes]:
         """Block until whole lines arrive (without their line endings); [] at the end of the
         stream. Raises InputOverflow, or OSError for the connection."""
@@ -115,6 +120,8 @@ class StreamTransport:
 
     def farewell(self) -> bytes:
         return b""
+
+    speaking = True
 
     def receive(self) -> list[bytes]:
         while True:

@@ -2,21 +2,21 @@
 `Connection`, like TLS, so the reader thread, the sender pool, limits, flood control and
 both session kinds work unchanged.
 
-The HTTP upgrade and the frames a client sends are read with wsproto (sans-I/O, on h11), in
-the connection's reader thread: `receive` feeds it what the socket gave and hands up one
-IRC line per WebSocket message. What the server sends is framed by `frame_text` or
-`frame_binary`, two plain functions (a server's frames are not masked): an event's frame is
-then made once per wire format and shared by every receiver (ircish/events.py), where a
-wsproto connection object would frame it once per receiver, under a lock of its own. The
-replies wsproto makes itself (the 101, a pong, the close handshake) go through the
-connection's outbox (`bind`), in order with everything else; the transport never writes
-from the reader thread.
-
-The subprotocols are `binary.ircv3.net` and `text.ircv3.net`, in the client's order of
-preference; a client that names neither gets text frames. An `Origin` must be on the
-allow-list (same-origin pages and clients that send no Origin are always let in), and
-`X-Forwarded-For` is believed only from the configured proxies. A message longer than the
-read buffer is InputOverflow, as a line without a newline is on TCP.
+The HTTP upgrade is read with h11 and the frames a client sends with wsproto (both sans-I/O),
+in the connection's reader thread: `receive` feeds them what the socket gave and hands up
+one IRC line per WebSocket message. (wsproto's own server handshake would drop frames sent
+right behind the request; h11 keeps them for wsproto.) What the server sends is framed by
+`frame_text` or `frame_binary`, two plain functions (a server's frames are not masked): an
+event's frame is then made once per wire format and shared by every receiver
+(ircish/events.py), where a wsproto connection object would frame it once per receiver,
+under a lock of its own. The replies the transport makes itself (the 101, a pong, the close
+handshake) go through the connection's outbox (`bind`), in order with everything else; the
+transport never writes from the reader thread. The subprotocols are `binary.ircv3.net` and
+`text.ircv3.net`, in the client's order of preference; a client that names neither gets text
+frames. An `Origin` must be on the allow-list (clients that send none, and pages served from
+the very address or localhost port they connect to, are let in), and `X-Forwarded-For` is
+believed only from the configured proxies. A message longer than the read buffer is
+InputOverflow, as a line without a newline is on TCP.
 """
 
 from __future__ import annotations
@@ -29,18 +29,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
-from wsproto.utilities import RemoteProtocolError
+import h11
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.utilities import RemoteProtocolError, generate_accept_token
 
 from ircish.transport import RECV_BYTES, InputOverflow
 
@@ -102,13 +95,21 @@ class Proxies:
         if forwarded is None or peer not in self:
             return peer
         for hop in reversed([part.strip() for part in forwarded.split(",")]):
-            try:
-                ipaddress.ip_address(hop)
-            except ValueError:
+            if "%" in hop or not _is_address(hop):  # a scope id may carry any text
                 return peer  # garbage in the chain: believe only what we saw
+            ip = ipaddress.ip_address(hop)
             if hop not in self:
-                return hop
+                mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+                return str(mapped or ip)
         return peer
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Origins:
@@ -127,8 +128,14 @@ class Origins:
         origin = origin.rstrip("/").lower()
         if origin in self._allowed:
             return True
-        # The same origin: its host and port are the ones the request was sent to.
-        return host is not None and urlsplit(origin).netloc == host.lower()
+        # The same origin (the page came from the host and port the request was sent to),
+        # taken on trust only where that host is an address or localhost: a DNS name in
+        # both headers proves nothing, since a rebinding attacker's page has that too.
+        netloc = urlsplit(origin).netloc
+        if host is None or netloc != host.lower():
+            return False
+        name = urlsplit(f"//{netloc}").hostname or ""
+        return name == "localhost" or _is_address(name)
 
 
 class WebSocketTransport:
@@ -155,9 +162,13 @@ class WebSocketTransport:
         #: Until the upgrade is done: text frames (what a client that names no
         #: subprotocol gets); the handshake may choose binary.
         self.frame: Framer | None = frame_text
-        self._ws = WSConnection(ConnectionType.SERVER)
-        self._open = False
+        #: The HTTP request, read with h11 until the upgrade; then the frames, with
+        #: wsproto (given whatever came after the request in the same read).
+        self._http: h11.Connection | None = h11.Connection(h11.SERVER)
+        self._ws: WsConnection | None = None
         self._ended = False
+        #: The client's close frame, answered once the lines before it are handled.
+        self._close: CloseConnection | None = None
         self._message: list[bytes] = []
         self._message_size = 0
         self._lines: list[bytes] = []
@@ -170,6 +181,12 @@ class WebSocketTransport:
     @property
     def certfp(self) -> str | None:
         return getattr(self._stream, "certfp", None)
+
+    @property
+    def speaking(self) -> bool:
+        """Whether IRC lines may be sent: only once the upgrade is done (before it, the
+        client reads HTTP), and not after the close handshake."""
+        return self._ws is not None and not self._ended
 
     def fileno(self) -> int:
         return self._fd
@@ -184,92 +201,157 @@ class WebSocketTransport:
 
     def receive(self) -> list[bytes]:
         while not self._lines:
+            if self._close is not None and not self._ended:
+                # Every line before the close was handled (their replies are queued):
+                # now the close handshake's answer, and the end.
+                assert self._ws is not None
+                self._send_raw(self._ws.send(self._close.response()))
+                self._ended = True
             if self._ended:
                 return []
             data = self._stream.recv(RECV_BYTES)
             if not data:
                 return []
             self.received += len(data)
-            try:
-                self._ws.receive_data(data)
-                self._take_events()
-            except RemoteProtocolError as exc:
-                self._refuse_http(exc)
+            if self._ws is None:
+                self._handshake(data)
+            else:
+                self._frames(data)
         lines, self._lines = self._lines, []
         return lines
 
-    def _take_events(self) -> None:
-        for event in self._ws.events():
-            if isinstance(event, Request):
-                self._upgrade(event)
-            elif isinstance(event, (TextMessage, BytesMessage)):
-                data = event.data.encode("utf-8") if isinstance(event, TextMessage) else event.data
-                self._message_size += len(data)
-                if self._message_size > self._max_buffer:
-                    raise InputOverflow
-                self._message.append(data)
-                if event.message_finished:
-                    whole = b"".join(self._message)
-                    self._message, self._message_size = [], 0
-                    self._lines += [
-                        line[:-1] if line.endswith(b"\r") else line
-                        for line in whole.split(b"\n")
-                        if line not in (b"", b"\r")
-                    ] or [b""]
-            elif isinstance(event, Ping):
-                self._send_raw(self._ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                self._send_raw(self._ws.send(event.response()))
-                self._ended = True
+    # -- the upgrade -----------------------------------------------------------------
 
-    def _upgrade(self, request: Request) -> None:
-        headers = {name.lower(): value.decode("latin-1") for name, value in request.extra_headers}
-        origin = headers.get(b"origin")
-        if not self._origins.allow(origin, request.host):
-            log.info("websocket from %s refused: origin %r not allowed", self._peer, origin)
-            self._reject(403, "This origin may not open a WebSocket to this server\n")
+    def _handshake(self, data: bytes) -> None:
+        http = self._http
+        assert http is not None
+        try:
+            http.receive_data(data)
+            event = http.next_event()
+        except h11.RemoteProtocolError as exc:
+            self._http_answer(exc.error_status_hint, f"Bad request: {exc}\n")
             return
-        chosen = next((p for p in request.subprotocols if p in SUBPROTOCOLS), None)
+        if event is h11.NEED_DATA:
+            return
+        if not isinstance(event, h11.Request):
+            self._http_answer(400, "Bad request\n")
+            return
+        headers: dict[bytes, bytes] = {}
+        for name, value in event.headers:
+            # A header given twice (X-Forwarded-For by two proxies) is one list (RFC 9110).
+            headers[name] = headers[name] + b", " + value if name in headers else value
+        problem = _upgrade_problem(event.method, headers)
+        if problem is not None:
+            status, text, extra = problem
+            self._http_answer(status, text, extra)
+            return
+        origin = _text(headers.get(b"origin"))
+        if not self._origins.allow(origin, _text(headers.get(b"host"))):
+            log.info("websocket from %s refused: origin %r not allowed", self._peer, origin)
+            self._http_answer(403, "This origin may not open a WebSocket to this server\n")
+            return
+        offered = [
+            name.strip()
+            for name in (_text(headers.get(b"sec-websocket-protocol")) or "").split(",")
+        ]
+        chosen = next((name for name in offered if name in SUBPROTOCOLS), None)
+        response = [
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Accept", generate_accept_token(headers[b"sec-websocket-key"])),
+        ]
+        if chosen is not None:
+            response.append((b"Sec-WebSocket-Protocol", chosen.encode()))
+        self._send_raw(
+            http.send(
+                h11.InformationalResponse(
+                    status_code=101, headers=response, reason=b"Switching Protocols"
+                )
+            )
+        )
         self.frame = frame_binary if chosen == BINARY_PROTOCOL else frame_text
-        host = self._proxies.client_of(self._peer, headers.get(b"x-forwarded-for"))
-        self._send_raw(self._ws.send(AcceptConnection(subprotocol=chosen)))
-        self._open = True
+        host = self._proxies.client_of(self._peer, _text(headers.get(b"x-forwarded-for")))
+        # Frames the client sent right behind its request are not lost (wsproto's own
+        # server handshake would drop them).
+        trailing = http.trailing_data[0]
+        self._http = None
+        self._ws = WsConnection(ConnectionType.SERVER)
         self._opened(self.frame, host)
+        if trailing:
+            self._frames(trailing)
 
-    def _reject(self, status: int, text: str) -> None:
+    def _http_answer(
+        self, status: int, text: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        """A plain HTTP answer (a refusal), then the end of the connection."""
         body = text.encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8")]
-        headers.append((b"content-length", str(len(body)).encode()))
-        self._send_raw(self._ws.send(RejectConnection(status, headers, has_body=True)))
-        self._send_raw(self._ws.send(RejectData(body)))
+        head = [
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Content-Length", str(len(body)).encode()),
+            (b"Connection", b"close"),
+            *extra,
+        ]
+        reason = HTTP_REASONS.get(status, b"Error")
+        self._send_raw(
+            f"HTTP/1.1 {status} ".encode()
+            + reason
+            + b"\r\n"
+            + b"".join(name + b": " + value + b"\r\n" for name, value in head)
+            + b"\r\n"
+            + body
+        )
         self._ended = True
 
-    def _refuse_http(self, exc: RemoteProtocolError) -> None:
-        """A request that is not a WebSocket upgrade (or a broken frame after it)."""
-        if self._open:
+    # -- frames ----------------------------------------------------------------------
+
+    def _frames(self, data: bytes) -> None:
+        ws = self._ws
+        assert ws is not None
+        try:
+            ws.receive_data(data)
+            for event in ws.events():
+                if self._close is not None:
+                    break  # nothing after a close frame counts
+                self._take(event)
+        except (RemoteProtocolError, UnicodeError) as exc:
             log.info("websocket from %s: protocol error: %s", self._peer, exc)
             self._ended = True
-            return
-        body = (
-            b"This port speaks IRC over WebSocket (ws://, subprotocol text.ircv3.net or "
-            b"binary.ircv3.net).\n"
-        )
-        head = (
-            "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: close\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self._send_raw(head + body)
-        self._ended = True
+
+    def _take(self, event: object) -> None:
+        if isinstance(event, (TextMessage, BytesMessage)):
+            data = event.data.encode("utf-8") if isinstance(event, TextMessage) else event.data
+            # Each piece counts at least FRAGMENT_COST: empty continuation frames must not
+            # grow the list for free.
+            self._message_size += max(len(data), FRAGMENT_COST)
+            if self._message_size > self._max_buffer:
+                raise InputOverflow
+            self._message.append(data)
+            if event.message_finished:
+                whole = b"".join(self._message)
+                self._message, self._message_size = [], 0
+                # One line per message (the spec); a client that puts several in one is
+                # read as if it had sent them one by one, as on TCP.
+                self._lines += [
+                    line[:-1] if line.endswith(b"\r") else line
+                    for line in whole.split(b"\n")
+                    if line not in (b"", b"\r")
+                ] or [b""]
+        elif isinstance(event, Ping):
+            assert self._ws is not None
+            self._send_raw(self._ws.send(event.response()))
+            # Answered, and charged like an empty line: a ping flood is flooding.
+            self._lines.append(b"")
+        elif isinstance(event, CloseConnection):
+            self._close = event
 
     def farewell(self) -> bytes:
         """The close frame (1000, normal) to send after the last line: made here, not by
         wsproto, since any thread may close a connection and wsproto's state belongs to
         the reader thread. Nothing before the upgrade, or once the close handshake ran."""
-        return CLOSE_FRAME if self._open and not self._ended else b""
+        return CLOSE_FRAME if self.speaking and self._close is None else b""
 
     def wait_readable(self, timeout: float) -> bool:
-        if not self._open:
+        if self._ws is None:
             return True  # the upgrade first: nothing may be sent before its 101
         if self._lines:
             return True
@@ -291,6 +373,43 @@ class WebSocketTransport:
 
     def close(self) -> None:
         self._stream.close()
+
+
+#: The reason phrases of the statuses this port answers with.
+HTTP_REASONS = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    405: b"Method Not Allowed",
+    426: b"Upgrade Required",
+    431: b"Request Header Fields Too Large",
+}
+#: What an empty piece of a fragmented message costs against the read buffer.
+FRAGMENT_COST = 16
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def _upgrade_problem(
+    method: bytes, headers: dict[bytes, bytes]
+) -> tuple[int, str, tuple[tuple[bytes, bytes], ...]] | None:
+    """Why a request is not a WebSocket upgrade we take: (status, text, extra headers)."""
+    what = (
+        "This port speaks IRC over WebSocket (ws://, subprotocol text.ircv3.net or "
+        "binary.ircv3.net).\n"
+    )
+    if method != b"GET":
+        return 405, what, ((b"Allow", b"GET"),)
+    upgrade = headers.get(b"upgrade", b"").lower()
+    connection = [token.strip() for token in headers.get(b"connection", b"").lower().split(b",")]
+    if upgrade != b"websocket" or b"upgrade" not in connection:
+        return 426, what, ((b"Upgrade", b"websocket"),)
+    if headers.get(b"sec-websocket-version") != b"13":
+        return 426, "Only WebSocket version 13\n", ((b"Sec-WebSocket-Version", b"13"),)
+    if not headers.get(b"sec-websocket-key"):
+        return 400, "No Sec-WebSocket-Key\n", ()
+    return None
 
 
 def _nowhere(data: bytes) -> None:

@@ -672,27 +672,28 @@ class Room:
         self.history = history
         self._window_size = min(history.window, history.max_lines)
 
-    def follow_config(self, topic: str, server_name: str, made: bool) -> bool:
+    def follow_config_locked(
+        self, topic: str, server_name: str, made: bool
+    ) -> tuple[list[tuple[Event, tuple[StoredLine, ...]]], RoomState] | None:
         """After a reload that names this room in the config: permanent from now on (a
         MODE +P from the server when it was not), and the config's topic if nobody set
-        another (a TOPIC from the server). Its state is kept. False if nothing changed."""
-        with self.lock:
-            relayed = []
-            if not self.persistent:
-                self.flags.add(modes.PERMANENT)
-                relayed += self.relay_modes_locked(
-                    [modes.Change(True, modes.PERMANENT)], server_name, None
-                )
-            if not made and self.topic_setter in ("", "server") and topic != self.topic:
-                self.follow_config_topic_locked(topic)
-                event = Event(Message("TOPIC", [self.name, topic], server_name), (self.name,))
-                self.broadcast_locked(event)
-                relayed.append((event, self.keep_locked(event)))
-            if not relayed and not made:
-                return False
-            state = self.state_locked()
-        self._record_all(relayed, state)
-        return True
+        another (a TOPIC from the server). What to record once the locks are released
+        (`_record_all`): the events and the state to keep; None if nothing changed."""
+        assert held(self.lock)
+        relayed = []
+        if not self.persistent:
+            self.flags.add(modes.PERMANENT)
+            relayed += self.relay_modes_locked(
+                [modes.Change(True, modes.PERMANENT)], server_name, None
+            )
+        if not made and self.topic_setter in ("", "server") and topic != self.topic:
+            self.follow_config_topic_locked(topic)
+            event = Event(Message("TOPIC", [self.name, topic], server_name), (self.name,))
+            self.broadcast_locked(event)
+            relayed.append((event, self.keep_locked(event)))
+        if not relayed and not made:
+            return None
+        return relayed, self.state_locked()
 
     def follow_config_topic_locked(self, topic: str) -> None:
         """A config room whose topic nobody changed takes the config's (at start)."""
@@ -1463,13 +1464,18 @@ class World:
         it. The names of the rooms that changed."""
         changed = []
         for name, topic in rooms:
+            # World.lock, then the room's: the room cannot end (its last member leave, and
+            # the table drop it) between being found and being made permanent.
             with self.lock:
                 folded = casefold(name)
                 room = self.rooms.get(folded)
                 made = room is None
                 if room is None:
                     room = self.rooms[folded] = self._new_room(name, topic, persistent=True)
-            if room.follow_config(topic, self.server_name, made):
+                with room.lock:
+                    followed = room.follow_config_locked(topic, self.server_name, made)
+            if followed is not None:
+                room._record_all(*followed)
                 changed.append(room.name)
         return changed
 

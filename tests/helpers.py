@@ -451,6 +451,8 @@ class MemoryTransport:
     def farewell(self) -> bytes:
         return b""
 
+    speaking = True
+
     def receive(self) -> list[bytes]:
         raise AssertionError("a Harness has no reader thread")
 

@@ -271,8 +271,8 @@ def test_the_store_writer_figures_are_there_with_a_store(metered, dial, tmp_path
     samples = scrape(server)
     # The JOIN and the five lines are history lines (draft/event-playback keeps joins).
     assert value(samples, "ircish_history_written_total") >= 5
-    assert value(samples, "ircish_history_queue") == 0
-    assert value(samples, "ircish_history_lag_seconds") == 0
+    assert samples[("ircish_history_queue", ())] == 0
+    assert samples[("ircish_history_lag_seconds", ())] == 0
 
 
 def test_metrics_off_binds_nothing(start_server):

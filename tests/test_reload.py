@@ -141,6 +141,9 @@ def test_caps_that_come_or_go_are_announced(reloadable, clients):
     item.change(accounts=dataclasses.replace(accounts, registration="closed"))
     item.server.reload()
     modern.expect(r"^:test\.server CAP modern DEL :draft/account-registration$")
+    modern.send("CAP LIST")  # cancelled, not just announced (cap-notify's MUST)
+    listed = modern.expect(r" CAP modern LIST :")
+    assert "draft/account-registration" not in listed.string
     item.change(accounts=dataclasses.replace(accounts, register_before_connect=False))
     item.server.reload()
     # Back, with its new value: offered again, and new to this client.
@@ -199,6 +202,17 @@ def test_history_retention_reloads_and_reads_follow_it(reloadable, clients):
     lines = alice.collect_until(r"BATCH -")
     said = [line for line in lines if "PRIVMSG #h" in line]
     assert [line.rsplit(":", 1)[1] for line in said] == [f"line {i}" for i in range(15, 20)]
+
+
+def test_kept_settings_must_still_agree_with_the_new_ones(reloadable):
+    """window needs a restart; a file that raises it and replay_on_join past the old one
+    would leave replay_on_join > window in force: refused whole."""
+    item = reloadable(oper_config())
+    item.change(history=HistoryConfig(window=500, replay_on_join=300))
+    outcome = item.server.reload()
+    assert outcome.error is not None
+    assert "history.replay_on_join: must be at most window (200), got 300" in outcome.error
+    assert item.server.config.history == HistoryConfig()
 
 
 def test_turning_history_on_or_off_needs_a_restart(reloadable):

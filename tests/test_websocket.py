@@ -41,6 +41,7 @@ class WsClient(Client):
         headers: tuple[tuple[str, str], ...] = (),
         context: ssl.SSLContext | None = None,
         receive_buffer: int | None = None,
+        host: str | None = None,
     ) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer is not None:
@@ -55,8 +56,10 @@ class WsClient(Client):
         #: Events other than messages (pongs, the close), in order.
         self.others: list[object] = []
         self.opcodes: set[type] = set()
+        #: What came, in order: "message", or the event's type name.
+        self.sequence: list[str] = []
         request = Request(
-            host=f"{address[0]}:{address[1]}",
+            host=host or f"{address[0]}:{address[1]}",
             target="/",
             subprotocols=list(subprotocols),
             extra_headers=[(name.encode(), value.encode()) for name, value in headers],
@@ -85,12 +88,14 @@ class WsClient(Client):
                 self.rejection_body += event.data
                 self._rejection_done = event.body_finished
             elif isinstance(event, (TextMessage, BytesMessage)):
+                self.sequence.append("message")
                 self.opcodes.add(type(event))
                 data = event.data.encode() if isinstance(event, TextMessage) else event.data
                 out += data + (b"\r\n" if event.message_finished else b"")
             elif isinstance(event, Ping):
                 self.sock.sendall(self.ws.send(event.response()))
             else:
+                self.sequence.append(type(event).__name__)
                 self.others.append(event)
         return out
 
@@ -311,3 +316,125 @@ def test_origins_reload_for_new_connections(ws_clients):
         assert dial(server, ws_clients, headers=page).accepted
     finally:
         server.shutdown(timeout=2.0)
+
+
+def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client's frame (masked, as RFC 6455 requires), made by hand."""
+    mask = b"\x01\x02\x03\x04"
+    assert len(payload) < 126
+    body = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + mask + body
+
+
+UPGRADE = (
+    "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Protocol: text.ircv3.net\r\n\r\n"
+)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def test_frames_sent_right_behind_the_request_are_read(ws_server):
+    server = ws_server()
+    assert server.websocket_address is not None
+    host, port = server.websocket_address
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        sock.sendall(
+            UPGRADE.format(host=f"{host}:{port}").encode()
+            + masked(0x1, b"NICK eager")
+            + masked(0x1, b"USER u 0 * :u")
+            + masked(0x1, b"QUIT :done")
+        )
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b" 001 eager :" in answer and b"ERROR :Closing Link" in answer
+
+
+def test_a_close_frame_comes_after_the_answers_to_the_lines_before_it(ws_server, ws_clients):
+    server = ws_server()
+    web = dial(server, ws_clients)
+    web.sock.sendall(
+        web.ws.send(TextMessage(data="NICK closer"))
+        + web.ws.send(TextMessage(data="USER u 0 * :u"))
+        + web.ws.send(CloseConnection(code=1000))
+    )
+    lines = web.expect_closed()
+    assert any(" 001 closer " in line for line in lines), lines
+    assert web.sequence[-1] == "CloseConnection"
+    assert web.sequence.count("CloseConnection") == 1
+
+
+def test_nothing_framed_goes_to_a_client_that_never_finished_its_request(ws_server):
+    server = ws_server(config=make_config(registration_timeout=0.5))
+    assert server.websocket_address is not None
+    with socket.create_connection(server.websocket_address, timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        assert read_all(sock) == b""  # closed at the timeout, with no ERROR frame
+
+
+def test_an_odd_host_header_is_no_crash(ws_server, caplog):
+    server = ws_server()
+    assert server.websocket_address is not None
+    with socket.create_connection(server.websocket_address, timeout=TIMEOUT) as sock:
+        sock.sendall(UPGRADE.format(host="xn--zz--").encode() + masked(0x8, b"\x03\xe8"))
+        assert read_all(sock).startswith(b"HTTP/1.1 101 ")
+    with socket.create_connection(server.websocket_address, timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\nUpgrade: websocket\r\n\r\n")
+        assert read_all(sock).startswith(b"HTTP/1.1 4")
+    with socket.create_connection(server.websocket_address, timeout=TIMEOUT) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert read_all(sock).startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_x_forwarded_for_is_an_address_or_nothing(ws_server, ws_clients):
+    server = ws_server(proxies=("127.0.0.1",))
+    odd = dial(server, ws_clients, headers=(("X-Forwarded-For", "fe80::1%x PRIVMSG #r :spoof"),))
+    odd.register("odd")
+    odd.send("WHOIS odd")
+    odd.expect(rf" 311 odd odd u {HOST} ")
+    mapped = dial(server, ws_clients, headers=(("X-Forwarded-For", "::ffff:10.1.2.3"),))
+    mapped.register("mapped")
+    mapped.send("WHOIS mapped")
+    mapped.expect(r" 311 mapped mapped u 10\.1\.2\.3 ")
+
+
+def test_same_origin_only_for_an_address_or_localhost(ws_server, ws_clients):
+    """A DNS name in both Origin and Host proves nothing: a rebinding attacker's page has
+    it too. An address or localhost cannot be rebound."""
+    server = ws_server()
+    assert server.websocket_address is not None
+    host, port = server.websocket_address
+    rebinding = (("Origin", f"http://attacker.example:{port}"),)
+    refused = WsClient((host, port), headers=rebinding, host=f"attacker.example:{port}")
+    ws_clients.append(refused)
+    assert isinstance(refused.handshake, RejectConnection)
+    local = (("Origin", f"http://localhost:{port}"),)
+    allowed = WsClient((host, port), headers=local, host=f"localhost:{port}")
+    ws_clients.append(allowed)
+    assert allowed.accepted
+
+
+def test_empty_fragments_cost_something(ws_server, ws_clients):
+    server = ws_server(config=make_config(read_buffer_bytes=1024))
+    web = dial(server, ws_clients)
+    web.register("fragile")
+    for _ in range(100):  # 100 empty pieces of one message: 1600 > 1024
+        web.sock.sendall(web.ws.send(TextMessage(data="", message_finished=False)))
+    lines = web.expect_closed()
+    assert lines[-1].startswith("ERROR :Input buffer exceeded"), lines
+
+
+def test_a_ping_flood_is_a_flood(ws_server, ws_clients):
+    config = make_config(flood_burst=2, flood_rate=2.0, flood_disconnect_seconds=1.0)
+    web = dial(ws_server(config=config), ws_clients)
+    web.register("pinger")
+    web.sock.sendall(b"".join(web.ws.send(Ping(payload=b"x")) for _ in range(60)))
+    lines = web.expect_closed(timeout=10)
+    assert lines[-1] == "ERROR :Excess Flood"
