@@ -524,6 +524,7 @@ class Config:
             for key, taken in (
                 ("server.port", self.server.port),
                 ("tls.port", self.tls and self.tls.port),
+                ("websocket.port", self.websocket and self.websocket.port),
             ):
                 if port != 0 and port == taken:
                     yield ("metrics.listen", f"its port must differ from {key} (both are {port})")

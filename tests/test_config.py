@@ -297,6 +297,22 @@ def test_parse_config_accepts_none_and_dicts() -> None:
             "server: {port: 7000}\nmetrics: {listen: '127.0.0.1:7000'}\n",
             "metrics.listen: its port must differ from server.port (both are 7000)",
         ),
+        (
+            "websocket: {port: 8097}\nmetrics: {listen: '127.0.0.1:8097'}\n",
+            "metrics.listen: its port must differ from websocket.port (both are 8097)",
+        ),
+        (
+            "websocket: {tls: true}\n",
+            "websocket.tls: needs the tls: section (its certificate and key)",
+        ),
+        (
+            "websocket: {origins: [chat.example]}\n",
+            "websocket.origins[0]: expected an origin such as https://chat.example, or *, got 'chat.example'",
+        ),
+        (
+            "websocket: {proxies: [nginx]}\n",
+            "websocket.proxies[0]: expected an IP address or network such as 10.0.0.0/8, got 'nginx'",
+        ),
         ("log_level: DEBUG\n", "log_level: moved to log.level (write `log: {level: DEBUG}`)"),
         ("log: {format: xml}\n", "log.format: must be one of text, json, got 'xml'"),
         ("log: {file: ''}\n", "log.file: must not be empty (null logs to stderr)"),
