@@ -307,11 +307,13 @@ def test_parse_config_accepts_none_and_dicts() -> None:
         ),
         (
             "websocket: {origins: [chat.example]}\n",
-            "websocket.origins[0]: expected an origin such as https://chat.example, or *, got 'chat.example'",
+            "websocket.origins[0]: expected an origin such as https://chat.example, or *, "
+            "got 'chat.example'",
         ),
         (
             "websocket: {proxies: [nginx]}\n",
-            "websocket.proxies[0]: expected an IP address or network such as 10.0.0.0/8, got 'nginx'",
+            "websocket.proxies[0]: expected an IP address or network such as 10.0.0.0/8, "
+            "got 'nginx'",
         ),
         ("log_level: DEBUG\n", "log_level: moved to log.level (write `log: {level: DEBUG}`)"),
         ("log: {format: xml}\n", "log.format: must be one of text, json, got 'xml'"),
