@@ -175,6 +175,7 @@ class Connection:
         on_finish: Callable[[Connection, str], None],
         greeting: Message | None = None,
         on_closed: Callable[[Connection], None] | None = None,
+        on_address: Callable[[Connection, str], str | None] | None = None,
     ) -> None:
         self.transport = transport
         self._greeting = greeting
@@ -185,6 +186,12 @@ class Connection:
         self._on_finish = on_finish
         #: Called once the descriptor is closed: nothing more is read or written.
         self._on_closed = on_closed
+        #: Told the client's address when the transport learns it (a proxy's
+        #: X-Forwarded-For); returns a refusal (too many from there) or None.
+        self._on_address = on_address
+        #: The address this connection counts against (max_clients_per_ip), under the
+        #: server's connections_lock; None: not counted.
+        self.counted_ip: str | None = None
         self._sendq_bytes = limits.sendq_bytes
         self.user = User(self, address[0])
         #: What this connection did, for metrics (ircish/metrics.py: who writes what).
@@ -271,6 +278,10 @@ class Connection:
         if host != self.address[0]:
             log.info("%s: upgraded; the client is %s (X-Forwarded-For)", self, host)
         self.user.host = irc_host(host)
+        refusal = None if self._on_address is None else self._on_address(self, host)
+        if refusal is not None:
+            log.info("refusing %s behind %s: %s", host, self.address[0], refusal)
+            self.close(refusal, refusal)
 
     def has_cap(self, name: str) -> bool:
         return name in self.session.caps

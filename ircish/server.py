@@ -45,7 +45,7 @@ from ircish.config import (
 )
 from ircish.connection import Connection, SenderPool
 from ircish.dispatch import Dispatcher
-from ircish.locks import new_lock
+from ircish.locks import held, new_lock
 from ircish.logs import LogSetup
 from ircish.metrics import MetricsEndpoint, Tally, disconnect_reason, registry_for
 from ircish.protocol import Message, casefold
@@ -171,7 +171,8 @@ class Server:
         self.connections: set[Connection] = set()
         #: Live connections per source address (max_clients_per_ip), under connections_lock.
         self._per_ip: dict[str, int] = {}
-        self.connections_lock = threading.Condition(new_lock("Server.connections_lock"))
+        self._connections_mutex = new_lock("Server.connections_lock")
+        self.connections_lock = threading.Condition(self._connections_mutex)
         self.address: tuple[str, int] = (config.server.host, config.server.port)
         #: Where the TLS listener is, once started (None without a `tls:` section).
         self.tls_address: tuple[str, int] | None = None
@@ -496,6 +497,7 @@ class Server:
             on_finish=self.remove_connection,
             greeting=self._greeting,
             on_closed=self._retire,
+            on_address=self._readdress,
         )
         ip = address[0]
         per_ip = limits.max_clients_per_ip
@@ -511,6 +513,7 @@ class Server:
                 refusal = why = None
                 self.connections.add(conn)
                 self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+                conn.counted_ip = ip
                 self._accepted[kind] = self._accepted.get(kind, 0) + 1
             if why is not None:
                 self._refused[why] = self._refused.get(why, 0) + 1
@@ -553,21 +556,46 @@ class Server:
             if conn.user.nick is not None:
                 self.world.remove_user(conn.user, reason)
         finally:
-            ip = conn.address[0]
             with self.connections_lock:
                 if conn in self.connections:
                     self.connections.discard(conn)
-                    left = self._per_ip[ip] - 1
-                    if left:
-                        self._per_ip[ip] = left
-                    else:
-                        del self._per_ip[ip]
+                    self._uncount_locked(conn.counted_ip)
                     # Still counted live until its descriptor closes (`_retire`).
                     self._departing.add(conn)
                     why = disconnect_reason(reason)
                     self._disconnects[why] = self._disconnects.get(why, 0) + 1
                 self.connections_lock.notify_all()
             log.info("%s left: %s", conn, reason)
+
+    def _uncount_locked(self, ip: str | None) -> None:
+        """One connection fewer from `ip` (max_clients_per_ip). Caller holds
+        connections_lock."""
+        assert held(self._connections_mutex)
+        if ip is None:
+            return
+        left = self._per_ip[ip] - 1
+        if left:
+            self._per_ip[ip] = left
+        else:
+            del self._per_ip[ip]
+
+    def _readdress(self, conn: Connection, host: str) -> str | None:
+        """A WebSocket behind one of our proxies named its client (X-Forwarded-For): the
+        connection counts against that address's max_clients_per_ip from now on, not the
+        proxy's. The refusal to send if that address has too many already, else None."""
+        if host == conn.address[0]:
+            return None
+        per_ip = self.config.limits.max_clients_per_ip
+        with self.connections_lock:
+            if conn not in self.connections:
+                return None
+            if per_ip and self._per_ip.get(host, 0) >= per_ip:
+                self._refused["per_ip"] = self._refused.get("per_ip", 0) + 1
+                return f"Too many connections from your address (at most {per_ip})"
+            self._uncount_locked(conn.counted_ip)
+            self._per_ip[host] = self._per_ip.get(host, 0) + 1
+            conn.counted_ip = host
+        return None
 
     def _retire(self, conn: Connection) -> None:
         """A connection's descriptor closed: nothing more will be counted for it, so its

@@ -74,7 +74,9 @@ class WsClient(Client):
             if not data:
                 break
             self.ws.receive_data(data)
-            self._take()
+            # Lines may come in the same read as the 101 (a refusal right after it).
+            early = self._take()
+            self.lines += [line.decode() for line in early.split(b"\r\n") if line]
 
     _rejection_done = False
 
@@ -438,3 +440,23 @@ def test_a_ping_flood_is_a_flood(ws_server, ws_clients):
     web.sock.sendall(b"".join(web.ws.send(Ping(payload=b"x")) for _ in range(60)))
     lines = web.expect_closed(timeout=10)
     assert lines[-1] == "ERROR :Excess Flood"
+
+
+def test_clients_behind_a_proxy_count_by_their_own_address(ws_server, ws_clients):
+    """The proxy itself is never held to max_clients_per_ip (everyone behind it shares its
+    address), but each forwarded address is."""
+    server = ws_server(config=make_config(max_clients_per_ip=2), proxies=("127.0.0.1",))
+    first, second, third = (
+        dial(server, ws_clients, headers=(("X-Forwarded-For", "10.0.0.5"),)) for _ in range(3)
+    )
+    first.register("first")
+    second.register("second")
+    lines = third.expect_closed()
+    assert lines[-1] == "ERROR :Too many connections from your address (at most 2)"
+    for n in range(3):  # others behind the same proxy are not held up by 10.0.0.5
+        dial(server, ws_clients, headers=(("X-Forwarded-For", f"10.0.1.{n}"),)).register(f"o{n}")
+    first.send("QUIT")
+    first.expect_closed()
+    wait_for(lambda: server.world.find_user("first") is None)
+    again = dial(server, ws_clients, headers=(("X-Forwarded-For", "10.0.0.5"),))
+    again.register("again")  # the count was given back
