@@ -84,25 +84,13 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-class StreamTransport:
-    """IRC lines over a byte stream: a TCP socket, or a `TlsTransport` over one. Lines end in
-    LF (a CR before it is dropped); more than `max_buffer` bytes without one is InputOverflow.
-    A half line left when the stream ends is dropped: it was never sent."""
+class OverStream:
+    """What a transport over a byte stream (a TCP socket, or a `TlsTransport` over one) does
+    the same whatever it carries: StreamTransport (lines) and WebSocketTransport share it."""
 
-    frame = None
-
-    def __init__(
-        self, stream: socket.socket | TlsTransport, max_buffer: int, kind: str = "tcp"
-    ) -> None:
+    def __init__(self, stream: socket.socket | TlsTransport) -> None:
         self._stream = stream
         self._fd = stream.fileno()
-        self._max_buffer = max_buffer
-        self._buffer = b""
-        self.kind = kind
-        self.received = 0
-
-    def __repr__(self) -> str:
-        return f"<StreamTransport {self.kind} fd={self._fd}>"
 
     @property
     def certfp(self) -> str | None:
@@ -112,6 +100,46 @@ class StreamTransport:
 
     def fileno(self) -> int:
         return self._fd
+
+    def _stream_readable(self, timeout: float) -> bool:
+        wait = getattr(self._stream, "wait_readable", None)
+        if wait is not None:  # TLS: after the handshake, and bytes already decrypted count
+            return bool(wait(timeout))
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+
+    def send(self, data: bytes | memoryview) -> int:
+        return self._stream.send(data, socket.MSG_DONTWAIT)
+
+    def shutdown_read(self) -> None:
+        try:
+            self._stream.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass  # already gone
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class StreamTransport(OverStream):
+    """IRC lines over a byte stream: a TCP socket, or a `TlsTransport` over one. Lines end in
+    LF (a CR before it is dropped); more than `max_buffer` bytes without one is InputOverflow.
+    A half line left when the stream ends is dropped: it was never sent."""
+
+    frame = None
+
+    def __init__(
+        self, stream: socket.socket | TlsTransport, max_buffer: int, kind: str = "tcp"
+    ) -> None:
+        super().__init__(stream)
+        self._max_buffer = max_buffer
+        self._buffer = b""
+        self.kind = kind
+        self.received = 0
+
+    def __repr__(self) -> str:
+        return f"<StreamTransport {self.kind} fd={self._fd}>"
 
     def bind(
         self, send_raw: Callable[[bytes], None], opened: Callable[[Framer | None, str], None]
@@ -140,23 +168,4 @@ class StreamTransport:
             return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
     def wait_readable(self, timeout: float) -> bool:
-        if self._buffer:
-            return True
-        wait = getattr(self._stream, "wait_readable", None)
-        if wait is not None:  # TLS: after the handshake, and bytes already decrypted count
-            return bool(wait(timeout))
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-
-    def send(self, data: bytes | memoryview) -> int:
-        return self._stream.send(data, socket.MSG_DONTWAIT)
-
-    def shutdown_read(self) -> None:
-        try:
-            self._stream.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass  # already gone
-
-    def close(self) -> None:
-        self._stream.close()
+        return bool(self._buffer) or self._stream_readable(timeout)

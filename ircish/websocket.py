@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import select
 import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import RemoteProtocolError, generate_accept_token
 
-from ircish.transport import RECV_BYTES, InputOverflow
+from ircish.transport import RECV_BYTES, InputOverflow, OverStream
 
 if TYPE_CHECKING:
     from ircish.events import Framer
@@ -138,7 +137,7 @@ class Origins:
         return name == "localhost" or _is_address(name)
 
 
-class WebSocketTransport:
+class WebSocketTransport(OverStream):
     """IRC lines over WebSocket messages, on a TCP socket or a `TlsTransport` (wss)."""
 
     def __init__(
@@ -151,8 +150,7 @@ class WebSocketTransport:
         peer: str,
         kind: str = "ws",
     ) -> None:
-        self._stream = stream
-        self._fd = stream.fileno()
+        super().__init__(stream)
         self._max_buffer = max_buffer
         self._origins = origins
         self._proxies = proxies
@@ -179,17 +177,10 @@ class WebSocketTransport:
         return f"<WebSocketTransport {self.kind} fd={self._fd}>"
 
     @property
-    def certfp(self) -> str | None:
-        return getattr(self._stream, "certfp", None)
-
-    @property
     def speaking(self) -> bool:
         """Whether IRC lines may be sent: only once the upgrade is done (before it, the
         client reads HTTP), and not after the close handshake."""
         return self._ws is not None and not self._ended
-
-    def fileno(self) -> int:
-        return self._fd
 
     def bind(
         self, send_raw: Callable[[bytes], None], opened: Callable[[Framer | None, str], None]
@@ -353,26 +344,7 @@ class WebSocketTransport:
     def wait_readable(self, timeout: float) -> bool:
         if self._ws is None:
             return True  # the upgrade first: nothing may be sent before its 101
-        if self._lines:
-            return True
-        wait = getattr(self._stream, "wait_readable", None)
-        if wait is not None:
-            return bool(wait(timeout))
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-
-    def send(self, data: bytes | memoryview) -> int:
-        return self._stream.send(data, socket.MSG_DONTWAIT)
-
-    def shutdown_read(self) -> None:
-        try:
-            self._stream.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._stream.close()
+        return bool(self._lines) or self._stream_readable(timeout)
 
 
 #: The reason phrases of the statuses this port answers with.
