@@ -68,6 +68,7 @@ RELAYS = [
     (command, where) for command in ("PRIVMSG", "NOTICE", "TAGMSG") for where in ("room", "private")
 ]
 REFUSALS = ["full", "per_ip"]
+CONNECTION_STATES = ("registering", "registered", "closing")
 LOGIN_REFUSALS = ["invalid", "throttled"]
 RELOAD_RESULTS = ["applied", "failed"]
 
@@ -155,7 +156,11 @@ class ServerCollector:
         server = self._server
         figures = server.figures()
         by_transport: dict[str, Tally] = {}
-        states: dict[tuple[str, str], int] = {}
+        # Every state of every transport that has had a connection reads 0 rather than
+        # vanishing when none is in it.
+        states: dict[tuple[str, str], int] = {
+            (kind, state): 0 for kind in figures.accepted for state in CONNECTION_STATES
+        }
         for conn in figures.departing + figures.live:
             kind = conn.transport.kind
             tally = by_transport.get(kind)

@@ -138,6 +138,8 @@ def test_figures_match_what_the_clients_did(metered, dial):
     wait_for(lambda: value(scrape(server), "ircish_users") == 2)
     samples = scrape(server)
     assert value(samples, "ircish_disconnects_total", reason="quit") == 1
+    # A state with nobody in it reads 0; it does not vanish.
+    assert samples[("ircish_connections", (("state", "closing"), ("transport", "tcp")))] == 0
     assert value(samples, "ircish_received_bytes_total", transport="tcp") == CountingClient.sent
     assert value(samples, "ircish_messages_total", command="NOTICE", target="room") == 3
     assert value(samples, "ircish_connections", transport="tcp", state="registered") == 2
