@@ -416,6 +416,11 @@ class HistoryConfig:
         return self.max_lines > 0
 
     @property
+    def window_lines(self) -> int:
+        """Lines a room's window keeps: `window`, but never more than `max_lines`."""
+        return min(self.window, self.max_lines)
+
+    @property
     def max_age_seconds(self) -> int | None:
         return None if self.max_age is None else duration_seconds(self.max_age)
 

@@ -62,10 +62,9 @@ class Dispatcher:
     def dispatch(self, session: SenderSession, msg: Message) -> None:
         """Check `msg` against the command table and run its handler; send the replies."""
         if self.timed:
+            name = msg.command if msg.command in self.commands else UNKNOWN_COMMAND
             started = time.perf_counter()
             self._dispatch(session, msg)
-            spec = self.commands.get(msg.command)
-            name = UNKNOWN_COMMAND if spec is None else msg.command
             session.user.conn.tally.time_command(name, time.perf_counter() - started)
         else:
             self._dispatch(session, msg)

@@ -27,6 +27,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -188,6 +189,8 @@ class Server:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._greeting = self._greeting_for(config)
+        #: The WebSocket listener's origin and proxy rules, made once per config.
+        self._ws_rules = _websocket_rules(config)
         # Metrics (ircish/metrics.py). Under connections_lock: the tallies of connections
         # that ended, and the accept and disconnect counts. Only the reloader thread
         # counts reloads.
@@ -196,10 +199,10 @@ class Server:
         #: yet: their sender may still write their last lines, so their tallies are
         #: read live until `_retire` adds them to `_retired`.
         self._departing: set[Connection] = set()
-        self._accepted: dict[str, int] = {}
-        self._refused: dict[str, int] = {}
-        self._disconnects: dict[str, int] = {}
-        self._reloads: dict[str, int] = {}
+        self._accepted: Counter[str] = Counter()
+        self._refused: Counter[str] = Counter()
+        self._disconnects: Counter[str] = Counter()
+        self._reloads: Counter[str] = Counter()
         self.metrics: MetricsEndpoint | None = None
         #: Reload requests (REHASH, SIGHUP), each with what to do with the outcome; the
         #: reloader thread takes them one at a time. None stops it.
@@ -475,14 +478,15 @@ class Server:
                 not_tls_reply=self._not_tls_reply if kind == "tls" else b"",
             )
         transport: Transport
-        websocket = self.config.websocket
-        if kind in ("ws", "wss") and websocket is not None:
+        rules = self._ws_rules if kind in ("ws", "wss") else None
+        if rules is not None:
             # The upgrade, too, happens in the reader thread (ircish/websocket.py).
+            origins, proxies = rules
             transport = WebSocketTransport(
                 stream,
                 limits.read_buffer_bytes,
-                origins=Origins(websocket.origins),
-                proxies=Proxies(websocket.proxies),
+                origins=origins,
+                proxies=proxies,
                 peer=address[0],
                 kind=kind,
             )
@@ -501,7 +505,7 @@ class Server:
         )
         ip = address[0]
         per_ip = limits.max_clients_per_ip
-        if websocket is not None and kind in ("ws", "wss") and ip in Proxies(websocket.proxies):
+        if rules is not None and ip in rules[1]:
             per_ip = 0  # everyone behind a reverse proxy comes from its address
         with self.connections_lock:
             if len(self.connections) >= limits.max_clients:
@@ -514,9 +518,9 @@ class Server:
                 self.connections.add(conn)
                 self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
                 conn.counted_ip = ip
-                self._accepted[kind] = self._accepted.get(kind, 0) + 1
+                self._accepted[kind] += 1
             if why is not None:
-                self._refused[why] = self._refused.get(why, 0) + 1
+                self._refused[why] += 1
         if refusal is not None:
             # Refused before any thread exists for it: one line, then closed. A TLS
             # peer could not read a plain line, and the handshake needs a thread: it
@@ -563,7 +567,7 @@ class Server:
                     # Still counted live until its descriptor closes (`_retire`).
                     self._departing.add(conn)
                     why = disconnect_reason(reason)
-                    self._disconnects[why] = self._disconnects.get(why, 0) + 1
+                    self._disconnects[why] += 1
                 self.connections_lock.notify_all()
             log.info("%s left: %s", conn, reason)
 
@@ -590,7 +594,7 @@ class Server:
             if conn not in self.connections:
                 return None
             if per_ip and self._per_ip.get(host, 0) >= per_ip:
-                self._refused["per_ip"] = self._refused.get("per_ip", 0) + 1
+                self._refused["per_ip"] += 1
                 return f"Too many connections from your address (at most {per_ip})"
             self._uncount_locked(conn.counted_ip)
             self._per_ip[host] = self._per_ip.get(host, 0) + 1
@@ -691,7 +695,7 @@ class Server:
                 log.error("cannot reopen the log file: %s", exc.strerror or exc)
         outcome = self._reload()
         result = "failed" if outcome.error is not None else "applied"
-        self._reloads[result] = self._reloads.get(result, 0) + 1
+        self._reloads[result] += 1
         lines = outcome.lines()
         log.log(logging.ERROR if outcome.error is not None else logging.INFO, "%s", lines[0])
         for line in lines[1:]:  # settings that need a restart: the file and the server differ
@@ -754,6 +758,7 @@ class Server:
         self.dispatcher.config = new
         self._tls_context = tls_context
         self._greeting = self._greeting_for(new)
+        self._ws_rules = _websocket_rules(new)
         if new.history != old.history:
             self.world.set_history(new.history)
             if self.writer is not None:
@@ -795,6 +800,12 @@ class Server:
                 session.set_caps(session.caps - set(removed))
             if added:
                 conn.send(Message("CAP", [nick, "NEW", " ".join(added)], self.name))
+
+
+def _websocket_rules(config: Config) -> tuple[Origins, Proxies] | None:
+    """The `websocket:` section's origins and proxies, parsed (None: no such section)."""
+    websocket = config.websocket
+    return None if websocket is None else (Origins(websocket.origins), Proxies(websocket.proxies))
 
 
 def _nothing(outcome: Reload) -> None:

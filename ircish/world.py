@@ -412,7 +412,7 @@ class Room:
         #: `_window_size` lines, and any older ones the store has not written yet, so that
         #: the window and the store together never miss a line (`_trim_locked`).
         self.window: list[StoredLine] | None = [] if history.enabled else None
-        self._window_size = min(history.window, history.max_lines)
+        self._window_size = history.window_lines
         self.window_complete = True
         self.seq = 0
         self.epoch = time.time_ns() if epoch is None else epoch
@@ -670,7 +670,7 @@ class Room:
     def set_history_locked(self, history: HistoryConfig) -> None:
         assert held(self.lock)
         self.history = history
-        self._window_size = min(history.window, history.max_lines)
+        self._window_size = history.window_lines
 
     def follow_config_locked(
         self, topic: str, server_name: str, made: bool

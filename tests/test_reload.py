@@ -75,6 +75,16 @@ def user(clients: list[Client], server: Server, nick: str) -> Client:
     return client
 
 
+def newcomer_reads_motd(address: tuple[str, int], clients: list[Client], motd: str) -> Client:
+    """A client that connects now is shown `motd` (the config in force, for newcomers)."""
+    newcomer = Client(address)
+    clients.append(newcomer)
+    newcomer.register("newcomer")
+    newcomer.send("MOTD")
+    newcomer.expect(rf" 372 newcomer :- {re.escape(motd)}$")
+    return newcomer
+
+
 def test_rehash_applies_what_it_can_and_names_what_needs_a_restart(reloadable, clients):
     item = reloadable(oper_config())
     root = operator(clients, item.server)
@@ -93,9 +103,7 @@ def test_rehash_applies_what_it_can_and_names_what_needs_a_restart(reloadable, c
     assert (config.server.name, config.server.port) == (old.server.name, old.server.port)
     # The one who asked is still there, and a newcomer reads the new MOTD.
     root.sync()
-    newcomer = user(clients, item.server, "newcomer")
-    newcomer.send("MOTD")
-    newcomer.expect(r" 372 newcomer :- Fresh news$")
+    newcomer_reads_motd(item.server.address, clients, "Fresh news")
 
 
 def test_rehash_is_for_server_operators(reloadable, clients):
@@ -296,11 +304,7 @@ def test_sighup_reloads_motd_and_flood_and_drops_nobody(server_process, tmp_path
         "limits.flood_disconnect_seconds, log.level"
     ) in said
     assert "server.name needs a restart to change; still irc.ircish.local" in said
-    newcomer = Client(server.address)
-    clients.append(newcomer)
-    newcomer.register("newcomer")
-    newcomer.send("MOTD")
-    newcomer.expect(r" 372 newcomer :- Fresh news$")
+    newcomer = newcomer_reads_motd(server.address, clients, "Fresh news")
     newcomer.send(b"".join(b"PRIVMSG nobody :x%d\r\n" % i for i in range(40)))
     assert newcomer.expect_closed(timeout=10)[-1] == "ERROR :Excess Flood"
     veteran.send(b"".join(b"PRIVMSG nobody :x%d\r\n" % i for i in range(40)))
@@ -326,11 +330,7 @@ def test_sighup_with_a_broken_file_changes_nothing(server_process, tmp_path, cli
     line = refused_reload(server, log, "server: {motd: [oops\n")
     assert "not valid YAML" in line and str(server.config_path) in line
     assert [r["level"] for r in log_records(log) if r["message"] == line] == ["ERROR"]
-    client = Client(server.address)
-    clients.append(client)
-    client.register("alice")
-    client.send("MOTD")
-    client.expect(r" 372 alice :- Old news$")
+    newcomer_reads_motd(server.address, clients, "Old news")
     assert server.stop() == 0
 
 
@@ -523,11 +523,7 @@ def test_an_empty_file_is_not_a_reload_to_every_default(server_process, tmp_path
     log = tmp_path / "ircish.log"
     server = server_process(FIRST.format(log=log))
     assert "the file is empty" in refused_reload(server, log, "# nothing here yet\n")
-    client = Client(server.address)
-    clients.append(client)
-    client.register("alice")
-    client.send("MOTD")
-    client.expect(r" 372 alice :- Old news$")
+    newcomer_reads_motd(server.address, clients, "Old news")
     assert server.stop() == 0
 
 
