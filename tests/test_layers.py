@@ -143,3 +143,17 @@ def test_the_check_sees_what_it_must():
     assert "ircish.dispatch" in edges["ircish.connection"]  # under TYPE_CHECKING
     assert "ircish.protocol" in edges["ircish.world"]  # from ircish import protocol as p
     assert layer_of("ircish.world") > layer_of("ircish.commands") > layer_of("ircish.session")
+
+
+def test_a_connection_keeps_few_enough_attributes(server, connect):
+    """Past MAX_ATTRIBUTES each Connection gets a dict of its own (CPython 3.11): more
+    memory per client and slower stores on the fan-out path (ircish/connection.py)."""
+    from ircish.connection import MAX_ATTRIBUTES
+
+    client = connect("alice")
+    client.join("#r")
+    client.send("PRIVMSG #r :hi")
+    client.sync()
+    (conn,) = list(server.connections)
+    conn.close("checked")  # what closing sets is counted too
+    assert len(vars(conn)) <= MAX_ATTRIBUTES, sorted(vars(conn))
