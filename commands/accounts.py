@@ -17,6 +17,7 @@ from ircish import protocol as p
 from ircish.accounts import (
     MAX_CERTFPS,
     SERVICES,
+    Throttled,
     new_credentials,
     nickserv_notice,
     normalize_fingerprint,
@@ -89,15 +90,15 @@ def check_password(ctx: Context, name: str, password: str) -> AccountState:
     """The account, if `password` is its password; Refused if not, or if this address or
     account has failed too often in the last minute (then nothing is checked)."""
     accounts = ctx.world.accounts
-    address = ctx.user.host
-    wait = accounts.limiter.charge(address, name)  # counted now, refunded if right
-    if wait > 0:
-        raise refused_login(ctx, name, wait)
-    state = accounts.check_password(name, password)
-    if state is None:
-        raise refused_login(ctx, name)
-    accounts.limiter.succeeded(address, state.name)
-    return state
+    try:
+        with accounts.limiter.attempt(ctx.user.host, name) as attempt:
+            state = accounts.check_password(name, password)
+            if state is None:
+                raise refused_login(ctx, name)
+            attempt.succeeded(state.name)
+            return state
+    except Throttled as too_many:
+        raise refused_login(ctx, name, too_many.wait) from None
 
 
 def refused_login(
@@ -333,18 +334,19 @@ def step(ctx: Context, exchange: Exchange, payload: bytes) -> None:
         send_payload(ctx, challenge)
     elif exchange.proven is None:
         name = exchange.scram.username or ""
-        wait = accounts.limiter.charge(ctx.user.host, name)  # refunded if the proof holds
-        if wait > 0:
-            raise refused_login(ctx, name, wait)
         try:
-            verifier = exchange.scram.final(payload)
-        except sasl.SaslError:
-            # The same words as PLAIN's: a wrong password and an unknown account alike.
-            raise refused_login(ctx, name) from None
-        state = accounts.get(name)
-        if state is None:  # dropped during the exchange
-            raise refused_login(ctx, name)
-        accounts.limiter.succeeded(ctx.user.host, state.name)
+            with accounts.limiter.attempt(ctx.user.host, name) as attempt:
+                try:
+                    verifier = exchange.scram.final(payload)
+                except sasl.SaslError:
+                    # The same words as PLAIN's: a wrong password and an unknown account.
+                    raise refused_login(ctx, name) from None
+                state = accounts.get(name)
+                if state is None:  # dropped during the exchange
+                    raise refused_login(ctx, name)
+                attempt.succeeded(state.name)
+        except Throttled as too_many:
+            raise refused_login(ctx, name, too_many.wait) from None
         exchange.proven = state
         send_payload(ctx, verifier)
     else:

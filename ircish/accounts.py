@@ -19,15 +19,17 @@ password hashing (the scrypt semaphore) happens with neither held.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
 import logging
 import re
 import secrets
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import scramp
@@ -236,23 +238,50 @@ KNOWN_ADDRESSES = 8
 MAX_REMEMBERED = 10_000
 #: The longest account name a key holds (longer names are no account anyway).
 _KEY_CHARS = 64
+#: How long a login waits for the logins under way from its address to end, when they
+#: alone fill the budget (each is a password check: tens of milliseconds).
+QUEUE_WAIT = 10.0
+
+
+class Throttled(Exception):
+    """Too many failed logins lately: `wait` seconds until one more may be tried."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(throttled(wait))
+        self.wait = wait
+
+
+@dataclasses.dataclass
+class Attempt:
+    """A login under way (`LoginLimiter.attempt`); `succeeded` when its check held."""
+
+    account: str | None = None
+
+    def succeeded(self, account: str) -> None:
+        self.account = account
 
 
 class LoginLimiter:
     """Failed logins per address and per account in the last minute: past the budget (an
     account's is ACCOUNT_BUDGET_FACTOR addresses'), a login is refused before any password
-    is checked, for as long as it takes the oldest failure to age out. An attempt is
-    charged before its password is checked and refunded if it was right (`charge`,
-    `succeeded`), so parallel connections cannot each get a guess past the budget. An
+    is checked, for as long as it takes the oldest failure to age out. A login whose
+    password is being checked counts against the budget too (`attempt`), so parallel
+    connections cannot each get a guess past it; one that finds the budget taken by such
+    logins waits (up to QUEUE_WAIT) for them to end instead of being refused, so right
+    passwords in parallel from one address (a bouncer, a NAT, a bench) all get in. An
     address an account logged in from before is not held to the account's budget. Each
-    call is a few dict operations under `LoginLimiter._lock`, taken alone."""
+    call is a few dict operations under `LoginLimiter._lock`, taken alone; waiting is on a
+    Condition of that lock."""
 
     def __init__(self, per_minute: int, clock: object = time.monotonic) -> None:
         self.per_minute = per_minute
         self._budget = {"address": per_minute, "account": per_minute * ACCOUNT_BUDGET_FACTOR}
         self._clock = clock
         self._lock = new_lock("LoginLimiter._lock")
+        self._settled = threading.Condition(self._lock)
         self._failures: dict[str, deque[float]] = {}
+        #: Keys -> logins under way (their password being checked).
+        self._checking: dict[str, int] = {}
         #: Casefolded account -> addresses it logged in from lately, newest last.
         self._known: dict[str, deque[str]] = {}
         #: Refused logins since the start, by reason ("invalid", "throttled"): metrics.
@@ -284,10 +313,45 @@ class LoginLimiter:
             keys = self._keys_locked(address, account)
             return max((self._wait_locked(key, now) for key in keys), default=0.0)
 
+    @contextlib.contextmanager
+    def attempt(self, address: str, account: str | None) -> Iterator[Attempt]:
+        """Around a password check: raises Throttled if `address` (or `account`) has
+        failed too often, after waiting for the logins under way if only they fill the
+        budget. The attempt counts as a failure when the block ends, unless
+        `Attempt.succeeded` was called (the address is then known to the account)."""
+        attempt = Attempt()
+        deadline = self._clock() + QUEUE_WAIT  # type: ignore[operator]
+        with self._lock:
+            while True:
+                keys = self._keys_locked(address, account)  # (a login may make it known)
+                now = self._clock()  # type: ignore[operator]
+                wait = max((self._wait_locked(key, now) for key in keys), default=0.0)
+                if wait > 0:
+                    raise Throttled(wait)
+                if all(self._room_locked(key, now) for key in keys):
+                    break
+                if now >= deadline:
+                    raise Throttled(QUEUE_WAIT)
+                self._settled.wait(deadline - now)
+            for key in keys:
+                self._checking[key] = self._checking.get(key, 0) + 1
+        try:
+            yield attempt
+        finally:
+            with self._lock:
+                for key in keys:
+                    left = self._checking.pop(key) - 1
+                    if left:
+                        self._checking[key] = left
+                if attempt.account is None:
+                    self._count_locked(keys, self._clock())  # type: ignore[operator]
+                else:
+                    self._know_locked(attempt.account, address)
+                self._settled.notify_all()
+
     def charge(self, address: str, account: str | None) -> float:
-        """Before a password is checked: 0 if it may be (the attempt now counts as a
-        failure until `succeeded` takes it back), else the seconds to wait (nothing is
-        counted then)."""
+        """Counts one event now (a registration, a password change) if the budget has
+        room: 0, else the seconds to wait (nothing is counted then)."""
         now = self._clock()  # type: ignore[operator]
         with self._lock:
             keys = self._keys_locked(address, account)
@@ -296,23 +360,18 @@ class LoginLimiter:
                 self._count_locked(keys, now)
             return wait
 
-    def succeeded(self, address: str, account: str) -> None:
-        """The charged attempt was right: it no longer counts, and the address is known."""
-        with self._lock:
-            for key in self._keys_locked(address, account):
-                times = self._failures.get(key)
-                if times:
-                    times.pop()
-            known = self._known.pop(self._account(account), None)
-            known = known or deque(maxlen=KNOWN_ADDRESSES)
-            if address in known:
-                known.remove(address)
-            known.append(address)
-            self._known[self._account(account)] = known
-            self._forget_oldest_locked()
+    def _know_locked(self, account: str, address: str) -> None:
+        assert held(self._lock)
+        known = self._known.pop(self._account(account), None)
+        known = known or deque(maxlen=KNOWN_ADDRESSES)
+        if address in known:
+            known.remove(address)
+        known.append(address)
+        self._known[self._account(account)] = known
+        self._forget_oldest_locked()
 
     def failed(self, address: str, account: str | None) -> None:
-        """A failure that was not charged first (a certificate no account has)."""
+        """A failure with no password to check (a certificate no account has)."""
         now = self._clock()  # type: ignore[operator]
         with self._lock:
             self._count_locked(self._keys_locked(address, account), now)
@@ -333,11 +392,19 @@ class LoginLimiter:
                 del table[next(iter(table))]  # type: ignore[attr-defined]
 
     def _wait_locked(self, key: str, now: float) -> float:
+        """Seconds until the failures under `key` leave room for one more (0: now)."""
         assert held(self._lock)
         times = self._failures.get(key)
         if times is None or len(times) < times.maxlen:  # type: ignore[operator]
             return 0.0
         return max(0.0, times[0] + FAILURE_WINDOW - now)
+
+    def _room_locked(self, key: str, now: float) -> bool:
+        """Whether one more login may be checked under `key`: its recent failures and
+        the logins under way stay within the budget."""
+        assert held(self._lock)
+        recent = sum(1 for t in self._failures.get(key, ()) if t + FAILURE_WINDOW > now)
+        return recent + self._checking.get(key, 0) < self._budget[key.partition(" ")[0]]
 
     def _keys_locked(self, address: str, account: str | None) -> list[str]:
         assert held(self._lock)

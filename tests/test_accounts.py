@@ -11,6 +11,7 @@ import dataclasses
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +21,10 @@ import scramp
 import trustme
 from helpers import HOST, TIMEOUT, Client, make_config, wait_for
 
+from ircish import accounts as accounts_module
 from ircish import passwords
 from ircish import protocol as p
-from ircish.accounts import CHANGES_PER_MINUTE, Accounts, LoginLimiter
+from ircish.accounts import CHANGES_PER_MINUTE, Accounts, LoginLimiter, Throttled
 from ircish.config import AccountsConfig, StoreConfig, TlsConfig
 from ircish.protocol import parse
 from ircish.sasl import CHUNK, Assembler, SaslError, encode_response
@@ -658,9 +660,7 @@ def test_a_login_that_a_drop_overtakes_is_refused(server, clients) -> None:
     heir.expect(r"NOTICE alice :  logged in now as: alice$")
 
 
-def test_parallel_guesses_are_charged_before_their_password_is_checked(
-    start_server, clients
-) -> None:
+def test_parallel_guesses_count_while_their_password_is_checked(start_server, clients) -> None:
     server = start_server(accounts=AccountsConfig(failed_logins_per_minute=3))
     registered(server, clients, "alice")
     guessers = []
@@ -671,17 +671,64 @@ def test_parallel_guesses_are_charged_before_their_password_is_checked(
     with scrypt_busy():
         for guesser in guessers:
             guesser.send("PRIVMSG NickServ :IDENTIFY alice wrong password")
-        # Three are charged and wait for a password check; the others are refused at
-        # once, while no password has been checked yet.
-        refused: list[Client] = []
-        deadline = time.monotonic() + TIMEOUT
-        while len(refused) < 3 and time.monotonic() < deadline:
-            refused += [g for g in guessers if g not in refused and told_too_many(g, 0.02)]
-        refused += [g for g in guessers if g not in refused and told_too_many(g, 0.2)]
-        assert len(refused) == 3
-    for guesser in guessers:
-        if guesser not in refused:
-            guesser.expect(r"Invalid account name or password")
+        # Three are being checked; the other three wait for them, not for a slot of
+        # their own: none is answered while no password has been checked.
+        assert not any("NickServ" in line for g in guessers for line in g.quiet(0.1))
+    answers = [g.expect(r"Invalid account name|Too many failed logins").group(0) for g in guessers]
+    assert sorted(answers) == ["Invalid account name"] * 3 + ["Too many failed logins"] * 3
+    assert server.world.accounts.limiter.refusals() == {"invalid": 3, "throttled": 3}
+
+
+def test_right_passwords_in_parallel_from_one_address_all_get_in(start_server, clients) -> None:
+    # More logins at once than the failure budget (a bouncer, a NAT): while their
+    # passwords are checked they fill the budget, and the rest wait instead of being
+    # refused.
+    server = start_server(accounts=AccountsConfig(failed_logins_per_minute=2))
+    registered(server, clients, "alice").close()
+    users = []
+    for index in range(8):
+        user = open_client(server, clients)
+        user.register(f"u{index}")
+        users.append(user)
+    with scrypt_busy():
+        for user in users:
+            user.send(f"PRIVMSG NickServ :IDENTIFY alice {PASSWORD}")
+    for index, user in enumerate(users):
+        user.expect(rf" 900 u{index} ")
+    assert server.world.accounts.limiter.refusals() == {}
+
+
+def test_a_login_waiting_for_others_is_refused_once_they_fail() -> None:
+    limiter = LoginLimiter(1)
+    outcome: list[str] = []
+
+    def second() -> None:
+        try:
+            with limiter.attempt("1.2.3.4", "alice"):
+                outcome.append("checked")
+        except Throttled as refusal:
+            outcome.append(f"throttled {refusal.wait:.0f}")
+
+    with limiter.attempt("1.2.3.4", "alice"):  # under way: the budget of 1 is taken
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.1)
+        assert outcome == []  # it waits
+    waiter.join(TIMEOUT)
+    assert outcome == ["throttled 60"]  # the first failed: no room for a second guess
+
+
+def test_a_login_waits_at_most_queue_wait(monkeypatch) -> None:
+    monkeypatch.setattr(accounts_module, "QUEUE_WAIT", 0.2)
+    limiter = LoginLimiter(1)
+    with limiter.attempt("1.2.3.4", None) as first:
+        started = time.monotonic()
+        with pytest.raises(Throttled), limiter.attempt("1.2.3.4", None):
+            pass
+        assert 0.2 <= time.monotonic() - started < TIMEOUT
+        first.succeeded("alice")
+    with limiter.attempt("1.2.3.4", None):  # the first one succeeded: nothing counts
+        pass
 
 
 def told_too_many(guesser: Client, wait: float) -> bool:
