@@ -44,6 +44,9 @@ MAX_LABEL_BYTES = 64
 #: Session kinds: an IRC client, or a person typing (nc, telnet).
 IRC = "irc"
 TEXT = "text"
+#: The command an IRC client sends a line with as a person typed it, to have it read here
+#: as a text session's line is (`_typed`).
+TYPED = "TYPED"
 
 
 @dataclass(slots=True)
@@ -167,7 +170,8 @@ class Session:
             note = f"line with {tag_bytes} bytes of tags refused"
             return self._charge(Inbound(refusal=refusal, note=note), DEFAULT_COST)
         too_long = len(raw) - tag_bytes + 2 > self._max_line_bytes
-        if too_long and self.kind == IRC:
+        # A TYPED line is read as a text session's: long text is cut, not refused.
+        if too_long and self.kind == IRC and not raw[tag_bytes:].startswith(b"TYPED "):
             return self._charge(self._too_long(len(raw) - tag_bytes + 2), DEFAULT_COST)
         try:
             line = raw.decode("utf-8")
@@ -193,10 +197,12 @@ class Session:
                 first = Message("NICK", [self.user.nick])
                 rest = (inbound.message, *inbound.then) if inbound.message else inbound.then
                 inbound.message, inbound.then = first, rest
-        elif too_long:
-            inbound = self._too_long(len(raw) + 2)
         else:
             inbound = self._to_message(line)
+            if inbound.message is not None and inbound.message.command == TYPED:
+                inbound = self._fit_text(self._typed(inbound.message), len(raw) + 2)
+            elif too_long:
+                inbound = self._too_long(len(raw) + 2)
         if self.flood is None:
             return inbound
         # Refused lines cost too: flooding junk is flooding.
@@ -358,6 +364,32 @@ class Session:
                 refusal=self._fail("PRIVMSG", "NO_ROOM", "You are in no room: /join #room")
             )
         return Inbound(Message("PRIVMSG", [room or "*", line]))
+
+    def _typed(self, msg: Message) -> Inbound:
+        """`TYPED <#room|nick|*> :<line>`: a line as a person typed it in an IRC client
+        that keeps no slash table of its own (the web client), read as a text session's
+        line is: a slash command through the one table (ircish/slash.py), else text for
+        the conversation named (`*`: none), cut between words where one line would not
+        hold it. A usage error is `FAIL TYPED USAGE` with the same hint as everywhere;
+        `label` (labeled-response) carries through either way."""
+        label = msg.tags.get("label")
+        if len(msg.params) != 2 or not msg.params[1].strip():
+            text = "usage: TYPED <#room|nick|*> :<text or /command>"
+            return Inbound(refusal=self._fail(TYPED, "USAGE", text), label=label)
+        target, line = msg.params
+        target = None if target == "*" else target
+        try:
+            if line.startswith("/"):
+                meant = slash.translate(line, target)
+            elif target is None:
+                raise slash.SlashError("no conversation to send to; /join a room first")
+            else:
+                meant = Message("PRIVMSG", [target, line])
+        except (slash.SlashError, ProtocolError) as exc:
+            return Inbound(refusal=self._fail(TYPED, "USAGE", str(exc)), label=label)
+        if label is not None:
+            meant = Message(meant.command, meant.params, tags={"label": label})
+        return Inbound(meant)
 
     def _switch(self, line: str) -> Inbound | None:
         """`/switch #room`, or `/join #room` of a room the person is in already: that room

@@ -16,7 +16,9 @@ transport never writes from the reader thread. The subprotocols are `binary.ircv
 frames. An `Origin` must be on the allow-list (clients that send none, and pages served from
 the very address or localhost port they connect to, are let in), and `X-Forwarded-For` is
 believed only from the configured proxies. A message longer than the read buffer is
-InputOverflow, as a line without a newline is on TCP.
+InputOverflow, as a line without a newline is on TCP. A GET or HEAD that asks for no
+upgrade is answered with one of the web client's files (ircish/webfiles.py), one request
+per connection.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import RemoteProtocolError, generate_accept_token
 
+from ircish import webfiles
 from ircish.transport import RECV_BYTES, InputOverflow, OverStream
 
 if TYPE_CHECKING:
@@ -231,6 +234,9 @@ class WebSocketTransport(OverStream):
         for name, value in event.headers:
             # A header given twice (X-Forwarded-For by two proxies) is one list (RFC 9110).
             headers[name] = headers[name] + b", " + value if name in headers else value
+        if event.method in (b"GET", b"HEAD") and b"upgrade" not in headers:
+            self._serve_file(event.method, event.target, headers)
+            return
         problem = _upgrade_problem(event.method, headers)
         if problem is not None:
             status, text, extra = problem
@@ -271,15 +277,44 @@ class WebSocketTransport(OverStream):
         if trailing:
             self._frames(trailing)
 
+    def _serve_file(self, method: bytes, target: bytes, headers: dict[bytes, bytes]) -> None:
+        """A plain GET or HEAD: one of the web client's files (ircish/webfiles.py)."""
+        found = webfiles.lookup(target)
+        log.debug("websocket port: %s %r from %s", method.decode(), target[:200], self._peer)
+        if found is None:
+            self._http_answer(404, "Not found\n")
+            return
+        fresh = found.etag in [
+            tag.strip() for tag in headers.get(b"if-none-match", b"").split(b",")
+        ]
+        self._http_answer(
+            304 if fresh else 200,
+            b"" if fresh or method == b"HEAD" else found.body,
+            (
+                (b"ETag", found.etag),
+                (b"Cache-Control", b"no-cache"),
+            ),
+            content_type=found.content_type.encode(),
+            length=0 if fresh else len(found.body),
+        )
+
     def _http_answer(
-        self, status: int, text: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+        self,
+        status: int,
+        body: str | bytes,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+        *,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        length: int | None = None,
     ) -> None:
-        """A plain HTTP answer (a refusal), then the end of the connection."""
-        body = text.encode()
+        """A plain HTTP answer (a file or a refusal), then the end of the connection: one
+        request per connection, so none lingers holding a max_clients_per_ip slot."""
+        body = body.encode() if isinstance(body, str) else body
         head = [
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", str(len(body)).encode()),
+            (b"Content-Type", content_type),
+            (b"Content-Length", str(len(body) if length is None else length).encode()),
             (b"Connection", b"close"),
+            *webfiles.SECURITY_HEADERS,
             *extra,
         ]
         reason = HTTP_REASONS.get(status, b"Error")
@@ -349,7 +384,10 @@ class WebSocketTransport(OverStream):
 
 #: The reason phrases of the statuses this port answers with.
 HTTP_REASONS = {
+    200: b"OK",
+    304: b"Not Modified",
     400: b"Bad Request",
+    404: b"Not Found",
     403: b"Forbidden",
     405: b"Method Not Allowed",
     426: b"Upgrade Required",
@@ -369,10 +407,10 @@ def _upgrade_problem(
     """Why a request is not a WebSocket upgrade we take: (status, text, extra headers)."""
     what = (
         "This port speaks IRC over WebSocket (ws://, subprotocol text.ircv3.net or "
-        "binary.ircv3.net).\n"
+        "binary.ircv3.net) and serves the web client to plain GETs.\n"
     )
     if method != b"GET":
-        return 405, what, ((b"Allow", b"GET"),)
+        return 405, what, ((b"Allow", b"GET, HEAD"),)
     upgrade = headers.get(b"upgrade", b"").lower()
     connection = [token.strip() for token in headers.get(b"connection", b"").lower().split(b",")]
     if upgrade != b"websocket" or b"upgrade" not in connection:

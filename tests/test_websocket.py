@@ -6,6 +6,7 @@ over a real socket to a real server on 127.0.0.1."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -26,8 +27,10 @@ from wsproto.events import (
     TextMessage,
 )
 
+from ircish import webfiles
 from ircish.config import Config, TlsConfig, WebSocketConfig
 from ircish.server import Server
+from ircish.slash import SLASH_COMMANDS
 
 
 class WsClient(Client):
@@ -220,16 +223,80 @@ def test_a_message_past_the_read_buffer_is_cut_off(ws_server, ws_clients, connec
     other.expect(rf"^:big!u@{HOST} QUIT :Input buffer exceeded$")
 
 
-def test_plain_http_is_told_what_the_port_is(ws_server):
-    server = ws_server()
+def http(server: Server, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """One plain HTTP request to the WebSocket port: (status line, headers, body)."""
     assert server.websocket_address is not None
     with socket.create_connection(server.websocket_address, timeout=TIMEOUT) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(request)
         answer = b""
-        while chunk := sock.recv(4096):
+        while chunk := sock.recv(4096):  # the server closes after one answer
             answer += chunk
-    assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
-    assert b"IRC over WebSocket" in answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def test_plain_gets_are_the_web_clients_files(ws_server):
+    server = ws_server()
+    status, headers, body = http(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert body == webfiles.files()["index.html"].body
+    assert int(headers["content-length"]) == len(body)
+    csp = headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp and "unsafe" not in csp
+    assert headers["x-content-type-options"] == "nosniff"
+    # A reload with the ETag costs a 304 and no body.
+    etag = headers["etag"].encode()
+    status, _, body = http(
+        server, b"GET /index.html HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag + b"\r\n\r\n"
+    )
+    assert (status, body) == (b"HTTP/1.1 304 Not Modified", b"")
+    status, headers, body = http(server, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == b"HTTP/1.1 200 OK" and body == b"" and int(headers["content-length"]) > 0
+
+
+def test_the_slash_table_is_served_from_the_one_table(ws_server):
+    server = ws_server()
+    status, headers, body = http(server, b"GET /slash.json?v=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers["content-type"] == "application/json"
+    rows = json.loads(body)
+    assert [row["name"] for row in rows] == list(SLASH_COMMANDS)
+    join = next(row for row in rows if row["name"] == "join")
+    assert join["syntax"] == SLASH_COMMANDS["join"].syntax
+    assert next(row for row in rows if row["name"] == "part")["alias_of"] == "leave"
+    assert next(row for row in rows if row["name"] == "switch")["local"] is True
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/nope.js",
+        b"/../setup.cfg",
+        b"/%2e%2e/websocket.py",
+        b"/webfiles.py",
+        b"//etc/passwd",
+        b"*",
+    ],
+)
+def test_anything_else_is_not_found(ws_server, target):
+    server = ws_server()
+    status, headers, body = http(server, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == b"HTTP/1.1 404 Not Found", body
+    assert "content-security-policy" in headers
+
+
+def test_other_methods_are_refused(ws_server):
+    server = ws_server()
+    status, headers, _ = http(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    assert status == b"HTTP/1.1 405 Method Not Allowed"
+    assert headers["allow"] == "GET, HEAD"
 
 
 def test_ping_and_close_frames(ws_server, ws_clients, connect):
