@@ -225,7 +225,7 @@ class Connection:
             frame=transport.frame,
             on_wire_format=self._wire_format_changed,
         )
-        transport.bind(self.send_bytes, self._transport_opened)
+        transport.bind(self.send_bytes, self._transport_opened, self._send_answer)
         self.connected_at = time.monotonic()
         self.last_recv = self.connected_at
         self.ping_sent_at: float | None = None
@@ -315,6 +315,19 @@ class Connection:
         data = self.session.encode(msg)
         if data:
             self.send_bytes(data)
+
+    def _send_answer(self, data: bytes) -> None:
+        """Queue a transport's plain HTTP answer (a web client file) whatever the sendq:
+        it is the one answer the connection ends with, and the transport bounds its size."""
+        with self._lock:
+            if self._closing:
+                return
+            self._queued += len(data)
+            self._chunks.append(data)
+            if self._writer_busy:
+                return
+            self._writer_busy = True
+        self._senders.schedule(self)
 
     def send_bytes(self, data: bytes) -> None:
         # This runs once per delivery, under the sender's room lock: plain

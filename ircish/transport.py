@@ -46,11 +46,16 @@ class Transport(Protocol):
     def fileno(self) -> int: ...
 
     def bind(
-        self, send_raw: Callable[[bytes], None], opened: Callable[[Framer | None, str], None]
+        self,
+        send_raw: Callable[[bytes], None],
+        opened: Callable[[Framer | None, str], None],
+        answer: Callable[[bytes], None],
     ) -> None:
         """Called once by `Connection`: `send_raw` queues bytes the transport must answer
         with itself (a WebSocket's handshake and pongs), in order with everything else;
-        `opened(frame, host)` when a handshake chose the framing and the client's address."""
+        `opened(frame, host)` when a handshake chose the framing and the client's address;
+        `answer` queues a plain HTTP answer whatever the sendq (one per connection, its
+        size the transport's to bound: the web client's largest file)."""
         ...
 
     def farewell(self) -> bytes:
@@ -142,7 +147,10 @@ class StreamTransport(OverStream):
         return f"<StreamTransport {self.kind} fd={self._fd}>"
 
     def bind(
-        self, send_raw: Callable[[bytes], None], opened: Callable[[Framer | None, str], None]
+        self,
+        send_raw: Callable[[bytes], None],
+        opened: Callable[[Framer | None, str], None],
+        answer: Callable[[bytes], None],
     ) -> None:
         pass  # a byte stream answers nothing by itself and has no handshake of its own
 

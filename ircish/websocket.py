@@ -174,6 +174,7 @@ class WebSocketTransport(OverStream):
         self._message_size = 0
         self._lines: list[bytes] = []
         self._send_raw: Callable[[bytes], None] = _nowhere
+        self._answer: Callable[[bytes], None] = _nowhere
         self._opened: Callable[[Framer | None, str], None] = _ignore_open
 
     def __repr__(self) -> str:
@@ -186,12 +187,17 @@ class WebSocketTransport(OverStream):
         return self._ws is not None and not self._ended
 
     def bind(
-        self, send_raw: Callable[[bytes], None], opened: Callable[[Framer | None, str], None]
+        self,
+        send_raw: Callable[[bytes], None],
+        opened: Callable[[Framer | None, str], None],
+        answer: Callable[[bytes], None],
     ) -> None:
         """How the transport answers (`send_raw`: bytes into the connection's outbox, in
-        order) and whom it tells when the upgrade is done (`opened(frame, client_host)`)."""
+        order; `answer`: a plain HTTP answer, whatever the sendq) and whom it tells when
+        the upgrade is done (`opened(frame, client_host)`)."""
         self._send_raw = send_raw
         self._opened = opened
+        self._answer = answer
 
     def receive(self) -> list[bytes]:
         while not self._lines:
@@ -318,7 +324,7 @@ class WebSocketTransport(OverStream):
             *extra,
         ]
         reason = HTTP_REASONS.get(status, b"Error")
-        self._send_raw(
+        self._answer(
             f"HTTP/1.1 {status} ".encode()
             + reason
             + b"\r\n"

@@ -333,6 +333,15 @@ SERVER_COMMAND = [sys.executable, "-m", "ircish.cli"]
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 
+def example_config() -> str:
+    """examples/config.yaml as a test runs it: its WebSocket port is any free one, not 8097
+    (tests run in parallel)."""
+    text = (ROOT / "examples" / "config.yaml").read_text(encoding="utf-8")
+    fixed = "websocket:\n  port: 8097\n"
+    assert fixed in text, "examples/config.yaml's websocket section changed"
+    return text.replace(fixed, "websocket:\n  port: 0\n")
+
+
 class ServerProcess:
     """`ircish-server` in a subprocess: its config written to `workdir/config.yaml`, its
     stdout and stderr (what a terminal would show: the log and the cli's lines) to
@@ -385,7 +394,9 @@ class ServerProcess:
             if found:
                 return int(found[1])
             if self.proc.poll() is not None:
-                pytest.fail(f"the server exited at start ({self.proc.returncode}): {self.log()}")
+                text = self.log()
+                self._log.close()
+                pytest.fail(f"the server exited at start ({self.proc.returncode}): {text}")
             if time.monotonic() > deadline:
                 self.kill()
                 pytest.fail(f"the server did not start: {self.log()}")
@@ -445,7 +456,7 @@ class MemoryTransport:
     def fileno(self) -> int:
         return -1
 
-    def bind(self, send_raw: object, opened: object) -> None:
+    def bind(self, send_raw: object, opened: object, answer: object) -> None:
         pass
 
     def farewell(self) -> bytes:

@@ -9,17 +9,15 @@ import itertools
 import re
 import socket
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from helpers import Client, ServerProcess, make_config, wait_for
+from helpers import Client, ServerProcess, example_config, make_config, wait_for
 
 from ircish import protocol as p
 from ircish.config import LOOPBACK_HOSTS, Config, OperatorConfig
 from ircish.passwords import hash_password, verify_password
 from ircish.server import Server
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
 TOKEN_LINE = re.compile(
     r"^No operators in the config: from this machine, type /oper admin (\S+) "
     r"to moderate \(add operators: to the config to turn this off\)$",
@@ -36,7 +34,7 @@ def console_token(server: ServerProcess) -> str:
 
 
 def test_the_example_config_prints_one_fresh_token_at_start(server_process):
-    tokens = {console_token(server_process(EXAMPLE.read_text())) for _ in range(2)}
+    tokens = {console_token(server_process(example_config())) for _ in range(2)}
     assert len(tokens) == 2  # a new one every start
     assert all(len(token) >= 32 for token in tokens)
 
@@ -44,7 +42,7 @@ def test_the_example_config_prints_one_fresh_token_at_start(server_process):
 def test_a_person_on_nc_moderates_general_with_the_token(server_process):
     """The README's path, on the example config: a text session that could not /op anyone
     in #general can once it has typed the /oper line the console showed."""
-    server = server_process(EXAMPLE.read_text())
+    server = server_process(example_config())
     token = console_token(server)
     bob = Client(server.address, "bob")
     carol = Client(server.address)
@@ -69,7 +67,7 @@ def test_a_person_on_nc_moderates_general_with_the_token(server_process):
 
 
 def test_a_wrong_token_is_refused(server_process):
-    server = server_process(EXAMPLE.read_text())
+    server = server_process(example_config())
     token = console_token(server)
     bob = Client(server.address, "bob")
     try:
@@ -180,7 +178,7 @@ def test_an_operator_host_written_as_ipv6_matches_as_written(start_server: Calla
 
 
 def test_the_token_shows_at_any_log_level_and_never_in_a_log_line(server_process):
-    example = EXAMPLE.read_text()
+    example = example_config()
     # shown, though ERROR hides every warning
     console_token(server_process(example, log_level="ERROR"))
     server = server_process(example, log_level="DEBUG")

@@ -14,7 +14,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("programs", ("ircish.__main__", "ircish.cli", "ircish.client")),
     ("server", ("ircish.server",)),
     ("connection", ("ircish.connection",)),
-    ("transport", ("ircish.transport", "ircish.tls", "ircish.websocket")),
+    ("transport", ("ircish.transport", "ircish.tls", "ircish.websocket", "ircish.webfiles")),
     ("session", ("ircish.session",)),
     ("dispatch", ("ircish.dispatch",)),
     ("commands", ("ircish.commands",)),
