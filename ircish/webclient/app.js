@@ -402,8 +402,8 @@ class App {
     const label = this.conn.newLabel();
     if (/^\/quit(\s|$)/i.test(line)) this.conn.stopped = true;
     if (!this.conn.connected || !this.conn.send("TYPED", [target, line], label ? { label } : {})) {
-      this.input.showError("Not connected: nothing was sent.");
       this.input.restore(line);
+      this.input.showError("Not connected: nothing was sent.");
       return;
     }
     if (label) this.labels.set(label, { target: conv.target, line });
@@ -452,6 +452,7 @@ class App {
       }
       this.batches.clear();
       this.labels.clear();
+      this.loggedIn(null);
       this.view.renderConversations();
       this.addInfo(this.conversations.get(SERVER), text, "error");
     }
@@ -464,7 +465,7 @@ class App {
     this.showLogin(error.message, error.nickTaken);
   }
 
-  account(name) {
+  loggedIn(name) {
     this.account = name;
     this.view.renderMe(this.me, this.account);
   }
@@ -592,13 +593,17 @@ class App {
 
   // -- history ------------------------------------------------------------------------
 
-  /** What a conversation missed (after a reconnect), or its latest lines. */
-  requestHistory(conv) {
+  /** What a conversation missed since its line `newest` (after a reconnect), or its latest
+   * lines when it has none. */
+  requestHistory(conv, newest = conv.newest()) {
     if (!this.conn.caps.has("draft/chathistory") || conv.historyPending) return;
-    const newest = conv.newest();
     const limit = newest ? MISSED_LINES : HISTORY_PAGE;
     conv.historyPending = { before: false, limit, first: !newest };
-    this.conn.send("CHATHISTORY", ["LATEST", conv.target, newest ? `msgid=${newest.msgid}` : "*", String(limit)]);
+    // From a millisecond before the newest line seen: lines of its millisecond come again
+    // (and are dropped as seen) rather than lost; and a time works where a msgid may not
+    // (a server that kept no history over a restart).
+    const since = newest ? `timestamp=${new Date(newest.time.getTime() - 1).toISOString()}` : "*";
+    this.conn.send("CHATHISTORY", ["LATEST", conv.target, since, String(limit)]);
   }
 
   /** Older lines of the current conversation (the log was scrolled to its top). */
@@ -624,10 +629,7 @@ class App {
     if (!conv) return;
     const request = conv.historyPending || { before: false, limit: Infinity };
     conv.historyPending = null;
-    for (const msg of msgs) {
-      const line = this.lineOf(msg);
-      if (line) conv.add(line);
-    }
+    conv.addHistory(msgs.map((msg) => this.lineOf(msg)).filter(Boolean));
     if ((request.before || request.first) && msgs.length < request.limit) conv.historyDone = true;
     if (conv === this.currentConversation()) {
       this.view.renderLog(conv, request.before ? "keep" : "follow");
@@ -681,11 +683,12 @@ class App {
     if (line.self) {
       const conv = this.room(name);
       const rejoin = conv.rejoin;
+      const seen = conv.newest();
       conv.joined = true;
       conv.rejoin = false;
       conv.members.clear();
       this.addLine(conv, line);
-      this.requestHistory(conv);
+      this.requestHistory(conv, seen);
       if (!rejoin) this.switchTo(name);
       else this.view.renderConversations();
       return;
@@ -845,8 +848,8 @@ class App {
     const text = rest[rest.length - 1] || code;
     const pending = msg.label && this.labels.get(msg.label);
     if (command === "TYPED") {
-      this.input.showError(text);
       if (pending) this.input.restore(pending.line);
+      this.input.showError(text);
       return;
     }
     if (command === "CHATHISTORY") {

@@ -29,7 +29,7 @@ export class LoginError extends Error {
  * `listener` is told: `state(name, detail)` with name connecting | registering |
  * connected | reconnecting (detail: ms until the next try) | closed;
  * `registered(nick, firstTime)`; `line(message)` for every line after registration
- * (and notices before it); `account(name)`; `failed(LoginError)` when a login is refused
+ * (and notices before it); `loggedIn(account or null)`; `failed(LoginError)` when a login is refused
  * (no more tries).
  */
 export class Connection {
@@ -146,8 +146,8 @@ export class Connection {
       return;
     }
     if (!this.registered && this.register(msg)) return;
-    if (msg.command === "900") this.listener.account(msg.params[2]);
-    else if (msg.command === "901") this.listener.account(null);
+    if (msg.command === "900") this.listener.loggedIn(msg.params[2]);
+    else if (msg.command === "901") this.listener.loggedIn(null);
     else if (msg.command === "CAP") this.capChange(msg);
     if (msg.command === "005") {
       for (const token of msg.params.slice(1, -1)) {

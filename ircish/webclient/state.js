@@ -25,28 +25,54 @@ export class Conversation {
     this.typing = new Map(); // nick -> time it expires (ms)
     this.historyDone = kind === "server";
     this.historyPending = false;
-    this.seq = 0;
+  }
+
+  /** False for a line that is here already (the same msgid). */
+  isNew(line) {
+    if (!line.msgid) return true;
+    if (this.msgids.has(line.msgid)) return false;
+    this.msgids.add(line.msgid);
+    return true;
   }
 
   /**
-   * Put `line` ({kind, time: Date, nick, text, msgid, self}) where its time says; false if
-   * its msgid is here already. `where`: "end" for a line arriving now.
+   * A line arriving now ({kind, time: Date, nick, text, msgid, self}): after every line
+   * not newer. Its index in `lines`, or -1 if it is here already.
    */
   add(line) {
-    if (line.msgid) {
-      if (this.msgids.has(line.msgid)) return -1;
-      this.msgids.add(line.msgid);
-    }
-    line.seq = ++this.seq;
+    if (!this.isNew(line)) return -1;
     let at = this.lines.length;
     while (at > 0 && this.lines[at - 1].time > line.time) at--;
     this.lines.splice(at, 0, line);
-    if (this.lines.length > MAX_LINES) {
-      const dropped = this.lines.splice(0, this.lines.length - MAX_LINES);
-      for (const old of dropped) if (old.msgid) this.msgids.delete(old.msgid);
-      at -= dropped.length;
+    return at - this.trim();
+  }
+
+  /**
+   * Lines of history, in the server's order. Many lines share a millisecond, so time alone
+   * cannot place them: each goes before the lines here of its time or later, and after
+   * the batch's lines before it. How many were new.
+   */
+  addHistory(lines) {
+    let floor = 0;
+    let added = 0;
+    for (const line of lines) {
+      if (!this.isNew(line)) continue;
+      let at = floor;
+      while (at < this.lines.length && this.lines[at].time < line.time) at++;
+      this.lines.splice(at, 0, line);
+      floor = at + 1;
+      added++;
     }
-    return at;
+    this.trim();
+    return added;
+  }
+
+  /** Drop the oldest lines past MAX_LINES; how many went. */
+  trim() {
+    const extra = this.lines.length - MAX_LINES;
+    if (extra <= 0) return 0;
+    for (const old of this.lines.splice(0, extra)) if (old.msgid) this.msgids.delete(old.msgid);
+    return extra;
   }
 
   /** The oldest and newest lines the server knows (they have a msgid). */
