@@ -135,6 +135,16 @@ def test_two_pages_and_an_irc_client_share_a_room_and_talk_in_private(web_server
         page.expect_said("carol", "carol over plain IRC")
         expect(page.lines("privmsg").last.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d$"))
 
+    # Text from the network is text: markup shows as typed, IRC formatting as styles.
+    carol.send("PRIVMSG #general :<b>not bold</b> \x02bold\x02 \x0304red\x03 \x1ditalic\x0f.")
+    for page in (alice, bob):
+        page.expect_said("carol", "<b>not bold</b> bold red italic.")
+    line = alice.said("carol", "<b>not bold</b> bold red italic.")
+    expect(line.locator(".text .b")).to_have_text("bold")
+    expect(line.locator(".text .fg4")).to_have_text("red")
+    expect(line.locator(".text .i")).to_have_text("italic")
+    expect(line.locator(".text b")).to_have_count(0)
+
     carol.send("PRIVMSG alice :psst, alice")
     chat = alice.conversation("carol")
     expect(chat.locator(".unread")).to_have_text("1")
@@ -504,3 +514,51 @@ def test_a_chat_logs_no_errors_and_breaks_no_csp_rule(web_server, open_page):
         alice.page.screenshot(path=str(SCREENSHOT))
     assert alice.errors == [], alice.errors
     assert bob.errors == [], bob.errors
+
+
+# Stands in for the browser's notifications (headless Chromium shows none): granted, and
+# each one made is kept in window.notified.
+RECORD_NOTIFICATIONS = """
+window.notified = [];
+window.Notification = class {
+  static permission = "default";
+  static requestPermission() {
+    window.Notification.permission = "granted";
+    return Promise.resolve("granted");
+  }
+  constructor(title, options) { window.notified.push({title, body: options.body}); }
+  close() {}
+};
+"""
+
+
+def test_desktop_notifications_for_mentions_and_private_messages_once_allowed(
+    web_server, open_page, irc
+):
+    server = web_server()
+    url = page_url(server)
+    alice = open_page(url)
+    alice.page.context.add_init_script(RECORD_NOTIFICATIONS)
+    alice.page.reload()
+    alice.login("alice")
+    alice.join("#room")
+    carol = irc(server.address, "carol")
+    carol.join("#room")
+    notified = lambda: alice.page.evaluate("window.notified")  # noqa: E731
+    carol.send("PRIVMSG #room :alice: before you asked")
+    alice.expect_said("carol", "alice: before you asked")
+    assert notified() == []  # opt-in
+    alice.page.click("#notify")
+    expect(alice.page.locator("#notify")).to_have_attribute("aria-pressed", "true")
+    carol.send("PRIVMSG #room :alice: the room you are looking at")
+    alice.expect_said("carol", "alice: the room you are looking at")
+    alice.switch("*")
+    carol.send("PRIVMSG #room :just talking")
+    carol.send("PRIVMSG #room :alice: now you are elsewhere")
+    carol.send("PRIVMSG alice :and in private")
+    expect(alice.conversation("carol")).to_have_count(1)
+    alice.page.wait_for_function("window.notified.length >= 2")
+    assert notified() == [
+        {"title": "carol in #room", "body": "alice: now you are elsewhere"},
+        {"title": "carol", "body": "and in private"},
+    ]
