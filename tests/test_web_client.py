@@ -317,6 +317,12 @@ def test_commands_go_through_the_servers_slash_table(web_server, open_page, irc)
     alice.page.press("#input", "Tab")
     expect(alice.page.locator("#input")).to_have_value("/oper ")
 
+    alice.type("/quit see you")
+    bob.expect(r"^:alice!\S+ QUIT :.*see you")
+    expect(alice.page.locator("#login")).to_be_visible()  # and no reconnecting
+    expect(alice.page.locator("#status")).to_have_attribute("data-state", "closed")
+    assert not [line for line in bob.quiet(1.5) if "alice" in line]  # a retry is 1 s away
+
 
 def test_nick_completion_and_typing_seen_by_the_other_page(web_server, open_page):
     server = web_server()

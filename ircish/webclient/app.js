@@ -28,7 +28,10 @@ const LOCAL_COMMANDS = {
   switch: {
     syntax: "<#room|nick>",
     summary: "Show another conversation.",
-    run: (app, args) => app.switchTo(args.split(" ")[0] || "") || app.refuse(`No conversation ${args}`),
+    run: (app, args) => {
+      const name = args.split(" ")[0] || "";
+      return app.switchTo(name) || app.switchTo(`#${name}`) || app.refuse(`You have no conversation ${name}`);
+    },
   },
   join: {
     run: (app, args) => {
@@ -400,12 +403,13 @@ class App {
   send(line, conv) {
     const target = conv.kind === "server" ? "*" : conv.target;
     const label = this.conn.newLabel();
-    if (/^\/quit(\s|$)/i.test(line)) this.conn.stopped = true;
     if (!this.conn.connected || !this.conn.send("TYPED", [target, line], label ? { label } : {})) {
       this.input.restore(line);
       this.input.showError("Not connected: nothing was sent.");
       return;
     }
+    // The server closes the connection after a /quit: no reconnecting then.
+    if (/^\/quit(\s|$)/i.test(line)) this.conn.stopped = true;
     if (label) this.labels.set(label, { target: conv.target, line });
     if (this.typingSent.target === target && !line.startsWith("/")) this.sendTyping(target, "done");
   }
@@ -596,7 +600,7 @@ class App {
   /** What a conversation missed since its line `newest` (after a reconnect), or its latest
    * lines when it has none. */
   requestHistory(conv, newest = conv.newest()) {
-    if (!this.conn.caps.has("draft/chathistory") || conv.historyPending) return;
+    if (!this.conn.connected || !this.conn.caps.has("draft/chathistory") || conv.historyPending) return;
     const limit = newest ? MISSED_LINES : HISTORY_PAGE;
     conv.historyPending = { before: false, limit, first: !newest };
     // From a millisecond before the newest line seen: lines of its millisecond come again

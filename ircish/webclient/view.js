@@ -99,6 +99,10 @@ export class View {
   }
 
   renderConversations() {
+    // A keyboard user moving through the list keeps their place when it is redrawn.
+    const focused = this.list.contains(document.activeElement)
+      ? document.activeElement.closest("li")?.dataset.target
+      : null;
     const items = this.app.ordered().map((conv, i) => {
       const li = element("li");
       li.dataset.target = conv.target;
@@ -120,6 +124,10 @@ export class View {
       return li;
     });
     this.list.replaceChildren(...items);
+    if (focused !== null) {
+      const again = [...this.list.children].find((li) => li.dataset.target === focused);
+      again?.querySelector("button").focus();
+    }
   }
 
   renderMembers(conv) {
