@@ -445,7 +445,7 @@ def test_a_page_that_stops_reading_is_cut_off_at_sendq(web_server, open_page, ir
     talker.sync()  # the talker was never held up
 
 
-def test_the_phone_layout_and_keys_alone(web_server, open_page):
+def test_the_phone_layout_and_keys_alone(web_server, open_page, irc):
     server = web_server()
     alice = open_page(page_url(server), viewport={"width": 390, "height": 844})
     alice.login("alice")
@@ -456,7 +456,12 @@ def test_the_phone_layout_and_keys_alone(web_server, open_page):
     field = page.locator("#input")
     expect(sidebar).to_be_hidden()
     expect(members).to_be_hidden()
+    toggle = page.locator("#toggle-conversations")
+    expect(toggle).not_to_have_class(re.compile(r"\bunread\b"))
+    irc(server.address, "bob").send("PRIVMSG alice :you have a message")
+    expect(toggle).to_have_class(re.compile(r"\bunread\b"))  # the closed drawer says so
     page.click("#toggle-conversations")
+    expect(alice.conversation("bob").locator(".unread")).to_have_text("1")
     expect(sidebar).to_be_visible()
     alice.conversation("#one").locator("button").click()  # choosing one closes the drawer
     alice.expect_current("#one")

@@ -524,6 +524,12 @@ class App {
     if (batch.label && !msg.tags.batch) this.labels.delete(batch.label);
   }
 
+  /** Is `msg` an answer to a /`command` the person typed (not one a /join brings)? */
+  asked(msg, command) {
+    const pending = msg.label && this.labels.get(msg.label);
+    return !!pending && new RegExp(`^/${command}(\\s|$)`, "i").test(pending.line);
+  }
+
   /** The conversation a labelled answer belongs to (where its command was typed). */
   labelled(msg) {
     const pending = msg.label && this.labels.get(msg.label);
@@ -823,7 +829,7 @@ class App {
       found.set(this.casefold(nick), { nick, prefixes: item.slice(0, i) });
     }
     this.names.set(this.casefold(room), found);
-    if (msg.label) this.numeric(msg);
+    if (this.asked(msg, "names")) this.numeric(msg);
   }
 
   namesEnd(msg) {
@@ -835,7 +841,7 @@ class App {
       conv.members = found;
       this.refreshMembers(conv);
     }
-    if (msg.label) this.numeric(msg);
+    if (this.asked(msg, "names")) this.numeric(msg);
   }
 
   topicReply(msg) {
@@ -844,7 +850,7 @@ class App {
       conv.topic = msg.params[2] || "";
       if (conv === this.currentConversation()) this.view.renderHeader(conv);
     }
-    if (msg.label) this.numeric(msg);
+    if (this.asked(msg, "topic")) this.numeric(msg);
   }
 
   fail(msg) {
@@ -870,7 +876,7 @@ class App {
 
   numeric(msg) {
     const code = Number(msg.command);
-    if (!msg.label && [5, 333, 366, 900, 901, 903, 908].includes(code)) return;
+    if (!msg.label && [4, 5, 333, 366, 900, 901, 903, 908].includes(code)) return;
     const text = msg.params.slice(1).filter((param) => param !== "*").join(" ");
     const error = code >= 400 && code < 600;
     const conv = this.labelled(msg) || (error ? this.currentConversation() : this.conversations.get(SERVER));

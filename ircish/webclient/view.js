@@ -44,6 +44,10 @@ export class View {
     this.typing = $("typing");
     this.status = $("status");
     this.me = $("me");
+    this.stick = true;
+    this.lastTop = 0;
+    this.bottomTimer = null;
+    this.log.addEventListener("scroll", () => this.followScroll());
   }
 
   lineElement(line) {
@@ -70,8 +74,32 @@ export class View {
     return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
   }
 
+  /**
+   * Whether new lines keep the log at its bottom, decided when it scrolls, never for each
+   * line: measuring after every inserted line would lay the page out once per message,
+   * which a busy room cannot afford. Scrolling up stops following; reaching the bottom
+   * follows again. Programmatic scrolls only go down, and content growing scrolls nothing.
+   */
+  followScroll() {
+    const top = this.log.scrollTop;
+    if (top < this.lastTop) this.stick = this.atBottom();
+    else if (!this.stick) this.stick = this.atBottom();
+    this.lastTop = top;
+  }
+
   scrollToBottom() {
     this.log.scrollTop = this.log.scrollHeight;
+    this.lastTop = this.log.scrollTop;
+    this.stick = true;
+  }
+
+  /** To the bottom once the lines arriving together are in (one layout, not one each). */
+  scrollToBottomSoon() {
+    if (this.bottomTimer) return;
+    this.bottomTimer = setTimeout(() => {
+      this.bottomTimer = null;
+      if (this.stick) this.scrollToBottom();
+    }, 0);
   }
 
   /**
@@ -80,22 +108,23 @@ export class View {
    * if it was there).
    */
   renderLog(conv, scroll = "bottom") {
-    const stick = this.atBottom();
     const fromBottom = this.log.scrollHeight - this.log.scrollTop;
     this.log.replaceChildren(...conv.lines.map((line) => this.lineElement(line)));
     this.log.dataset.target = conv.target;
-    if (scroll === "keep") this.log.scrollTop = this.log.scrollHeight - fromBottom;
-    else if (scroll === "bottom" || stick) this.scrollToBottom();
+    if (scroll === "keep") {
+      this.log.scrollTop = this.log.scrollHeight - fromBottom;
+      this.lastTop = this.log.scrollTop;
+      this.stick = this.atBottom();
+    } else if (scroll === "bottom" || this.stick) {
+      this.scrollToBottom();
+    }
   }
 
   /** A line added to the current conversation at `index` of its lines. */
   insertLine(conv, line, index) {
-    const stick = this.atBottom();
-    const el = this.lineElement(line);
-    const before = this.log.children[index] || null;
-    this.log.insertBefore(el, before);
+    this.log.insertBefore(this.lineElement(line), this.log.children[index] || null);
     while (this.log.children.length > conv.lines.length) this.log.firstElementChild.remove();
-    if (stick) this.scrollToBottom();
+    if (this.stick) this.scrollToBottomSoon();
   }
 
   renderConversations() {
@@ -124,6 +153,11 @@ export class View {
       return li;
     });
     this.list.replaceChildren(...items);
+    // On a phone the list is a closed drawer: its button says when something waits there.
+    const waiting = this.app.ordered().filter((conv) => conv.unread);
+    const toggle = document.getElementById("toggle-conversations");
+    toggle.classList.toggle("unread", waiting.length > 0);
+    toggle.classList.toggle("mention", waiting.some((conv) => conv.mention));
     if (focused !== null) {
       const again = [...this.list.children].find((li) => li.dataset.target === focused);
       again?.querySelector("button").focus();
