@@ -299,6 +299,18 @@ def test_commands_go_through_the_servers_slash_table(web_server, open_page, irc)
     alice.expect_said("alice", "set the topic: Plans for the week", "topic")
     bob.expect(r"^:alice!\S+ TOPIC #cmds :Plans for the week$")
 
+    alice.type("/op bob")
+    alice.expect_said("alice", "set mode +o bob", "mode")
+    expect(alice.page.locator('#members li[data-nick="bob"] .prefix')).to_have_text("@")
+    bob.send("NICK robert")
+    alice.expect_said("bob", "is now known as robert", "nick")
+    expect(alice.page.locator('#members li[data-nick="robert"] .prefix')).to_have_text("@")
+    alice.type("/kick robert enough")
+    alice.expect_said("robert", "was kicked by alice (enough)", "kick")
+    expect(alice.members()).to_have_count(1)
+    bob.nick = "robert"
+    bob.join("#cmds")
+
     hint = alice.page.locator("#hint")
     alice.type("/kick")
     expect(hint).to_have_text("usage: /kick [#room] <nick> [reason]")  # the server's words
@@ -350,6 +362,10 @@ def test_nick_completion_and_typing_seen_by_the_other_page(web_server, open_page
     expect(typing).to_have_text("alice is typing…")
     alice.page.press("#input", "Enter")
     bob.expect_said("alice", "thanks bobby  and bob")
+    field.press("ArrowUp")  # what was sent, back for another go
+    expect(field).to_have_value("thanks bobby  and bob")
+    field.press("ArrowDown")
+    expect(field).to_have_value("")
     expect(typing).to_have_text("")  # sent: done typing
     expect(alice.page.locator("#typing")).to_have_text("")  # never told of herself
 
