@@ -148,6 +148,7 @@ def test_two_pages_and_an_irc_client_share_a_room_and_talk_in_private(web_server
     carol.send("PRIVMSG alice :psst, alice")
     chat = alice.conversation("carol")
     expect(chat.locator(".unread")).to_have_text("1")
+    expect(alice.page).to_have_title(re.compile(r"^\(1\) #general "))
     expect(chat).to_have_class(re.compile(r"\bmention\b"))  # a private message is for you
     alice.expect_current("#general")  # it did not take her away from the room
     expect(bob.conversation("carol")).to_have_count(0)

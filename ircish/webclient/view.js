@@ -158,10 +158,17 @@ export class View {
     const toggle = document.getElementById("toggle-conversations");
     toggle.classList.toggle("unread", waiting.length > 0);
     toggle.classList.toggle("mention", waiting.some((conv) => conv.mention));
+    this.renderTitle();
     if (focused !== null) {
       const again = [...this.list.children].find((li) => li.dataset.target === focused);
       again?.querySelector("button").focus();
     }
+  }
+
+  /** The tab's title: the conversation, and how many lines wait unread elsewhere. */
+  renderTitle() {
+    const unread = this.app.ordered().reduce((sum, conv) => sum + conv.unread, 0);
+    document.title = (unread ? `(${unread}) ` : "") + (this.baseTitle || "ircish");
   }
 
   renderMembers(conv) {
@@ -188,7 +195,8 @@ export class View {
     this.title.textContent = conv.kind === "server" ? "server" : conv.target;
     this.topic.replaceChildren(formatted(conv.topic));
     this.topic.title = conv.topic;
-    document.title = `${conv.kind === "server" ? "ircish" : conv.target} – ircish`;
+    this.baseTitle = `${conv.kind === "server" ? "ircish" : conv.target} – ircish`;
+    this.renderTitle();
   }
 
   renderTyping(conv) {
