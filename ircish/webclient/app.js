@@ -275,6 +275,10 @@ class App {
     return this.conversations.get(target === SERVER ? SERVER : this.casefold(target)) || null;
   }
 
+  server() {
+    return this.conversations.get(SERVER);
+  }
+
   currentConversation() {
     return this.conversations.get(this.current) || this.conversations.get(SERVER);
   }
@@ -577,8 +581,10 @@ class App {
 
   mentions(text) {
     if (!this.me) return false;
+    // The nick as a word: not inside a longer nick (nicks may hold [ ] \\ ^ { } | ` -).
     const escaped = this.me.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    return new RegExp(`(^|[^\\w\\[\\]\\\\^{}|\`-])${escaped}($|[^\\w\\[\\]\\\\^{}|\`-])`, "i").test(plainText(text));
+    const other = "[^\\w\\[\\]\\\\^{}|`-]";
+    return new RegExp(`(^|${other})${escaped}($|${other})`, "i").test(plainText(text));
   }
 
   /** Put `line` in `conv`; a live line in another conversation counts as unread. */
@@ -666,7 +672,7 @@ class App {
     if (isRoom(room, this.chantypes())) conv = this.room(room);
     else if (!msg.source.includes("!")) conv = this.labelled(msg) || this.conversations.get(SERVER);
     else if (line.self) conv = this.openPrivate(target);
-    else if (msg.command === "NOTICE") conv = this.find(msg.nick) || this.labelled(msg) || this.conversations.get(SERVER);
+    else if (msg.command === "NOTICE") conv = this.find(msg.nick) || this.labelled(msg) || this.server();
     else conv = this.openPrivate(msg.nick);
     if (conv.typing.delete(msg.nick) && conv === this.currentConversation()) this.view.renderTyping(conv);
     this.addLine(conv, line);
@@ -794,7 +800,8 @@ class App {
     const conv = this.find(target);
     if (!conv) return;
     const { modes: prefixModes, symbols } = this.prefixes();
-    const [listModes = "", always = "", whenSet = ""] = (this.conn.isupport.CHANMODES || "beI,k,l,imnpst").split(",");
+    const chanmodes = this.conn.isupport.CHANMODES || "beI,k,l,imnpst";
+    const [listModes = "", always = "", whenSet = ""] = chanmodes.split(",");
     let adding = true;
     for (const letter of modes) {
       if (letter === "+" || letter === "-") {
@@ -809,7 +816,7 @@ class App {
         const have = new Set(member.prefixes.replace(symbol, ""));
         if (adding) have.add(symbol);
         member.prefixes = [...symbols].filter((s) => have.has(s)).join("");
-      } else if (listModes.includes(letter) || always.includes(letter) || (adding && whenSet.includes(letter))) {
+      } else if ((listModes + always).includes(letter) || (adding && whenSet.includes(letter))) {
         args.shift();
       }
     }
@@ -910,7 +917,8 @@ const HANDLERS = {
     this.addInfo(this.conversations.get(SERVER), msg.params[0] || "Closed", "error");
   },
   INVITE(msg) {
-    this.addInfo(this.currentConversation(), `${msg.nick} invites you to ${msg.params[1]} (/join ${msg.params[1]})`);
+    const room = msg.params[1];
+    this.addInfo(this.currentConversation(), `${msg.nick} invites you to ${room} (/join ${room})`);
   },
   WARN(msg) {
     this.addInfo(this.labelled(msg) || this.currentConversation(), msg.params[msg.params.length - 1]);
