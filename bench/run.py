@@ -971,6 +971,7 @@ def report_from(path: Path, record: bool) -> int:
     report = markdown_report(
         chosen, plan, kinds, header.get("machine", {}), header.get("command", "?"), elapsed, runs
     )
+    RESULTS_DIR.mkdir(exist_ok=True)  # a fresh checkout has none: results/ is not committed
     (RESULTS_DIR / "latest.md").write_text(report)
     if record:
         _write_results_md(report)
