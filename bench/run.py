@@ -436,22 +436,24 @@ def cell(result: dict[str, Any] | None, key: str) -> Any:
     return result.get(key)
 
 
+#: The feature columns after the peers': each ircish kind over the one it adds a feature
+#: to, both from the same run (store, accounts, metrics: issues 13-15).
+FEATURE_RATIOS = [
+    ("ircish-store", "ircish"),
+    ("ircish-accounts", "ircish-store"),
+    ("ircish-metrics", "ircish"),
+]
+
+
 def table(
     chosen: dict[str, dict[str, dict[str, Any]]], plan: list[Scenario], kinds: list[str]
 ) -> str:
     peers = [k for k in kinds if k not in servers.IRCISH_KINDS]
-    store = "ircish" in kinds and "ircish-store" in kinds
-    accounts = "ircish-store" in kinds and "ircish-accounts" in kinds
-    metrics = "ircish" in kinds and "ircish-metrics" in kinds
+    features = [(on, off) for on, off in FEATURE_RATIOS if on in kinds and off in kinds]
     head = ["scenario", "metric", *kinds]
     if "ircish" in kinds:
         head += [f"ircish/{peer}" for peer in peers]
-    if store:
-        head.append("ircish-store/ircish")
-    if accounts:
-        head.append("ircish-accounts/ircish-store")
-    if metrics:
-        head.append("ircish-metrics/ircish")
+    head += [f"{on}/{off}" for on, off in features]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario in plan:
         results = chosen.get(scenario.name, {})
@@ -463,14 +465,7 @@ def table(
             if "ircish" in kinds:
                 # Ratios only where one way is better; a thread count ratio means nothing.
                 row += [ratio(values["ircish"], values[peer]) if better else "" for peer in peers]
-            if store:
-                row.append(ratio(values["ircish-store"], values["ircish"]) if better else "")
-            if accounts:
-                row.append(
-                    ratio(values["ircish-accounts"], values["ircish-store"]) if better else ""
-                )
-            if metrics:
-                row.append(ratio(values["ircish-metrics"], values["ircish"]) if better else "")
+            row += [ratio(values[on], values[off]) if better else "" for on, off in features]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -669,6 +664,38 @@ def accounts_vs_off(
     return lines
 
 
+def versus(
+    scenario: Scenario,
+    per: dict[str, dict[str, Any]],
+    every: dict[str, list[dict[str, Any]]],
+    on_kind: str,
+    off_kind: str,
+) -> str:
+    """The start of a feature's line: `on_kind`'s throughput over `off_kind`'s (the run
+    each shows in the table), every run's value of each (with 2+ runs each, whether their
+    ranges overlap: the noise), and the ratio of their server CPU per message."""
+    on, off = per.get(on_kind, {}), per.get(off_kind, {})
+    key = scenario.median_key or ""
+    text = f"- {scenario.name} {key.replace('_per_s', '/s')}: "
+    text += f"{on_kind}/{off_kind} {ratio(on.get(key), off.get(key)) or '?'}"
+    on_values = [r.get(key) for r in every.get(on_kind, [on])]
+    off_values = [r.get(key) for r in every.get(off_kind, [off])]
+    text += (
+        f" (every run: {on_kind} {' / '.join(fmt(v) for v in on_values)}; "
+        f"{off_kind} {' / '.join(fmt(v) for v in off_values)}"
+    )
+    on_runs = [v for v in on_values if isinstance(v, (int, float))]
+    off_runs = [v for v in off_values if isinstance(v, (int, float))]
+    if len(on_runs) >= 2 and len(off_runs) >= 2:
+        overlap = min(on_runs) <= max(off_runs) and min(off_runs) <= max(on_runs)
+        text += f"; ranges overlap: {'yes' if overlap else 'NO'}"
+    text += ")"
+    for cpu, label, _ in scenario.rows:
+        if cpu.startswith("server_us_per_") and ratio(on.get(cpu), off.get(cpu)):
+            text += f"; {label} {on_kind}/{off_kind} {ratio(on.get(cpu), off.get(cpu))}"
+    return text
+
+
 def metrics_vs_off(
     chosen: dict[str, dict[str, dict[str, Any]]],
     plan: list[Scenario],
@@ -681,28 +708,11 @@ def metrics_vs_off(
     lines = []
     for scenario in plan:
         per = chosen.get(scenario.name, {})
-        on, off = per.get("ircish-metrics", {}), per.get("ircish", {})
-        key = scenario.median_key or ""
+        on = per.get("ircish-metrics", {})
         if not scenario.metrics or "ircish-metrics" not in per or "ircish" not in per:
             continue
-        text = f"- {scenario.name} {key.replace('_per_s', '/s')}: "
-        text += f"ircish-metrics/ircish {ratio(on.get(key), off.get(key)) or '?'}"
+        text = versus(scenario, per, runs.get(scenario.name, {}), "ircish-metrics", "ircish")
         every = runs.get(scenario.name, {}).get("ircish-metrics", [on])
-        on_values = [r.get(key) for r in every]
-        off_values = [r.get(key) for r in runs.get(scenario.name, {}).get("ircish", [off])]
-        text += (
-            f" (every run: ircish-metrics {' / '.join(fmt(v) for v in on_values)}; "
-            f"ircish {' / '.join(fmt(v) for v in off_values)}"
-        )
-        on_runs = [v for v in on_values if isinstance(v, (int, float))]
-        off_runs = [v for v in off_values if isinstance(v, (int, float))]
-        if len(on_runs) >= 2 and len(off_runs) >= 2:
-            overlap = min(on_runs) <= max(off_runs) and min(off_runs) <= max(on_runs)
-            text += f"; ranges overlap: {'yes' if overlap else 'NO'}"
-        text += ")"
-        for cpu, label, _ in scenario.rows:
-            if cpu.startswith("server_us_per_") and ratio(on.get(cpu), off.get(cpu)):
-                text += f"; {label} ircish-metrics/ircish {ratio(on.get(cpu), off.get(cpu))}"
         scrapes = [r.get("scrapes") for r in every]
         slowest = [r.get("scrape_max_ms") for r in every if r.get("scrape_max_ms") is not None]
         failed = [r for r in every if r.get("error") and "ScrapeFailed" in r["error"]]
