@@ -27,12 +27,26 @@ Accounts: with a setup `password`, every client sends `PASS <nick>:<password>` f
 account login where the server has no server password, as ircish does: issue 14) and
 counts as logged in once it gets 900 (RPL_LOGGEDIN) before its 366; the setup reply says
 how many did, with one 900 line as a sample, and a "login failed" notice is an error.
+
+WebSocket (issue 16): with a `subprotocol`, every client opens its TCP connection with
+an HTTP/1.1 upgrade (RFC 6455 4.1) asking for that IRCv3 subprotocol, checks the 101,
+its Sec-WebSocket-Accept and the subprotocol chosen, and only then sends NICK/USER.
+`WsStream` is the framing, in this process's loop like everything else: what a client
+sends goes out one masked frame per line (RFC 6455 5.3: a fresh key per frame), and
+what it receives is turned back into CRLF-terminated lines before the code above sees
+it, so counting and parsing are the same for both transports. A line from the server is
+one final, unmasked data frame, under 126 bytes for every untagged line of the bench;
+the deframer walks those in a tight loop (a frame split across reads waits in `tail`)
+and hands anything else (longer frames such as tagged lines, fragments, control frames,
+protocol errors) to a general path, one frame at a time.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import select
@@ -58,8 +72,16 @@ LOGGED_IN = b" 900 "
 #: servers answer an unknown command with 421, some with 451 or 410).
 CAP_REFUSED = (b" 421 ", b" 451 ", b" 410 ")
 
-# Client states.
-CONNECTING, REGISTERING, JOINING, READY, QUITTING, DEAD = range(6)
+# Client states (UPGRADING: WebSocket only, the upgrade request sent, waiting for 101).
+CONNECTING, UPGRADING, REGISTERING, JOINING, READY, QUITTING, DEAD = range(7)
+
+#: The IRCv3 WebSocket subprotocols (https://ircv3.net/specs/extensions/websocket) and
+#: the opcode each one's messages travel in (RFC 6455 5.6).
+WS_OPCODES = {"binary.ircv3.net": 0x2, "text.ircv3.net": 0x1}
+#: RFC 6455 1.3: Sec-WebSocket-Accept is base64(SHA-1(key + this)).
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: The most a server's upgrade answer (status line and headers) may take.
+MAX_UPGRADE = 8192
 
 
 def now_ns() -> int:
@@ -97,6 +119,7 @@ class Client:
         "started",
         "state",
         "tail",
+        "ws",
     )
 
     def __init__(self, idx: int, nick: str, room: str | None, capped: bool = False) -> None:
@@ -112,6 +135,7 @@ class Client:
         self.logged_in = False  # got 900 (RPL_LOGGEDIN) during its handshake
         self.sock: socket.socket | None = None
         self.fd = -1
+        self.ws: WsStream | None = None  # the WebSocket framing (None: IRC over TCP)
         self.state = CONNECTING
         self.tail = b""
         self.out = b""
@@ -126,14 +150,230 @@ class Client:
         self.churn_started = 0
 
 
+class WsError(Exception):
+    """The server broke the WebSocket protocol (or refused the upgrade)."""
+
+
+def mask_frame(first: int, payload: bytes, key: bytes) -> bytes:
+    """One client frame (RFC 6455 5.2): `first` is FIN and the opcode; the payload is
+    masked with the 4-byte `key` (5.3: a client MUST mask every frame)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((first, 0x80 | size))
+    elif size < 65536:
+        head = bytes((first, 0xFE)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((first, 0xFF)) + size.to_bytes(8, "big")
+    if not size:
+        return head + key
+    # XOR as one big integer: a C loop over the bytes, not a Python one.
+    stream = (key * (size // 4 + 1))[:size]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")
+    return head + key + masked.to_bytes(size, "big")
+
+
+class WsStream:
+    """One client's end of IRC over WebSocket: the upgrade, then frames both ways.
+
+    `receive` takes what the socket gave and returns the lines in it, CRLF-terminated
+    (b"": no whole line yet); it raises WsError when the server breaks RFC 6455 or the
+    IRCv3 spec. Frames the client must answer (a pong, the close handshake) wait in
+    `replies`, already masked, for the caller to send.
+    """
+
+    __slots__ = (
+        "answer",
+        "closed",
+        "first",
+        "key",
+        "message",
+        "open",
+        "replies",
+        "subprotocol",
+        "tail",
+    )
+
+    def __init__(self, subprotocol: str) -> None:
+        self.subprotocol = subprotocol
+        #: FIN set and the subprotocol's opcode: the first byte of every whole message.
+        self.first = 0x80 | WS_OPCODES[subprotocol]
+        self.key = base64.b64encode(os.urandom(16))
+        self.open = False  # the 101 came and checked out
+        self.answer = b""  # the server's answer to the upgrade, until it is whole
+        self.tail = b""  # the start of a frame not all received yet
+        self.message: list[bytes] | None = None  # the parts of a fragmented message
+        self.replies: list[bytes] = []
+        self.closed = False  # the server sent its close frame
+
+    def request(self, host: str) -> bytes:
+        """The opening handshake (RFC 6455 4.1). No Origin: this is not a browser."""
+        return (
+            f"GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {self.subprotocol}\r\n"
+            f"Sec-WebSocket-Key: {self.key.decode()}\r\n\r\n"
+        ).encode()
+
+    def frame(self, data: bytes) -> bytes:
+        """CRLF-terminated lines as one masked frame each (one IRC line per message, no
+        CRLF: the IRCv3 spec), each with a fresh key from one urandom call."""
+        lines = data.split(b"\r\n")
+        lines.pop()  # after the last CRLF
+        keys = os.urandom(4 * len(lines))
+        first = self.first
+        return b"".join(
+            [mask_frame(first, line, keys[4 * n : 4 * n + 4]) for n, line in enumerate(lines)]
+        )
+
+    def receive(self, data: bytes) -> bytes:
+        if not self.open:
+            data = self._upgrade(data)
+            if not data:
+                return b""
+        return self._unframe(data)
+
+    def _upgrade(self, data: bytes) -> bytes:
+        """Read the server's answer to the upgrade; once it is whole and right, what came
+        after it (frames)."""
+        answer = self.answer + data
+        end = answer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(answer) > MAX_UPGRADE:
+                raise WsError(f"no end to the upgrade answer in {len(answer)} bytes")
+            self.answer = answer
+            return b""
+        status, *fields = answer[:end].split(b"\r\n")
+        if status.split(b" ", 2)[:2] != [b"HTTP/1.1", b"101"]:
+            raise WsError(f"upgrade refused: {status[:80]!r}")
+        headers = {}
+        for field in fields:
+            name, _, value = field.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        accept = base64.b64encode(hashlib.sha1(self.key + WS_GUID).digest())
+        connection = headers.get(b"connection", b"").lower().split(b",")
+        if headers.get(b"upgrade", b"").lower() != b"websocket" or b"upgrade" not in [
+            token.strip() for token in connection
+        ]:
+            raise WsError(f"101 without Upgrade: websocket / Connection: upgrade: {fields!r}")
+        if headers.get(b"sec-websocket-accept") != accept:
+            raise WsError(f"Sec-WebSocket-Accept {headers.get(b'sec-websocket-accept')!r}")
+        if headers.get(b"sec-websocket-protocol") != self.subprotocol.encode():
+            raise WsError(f"subprotocol {headers.get(b'sec-websocket-protocol')!r}")
+        self.open = True
+        self.answer = b""
+        return answer[end + 4 :]
+
+    def _unframe(self, data: bytes) -> bytes:
+        buf = self.tail + data if self.tail else data
+        lines: list[bytes] = []
+        append = lines.append
+        first = self.first
+        end = len(buf)
+        pos = 0
+        while True:
+            if self.message is None and not self.closed:
+                # The hot path: a whole message in one frame under 126 bytes, as every
+                # untagged line of the bench is. Its second byte is the length, and any
+                # value above 125 (a longer frame, or a mask bit) goes the other way.
+                last = end - 2
+                start = pos
+                while pos <= last:
+                    size = buf[pos + 1]
+                    if size > 125 or buf[pos] != first:
+                        break
+                    start = pos + 2
+                    pos = start + size
+                    append(buf[start:pos])
+                if pos > end:  # the last frame is not all here yet
+                    pos = start - 2
+                    lines.pop()
+                    break
+                if pos > last:
+                    break
+            after = self._other_frame(buf, pos, lines)
+            if after < 0:
+                break
+            pos = after
+        self.tail = buf[pos:]
+        if len(self.tail) > MAX_TAIL:
+            raise WsError(f"a frame of more than {MAX_TAIL} bytes")
+        if not lines:
+            return b""
+        text = b"\r\n".join(lines) + b"\r\n"
+        # One IRC line per message, without its line ending (the spec): a message that
+        # holds a line feed would be counted as two lines.
+        if text.count(b"\n") != len(lines):
+            raise WsError("a message that holds a line feed")
+        return text
+
+    def _other_frame(self, buf: bytes, pos: int, lines: list[bytes]) -> int:
+        """Any frame at `pos` (RFC 6455 5.2): its whole messages go to `lines`. Where the
+        next frame starts, or -1 if this one is not all here yet."""
+        end = len(buf)
+        if end - pos < 2:
+            return -1
+        first, second = buf[pos], buf[pos + 1]
+        if second & 0x80:
+            raise WsError("a masked frame from the server (RFC 6455 5.1)")
+        if first & 0x70:
+            raise WsError("reserved bits set, and no extension was agreed")
+        size, start = second, pos + 2
+        if size == 126:
+            size, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
+        elif size == 127:
+            size, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
+        if start > end or start + size > end:
+            if size > MAX_TAIL:
+                raise WsError(f"a frame of {size} bytes")
+            return -1
+        payload = buf[start : start + size]
+        final, opcode = first & 0x80, first & 0x0F
+        if opcode >= 0x8:  # control frames: short and whole (5.5), between any others
+            if not final or size > 125:
+                raise WsError(f"control frame {opcode:#x} fragmented or {size} bytes long")
+            if opcode == 0x9:  # ping: pong with the same data (5.5.3)
+                self.replies.append(mask_frame(0x8A, payload, os.urandom(4)))
+            elif opcode == 0x8:  # close: answer with its status code (5.5.1)
+                if not self.closed:
+                    self.replies.append(mask_frame(0x88, payload[:2], os.urandom(4)))
+                self.closed = True
+            elif opcode != 0xA:
+                raise WsError(f"unknown control opcode {opcode:#x}")
+        elif self.closed:
+            raise WsError("a data frame after the close frame")
+        elif opcode == 0x0:
+            if self.message is None:
+                raise WsError("a continuation frame with no message to continue")
+            self.message.append(payload)
+            if sum(map(len, self.message)) > MAX_TAIL:
+                raise WsError(f"a message of more than {MAX_TAIL} bytes")
+            if final:
+                lines.append(b"".join(self.message))
+                self.message = None
+        elif opcode == self.first & 0x0F:
+            if self.message is not None:
+                raise WsError("a new message inside a fragmented one")
+            if final:
+                lines.append(payload)
+            else:
+                self.message = [payload]
+        else:
+            raise WsError(f"opcode {opcode:#x}, not the subprotocol's {self.first & 0x0F:#x}")
+        return start + size
+
+
 class Worker:
     """One process's clients and event loop."""
 
-    def __init__(self, wid: int, pipe: Pipe, port: int, source_ip: str) -> None:
+    def __init__(
+        self, wid: int, pipe: Pipe, port: int, source_ip: str, subprotocol: str | None = None
+    ) -> None:
         self.wid = wid
         self.pipe = pipe
         self.port = port
         self.source_ip = source_ip
+        #: Every client speaks IRC over WebSocket with this subprotocol (None: over TCP).
+        self.subprotocol = subprotocol
         self.ep = select.epoll()
         self.ep.register(pipe.fileno(), EPOLLIN)
         self.by_fd: dict[int, Client] = {}
@@ -194,6 +434,7 @@ class Worker:
         client.state = CONNECTING
         client.tail = b""
         client.out = b""
+        client.ws = WsStream(self.subprotocol) if self.subprotocol else None
         client.started = now_ns()
         self.pending += 1
         self.by_fd[client.fd] = client
@@ -217,8 +458,17 @@ class Worker:
         client.state = DEAD
 
     def send(self, client: Client, data: bytes) -> None:
+        """Send IRC lines (each ending in CRLF): as they are, or one WebSocket frame each."""
         if client.sock is None:
             return  # dropped earlier in this same event
+        if client.ws is not None:
+            data = client.ws.frame(data)
+        self.send_raw(client, data)
+
+    def send_raw(self, client: Client, data: bytes) -> None:
+        """Send bytes as they are, or keep what the socket does not take for EPOLLOUT."""
+        if client.sock is None:
+            return
         if client.out:
             client.out += data
             return
@@ -239,19 +489,13 @@ class Worker:
             if code:
                 self.on_lost(client, f"connect: {os.strerror(code)}")
                 return
-            client.state = REGISTERING
             self.ep.modify(client.fd, EPOLLIN)
-            nick = client.nick
-            hello = f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode()
-            if self.password:
-                # An account login, checked when registration completes (900 before 001).
-                hello = b"PASS " + nick.encode() + b":" + self.password + b"\r\n" + hello
-            if client.capped and self.want_caps:
-                # The server holds registration until CAP END (if it knows CAP at all).
-                client.capneg = 1
-                client.offered = set()
-                hello = b"CAP LS 302\r\n" + hello
-            self.send(client, hello)
+            if client.ws is not None:
+                # Nothing else may be sent before the 101 (RFC 6455 4.1).
+                client.state = UPGRADING
+                self.send_raw(client, client.ws.request(f"127.0.0.1:{self.port}"))
+            else:
+                self.greet(client)
             return
         if not client.out:
             self.ep.modify(client.fd, EPOLLIN)
@@ -267,14 +511,29 @@ class Worker:
         if not client.out:
             self.ep.modify(client.fd, EPOLLIN)
 
+    def greet(self, client: Client) -> None:
+        """The connection is up (WebSocket: upgraded): register."""
+        client.state = REGISTERING
+        nick = client.nick
+        hello = f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode()
+        if self.password:
+            # An account login, checked when registration completes (900 before 001).
+            hello = b"PASS " + nick.encode() + b":" + self.password + b"\r\n" + hello
+        if client.capped and self.want_caps:
+            # The server holds registration until CAP END (if it knows CAP at all).
+            client.capneg = 1
+            client.offered = set()
+            hello = b"CAP LS 302\r\n" + hello
+        self.send(client, hello)
+
     def on_lost(self, client: Client, why: str) -> None:
-        if client.state in (CONNECTING, REGISTERING):
+        if client.state in (CONNECTING, UPGRADING, REGISTERING):
             self.pending -= 1
         if self.phase == "churn" and client.state == QUITTING:
             self.churn_done(client, ok=True)
             return
         self.error(f"{client.nick}: {why}")
-        if client.state in (READY, JOINING, REGISTERING, CONNECTING) and self.phase != "churn":
+        if client.state not in (QUITTING, DEAD) and self.phase != "churn":
             self.lost_clients += 1
         if self.phase == "setup" and client.state != READY:
             self.p["failed"] += 1
@@ -298,6 +557,10 @@ class Worker:
         if not data:
             self.on_lost(client, "closed by server")
             return
+        if client.ws is not None:
+            data = self.from_websocket(client, data)
+            if not data or client.sock is None:
+                return
         if client.tail:
             data = client.tail + data
         cut = data.rfind(b"\n") + 1
@@ -338,6 +601,23 @@ class Worker:
                 self.error(f"{client.nick}: {data[data.find(b'ERROR') :][:120]!r}")
             return
         self.on_handshake(client, data)
+
+    def from_websocket(self, client: Client, data: bytes) -> bytes:
+        """The lines in what a WebSocket client received; the upgrade's end registers it,
+        and the frames the server asked for (pong, close) are sent back."""
+        ws = client.ws
+        assert ws is not None
+        try:
+            lines = ws.receive(data)
+        except WsError as exc:
+            self.on_lost(client, f"websocket: {exc}")
+            return b""
+        if ws.replies:
+            self.send_raw(client, b"".join(ws.replies))
+            ws.replies.clear()
+        if client.state == UPGRADING and ws.open:
+            self.greet(client)
+        return lines
 
     def on_handshake(self, client: Client, data: bytes) -> None:
         if b"PING" in data:
@@ -896,14 +1176,17 @@ class Worker:
             )
 
 
-def worker_main(wid: int, pipe: Pipe, port: int, source_ip: str) -> None:
-    """Entry point of a worker process."""
+def worker_main(
+    wid: int, pipe: Pipe, port: int, source_ip: str, subprotocol: str | None = None
+) -> None:
+    """Entry point of a worker process (`subprotocol`: its clients speak IRC over
+    WebSocket with it)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    worker = Worker(wid, pipe, port, source_ip)
+    worker = Worker(wid, pipe, port, source_ip, subprotocol)
     try:
         worker.run()
     finally:

@@ -6,6 +6,7 @@
     python bench/run.py --servers ircish,ircish-store --only fanout200,dm200,rooms200
     python bench/run.py --servers ircish,ircish-store,ircish-accounts --only fanout200,dm200
     python bench/run.py --servers ircish,ircish-metrics --only fanout200,dm200
+    python bench/run.py --servers ircish,ircish-ws --only fanout200,dm200
     python bench/run.py --record        # also rewrite bench/RESULTS.md with this run
 
 ircish runs twice where the history store matters (the scenarios with `store`): `ircish`
@@ -14,7 +15,8 @@ accounts matter (`accounts`) also `ircish-accounts`: `ircish-store` with every c
 logged in to an account of its own (issue 14), so a private message is a stored row;
 where metrics matter (`metrics`) also `ircish-metrics`: `ircish` with the metrics
 endpoint on, so every command is timed, scraped once a second by the harness during the
-run (issue 15); a failed scrape fails the run.
+run (issue 15); a failed scrape fails the run; where the transport matters (`websocket`)
+also `ircish-ws`: `ircish` with every client speaking IRC over WebSocket (issue 16).
 
 Every run of a scenario gets a fresh server on its own free port (so CPU, RSS and room
 state start clean), and the servers take turns scenario by scenario. Results go to
@@ -70,6 +72,8 @@ class Scenario:
     accounts: bool = False
     #: Run it on `ircish-metrics` too (ircish with the metrics endpoint, scraped).
     metrics: bool = False
+    #: Run it on `ircish-ws` too (ircish with every client over WebSocket).
+    websocket: bool = False
 
     def runs_on(self, kind: str) -> bool:
         if kind == "ircish-store":
@@ -78,6 +82,8 @@ class Scenario:
             return self.accounts
         if kind == "ircish-metrics":
             return self.metrics
+        if kind == "ircish-ws":
+            return self.websocket
         return True
 
 
@@ -178,6 +184,7 @@ def matrix(quick: bool) -> list[Scenario]:
             store=True,
             accounts=True,
             metrics=True,
+            websocket=True,
         ),
         Scenario(
             "fanout200caps",
@@ -227,6 +234,7 @@ def matrix(quick: bool) -> list[Scenario]:
             store=True,
             accounts=True,
             metrics=True,
+            websocket=True,
         ),
         Scenario(
             "dm200caps",
@@ -436,22 +444,25 @@ def cell(result: dict[str, Any] | None, key: str) -> Any:
     return result.get(key)
 
 
+#: The feature columns after the peers': each ircish kind over the one it adds a feature
+#: to, both from the same run (store, accounts, metrics, WebSocket: issues 13-16).
+FEATURE_RATIOS = [
+    ("ircish-store", "ircish"),
+    ("ircish-accounts", "ircish-store"),
+    ("ircish-metrics", "ircish"),
+    ("ircish-ws", "ircish"),
+]
+
+
 def table(
     chosen: dict[str, dict[str, dict[str, Any]]], plan: list[Scenario], kinds: list[str]
 ) -> str:
     peers = [k for k in kinds if k not in servers.IRCISH_KINDS]
-    store = "ircish" in kinds and "ircish-store" in kinds
-    accounts = "ircish-store" in kinds and "ircish-accounts" in kinds
-    metrics = "ircish" in kinds and "ircish-metrics" in kinds
+    features = [(on, off) for on, off in FEATURE_RATIOS if on in kinds and off in kinds]
     head = ["scenario", "metric", *kinds]
     if "ircish" in kinds:
         head += [f"ircish/{peer}" for peer in peers]
-    if store:
-        head.append("ircish-store/ircish")
-    if accounts:
-        head.append("ircish-accounts/ircish-store")
-    if metrics:
-        head.append("ircish-metrics/ircish")
+    head += [f"{on}/{off}" for on, off in features]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario in plan:
         results = chosen.get(scenario.name, {})
@@ -463,14 +474,7 @@ def table(
             if "ircish" in kinds:
                 # Ratios only where one way is better; a thread count ratio means nothing.
                 row += [ratio(values["ircish"], values[peer]) if better else "" for peer in peers]
-            if store:
-                row.append(ratio(values["ircish-store"], values["ircish"]) if better else "")
-            if accounts:
-                row.append(
-                    ratio(values["ircish-accounts"], values["ircish-store"]) if better else ""
-                )
-            if metrics:
-                row.append(ratio(values["ircish-metrics"], values["ircish"]) if better else "")
+            row += [ratio(values[on], values[off]) if better else "" for on, off in features]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -669,6 +673,38 @@ def accounts_vs_off(
     return lines
 
 
+def versus(
+    scenario: Scenario,
+    per: dict[str, dict[str, Any]],
+    every: dict[str, list[dict[str, Any]]],
+    on_kind: str,
+    off_kind: str,
+) -> str:
+    """The start of a feature's line: `on_kind`'s throughput over `off_kind`'s (the run
+    each shows in the table), every run's value of each (with 2+ runs each, whether their
+    ranges overlap: the noise), and the ratio of their server CPU per message."""
+    on, off = per.get(on_kind, {}), per.get(off_kind, {})
+    key = scenario.median_key or ""
+    text = f"- {scenario.name} {key.replace('_per_s', '/s')}: "
+    text += f"{on_kind}/{off_kind} {ratio(on.get(key), off.get(key)) or '?'}"
+    on_values = [r.get(key) for r in every.get(on_kind, [on])]
+    off_values = [r.get(key) for r in every.get(off_kind, [off])]
+    text += (
+        f" (every run: {on_kind} {' / '.join(fmt(v) for v in on_values)}; "
+        f"{off_kind} {' / '.join(fmt(v) for v in off_values)}"
+    )
+    on_runs = [v for v in on_values if isinstance(v, (int, float))]
+    off_runs = [v for v in off_values if isinstance(v, (int, float))]
+    if len(on_runs) >= 2 and len(off_runs) >= 2:
+        overlap = min(on_runs) <= max(off_runs) and min(off_runs) <= max(on_runs)
+        text += f"; ranges overlap: {'yes' if overlap else 'NO'}"
+    text += ")"
+    for cpu, label, _ in scenario.rows:
+        if cpu.startswith("server_us_per_") and ratio(on.get(cpu), off.get(cpu)):
+            text += f"; {label} {on_kind}/{off_kind} {ratio(on.get(cpu), off.get(cpu))}"
+    return text
+
+
 def metrics_vs_off(
     chosen: dict[str, dict[str, dict[str, Any]]],
     plan: list[Scenario],
@@ -681,28 +717,11 @@ def metrics_vs_off(
     lines = []
     for scenario in plan:
         per = chosen.get(scenario.name, {})
-        on, off = per.get("ircish-metrics", {}), per.get("ircish", {})
-        key = scenario.median_key or ""
+        on = per.get("ircish-metrics", {})
         if not scenario.metrics or "ircish-metrics" not in per or "ircish" not in per:
             continue
-        text = f"- {scenario.name} {key.replace('_per_s', '/s')}: "
-        text += f"ircish-metrics/ircish {ratio(on.get(key), off.get(key)) or '?'}"
+        text = versus(scenario, per, runs.get(scenario.name, {}), "ircish-metrics", "ircish")
         every = runs.get(scenario.name, {}).get("ircish-metrics", [on])
-        on_values = [r.get(key) for r in every]
-        off_values = [r.get(key) for r in runs.get(scenario.name, {}).get("ircish", [off])]
-        text += (
-            f" (every run: ircish-metrics {' / '.join(fmt(v) for v in on_values)}; "
-            f"ircish {' / '.join(fmt(v) for v in off_values)}"
-        )
-        on_runs = [v for v in on_values if isinstance(v, (int, float))]
-        off_runs = [v for v in off_values if isinstance(v, (int, float))]
-        if len(on_runs) >= 2 and len(off_runs) >= 2:
-            overlap = min(on_runs) <= max(off_runs) and min(off_runs) <= max(on_runs)
-            text += f"; ranges overlap: {'yes' if overlap else 'NO'}"
-        text += ")"
-        for cpu, label, _ in scenario.rows:
-            if cpu.startswith("server_us_per_") and ratio(on.get(cpu), off.get(cpu)):
-                text += f"; {label} ircish-metrics/ircish {ratio(on.get(cpu), off.get(cpu))}"
         scrapes = [r.get("scrapes") for r in every]
         slowest = [r.get("scrape_max_ms") for r in every if r.get("scrape_max_ms") is not None]
         failed = [r for r in every if r.get("error") and "ScrapeFailed" in r["error"]]
@@ -714,6 +733,44 @@ def metrics_vs_off(
         )
         if on.get("sent"):
             text += f"; PRIVMSG timed {fmt(on.get('privmsg_timed'))} of {fmt(on['sent'])} sent"
+        lines.append(text)
+    return lines
+
+
+def websocket_vs_tcp(
+    chosen: dict[str, dict[str, dict[str, Any]]],
+    plan: list[Scenario],
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+) -> list[str]:
+    """One line per scenario run on both `ircish` and `ircish-ws`: what WebSocket costs
+    over TCP (issue 16) in throughput and in server CPU per message (as a ratio and in µs),
+    every run's throughput on each, the generator's CPU on each (its framing shares the 2
+    cores with the server), and the messages lost and client errors of every WebSocket
+    run (a client the server dropped or a frame the generator refused is an error)."""
+    lines = []
+    for scenario in plan:
+        per = chosen.get(scenario.name, {})
+        if not scenario.websocket or "ircish-ws" not in per or "ircish" not in per:
+            continue
+        every = runs.get(scenario.name, {})
+        text = versus(scenario, per, every, "ircish-ws", "ircish")
+        ws, tcp = per["ircish-ws"], per["ircish"]
+        for cpu, label, _ in scenario.rows:
+            if cpu.startswith("server_us_per_"):
+                more, base = ws.get(cpu), tcp.get(cpu)
+                if isinstance(more, (int, float)) and isinstance(base, (int, float)):
+                    unit = label.rpartition("/")[2]
+                    text += f" ({more - base:+.2f} µs a {unit})"
+        text += (
+            f"; generator CPU cores ircish-ws {fmt(ws.get('gen_cpu_cores'))}, "
+            f"ircish {fmt(tcp.get('gen_cpu_cores'))}"
+        )
+        ws_runs = every.get("ircish-ws", [ws])
+        text += (
+            f"; in the {len(ws_runs)} ircish-ws run{'s' if len(ws_runs) != 1 else ''}: lost "
+            f"{' / '.join(fmt(r.get('lost')) for r in ws_runs)}, client errors "
+            f"{' / '.join(fmt(r.get('errors')) for r in ws_runs)}"
+        )
         lines.append(text)
     return lines
 
@@ -785,6 +842,16 @@ def markdown_report(
             *metrics,
             "",
         ]
+    websocket = websocket_vs_tcp(chosen, plan, runs or {})
+    if websocket:
+        parts += [
+            "WebSocket vs TCP (issue 16; `ircish-ws` is `ircish` with a `websocket:` "
+            "listener, and every client speaks IRC over WebSocket there, subprotocol "
+            f"`{servers.WEBSOCKET_KINDS['ircish-ws']}`, instead of plain TCP):",
+            "",
+            *websocket,
+            "",
+        ]
     notes = []
     for scenario in plan:
         for kind in kinds:
@@ -829,9 +896,9 @@ def main() -> int:
     parser.add_argument(
         "--servers",
         default=",".join(servers.SERVER_KINDS),
-        help="comma list of ircish,ircish-store,ircish-accounts,ircish-metrics,ngircd,"
-        "miniircd (default: all; ircish-store runs only the scenarios where the store "
-        "matters, ircish-accounts and ircish-metrics only fanout200 and dm200)",
+        help=f"comma list of {','.join(servers.SERVER_KINDS)} (default: all; ircish-store "
+        "runs only the scenarios where the store matters, ircish-accounts, ircish-metrics "
+        "and ircish-ws only fanout200 and dm200)",
     )
     parser.add_argument("--only", help="comma list of scenario names to run")
     parser.add_argument("--repeats", type=int, help="override the repeat count of every scenario")
@@ -971,6 +1038,7 @@ def report_from(path: Path, record: bool) -> int:
     report = markdown_report(
         chosen, plan, kinds, header.get("machine", {}), header.get("command", "?"), elapsed, runs
     )
+    RESULTS_DIR.mkdir(exist_ok=True)  # a fresh checkout has none: results/ is not committed
     (RESULTS_DIR / "latest.md").write_text(report)
     if record:
         _write_results_md(report)

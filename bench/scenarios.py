@@ -115,9 +115,10 @@ class GeneratorError(RuntimeError):
 
 
 class Generator:
-    """The worker processes and the pipe protocol to them."""
+    """The worker processes and the pipe protocol to them; their clients connect to
+    `server.client_port` (over WebSocket where the server has `subprotocol`)."""
 
-    def __init__(self, port: int, workers: int) -> None:
+    def __init__(self, server: ServerProcess, workers: int) -> None:
         context = multiprocessing.get_context("fork")
         self.pipes = []
         self.procs = []
@@ -125,7 +126,7 @@ class Generator:
             parent, child = context.Pipe()
             proc = context.Process(
                 target=worker_main,
-                args=(wid, child, port, next_source_ip()),
+                args=(wid, child, server.client_port, next_source_ip(), server.subprotocol),
                 name=f"loadgen-{wid}",
                 daemon=True,
             )
@@ -505,7 +506,7 @@ def fanout(
     `caps_fraction` of the senders and of the other members (each worker its share) ask
     for `caps`.
     """
-    gen = Generator(server.port, workers)
+    gen = Generator(server, workers)
     try:
         room = f"#{tag}"
         clients = [(i, nick, room) for i, nick in enumerate(nicks(tag, members))]
@@ -597,7 +598,7 @@ def dm(
     every message is a room line (kept in history where the server keeps it) with the
     same one recipient, window and bytes as a private message (the target is longer).
     """
-    gen = Generator(server.port, workers)
+    gen = Generator(server, workers)
     try:
         names = nicks(tag, 2 * pairs)
         # Client 2k and 2k+1 are a pair; pairs are dealt to workers whole. Each client
@@ -665,7 +666,7 @@ def idle(
     connect_window: int = 200,
 ) -> dict[str, Any]:
     """Hold N registered clients in rooms of `room_size`; RSS per connection; PING all."""
-    gen = Generator(server.port, workers)
+    gen = Generator(server, workers)
     try:
         before = server.status()
         cpu_before = server.cpu_seconds()
@@ -730,7 +731,7 @@ def churn(
     workers: int = 2,
 ) -> dict[str, Any]:
     """Connect, register, join, quit; `concurrency` cycles at once, `cycles` in all."""
-    gen = Generator(server.port, workers)
+    gen = Generator(server, workers)
     try:
         overflows_before = listen_overflows()
         cpu_before = server.cpu_seconds()

@@ -10,7 +10,9 @@ server starts, and the clients send `PASS <nick>:<password>` before NICK/USER. A
 message between two of them is then a stored row (private history) and every event
 carries its sender's account. `ircish-metrics` (issue 15) is `ircish` plus `metrics:
 {listen: 127.0.0.1:<free port>}`, which also times every command; while a scenario runs,
-`MetricsScraper` GETs its /metrics once a second.
+`MetricsScraper` GETs its /metrics once a second. `ircish-ws` (issue 16) is `ircish`
+plus `websocket: {port: <free port>}`, and every bench client connects to that port and
+speaks IRC over WebSocket (`binary.ircv3.net`) instead of plain TCP.
 
 `start_server(kind, port, workdir)` writes the server's config into `workdir`, starts
 it as a child process, waits until its port accepts connections and returns a
@@ -47,11 +49,12 @@ SERVER_KINDS = (
     "ircish-store",
     "ircish-accounts",
     "ircish-metrics",
+    "ircish-ws",
     "ngircd",
     "miniircd",
 )
 #: The ircish kinds (run from this checkout, or from `--ircish-rev`).
-IRCISH_KINDS = ("ircish", "ircish-store", "ircish-accounts", "ircish-metrics")
+IRCISH_KINDS = ("ircish", "ircish-store", "ircish-accounts", "ircish-metrics", "ircish-ws")
 #: The ircish kinds with the history store on disk.
 STORE_KINDS = ("ircish-store", "ircish-accounts")
 #: The kinds whose clients each log in to an account of their own (made before the
@@ -60,12 +63,19 @@ ACCOUNT_KINDS = ("ircish-accounts",)
 #: The kinds with the metrics endpoint on (and so every command timed), scraped during a
 #: run by `MetricsScraper`.
 METRICS_KINDS = ("ircish-metrics",)
+#: The kinds whose clients speak IRC over WebSocket, on the server's `websocket:` port,
+#: and the subprotocol they ask for. binary.ircv3.net: the server takes a binary frame's
+#: bytes as they are, as it takes a TCP line, where a text frame is UTF-8-checked and
+#: decoded by wsproto and encoded again; IRC lines are bytes, not always UTF-8; and it is
+#: the one ircish prefers. Both are framed alike on the way out (only the opcode differs).
+WEBSOCKET_KINDS = {"ircish-ws": "binary.ircv3.net"}
 #: Most clients a peer can hold; miniircd is one select() loop (FD_SETSIZE = 1024).
 MAX_CLIENTS = {
     "ircish": 20000,
     "ircish-store": 20000,
     "ircish-accounts": 20000,
     "ircish-metrics": 20000,
+    "ircish-ws": 20000,
     "ngircd": 20000,
     "miniircd": 1000,
 }
@@ -114,10 +124,19 @@ class ServerProcess:
     private_history: bool = False
     #: The port of the metrics endpoint on 127.0.0.1 (None: metrics off).
     metrics_port: int | None = None
+    #: The WebSocket listener's port on 127.0.0.1 (None: none), and the subprotocol the
+    #: bench clients ask for there.
+    websocket_port: int | None = None
+    subprotocol: str | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def client_port(self) -> int:
+        """Where the bench clients connect: the WebSocket port if they speak WebSocket."""
+        return self.port if self.websocket_port is None else self.websocket_port
 
     def cpu_times(self) -> tuple[float, float]:
         """(user, system) CPU seconds of the server process, all threads included."""
@@ -237,6 +256,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+def another_free_port(*taken: int) -> int:
+    """A free port that is none of `taken`: probes are closed, so the kernel may hand out
+    one twice."""
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
+
+
 def ircish_store_path(workdir: Path) -> Path:
     return workdir / "ircish.db"
 
@@ -281,18 +309,23 @@ def _ircish_config(
     sender_threads: int | None,
     store: bool,
     metrics_port: int | None = None,
+    websocket_port: int | None = None,
 ) -> list[str]:
     threads = f"\n  sender_threads: {sender_threads}" if sender_threads else ""
     if store:
         # The store on disk, every other store and history setting at its default.
-        history = f"store:\n  path: {ircish_store_path(workdir)}\n"
+        sections = f"store:\n  path: {ircish_store_path(workdir)}\n"
     else:
         # History off: no room keeps a window and no line goes to the store's writer
         # (ircish as it was before issue 13).
-        history = "history:\n  max_lines: 0\n"
+        sections = "history:\n  max_lines: 0\n"
     if metrics_port is not None:
         # The endpoint on, and with it the command timer (the only extra message-path work).
-        history += f'metrics:\n  listen: "127.0.0.1:{metrics_port}"\n'
+        sections += f'metrics:\n  listen: "127.0.0.1:{metrics_port}"\n'
+    if websocket_port is not None:
+        # The listener on server.host (127.0.0.1); the bench clients send no Origin, which
+        # the default (no `origins:`) lets in.
+        sections += f"websocket:\n  port: {websocket_port}\n"
     config = workdir / "ircish.yaml"
     config.write_text(
         f"""\
@@ -312,7 +345,7 @@ limits:
   # Idle bench clients must not be pinged mid-run; the idle scenario pings itself.
   ping_interval: 3600
   ping_timeout: 3600
-{history}"""
+{sections}"""
     )
     # The log level only on the command line: `--log-level` means the same to every
     # revision, while the config key moved (`log_level` became `log.level` in issue 15),
@@ -378,10 +411,16 @@ def server_command(
     workdir: Path,
     sender_threads: int | None = None,
     metrics_port: int | None = None,
+    websocket_port: int | None = None,
 ) -> list[str]:
     if kind in IRCISH_KINDS:
         return _ircish_config(
-            workdir, port, sender_threads, store=kind in STORE_KINDS, metrics_port=metrics_port
+            workdir,
+            port,
+            sender_threads,
+            store=kind in STORE_KINDS,
+            metrics_port=metrics_port,
+            websocket_port=websocket_port,
         )
     if kind == "ngircd":
         return _ngircd_config(workdir, port)
@@ -450,12 +489,9 @@ def start_server(
         if not accounts:
             raise ValueError(f"{kind} needs the clients' nicks to make their accounts")
         make_accounts(ircish_store_path(workdir), accounts, ACCOUNT_PASSWORD)
-    metrics_port = None
-    if kind in METRICS_KINDS:
-        metrics_port = free_port()
-        while metrics_port == port:  # closed probes: the kernel may hand out one twice
-            metrics_port = free_port()
-    command = server_command(kind, port, workdir, sender_threads, metrics_port)
+    metrics_port = another_free_port(port) if kind in METRICS_KINDS else None
+    websocket_port = another_free_port(port) if kind in WEBSOCKET_KINDS else None
+    command = server_command(kind, port, workdir, sender_threads, metrics_port, websocket_port)
     log_path = workdir / f"{kind}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -473,15 +509,18 @@ def start_server(
         server.login_password = ACCOUNT_PASSWORD
         server.private_history = True
     server.metrics_port = metrics_port
+    server.websocket_port = websocket_port
+    server.subprotocol = WEBSOCKET_KINDS.get(kind)
     try:
-        wait_for_port(port, proc)
-        if metrics_port is not None:
-            wait_for_port(metrics_port, proc)
+        for listening in (port, metrics_port, websocket_port):
+            if listening is not None:
+                wait_for_port(listening, proc)
     except Exception:
         server.stop()
         raise
     time.sleep(0.2)  # let the probe connection be reaped before measuring anything
-    server.backlog = listen_backlog(port)
+    # The accept queue the clients' connects wait in.
+    server.backlog = listen_backlog(server.client_port)
     return server
 
 
