@@ -377,6 +377,19 @@ def status_prefix(status: str, every: bool = False) -> str:
     return prefixes
 
 
+#: The client tags that make a TAGMSG worth keeping in history, as in ergo: a reaction is
+#: part of the conversation, and `+draft/persist` asks for it (irctest's chathistory tests
+#: send it). `+typing` and other tags are over in seconds and would fill the history with
+#: noise that every replay then carries.
+KEPT_TAGMSG_TAGS = frozenset({"+draft/persist", "+draft/react", "+react"})
+
+
+def worth_keeping(event: Event) -> bool:
+    """Whether history keeps `event`: everything but a TAGMSG without a tag worth keeping."""
+    message = event.message
+    return message.command != "TAGMSG" or not KEPT_TAGMSG_TAGS.isdisjoint(message.tags)
+
+
 class Room:
     """A room: its members, topic, modes and lock. `broadcast_locked` is the one fan-out path."""
 
@@ -534,7 +547,7 @@ class Room:
         store: that one, or none when history is off. Caller holds self.lock."""
         assert held(self.lock)
         window = self.window
-        if window is None:
+        if window is None or not worth_keeping(event):
             return ()
         self.seq += 1
         line = StoredLine.of(event, self.folded, self.seq, self.epoch)
@@ -1925,6 +1938,7 @@ class World:
         if (
             (sender.account is None and account is None)
             or needs not in (None, "message-tags")  # messages and TAGMSG, not AWAY and such
+            or not worth_keeping(event)
             or self.keeper is None
             or not self.history.enabled
         ):

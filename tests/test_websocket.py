@@ -261,6 +261,15 @@ def test_plain_gets_are_the_web_clients_files(ws_server):
     assert status == b"HTTP/1.1 200 OK" and body == b"" and int(headers["content-length"]) > 0
 
 
+def test_a_file_bigger_than_the_sendq_comes_whole(ws_server):
+    server = ws_server(config=make_config(sendq_bytes=4096))
+    name, biggest = max(webfiles.files().items(), key=lambda item: len(item[1].body))
+    assert len(biggest.body) > 4096
+    status, _, body = http(server, f"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status == b"HTTP/1.1 200 OK"
+    assert body == biggest.body
+
+
 def test_the_slash_table_is_served_from_the_one_table(ws_server):
     server = ws_server()
     status, headers, body = http(server, b"GET /slash.json?v=1 HTTP/1.1\r\nHost: x\r\n\r\n")
