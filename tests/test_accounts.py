@@ -660,14 +660,20 @@ def test_a_login_that_a_drop_overtakes_is_refused(server, clients) -> None:
     heir.expect(r"NOTICE alice :  logged in now as: alice$")
 
 
+def some_clients(server: Server, clients: list[Client], stem: str, count: int) -> list[Client]:
+    """`count` registered clients, nicks `<stem>0`, `<stem>1`, ..."""
+    made = []
+    for index in range(count):
+        client = open_client(server, clients)
+        client.register(f"{stem}{index}")
+        made.append(client)
+    return made
+
+
 def test_parallel_guesses_count_while_their_password_is_checked(start_server, clients) -> None:
     server = start_server(accounts=AccountsConfig(failed_logins_per_minute=3))
     registered(server, clients, "alice")
-    guessers = []
-    for index in range(6):
-        guesser = open_client(server, clients)
-        guesser.register(f"g{index}")
-        guessers.append(guesser)
+    guessers = some_clients(server, clients, "g", 6)
     with scrypt_busy():
         for guesser in guessers:
             guesser.send("PRIVMSG NickServ :IDENTIFY alice wrong password")
@@ -685,11 +691,7 @@ def test_right_passwords_in_parallel_from_one_address_all_get_in(start_server, c
     # refused.
     server = start_server(accounts=AccountsConfig(failed_logins_per_minute=2))
     registered(server, clients, "alice").close()
-    users = []
-    for index in range(8):
-        user = open_client(server, clients)
-        user.register(f"u{index}")
-        users.append(user)
+    users = some_clients(server, clients, "u", 8)
     with scrypt_busy():
         for user in users:
             user.send(f"PRIVMSG NickServ :IDENTIFY alice {PASSWORD}")
