@@ -530,6 +530,18 @@ def test_sasl_framing_units() -> None:
 HISTORY_CAPS = "draft/chathistory batch server-time message-tags"
 
 
+def test_private_typing_is_not_kept_but_a_reaction_is(server, clients) -> None:
+    alice = registered(server, clients, "alice", HISTORY_CAPS + " draft/event-playback")
+    bob = registered(server, clients, "bob", HISTORY_CAPS)
+    alice.send("@+typing=active TAGMSG bob")
+    bob.expect(r"^@\S*\+typing=active\S* :alice!\S+ TAGMSG bob$")
+    alice.send("@+draft/react=yes TAGMSG bob")
+    bob.expect(r"^@\S*\+draft/react=yes\S* :alice!\S+ TAGMSG bob$")
+    alice.send("CHATHISTORY LATEST bob * 10")
+    kept = [parse(line) for line in alice.collect_until(r"BATCH -") if " TAGMSG " in line]
+    assert [msg.tags.get("+draft/react") for msg in kept] == ["yes"]
+
+
 def test_private_history_between_accounts(server, clients) -> None:
     alice = registered(server, clients, "alice", HISTORY_CAPS)
     bob = registered(server, clients, "bob", HISTORY_CAPS)
