@@ -297,7 +297,11 @@ def run(config: Config, source: str = "config", reread: Callable[[], Config] | N
         assert config.websocket is not None
         scheme = "wss" if config.websocket.tls else "ws"
         ws_host, ws_port = server.websocket_address
-        listening += f", WebSocket on {scheme}://{ws_host}:{ws_port}/"
+        web = "https" if config.websocket.tls else "http"
+        listening += (
+            f", WebSocket on {scheme}://{ws_host}:{ws_port}/ "
+            f"(the web client: {web}://{ws_host}:{ws_port}/)"
+        )
     if server.metrics is not None:
         host, metrics_port = server.metrics.address
         host = f"[{host}]" if ":" in host else host

@@ -290,6 +290,17 @@ def test_listening_is_said_once(server_process, log_level, tmp_path):
     )
 
 
+def test_the_start_line_says_where_the_web_client_is(server_process):
+    server = server_process("websocket: {port: 0}\n")
+    assert server.stop() == 0
+    said = [line for line in server.log().splitlines() if "listening" in line]
+    found = re.search(
+        r", WebSocket on ws://127\.0\.0\.1:(\d+)/ \(the web client: http://127\.0\.0\.1:(\d+)/\)$",
+        said[0],
+    )
+    assert found and found[1] == found[2], said
+
+
 def test_port_in_use_is_one_clear_line():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
