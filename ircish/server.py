@@ -53,7 +53,7 @@ from ircish.protocol import Message, casefold
 from ircish.store.sqlite import NewerSchemaError, SqliteStore
 from ircish.store.writer import Retention, Writer
 from ircish.tls import TlsTransport, files_digest, server_context
-from ircish.transport import StreamTransport, Transport
+from ircish.transport import RECV_BYTES, StreamTransport, Transport
 from ircish.websocket import Origins, Proxies, WebSocketTransport
 from ircish.world import Recorder, World
 
@@ -130,6 +130,20 @@ class Figures:
     refused: dict[str, int]
     disconnects: dict[str, int]
     reloads: dict[str, int]
+
+
+def page_load_key(ip: str) -> str:
+    """Where a WebSocket-port connection from `ip` counts until its upgrade."""
+    return f"page load {ip}"
+
+
+def http_refusal(text: str) -> bytes:
+    """A WebSocket-port connection refused at accept: a 503 a browser can show."""
+    body = (text + "\n").encode()
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+    )
 
 
 class Server:
@@ -505,19 +519,23 @@ class Server:
         )
         ip = address[0]
         per_ip = limits.max_clients_per_ip
+        # The WebSocket port's connections count in a budget of their own until their
+        # upgrade (`_readdress`): loading the page's files never competes with the
+        # address's chat connections, and half-open requests are bounded all the same.
+        counted = ip if rules is None else page_load_key(ip)
         if rules is not None and ip in rules[1]:
             per_ip = 0  # everyone behind a reverse proxy comes from its address
         with self.connections_lock:
             if len(self.connections) >= limits.max_clients:
                 refusal, why = "Server is full, try again later", "full"
-            elif per_ip and self._per_ip.get(ip, 0) >= per_ip:
+            elif per_ip and self._per_ip.get(counted, 0) >= per_ip:
                 refusal = f"Too many connections from your address (at most {per_ip})"
                 why = "per_ip"
             else:
                 refusal = why = None
                 self.connections.add(conn)
-                self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-                conn.counted_ip = ip
+                self._per_ip[counted] = self._per_ip.get(counted, 0) + 1
+                conn.counted_ip = counted
                 self._accepted[kind] += 1
             if why is not None:
                 self._refused[why] += 1
@@ -526,9 +544,14 @@ class Server:
             # peer could not read a plain line, and the handshake needs a thread: it
             # is just closed.
             log.info("refusing %s (%s): %s", ip, kind, refusal)
-            if kind == "tcp":
+            answer = {"tcp": Message("ERROR", [refusal]).to_bytes(), "ws": http_refusal(refusal)}
+            if kind in answer:
                 with contextlib.suppress(OSError):
-                    sock.send(Message("ERROR", [refusal]).to_bytes(), socket.MSG_DONTWAIT)
+                    # A request already here, unread at close, would make it a reset
+                    # that hides the answer from a browser.
+                    sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+                with contextlib.suppress(OSError):
+                    sock.send(answer[kind], socket.MSG_DONTWAIT)
             sock.close()
             return
         log.info("connection from %s:%d (%s)", address[0], address[1], kind)
@@ -584,12 +607,15 @@ class Server:
             del self._per_ip[ip]
 
     def _readdress(self, conn: Connection, host: str) -> str | None:
-        """A WebSocket behind one of our proxies named its client (X-Forwarded-For): the
-        connection counts against that address's max_clients_per_ip from now on, not the
-        proxy's. The refusal to send if that address has too many already, else None."""
-        if host == conn.address[0]:
-            return None
+        """A WebSocket's upgrade is done, and named its client (the peer, or behind one of
+        our proxies the address in X-Forwarded-For): the connection leaves the page-load
+        budget it was accepted in and counts against that address's max_clients_per_ip
+        from now on (a proxy itself is held to none). The refusal to send if that address
+        has too many already, else None."""
         per_ip = self.config.limits.max_clients_per_ip
+        rules = self._ws_rules
+        if rules is not None and host in rules[1]:
+            per_ip = 0
         with self.connections_lock:
             if conn not in self.connections:
                 return None

@@ -536,3 +536,38 @@ def test_clients_behind_a_proxy_count_by_their_own_address(ws_server, ws_clients
     wait_for(lambda: server.world.find_user("first") is None)
     again = dial(server, ws_clients, headers=(("X-Forwarded-For", "10.0.0.5"),))
     again.register("again")  # the count was given back
+
+
+def test_loading_the_page_never_competes_with_chat_connections(ws_server, ws_clients, connect):
+    """The WebSocket port's connections count in a budget of their own until they upgrade:
+    someone with every chat slot of their address taken still loads the page (and is
+    refused only at the upgrade); half-open requests are bounded by that budget, and the
+    one past it gets a 503 a browser can show."""
+    server = ws_server(config=make_config(max_clients_per_ip=2))
+    chatting = [connect(f"c{n}", target=server) for n in range(2)]
+    status, _, body = http(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == b"HTTP/1.1 200 OK" and body
+    refused = dial(server, ws_clients)
+    assert refused.accepted  # the upgrade is done, then the chat budget is checked
+    too_many = "Too many connections from your address (at most 2)"
+    assert refused.expect_closed()[-1] == f"ERROR :{too_many}"
+    chatting[0].send("QUIT")
+    chatting[0].expect_closed()
+    wait_for(lambda: server.world.find_user("c0") is None)
+    dial(server, ws_clients).register("web")  # a chat slot is free again
+    assert server.websocket_address is not None
+    half_open = []
+    for _ in range(2):
+        sock = socket.create_connection(server.websocket_address, timeout=TIMEOUT)
+        sock.sendall(b"GET / HTTP/1.1\r\n")  # and no more
+        half_open.append(sock)
+    try:
+        # Refused at accept, before any request is read: the 503 comes unasked.
+        with socket.create_connection(server.websocket_address, timeout=TIMEOUT) as sock:
+            answer = read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert answer.endswith(f"\r\n\r\n{too_many}\n".encode())
+    finally:
+        for sock in half_open:
+            sock.close()
+    wait_for(lambda: http(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")[0].endswith(b"200 OK"))
