@@ -318,6 +318,25 @@ def test_commands_go_through_the_servers_slash_table(web_server, open_page, irc)
     expect(hint).to_have_class(re.compile(r"\berror\b"))
     expect(alice.page.locator("#input")).to_have_value("/kick")  # given back to fix
 
+    # A paste past what one WebSocket message may hold is refused in the page, whole,
+    # instead of costing the connection ("Input buffer exceeded").
+    alice.type("word " * 2000)
+    expect(hint).to_have_text(re.compile(r"^Too long to send at once: 10000 bytes"))
+    expect(alice.page.locator("#status")).to_have_attribute("data-state", "connected")
+    alice.type("/frobnicate now")
+    expect(alice.lines("error").last).to_contain_text(
+        "Unknown command /frobnicate; /help lists the commands"
+    )
+    # Another room's join replies go to that room, never into the one typed in.
+    bob.join("#other")
+    bob.send("TOPIC #other :Other things")
+    bob.expect(r" TOPIC #other :Other things$")
+    alice.type("/join #other")
+    expect(alice.page.locator("#topic")).to_have_text("Other things")
+    alice.expect_current("#other")
+    alice.switch("#cmds")
+    expect(alice.lines().filter(has_text="#other")).to_have_count(0)
+
     topic = next(row for row in webfiles.slash_table() if row["name"] == "topic")
     alice.page.fill("#input", "/to")
     alice.page.press("#input", "Tab")

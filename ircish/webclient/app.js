@@ -14,6 +14,10 @@ const HISTORY_PAGE = 50;
 const MISSED_LINES = 200;
 /** `+typing=active` is sent at most this often (IRCv3 typing: about every 3 s). */
 const TYPING_EVERY_MS = 3000;
+/** The longest line sent at once, in UTF-8 bytes: the server cuts long text into IRC
+ * lines itself, but a WebSocket message past its read buffer (limits.read_buffer_bytes,
+ * 8192 by default) would cost the connection. */
+const MAX_LINE_BYTES = 7000;
 /** A log this close to its top asks for older lines. */
 const NEAR_TOP_PX = 30;
 /** Lines that count as unread and may be mentions. */
@@ -406,6 +410,12 @@ class App {
   /** `line` as typed, to the server (TYPED), for the conversation `conv`. */
   send(line, conv) {
     const target = conv.kind === "server" ? "*" : conv.target;
+    const size = new TextEncoder().encode(line).length;
+    if (size > MAX_LINE_BYTES) {
+      this.input.restore(line);
+      this.input.showError(`Too long to send at once: ${size} bytes, at most ${MAX_LINE_BYTES}. Send it in parts.`);
+      return;
+    }
     const label = this.conn.newLabel();
     if (!this.conn.connected || !this.conn.send("TYPED", [target, line], label ? { label } : {})) {
       this.input.restore(line);
@@ -884,9 +894,15 @@ class App {
   numeric(msg) {
     const code = Number(msg.command);
     if (!msg.label && [4, 5, 333, 366, 900, 901, 903, 908].includes(code)) return;
-    const text = msg.params.slice(1).filter((param) => param !== "*").join(" ");
+    let text = msg.params.slice(1).filter((param) => param !== "*").join(" ");
+    if (code === 421 && msg.params[1]) {
+      text = `Unknown command /${msg.params[1].toLowerCase()}; /help lists the commands`;
+    }
     const error = code >= 400 && code < 600;
-    const conv = this.labelled(msg) || (error ? this.currentConversation() : this.conversations.get(SERVER));
+    // A reply about a room (a /join's topic and names, say) goes to that room's view.
+    const room = msg.params[1] && msg.params[1].startsWith("#") ? this.find(msg.params[1]) : null;
+    if ((code === 333 || code === 366) && room) return; // who set the topic, the end of names
+    const conv = room || this.labelled(msg) || (error ? this.currentConversation() : this.conversations.get(SERVER));
     this.addInfo(conv, text, error ? "error" : "info");
   }
 }
