@@ -501,9 +501,9 @@ class Connection:
         while True:
             try:
                 lines = self.transport.receive()
-            except InputOverflow:
-                log.info("%s: too many bytes without a newline, disconnecting", self)
-                self.close("Input buffer exceeded", "Input buffer exceeded: line without newline")
+            except InputOverflow as overflow:
+                log.info("%s: input buffer exceeded (%s), disconnecting", self, overflow)
+                self.close("Input buffer exceeded", f"Input buffer exceeded: {overflow}")
                 return "Input buffer exceeded"
             if not lines:
                 return "Connection closed"

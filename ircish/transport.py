@@ -164,7 +164,7 @@ class StreamTransport(OverStream):
             # Checked before reading on, so the whole lines before an overlong tail still
             # go up first, as they arrived.
             if len(self._buffer) > self._max_buffer:
-                raise InputOverflow
+                raise InputOverflow("line without newline")
             data = self._stream.recv(RECV_BYTES)
             if not data:
                 return []

@@ -229,7 +229,11 @@ class WebSocketTransport(OverStream):
             http.receive_data(data)
             event = http.next_event()
         except h11.RemoteProtocolError as exc:
-            self._http_answer(exc.error_status_hint, f"Bad request: {exc}\n")
+            # h11's words name its internals (a bytearray's repr): they go to the log only.
+            log.info("websocket port: bad request from %s: %s", self._peer, exc)
+            status = exc.error_status_hint
+            text = "Request headers too large" if status == 431 else "Malformed HTTP request"
+            self._http_answer(status, text + "\n")
             return
         if event is h11.NEED_DATA:
             return
@@ -356,7 +360,7 @@ class WebSocketTransport(OverStream):
             # grow the list for free.
             self._message_size += max(len(data), FRAGMENT_COST)
             if self._message_size > self._max_buffer:
-                raise InputOverflow
+                raise InputOverflow(f"message over {self._max_buffer} bytes")
             self._message.append(data)
             if event.message_finished:
                 whole = b"".join(self._message)

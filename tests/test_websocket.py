@@ -219,7 +219,7 @@ def test_a_message_past_the_read_buffer_is_cut_off(ws_server, ws_clients, connec
     other.join("#r")
     web.send("PRIVMSG #r :" + "x" * 10000)
     lines = web.expect_closed()
-    assert lines[-1].startswith("ERROR :Input buffer exceeded"), lines
+    assert lines[-1] == "ERROR :Input buffer exceeded: message over 4096 bytes", lines
     other.expect(rf"^:big!u@{HOST} QUIT :Input buffer exceeded$")
 
 
@@ -306,6 +306,8 @@ def test_other_methods_are_refused(ws_server):
     status, headers, _ = http(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
     assert status == b"HTTP/1.1 405 Method Not Allowed"
     assert headers["allow"] == "GET, HEAD"
+    status, _, body = http(server, b"GARBAGE\r\n\r\n")
+    assert (status, body) == (b"HTTP/1.1 400 Bad Request", b"Malformed HTTP request\n")
 
 
 def test_ping_and_close_frames(ws_server, ws_clients, connect):
