@@ -144,6 +144,13 @@ def test_two_pages_and_an_irc_client_share_a_room_and_talk_in_private(web_server
     expect(line.locator(".text .fg4")).to_have_text("red")
     expect(line.locator(".text .i")).to_have_text("italic")
     expect(line.locator(".text b")).to_have_count(0)
+    # A direction override turns only its own text around, never the nick or time.
+    carol.send("PRIVMSG #general :\u202eflipped")
+    flipped = alice.said("carol", "\u202eflipped")
+    expect(flipped).to_have_count(1)
+    for part in (".text", ".nick"):
+        isolation = flipped.locator(part).evaluate("e => getComputedStyle(e).unicodeBidi")
+        assert isolation == "isolate", (part, isolation)
 
     carol.send("PRIVMSG alice :psst, alice")
     chat = alice.conversation("carol")
@@ -180,6 +187,20 @@ def test_history_on_join_and_on_scrolling_to_the_top(web_server, open_page, irc)
     expect(alice.said("carol", "line 129")).to_have_count(1)
     first_page = alice.texts()
     assert len(first_page) >= 40 and first_page == said[-len(first_page) :]
+    # /clear empties the view; /history then goes on back from where the lines began.
+    alice.type("/clear")
+    expect(alice.lines()).to_have_count(0)
+    alice.type("/history 5")
+    cleared_from = said.index(first_page[0])
+    # Those five, and more as the page fills a screen too short to scroll: all older.
+    expect(alice.said("carol", said[cleared_from - 1])).to_have_count(1)
+    shown = alice.texts()
+    assert len(shown) >= 5 and shown == said[cleared_from - len(shown) : cleared_from]
+    alice.page.reload()  # (the rest of the test scrolls from a fresh page)
+    alice.login("alice_")
+    alice.join("#history")
+    expect(alice.said("carol", "line 129")).to_have_count(1)
+    first_page = alice.texts()
     log = alice.page.locator("#log")
     for _ in range(4):
         shown = alice.texts()

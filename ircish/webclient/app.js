@@ -74,7 +74,7 @@ const LOCAL_COMMANDS = {
     summary: "Clear this conversation's lines on this page.",
     run: (app) => {
       const conv = app.currentConversation();
-      conv.lines = [];
+      conv.clear();
       app.view.renderLog(conv);
       return true;
     },
@@ -636,6 +636,7 @@ class App {
   loadOlder(limit = HISTORY_PAGE, asked = false) {
     const conv = this.currentConversation();
     if (conv.kind === "server" || conv.historyPending || !this.conn.connected) return;
+    if (!asked && conv.cleared && !conv.lines.length) return; // just /cleared: keep it empty
     if (conv.historyDone) {
       if (asked) this.addInfo(conv, "No older lines.");
       return;

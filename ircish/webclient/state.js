@@ -25,6 +25,8 @@ export class Conversation {
     this.typing = new Map(); // nick -> time it expires (ms)
     this.historyDone = kind === "server";
     this.historyPending = false;
+    /** The oldest line /clear took away, if any (`oldest`). */
+    this.cleared = null;
   }
 
   /** False for a line that is here already (the same msgid). */
@@ -75,9 +77,19 @@ export class Conversation {
     return extra;
   }
 
-  /** The oldest and newest lines the server knows (they have a msgid). */
+  /** Forget the lines shown (/clear); older history is still asked for from where they began. */
+  clear() {
+    this.cleared = this.oldest();
+    this.lines = [];
+  }
+
+  /** The oldest and newest lines the server knows (they have a msgid); the oldest may be
+   * one cleared away, so that history goes on back from it. */
   oldest() {
-    return this.lines.find((line) => line.msgid) || null;
+    const first = this.lines.find((line) => line.msgid) || null;
+    const cleared = this.cleared || null;
+    if (!first || !cleared) return first || cleared;
+    return first.time <= cleared.time ? first : cleared;
   }
 
   newest() {
