@@ -54,7 +54,7 @@ from ircish.store.sqlite import NewerSchemaError, SqliteStore
 from ircish.store.writer import Retention, Writer
 from ircish.tls import TlsTransport, files_digest, server_context
 from ircish.transport import RECV_BYTES, StreamTransport, Transport
-from ircish.websocket import Origins, Proxies, WebSocketTransport
+from ircish.websocket import Origins, Proxies, WebSocketTransport, http_answer
 from ircish.world import Recorder, World
 
 log = logging.getLogger(__name__)
@@ -135,15 +135,6 @@ class Figures:
 def page_load_key(ip: str) -> str:
     """Where a WebSocket-port connection from `ip` counts until its upgrade."""
     return f"page load {ip}"
-
-
-def http_refusal(text: str) -> bytes:
-    """A WebSocket-port connection refused at accept: a 503 a browser can show."""
-    body = (text + "\n").encode()
-    return (
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
-    )
 
 
 class Server:
@@ -544,7 +535,10 @@ class Server:
             # peer could not read a plain line, and the handshake needs a thread: it
             # is just closed.
             log.info("refusing %s (%s): %s", ip, kind, refusal)
-            answer = {"tcp": Message("ERROR", [refusal]).to_bytes(), "ws": http_refusal(refusal)}
+            answer = {
+                "tcp": Message("ERROR", [refusal]).to_bytes(),
+                "ws": http_answer(503, refusal + "\n"),
+            }
             if kind in answer:
                 with contextlib.suppress(OSError):
                     # A request already here, unread at close, would make it a reset

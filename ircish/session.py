@@ -47,6 +47,7 @@ TEXT = "text"
 #: The command an IRC client sends a line with as a person typed it, to have it read here
 #: as a text session's line is (`_typed`).
 TYPED = "TYPED"
+_TYPED_WORD = b"TYPED "
 
 
 @dataclass(slots=True)
@@ -171,7 +172,7 @@ class Session:
             return self._charge(Inbound(refusal=refusal, note=note), DEFAULT_COST)
         too_long = len(raw) - tag_bytes + 2 > self._max_line_bytes
         # A TYPED line is read as a text session's: long text is cut, not refused.
-        if too_long and self.kind == IRC and not raw[tag_bytes:].startswith(b"TYPED "):
+        if too_long and self.kind == IRC and not _is_typed(raw, tag_bytes):
             return self._charge(self._too_long(len(raw) - tag_bytes + 2), DEFAULT_COST)
         try:
             line = raw.decode("utf-8")
@@ -479,6 +480,11 @@ def _stamp_of(tag: str) -> str:
     if when[:3] == time.localtime()[:3]:
         return time.strftime(_STAMP_FORMAT, when)
     return time.strftime("%Y-%m-%d " + _STAMP_FORMAT, when)
+
+
+def _is_typed(raw: bytes, tag_bytes: int) -> bool:
+    """Whether the IRC line `raw` (its tags `tag_bytes` long) is a TYPED command."""
+    return raw[tag_bytes : tag_bytes + len(_TYPED_WORD)].upper() == _TYPED_WORD
 
 
 def _tag_section(raw: bytes) -> int:

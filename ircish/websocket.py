@@ -233,12 +233,12 @@ class WebSocketTransport(OverStream):
             log.info("websocket port: bad request from %s: %s", self._peer, exc)
             status = exc.error_status_hint
             text = "Request headers too large" if status == 431 else "Malformed HTTP request"
-            self._http_answer(status, text + "\n")
+            self._end_with(http_answer(status, text + "\n"))
             return
         if event is h11.NEED_DATA:
             return
         if not isinstance(event, h11.Request):
-            self._http_answer(400, "Bad request\n")
+            self._end_with(http_answer(400, "Bad request\n"))
             return
         headers: dict[bytes, bytes] = {}
         for name, value in event.headers:
@@ -250,12 +250,14 @@ class WebSocketTransport(OverStream):
         problem = _upgrade_problem(event.method, headers)
         if problem is not None:
             status, text, extra = problem
-            self._http_answer(status, text, extra)
+            self._end_with(http_answer(status, text, extra))
             return
         origin = _text(headers.get(b"origin"))
         if not self._origins.allow(origin, _text(headers.get(b"host"))):
             log.info("websocket from %s refused: origin %r not allowed", self._peer, origin)
-            self._http_answer(403, "This origin may not open a WebSocket to this server\n")
+            self._end_with(
+                http_answer(403, "This origin may not open a WebSocket to this server\n")
+            )
             return
         offered = [
             name.strip()
@@ -292,50 +294,28 @@ class WebSocketTransport(OverStream):
         found = webfiles.lookup(target)
         log.debug("websocket port: %s %r from %s", method.decode(), target[:200], self._peer)
         if found is None:
-            self._http_answer(404, "Not found\n")
+            self._end_with(http_answer(404, "Not found\n"))
             return
         fresh = found.etag in [
             tag.strip() for tag in headers.get(b"if-none-match", b"").split(b",")
         ]
-        self._http_answer(
-            304 if fresh else 200,
-            b"" if fresh or method == b"HEAD" else found.body,
-            (
-                (b"ETag", found.etag),
-                (b"Cache-Control", b"no-cache"),
-            ),
-            content_type=found.content_type.encode(),
-            length=0 if fresh else len(found.body),
+        self._end_with(
+            http_answer(
+                304 if fresh else 200,
+                b"" if fresh or method == b"HEAD" else found.body,
+                (
+                    (b"ETag", found.etag),
+                    (b"Cache-Control", b"no-cache"),
+                ),
+                content_type=found.content_type.encode(),
+                length=0 if fresh else len(found.body),
+            )
         )
 
-    def _http_answer(
-        self,
-        status: int,
-        body: str | bytes,
-        extra: tuple[tuple[bytes, bytes], ...] = (),
-        *,
-        content_type: bytes = b"text/plain; charset=utf-8",
-        length: int | None = None,
-    ) -> None:
-        """A plain HTTP answer (a file or a refusal), then the end of the connection: one
-        request per connection, so none lingers holding a max_clients_per_ip slot."""
-        body = body.encode() if isinstance(body, str) else body
-        head = [
-            (b"Content-Type", content_type),
-            (b"Content-Length", str(len(body) if length is None else length).encode()),
-            (b"Connection", b"close"),
-            *webfiles.SECURITY_HEADERS,
-            *extra,
-        ]
-        reason = HTTP_REASONS.get(status, b"Error")
-        self._answer(
-            f"HTTP/1.1 {status} ".encode()
-            + reason
-            + b"\r\n"
-            + b"".join(name + b": " + value + b"\r\n" for name, value in head)
-            + b"\r\n"
-            + body
-        )
+    def _end_with(self, answer: bytes) -> None:
+        """A plain HTTP answer (`http_answer`: a file or a refusal), then the end of the
+        connection: one request per connection, so none lingers."""
+        self._answer(answer)
         self._ended = True
 
     # -- frames ----------------------------------------------------------------------
@@ -402,9 +382,39 @@ HTTP_REASONS = {
     405: b"Method Not Allowed",
     426: b"Upgrade Required",
     431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
 }
 #: What an empty piece of a fragmented message costs against the read buffer.
 FRAGMENT_COST = 16
+
+
+def http_answer(
+    status: int,
+    body: str | bytes,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    length: int | None = None,
+) -> bytes:
+    """One whole HTTP/1.1 answer on this port, with the security headers, closing the
+    connection; `length` is the Content-Length when it is not the body's (HEAD, 304)."""
+    body = body.encode() if isinstance(body, str) else body
+    head = [
+        (b"Content-Type", content_type),
+        (b"Content-Length", str(len(body) if length is None else length).encode()),
+        (b"Connection", b"close"),
+        *webfiles.SECURITY_HEADERS,
+        *extra,
+    ]
+    reason = HTTP_REASONS.get(status, b"Error")
+    return (
+        f"HTTP/1.1 {status} ".encode()
+        + reason
+        + b"\r\n"
+        + b"".join(name + b": " + value + b"\r\n" for name, value in head)
+        + b"\r\n"
+        + body
+    )
 
 
 def _text(value: bytes | None) -> str | None:

@@ -68,7 +68,7 @@ def test_long_text_is_cut_between_words_as_the_text_mode_cuts_it(connect) -> Non
     other.send("JOIN #r")
     other.expect(r" 366 other #r ")
     text = " ".join(f"word{n}" for n in range(300))  # ~2 kB: over one IRC line
-    web.send(f"TYPED #r :{text}")
+    web.send(f"typed #r :{text}")  # a command's name in any case, as IRC has it
     pieces = split_long_message(Message("PRIVMSG", ["#r", text]), len(f":{prefix('web')}"))
     assert len(pieces) > 2
     for piece in pieces:

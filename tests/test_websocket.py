@@ -568,6 +568,7 @@ def test_loading_the_page_never_competes_with_chat_connections(ws_server, ws_cli
         with socket.create_connection(server.websocket_address, timeout=TIMEOUT) as sock:
             answer = read_all(sock)
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"\r\nContent-Security-Policy: default-src 'none'" in answer
         assert answer.endswith(f"\r\n\r\n{too_many}\n".encode())
     finally:
         for sock in half_open:
