@@ -29,6 +29,7 @@ from ircish.passwords import SCHEME, hash_password, hash_problem
 from ircish.protocol import casefold
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "Limits",
@@ -492,6 +493,68 @@ class AccountsConfig:
         return duration_seconds(self.nick_grace)
 
 
+#: The URL schemes redis-py's `Redis.from_url` takes: TCP, TCP over TLS, a Unix socket.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+#: A node's name and the Redis key prefix: both go into Redis keys (and the node's name into
+#: what other nodes log), so a short, plain word; no `:` or `{`, which mean something there.
+_REDIS_WORD = re.compile(r"[A-Za-z0-9._-]{1,32}")
+
+
+def _redis_word(value: str) -> str | None:
+    if _REDIS_WORD.fullmatch(value) is None:
+        return f"must be 1 to 32 letters, digits, '.', '-' or '_', got {_describe(value)}"
+    return None
+
+
+def _redis_url(value: str) -> str | None:
+    """Where the cluster's Redis listens, as `redis.Redis.from_url` takes it. The problem
+    never quotes a password the URL carries (it goes to the log)."""
+    shown = _describe(_without_password(value))
+    if not value.startswith(REDIS_SCHEMES):
+        return (
+            "expected a URL starting redis://, rediss:// or unix://, such as "
+            f"redis://127.0.0.1:6379/0, got {shown}"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return f"must not contain spaces or control characters, got {shown}"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (reading it is the check: a bad port raises)
+    except ValueError as exc:  # a bad port, an unclosed [ of an IPv6 address
+        return f"not a valid URL ({exc}), got {shown}"
+    if parts.scheme == "unix" and not parts.path:
+        return f"needs the socket's path, such as unix:///run/redis/redis.sock, got {shown}"
+    return None
+
+
+def _without_password(url: str) -> str:
+    """`redis://:secret@host` as `redis://:***@host`."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return url
+    return url if not password else url.replace(f":{password}@", ":***@", 1)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Several ircish-server nodes as one network, through one Redis (issue 17). Absent
+    (or null): a single process, as before."""
+
+    #: redis://host:port/db, rediss:// (TLS) or unix:///path. May carry a password, so it is
+    #: kept out of reprs.
+    redis: str = _setting(check=_redis_url, repr=False)
+    #: This node's name, unique in the network; None (null): server.name.
+    node: str | None = _setting(None, _redis_word)
+    #: How long a node that stops renewing its lease keeps its users before the other nodes
+    #: remove them.
+    lease_ms: int = _setting(10000, _between(1000, 600_000))
+    #: How long a command waits for Redis to order it before the user is told it failed.
+    timeout_ms: int = _setting(5000, _between(100, 60_000))
+    #: Every Redis key starts with it, so several networks can share one Redis.
+    prefix: str = _setting("ircish", _redis_word)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; build it with `load_config` or `parse_config`."""
@@ -510,6 +573,16 @@ class Config:
     metrics: MetricsConfig | None = None
     #: None (the default, or `websocket: null`): no WebSocket listener.
     websocket: WebSocketConfig | None = None
+    #: None (the default, or `cluster: null`): a single process, the network's only node.
+    cluster: ClusterConfig | None = None
+
+    @property
+    def node_name(self) -> str:
+        """This node's name in the network: cluster.node, or else server.name (a single
+        process is a network of one node, named after the server)."""
+        if self.cluster is not None and self.cluster.node is not None:
+            return self.cluster.node
+        return self.server.name
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.tls is not None and self.tls.port != 0 and self.tls.port == self.server.port:
@@ -573,6 +646,25 @@ class Config:
                     ),
                 )
             operator_seen.setdefault(folded, index)
+        cluster = self.cluster
+        if cluster is not None:
+            if self.store.path is not None:
+                yield (
+                    "store.path",
+                    (
+                        "must be null with cluster: (in a cluster, history is kept in memory "
+                        "for now; the Redis store comes later)"
+                    ),
+                )
+            # The node is named after the server unless told; that name goes into Redis keys.
+            if cluster.node is None and _redis_word(self.server.name) is not None:
+                yield (
+                    "cluster.node",
+                    (
+                        f"must be given: server.name ({_describe(self.server.name)}) cannot "
+                        "name the node (1 to 32 letters, digits, '.', '-' or '_')"
+                    ),
+                )
 
     def with_console_operator(self, name: str, token: str) -> Config:
         """A copy with one more operator: `name`, whose password is `token` (kept only as a
@@ -614,8 +706,10 @@ class Config:
 # --- reloading ------------------------------------------------------------------------------
 
 #: Settings a running server cannot take (listeners, its name, the store, the metrics
-#: listener, the rooms' window size): a reload keeps what the server started with, and says
-#: so. `tls` is the whole section coming or going; its cert, key and client_ca do reload.
+#: listener, the rooms' window size, joining or leaving a cluster and how it reaches and
+#: names itself there): a reload keeps what the server started with, and says so. `tls` is
+#: the whole section coming or going; its cert, key and client_ca do reload, and so does
+#: cluster.timeout_ms.
 RESTART_ONLY = frozenset(
     {
         "server.name",
@@ -633,6 +727,11 @@ RESTART_ONLY = frozenset(
         "websocket.port",
         "websocket.tls",
         "history.window",
+        "cluster",
+        "cluster.redis",
+        "cluster.node",
+        "cluster.prefix",
+        "cluster.lease_ms",
     }
 )
 
@@ -665,7 +764,8 @@ def check_again(config: object, source: str, path: str = "") -> None:
 
 def describe_setting(value: object) -> str:
     """A setting's value as one would write it in the file: `6667`, `irc.example`, `null`,
-    `{listen: '127.0.0.1:9108'}`."""
+    `{listen: '127.0.0.1:9108'}`; a URL's password as `***` (a reload names the value a
+    restart-only setting keeps, to the log and the operator: cluster.redis may carry one)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     text = yaml.safe_dump(_plain(value), default_flow_style=True, width=10_000, sort_keys=False)
@@ -673,11 +773,14 @@ def describe_setting(value: object) -> str:
 
 
 def _plain(value: object) -> object:
-    """Tuples as lists, all the way down, for yaml.safe_dump."""
+    """Tuples as lists, all the way down, and URLs without their password, for
+    yaml.safe_dump."""
     if isinstance(value, (tuple, list)):
         return [_plain(item) for item in value]
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, str) and "://" in value:
+        return _without_password(value)
     return value
 
 

@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from ircish.config import (
+    RESTART_ONLY,
+    ClusterConfig,
     Config,
     ConfigError,
     Limits,
@@ -17,7 +19,9 @@ from ircish.config import (
     OperatorConfig,
     RoomConfig,
     ServerConfig,
+    changed_settings,
     default_config,
+    describe_setting,
     load_config,
     parse_config,
 )
@@ -66,6 +70,7 @@ def test_example_loads_with_expected_values() -> None:
     # The example documents the defaults, so apart from motd and rooms it *is* the default.
     assert config.limits == Limits()
     assert dataclasses.replace(config.server, motd=None) == ServerConfig()
+    assert config.cluster is None  # it runs without Redis
 
 
 def test_example_mentions_every_setting() -> None:
@@ -575,6 +580,206 @@ def test_with_overrides_validates(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         default_config().with_overrides(**overrides)
     assert str(info.value) == message
+
+
+# --- cluster (issue 17) ---------------------------------------------------------------------
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cluster: null\n", None),
+        ("cluster:\n", None),
+        (f"cluster: {{redis: '{REDIS}'}}\n", ClusterConfig(redis=REDIS)),
+        (
+            "cluster:\n  redis: rediss://:s3cret@redis.example:6380/2\n  node: eu-1.b_2\n"
+            "  lease_ms: 1000\n  timeout_ms: 60000\n  prefix: chat.test\n",
+            ClusterConfig(
+                "rediss://:s3cret@redis.example:6380/2", "eu-1.b_2", 1000, 60000, "chat.test"
+            ),
+        ),
+        (
+            "cluster:\n  redis: unix:///run/redis/redis.sock?db=1\n"
+            "  lease_ms: 600000\n  timeout_ms: 100\n",
+            ClusterConfig("unix:///run/redis/redis.sock?db=1", lease_ms=600000, timeout_ms=100),
+        ),
+        (f"cluster: {{redis: '{REDIS}', node: {'n' * 32}}}\n", ClusterConfig(REDIS, "n" * 32)),
+    ],
+)
+def test_valid_cluster_sections(tmp_path: Path, text: str, expected: ClusterConfig | None) -> None:
+    assert load_config(write_config(tmp_path, text)).cluster == expected
+
+
+WORD_PROBLEM = "must be 1 to 32 letters, digits, '.', '-' or '_', got "
+URL_PROBLEM = (
+    "expected a URL starting redis://, rediss:// or unix://, such as redis://127.0.0.1:6379/0, got "
+)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("{}", "cluster.redis: required key is missing"),
+        ("{node: a}", "cluster.redis: required key is missing"),
+        ("{redis: null}", "cluster.redis: expected a string, got null"),
+        ("{redis: 6379}", "cluster.redis: expected a string, got 6379 (quote it)"),
+        ("{redis: '127.0.0.1:6379'}", f"cluster.redis: {URL_PROBLEM}'127.0.0.1:6379'"),
+        ("{redis: 'Redis://h'}", f"cluster.redis: {URL_PROBLEM}'Redis://h'"),
+        # The password a URL carries is never quoted: the line goes to the log.
+        ("{redis: 'http://:hunter2@h'}", f"cluster.redis: {URL_PROBLEM}'http://:***@h'"),
+        (
+            "{redis: 'redis://h /0'}",
+            "cluster.redis: must not contain spaces or control characters, got 'redis://h /0'",
+        ),
+        (
+            "{redis: 'redis://h:abc/0'}",
+            "cluster.redis: not a valid URL (Port could not be cast to integer value as 'abc'), "
+            "got 'redis://h:abc/0'",
+        ),
+        (
+            "{redis: 'redis://h:70000'}",
+            "cluster.redis: not a valid URL (Port out of range 0-65535), got 'redis://h:70000'",
+        ),
+        (
+            "{redis: 'unix://'}",
+            "cluster.redis: needs the socket's path, such as unix:///run/redis/redis.sock, "
+            "got 'unix://'",
+        ),
+        (f"{{redis: '{REDIS}', node: ''}}", f"cluster.node: {WORD_PROBLEM}''"),
+        (f"{{redis: '{REDIS}', node: 'a b'}}", f"cluster.node: {WORD_PROBLEM}'a b'"),
+        (f"{{redis: '{REDIS}', node: 'a:b'}}", f"cluster.node: {WORD_PROBLEM}'a:b'"),
+        (f"{{redis: '{REDIS}', node: 'nœud'}}", f"cluster.node: {WORD_PROBLEM}'nœud'"),
+        (f"{{redis: '{REDIS}', node: {'n' * 33}}}", f"cluster.node: {WORD_PROBLEM}'{'n' * 33}'"),
+        (
+            f"{{redis: '{REDIS}', node: 7}}",
+            "cluster.node: expected a string or null, got 7 (quote it)",
+        ),
+        (
+            f"{{redis: '{REDIS}', lease_ms: 999}}",
+            "cluster.lease_ms: must be between 1000 and 600000, got 999",
+        ),
+        (
+            f"{{redis: '{REDIS}', lease_ms: 600001}}",
+            "cluster.lease_ms: must be between 1000 and 600000, got 600001",
+        ),
+        (
+            f"{{redis: '{REDIS}', lease_ms: 10s}}",
+            "cluster.lease_ms: expected an integer, got '10s'",
+        ),
+        (
+            f"{{redis: '{REDIS}', timeout_ms: 99}}",
+            "cluster.timeout_ms: must be between 100 and 60000, got 99",
+        ),
+        (
+            f"{{redis: '{REDIS}', timeout_ms: 60001}}",
+            "cluster.timeout_ms: must be between 100 and 60000, got 60001",
+        ),
+        (
+            f"{{redis: '{REDIS}', timeout_ms: '5000'}}",
+            "cluster.timeout_ms: expected an integer, got '5000' (write it without quotes)",
+        ),
+        (f"{{redis: '{REDIS}', prefix: ''}}", f"cluster.prefix: {WORD_PROBLEM}''"),
+        (f"{{redis: '{REDIS}', prefix: 'a:b'}}", f"cluster.prefix: {WORD_PROBLEM}'a:b'"),
+        (f"{{redis: '{REDIS}', prefix: '{{x}}'}}", f"cluster.prefix: {WORD_PROBLEM}'{{x}}'"),
+        (f"{{redis: '{REDIS}', shards: 3}}", "cluster.shards: unknown key"),
+        ("[redis]", "cluster: expected a mapping, got a list"),
+    ],
+)
+def test_cluster_errors_name_the_key(tmp_path: Path, section: str, message: str) -> None:
+    assert load_error(tmp_path, f"cluster: {section}\n") == message
+
+
+def test_a_cluster_keeps_no_store_file_yet(tmp_path: Path) -> None:
+    text = f"cluster: {{redis: '{REDIS}'}}\nstore: {{path: ircish.db}}\n"
+    assert load_error(tmp_path, text) == (
+        "store.path: must be null with cluster: (in a cluster, history is kept in memory for "
+        "now; the Redis store comes later)"
+    )
+    # Without the file, the rest of the store section is fine.
+    text = f"cluster: {{redis: '{REDIS}'}}\nstore: {{path: null, flush_ms: 10}}\n"
+    assert load_config(write_config(tmp_path, text)).store.flush_ms == 10
+
+
+def test_the_node_is_named_after_the_server_unless_told() -> None:
+    config = parse_config({"server": {"name": "irc.example.org"}, "cluster": {"redis": REDIS}})
+    assert config.cluster is not None and config.cluster.node is None
+    assert config.node_name == "irc.example.org"
+    config = parse_config(
+        {"server": {"name": "irc.example.org"}, "cluster": {"redis": REDIS, "node": "b"}}
+    )
+    assert config.node_name == "b"
+    # A single process: the network's one node, named after the server too.
+    assert parse_config({"server": {"name": "solo"}}).node_name == "solo"
+
+
+def test_a_server_name_that_cannot_name_a_node_needs_cluster_node() -> None:
+    data = {"server": {"name": "irc:example"}, "cluster": {"redis": REDIS}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "f.yaml")
+    assert str(info.value) == (
+        "f.yaml: cluster.node: must be given: server.name ('irc:example') cannot name the node "
+        "(1 to 32 letters, digits, '.', '-' or '_')"
+    )
+    data["cluster"]["node"] = "irc-example"
+    assert parse_config(data).node_name == "irc-example"
+
+
+def test_the_redis_url_stays_out_of_reprs_and_its_password_out_of_descriptions() -> None:
+    url = "redis://ircish:hunter2@redis.example:6379/0"
+    config = Config(cluster=ClusterConfig(url, node="a"))
+    assert "hunter2" not in repr(config)
+    assert "node='a'" in repr(config)
+    # A reload names the value a restart-only setting keeps (leaving a cluster, or moving it).
+    assert describe_setting(config.cluster.redis) == "redis://ircish:***@redis.example:6379/0"
+    assert "hunter2" not in describe_setting(config.cluster)
+    assert describe_setting("https://chat.example") == "https://chat.example"
+
+
+def test_joining_or_leaving_a_cluster_needs_a_restart_but_its_timeout_reloads() -> None:
+    single = Config()
+    cluster = Config(cluster=ClusterConfig(REDIS))
+    assert changed_settings(single, cluster) == ["cluster"]
+    assert changed_settings(cluster, single) == ["cluster"]
+    assert "cluster" in RESTART_ONLY
+    moved = Config(cluster=ClusterConfig("redis://other:6379/0", "n", 20000, 100, "other"))
+    changed = changed_settings(cluster, moved)
+    assert changed == [
+        "cluster.redis",
+        "cluster.node",
+        "cluster.lease_ms",
+        "cluster.timeout_ms",
+        "cluster.prefix",
+    ]
+    assert [path for path in changed if path not in RESTART_ONLY] == ["cluster.timeout_ms"]
+
+
+def commented_cluster_example() -> str:
+    """examples/config.yaml with its commented-out `cluster:` section turned on."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    start = lines.index("# cluster:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line.removeprefix("# "))
+    return text.replace("\ncluster: null\n", "\n" + "\n".join(block) + "\n")
+
+
+def test_the_example_cluster_section_shows_every_key_and_works_once_uncommented(
+    tmp_path: Path,
+) -> None:
+    text = commented_cluster_example()
+    section = yaml.safe_load(text)["cluster"]
+    assert set(section) == {f.name for f in dataclasses.fields(ClusterConfig)}
+    # The example keeps a store file, which a cluster cannot have yet: its comment says so.
+    assert load_error(tmp_path, text).startswith("store.path: must be null with cluster:")
+    text = text.replace("\n  path: ircish.db\n", "\n  path: null\n")
+    config = load_config(write_config(tmp_path, text))
+    assert config.cluster == ClusterConfig(REDIS)
+    assert config.node_name == config.server.name
 
 
 # --- frozen ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from helpers import (
 )
 
 from ircish import protocol as p
-from ircish.config import Config, HistoryConfig, RoomConfig
+from ircish.config import ClusterConfig, Config, HistoryConfig, RoomConfig
 from ircish.server import Server
 
 
@@ -229,6 +229,16 @@ def test_turning_history_on_or_off_needs_a_restart(reloadable):
     outcome = item.server.reload()
     assert outcome.kept == (("history.max_lines", "10000"),)
     assert item.server.config.history.enabled
+
+
+def test_joining_a_cluster_needs_a_restart(reloadable):
+    """A single process does not become a node of a network (issue 17) by a reload: it
+    would have to hand its users and rooms to Redis while they talk."""
+    item = reloadable(oper_config())
+    item.change(cluster=ClusterConfig("redis://127.0.0.1:6379/0"))
+    outcome = item.server.reload()
+    assert (outcome.applied, outcome.kept, outcome.error) == ((), (("cluster", "null"),), None)
+    assert item.server.config.cluster is None
 
 
 def test_limits_reach_new_connections_and_leave_old_ones_as_they_were(reloadable, clients):
