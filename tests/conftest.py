@@ -1,5 +1,6 @@
-"""Fixtures: a real server on 127.0.0.1 with an ephemeral port, raw-socket clients, and
-servers in subprocesses. The helpers they build on are in tests/helpers.py."""
+"""Fixtures: a real server on 127.0.0.1 with an ephemeral port, raw-socket clients,
+servers in subprocesses, and a real redis-server for the cluster tests. The helpers they
+build on are in tests/helpers.py and tests/redis_server.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 from helpers import COMMANDS, TIMEOUT, Client, Recorder, ServerProcess, make_config
+from redis_server import HOW_TO_GET_IT, REDIS_SERVER, RedisProcess
 
 from ircish import locks
 from ircish.client.session import Session, SessionConfig
@@ -123,3 +125,15 @@ def open_session(server: Server) -> Iterator[Callable[..., tuple[Session, Record
     yield start
     for session in sessions:
         session.quit()
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisProcess]:
+    """A real redis-server on a free loopback port, its data in tmp_path/redis (see
+    `RedisProcess`); stopped, with every client it made closed, after the test. Skipped
+    where redis-server is not installed."""
+    if REDIS_SERVER is None:
+        pytest.skip(HOW_TO_GET_IT)
+    process = RedisProcess(tmp_path / "redis")
+    yield process
+    process.close()
