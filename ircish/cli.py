@@ -231,6 +231,7 @@ def run(config: Config, source: str = "config", reread: Callable[[], Config] | N
     """Start a server and serve until SIGINT/SIGTERM; SIGHUP reloads the config (`reread`
     reads it again; None: there is no file) and reopens the log file. `source` names the
     config in errors."""
+    from ircish.cluster import ClusterError
     from ircish.commands import command_table
     from ircish.logs import LogSetup
     from ircish.server import ListenError, Server, StoreError
@@ -285,6 +286,9 @@ def run(config: Config, source: str = "config", reread: Callable[[], Config] | N
         sys.exit(1)
     except StoreError as exc:
         click.echo(f"ircish-server: cannot open the store {exc.where}: {exc}", err=True)
+        sys.exit(1)
+    except ClusterError as exc:
+        click.echo(f"ircish-server: cannot join the network: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
         where = f"{config.server.host}:{config.server.port}"

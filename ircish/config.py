@@ -732,6 +732,7 @@ RESTART_ONLY = frozenset(
         "cluster.node",
         "cluster.prefix",
         "cluster.lease_ms",
+        "cluster.timeout_ms",
     }
 )
 

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from ircish.events import PLAIN, Event
+from ircish.events import PLAIN, Event, acting_thread
 from ircish.locks import held, new_lock
 from ircish.metrics import Tally
 from ircish.protocol import Message, ProtocolError
@@ -271,7 +271,7 @@ class Connection:
             return
         fmt = self.session.wire_format
         labeled = self._labeled
-        if labeled is not None and reply and labeled.thread == threading.get_ident():
+        if labeled is not None and reply and labeled.thread == acting_thread():
             # Part of the answer to this client's own labeled command.
             if fmt is not None and event.reaches(fmt.caps):
                 labeled.add(event.message_for(fmt.caps))
@@ -309,7 +309,7 @@ class Connection:
     def send(self, msg: Message) -> None:
         """Queue `msg` for this client (rendered as text for text sessions)."""
         labeled = self._labeled
-        if labeled is not None and labeled.thread == threading.get_ident():
+        if labeled is not None and labeled.thread == acting_thread():
             labeled.add(msg)
             return
         data = self.session.encode(msg)

@@ -86,6 +86,35 @@ def _next_id() -> tuple[str, int]:
     return state[0], state[1]
 
 
+def now() -> float:
+    """time.time(), or the time of the shared event being applied on this thread (a
+    cluster's bus thread, ircish/cluster: every node then gives an event the same time)."""
+    fixed = getattr(_per_thread, "fixed", None)
+    return time.time() if fixed is None else fixed[0]
+
+
+def fixed_clock(when: float, prefix: str) -> None:
+    """From now on this thread's events get time `when` and msgids `prefix` + a count:
+    what every node of a cluster gives the events of one shared entry. `free_clock` ends it."""
+    _per_thread.fixed = [when, prefix, 0]
+
+
+def free_clock() -> None:
+    _per_thread.fixed = None
+
+
+def acting_thread() -> int:
+    """The thread a reply belongs to: this one, or, while a cluster's bus thread runs a
+    command that a reader thread is waiting for (`act_for`), that reader thread (its
+    labeled answer gathers what the command causes)."""
+    acting = getattr(_per_thread, "acting", None)
+    return threading.get_ident() if acting is None else acting
+
+
+def act_for(thread: int | None) -> None:
+    _per_thread.acting = thread
+
+
 def millis(when: float) -> int:
     """`when` (time.time()) in whole milliseconds, as the `time` tag shows it (history
     compares times in these, so a time copied from a tag matches its line)."""
@@ -198,8 +227,14 @@ class Event:
         self.needs = needs
         self.realname = realname
         self.bot = bot
-        self.time = time.time()
-        self._id = _next_id()
+        fixed = getattr(_per_thread, "fixed", None)
+        if fixed is None:
+            self.time = time.time()
+            self._id = _next_id()
+        else:  # a cluster's shared event: the same time and msgid on every node
+            self.time = fixed[0]
+            fixed[2] += 1
+            self._id = (fixed[1], fixed[2])
         #: The line without tags, made now: this raises ProtocolError before any delivery.
         #: Every wire format but extended-join's is its tags in front of these bytes.
         bare = (

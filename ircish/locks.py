@@ -37,6 +37,7 @@ ALONE = frozenset(
         "Accounts.lock",
         "LoginLimiter._lock",
         "private history lock",
+        "Cluster.tickets_lock",
     }
 )
 #: Several locks of one name at once only under another: room locks (nick change, quit).
@@ -134,17 +135,25 @@ class CheckedLock:
                 if problem:
                     break
         if problem:
-            where = "".join(traceback.format_stack(limit=12)[:-2])
-            text = (
-                f"{self.name} {problem} (thread {threading.current_thread().name} "
-                f"held {held_names})\n{where}"
-            )
-            violations.append(text)
-            # Also on stderr, for servers in subprocesses: their tests look for the marker.
-            sys.stderr.write(f"{VIOLATION_MARKER}: {text}\n")
+            _report(f"{self.name} {problem}", held_names)
             if self in stack:
                 # Waiting would deadlock this thread for good, and the test with it.
                 raise RuntimeError(f"{self.name} {problem}")
+
+
+def _report(problem: str, held_names: list[str]) -> None:
+    where = "".join(traceback.format_stack(limit=12)[:-3])
+    text = f"{problem} (thread {threading.current_thread().name} held {held_names})\n{where}"
+    violations.append(text)
+    # Also on stderr, for servers in subprocesses: their tests look for the marker.
+    sys.stderr.write(f"{VIOLATION_MARKER}: {text}\n")
+
+
+def expect_none_held(doing: str) -> None:
+    """Before network I/O (a call to Redis): no lock may be held. A violation when checking
+    finds one; nothing is checked (or costs anything) otherwise."""
+    if CHECKING and _held_now():
+        _report(f"{doing} while holding a lock", held_by_this_thread())
 
 
 def new_lock(name: str) -> Any:

@@ -30,9 +30,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ircish import caps
 from ircish.accounts import Accounts
+from ircish.cluster import ClusterError
 from ircish.commands import CommandSpec
 from ircish.config import (
     RESTART_ONLY,
@@ -56,6 +58,9 @@ from ircish.tls import TlsTransport, files_digest, server_context
 from ircish.transport import RECV_BYTES, StreamTransport, Transport
 from ircish.websocket import Origins, Proxies, WebSocketTransport, http_answer
 from ircish.world import Recorder, World
+
+if TYPE_CHECKING:
+    from ircish.cluster.node import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +175,13 @@ class Server:
         )
         #: The store's writer thread, from `start()` on (ircish/store/writer.py).
         self.writer: Writer | None = None
+        #: This node's part in a network of nodes (ircish/cluster); None: on its own.
+        self.cluster: Cluster | None = None
+        if config.cluster is not None:
+            from ircish.cluster.node import Cluster
+
+            self.cluster = Cluster(config.cluster, config.node_name, self.world)
+            self.world.attach(self.cluster)
         self.dispatcher = Dispatcher(commands, self.world, config, self.connection_count)
         self.dispatcher.reload = lambda tell: self.request_reload(lambda done: tell(done.lines()))
         self.dispatcher.config_source = source if reread is not None else "*"
@@ -267,11 +279,15 @@ class Server:
             if self.config.metrics is not None:
                 self._open_metrics(self.config.metrics.address)
             self._open_store()
-        except (StoreError, ListenError):
+            self._join_network()
+        except (StoreError, ListenError, ClusterError):
             for listener in self._listeners():
                 listener.close()
             if self.metrics is not None:
                 self.metrics.close()
+            if self.writer is not None:
+                self.writer.close()
+                self.writer.store.close()
             raise
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.senders.start()
@@ -293,6 +309,14 @@ class Server:
             self._threads.append(thread)
         # No "listening" log line: whoever started the server says where it listens, from
         # `address` and `tls_address` (ircish-server prints one line; two was issue 11).
+
+    def _join_network(self) -> None:
+        """In a cluster: join the network (its state replaces this node's), and make sure
+        the rooms this node's config names exist there. Raises ClusterError."""
+        if self.cluster is None:
+            return
+        self.cluster.start()
+        self.world.follow_config_rooms([(room.name, room.topic) for room in self.config.rooms])
 
     def _open_metrics(self, address: tuple[str, int]) -> None:
         """Bind the metrics endpoint (started with the other threads). ListenError."""
@@ -383,6 +407,8 @@ class Server:
         self._reload_requests.put(None)
         for thread in self._threads:
             thread.join(timeout=2.0)
+        if self.cluster is not None:  # after its users' QUITs are in the log
+            self.cluster.stop()
         self.senders.stop()
         if self.metrics is not None:
             self.metrics.close()
@@ -764,7 +790,7 @@ class Server:
             self.logs.apply(prepared)  # type: ignore[union-attr]
         rooms = []
         if "rooms" in applied:
-            rooms = self.world.follow_config_rooms((room.name, room.topic) for room in new.rooms)
+            rooms = self.world.follow_config_rooms([(room.name, room.topic) for room in new.rooms])
         return Reload(
             tuple(applied),
             tuple((path, describe_setting(setting(old, path))) for path in kept),

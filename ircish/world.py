@@ -51,6 +51,13 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   writer (a deque append) under `Accounts.lock`, so the store gets changes in order;
   password hashing happens with no lock held. The private history lock (`World`)
   is taken alone too: it gives private lines their order.
+- `Cluster.tickets_lock` (ircish/cluster/node.py, a cluster node's commands waiting for
+  the shared log) is taken alone, and no Redis call happens under any lock.
+
+In a cluster (ircish/cluster), the methods marked `@shared` are the changes every node
+makes: called by a reader thread, one is appended to the shared log in Redis (holding no
+lock), and every node's bus thread runs it from there, taking the locks above in the same
+order as any other thread. The bus is then the only thread that changes shared state.
 No socket I/O, no blocking call and no call into code outside this module that could take
 a lock (a lookup callback, say) happens under any of these locks, with one exception made
 on purpose: `Room.answer` and `World.join(answer=...)` run a builder from the commands
@@ -79,6 +86,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import logging
 import operator
 import secrets
@@ -88,13 +96,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
 from ircish import modes
 from ircish import protocol as p
 from ircish.accounts import CHANSERV_PREFIX, Accounts, nickserv_notice
 from ircish.config import HistoryConfig
-from ircish.events import Event, millis
+from ircish.events import Event, millis, now
 from ircish.locks import held, new_lock
 from ircish.protocol import IRCError, Message, casefold
 
@@ -200,6 +208,47 @@ class Deliverer(Protocol):
 log = logging.getLogger(__name__)
 
 
+class Network(Protocol):
+    """The cluster this world is one node of (ircish/cluster): it orders a shared change
+    with every node's, then runs it on each (`call`); None in a single process."""
+
+    def applying(self) -> bool:
+        """Whether this thread is applying the shared log (then a change runs here)."""
+        ...
+
+    def call(self, name: str, owner: World | Room, args: tuple, kwargs: dict) -> Any:
+        """Order `owner.name(*args, **kwargs)` in the shared log, wait until this node has
+        run it, and return what it returned here (or raise what it raised)."""
+        ...
+
+
+#: The changes every node of a cluster makes, by qualified name ("Room.send_from"): the
+#: bus thread finds the method to run for a log entry here (see `shared`).
+SHARED: dict[str, Callable[..., Any]] = {}
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def shared(method: _Method) -> _Method:
+    """Mark a `World` or `Room` method as a change to shared state. In a single process it
+    runs as it is. In a cluster (`cluster` set), a call outside the bus thread is ordered
+    in the shared log instead, and every node runs it from there, in the same order, the
+    caller's node included (`Network.call`); so every node's rooms and nick table go
+    through the same changes, and the checks (bans, modes, a nick taken) give the same
+    answers everywhere. Such a method must depend only on its arguments and the shared
+    state: its time and msgids come from the entry (events.now), nothing is random."""
+    name = method.__qualname__
+    SHARED[name] = method
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cluster = self.cluster
+        if cluster is None or cluster.applying():
+            return method(self, *args, **kwargs)
+        return cluster.call(name, self, args, kwargs)
+
+    return cast(_Method, run)
+
+
 def valid_room_name(name: str, max_length: int) -> bool:
     """A room is '#' then at least one char; no space, comma, BEL, colon or control chars."""
     if not 1 < len(name) <= max_length or name[0] != "#":
@@ -231,6 +280,10 @@ class User:
 
     def __init__(self, conn: Deliverer, host: str) -> None:
         self.conn = conn
+        #: In a cluster, this user's name in the shared log, the same on every node
+        #: (ircish/cluster); None until a shared change first names them, and always in a
+        #: single process.
+        self.uid: str | None = None
         self.nick: str | None = None
         self.username = ""
         self.realname = ""
@@ -393,6 +446,9 @@ def worth_keeping(event: Event) -> bool:
 class Room:
     """A room: its members, topic, modes and lock. `broadcast_locked` is the one fan-out path."""
 
+    #: The cluster this room's world is a node of (see `shared`); None: a single process.
+    cluster: Network | None = None
+
     def __init__(
         self,
         name: str,
@@ -411,8 +467,8 @@ class Room:
         self.members: dict[User, str] = {}
         self.topic = topic
         self.topic_setter = "" if not topic else "server"
-        self.topic_time = int(time.time()) if topic else 0
-        self.created = int(time.time())
+        self.topic_time = int(now()) if topic else 0
+        self.created = int(now())
         self._record = record if record is not None else _record_nothing
         #: Flag modes (modes.FLAG letters) that are on; +P (permanent) for config rooms.
         self.flags: set[str] = set(modes.DEFAULT_ROOM_FLAGS)
@@ -714,7 +770,7 @@ class Room:
         if topic != self.topic:
             self.topic = topic
             self.topic_setter = "server" if topic else ""
-            self.topic_time = int(time.time()) if topic else 0
+            self.topic_time = int(now()) if topic else 0
 
     def prime_locked(self, lines: list[StoredLine]) -> None:
         """Start the window with the last stored lines (at start): a permanent room reads
@@ -730,6 +786,7 @@ class Room:
         self.seq = self._primed_seq = lines[-1].seq
         self.window_complete = len(lines) < self._window_size
 
+    @shared
     def send_from(
         self,
         sender: User,
@@ -794,6 +851,7 @@ class Room:
         with self.lock:
             return user in self.invited
 
+    @shared
     def set_topic(self, setter: User, topic: str) -> None:
         """Change the topic and tell the room: members may, only operators under +t."""
         with self.lock:
@@ -812,7 +870,7 @@ class Room:
             )
             self.topic = topic
             self.topic_setter = setter.prefix
-            self.topic_time = int(time.time())
+            self.topic_time = int(now())
             self.tell_locked(setter, event)
             lines = self.keep_locked(event)
             state = self.state_locked() if self.persistent else None
@@ -833,6 +891,7 @@ class Room:
             params.append(str(self.limit))
         return params
 
+    @shared
     def change_modes(
         self, actor: User, changes: list[modes.Change], targets: Mapping[str, User | None]
     ) -> list[IRCError]:
@@ -860,6 +919,7 @@ class Room:
         self._record_all(relayed, state)
         return refusals
 
+    @shared
     def invite(self, inviter: User, target: User) -> None:
         """Let `target` in past +i once, and tell them."""
         with self.lock:
@@ -889,6 +949,7 @@ class Room:
     # Each refusal is an IRCError raised under the lock that decides it; ChanServ says its
     # text. Modes ChanServ sets are relayed as its own MODE lines, kept in the history.
 
+    @shared
     def register(self, user: User, account: str) -> None:
         """`user`, an operator here, registers the room to `account` (theirs: the caller
         checked the login) and becomes its founder; the room becomes permanent (+P, which
@@ -907,7 +968,7 @@ class Room:
                     f"Only an operator of {self.name} may register it",
                 )
             self.founder = account
-            self.registered = int(time.time())
+            self.registered = int(now())
             permanent = [] if self.persistent else [modes.Change(True, modes.PERMANENT)]
             self.flags.add(modes.PERMANENT)
             relayed = self.relay_modes_locked(permanent, CHANSERV_PREFIX, None)
@@ -932,6 +993,7 @@ class Room:
         self.access = {}
         self.topic_lock = False
 
+    @shared
     def drop_registration(self, user: User) -> None:
         """The founder (or a server operator) drops the registration: the founder, access
         list and topic lock go, and the room is no longer permanent (-P: it ends once empty,
@@ -947,6 +1009,7 @@ class Room:
             state = self.state_locked()
         self._record_all(relayed, state)
 
+    @shared
     def forget_account(self, account: str) -> None:
         """`account` was dropped: it leaves the access list, and if it founded the room,
         the registration ends (the room stays as it is, +P included, for an operator to
@@ -962,6 +1025,7 @@ class Room:
             state = self.state_locked()
         self._record(None, (), state)
 
+    @shared
     def change_access(self, user: User, letter: str, account: str, adding: bool) -> bool:
         """Put `account` (its name as registered) on the access list with status `letter`,
         or take it off that list; False if that changed nothing. The founder, accounts with
@@ -996,6 +1060,7 @@ class Room:
         self._record(None, (), state)
         return True
 
+    @shared
     def set_topic_lock(self, user: User, on: bool) -> None:
         """ChanServ SET TOPICLOCK: the founder (or a server operator) turns it on or off."""
         with self.lock:
@@ -1007,6 +1072,7 @@ class Room:
             state = self.state_locked()
         self._record(None, (), state)
 
+    @shared
     def recover(self, user: User) -> tuple[list[str], bool]:
         """The founder takes the room back: the bans that match them are lifted and, if
         they are in it, they get +o. The masks lifted, and whether they are in the room
@@ -1033,6 +1099,7 @@ class Room:
         self._record_all(relayed, state)
         return lifted, status is not None
 
+    @shared
     def give_access(self, user: User) -> str:
         """ChanServ UP: a member gets now the status their account's access gives (after
         logging in, or after being added); the letters given."""
@@ -1234,7 +1301,7 @@ class Room:
             return None
         if len(entries) >= modes.MAX_LIST_ENTRIES:
             raise IRCError(p.ERR_BANLISTFULL, self.name, letter, f"The room's {noun} list is full")
-        entries[folded] = MaskEntry(mask, actor.prefix, int(time.time()), modes.mask_pattern(mask))
+        entries[folded] = MaskEntry(mask, actor.prefix, int(now()), modes.mask_pattern(mask))
         return modes.Change(True, letter, mask)
 
     def __repr__(self) -> str:
@@ -1243,6 +1310,9 @@ class Room:
 
 class World:
     """The nick table and the room table."""
+
+    #: The cluster this world is a node of (`attach`); None: a single process.
+    cluster: Network | None = None
 
     def __init__(
         self,
@@ -1294,8 +1364,8 @@ class World:
         """A room object (not yet in the table). Called under World.lock, or at start."""
         # Epochs only grow, whatever the clock does: a room's `forget` drops every life
         # up to its own, so a later `#x` must never get a smaller one.
-        self._last_epoch = max(time.time_ns(), self._last_epoch + 1)
-        return Room(
+        self._last_epoch = max(int(now() * 1e9), self._last_epoch + 1)
+        room = Room(
             name,
             topic,
             persistent,
@@ -1304,6 +1374,15 @@ class World:
             stored=self._stored,
             epoch=self._last_epoch,
         )
+        room.cluster = self.cluster
+        return room
+
+    def attach(self, cluster: Network) -> None:
+        """Become one node of `cluster` (at start, before anyone connects): from now on the
+        `shared` changes go through its log."""
+        self.cluster = cluster
+        for room in self.rooms.values():
+            room.cluster = cluster
 
     def _stored(self, target: str, epoch: int) -> int | None:
         """How far the store has written a room's life; None when there is no store
@@ -1421,6 +1500,7 @@ class World:
             self._registered, self._invisible, self._operators, len(self.rooms), self._peak
         )
 
+    @shared
     def mark_registered(self, user: User) -> None:
         """`user` finished registration: it now counts and can be found."""
         with self.lock:
@@ -1431,6 +1511,7 @@ class World:
                 self._invisible += user.invisible
                 self._tell_watchers_locked(user.nick, user.prefix)
 
+    @shared
     def set_invisible(self, user: User, invisible: bool) -> bool:
         """User mode +i/-i; False if it was already so."""
         with self.lock:
@@ -1441,6 +1522,7 @@ class World:
                 self._invisible += 1 if invisible else -1
             return True
 
+    @shared
     def set_operator(self, user: User, oper: bool, name: str | None = None) -> bool:
         """User mode +o/-o (granted only by OPER, as the config's operator `name`); False
         if it was already so."""
@@ -1470,6 +1552,7 @@ class World:
             with room.lock:
                 room.set_history_locked(history)
 
+    @shared
     def follow_config_rooms(self, rooms: Iterable[tuple[str, str]]) -> list[str]:
         """The config's rooms after a reload: one the server lacks is made, permanent; an
         existing room the config now names becomes permanent (+P, set by the server); a
@@ -1492,6 +1575,7 @@ class World:
                 changed.append(room.name)
         return changed
 
+    @shared
     def set_wallops(self, user: User, wallops: bool) -> bool:
         """User mode +w/-w (a registered user's own); False if it was already so."""
         with self.lock:
@@ -1504,6 +1588,7 @@ class World:
                 self._wallops.discard(user)
             return True
 
+    @shared
     def wallops(self, sender: User, text: str) -> None:
         """WALLOPS from a server operator (the caller checked): to every user with +w, the
         sender too if they have it (RFC 2812 3.7.1)."""
@@ -1538,12 +1623,13 @@ class World:
                     user.host,
                     user.realname,
                     self.server_name,
-                    time.time(),
+                    now(),
                 )
             )
 
     # -- nicks ----------------------------------------------------------------
 
+    @shared
     def claim_nick(self, user: User, nick: str) -> bool:
         """Give an unregistered user `nick` if free. False if someone has it."""
         key = casefold(nick)
@@ -1557,6 +1643,7 @@ class World:
             user.nick = nick
             return True
 
+    @shared
     def rename_user(self, user: User, new_nick: str, *, forced_from: str | None = None) -> bool:
         """Change a registered user's nick; tell them and everyone sharing a room, once.
         False if the nick is taken; IRCError (435) while a ban silences them in a room,
@@ -1611,6 +1698,7 @@ class World:
 
     # -- accounts -------------------------------------------------------------------
 
+    @shared
     def set_account(self, user: User, account: str | None) -> None:
         """`user` logged in to `account` (None: logged out); the people near them with
         account-notify are told (`ACCOUNT name`, `ACCOUNT *`), once registered."""
@@ -1669,6 +1757,7 @@ class World:
 
     # -- away, realname, MONITOR ------------------------------------------------
 
+    @shared
     def set_away(self, user: User, text: str | None) -> None:
         """Mark `user` away (`text`) or back (None), and tell those who asked to know:
         people sharing a room with away-notify, watchers with extended-monitor too."""
@@ -1678,6 +1767,7 @@ class World:
             self._deliver_once_locked(event, self._interested_locked(user))
         self._record_event(event)
 
+    @shared
     def set_realname(self, user: User, realname: str) -> None:
         """SETNAME: a new realname, told to the user and to the people near them who have
         the setname cap (and watchers with extended-monitor)."""
@@ -1780,6 +1870,7 @@ class World:
 
     # -- rooms ----------------------------------------------------------------
 
+    @shared
     def join(
         self,
         user: User,
@@ -1851,6 +1942,7 @@ class World:
             self._record_event(mode_event, mode_lines)
         return room
 
+    @shared
     def part(self, user: User, room: Room, reason: str | None) -> bool:
         """Remove `user` from `room`, telling the room; drop the room if now empty."""
         params = [room.name] if reason is None else [room.name, reason]
@@ -1864,6 +1956,7 @@ class World:
         self._record_event(event, lines, ended=ended)
         return True
 
+    @shared
     def kick(self, kicker: User, room: Room, target: User, reason: str) -> None:
         """An operator removes `target` from `room`; the room (target included) is told."""
         with self.lock, room.lock:
@@ -1883,6 +1976,7 @@ class World:
             ended = self._remove_member_locked(target, room)
         self._record_event(event, lines, ended=ended)
 
+    @shared
     def tell_user(
         self,
         sender: User,
@@ -1907,6 +2001,7 @@ class World:
         self._record_event(event, lines)
         return 1 + echo
 
+    @shared
     def tell_account(self, sender: User, account: str, msg: Message, echo: bool) -> bool:
         """A private message to `account`, with no session online: kept for when it logs
         in (private history), and echoed to the sender. False if it cannot be kept
@@ -1963,6 +2058,7 @@ class World:
         if written is None or written < last:
             keeper.flush(timeout)
 
+    @shared
     def remove_user(self, user: User, reason: str) -> None:
         """A user leaves the server: drop them everywhere, tell each neighbour once."""
         if user.account is not None:
@@ -2017,6 +2113,7 @@ class World:
             return (room,)
         return ()
 
+    @shared
     def end_if_empty(self, room: Room) -> None:
         """A room that stopped being permanent (-P) with nobody in it ends now."""
         with self.lock, room.lock:

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("programs", ("ircish.__main__", "ircish.cli", "ircish.client")),
     ("server", ("ircish.server",)),
+    ("cluster", ("ircish.cluster",)),
     ("connection", ("ircish.connection",)),
     ("transport", ("ircish.transport", "ircish.tls", "ircish.websocket", "ircish.webfiles")),
     ("session", ("ircish.session",)),

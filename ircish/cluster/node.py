@@ -1,0 +1,491 @@
+"""One node of a network of ircish servers sharing one Redis.
+
+The network's changes are one ordered log: a Redis stream. A reader thread that makes a
+shared change (`ircish.world.shared`: a JOIN, a PRIVMSG, a nick change...) does not make
+it: it appends it to the stream and waits. Every node's bus thread reads the stream and
+runs each entry against its own copy of the network, in the stream's order, the writer's
+node included; only the bus delivers. So every member of a room, on any node, sees its
+events in one order, and a check (a nick taken, a ban, +m) gives the same answer on every
+node, since each makes it against the same state at the same point of the log: whichever
+of two claims of one nick comes first in the log wins, everywhere.
+
+Nodes hold leases (a Redis key that expires). A node that stops renewing is declared gone
+by any other, with one entry in the log: every node then removes its users (one QUIT
+each) at that point, and ignores anything that node's life writes after it, so a node that
+was only stopped and wakes up cannot act for its users any more (it closes them, and
+comes back as a new life).
+
+A node joining a running network asks for the state at a point of the log (a `hello`
+entry): a node already in answers with its copy as it was at that entry, and the new node
+reads the log from there.
+
+Threads: `cluster-bus` (reads and applies the log) and `cluster-lease` (renews the lease,
+finds nodes gone, retries QUITs that Redis refused). Locks: `Cluster.tickets_lock`, taken
+alone. No Redis call is made while any lock is held (`locks.expect_none_held`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ircish import protocol as p
+from ircish.cluster import ClusterError
+from ircish.cluster.replica import Codec, RemoteConn, node_of
+from ircish.events import act_for, fixed_clock, free_clock
+from ircish.locks import expect_none_held, new_lock
+from ircish.protocol import IRCError
+from ircish.world import SHARED, Room, World
+
+if TYPE_CHECKING:
+    from ircish.config import ClusterConfig
+
+log = logging.getLogger(__name__)
+
+#: How long the bus waits in one XREAD before it looks again (milliseconds).
+BLOCK_MS = 1000
+#: Entries the bus takes in one read.
+READ_COUNT = 512
+#: The log is a resume buffer (a node that blipped reads on from where it was), not
+#: history: entries older than this many leases, and a minute at least, are trimmed.
+KEEP_LEASES = 3
+#: How long a joining node's state stays in Redis for it to read (seconds).
+STATE_TTL = 60
+
+# Compare and renew: our life still holds the name. LATE: the key lapsed while Redis was
+# away and nobody declared us gone (only a `gone` entry frees our users), so it is ours.
+_RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 'OK'
+end
+if not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 'LATE'
+end
+return 'TAKEN'
+"""
+# Release the name at a clean stop, if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
+return 1
+"""
+# A gone node leaves the table of nodes, if no newer life of it took its place.
+_FORGET_NODE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+class Ticket:
+    """A shared change this node wrote and a reader thread waits for: what it returned,
+    or raised, when the bus ran it here."""
+
+    __slots__ = ("done", "error", "local", "result", "thread")
+
+    def __init__(self, local: list[Any]) -> None:
+        self.done = threading.Event()
+        self.local = local
+        #: The waiting thread: replies the change causes belong to it (labeled-response).
+        self.thread = threading.get_ident()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _unreachable(what: str) -> IRCError:
+    return IRCError(p.ERR_UNKNOWNERROR, "*", what)
+
+
+class Cluster:
+    """This node's part in the network: the log, the lease, the copy of everyone else."""
+
+    def __init__(self, config: ClusterConfig, node: str, world: World) -> None:
+        self.config = config
+        self.node = node
+        self.world = world
+        self.lease_ms = config.lease_ms
+        self.timeout = config.timeout_ms / 1000
+        self.incarnation = secrets.token_hex(4)
+        #: Every life this process has had (a node declared gone comes back as a new one):
+        #: its entries' tickets are found by this.
+        self._lives = {self.incarnation}
+        self.codec = Codec(world, node, self.incarnation)
+        self._log_key = self._key("log")
+        self._nodes_key = self._key("nodes")
+        timeout = max(self.timeout, 1.0)
+        # Reader threads share this one (redis-py's pool is thread-safe); the bus and the
+        # lease threads have their own, so a slow call of one never holds the other up.
+        self._redis = self._connect(timeout)
+        self._bus_redis = self._connect(BLOCK_MS / 1000 + 2)
+        self._lease_redis = self._connect(timeout)
+        self._renew = self._lease_redis.register_script(_RENEW)
+        self._release = self._lease_redis.register_script(_RELEASE)
+        self._forget_node = self._lease_redis.register_script(_FORGET_NODE)
+        self._tickets_lock = new_lock("Cluster.tickets_lock")
+        self._tickets: dict[int, Ticket] = {}
+        self._numbers = itertools.count(1)
+        #: Lives declared gone (node, incarnation): whatever they write later is ignored.
+        self._fenced: set[tuple[str, str]] = set()
+        #: The id of the last entry applied (the bus thread's).
+        self.applied_id = "0-0"
+        self._bus_ident: int | None = None
+        self._stopping = threading.Event()
+        #: Set by `stop`: this node's own `gone` entry is its last.
+        self._leaving = False
+        self._threads: list[threading.Thread] = []
+        #: QUITs Redis refused (their entries, in order), appended again by the lease
+        #: thread: a user who left must leave everywhere.
+        self._pending: deque[dict[str, Any]] = deque()
+        #: Whether Redis answered the last time the lease thread asked.
+        self.up = True
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.config.prefix, *parts))
+
+    def _connect(self, timeout: float) -> redis.Redis:
+        # No retries inside redis-py: an XADD sent again after a timeout could be in the
+        # log twice, and a timeout must reach the user within timeout_ms, not ten tries on.
+        return redis.Redis.from_url(
+            self.config.redis,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    # -- joining and leaving ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take this node's name, load the network's state, start the threads. Called
+        before anyone connects. ClusterError if the name is held by a running node or Redis
+        cannot be reached."""
+        try:
+            self._take_name()
+            at = self._join()
+        except redis.RedisError as exc:
+            raise ClusterError(f"cannot reach Redis at {self.config.redis}: {exc}") from exc
+        self.applied_id = at
+        for name, target in (("cluster-bus", self._bus), ("cluster-lease", self._lease_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        # Ready: from now on this node answers joining nodes (it applies the log).
+        self._lease_redis.hset(self._nodes_key, self.node, self.incarnation)
+
+    def _take_name(self) -> None:
+        key = self._key("node", self.node)
+        deadline = time.monotonic() + self.lease_ms / 1000 + 1
+        told = False
+        while not self._redis.set(key, self.incarnation, nx=True, px=self.lease_ms):
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"node name {self.node!r} is in use by a running node "
+                    f"(cluster.node must differ on every node)"
+                )
+            if not told:
+                log.info("node name %s is held; waiting for its lease to lapse", self.node)
+                told = True
+            time.sleep(0.1)
+        # A previous life of this name (a crash) may still have users in the network:
+        # they leave now, before this life says anything.
+        previous = self._redis.hget(self._nodes_key, self.node)
+        if previous is not None and previous != self.incarnation:
+            self._append({"k": "gone", "n": self.node, "inc": previous})
+
+    def _join(self) -> str:
+        """The log id to read on from, with this node's copy made as of it."""
+        for _attempt in range(3):
+            request = secrets.token_hex(8)
+            at = self._append({"k": "hello", "q": request})
+            if not self._live_nodes():
+                log.info("cluster: first node of the network (log at %s)", at)
+                return at
+            state = self._wait_for_state(request)
+            if state is not None:
+                self.codec.load_state(state["state"])
+                log.info(
+                    "cluster: joined the network: %d users, %d rooms (log at %s)",
+                    len(state["state"]["users"]),
+                    len(state["state"]["rooms"]),
+                    state["at"],
+                )
+                return str(state["at"])
+            log.warning("cluster: no node answered; asking again")
+        raise ClusterError("the network's nodes did not send their state; is another node stuck?")
+
+    def _live_nodes(self) -> list[str]:
+        """Other nodes in the table whose lease is held by the life the table names."""
+        nodes = self._redis.hgetall(self._nodes_key)
+        live = []
+        for name, incarnation in nodes.items():
+            if name != self.node and self._redis.get(self._key("node", name)) == incarnation:
+                live.append(name)
+        return live
+
+    def _wait_for_state(self, request: str) -> dict[str, Any] | None:
+        key = self._key("state", request)
+        deadline = time.monotonic() + self.timeout + self.lease_ms / 1000
+        while time.monotonic() < deadline:
+            raw = self._redis.get(key)
+            if raw is not None:
+                self._redis.delete(key)
+                return json.loads(raw)
+            time.sleep(0.05)
+        return None
+
+    def stop(self) -> None:
+        """Leave the network (after this node's users have left): the name is free at
+        once, and any user still here leaves everywhere (a `gone` entry)."""
+        if self._stopping.is_set():
+            return
+        self._leaving = True
+        with contextlib.suppress(redis.RedisError):
+            self._append({"k": "gone", "n": self.node, "inc": self.incarnation})
+            self._release(
+                keys=[self._key("node", self.node), self._nodes_key],
+                args=[self.incarnation, self.node],
+            )
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=BLOCK_MS / 1000 + 3)
+        for client in (self._redis, self._bus_redis, self._lease_redis):
+            client.close()
+
+    # -- writing to the log (reader threads) --------------------------------------------
+
+    def applying(self) -> bool:
+        return threading.get_ident() == self._bus_ident
+
+    def call(self, name: str, owner: World | Room, args: tuple, kwargs: dict) -> Any:
+        """Order a shared change in the log and wait until this node has run it (see
+        ircish.world.shared). IRCError 400 if Redis cannot be reached (nothing happened),
+        or if the network is too slow to run it within cluster.timeout_ms (it will still
+        happen)."""
+        if name == "World.remove_user" and not self.codec.named(args[0]):
+            return None  # never named in the log: no other node knows them
+        local: list[Any] = []
+        entry = {
+            "f": name,
+            "s": None if isinstance(owner, World) else owner.name,
+            "a": [self.codec.encode(arg, local) for arg in args],
+            "kw": {key: self.codec.encode(value, local) for key, value in kwargs.items()},
+        }
+        number = next(self._numbers)
+        entry["t"] = number
+        ticket = Ticket(local)
+        with self._tickets_lock:
+            self._tickets[number] = ticket
+        try:
+            self._append(entry)
+        except redis.RedisError as exc:
+            with self._tickets_lock:
+                self._tickets.pop(number, None)
+            if name == "World.remove_user":
+                log.warning("cluster: Redis refused a QUIT (%s); it is sent again later", exc)
+                entry["t"] = 0
+                self._pending.append(entry)
+                return None
+            log.warning("cluster: cannot reach Redis: %s", exc)
+            raise _unreachable("The network cannot be reached just now; nothing was done") from exc
+        if not ticket.done.wait(self.timeout):
+            with self._tickets_lock:
+                given_up = self._tickets.pop(number, None) is not None
+            if given_up:
+                log.warning("cluster: %s not applied within %.1f s", name, self.timeout)
+                raise _unreachable("The network is slow: your last command will happen late")
+            ticket.done.wait()  # the bus is running it right now
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result
+
+    def _append(self, entry: dict[str, Any]) -> str:
+        expect_none_held("a call to Redis")
+        entry["o"], entry["i"] = self.node, self.incarnation
+        keep_ms = max(60_000, KEEP_LEASES * self.lease_ms)
+        oldest = f"{int(time.time() * 1000) - keep_ms}-0"
+        data = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+        return str(self._redis.xadd(self._log_key, {"e": data}, minid=oldest, approximate=True))
+
+    # -- the bus thread -----------------------------------------------------------------
+
+    def _bus(self) -> None:
+        self._bus_ident = threading.get_ident()
+        pause = 0.1
+        while not self._stopping.is_set():
+            try:
+                reply = self._bus_redis.xread(
+                    {self._log_key: self.applied_id}, count=READ_COUNT, block=BLOCK_MS
+                )
+                pause = 0.1
+            except redis.RedisError as exc:
+                log.warning("cluster bus: %s; reading again in %.1f s", exc, pause)
+                self._stopping.wait(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    try:
+                        self._apply(entry_id, json.loads(fields["e"]))
+                    except Exception:
+                        log.exception("cluster: entry %s could not be applied", entry_id)
+                    self.applied_id = entry_id
+
+    def _apply(self, entry_id: str, entry: dict[str, Any]) -> None:
+        origin = (entry["o"], entry["i"])
+        ticket = None
+        if entry["o"] == self.node and entry["i"] in self._lives and entry.get("t"):
+            with self._tickets_lock:
+                ticket = self._tickets.pop(entry["t"], None)
+        try:
+            if origin in self._fenced:
+                if ticket is not None:
+                    ticket.error = _unreachable("This server lost contact with the network")
+                return
+            kind = entry.get("k")
+            ms, seq = entry_id.split("-")
+            fixed_clock(int(ms) / 1000, f"{int(ms):x}{int(seq):x}-")
+            try:
+                if kind is None:
+                    self._run(entry, ticket)
+                elif kind == "hello":
+                    self._answer_hello(entry, entry_id)
+                elif kind == "gone":
+                    self._remove_node(entry["n"], entry["inc"])
+            finally:
+                free_clock()
+        finally:
+            if ticket is not None:
+                ticket.done.set()
+
+    def _run(self, entry: dict[str, Any], ticket: Ticket | None) -> None:
+        codec = self.codec
+        local = None if ticket is None else ticket.local
+        if ticket is not None:
+            act_for(ticket.thread)
+        try:
+            owner = self.world if entry["s"] is None else codec.decode({"R": entry["s"]}, None)
+            args = [codec.decode(arg, local) for arg in entry["a"]]
+            kwargs = {key: codec.decode(value, local) for key, value in entry["kw"].items()}
+            result = SHARED[entry["f"]](owner, *args, **kwargs)
+            if entry["f"] == "World.remove_user":
+                codec.forget(args[0])
+        except IRCError as exc:
+            if ticket is not None:
+                ticket.error = exc
+        except Exception as exc:
+            log.exception("cluster: %s failed", entry["f"])
+            if ticket is not None:
+                ticket.error = exc
+        else:
+            if ticket is not None:
+                ticket.result = result
+        finally:
+            act_for(None)
+
+    def _answer_hello(self, entry: dict[str, Any], entry_id: str) -> None:
+        """A node joins: the first node in the network to see this writes down its copy as
+        of this entry (the bus holds no lock between entries; the copy is taken under the
+        world's locks)."""
+        if entry["o"] == self.node:
+            return
+        key = self._key("state", entry["q"])
+        try:
+            if self._bus_redis.exists(key):
+                return
+            state = {"at": entry_id, "state": self.codec.export_state()}
+            data = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
+            self._bus_redis.set(key, data, nx=True, ex=STATE_TTL)
+        except redis.RedisError as exc:
+            log.warning("cluster: could not send the state to %s: %s", entry["o"], exc)
+
+    def _remove_node(self, node: str, incarnation: str) -> None:
+        """A node's life is over: its users leave the network, here as everywhere."""
+        self._fenced.add((node, incarnation))
+        gone = [
+            user for uid, user in self.codec.users.items() if node_of(uid) == (node, incarnation)
+        ]
+        reason = f"{node} left the network"
+        mine = node == self.node and incarnation in self._lives
+        if gone:
+            log.info("cluster: %s (life %s) is gone: %d users leave", node, incarnation, len(gone))
+        for user in gone:
+            self.world.remove_user(user, reason)
+            self.codec.forget(user)
+            if not isinstance(user.conn, RemoteConn):
+                user.conn.close(reason, "This server lost contact with the network")
+        if mine and incarnation == self.incarnation and not self._leaving:
+            self._new_life()
+
+    def _new_life(self) -> None:
+        """The network declared this node gone (it could not renew its lease in time): its
+        users have been closed; it goes on as a new life, for new users."""
+        self.incarnation = secrets.token_hex(4)
+        self._lives.add(self.incarnation)
+        self.codec.incarnation = self.incarnation
+        log.warning("cluster: this node was declared gone; going on as life %s", self.incarnation)
+        try:
+            self._bus_redis.set(self._key("node", self.node), self.incarnation, px=self.lease_ms)
+            self._bus_redis.hset(self._nodes_key, self.node, self.incarnation)
+        except redis.RedisError as exc:
+            log.warning("cluster: could not take the name again yet: %s", exc)
+
+    # -- the lease thread ---------------------------------------------------------------
+
+    def _lease_loop(self) -> None:
+        every = self.lease_ms / 4000
+        while not self._stopping.wait(every):
+            try:
+                self._renew_lease()
+                self._find_gone()
+                self._send_pending()
+                if not self.up:
+                    log.warning("cluster: Redis is back")
+                self.up = True
+            except redis.RedisError as exc:
+                if self.up:
+                    log.warning("cluster: Redis cannot be reached: %s", exc)
+                self.up = False
+            except Exception:
+                log.exception("cluster: the lease thread failed a round")
+
+    def _renew_lease(self) -> None:
+        expect_none_held("a call to Redis")
+        incarnation = self.incarnation
+        answer = self._renew(keys=[self._key("node", self.node)], args=[incarnation, self.lease_ms])
+        if answer == "TAKEN":
+            log.error("cluster: another life holds the name %s", self.node)
+
+    def _find_gone(self) -> None:
+        for name, incarnation in self._lease_redis.hgetall(self._nodes_key).items():
+            if name == self.node:
+                continue
+            if self._lease_redis.get(self._key("node", name)) != incarnation:
+                log.info("cluster: %s stopped renewing its lease", name)
+                entry = {"k": "gone", "n": name, "inc": incarnation}
+                self._append_with(self._lease_redis, entry)
+                self._forget_node(keys=[self._nodes_key], args=[name, incarnation])
+
+    def _send_pending(self) -> None:
+        while self._pending:
+            self._append_with(self._lease_redis, self._pending[0])
+            self._pending.popleft()
+
+    def _append_with(self, client: redis.Redis, entry: dict[str, Any]) -> None:
+        expect_none_held("a call to Redis")
+        entry.setdefault("o", self.node)
+        entry.setdefault("i", self.incarnation)
+        data = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+        client.xadd(self._log_key, {"e": data})

@@ -1,0 +1,386 @@
+"""Several nodes as one network through a real redis-server (issue 17): nicks unique
+network-wide, rooms and private messages across nodes in one order, nodes joining a
+running network, and a node that dies or stops: its users leave everywhere, once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, SERVER_COMMAND, TIMEOUT, Client, ServerProcess, make_config, wait_for
+from redis_server import RedisProcess, needs_redis
+
+from ircish.config import ClusterConfig, Config
+from ircish.server import Server
+
+pytestmark = needs_redis
+
+#: Short leases, so a dead node's users leave within seconds in these tests.
+LEASE_MS = 2000
+
+Nodes = Callable[..., list[Server]]
+
+
+def cluster_config(url: str, node: str, lease_ms: int = LEASE_MS, **settings: object) -> Config:
+    config = make_config(name=f"{node}.test", **settings)
+    cluster = ClusterConfig(redis=url, node=node, lease_ms=lease_ms, timeout_ms=5000)
+    return dataclasses.replace(config, cluster=cluster)
+
+
+@pytest.fixture
+def nodes(start_server: Callable[..., Server], redis_server: RedisProcess) -> Nodes:
+    """Start in-process nodes of one network (on the test's redis-server), by name."""
+
+    def start(*names: str, **settings: object) -> list[Server]:
+        return [start_server(cluster_config(redis_server.url, name, **settings)) for name in names]
+
+    return start
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+def caught_up(redis_server: RedisProcess, *servers: Server) -> None:
+    """Wait until every node has applied the whole log so far. A node answers a lookup
+    (is bob online?) from its own copy, which may be a moment behind the log: a test
+    that has just seen bob registered on n2 waits for n1 to know it too."""
+    client = redis_server.client(decode_responses=True)
+    last = client.xinfo_stream("ircish:log")["last-generated-id"]
+    wait_for(
+        lambda: all(
+            _id(server.cluster.applied_id) >= _id(last)
+            for server in servers
+            if server.cluster is not None
+        )
+    )
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., Client]]:
+    opened: list[Client] = []
+
+    def open_client(server: Server | ServerProcess, nick: str | None = None) -> Client:
+        client = Client(server.address)
+        opened.append(client)
+        if nick is not None:
+            client.register(nick)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()
+
+
+def texts(client: Client, count: int, pattern: str = r" PRIVMSG #r :(.*)$") -> list[str]:
+    """The next `count` texts matching `pattern` that `client` gets, in order."""
+    found = []
+    while len(found) < count:
+        found.append(client.expect(pattern)[1])
+    return found
+
+
+def test_a_room_spans_nodes(nodes: Nodes, clients: Callable[..., Client]) -> None:
+    n1, n2, n3 = nodes("n1", "n2", "n3")
+    alice, bob, carol = clients(n1, "alice"), clients(n2, "bob"), clients(n3, "carol")
+    alice.join("#r")
+    bob.join("#r")
+    alice.expect(r"^:bob!u@\S+ JOIN #r")
+    names = bob.names("#r")
+    assert sorted(names) == ["@alice", "bob"]
+    carol.join("#r")
+    for member in (alice, bob):
+        member.expect(r"^:carol!u@\S+ JOIN #r")
+    bob.send("PRIVMSG #r :hello from n2")
+    # The sender's name as the network knows it, on both other nodes.
+    for member in (alice, carol):
+        member.expect(r"^:bob!u@127\.0\.0\.1 PRIVMSG #r :hello from n2$")
+    carol.send("PART #r :bye")
+    for member in (alice, bob):
+        member.expect(r"^:carol!u@\S+ PART #r :bye$")
+    assert sorted(alice.names("#r")) == ["@alice", "bob"]
+
+
+def test_every_member_sees_one_order(nodes: Nodes, clients: Callable[..., Client]) -> None:
+    """Three senders, one per node, at once: every member on every node (the senders
+    too, through echo-message) sees the same sequence; each sender's own lines in the
+    order sent."""
+    servers = nodes("n1", "n2", "n3")
+    members = []
+    for index, server in enumerate(servers):
+        client = clients(server)
+        client.send("CAP REQ :echo-message")
+        client.send_registration(f"m{index}")
+        client.send("CAP END")
+        client.expect(r" (376|422) ")
+        client.join("#r")
+        members.append(client)
+    watcher = clients(servers[1], "watcher")
+    watcher.join("#r")
+    for client in members:
+        client.sync()
+    per_sender = 40
+
+    def talk(client: Client, index: int) -> None:
+        for number in range(per_sender):
+            client.send(f"PRIVMSG #r :{index}-{number}")
+
+    threads = [
+        threading.Thread(target=talk, args=(client, index)) for index, client in enumerate(members)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    total = per_sender * len(members)
+    seen = [texts(client, total) for client in (*members, watcher)]
+    assert all(sequence == seen[0] for sequence in seen), "members saw different orders"
+    for index in range(len(members)):
+        own = [text for text in seen[0] if text.startswith(f"{index}-")]
+        assert own == [f"{index}-{number}" for number in range(per_sender)]
+
+
+def test_a_nick_is_taken_network_wide(nodes: Nodes, clients: Callable[..., Client]) -> None:
+    n1, n2 = nodes("n1", "n2")
+    alice = clients(n1, "alice")
+    other = clients(n2)
+    other.send("NICK Alice")
+    other.expect(r" 433 \* Alice ")
+    other.register("bob")
+    other.send("NICK ALICE")
+    other.expect(r" 433 bob ALICE ")
+    alice.send("QUIT :gone")
+    alice.expect_closed()
+    # Free again once her QUIT is applied.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        other.send("NICK alice")
+        line = other.expect(r" 433 bob alice | NICK :?alice$")[0]
+        if "NICK" in line:
+            break
+        assert time.monotonic() < deadline, "alice's nick never came free"
+        time.sleep(0.05)
+
+
+def test_parallel_claims_of_one_nick_have_one_winner(
+    nodes: Nodes, clients: Callable[..., Client]
+) -> None:
+    servers = nodes("n1", "n2", "n3")
+    racers = [clients(servers[index % 3]) for index in range(24)]
+    for client in racers:
+        client.send("NICK racer")
+        client.send("USER u 0 * :r")
+    outcomes = [client.expect(r" (001|433) ")[1] for client in racers]
+    assert outcomes.count("001") == 1, outcomes
+
+
+def test_private_messages_and_whois_across_nodes(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1, n2 = nodes("n1", "n2")
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    caught_up(redis_server, n1, n2)
+    alice.send("PRIVMSG bob :psst")
+    bob.expect(r"^:alice!u@\S+ PRIVMSG bob :psst$")
+    bob.send("NOTICE alice :heard you")
+    alice.expect(r"^:bob!u@\S+ NOTICE alice :heard you$")
+    alice.send("WHOIS bob")
+    alice.expect(r" 311 alice bob u \S+ \* :Real Name$")
+    alice.send("PRIVMSG nobody :hello?")
+    alice.expect(r" 401 alice nobody ")
+
+
+def test_nick_changes_and_quits_reach_every_node(
+    nodes: Nodes, clients: Callable[..., Client]
+) -> None:
+    n1, n2, n3 = nodes("n1", "n2", "n3")
+    alice, bob, carol = clients(n1, "alice"), clients(n2, "bob"), clients(n3, "carol")
+    for client in (alice, bob, carol):
+        client.join("#r")
+    alice.expect(r"^:carol!\S+ JOIN #r")
+    bob.send("NICK robert")
+    for client in (alice, bob, carol):
+        client.expect(r"^:bob!u@\S+ NICK :?robert$")
+    carol.close()  # vanishes: no QUIT of her own
+    for client in (alice, bob):
+        client.expect(r"^:carol!u@\S+ QUIT :")
+    assert sorted(alice.names("#r")) == ["@alice", "robert"]
+
+
+def test_a_node_joining_later_gets_the_network(
+    nodes: Nodes, clients: Callable[..., Client]
+) -> None:
+    (n1,) = nodes("n1")
+    alice = clients(n1, "alice")
+    alice.join("#r")
+    alice.send("TOPIC #r :plans")
+    alice.send("MODE #r +m")
+    alice.send("PRIVMSG #r :said before n2 existed")
+    alice.sync()
+    (n2,) = nodes("n2")
+    bob = clients(n2)
+    bob.send("NICK alice")
+    bob.expect(r" 433 \* alice ")
+    bob.register("bob")
+    bob.send("JOIN #r")
+    joined = bob.collect_until(r" 366 bob #r ")
+    assert any(re.search(r" 332 bob #r :plans$", line) for line in joined), joined
+    assert any(re.search(r" 353 bob \S #r :@alice bob$", line) for line in joined), joined
+    bob.expect(r"PRIVMSG #r :.*said before n2 existed")  # the room's history came too
+    bob.send("PRIVMSG #r :may I?")
+    bob.expect(r" 404 bob #r .*moderated")  # +m holds on the new node too
+    alice.send("MODE #r +v bob")
+    bob.expect(r"MODE #r \+v bob")
+    bob.send("PRIVMSG #r :thanks")
+    alice.expect(r"^:bob!\S+ PRIVMSG #r :thanks$")
+
+
+def test_a_labeled_message_gets_one_labeled_echo(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1, n2 = nodes("n1", "n2")
+    alice = clients(n1)
+    alice.send("CAP REQ :echo-message labeled-response batch message-tags")
+    alice.send_registration("alice")
+    alice.send("CAP END")
+    alice.expect(r" (376|422) ")
+    bob = clients(n2, "bob")
+    caught_up(redis_server, n1, n2)
+    alice.send("@label=one PRIVMSG bob :hi")
+    echo = alice.collect_until(r"PRIVMSG bob :hi$")[-1]
+    assert echo.startswith("@label=one;") or ";label=one" in echo.split(" ")[0], echo
+    bob.expect(r"PRIVMSG bob :hi$")
+    assert not any("label" in line for line in alice.sync())
+
+
+def test_redis_gone_refuses_then_recovers(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1, n2 = nodes("n1", "n2", lease_ms=10000)
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    alice.join("#r")
+    bob.join("#r")
+    alice.expect(r"^:bob!\S+ JOIN #r")
+    redis_server.stop()
+    alice.send("PRIVMSG #r :into the void")
+    alice.expect(r" 400 alice \* :The network cannot be reached")
+    redis_server.restart()
+    # Back by itself: the next line goes through, and the refused one never shows up.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        alice.send("PRIVMSG #r :are we back?")
+        if not any(" 400 " in line for line in alice.sync()):
+            break
+        assert time.monotonic() < deadline, "the node did not come back"
+        time.sleep(0.2)
+    got = bob.collect_until(r"PRIVMSG #r :are we back\?$")
+    assert not any("into the void" in line for line in got)
+
+
+# -- nodes as processes: killed, stopped ---------------------------------------------------
+
+
+def node_process(workdir: Path, url: str, node: str, lease_ms: int = LEASE_MS) -> ServerProcess:
+    config = (
+        f"server: {{name: {node}.test}}\n"
+        "limits: {max_clients_per_ip: 0, flood_rate: 0}\n"
+        f"cluster: {{redis: '{url}', node: {node}, lease_ms: {lease_ms}}}\n"
+    )
+    return ServerProcess(workdir / node, config)
+
+
+def test_a_killed_node_s_users_leave_everywhere_once(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    n1, n3 = nodes("n1", "n3")
+    n2 = node_process(tmp_path, redis_server.url, "n2")
+    try:
+        alice, carol = clients(n1, "alice"), clients(n3, "carol")
+        bob, dave = clients(n2, "bob"), clients(n2, "dave")
+        for client in (alice, carol, bob, dave):
+            client.join("#r")
+        alice.join("#s")
+        bob.join("#s")
+        alice.expect(r"^:bob!\S+ JOIN #s")
+        carol.sync()
+        alice.sync()
+        killed = time.monotonic()
+        n2.proc.send_signal(signal.SIGKILL)
+        n2.proc.wait(TIMEOUT)
+        for client in (alice, carol):
+            quits = client.collect_until(r"^:dave!\S+ QUIT ", timeout=LEASE_MS / 1000 + TIMEOUT)
+            quits += client.quiet(0.5)
+            assert sum(bool(re.match(r"^:bob!\S+ QUIT :n2 left", q)) for q in quits) == 1, quits
+            assert sum(bool(re.match(r"^:dave!\S+ QUIT :n2 left", q)) for q in quits) == 1, quits
+        # Within the lease, a quarter of it to notice, and a little for the log.
+        assert time.monotonic() - killed < LEASE_MS / 1000 * 1.25 + 2
+        assert sorted(alice.names("#r")) == ["@alice", "carol"]
+        newcomer = clients(n3, "bob")  # the nick came free
+        newcomer.join("#r")
+        alice.expect(r"^:bob!\S+ JOIN #r")
+    finally:
+        n2.kill()
+
+
+def test_a_stopped_node_cannot_act_for_its_users_when_it_wakes(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    (n1,) = nodes("n1")
+    n2 = node_process(tmp_path, redis_server.url, "n2")
+    try:
+        alice, bob = clients(n1, "alice"), clients(n2, "bob")
+        alice.join("#r")
+        bob.join("#r")
+        alice.expect(r"^:bob!\S+ JOIN #r")
+        bob.send("PRIVMSG #r :before the freeze")
+        alice.expect("before the freeze")
+        n2.proc.send_signal(signal.SIGSTOP)
+        alice.expect(r"^:bob!\S+ QUIT :n2 left", timeout=LEASE_MS / 1000 + TIMEOUT)
+        bob.send("PRIVMSG #r :from beyond")  # read when it wakes
+        n2.proc.send_signal(signal.SIGCONT)
+        # It learns from the log that it was declared gone, and closes bob.
+        closing = bob.expect_closed()
+        assert any("lost contact with the network" in line for line in closing), closing
+        assert not any("from beyond" in line for line in alice.quiet(1.0))
+        # It goes on as a new life: a new user there talks with n1.
+        wait_for(lambda: "going on as life" in n2.log())
+        erin = clients(n2, "erin")
+        erin.join("#r")
+        alice.expect(r"^:erin!\S+ JOIN #r")
+    finally:
+        n2.kill()
+
+
+def test_a_node_name_in_use_is_refused(redis_server: RedisProcess, tmp_path: Path) -> None:
+    first = node_process(tmp_path / "a", redis_server.url, "n1")
+    try:
+        config = "cluster: {redis: '" + redis_server.url + "', node: n1, lease_ms: 1000}\n"
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "config.yaml").write_text(config)
+        done = subprocess.run(
+            [
+                *SERVER_COMMAND,
+                "-c",
+                str(tmp_path / "b" / "config.yaml"),
+                "--port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=tmp_path / "b",
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert done.returncode == 1
+        assert "node name 'n1' is in use by a running node" in done.stderr
+    finally:
+        first.kill()
