@@ -141,8 +141,7 @@ def user_mode(ctx: Context, target: str, modestring: str) -> None:
         elif change.letter == modes.WALLOPS_MODE:
             changed = ctx.world.set_wallops(user, change.adding)
         elif change.letter == modes.BOT_MODE:
-            # Read alone by any thread (WHO, WHOIS, the `bot` tag); only its owner sets it.
-            changed, user.bot = user.bot != change.adding, change.adding
+            changed = ctx.world.set_bot(user, change.adding)
         elif change.adding:  # +o
             ctx.reply(p.ERR_NOPRIVILEGES, "Permission denied: use OPER to become an operator")
             continue
@@ -286,8 +285,8 @@ def kill(ctx: Context, msg: Message) -> None:
     reason = clip(msg.param(1), ctx.config.limits.topic_length) or "No reason given"
     quit_reason = f"Killed ({ctx.user.nick} ({reason}))"
     log.info("%s: KILL %s: %s", ctx.conn, target.nick, reason)
-    target.send(Message("KILL", [target.nick, reason], ctx.user.prefix))
-    target.conn.close(quit_reason, f"Closing Link: {target.host} ({quit_reason})")
+    told = Message("KILL", [target.nick, reason], ctx.user.prefix)
+    ctx.world.disconnect(target, told, quit_reason, f"Closing Link: {target.host} ({quit_reason})")
     if target is not ctx.user:
         ctx.send(
             Message("NOTICE", [ctx.user.nick, f"Killed {target.nick}: {reason}"], ctx.server.name)

@@ -36,9 +36,10 @@ import scramp
 from scramp.core import saslprep
 
 from ircish import passwords
-from ircish.events import millis
+from ircish.events import millis, now
 from ircish.locks import held, new_lock
 from ircish.protocol import CHANSERV, NICKSERV, Message, casefold
+from ircish.shared import Network, shared
 from ircish.store import AccountState, ScramKeys
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,10 @@ def valid_email(text: str) -> bool:
 class Accounts:
     """Every registered account, by casefolded name (see the module docstring)."""
 
+    #: The cluster these accounts are shared in (ircish/cluster; see ircish.shared);
+    #: None: a single process.
+    cluster: Network | None = None
+
     def __init__(self, keeper: AccountKeeper | None = None, failed_per_minute: int = 5) -> None:
         self.lock = new_lock("Accounts.lock")
         self.keeper = keeper
@@ -146,9 +151,14 @@ class Accounts:
         """The account called `name` (any case); one dict read, no lock."""
         return self._by_name.get(casefold(name))
 
+    def all_states(self) -> list[AccountState]:
+        """Every account (a copy of the table, made in one step)."""
+        return list(self._by_name.values())
+
     def count(self) -> int:
         return len(self._by_name)
 
+    @shared
     def create(self, state: AccountState) -> bool:
         """Register `state`; False if the name is taken."""
         key = casefold(state.name)
@@ -163,7 +173,12 @@ class Accounts:
         self, name: str, change: Callable[[AccountState], AccountState]
     ) -> AccountState | None:
         """Apply `change` (quick: a dataclasses.replace) to the account `name` and keep the
-        result; None if there is no such account (dropped meanwhile)."""
+        result; None if there is no such account (dropped meanwhile). In a cluster the new
+        state is worked out here and given to every node (`replace`): of two changes to
+        one account at once on two nodes, the later in the log wins."""
+        if self.cluster is not None:
+            state = self.get(name)
+            return None if state is None else self.replace(name, change(state))
         key = casefold(name)
         with self.lock:
             state = self._by_name.get(key)
@@ -173,11 +188,24 @@ class Accounts:
             self._keep(state)
         return state
 
+    @shared
+    def replace(self, name: str, state: AccountState) -> AccountState | None:
+        """The account `name` is `state` from now on (a cluster's `update`); None if there
+        is no such account."""
+        key = casefold(name)
+        with self.lock:
+            if key not in self._by_name:
+                return None
+            self._by_name[key] = state
+            self._keep(state)
+        return state
+
     def seen(self, name: str) -> None:
         """A session of `name` ended now: what is said to it after is missed."""
-        now = millis(time.time())
-        self.update(name, lambda state: dataclasses.replace(state, last_seen=now))
+        when = millis(now())  # (a cluster's QUIT: the entry's time, the same on every node)
+        self.update(name, lambda state: dataclasses.replace(state, last_seen=when))
 
+    @shared
     def drop(self, name: str) -> bool:
         key = casefold(name)
         with self.lock:

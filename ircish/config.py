@@ -732,7 +732,6 @@ RESTART_ONLY = frozenset(
         "cluster.node",
         "cluster.prefix",
         "cluster.lease_ms",
-        "cluster.timeout_ms",
     }
 )
 

@@ -813,8 +813,13 @@ class Server:
         limit = new.accounts.failed_logins_per_minute
         if limit != old.accounts.failed_logins_per_minute:
             self.world.accounts.limiter.set_budget(limit)
+        if new.cluster is not None and self.cluster is not None:
+            self.cluster.timeout = new.cluster.timeout_ms / 1000
         if new.operators != old.operators:
+            here = set(self._snapshot())  # (in a cluster, others OPERed on their own node)
             for user in self.world.operators_not_in(o.name for o in new.operators):
+                if user.conn not in here:
+                    continue
                 self.world.set_operator(user, False)
                 log.info("%s is no longer a server operator: not in the config", user.nick)
                 user.conn.send(Message("MODE", [user.nick or "*", "-o"], self.name))

@@ -86,7 +86,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import functools
 import logging
 import operator
 import secrets
@@ -96,7 +95,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ircish import modes
 from ircish import protocol as p
@@ -109,6 +108,7 @@ from ircish.protocol import IRCError, Message, casefold
 # The nick rule is pure protocol (ircish-client checks a nick with it before connecting); it
 # is re-exported here, where the commands have always found it.
 from ircish.protocol import valid_nick as valid_nick
+from ircish.shared import Network, shared
 from ircish.store import (
     MaskState,
     Query,
@@ -206,47 +206,6 @@ class Deliverer(Protocol):
 
 
 log = logging.getLogger(__name__)
-
-
-class Network(Protocol):
-    """The cluster this world is one node of (ircish/cluster): it orders a shared change
-    with every node's, then runs it on each (`call`); None in a single process."""
-
-    def applying(self) -> bool:
-        """Whether this thread is applying the shared log (then a change runs here)."""
-        ...
-
-    def call(self, name: str, owner: World | Room, args: tuple, kwargs: dict) -> Any:
-        """Order `owner.name(*args, **kwargs)` in the shared log, wait until this node has
-        run it, and return what it returned here (or raise what it raised)."""
-        ...
-
-
-#: The changes every node of a cluster makes, by qualified name ("Room.send_from"): the
-#: bus thread finds the method to run for a log entry here (see `shared`).
-SHARED: dict[str, Callable[..., Any]] = {}
-_Method = TypeVar("_Method", bound=Callable[..., Any])
-
-
-def shared(method: _Method) -> _Method:
-    """Mark a `World` or `Room` method as a change to shared state. In a single process it
-    runs as it is. In a cluster (`cluster` set), a call outside the bus thread is ordered
-    in the shared log instead, and every node runs it from there, in the same order, the
-    caller's node included (`Network.call`); so every node's rooms and nick table go
-    through the same changes, and the checks (bans, modes, a nick taken) give the same
-    answers everywhere. Such a method must depend only on its arguments and the shared
-    state: its time and msgids come from the entry (events.now), nothing is random."""
-    name = method.__qualname__
-    SHARED[name] = method
-
-    @functools.wraps(method)
-    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        cluster = self.cluster
-        if cluster is None or cluster.applying():
-            return method(self, *args, **kwargs)
-        return cluster.call(name, self, args, kwargs)
-
-    return cast(_Method, run)
 
 
 def valid_room_name(name: str, max_length: int) -> bool:
@@ -1381,6 +1340,7 @@ class World:
         """Become one node of `cluster` (at start, before anyone connects): from now on the
         `shared` changes go through its log."""
         self.cluster = cluster
+        self.accounts.cluster = cluster
         for room in self.rooms.values():
             room.cluster = cluster
 
@@ -1587,6 +1547,22 @@ class World:
             else:
                 self._wallops.discard(user)
             return True
+
+    @shared
+    def set_bot(self, user: User, bot: bool) -> bool:
+        """User mode +B/-B (a bot); False if it was already so. Read alone by any thread
+        (WHO, WHOIS, the `bot` tag)."""
+        if user.bot == bot:
+            return False
+        user.bot = bot
+        return True
+
+    @shared
+    def disconnect(self, user: User, told: Message, reason: str, error: str) -> None:
+        """Close `user`'s connection (KILL), after telling them `told`: their QUIT says
+        `reason`, their ERROR `error`. In a cluster, the node they are on does it."""
+        user.send(told)
+        user.conn.close(reason, error)
 
     @shared
     def wallops(self, sender: User, text: str) -> None:

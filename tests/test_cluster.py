@@ -4,6 +4,7 @@ running network, and a node that dies or stops: its users leave everywhere, once
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import re
@@ -384,3 +385,130 @@ def test_a_node_name_in_use_is_refused(redis_server: RedisProcess, tmp_path: Pat
         assert "node name 'n1' is in use by a running node" in done.stderr
     finally:
         first.kill()
+
+
+# -- accounts, operators, user modes ---------------------------------------------------------
+
+
+def test_an_account_made_on_one_node_logs_in_on_another(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1, n2 = nodes("n1", "n2")
+    alice = clients(n1, "alice")
+    alice.send("PRIVMSG NickServ :REGISTER open sesame")
+    alice.expect(r" 900 alice ")
+    caught_up(redis_server, n1, n2)
+    other = clients(n2)
+    other.send("CAP LS 302")
+    other.send("CAP REQ :sasl")
+    other.send_registration("alice2")
+    other.expect(r" CAP \S+ ACK :sasl")
+    other.send("AUTHENTICATE PLAIN")
+    other.expect(r"AUTHENTICATE \+$")
+    other.send("AUTHENTICATE " + base64.b64encode(b"\0alice\0open sesame").decode())
+    other.expect(r" 903 ")
+    other.send("CAP END")
+    other.expect(r" (376|422) ")
+    caught_up(redis_server, n1, n2)
+    # Both nodes see alice2 logged in to alice (WHOIS 330), and alice's nick is hers.
+    for client, nick in ((alice, "alice"), (other, "alice2")):
+        client.send("WHOIS alice2")
+        client.expect(rf" 330 {nick} alice2 alice ")
+    # A node started now gets the account too.
+    (n3,) = nodes("n3")
+    late = clients(n3)
+    late.send("CAP LS 302")
+    late.send("CAP REQ :sasl")
+    late.send_registration("alice3")
+    late.expect(r" CAP \S+ ACK :sasl")
+    late.send("AUTHENTICATE PLAIN")
+    late.expect(r"AUTHENTICATE \+$")
+    late.send("AUTHENTICATE " + base64.b64encode(b"\0alice\0open sesame").decode())
+    late.expect(r" 903 ")
+
+
+def test_kill_and_bot_mode_reach_a_user_on_another_node(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1, n2 = nodes("n1", "n2")
+    bob = clients(n2, "bob")
+    bob.join("#r")
+    bob.send("MODE bob +B")
+    bob.expect(r"MODE bob :?\+B")
+    oper = clients(n1, "oper")
+    oper.join("#r")
+    caught_up(redis_server, n1, n2)
+    oper.send("WHOIS bob")
+    oper.expect(r" 335 oper bob ")  # +B seen from n1
+    n1.world.set_operator(n1.world.find_user("oper"), True, "root")
+    caught_up(redis_server, n1, n2)
+    oper.send("KILL bob :spam")
+    bob.expect(r"KILL bob :spam")
+    bob.expect_closed()
+    oper.expect(r"^:bob!\S+ QUIT :Killed \(oper \(spam\)\)")
+
+
+# -- Redis away and back ---------------------------------------------------------------------
+
+
+def test_a_quit_while_redis_is_away_reaches_the_others_when_it_is_back(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1, n2 = nodes("n1", "n2", lease_ms=10000)
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    alice.join("#r")
+    bob.join("#r")
+    alice.expect(r"^:bob!\S+ JOIN #r")
+    redis_server.stop()
+    bob.close()
+    wait_for(lambda: n2.connection_count() == 0)  # bob's reader is done
+    redis_server.restart()
+    alice.expect(r"^:bob!\S+ QUIT :", timeout=TIMEOUT)
+    assert sorted(alice.names("#r")) == ["@alice"]
+
+
+def test_a_redis_restart_under_traffic_loses_and_reorders_nothing(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    """Senders on three nodes talk while Redis restarts (with its append-only file): every
+    line is either refused to its sender (400) or seen by every member, in one order."""
+    servers = nodes("n1", "n2", "n3", lease_ms=10000)
+    members = []
+    for index, server in enumerate(servers):
+        client = clients(server)
+        client.send("CAP REQ :echo-message")
+        client.send_registration(f"m{index}")
+        client.send("CAP END")
+        client.expect(r" (376|422) ")
+        client.join("#r")
+        members.append(client)
+    caught_up(redis_server, *servers)
+    for client in members:
+        client.sync()
+    per_sender = 60
+    refused: list[str] = []
+
+    def talk(client: Client, index: int) -> None:
+        for number in range(per_sender):
+            client.send(f"PRIVMSG #r :{index}-{number}")
+            time.sleep(0.01)
+
+    threads = [
+        threading.Thread(target=talk, args=(client, index)) for index, client in enumerate(members)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    redis_server.restart()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    # What each member got, up to a marker everyone sees last.
+    members[0].send("PRIVMSG #r :end")
+    seen = []
+    for client in members:
+        lines = client.collect_until(r"PRIVMSG #r :end$", timeout=TIMEOUT * 2)
+        seen.append([m[1] for line in lines if (m := re.search(r" PRIVMSG #r :(\d+-\d+)$", line))])
+        refused += [line for line in lines if " 400 " in line]
+    assert all(sequence == seen[0] for sequence in seen), "members saw different orders"
+    assert len(seen[0]) + len(refused) == per_sender * len(members), (len(seen[0]), refused)
+    assert len(set(seen[0])) == len(seen[0]), "a line was delivered twice"

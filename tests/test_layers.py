@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "ircish.protocol",
             "ircish.render",
             "ircish.sasl",
+            "ircish.shared",
             "ircish.slash",
         ),
     ),

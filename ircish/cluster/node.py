@@ -41,12 +41,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ircish import protocol as p
+from ircish.accounts import Accounts
 from ircish.cluster import ClusterError
 from ircish.cluster.replica import Codec, RemoteConn, node_of
 from ircish.events import act_for, fixed_clock, free_clock
 from ircish.locks import expect_none_held, new_lock
 from ircish.protocol import IRCError
-from ircish.world import SHARED, Room, World
+from ircish.shared import SHARED
+from ircish.world import Room, World
 
 if TYPE_CHECKING:
     from ircish.config import ClusterConfig
@@ -103,6 +105,26 @@ class Ticket:
         self.thread = threading.get_ident()
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+#: How a log entry names the accounts as the owner of a change (room names start with #).
+ACCOUNTS = "*accounts"
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    """A stream id (`ms-seq`) as something that sorts in the log's order."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _owner_name(owner: object) -> str | None:
+    if isinstance(owner, World):
+        return None
+    if isinstance(owner, Room):
+        return owner.name
+    if isinstance(owner, Accounts):
+        return ACCOUNTS
+    raise TypeError(f"not something a shared change belongs to: {owner!r}")
 
 
 def _unreachable(what: str) -> IRCError:
@@ -279,7 +301,7 @@ class Cluster:
         local: list[Any] = []
         entry = {
             "f": name,
-            "s": None if isinstance(owner, World) else owner.name,
+            "s": _owner_name(owner),
             "a": [self.codec.encode(arg, local) for arg in args],
             "kw": {key: self.codec.encode(value, local) for key, value in kwargs.items()},
         }
@@ -291,15 +313,17 @@ class Cluster:
         try:
             self._append(entry)
         except redis.RedisError as exc:
-            with self._tickets_lock:
-                self._tickets.pop(number, None)
             if name == "World.remove_user":
+                with self._tickets_lock:
+                    self._tickets.pop(number, None)
                 log.warning("cluster: Redis refused a QUIT (%s); it is sent again later", exc)
                 entry["t"] = 0
-                self._pending.append(entry)
+                self._pending.append(entry)  # (twice in the log is harmless: one QUIT)
                 return None
-            log.warning("cluster: cannot reach Redis: %s", exc)
-            raise _unreachable("The network cannot be reached just now; nothing was done") from exc
+            if not self._appended_after_all(number, exc):
+                raise _unreachable(
+                    "The network cannot be reached just now; nothing was done"
+                ) from exc
         if not ticket.done.wait(self.timeout):
             with self._tickets_lock:
                 given_up = self._tickets.pop(number, None) is not None
@@ -310,6 +334,36 @@ class Cluster:
         if ticket.error is not None:
             raise ticket.error
         return ticket.result
+
+    def _appended_after_all(self, number: int, exc: redis.RedisError) -> bool:
+        """Redis failed to answer an append: was the entry appended all the same (Redis
+        ran it, then the connection broke before the answer)? A refused connection says
+        no. Otherwise, once Redis answers again, this node appends a mark and waits for
+        its bus to reach it: the log has one order, so the entry, if it is there, comes
+        before the mark, and the bus will have run it. Past cluster.timeout_ms with no
+        answer, the caller is told the truth: it may have been sent."""
+        definite = "connecting to" in str(exc) or isinstance(exc.__cause__, ConnectionRefusedError)
+        log.warning("cluster: cannot reach Redis: %s", exc)
+        deadline = time.monotonic() + self.timeout
+        mark = None
+        while mark is None and not definite and time.monotonic() < deadline:
+            try:
+                mark = self._append({"k": "mark"})
+            except redis.RedisError:
+                time.sleep(0.1)
+        while mark is not None and _entry_key(self.applied_id) < _entry_key(mark):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        with self._tickets_lock:
+            unrun = self._tickets.pop(number, None) is not None
+        if not unrun:
+            return True  # the bus ran it (or is running it): the caller waits as usual
+        if mark is None and not definite:
+            raise _unreachable(
+                "The network cannot be reached just now; your last command may not have been done"
+            ) from exc
+        return False
 
     def _append(self, entry: dict[str, Any]) -> str:
         expect_none_held("a call to Redis")
@@ -376,7 +430,7 @@ class Cluster:
         if ticket is not None:
             act_for(ticket.thread)
         try:
-            owner = self.world if entry["s"] is None else codec.decode({"R": entry["s"]}, None)
+            owner = self._owner(entry["s"])
             args = [codec.decode(arg, local) for arg in entry["a"]]
             kwargs = {key: codec.decode(value, local) for key, value in entry["kw"].items()}
             result = SHARED[entry["f"]](owner, *args, **kwargs)
@@ -394,6 +448,15 @@ class Cluster:
                 ticket.result = result
         finally:
             act_for(None)
+
+    def _owner(self, name: str | None) -> object:
+        """What a shared change is a method of: the world, the accounts, or a room (IRCError
+        if that room has ended)."""
+        if name is None:
+            return self.world
+        if name == ACCOUNTS:
+            return self.world.accounts
+        return self.codec.decode({"R": name}, None)
 
     def _answer_hello(self, entry: dict[str, Any], entry_id: str) -> None:
         """A node joins: the first node in the network to see this writes down its copy as

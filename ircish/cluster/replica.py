@@ -14,6 +14,7 @@ the log (`export_state`, `load_state`) and applies the log from that point on.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import itertools
 from typing import Any
@@ -22,7 +23,7 @@ from ircish import modes
 from ircish.events import Event
 from ircish.locks import held
 from ircish.protocol import ERR_NOSUCHCHANNEL, ERR_NOSUCHNICK, IRCError, Message, casefold
-from ircish.store import MaskState, RoomState, StoredLine
+from ircish.store import AccountState, MaskState, RoomState, ScramKeys, StoredLine
 from ircish.world import Room, User, World
 
 
@@ -50,6 +51,9 @@ class RemoteConn:
     def __repr__(self) -> str:
         return f"<RemoteConn {self.node}>"
 
+
+#: The kept states a shared change may carry, by class name.
+_STATE_TYPES = {cls.__name__: cls for cls in (AccountState, ScramKeys)}
 
 #: What a user's record carries to other nodes before it is registered (its details are
 #: set by its own reader thread until then; from registration on, only shared changes
@@ -100,6 +104,14 @@ class Codec:
             return {"M": [value.command, list(value.params), value.prefix, dict(value.tags)]}
         if isinstance(value, modes.Change):
             return {"C": [value.adding, value.letter, value.arg]}
+        if isinstance(value, bytes):
+            return {"B": base64.b64encode(value).decode("ascii")}
+        if type(value).__name__ in _STATE_TYPES:  # an account's state, its SCRAM keys
+            fields = dataclasses.fields(value)
+            return {
+                "S": type(value).__name__,
+                "v": [self.encode(getattr(value, f.name), local) for f in fields],
+            }
         if callable(value) or (isinstance(value, tuple) and any(map(callable, value))):
             local.append(value)
             return {"X": len(local) - 1}
@@ -131,6 +143,10 @@ class Codec:
             return Message(command, params, prefix, tags)
         if "C" in value:
             return modes.Change(*value["C"])
+        if "B" in value:
+            return base64.b64decode(value["B"])
+        if "S" in value:
+            return _STATE_TYPES[value["S"]](*(self.decode(item, local) for item in value["v"]))
         if "X" in value:
             return None if local is None else local[value["X"]]
         if "T" in value:
@@ -177,7 +193,8 @@ class Codec:
             for room in world.rooms.values():
                 with room.lock:
                     rooms.append(self._export_room(room))
-            return {"users": users, "rooms": rooms, "peak": world._peak}
+            accounts = [self.encode(state, []) for state in world.accounts.all_states()]
+            return {"users": users, "rooms": rooms, "peak": world._peak, "accounts": accounts}
 
     def _export_user(self, user: User) -> dict[str, Any]:
         out = {key: getattr(user, key) for key in _RECORD}
@@ -237,6 +254,7 @@ class Codec:
                 user = users[record["uid"]]
                 user.rooms = {name: world.rooms[name] for name in record["rooms"]}
             self.users = users
+        world.accounts.load(self.decode(state, None) for state in state["accounts"])
 
     def _load_room(self, record: dict[str, Any], users: dict[str, User]) -> Room:
         saved = dict(record["state"])
