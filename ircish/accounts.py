@@ -147,6 +147,11 @@ class Accounts:
             for state in states:
                 self._by_name[casefold(state.name)] = state
 
+    def replace_all(self, states: Iterable[AccountState]) -> None:
+        """The accounts are `states`, and no others (a cluster node loading the network's)."""
+        with self.lock:
+            self._by_name = {casefold(state.name): state for state in states}
+
     def get(self, name: str) -> AccountState | None:
         """The account called `name` (any case); one dict read, no lock."""
         return self._by_name.get(casefold(name))

@@ -180,7 +180,8 @@ class Server:
         if config.cluster is not None:
             from ircish.cluster.node import Cluster
 
-            self.cluster = Cluster(config.cluster, config.node_name, self.world)
+            rooms = [(room.name, room.topic) for room in config.rooms]
+            self.cluster = Cluster(config.cluster, config.node_name, self.world, rooms)
             self.world.attach(self.cluster)
         self.dispatcher = Dispatcher(commands, self.world, config, self.connection_count)
         self.dispatcher.reload = lambda tell: self.request_reload(lambda done: tell(done.lines()))

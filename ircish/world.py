@@ -1336,6 +1336,20 @@ class World:
         room.cluster = self.cluster
         return room
 
+    def start_again(self, rooms: Iterable[tuple[str, str]]) -> None:
+        """Forget every user and every room but `rooms` (the config's, made anew): a
+        cluster node whose network lost its state, before it joins again. Its own users'
+        connections are closed by then. The accounts stay."""
+        with self.lock:
+            self.users.clear()
+            self.rooms.clear()
+            self._watchers.clear()
+            self._wallops.clear()
+            self._registered = self._invisible = self._operators = 0
+            for name, topic in rooms:
+                room = self._new_room(name, topic, persistent=True)
+                self.rooms[room.folded] = room
+
     def attach(self, cluster: Network) -> None:
         """Become one node of `cluster` (at start, before anyone connects): from now on the
         `shared` changes go through its log."""

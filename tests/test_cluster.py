@@ -512,3 +512,31 @@ def test_a_redis_restart_under_traffic_loses_and_reorders_nothing(
     assert all(sequence == seen[0] for sequence in seen), "members saw different orders"
     assert len(seen[0]) + len(refused) == per_sender * len(members), (len(seen[0]), refused)
     assert len(set(seen[0])) == len(seen[0]), "a line was delivered twice"
+
+
+def test_redis_losing_its_data_starts_the_network_again(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    """Redis restarted without its data: the log the nodes follow is gone (and the last
+    entries may have reached some nodes and not others). Users are told and closed, the
+    nodes join again, and a reconnect works."""
+    n1, n2 = nodes("n1", "n2", lease_ms=2000)
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    alice.join("#r")
+    bob.join("#r")
+    alice.expect(r"^:bob!\S+ JOIN #r")
+    redis_server.client().flushall()
+    for client in (alice, bob):
+        closing = client.expect_closed(timeout=TIMEOUT)
+        assert any("The network lost its state" in line for line in closing), closing
+    # Both nodes have joined again (the bus clears the flag once it has).
+    wait_for(
+        lambda: not any(node.cluster is None or node.cluster._lost.is_set() for node in (n1, n2))
+    )
+    alice2, bob2 = clients(n1, "alice"), clients(n2, "bob")
+    caught_up(redis_server, n1, n2)
+    alice2.join("#r")
+    bob2.join("#r")
+    alice2.expect(r"^:bob!\S+ JOIN #r")
+    bob2.send("PRIVMSG #r :we are back")
+    alice2.expect(r"^:bob!\S+ PRIVMSG #r :we are back$")

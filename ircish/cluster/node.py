@@ -34,6 +34,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -134,8 +135,16 @@ def _unreachable(what: str) -> IRCError:
 class Cluster:
     """This node's part in the network: the log, the lease, the copy of everyone else."""
 
-    def __init__(self, config: ClusterConfig, node: str, world: World) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node: str,
+        world: World,
+        rooms: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.config = config
+        #: The rooms this node's config names (name, topic): what it starts again with.
+        self.rooms = list(rooms)
         self.node = node
         self.world = world
         self.lease_ms = config.lease_ms
@@ -173,6 +182,10 @@ class Cluster:
         self._pending: deque[dict[str, Any]] = deque()
         #: Whether Redis answered the last time the lease thread asked.
         self.up = True
+        #: The network's data mark in Redis (`_read_epoch`).
+        self.epoch: str | None = None
+        #: Set by the lease thread when Redis lost the network's data: the bus starts again.
+        self._lost = threading.Event()
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.config.prefix, *parts))
@@ -196,6 +209,7 @@ class Cluster:
         cannot be reached."""
         try:
             self._take_name()
+            self._read_epoch()
             at = self._join()
         except redis.RedisError as exc:
             raise ClusterError(f"cannot reach Redis at {self.config.redis}: {exc}") from exc
@@ -206,6 +220,12 @@ class Cluster:
             self._threads.append(thread)
         # Ready: from now on this node answers joining nodes (it applies the log).
         self._lease_redis.hset(self._nodes_key, self.node, self.incarnation)
+
+    def _read_epoch(self) -> None:
+        """The mark of this network's data in Redis: made by the first node, gone (or
+        another) if Redis lost its data since, which the lease thread watches for."""
+        self._redis.set(self._key("epoch"), secrets.token_hex(8), nx=True)
+        self.epoch = self._redis.get(self._key("epoch"))
 
     def _take_name(self) -> None:
         key = self._key("node", self.node)
@@ -379,6 +399,9 @@ class Cluster:
         self._bus_ident = threading.get_ident()
         pause = 0.1
         while not self._stopping.is_set():
+            if self._lost.is_set():
+                self._start_again()
+                continue
             try:
                 reply = self._bus_redis.xread(
                     {self._log_key: self.applied_id}, count=READ_COUNT, block=BLOCK_MS
@@ -396,6 +419,36 @@ class Cluster:
                     except Exception:
                         log.exception("cluster: entry %s could not be applied", entry_id)
                     self.applied_id = entry_id
+
+    def _start_again(self) -> None:
+        """Redis lost the network's data (restarted without its append-only file): the
+        log this node's copy follows is gone, and the other nodes may have applied a
+        different tail of it. Every node closes its users (they reconnect), forgets the
+        network, and joins again as a new life, as if started (the bus thread, between
+        entries)."""
+        log.warning("cluster: Redis lost the network's data; closing every user and joining again")
+        error = "The network lost its state (Redis restarted without its data); please reconnect"
+        for user in list(self.codec.users.values()) + list(self.codec.forget_all()):
+            if not isinstance(user.conn, RemoteConn):
+                user.conn.close("The network lost its state", error)
+        with self._tickets_lock:
+            waiting, self._tickets = self._tickets, {}
+        for ticket in waiting.values():
+            ticket.error = _unreachable("The network lost its state; nothing was done")
+            ticket.done.set()
+        self.world.start_again([(room.name, room.topic) for room in self.rooms])
+        self.incarnation = secrets.token_hex(4)
+        self._lives.add(self.incarnation)
+        self.codec.incarnation = self.incarnation
+        try:
+            self._bus_redis.set(self._key("node", self.node), self.incarnation, px=self.lease_ms)
+            self._read_epoch()
+            self.applied_id = self._join()
+            self._bus_redis.hset(self._nodes_key, self.node, self.incarnation)
+            self._lost.clear()
+        except (redis.RedisError, ClusterError) as exc:
+            log.warning("cluster: could not join again yet: %s", exc)
+            self._stopping.wait(1.0)
 
     def _apply(self, entry_id: str, entry: dict[str, Any]) -> None:
         origin = (entry["o"], entry["i"])
@@ -511,6 +564,9 @@ class Cluster:
         every = self.lease_ms / 4000
         while not self._stopping.wait(every):
             try:
+                if self._lease_redis.get(self._key("epoch")) != self.epoch:
+                    self._lost.set()  # the bus starts this node again
+                    continue
                 self._renew_lease()
                 self._find_gone()
                 self._send_pending()

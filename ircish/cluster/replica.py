@@ -181,6 +181,12 @@ class Codec:
         if user.uid is not None:
             self.users.pop(user.uid, None)
 
+    def forget_all(self) -> list[User]:
+        """Forget every user (a node starting again): this node's not yet named ones."""
+        local = list(self._local.values())
+        self.users, self._local = {}, {}
+        return local
+
     # -- the whole state (a node joining) ---------------------------------------------
 
     def export_state(self) -> dict[str, Any]:
@@ -254,7 +260,7 @@ class Codec:
                 user = users[record["uid"]]
                 user.rooms = {name: world.rooms[name] for name in record["rooms"]}
             self.users = users
-        world.accounts.load(self.decode(state, None) for state in state["accounts"])
+        world.accounts.replace_all(self.decode(state, None) for state in state["accounts"])
 
     def _load_room(self, record: dict[str, Any], users: dict[str, User]) -> Room:
         saved = dict(record["state"])
