@@ -652,8 +652,8 @@ class Config:
                 yield (
                     "store.path",
                     (
-                        "must be null with cluster: (in a cluster, history is kept in memory "
-                        "for now; the Redis store comes later)"
+                        "must be null with cluster: (in a cluster, history, accounts and "
+                        "permanent rooms are kept in Redis, at cluster.redis)"
                     ),
                 )
             # The node is named after the server unless told; that name goes into Redis keys.

@@ -61,6 +61,7 @@ from ircish.world import Recorder, World
 
 if TYPE_CHECKING:
     from ircish.cluster.node import Cluster
+    from ircish.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -338,9 +339,20 @@ class Server:
         history is dropped here (the next person to make `#x` must not read the last
         group's talk). Raises StoreError."""
         path = self.config.store.path
+        cluster = self.config.cluster
+        failures: tuple[type[Exception], ...] = (sqlite3.Error, NewerSchemaError, OSError)
         try:
-            store = SqliteStore(path)
-        except (sqlite3.Error, NewerSchemaError, OSError) as exc:
+            if cluster is None:
+                store: Store = SqliteStore(path)
+            else:  # the network's store, in Redis (ircish/store/redis.py)
+                from redis import RedisError
+
+                from ircish.store.redis import RedisStore
+
+                failures += (RedisError,)
+                path = "Redis at " + cluster.redis
+                store = RedisStore(cluster.redis, cluster.prefix, cluster.timeout_ms / 1000)
+        except failures as exc:
             raise StoreError(path or ":memory:", exc) from exc
         history = self.config.history
         writer = Writer(
@@ -349,18 +361,22 @@ class Server:
             flush_ms=self.config.store.flush_ms,
             retention=Retention(history.max_lines, history.max_age_seconds),
         )
+        # In a cluster every node applies every change, and the node that made one writes
+        # it (ircish/cluster/node.py `OwnKeeper`).
+        keeper = writer if self.cluster is None else self.cluster.keeper(writer)
         try:
             self.world.accounts.load(store.accounts())
-            self.world.accounts.keeper = writer
+            self.world.accounts.keeper = keeper
             states = store.rooms()
             permanent = {casefold(state.name) for state in states}
             permanent.update(casefold(room.name) for room in self.config.rooms)
-            store.keep_only(permanent)
+            if self.cluster is None:  # (the rooms of a running network are not over)
+                store.keep_only(permanent)
             writer.prune_now()
-            self.world.keeper = writer
+            self.world.keeper = keeper
             self.world.restore(states)
             self.world.prime(casefold(state.name) for state in states)
-        except sqlite3.Error as exc:
+        except failures as exc:
             self.world.keeper = None
             self.world.accounts.keeper = None
             store.close()

@@ -2031,7 +2031,8 @@ class World:
         other = private_party(account, nick)
         target = private_target(private_party(sender.account, sender.nick), other)
         with self._private_lock:
-            seq = self._last_private_seq = max(time.time_ns(), self._last_private_seq + 1)
+            # (now(): in a cluster, the entry's time, so every node gives the same seq)
+            seq = self._last_private_seq = max(int(now() * 1e9), self._last_private_seq + 1)
             self._private_last[target] = seq
         return (StoredLine.of(event, target, seq),)
 

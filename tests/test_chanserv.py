@@ -12,8 +12,7 @@ import sqlite3
 import pytest
 from helpers import OPER_PASSWORD, Client, oper_config, oper_hash
 
-from ircish.store import MaskState, RoomState
-from ircish.store.sqlite import _room_json, _room_state
+from ircish.store import MaskState, RoomState, room_from_json, room_json
 
 CS = re.escape(":ChanServ!ChanServ@services")
 PASSWORD = "hunter2hunter2"
@@ -294,13 +293,13 @@ def test_the_room_state_round_trips_through_the_stores_json():
         access={"bob": "o", "Carol": "v"},
         topic_lock=True,
     )
-    assert _room_state(_room_json(state)) == state
-    older = _room_json(state)
+    assert room_from_json(room_json(state)) == state
+    older = room_json(state)
     for key in ("founder", "registered", "access", "topic_lock"):
         del older[key]  # a room kept before ChanServ: not registered
-    assert _room_state(older) == RoomState("#r", flags="Pnt", lists=state.lists)
+    assert room_from_json(older) == RoomState("#r", flags="Pnt", lists=state.lists)
     with pytest.raises(TypeError):
-        _room_state({**_room_json(state), "access": ["bob"]})
+        room_from_json({**room_json(state), "access": ["bob"]})
 
 
 def store_config(db) -> str:

@@ -19,7 +19,7 @@ import pytest
 from helpers import ROOT, SERVER_COMMAND, TIMEOUT, Client, ServerProcess, make_config, wait_for
 from redis_server import RedisProcess, needs_redis
 
-from ircish.config import ClusterConfig, Config
+from ircish.config import ClusterConfig, Config, HistoryConfig
 from ircish.server import Server
 
 pytestmark = needs_redis
@@ -540,3 +540,73 @@ def test_redis_losing_its_data_starts_the_network_again(
     alice2.expect(r"^:bob!\S+ JOIN #r")
     bob2.send("PRIVMSG #r :we are back")
     alice2.expect(r"^:bob!\S+ PRIVMSG #r :we are back$")
+
+
+# -- history, accounts and registered rooms in Redis -----------------------------------------
+
+
+def test_history_said_on_two_nodes_is_read_on_a_third(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    """Lines said on n1 and n2, read with CHATHISTORY on n3: the last ones from its window,
+    the older ones from Redis (the window holds 5), all in one order, each once."""
+    small = HistoryConfig(window=5, replay_on_join=5)
+    n1, n2, n3 = nodes("n1", "n2", "n3", history=small)
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    alice.join("#r")
+    bob.join("#r")
+    alice.expect(r"^:bob!\S+ JOIN #r")
+    for number in range(12):
+        (alice if number % 2 else bob).send(f"PRIVMSG #r :line {number}")
+        (bob if number % 2 else alice).expect(rf"PRIVMSG #r :line {number}$")
+    caught_up(redis_server, n1, n2, n3)
+    for server in (n1, n2):  # each node's writer has written its own lines
+        assert server.writer is not None and server.writer.flush(TIMEOUT)
+    carol = clients(n3)
+    carol.send("CAP REQ :batch server-time message-tags draft/chathistory")
+    carol.send_registration("carol")
+    carol.send("CAP END")
+    carol.expect(r" (376|422) ")
+    carol.join("#r")
+    carol.sync()
+    carol.send("CHATHISTORY LATEST #r * 50")
+    lines = carol.collect_until(r"^:\S+ BATCH -")
+    said = [m[1] for line in lines if (m := re.search(r" PRIVMSG #r :(line \d+)$", line))]
+    assert said == [f"line {number}" for number in range(12)]
+    msgids = [m[1] for line in lines if (m := re.search(r"msgid=([^; ]+)", line))]
+    assert len(msgids) == len(set(msgids))
+
+
+def test_accounts_and_registered_rooms_outlive_every_node(
+    start_server: Callable[..., Server], clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1 = start_server(cluster_config(redis_server.url, "n1"))
+    alice = clients(n1, "alice")
+    alice.send("PRIVMSG NickServ :REGISTER open sesame")
+    alice.expect(r" 900 alice ")
+    alice.join("#club")
+    alice.send("TOPIC #club :members only")
+    alice.send("PRIVMSG ChanServ :REGISTER #club")
+    alice.expect(r"#club is registered to alice")
+    alice.send("PRIVMSG #club :remember me")
+    alice.sync()
+    alice.close()
+    assert n1.writer is not None and n1.writer.flush(TIMEOUT)
+    n1.shutdown()  # the network has no node now
+    n2 = start_server(cluster_config(redis_server.url, "n2"))
+    again = clients(n2)
+    again.send("CAP LS 302")
+    again.send("CAP REQ :sasl")
+    again.send_registration("alice")
+    again.expect(r" CAP \S+ ACK :sasl")
+    again.send("AUTHENTICATE PLAIN")
+    again.expect(r"AUTHENTICATE \+$")
+    again.send("AUTHENTICATE " + base64.b64encode(b"\0alice\0open sesame").decode())
+    again.expect(r" 903 ")
+    again.send("CAP END")
+    again.expect(r" (376|422) ")
+    again.send("JOIN #club")
+    joined = again.collect_until(r" 366 alice #club ")
+    assert any(re.search(r" 332 alice #club :members only$", line) for line in joined), joined
+    assert any(re.search(r"MODE #club \+o alice$", line) for line in joined), joined  # founder
+    again.expect(r"PRIVMSG #club :.*remember me")  # its history, from Redis

@@ -691,11 +691,11 @@ def test_cluster_errors_name_the_key(tmp_path: Path, section: str, message: str)
     assert load_error(tmp_path, f"cluster: {section}\n") == message
 
 
-def test_a_cluster_keeps_no_store_file_yet(tmp_path: Path) -> None:
+def test_a_cluster_keeps_no_store_file(tmp_path: Path) -> None:
     text = f"cluster: {{redis: '{REDIS}'}}\nstore: {{path: ircish.db}}\n"
     assert load_error(tmp_path, text) == (
-        "store.path: must be null with cluster: (in a cluster, history is kept in memory for "
-        "now; the Redis store comes later)"
+        "store.path: must be null with cluster: (in a cluster, history, accounts and "
+        "permanent rooms are kept in Redis, at cluster.redis)"
     )
     # Without the file, the rest of the store section is fine.
     text = f"cluster: {{redis: '{REDIS}'}}\nstore: {{path: null, flush_ms: 10}}\n"

@@ -16,7 +16,16 @@ from helpers import TIMEOUT, open_fds, wait_for
 
 from ircish.events import Event, millis, server_time, time_tag
 from ircish.protocol import Message
-from ircish.store import MaskState, Query, RoomState, StoredLine, read_lines
+from ircish.store import (
+    AccountState,
+    MaskState,
+    Query,
+    RoomState,
+    ScramKeys,
+    StoredLine,
+    read_lines,
+)
+from ircish.store.redis import RedisStore
 from ircish.store.sqlite import READERS, SCHEMA_VERSION, NewerSchemaError, SqliteStore
 from ircish.store.writer import Writer
 
@@ -45,9 +54,14 @@ def texts(lines: list[StoredLine]) -> list[str]:
     return [stored.params[1] for stored in lines]
 
 
-@pytest.fixture
-def store(tmp_path):
-    opened = SqliteStore(tmp_path / "ircish.db")
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    """Each store test runs on SQLite, and on Redis (a cluster's store: a real
+    redis-server, skipped with one line where it is not installed)."""
+    if request.param == "sqlite":
+        opened = SqliteStore(tmp_path / "ircish.db")
+    else:
+        opened = RedisStore(request.getfixturevalue("redis_server").url)
     yield opened
     opened.close()
 
@@ -353,3 +367,20 @@ def test_a_read_can_leave_out_earlier_lives_of_a_room(store):
     store.append([line(1, epoch=1), line(2, epoch=1), line(3, epoch=2), line(4, epoch=2)])
     assert texts(store.select("#r", Query(10, since_epoch=2))) == ["line 3", "line 4"]
     assert len(store.select("#r", Query(10))) == 4  # a permanent room reads every life
+
+
+def test_accounts_and_private_history_are_kept_and_dropped_together(store):
+    keys = ScramKeys(b"salt", 4096, b"stored", b"server")
+    alice = AccountState("Alice", "$scrypt$x", keys, "a@example.org", 5, ("ab" * 32,), 9)
+    store.save_account(alice)
+    store.save_account(AccountState("bob", "$scrypt$y"))
+    assert store.accounts() == [alice, AccountState("bob", "$scrypt$y")]
+    store.append([line(1, "alice bob", when=100), line(2, "alice bob", when=200)])
+    store.append([line(3, "alice ~guest", when=300)])
+    assert store.private_targets("alice") == [("alice bob", 200), ("alice ~guest", 300)]
+    assert store.private_targets("bob") == [("alice bob", 200)]
+    assert store.find("alice bob", "id2") == line(2, "alice bob", when=200)
+    store.drop_account("alice")
+    assert store.accounts() == [AccountState("bob", "$scrypt$y")]
+    assert store.private_targets("alice") == []
+    assert latest(store, "alice bob", 10) == []

@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -49,10 +50,12 @@ from ircish.events import act_for, fixed_clock, free_clock
 from ircish.locks import expect_none_held, new_lock
 from ircish.protocol import IRCError
 from ircish.shared import SHARED
+from ircish.store import AccountState, RoomState, StoredLine, is_private_target
 from ircish.world import Room, World
 
 if TYPE_CHECKING:
     from ircish.config import ClusterConfig
+    from ircish.store.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,8 @@ class Cluster:
         self._fenced: set[tuple[str, str]] = set()
         #: The id of the last entry applied (the bus thread's).
         self.applied_id = "0-0"
+        #: Whether the entry the bus is applying is this node's (`writing`).
+        self._own_entry = False
         self._bus_ident: int | None = None
         self._stopping = threading.Event()
         #: Set by `stop`: this node's own `gone` entry is its last.
@@ -450,8 +455,18 @@ class Cluster:
             log.warning("cluster: could not join again yet: %s", exc)
             self._stopping.wait(1.0)
 
+    def keeper(self, writer: Writer) -> OwnKeeper:
+        """`writer` (the store's writer thread), given only what this node must write."""
+        return OwnKeeper(writer, self)
+
+    def writing(self) -> bool:
+        """Whether what is kept now is this node's to write: at start, and while the bus
+        applies an entry this node wrote (every node applies it; one writes it)."""
+        return self._own_entry or not self.applying()
+
     def _apply(self, entry_id: str, entry: dict[str, Any]) -> None:
         origin = (entry["o"], entry["i"])
+        self._own_entry = entry["o"] == self.node and entry["i"] in self._lives
         ticket = None
         if entry["o"] == self.node and entry["i"] in self._lives and entry.get("t"):
             with self._tickets_lock:
@@ -608,3 +623,47 @@ class Cluster:
         entry.setdefault("i", self.incarnation)
         data = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
         client.xadd(self._log_key, {"e": data})
+
+
+class OwnKeeper:
+    """The store's writer as a cluster node's world and accounts see it: every node
+    applies every change, and each history line, room state and account is written by one
+    node, the one whose entry made it (the node that declared another gone writes its
+    users' QUITs). A line of another node's is that node's to write: for the window, it
+    counts as written (so windows are trimmed as they are in a single process)."""
+
+    def __init__(self, writer: Writer, cluster: Cluster) -> None:
+        self._writer = writer
+        self._cluster = cluster
+        self.store = writer.store
+
+    def submit(self, line: StoredLine) -> bool:
+        return self._writer.submit(line) if self._cluster.writing() else True
+
+    def written_upto(self, target: str, epoch: int) -> int | None:
+        if is_private_target(target):  # (a private read waits for this node's lines)
+            return self._writer.written_upto(target, epoch)
+        return sys.maxsize
+
+    def forget(self, target: str, epoch: int) -> None:
+        if self._cluster.writing():
+            self._writer.forget(target, epoch)
+
+    def save_room(self, state: RoomState) -> None:
+        if self._cluster.writing():
+            self._writer.save_room(state)
+
+    def drop_room(self, name: str) -> None:
+        if self._cluster.writing():
+            self._writer.drop_room(name)
+
+    def save_account(self, state: AccountState) -> None:
+        if self._cluster.writing():
+            self._writer.save_account(state)
+
+    def drop_account(self, name: str) -> None:
+        if self._cluster.writing():
+            self._writer.drop_account(name)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self._writer.flush(timeout)

@@ -200,7 +200,13 @@ class Codec:
                 with room.lock:
                     rooms.append(self._export_room(room))
             accounts = [self.encode(state, []) for state in world.accounts.all_states()]
-            return {"users": users, "rooms": rooms, "peak": world._peak, "accounts": accounts}
+            return {
+                "users": users,
+                "rooms": rooms,
+                "peak": world._peak,
+                "accounts": accounts,
+                "private_seq": world._last_private_seq,
+            }
 
     def _export_user(self, user: User) -> dict[str, Any]:
         out = {key: getattr(user, key) for key in _RECORD}
@@ -252,6 +258,7 @@ class Codec:
                     if user.wallops:
                         world._wallops.add(user)
             world._peak = max(world._peak, state["peak"])
+            world._last_private_seq = max(world._last_private_seq, state["private_seq"])
             world.rooms.clear()
             for record in state["rooms"]:
                 room = self._load_room(record, users)

@@ -16,6 +16,7 @@ compares equal to the line it came from.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -278,3 +279,75 @@ def read_lines(
         older = dataclasses.replace(older, limit=query.limit - len(picked))
         return store.select(target, older) + picked
     return (store.select(target, older) + picked)[: query.limit]
+
+
+# -- kept states as JSON (the SQLite and Redis stores keep the same shape) ----------------
+
+
+def room_json(state: RoomState) -> dict[str, object]:
+    data = dataclasses.asdict(state)
+    data["lists"] = {
+        letter: [[entry.mask, entry.setter, entry.time] for entry in entries]
+        for letter, entries in state.lists.items()
+    }
+    return data
+
+
+def room_from_json(data: dict[str, object]) -> RoomState:
+    """A room's saved state; keys this ircish does not know (a later one's) are left out."""
+    lists = data.pop("lists", {})
+    if not isinstance(lists, dict):
+        raise TypeError("lists is not a mapping")
+    access = data.get("access", {})
+    if not isinstance(access, dict) or not all(
+        isinstance(account, str) and isinstance(letter, str) for account, letter in access.items()
+    ):
+        raise TypeError("access is not a mapping of account names to letters")
+    known = {field.name for field in dataclasses.fields(RoomState)}
+    return RoomState(
+        **{key: value for key, value in data.items() if key in known},  # type: ignore[arg-type]
+        lists={
+            letter: tuple(MaskState(mask, setter, when) for mask, setter, when in entries)
+            for letter, entries in lists.items()
+        },
+    )
+
+
+def account_json(state: AccountState) -> dict[str, object]:
+    data = dataclasses.asdict(state)
+    scram = state.scram
+    data["scram"] = (
+        None
+        if scram is None
+        else {
+            "salt": b64(scram.salt),
+            "iterations": scram.iterations,
+            "stored_key": b64(scram.stored_key),
+            "server_key": b64(scram.server_key),
+        }
+    )
+    data["certfps"] = list(state.certfps)
+    return data
+
+
+def account_from_json(data: dict[str, object]) -> AccountState:
+    """An account as kept; keys this ircish does not know (a later one's) are left out."""
+    scram = data.pop("scram", None)
+    keys = None
+    if scram is not None:
+        if not isinstance(scram, dict):
+            raise TypeError("scram is not a mapping")
+        keys = ScramKeys(
+            base64.b64decode(scram["salt"]),
+            int(scram["iterations"]),
+            base64.b64decode(scram["stored_key"]),
+            base64.b64decode(scram["server_key"]),
+        )
+    known = {field.name for field in dataclasses.fields(AccountState)}
+    values = {key: value for key, value in data.items() if key in known}
+    values["certfps"] = tuple(values.get("certfps", ()))  # type: ignore[arg-type]
+    return AccountState(**values, scram=keys)  # type: ignore[arg-type]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -13,8 +13,6 @@ its shared memory) for every connected client that ever read history.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import functools
 import itertools
 import json
@@ -29,13 +27,15 @@ from ircish.protocol import casefold
 from ircish.store import (
     ANONYMOUS,
     AccountState,
-    MaskState,
     Query,
     RoomState,
-    ScramKeys,
     StoredLine,
+    account_from_json,
+    account_json,
     is_private_target,
     private_target,
+    room_from_json,
+    room_json,
 )
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class SqliteStore:
         with self._transaction():
             self._writer.execute(
                 "INSERT OR REPLACE INTO rooms (name, state) VALUES (?, ?)",
-                (casefold(state.name), json.dumps(_room_json(state))),
+                (casefold(state.name), json.dumps(room_json(state))),
             )
 
     def drop_room(self, name: str) -> None:
@@ -270,7 +270,7 @@ class SqliteStore:
         with self._transaction():
             self._writer.execute(
                 "INSERT OR REPLACE INTO accounts (name, state) VALUES (?, ?)",
-                (casefold(state.name), json.dumps(_account_json(state))),
+                (casefold(state.name), json.dumps(account_json(state))),
             )
 
     def drop_account(self, name: str) -> None:
@@ -344,7 +344,7 @@ class SqliteStore:
         states = []
         for name, text in self._read("SELECT name, state FROM rooms ORDER BY name", ()):
             try:
-                states.append(_room_state(json.loads(str(text))))
+                states.append(room_from_json(json.loads(str(text))))
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 # One room's unreadable state must not keep the server from starting.
                 log.error(
@@ -356,7 +356,7 @@ class SqliteStore:
         states = []
         for name, text in self._read("SELECT name, state FROM accounts ORDER BY name", ()):
             try:
-                states.append(_account_state(json.loads(str(text))))
+                states.append(account_from_json(json.loads(str(text))))
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 log.error("store: account %s cannot be read (%s); not loaded", name, exc)
         return states
@@ -433,72 +433,3 @@ def _line(row: tuple[object, ...]) -> StoredLine:
         int(seq),  # type: ignore[call-overload]
         int(epoch),  # type: ignore[call-overload]
     )
-
-
-def _room_json(state: RoomState) -> dict[str, object]:
-    data = dataclasses.asdict(state)
-    data["lists"] = {
-        letter: [[entry.mask, entry.setter, entry.time] for entry in entries]
-        for letter, entries in state.lists.items()
-    }
-    return data
-
-
-def _room_state(data: dict[str, object]) -> RoomState:
-    """A room's saved state; keys this ircish does not know (a later one's) are left out."""
-    lists = data.pop("lists", {})
-    if not isinstance(lists, dict):
-        raise TypeError("lists is not a mapping")
-    access = data.get("access", {})
-    if not isinstance(access, dict) or not all(
-        isinstance(account, str) and isinstance(letter, str) for account, letter in access.items()
-    ):
-        raise TypeError("access is not a mapping of account names to letters")
-    known = {field.name for field in dataclasses.fields(RoomState)}
-    return RoomState(
-        **{key: value for key, value in data.items() if key in known},  # type: ignore[arg-type]
-        lists={
-            letter: tuple(MaskState(mask, setter, when) for mask, setter, when in entries)
-            for letter, entries in lists.items()
-        },
-    )
-
-
-def _account_json(state: AccountState) -> dict[str, object]:
-    data = dataclasses.asdict(state)
-    scram = state.scram
-    data["scram"] = (
-        None
-        if scram is None
-        else {
-            "salt": _b64(scram.salt),
-            "iterations": scram.iterations,
-            "stored_key": _b64(scram.stored_key),
-            "server_key": _b64(scram.server_key),
-        }
-    )
-    data["certfps"] = list(state.certfps)
-    return data
-
-
-def _account_state(data: dict[str, object]) -> AccountState:
-    """An account as kept; keys this ircish does not know (a later one's) are left out."""
-    scram = data.pop("scram", None)
-    keys = None
-    if scram is not None:
-        if not isinstance(scram, dict):
-            raise TypeError("scram is not a mapping")
-        keys = ScramKeys(
-            base64.b64decode(scram["salt"]),
-            int(scram["iterations"]),
-            base64.b64decode(scram["stored_key"]),
-            base64.b64decode(scram["server_key"]),
-        )
-    known = {field.name for field in dataclasses.fields(AccountState)}
-    values = {key: value for key, value in data.items() if key in known}
-    values["certfps"] = tuple(values.get("certfps", ()))  # type: ignore[arg-type]
-    return AccountState(**values, scram=keys)  # type: ignore[arg-type]
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
