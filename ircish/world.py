@@ -1323,7 +1323,13 @@ class World:
         """A room object (not yet in the table). Called under World.lock, or at start."""
         # Epochs only grow, whatever the clock does: a room's `forget` drops every life
         # up to its own, so a later `#x` must never get a smaller one.
-        self._last_epoch = max(int(now() * 1e9), self._last_epoch + 1)
+        stamp = int(now() * 1e9)
+        cluster = self.cluster
+        if cluster is not None and cluster.applying():
+            # The entry's time, the same on every node (its log's times only grow).
+            self._last_epoch = stamp
+        else:
+            self._last_epoch = max(stamp, self._last_epoch + 1)
         room = Room(
             name,
             topic,

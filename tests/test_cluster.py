@@ -19,7 +19,7 @@ import pytest
 from helpers import ROOT, SERVER_COMMAND, TIMEOUT, Client, ServerProcess, make_config, wait_for
 from redis_server import RedisProcess, needs_redis
 
-from ircish.config import ClusterConfig, Config, HistoryConfig
+from ircish.config import ClusterConfig, Config, HistoryConfig, RoomConfig
 from ircish.server import Server
 
 pytestmark = needs_redis
@@ -37,13 +37,39 @@ def cluster_config(url: str, node: str, lease_ms: int = LEASE_MS, **settings: ob
 
 
 @pytest.fixture
-def nodes(start_server: Callable[..., Server], redis_server: RedisProcess) -> Nodes:
-    """Start in-process nodes of one network (on the test's redis-server), by name."""
+def nodes(start_server: Callable[..., Server], redis_server: RedisProcess) -> Iterator[Nodes]:
+    """Start in-process nodes of one network (on the test's redis-server), by name. After
+    the test, once every node has applied the whole log, every node's copy of the network
+    must be the same (each applies every change; a change that gave a different answer
+    on one node, or a value it made up itself, shows here)."""
+    started: list[Server] = []
 
     def start(*names: str, **settings: object) -> list[Server]:
-        return [start_server(cluster_config(redis_server.url, name, **settings)) for name in names]
+        servers = [
+            start_server(cluster_config(redis_server.url, name, **settings)) for name in names
+        ]
+        started.extend(servers)
+        return servers
 
-    return start
+    yield start
+    live = [server for server in started if not server._stopping.is_set()]
+    if len(live) > 1 and redis_server.running:
+        caught_up(redis_server, *live)
+        copies = [shared_state(server) for server in live]
+        for server, copy in zip(live[1:], copies[1:], strict=True):
+            assert copy == copies[0], f"{server.name}'s copy differs from {live[0].name}'s"
+
+
+def shared_state(server: Server) -> dict:
+    """A node's copy of the network, as a joining node would get it, but for what a user
+    not yet registered has set on their own node only (USER's username and realname:
+    the network learns them with the registration)."""
+    assert server.cluster is not None
+    state = server.cluster.codec.export_state()
+    for user in state["users"]:
+        if not user["registered"]:
+            user["username"] = user["realname"] = None
+    return state
 
 
 def _id(entry_id: str) -> tuple[int, int]:
@@ -91,7 +117,7 @@ def texts(client: Client, count: int, pattern: str = r" PRIVMSG #r :(.*)$") -> l
 
 
 def test_a_room_spans_nodes(nodes: Nodes, clients: Callable[..., Client]) -> None:
-    n1, n2, n3 = nodes("n1", "n2", "n3")
+    n1, n2, n3 = nodes("n1", "n2", "n3", rooms=(RoomConfig("#general", "welcome"),))
     alice, bob, carol = clients(n1, "alice"), clients(n2, "bob"), clients(n3, "carol")
     alice.join("#r")
     bob.join("#r")
