@@ -5,7 +5,6 @@ running network, and a node that dies or stops: its users leave everywhere, once
 from __future__ import annotations
 
 import base64
-import dataclasses
 import os
 import re
 import signal
@@ -16,24 +15,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, SERVER_COMMAND, TIMEOUT, Client, ServerProcess, make_config, wait_for
+from helpers import ROOT, SERVER_COMMAND, TIMEOUT, Client, ServerProcess, wait_for
+from nodes import LEASE_MS, caught_up, cluster_config, shared_state
 from redis_server import RedisProcess, needs_redis
 
-from ircish.config import ClusterConfig, Config, HistoryConfig, RoomConfig
+from ircish.config import HistoryConfig, RoomConfig
 from ircish.server import Server
 
 pytestmark = needs_redis
 
-#: Short leases, so a dead node's users leave within seconds in these tests.
-LEASE_MS = 2000
-
 Nodes = Callable[..., list[Server]]
-
-
-def cluster_config(url: str, node: str, lease_ms: int = LEASE_MS, **settings: object) -> Config:
-    config = make_config(name=f"{node}.test", **settings)
-    cluster = ClusterConfig(redis=url, node=node, lease_ms=lease_ms, timeout_ms=5000)
-    return dataclasses.replace(config, cluster=cluster)
 
 
 @pytest.fixture
@@ -58,38 +49,6 @@ def nodes(start_server: Callable[..., Server], redis_server: RedisProcess) -> It
         copies = [shared_state(server) for server in live]
         for server, copy in zip(live[1:], copies[1:], strict=True):
             assert copy == copies[0], f"{server.name}'s copy differs from {live[0].name}'s"
-
-
-def shared_state(server: Server) -> dict:
-    """A node's copy of the network, as a joining node would get it, but for what a user
-    not yet registered has set on their own node only (USER's username and realname:
-    the network learns them with the registration)."""
-    assert server.cluster is not None
-    state = server.cluster.codec.export_state()
-    for user in state["users"]:
-        if not user["registered"]:
-            user["username"] = user["realname"] = None
-    return state
-
-
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, seq = entry_id.split("-")
-    return int(ms), int(seq)
-
-
-def caught_up(redis_server: RedisProcess, *servers: Server) -> None:
-    """Wait until every node has applied the whole log so far. A node answers a lookup
-    (is bob online?) from its own copy, which may be a moment behind the log: a test
-    that has just seen bob registered on n2 waits for n1 to know it too."""
-    client = redis_server.client(decode_responses=True)
-    last = client.xinfo_stream("ircish:log")["last-generated-id"]
-    wait_for(
-        lambda: all(
-            _id(server.cluster.applied_id) >= _id(last)
-            for server in servers
-            if server.cluster is not None
-        )
-    )
 
 
 @pytest.fixture

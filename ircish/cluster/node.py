@@ -66,6 +66,9 @@ READ_COUNT = 512
 #: The log is a resume buffer (a node that blipped reads on from where it was), not
 #: history: entries older than this many leases, and a minute at least, are trimmed.
 KEEP_LEASES = 3
+#: Connections the reader threads share to append to the log (an append is one round trip:
+#: a few are enough for thousands of users).
+CALLER_CONNECTIONS = 16
 #: How long a joining node's state stays in Redis for it to read (seconds).
 STATE_TTL = 60
 
@@ -162,7 +165,7 @@ class Cluster:
         timeout = max(self.timeout, 1.0)
         # Reader threads share this one (redis-py's pool is thread-safe); the bus and the
         # lease threads have their own, so a slow call of one never holds the other up.
-        self._redis = self._connect(timeout)
+        self._redis = self._connect(timeout, CALLER_CONNECTIONS)
         self._bus_redis = self._connect(BLOCK_MS / 1000 + 2)
         self._lease_redis = self._connect(timeout)
         self._renew = self._lease_redis.register_script(_RENEW)
@@ -195,16 +198,22 @@ class Cluster:
     def _key(self, *parts: str) -> str:
         return ":".join((self.config.prefix, *parts))
 
-    def _connect(self, timeout: float) -> redis.Redis:
-        # No retries inside redis-py: an XADD sent again after a timeout could be in the
-        # log twice, and a timeout must reach the user within timeout_ms, not ten tries on.
-        return redis.Redis.from_url(
+    def _connect(self, timeout: float, connections: int = 1) -> redis.Redis:
+        """A client with at most `connections` connections to Redis; a thread that finds
+        them all busy waits for one (a connection per reader thread would be one per
+        user). No retries inside redis-py: an XADD sent again after a timeout could be in
+        the log twice, and a timeout must reach the user within timeout_ms, not ten tries
+        later."""
+        pool = redis.BlockingConnectionPool.from_url(
             self.config.redis,
+            max_connections=connections,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
             retry=Retry(NoBackoff(), 0),
         )
+        return redis.Redis(connection_pool=pool)
 
     # -- joining and leaving ------------------------------------------------------------
 
