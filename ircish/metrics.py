@@ -140,6 +140,8 @@ class Source(Protocol):
     world: Any
     #: The store's Writer, or None: `queued`, `lag()`, `written`, `dropped`, `failed`.
     writer: Any
+    #: The node's Cluster (ircish/cluster), or None: `up`, `lag`, `applied`.
+    cluster: Any
 
     def figures(self) -> Any:
         """Live connections and retired counts (ircish/server.py `Figures`)."""
@@ -319,6 +321,26 @@ class ServerCollector:
                 "Store writes that failed.",
                 [],
                 [((), writer.failed)],
+            )
+        cluster = getattr(server, "cluster", None)
+        if cluster is not None:
+            yield _gauge(
+                "ircish_cluster_redis_up",
+                "1 while Redis answers this node (cluster:), 0 while it cannot be reached.",
+                [],
+                [((), int(cluster.up))],
+            )
+            yield _gauge(
+                "ircish_cluster_bus_lag_seconds",
+                "How old the last entry of the network's log this node applied was then.",
+                [],
+                [((), cluster.lag)],
+            )
+            yield _counter(
+                "ircish_cluster_entries_applied",
+                "Entries of the network's log this node has applied.",
+                [],
+                [((), cluster.applied)],
             )
         yield _gauge(
             "ircish_threads", "Threads in the server process.", [], [((), threading.active_count())]

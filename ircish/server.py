@@ -473,6 +473,8 @@ class Server:
                 return f"the {thread.name} thread stopped"
         if self.writer is not None and not self.writer.alive:
             return "the store's writer thread stopped"
+        if self.cluster is not None:
+            return self.cluster.health()
         return None
 
     def _listeners(self) -> list[socket.socket]:

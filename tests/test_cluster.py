@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, SERVER_COMMAND, TIMEOUT, Client, ServerProcess, wait_for
 from nodes import LEASE_MS, caught_up, cluster_config, shared_state
+from prometheus_client import generate_latest
 from redis_server import RedisProcess, needs_redis
 
 from ircish.config import HistoryConfig, RoomConfig
+from ircish.metrics import registry_for
 from ircish.server import Server
 
 pytestmark = needs_redis
@@ -257,9 +259,19 @@ def test_redis_gone_refuses_then_recovers(
     bob.join("#r")
     alice.expect(r"^:bob!\S+ JOIN #r")
     redis_server.stop()
+    # Everyone is told, whether they were saying something or not; so is /healthz, and
+    # the metrics.
+    for client in (alice, bob):
+        client.expect(r"NOTICE \S+ :The network cannot be reached \(its Redis is down\)")
+    assert n1.health() == "Redis cannot be reached: messages are refused"
+    scraped = generate_latest(registry_for(n1)).decode()
+    assert "ircish_cluster_redis_up 0.0" in scraped
     alice.send("PRIVMSG #r :into the void")
     alice.expect(r" 400 alice \* :The network cannot be reached")
     redis_server.restart()
+    for client in (alice, bob):
+        client.expect(r"NOTICE \S+ :The network is back")
+    assert n1.health() is None
     # Back by itself: the next line goes through, and the refused one never shows up.
     deadline = time.monotonic() + TIMEOUT
     while True:

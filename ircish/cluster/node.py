@@ -48,7 +48,7 @@ from ircish.cluster import ClusterError
 from ircish.cluster.replica import Codec, RemoteConn, node_of
 from ircish.events import act_for, fixed_clock, free_clock
 from ircish.locks import expect_none_held, new_lock
-from ircish.protocol import IRCError
+from ircish.protocol import IRCError, Message
 from ircish.shared import SHARED
 from ircish.store import AccountState, RoomState, StoredLine, is_private_target
 from ircish.world import Room, World
@@ -180,6 +180,9 @@ class Cluster:
         self.applied_id = "0-0"
         #: Whether the entry the bus is applying is this node's (`writing`).
         self._own_entry = False
+        #: Entries applied, and how old the last one was when it was (metrics; the bus's).
+        self.applied = 0
+        self.lag = 0.0
         self._bus_ident: int | None = None
         self._stopping = threading.Event()
         #: Set by `stop`: this node's own `gone` entry is its last.
@@ -433,6 +436,8 @@ class Cluster:
                     except Exception:
                         log.exception("cluster: entry %s could not be applied", entry_id)
                     self.applied_id = entry_id
+                    self.applied += 1
+                    self.lag = max(0.0, time.time() - _entry_key(entry_id)[0] / 1000)
 
     def _start_again(self) -> None:
         """Redis lost the network's data (restarted without its append-only file): the
@@ -596,13 +601,34 @@ class Cluster:
                 self._send_pending()
                 if not self.up:
                     log.warning("cluster: Redis is back")
+                    self._tell_everyone("The network is back: messages go through again")
                 self.up = True
             except redis.RedisError as exc:
                 if self.up:
                     log.warning("cluster: Redis cannot be reached: %s", exc)
+                    self._tell_everyone(
+                        "The network cannot be reached (its Redis is down): what you send is "
+                        "refused until it is back"
+                    )
                 self.up = False
             except Exception:
                 log.exception("cluster: the lease thread failed a round")
+
+    def health(self) -> str | None:
+        """None while this node is part of the network; else what is wrong (/healthz)."""
+        for thread in self._threads:
+            if not thread.is_alive():
+                return f"the {thread.name} thread stopped"
+        if not self.up:
+            return "Redis cannot be reached: messages are refused"
+        return None
+
+    def _tell_everyone(self, text: str) -> None:
+        """A server notice to every user of this node (the lease thread, holding no lock)."""
+        users = list(self.codec.users.values())  # (one step: the bus may change the dict)
+        for user in users:
+            if not isinstance(user.conn, RemoteConn) and user.registered:
+                user.conn.send(Message("NOTICE", [user.nick or "*", text], self.world.server_name))
 
     def _renew_lease(self) -> None:
         expect_none_held("a call to Redis")
