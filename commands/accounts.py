@@ -193,8 +193,8 @@ def register(ctx: Context, name: str, email: str | None, password: str) -> Accou
     elif holder_of := ctx.world.find_user(name):
         # Made for someone while another holds the nick: the holder's grace starts now.
         grace = settings.nick_grace_seconds
-        holder_of.nick_deadline = time.monotonic() + grace
-        holder_of.send(nickserv_notice(holder_of.nick, reserved_text(name, grace)))
+        notice = nickserv_notice(holder_of.nick, reserved_text(name, grace))
+        ctx.world.notify(holder_of, notice, grace=grace)
     return state
 
 
@@ -532,7 +532,8 @@ def drop(ctx: Context, name: str) -> None:
     ctx.flush()  # before the 901 a session of the dropped account gets (this one, too)
     for user in ctx.world.users_of(state.name):
         ctx.world.set_account(user, None)
-        user.send(
+        ctx.world.notify(
+            user,
             Message(
                 p.RPL_LOGGEDOUT,
                 [
@@ -541,7 +542,7 @@ def drop(ctx: Context, name: str) -> None:
                     f"You are now logged out: {state.name} was dropped",
                 ],
                 ctx.server.name,
-            )
+            ),
         )
 
 

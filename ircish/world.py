@@ -1569,6 +1569,16 @@ class World:
             return True
 
     @shared
+    def notify(self, user: User, msg: Message, grace: float | None = None) -> None:
+        """Send `user` alone `msg` (a service's notice, a numeric). In a cluster the node
+        they are on sends it. `grace`: they hold an account's nick without being logged in
+        to it, and are renamed to a guest nick after that many seconds (their node's
+        housekeeping does it; the deadline means nothing on the others)."""
+        if grace is not None:
+            user.nick_deadline = time.monotonic() + grace
+        user.send(msg)
+
+    @shared
     def set_bot(self, user: User, bot: bool) -> bool:
         """User mode +B/-B (a bot); False if it was already so. Read alone by any thread
         (WHO, WHOIS, the `bot` tag)."""
@@ -1733,10 +1743,11 @@ class World:
                 break
         if old is None or user.nick == old:
             return False
-        user.send(
+        self.notify(
+            user,
             nickserv_notice(
                 user.nick, f"{old} belongs to a registered account, so you are now {user.nick}"
-            )
+            ),
         )
         return True
 

@@ -607,3 +607,22 @@ def test_accounts_and_registered_rooms_outlive_every_node(
     assert any(re.search(r" 332 alice #club :members only$", line) for line in joined), joined
     assert any(re.search(r"MODE #club \+o alice$", line) for line in joined), joined  # founder
     again.expect(r"PRIVMSG #club :.*remember me")  # its history, from Redis
+
+
+def test_regain_renames_a_squatter_on_another_node_and_tells_them(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1, n2 = nodes("n1", "n2")
+    owner = clients(n1, "alice")
+    owner.send("PRIVMSG NickServ :REGISTER open sesame")
+    owner.expect(r" 900 alice ")
+    owner.send("NICK alice_")
+    owner.expect(r"NICK :?alice_$")
+    caught_up(redis_server, n1, n2)
+    squatter = clients(n2, "alice")
+    squatter.expect(r"NickServ!\S+ NOTICE alice :The nick alice belongs to a registered account")
+    caught_up(redis_server, n1, n2)
+    owner.send("PRIVMSG NickServ :REGAIN")
+    owner.expect(r"^:alice_!\S+ NICK :?alice$")
+    squatter.expect(r"^:alice!\S+ NICK :?Guest\d+$")
+    squatter.expect(r"NOTICE Guest\d+ :alice belongs to a registered account, so you are now Guest")
