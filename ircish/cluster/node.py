@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -63,18 +63,21 @@ log = logging.getLogger(__name__)
 BLOCK_MS = 1000
 #: Entries the bus takes in one read.
 READ_COUNT = 512
-#: The log is a resume buffer (a node that blipped reads on from where it was), not
-#: history: entries older than this many leases, and a minute at least, are trimmed.
-KEEP_LEASES = 3
+#: What users of a node get when it starts again: Redis lost the network's data, or the
+#: other nodes declared this one gone (it could not renew its lease in time).
+LOST_ERROR = "The network lost its state (Redis restarted without its data); please reconnect"
+GONE_ERROR = "This server lost contact with the network; please reconnect"
 #: Connections the reader threads share to append to the log (an append is one round trip:
 #: a few are enough for thousands of users).
 CALLER_CONNECTIONS = 16
 #: How long a joining node's state stays in Redis for it to read (seconds).
 STATE_TTL = 60
 
-# Compare and renew: our life still holds the name. LATE: the key lapsed while Redis was
-# away and nobody declared us gone (only a `gone` entry frees our users), so it is ours.
+# Compare and renew: our life still holds the name. GONE: the table of nodes no longer
+# names this life (another node declared it gone, then took it out). LATE: the key lapsed
+# while Redis was away and nobody declared us gone, so it is still ours.
 _RENEW = """
+if redis.call('HGET', KEYS[2], ARGV[3]) ~= ARGV[1] then return 'GONE' end
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -162,6 +165,7 @@ class Cluster:
         self.codec = Codec(world, node, self.incarnation)
         self._log_key = self._key("log")
         self._nodes_key = self._key("nodes")
+        self._applied_key = self._key("applied")
         timeout = max(self.timeout, 1.0)
         # Reader threads share this one (redis-py's pool is thread-safe); the bus and the
         # lease threads have their own, so a slow call of one never holds the other up.
@@ -180,6 +184,8 @@ class Cluster:
         self.applied_id = "0-0"
         #: Whether the entry the bus is applying is this node's (`writing`).
         self._own_entry = False
+        #: How far the log may be trimmed (`_trim_point`); None: not at all yet.
+        self._trim_to: str | None = None
         #: Entries applied, and how old the last one was when it was (metrics; the bus's).
         self.applied = 0
         self.lag = 0.0
@@ -195,8 +201,10 @@ class Cluster:
         self.up = True
         #: The network's data mark in Redis (`_read_epoch`).
         self.epoch: str | None = None
-        #: Set by the lease thread when Redis lost the network's data: the bus starts again.
+        #: Set when this node must start again (Redis lost the network's data, or the
+        #: network declared this node gone): the bus does it, and users get `_again`.
         self._lost = threading.Event()
+        self._again = LOST_ERROR
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.config.prefix, *parts))
@@ -231,12 +239,16 @@ class Cluster:
         except redis.RedisError as exc:
             raise ClusterError(f"cannot reach Redis at {self.config.redis}: {exc}") from exc
         self.applied_id = at
-        for name, target in (("cluster-bus", self._bus), ("cluster-lease", self._lease_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        # Ready: from now on this node answers joining nodes (it applies the log).
+        self._start_thread("cluster-bus", self._bus)
+        # Ready: from now on this node answers joining nodes (it applies the log); the
+        # lease thread, which renews only a life the table names, comes after.
         self._lease_redis.hset(self._nodes_key, self.node, self.incarnation)
+        self._start_thread("cluster-lease", self._lease_loop)
+
+    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _read_epoch(self) -> None:
         """The mark of this network's data in Redis: made by the first node, gone (or
@@ -269,6 +281,8 @@ class Cluster:
         for _attempt in range(3):
             request = secrets.token_hex(8)
             at = self._append({"k": "hello", "q": request})
+            # From here on the log is kept for this node too (see `_trim_point`).
+            self._redis.hset(self._applied_key, self.node, at)
             if not self._live_nodes():
                 log.info("cluster: first node of the network (log at %s)", at)
                 return at
@@ -405,10 +419,9 @@ class Cluster:
     def _append(self, entry: dict[str, Any]) -> str:
         expect_none_held("a call to Redis")
         entry["o"], entry["i"] = self.node, self.incarnation
-        keep_ms = max(60_000, KEEP_LEASES * self.lease_ms)
-        oldest = f"{int(time.time() * 1000) - keep_ms}-0"
         data = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
-        return str(self._redis.xadd(self._log_key, {"e": data}, minid=oldest, approximate=True))
+        trim = self._trim_to  # (one read: the lease thread replaces it)
+        return str(self._redis.xadd(self._log_key, {"e": data}, minid=trim, approximate=True))
 
     # -- the bus thread -----------------------------------------------------------------
 
@@ -442,14 +455,16 @@ class Cluster:
     def _start_again(self) -> None:
         """Redis lost the network's data (restarted without its append-only file): the
         log this node's copy follows is gone, and the other nodes may have applied a
-        different tail of it. Every node closes its users (they reconnect), forgets the
-        network, and joins again as a new life, as if started (the bus thread, between
-        entries)."""
-        log.warning("cluster: Redis lost the network's data; closing every user and joining again")
-        error = "The network lost its state (Redis restarted without its data); please reconnect"
+        different tail of it. Or the other nodes declared this one gone (it was stopped,
+        or cut off from Redis, for longer than its lease): the entries it missed meanwhile
+        may have been trimmed. Either way this node closes its users (they reconnect),
+        forgets the network, and joins again as a new life, as if started (the bus thread,
+        between entries)."""
+        error = self._again
+        log.warning("cluster: %s; closing every user and joining again", error)
         for user in list(self.codec.users.values()) + list(self.codec.forget_all()):
             if not isinstance(user.conn, RemoteConn):
-                user.conn.close("The network lost its state", error)
+                user.conn.close(error.partition(";")[0], error)
         with self._tickets_lock:
             waiting, self._tickets = self._tickets, {}
         for ticket in waiting.values():
@@ -570,22 +585,14 @@ class Cluster:
             self.world.remove_user(user, reason)
             self.codec.forget(user)
             if not isinstance(user.conn, RemoteConn):
-                user.conn.close(reason, "This server lost contact with the network")
+                user.conn.close(reason, GONE_ERROR)
         if mine and incarnation == self.incarnation and not self._leaving:
-            self._new_life()
+            self._start_again_because(GONE_ERROR)
 
-    def _new_life(self) -> None:
-        """The network declared this node gone (it could not renew its lease in time): its
-        users have been closed; it goes on as a new life, for new users."""
-        self.incarnation = secrets.token_hex(4)
-        self._lives.add(self.incarnation)
-        self.codec.incarnation = self.incarnation
-        log.warning("cluster: this node was declared gone; going on as life %s", self.incarnation)
-        try:
-            self._bus_redis.set(self._key("node", self.node), self.incarnation, px=self.lease_ms)
-            self._bus_redis.hset(self._nodes_key, self.node, self.incarnation)
-        except redis.RedisError as exc:
-            log.warning("cluster: could not take the name again yet: %s", exc)
+    def _start_again_because(self, error: str) -> None:
+        """Have the bus start this node again (`_start_again`): its users get `error`."""
+        self._again = error
+        self._lost.set()
 
     # -- the lease thread ---------------------------------------------------------------
 
@@ -594,10 +601,11 @@ class Cluster:
         while not self._stopping.wait(every):
             try:
                 if self._lease_redis.get(self._key("epoch")) != self.epoch:
-                    self._lost.set()  # the bus starts this node again
+                    self._start_again_because(LOST_ERROR)  # the bus does it
                     continue
                 self._renew_lease()
                 self._find_gone()
+                self._trim_to = self._trim_point()
                 self._send_pending()
                 if not self.up:
                     log.warning("cluster: Redis is back")
@@ -633,8 +641,13 @@ class Cluster:
     def _renew_lease(self) -> None:
         expect_none_held("a call to Redis")
         incarnation = self.incarnation
-        answer = self._renew(keys=[self._key("node", self.node)], args=[incarnation, self.lease_ms])
-        if answer == "TAKEN":
+        answer = self._renew(
+            keys=[self._key("node", self.node), self._nodes_key],
+            args=[incarnation, self.lease_ms, self.node],
+        )
+        if answer == "GONE" and incarnation == self.incarnation:
+            self._start_again_because(GONE_ERROR)
+        elif answer == "TAKEN":
             log.error("cluster: another life holds the name %s", self.node)
 
     def _find_gone(self) -> None:
@@ -646,6 +659,20 @@ class Cluster:
                 entry = {"k": "gone", "n": name, "inc": incarnation}
                 self._append_with(self._lease_redis, entry)
                 self._forget_node(keys=[self._nodes_key], args=[name, incarnation])
+
+    def _trim_point(self) -> str | None:
+        """How far the log may be trimmed: up to the entry the slowest node has applied
+        (every node says how far it is, each lease tick; a node whose lease is gone no
+        longer counts). So no node that is alive ever misses an entry, however far behind
+        it falls; a node declared gone joins again from a copy of the state."""
+        self._lease_redis.hset(self._applied_key, self.node, self.applied_id)
+        points = []
+        for name, entry_id in self._lease_redis.hgetall(self._applied_key).items():
+            if self._lease_redis.exists(self._key("node", name)):
+                points.append(entry_id)
+            else:
+                self._lease_redis.hdel(self._applied_key, name)
+        return min(points, key=_entry_key) if points else None
 
     def _send_pending(self) -> None:
         while self._pending:
