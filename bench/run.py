@@ -418,8 +418,9 @@ def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -
                 # counted after the stop, so QUITs of the clients leaving are in.
                 for name, text in servers.CLUSTER_LOG.items():
                     record[name] = server.log_count(text)
-                record["cluster_warnings"] = server.log_count(" WARNING ") + server.log_count(
-                    " ERROR "
+                # Every warning of the cluster code (not the start-up ones every node logs).
+                record["cluster_warnings"] = sum(
+                    server.log_count(f" {level} ircish.cluster") for level in ("WARNING", "ERROR")
                 )
             if (
                 record.get("error")
@@ -873,7 +874,9 @@ def cluster_vs_one(
                 text += (
                     f'; "cannot reach Redis" (command refused) log lines '
                     f'{" / ".join(fmt(n) for n in refused)}, "Too many connections" '
-                    f"{' / '.join(fmt(r.get('cluster_pool_full')) for r in kind_runs)}"
+                    f"{' / '.join(fmt(r.get('cluster_pool_full')) for r in kind_runs)}, "
+                    '"No connection available" '
+                    f"{' / '.join(fmt(r.get('cluster_pool_timeout')) for r in kind_runs)}"
                 )
             late = [r.get("cluster_late") for r in kind_runs]
             if any(late):

@@ -110,13 +110,15 @@ WRITER_BEHIND = "history writer behind"
 #: What a cluster node logs (ircish/cluster/node.py) when a command could not be written
 #: to the log (refused, nothing done: a message lost), when one was written but not run
 #: here within cluster.timeout_ms (late), and when a QUIT had to wait for a retry; and
-#: redis-py's words when its connection pool is at max_connections (100 by default in
-#: redis-py 8), counted apart as a cause of the first and the last.
+#: redis-py's words when its connection pool is at max_connections (a ConnectionPool, 100
+#: by default in redis-py 8, fails at once; a BlockingConnectionPool after its timeout),
+#: counted apart as a cause of the first and the third.
 CLUSTER_LOG = {
     "cluster_refused": "cluster: cannot reach Redis",
     "cluster_late": "not applied within",
     "cluster_quit_retried": "Redis refused a QUIT",
     "cluster_pool_full": "Too many connections",
+    "cluster_pool_timeout": "No connection available",
 }
 #: How often the harness scrapes ircish-metrics' /metrics, and how long one scrape may
 #: take. Prometheus scrapes every 15 s by default; once a second is harsher on purpose.
