@@ -39,6 +39,10 @@ one final, unmasked data frame, under 126 bytes for every untagged line of the b
 the deframer walks those in a tight loop (a frame split across reads waits in `tail`)
 and hands anything else (longer frames such as tagged lines, fragments, control frames,
 protocol errors) to a general path, one frame at a time.
+
+Clusters (issue 17): a worker may be given several ports, one per node of a network of
+ircish servers; client i connects to the (i mod n)-th, so the members of a room (and the
+two sides of a dm pair, whose indices are consecutive) are on different nodes.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class Client:
         "peer",
         "phase",
         "ping_sent",
+        "port",
         "room",
         "rx",
         "sent",
@@ -135,6 +140,7 @@ class Client:
         self.logged_in = False  # got 900 (RPL_LOGGEDIN) during its handshake
         self.sock: socket.socket | None = None
         self.fd = -1
+        self.port = 0  # the server port it connects to
         self.ws: WsStream | None = None  # the WebSocket framing (None: IRC over TCP)
         self.state = CONNECTING
         self.tail = b""
@@ -366,11 +372,18 @@ class Worker:
     """One process's clients and event loop."""
 
     def __init__(
-        self, wid: int, pipe: Pipe, port: int, source_ip: str, subprotocol: str | None = None
+        self,
+        wid: int,
+        pipe: Pipe,
+        ports: list[int],
+        source_ip: str,
+        subprotocol: str | None = None,
     ) -> None:
         self.wid = wid
         self.pipe = pipe
-        self.port = port
+        #: The server's ports on 127.0.0.1: client i connects to ports[i % len(ports)] (a
+        #: cluster kind has one per node, so a room's members span the nodes).
+        self.ports = ports
         self.source_ip = source_ip
         #: Every client speaks IRC over WebSocket with this subprotocol (None: over TCP).
         self.subprotocol = subprotocol
@@ -424,7 +437,8 @@ class Worker:
             sock.close()
             self.error(f"bind {self.source_ip}: {exc}")
             return False
-        code = sock.connect_ex(("127.0.0.1", self.port))
+        client.port = self.ports[client.idx % len(self.ports)]
+        code = sock.connect_ex(("127.0.0.1", client.port))
         if code not in (0, errno.EINPROGRESS):
             sock.close()
             self.error(f"connect: {os.strerror(code)}")
@@ -493,7 +507,7 @@ class Worker:
             if client.ws is not None:
                 # Nothing else may be sent before the 101 (RFC 6455 4.1).
                 client.state = UPGRADING
-                self.send_raw(client, client.ws.request(f"127.0.0.1:{self.port}"))
+                self.send_raw(client, client.ws.request(f"127.0.0.1:{client.port}"))
             else:
                 self.greet(client)
             return
@@ -1177,16 +1191,16 @@ class Worker:
 
 
 def worker_main(
-    wid: int, pipe: Pipe, port: int, source_ip: str, subprotocol: str | None = None
+    wid: int, pipe: Pipe, ports: list[int], source_ip: str, subprotocol: str | None = None
 ) -> None:
-    """Entry point of a worker process (`subprotocol`: its clients speak IRC over
-    WebSocket with it)."""
+    """Entry point of a worker process (`ports`: the server's, taken in turn by the
+    clients; `subprotocol`: its clients speak IRC over WebSocket with it)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    worker = Worker(wid, pipe, port, source_ip, subprotocol)
+    worker = Worker(wid, pipe, ports, source_ip, subprotocol)
     try:
         worker.run()
     finally:

@@ -7,6 +7,7 @@
     python bench/run.py --servers ircish,ircish-store,ircish-accounts --only fanout200,dm200
     python bench/run.py --servers ircish,ircish-metrics --only fanout200,dm200
     python bench/run.py --servers ircish,ircish-ws --only fanout200,dm200
+    python bench/run.py --servers ircish,ircish-cluster1,ircish-cluster3 --only fanout200,dm200
     python bench/run.py --record        # also rewrite bench/RESULTS.md with this run
 
 ircish runs twice where the history store matters (the scenarios with `store`): `ircish`
@@ -16,7 +17,10 @@ logged in to an account of its own (issue 14), so a private message is a stored 
 where metrics matter (`metrics`) also `ircish-metrics`: `ircish` with the metrics
 endpoint on, so every command is timed, scraped once a second by the harness during the
 run (issue 15); a failed scrape fails the run; where the transport matters (`websocket`)
-also `ircish-ws`: `ircish` with every client speaking IRC over WebSocket (issue 16).
+also `ircish-ws`: `ircish` with every client speaking IRC over WebSocket (issue 16);
+where the cluster matters (`cluster`) also `ircish-cluster1` and `ircish-cluster3`:
+`ircish` as one node, or three, of a network through a Redis the harness starts (issue
+17), the clients spread over the nodes.
 
 Every run of a scenario gets a fresh server on its own free port (so CPU, RSS and room
 state start clean), and the servers take turns scenario by scenario. Results go to
@@ -74,6 +78,8 @@ class Scenario:
     metrics: bool = False
     #: Run it on `ircish-ws` too (ircish with every client over WebSocket).
     websocket: bool = False
+    #: Run it on `ircish-cluster1` and `ircish-cluster3` too (ircish as nodes of a network).
+    cluster: bool = False
 
     def runs_on(self, kind: str) -> bool:
         if kind == "ircish-store":
@@ -84,6 +90,8 @@ class Scenario:
             return self.metrics
         if kind == "ircish-ws":
             return self.websocket
+        if kind in servers.CLUSTER_KINDS:
+            return self.cluster
         return True
 
 
@@ -146,6 +154,17 @@ METRICS_ROWS = [
     ("scrape_max_ms", "slowest scrape ms", "down"),
     ("privmsg_timed", "PRIVMSG timed (histogram count)", ""),
 ]
+#: A cluster kind's Redis (issue 17), measured apart from the server's CPU (the nodes'
+#: sum): per message, one XADD by the sender's node and one read by each node's bus.
+CLUSTER_ROWS = [
+    ("redis_cpu_cores", "Redis CPU cores (not in server CPU)", ""),
+    ("redis_us_per_msg", "Redis CPU µs/message", "down"),
+    ("redis_xread_per_msg", "Redis XREADs/message (all nodes)", ""),
+    ("node_cpu_cores", "server CPU cores of each node", ""),
+    ("cluster_refused", 'commands refused ("cannot reach Redis" log lines)', "down"),
+    ("cluster_pool_full", 'log lines naming redis-py\'s "Too many connections"', "down"),
+    ("cluster_late", 'commands late ("not applied within" log lines)', "down"),
+]
 ECHO_ROWS = [
     ("echo_lost", "echoes lost", "down"),
     ("echo_p50_ms", "echo latency p50 ms", "down"),
@@ -177,7 +196,7 @@ def matrix(quick: bool) -> list[Scenario]:
             "fanout, 200 members, 10 senders, max rate (window 16 per sender)",
             scenarios.fanout,
             {"members": 200, "senders": 10, "mode": "max", "window": 16, **short},
-            FANOUT_ROWS + ACCOUNT_ROWS + METRICS_ROWS + STORE_ROWS,
+            FANOUT_ROWS + ACCOUNT_ROWS + METRICS_ROWS + CLUSTER_ROWS + STORE_ROWS,
             repeats=1 if quick else 3,
             median_key="deliveries_per_s",
             clients=200,
@@ -185,6 +204,7 @@ def matrix(quick: bool) -> list[Scenario]:
             accounts=True,
             metrics=True,
             websocket=True,
+            cluster=True,
         ),
         Scenario(
             "fanout200caps",
@@ -226,6 +246,7 @@ def matrix(quick: bool) -> list[Scenario]:
                 *ACCOUNT_ROWS,
                 ("sent", "messages sent (warm-up included)", ""),
                 *METRICS_ROWS,
+                *CLUSTER_ROWS,
                 *DM_STORE_ROWS,
             ],
             repeats=1 if quick else 3,
@@ -235,6 +256,7 @@ def matrix(quick: bool) -> list[Scenario]:
             accounts=True,
             metrics=True,
             websocket=True,
+            cluster=True,
         ),
         Scenario(
             "dm200caps",
@@ -382,6 +404,8 @@ def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -
                 record["scrape_max_ms"] = round(scraper.slowest_s * 1000, 1)
         if server is not None:
             record["server_cpu_total_s"] = round(server.cpu_seconds(), 2)
+            if server.redis is not None:  # before it stops
+                record["redis_cpu_total_s"] = round(sum(server.redis.cpu_times()), 2)
             stop_started = time.monotonic()
             code = server.stop(timeout=args.stop_timeout)
             record["stop_s"] = round(time.monotonic() - stop_started, 2)
@@ -389,7 +413,20 @@ def run_one(kind: str, scenario: Scenario, rep: int, args: argparse.Namespace) -
             if server.store_path is not None:
                 # A history line that found the writer's queue full was not stored.
                 record["writer_behind"] = server.log_count(servers.WRITER_BEHIND)
-            if record.get("error") or not record.get("server_alive", True):
+            if server.redis is not None:
+                # Commands the nodes could not order (each a message lost), or ran late;
+                # counted after the stop, so QUITs of the clients leaving are in.
+                for name, text in servers.CLUSTER_LOG.items():
+                    record[name] = server.log_count(text)
+                # Every warning of the cluster code (not the start-up ones every node logs).
+                record["cluster_warnings"] = sum(
+                    server.log_count(f" {level} ircish.cluster") for level in ("WARNING", "ERROR")
+                )
+            if (
+                record.get("error")
+                or not record.get("server_alive", True)
+                or record.get("cluster_warnings")
+            ):
                 record["server_log_tail"] = server.log_tail(8)
         if record.get("error"):
             record["workdir"] = str(workdir)  # kept: config and server log
@@ -421,6 +458,8 @@ def fmt(value: Any) -> str:
         return f"{value:.2f}".rstrip("0").rstrip(".")
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, list):  # one value per node of a cluster kind
+        return " / ".join(fmt(v) for v in value)
     return str(value)
 
 
@@ -445,12 +484,14 @@ def cell(result: dict[str, Any] | None, key: str) -> Any:
 
 
 #: The feature columns after the peers': each ircish kind over the one it adds a feature
-#: to, both from the same run (store, accounts, metrics, WebSocket: issues 13-16).
+#: to, both from the same run (store, accounts, metrics, WebSocket, cluster: issues 13-17).
 FEATURE_RATIOS = [
     ("ircish-store", "ircish"),
     ("ircish-accounts", "ircish-store"),
     ("ircish-metrics", "ircish"),
     ("ircish-ws", "ircish"),
+    ("ircish-cluster1", "ircish"),
+    ("ircish-cluster3", "ircish"),
 ]
 
 
@@ -775,6 +816,78 @@ def websocket_vs_tcp(
     return lines
 
 
+def cluster_vs_one(
+    chosen: dict[str, dict[str, dict[str, Any]]],
+    plan: list[Scenario],
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+) -> list[str]:
+    """One line per scenario and cluster kind run with `ircish`: the cluster's cost (issue
+    17) in throughput (over `ircish` and over each peer, same run), the server CPU its
+    nodes add per delivery in µs (over `ircish`'s, Redis apart), Redis's CPU per message
+    and per delivery, the XREADs per message (how many entries each bus read takes at
+    once), and the lost messages and client errors of every run of the kind."""
+    lines = []
+    for scenario in plan:
+        per = chosen.get(scenario.name, {})
+        every = runs.get(scenario.name, {})
+        one = per.get("ircish", {})
+        key = scenario.median_key or ""
+        cpu_key = next((k for k, _, _ in scenario.rows if k.startswith("server_us_per_")), "")
+        unit = "delivery" if cpu_key.endswith("delivery") else "message"
+        recipients = scenario.params.get("members", 2) - 1
+        for kind in servers.CLUSTER_KINDS:
+            if not scenario.cluster or kind not in per or "ircish" not in per:
+                continue
+            ours = per[kind]
+            text = versus(scenario, per, every, kind, "ircish")
+            peers = [
+                f"{kind}/{peer} {ratio(ours.get(key), per[peer].get(key))}"
+                for peer in per
+                if peer not in servers.IRCISH_KINDS and ratio(ours.get(key), per[peer].get(key))
+            ]
+            if peers:
+                text += "; " + ", ".join(peers)
+            more, base = ours.get(cpu_key), one.get(cpu_key)
+            redis_msg = ours.get("redis_us_per_msg")
+            if isinstance(more, (int, float)) and isinstance(base, (int, float)):
+                text += f"; server CPU {more - base:+.2f} µs a {unit} over ircish"
+                if isinstance(redis_msg, (int, float)):
+                    redis_each = redis_msg / recipients
+                    text += (
+                        f", {more - base + redis_each:+.2f} µs with Redis's "
+                        f"{redis_each:.2f} µs a {unit}"
+                    )
+            text += (
+                f"; Redis {fmt(ours.get('redis_cpu_cores'))} cores, {fmt(redis_msg)} µs a "
+                f"message, {fmt(ours.get('redis_xread_per_msg'))} XREADs a message"
+            )
+            if ours.get("node_cpu_cores"):
+                text += f"; each node's server CPU cores {fmt(ours['node_cpu_cores'])}"
+            kind_runs = every.get(kind, [ours])
+            text += (
+                f"; in the {len(kind_runs)} {kind} run{'s' if len(kind_runs) != 1 else ''}: "
+                f"lost {' / '.join(fmt(r.get('lost')) for r in kind_runs)}, client errors "
+                f"{' / '.join(fmt(r.get('errors')) for r in kind_runs)}"
+            )
+            refused = [r.get("cluster_refused") for r in kind_runs]
+            if any(refused):
+                text += (
+                    f'; "cannot reach Redis" (command refused) log lines '
+                    f'{" / ".join(fmt(n) for n in refused)}, "Too many connections" '
+                    f"{' / '.join(fmt(r.get('cluster_pool_full')) for r in kind_runs)}, "
+                    '"No connection available" '
+                    f"{' / '.join(fmt(r.get('cluster_pool_timeout')) for r in kind_runs)}"
+                )
+            late = [r.get("cluster_late") for r in kind_runs]
+            if any(late):
+                text += f"; late (not applied within timeout_ms) {' / '.join(fmt(n) for n in late)}"
+            failed = [r["error"].splitlines()[0] for r in kind_runs if r.get("error")]
+            if failed:
+                text += f", FAILED: {'; '.join(failed)}"
+            lines.append(text)
+    return lines
+
+
 def markdown_report(
     chosen: dict[str, dict[str, dict[str, Any]]],
     plan: list[Scenario],
@@ -852,6 +965,16 @@ def markdown_report(
             *websocket,
             "",
         ]
+    cluster = cluster_vs_one(chosen, plan, runs or {})
+    if cluster:
+        parts += [
+            "One node vs three (issue 17; `ircish-cluster1` and `ircish-cluster3` are "
+            "`ircish` as one or three nodes of a network through one Redis, the clients "
+            "taking the nodes' ports in turn; server CPU is the nodes' sum, Redis's apart):",
+            "",
+            *cluster,
+            "",
+        ]
     notes = []
     for scenario in plan:
         for kind in kinds:
@@ -897,8 +1020,8 @@ def main() -> int:
         "--servers",
         default=",".join(servers.SERVER_KINDS),
         help=f"comma list of {','.join(servers.SERVER_KINDS)} (default: all; ircish-store "
-        "runs only the scenarios where the store matters, ircish-accounts, ircish-metrics "
-        "and ircish-ws only fanout200 and dm200)",
+        "runs only the scenarios where the store matters, ircish-accounts, ircish-metrics, "
+        "ircish-ws and the cluster kinds only fanout200 and dm200)",
     )
     parser.add_argument("--only", help="comma list of scenario names to run")
     parser.add_argument("--repeats", type=int, help="override the repeat count of every scenario")

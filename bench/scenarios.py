@@ -27,6 +27,12 @@ history with it. Private messages are not stored (dm counts 0 rows), but on a se
 whose clients are logged in to accounts (`ircish-accounts`, `server.private_history`)
 each one is a private-history row, counted the same way.
 
+Against a cluster kind (several ircish nodes through one Redis: issue 17) the clients
+take the nodes' ports in turn, the server's CPU is its nodes' sum (and each node's in
+`node_cpu_cores`), and Redis's CPU and commands over the same window are reported apart
+(`redis_cpu_cores`, `redis_us_per_msg`, `redis_xread_per_msg`); Redis is not counted as
+other work on the machine.
+
 Against a server whose clients log in (`server.login_password`), every client sends
 `PASS <nick>:<password>` before NICK/USER; the setup counts the clients that got 900
 (`logged_in`), and a run where fewer than all of them did is an error, not a result.
@@ -116,7 +122,8 @@ class GeneratorError(RuntimeError):
 
 class Generator:
     """The worker processes and the pipe protocol to them; their clients connect to
-    `server.client_port` (over WebSocket where the server has `subprotocol`)."""
+    `server.client_ports` in turn (one port, or a cluster kind's nodes; over WebSocket
+    where the server has `subprotocol`)."""
 
     def __init__(self, server: ServerProcess, workers: int) -> None:
         context = multiprocessing.get_context("fork")
@@ -126,7 +133,7 @@ class Generator:
             parent, child = context.Pipe()
             proc = context.Process(
                 target=worker_main,
-                args=(wid, child, server.client_port, next_source_ip(), server.subprotocol),
+                args=(wid, child, server.client_ports, next_source_ip(), server.subprotocol),
                 name=f"loadgen-{wid}",
                 daemon=True,
             )
@@ -328,11 +335,15 @@ def _traffic(
     if on_window is not None:
         on_window(measure)
     server_cpu_from = server.cpu_times()
+    nodes_from = server.node_cpu_seconds()
+    redis_from = _redis_now(server)
     switches_from = server.context_switches()
     busy_from = machine_busy()[0]
     store_from = _stored_now(server)
     _sleep_until(times["measure_to"])
     server_cpu_to = server.cpu_times()
+    nodes_to = server.node_cpu_seconds()
+    redis_to = _redis_now(server)
     switches_to = server.context_switches()
     busy_to = machine_busy()[0]
     # The senders stop at measure_to: rows sent by then but not stored are in flight in
@@ -412,6 +423,33 @@ def _traffic(
                 unstored_at_stop=rows_expected - rows1,
                 store_catchup_s=round((stored_at - stop_ns) / 1e9, 3) if stored_at else None,
             )
+    cluster: dict[str, Any] = {}
+    redis_cpu = 0.0
+    if redis_from is not None and redis_to is not None:
+        # A cluster kind: the server's figures are its nodes' sum; Redis is counted apart,
+        # per message (one XADD each, read by every node's bus), and each node's share.
+        redis_cpu = redis_to[0] - redis_from[0]
+        messages_in_window = delivered_in_window / max(1, recipients_per_message)
+        calls = {
+            name: redis_to[1].get(name, 0) - redis_from[1].get(name, 0)
+            for name in sorted(redis_to[1])
+            if redis_to[1].get(name, 0) > redis_from[1].get(name, 0) and name != "info"
+        }
+        cluster = {
+            "redis_cpu_cores": round(redis_cpu / measure, 3),
+            "redis_us_per_msg": (
+                round(redis_cpu / messages_in_window * 1e6, 2) if messages_in_window else None
+            ),
+            "redis_calls_in_window": calls,
+            "redis_xread_per_msg": (
+                round(calls.get("xread", 0) / messages_in_window, 3) if messages_in_window else None
+            ),
+        }
+        if len(nodes_to) > 1:
+            cluster["node_cpu_cores"] = [
+                round((after - before) / measure, 3)
+                for before, after in zip(nodes_from, nodes_to, strict=True)
+            ]
     echo: dict[str, Any] = {}
     if echo_expected:
         echo = {
@@ -425,6 +463,7 @@ def _traffic(
     return {
         **echo,
         **store,
+        **cluster,
         "deliveries_per_s": round(rate) if window_ok else None,
         "sent": sent,
         "expected": expected,
@@ -440,9 +479,12 @@ def _traffic(
         # Kernel time: syscalls, futex hand-offs, context switches, loopback TCP.
         "server_sys_share": round(server_sys / server_cpu, 2) if server_cpu else None,
         "gen_cpu_cores": round(gen_cpu / measure, 3),
-        # Everything else the machine ran meanwhile (kernel softirq included): a
-        # number well above 0.1 means another job shared the cores during the window.
-        "other_cpu_cores": round((busy_to - busy_from - server_cpu - gen_cpu) / measure, 3),
+        # Everything else the machine ran meanwhile (kernel softirq included; a cluster's
+        # Redis is not "else"): a number well above 0.1 means another job shared the cores
+        # during the window.
+        "other_cpu_cores": round(
+            (busy_to - busy_from - server_cpu - gen_cpu - redis_cpu) / measure, 3
+        ),
         "server_switches_per_delivery": (
             round((switches_to - switches_from) / delivered_in_window, 3)
             if switches_from is not None and switches_to is not None and delivered_in_window
@@ -464,6 +506,18 @@ def _stored_now(server: ServerProcess) -> tuple[int, int] | None:
     started = time.monotonic_ns()
     rows = server.stored_rows()
     return None if rows is None else ((started + time.monotonic_ns()) // 2, rows)
+
+
+def _redis_now(server: ServerProcess) -> tuple[float, dict[str, int]] | None:
+    """(CPU seconds, calls of each command) of a cluster kind's Redis so far; None for a
+    server without one."""
+    if server.redis is None:
+        return None
+    try:
+        calls = server.redis.command_calls()
+    except (OSError, RuntimeError):
+        calls = {}
+    return sum(server.redis.cpu_times()), calls
 
 
 def _sleep_until(deadline_ns: int) -> None:

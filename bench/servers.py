@@ -13,11 +13,16 @@ carries its sender's account. `ircish-metrics` (issue 15) is `ircish` plus `metr
 `MetricsScraper` GETs its /metrics once a second. `ircish-ws` (issue 16) is `ircish`
 plus `websocket: {port: <free port>}`, and every bench client connects to that port and
 speaks IRC over WebSocket (`binary.ircv3.net`) instead of plain TCP.
+`ircish-cluster1` and `ircish-cluster3` (issue 17) are `ircish` with a `cluster:` section:
+one node, or three (n1, n2, n3, each on its own port), on a redis-server the harness
+starts on a free loopback port with a temporary folder and no persistence; the clients
+take the nodes' ports in turn, so a room's members and a pair's two sides span nodes.
 
 `start_server(kind, port, workdir)` writes the server's config into `workdir`, starts
 it as a child process, waits until its port accepts connections and returns a
 `ServerProcess`, which reads the server's CPU time and RSS from /proc and stops it
-(SIGTERM, then SIGKILL) by its own PID. The configs lift every limit that would make
+(SIGTERM, then SIGKILL) by its own PID; for a cluster kind, summed over every node, with
+Redis measured and stopped apart. The configs lift every limit that would make
 a benchmark measure a policy instead of speed: connection caps, flood penalties,
 ping timeouts during a run.
 """
@@ -43,6 +48,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_KINDS = (
     "ircish",
@@ -50,11 +56,21 @@ SERVER_KINDS = (
     "ircish-accounts",
     "ircish-metrics",
     "ircish-ws",
+    "ircish-cluster1",
+    "ircish-cluster3",
     "ngircd",
     "miniircd",
 )
 #: The ircish kinds (run from this checkout, or from `--ircish-rev`).
-IRCISH_KINDS = ("ircish", "ircish-store", "ircish-accounts", "ircish-metrics", "ircish-ws")
+IRCISH_KINDS = (
+    "ircish",
+    "ircish-store",
+    "ircish-accounts",
+    "ircish-metrics",
+    "ircish-ws",
+    "ircish-cluster1",
+    "ircish-cluster3",
+)
 #: The ircish kinds with the history store on disk.
 STORE_KINDS = ("ircish-store", "ircish-accounts")
 #: The kinds whose clients each log in to an account of their own (made before the
@@ -69,6 +85,8 @@ METRICS_KINDS = ("ircish-metrics",)
 #: decoded by wsproto and encoded again; IRC lines are bytes, not always UTF-8; and it is
 #: the one ircish prefers. Both are framed alike on the way out (only the opcode differs).
 WEBSOCKET_KINDS = {"ircish-ws": "binary.ircv3.net"}
+#: The cluster kinds (issue 17) and their number of nodes, all on one redis-server.
+CLUSTER_KINDS = {"ircish-cluster1": 1, "ircish-cluster3": 3}
 #: Most clients a peer can hold; miniircd is one select() loop (FD_SETSIZE = 1024).
 MAX_CLIENTS = {
     "ircish": 20000,
@@ -76,6 +94,8 @@ MAX_CLIENTS = {
     "ircish-accounts": 20000,
     "ircish-metrics": 20000,
     "ircish-ws": 20000,
+    "ircish-cluster1": 20000,
+    "ircish-cluster3": 20000,
     "ngircd": 20000,
     "miniircd": 1000,
 }
@@ -87,6 +107,19 @@ ACCOUNT_PASSWORD = "bench-password"
 ACCOUNT_SCRYPT = (2**10, 8, 1)
 #: What ircish's store writer logs when its queue is full and a line is not stored.
 WRITER_BEHIND = "history writer behind"
+#: What a cluster node logs (ircish/cluster/node.py) when a command could not be written
+#: to the log (refused, nothing done: a message lost), when one was written but not run
+#: here within cluster.timeout_ms (late), and when a QUIT had to wait for a retry; and
+#: redis-py's words when its connection pool is at max_connections (a ConnectionPool, 100
+#: by default in redis-py 8, fails at once; a BlockingConnectionPool after its timeout),
+#: counted apart as a cause of the first and the third.
+CLUSTER_LOG = {
+    "cluster_refused": "cluster: cannot reach Redis",
+    "cluster_late": "not applied within",
+    "cluster_quit_retried": "Redis refused a QUIT",
+    "cluster_pool_full": "Too many connections",
+    "cluster_pool_timeout": "No connection available",
+}
 #: How often the harness scrapes ircish-metrics' /metrics, and how long one scrape may
 #: take. Prometheus scrapes every 15 s by default; once a second is harsher on purpose.
 #: Prometheus refuses a scrape_timeout longer than the scrape_interval, so a scrape that
@@ -102,6 +135,115 @@ def raise_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def proc_cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process `pid`, all threads included (nan: gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return float("nan"), float("nan")
+    # The command name may hold spaces: fields are counted after its ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float) -> list[int | None]:
+    """SIGTERM every one of `procs` at once, wait up to `timeout` for all, then SIGKILL
+    the rest: only these processes, by their PIDs. Their exit statuses."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(5)
+    return [proc.returncode for proc in procs]
+
+
+@dataclass
+class NodeProcess:
+    """One more ircish node of a cluster kind (the first is the ServerProcess's own)."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
+class RedisProcess:
+    """The redis-server of a cluster kind, started by the harness on a free loopback port
+    with its own folder and nothing saved (`--save "" --appendonly no`: a bench network
+    lives one run, and persistence would measure the disk). Its CPU is reported apart
+    from the server's."""
+
+    port: int
+    proc: subprocess.Popen
+    directory: Path
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cpu_times(self) -> tuple[float, float]:
+        return proc_cpu_times(self.pid)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def command(self, *words: str, timeout: float = 5.0) -> bytes:
+        """One command over a socket of its own (RESP by hand: the harness needs nothing
+        outside the standard library); the reply's payload: a simple or bulk string."""
+        request = f"*{len(words)}\r\n".encode()
+        for word in words:
+            data = word.encode()
+            request += b"$%d\r\n%s\r\n" % (len(data), data)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as conn:
+            conn.sendall(request)
+            reply = b""
+            while b"\r\n" not in reply:
+                reply += _recv_some(conn)
+            head, _, rest = reply.partition(b"\r\n")
+            if head[:1] in (b"+", b":"):
+                return head[1:]
+            if head[:1] != b"$":
+                raise RuntimeError(f"redis {words[0]}: {head.decode(errors='replace')}")
+            size = int(head[1:])
+            while len(rest) < size + 2:
+                rest += _recv_some(conn)
+            return rest[:size]
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls of each command so far (INFO commandstats), e.g. {"xadd": 1200}."""
+        calls: dict[str, int] = {}
+        for line in self.command("INFO", "commandstats").decode().splitlines():
+            if line.startswith("cmdstat_"):
+                name, _, stats = line[len("cmdstat_") :].partition(":")
+                fields = dict(item.split("=", 1) for item in stats.split(","))
+                calls[name] = int(fields.get("calls", 0))
+        return calls
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        return stop_processes([self.proc], timeout)[0]
+
+
+def _recv_some(conn: socket.socket) -> bytes:
+    data = conn.recv(65536)
+    if not data:
+        raise RuntimeError("redis closed the connection")
+    return data
 
 
 @dataclass
@@ -128,78 +270,100 @@ class ServerProcess:
     #: bench clients ask for there.
     websocket_port: int | None = None
     subprotocol: str | None = None
+    #: A cluster kind's nodes after the first (`proc`, node n1): ircish-cluster3's n2, n3.
+    more_nodes: list[NodeProcess] = field(default_factory=list)
+    #: A cluster kind's redis-server (None: not a cluster), measured apart: its CPU is not
+    #: in `cpu_times`.
+    redis: RedisProcess | None = None
 
     @property
     def pid(self) -> int:
+        """The first node's PID (the only one, except in ircish-cluster3)."""
         return self.proc.pid
+
+    @property
+    def procs(self) -> list[subprocess.Popen]:
+        """Every process of the server: one, or a cluster kind's nodes (not Redis)."""
+        return [self.proc, *(node.proc for node in self.more_nodes)]
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [self.log_path, *(node.log_path for node in self.more_nodes)]
 
     @property
     def client_port(self) -> int:
         """Where the bench clients connect: the WebSocket port if they speak WebSocket."""
         return self.port if self.websocket_port is None else self.websocket_port
 
+    @property
+    def client_ports(self) -> list[int]:
+        """Where the bench clients connect, client i to the (i mod n)-th: one port, or one
+        per node of a cluster kind."""
+        return [self.client_port, *(node.port for node in self.more_nodes)]
+
     def cpu_times(self) -> tuple[float, float]:
-        """(user, system) CPU seconds of the server process, all threads included."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            return float("nan"), float("nan")
-        # The command name may hold spaces: fields are counted after its ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+        """(user, system) CPU seconds of the server, all threads of all its processes (a
+        cluster kind's nodes, not Redis)."""
+        times = [proc_cpu_times(proc.pid) for proc in self.procs]
+        return sum(user for user, _ in times), sum(system for _, system in times)
+
+    def node_cpu_seconds(self) -> list[float]:
+        """CPU seconds of each process (node) apart."""
+        return [sum(proc_cpu_times(proc.pid)) for proc in self.procs]
 
     def cpu_seconds(self) -> float:
         return sum(self.cpu_times())
 
     def status(self) -> dict[str, int]:
-        """VmRSS/VmHWM in kB and the thread count, from /proc/PID/status."""
+        """VmRSS/VmHWM in kB and the thread count, from /proc/PID/status, summed over a
+        cluster kind's nodes."""
         wanted = {"VmRSS": "rss_kb", "VmHWM": "hwm_kb", "Threads": "threads"}
         out: dict[str, int] = {}
-        try:
-            with open(f"/proc/{self.pid}/status") as handle:
-                for line in handle:
-                    key, _, value = line.partition(":")
-                    if key in wanted:
-                        out[wanted[key]] = int(value.split()[0])
-        except OSError:
-            pass
+        for proc in self.procs:
+            try:
+                with open(f"/proc/{proc.pid}/status") as handle:
+                    for line in handle:
+                        key, _, value = line.partition(":")
+                        if key in wanted:
+                            out[wanted[key]] = out.get(wanted[key], 0) + int(value.split()[0])
+            except OSError:
+                pass
         return out
 
     def context_switches(self, max_threads: int = 3000) -> int | None:
         """Context switches of all the server's threads so far (None past `max_threads`)."""
-        try:
-            tasks = os.listdir(f"/proc/{self.pid}/task")
-        except OSError:
-            return None
-        if len(tasks) > max_threads:
-            return None
         total = 0
-        for task in tasks:
+        for proc in self.procs:
             try:
-                with open(f"/proc/{self.pid}/task/{task}/status") as handle:
-                    for line in handle:
-                        if "ctxt_switches:" in line:  # voluntary + nonvoluntary
-                            total += int(line.split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
+                tasks = os.listdir(f"/proc/{proc.pid}/task")
+            except OSError:
+                return None
+            if len(tasks) > max_threads:
+                return None
+            for task in tasks:
+                try:
+                    with open(f"/proc/{proc.pid}/task/{task}/status") as handle:
+                        for line in handle:
+                            if "ctxt_switches:" in line:  # voluntary + nonvoluntary
+                                total += int(line.split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
         return total
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return all(proc.poll() is None for proc in self.procs) and (
+            self.redis is None or self.redis.alive()
+        )
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait, then SIGKILL: only this process, by its PID."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        """SIGTERM, wait, then SIGKILL: only this server's processes, by their PIDs. A
+        cluster's nodes all at once, then its Redis (a node's users leave through it).
+        The first node's exit status, or the first of another node's that is not a clean
+        stop."""
+        codes = stop_processes(self.procs, timeout)
+        if self.redis is not None:
+            self.redis.stop(timeout)
+        return next((code for code in codes[1:] if code not in (0, -15)), codes[0])
 
     def stored_rows(self, command: str = "PRIVMSG") -> int | None:
         """Rows of `command` in the store's history table now (None without a store).
@@ -220,19 +384,26 @@ class ServerProcess:
             db.close()
 
     def log_count(self, text: str) -> int:
-        """Lines of the server's log that contain `text`."""
-        try:
-            with open(self.log_path, errors="replace") as log:
-                return sum(text in line for line in log)
-        except OSError:
-            return 0
+        """Lines of the server's logs that contain `text`."""
+        count = 0
+        for path in self.log_paths:
+            try:
+                with open(path, errors="replace") as log:
+                    count += sum(text in line for line in log)
+            except OSError:
+                pass
+        return count
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        tails = []
+        for path in self.log_paths:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            tail = "\n".join(text.splitlines()[-lines:])
+            tails.append(f"[{path.name}]\n{tail}" if self.more_nodes else tail)
+        return "\n".join(tails)
 
 
 def listen_backlog(port: int) -> int | None:
@@ -310,6 +481,8 @@ def _ircish_config(
     store: bool,
     metrics_port: int | None = None,
     websocket_port: int | None = None,
+    redis_url: str | None = None,
+    node: str | None = None,
 ) -> list[str]:
     threads = f"\n  sender_threads: {sender_threads}" if sender_threads else ""
     if store:
@@ -326,11 +499,22 @@ def _ircish_config(
         # The listener on server.host (127.0.0.1); the bench clients send no Origin, which
         # the default (no `origins:`) lets in.
         sections += f"websocket:\n  port: {websocket_port}\n"
+    name = "bench.ircish.local"
     config = workdir / "ircish.yaml"
+    if redis_url is not None and node is not None:
+        # A node of a network (issue 17): its own name, the settings at their defaults,
+        # written out so the record shows them. History stays off as in `ircish`, so the
+        # cluster kinds differ from it by the cluster alone.
+        sections += (
+            f'cluster:\n  redis: "{redis_url}"\n  node: {node}\n'
+            "  lease_ms: 10000\n  timeout_ms: 5000\n  prefix: ircish\n"
+        )
+        name = f"{node}.bench.ircish.local"
+        config = workdir / f"ircish-{node}.yaml"
     config.write_text(
         f"""\
 server:
-  name: bench.ircish.local
+  name: {name}
   host: 127.0.0.1
   port: {port}
   motd: bench{threads}
@@ -412,6 +596,8 @@ def server_command(
     sender_threads: int | None = None,
     metrics_port: int | None = None,
     websocket_port: int | None = None,
+    redis_url: str | None = None,
+    node: str | None = None,
 ) -> list[str]:
     if kind in IRCISH_KINDS:
         return _ircish_config(
@@ -421,6 +607,8 @@ def server_command(
             store=kind in STORE_KINDS,
             metrics_port=metrics_port,
             websocket_port=websocket_port,
+            redis_url=redis_url,
+            node=node,
         )
     if kind == "ngircd":
         return _ngircd_config(workdir, port)
@@ -438,6 +626,8 @@ def check_installed(kind: str) -> str | None:
 
         if importlib.util.find_spec("miniircd") is None:
             return "miniircd not found: pip install miniircd"
+    if kind in CLUSTER_KINDS and not os.access(REDIS_SERVER, os.X_OK):
+        return "redis-server not found: apt-get install -y redis-server"
     return None
 
 
@@ -453,6 +643,46 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> N
                 return
         time.sleep(0.05)
     raise RuntimeError(f"server did not listen on port {port} within {timeout:.0f} s")
+
+
+def start_redis(workdir: Path, attempts: int = 5) -> RedisProcess:
+    """A redis-server on a free loopback port, its folder `workdir/redis`, saving nothing,
+    once it answers PING; another port if one was taken between the probe and the bind."""
+    directory = workdir / "redis"
+    directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / "redis.log"
+    for _attempt in range(attempts):
+        port = free_port()
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    REDIS_SERVER,
+                    *("--port", str(port), "--bind", "127.0.0.1"),
+                    *("--dir", str(directory)),
+                    # A bench network lives for one run: no snapshot, no append-only file.
+                    *("--save", "", "--appendonly", "no"),
+                    *("--daemonize", "no", "--protected-mode", "no"),
+                ],
+                cwd=directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        redis = RedisProcess(port, proc, directory, log_path)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, RuntimeError):
+                if redis.command("PING", timeout=0.5) == b"PONG":
+                    # Ours, not another process's that won the port.
+                    info = redis.command("INFO", "server").decode()
+                    if f"process_id:{proc.pid}" in info:
+                        return redis
+            time.sleep(0.05)
+        redis.stop()
+        if "Address already in use" not in log_path.read_text(errors="replace"):
+            break
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
+    raise RuntimeError(f"redis-server did not start:\n{tail}")
 
 
 def export_revision(rev: str, into: Path) -> Path:
@@ -485,6 +715,8 @@ def start_server(
     code even with `ircish_dir`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    if kind in CLUSTER_KINDS:
+        return _start_cluster(kind, port, workdir, sender_threads, ircish_dir)
     if kind in ACCOUNT_KINDS:
         if not accounts:
             raise ValueError(f"{kind} needs the clients' nicks to make their accounts")
@@ -493,15 +725,7 @@ def start_server(
     websocket_port = another_free_port(port) if kind in WEBSOCKET_KINDS else None
     command = server_command(kind, port, workdir, sender_threads, metrics_port, websocket_port)
     log_path = workdir / f"{kind}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=ircish_dir or REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=raise_file_limit,
-        )
+    proc = _start_process(command, log_path, ircish_dir)
     server = ServerProcess(kind, port, proc, workdir, log_path, command)
     if kind in STORE_KINDS:
         server.store_path = ircish_store_path(workdir)
@@ -521,6 +745,54 @@ def start_server(
     time.sleep(0.2)  # let the probe connection be reaped before measuring anything
     # The accept queue the clients' connects wait in.
     server.backlog = listen_backlog(server.client_port)
+    return server
+
+
+def _start_process(command: list[str], log_path: Path, ircish_dir: Path | None) -> subprocess.Popen:
+    """A server process, its output to `log_path`, run from `ircish_dir` or this checkout."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            command,
+            cwd=ircish_dir or REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=raise_file_limit,
+        )
+
+
+def _start_cluster(
+    kind: str, port: int, workdir: Path, sender_threads: int | None, ircish_dir: Path | None
+) -> ServerProcess:
+    """A redis-server, then the kind's nodes n1, n2, ... one after the other (each joins
+    the network, asking the nodes already in for its state, before it listens), n1 on
+    `port` and the others on free ports."""
+    redis = start_redis(workdir)
+    server: ServerProcess | None = None
+    taken = [port]
+    try:
+        for number in range(1, CLUSTER_KINDS[kind] + 1):
+            node = f"n{number}"
+            node_port = port if number == 1 else another_free_port(*taken)
+            taken.append(node_port)
+            command = server_command(
+                kind, node_port, workdir, sender_threads, redis_url=redis.url, node=node
+            )
+            log_path = workdir / f"{kind}-{node}.log"
+            proc = _start_process(command, log_path, ircish_dir)
+            if server is None:
+                server = ServerProcess(kind, port, proc, workdir, log_path, command, redis=redis)
+            else:
+                server.more_nodes.append(NodeProcess(node, node_port, proc, log_path))
+            wait_for_port(node_port, proc, timeout=30.0)
+    except Exception:
+        if server is not None:
+            server.stop()
+        else:
+            redis.stop()
+        raise
+    time.sleep(0.2)  # let the probe connections be reaped before measuring anything
+    server.backlog = min(listen_backlog(p) or 10 for p in server.client_ports)
     return server
 
 
