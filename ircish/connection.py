@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from ircish.events import PLAIN, Event, acting_thread
+from ircish.events import PLAIN, Event, acting_thread, gathering
 from ircish.locks import held, new_lock
 from ircish.metrics import Tally
 from ircish.protocol import Message, ProtocolError
@@ -549,9 +549,11 @@ class Connection:
     def _dispatch_labeled(self, msg: Message, label: str) -> None:
         """Dispatch `msg`, and send its answer labeled: one line, a batch, or ACK."""
         self._labeled = labeled = LabeledResponse(label, self.session, self._send_encoded)
+        gathering(True)
         try:
             self._dispatcher.dispatch(self.session, msg)
         finally:
+            gathering(False)
             self._labeled = None
             labeled.finish()
 

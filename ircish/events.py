@@ -115,6 +115,16 @@ def act_for(thread: int | None) -> None:
     _per_thread.acting = thread
 
 
+def gathering(on: bool) -> None:
+    """This thread is (or no longer is) gathering a labeled answer (connection.py): what
+    its command causes must come back to it before it answers."""
+    _per_thread.gathering = on
+
+
+def is_gathering() -> bool:
+    return getattr(_per_thread, "gathering", False)
+
+
 def millis(when: float) -> int:
     """`when` (time.time()) in whole milliseconds, as the `time` tag shows it (history
     compares times in these, so a time copied from a tag matches its line)."""

@@ -46,7 +46,7 @@ from ircish import protocol as p
 from ircish.accounts import Accounts
 from ircish.cluster import ClusterError
 from ircish.cluster.replica import Codec, RemoteConn, node_of
-from ircish.events import act_for, fixed_clock, free_clock
+from ircish.events import act_for, fixed_clock, free_clock, is_gathering
 from ircish.locks import expect_none_held, new_lock
 from ircish.protocol import IRCError, Message
 from ircish.shared import SHARED
@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 BLOCK_MS = 1000
 #: Entries the bus takes in one read.
 READ_COUNT = 512
+#: Changes whose caller waits for nothing (messages): see `Cluster._send_detached`.
+DETACHED = frozenset({"Room.send_from", "World.tell_user"})
 #: What users of a node get when it starts again: Redis lost the network's data, or the
 #: other nodes declared this one gone (it could not renew its lease in time).
 LOST_ERROR = "The network lost its state (Redis restarted without its data); please reconnect"
@@ -106,7 +108,7 @@ class Ticket:
     """A shared change this node wrote and a reader thread waits for: what it returned,
     or raised, when the bus ran it here."""
 
-    __slots__ = ("done", "error", "local", "result", "thread")
+    __slots__ = ("detached", "done", "error", "local", "result", "thread")
 
     def __init__(self, local: list[Any]) -> None:
         self.done = threading.Event()
@@ -115,6 +117,8 @@ class Ticket:
         self.thread = threading.get_ident()
         self.result: Any = None
         self.error: BaseException | None = None
+        #: Nobody waits for it (a message): a refusal goes to the sender from the bus.
+        self.detached = False
 
 
 #: How a log entry names the accounts as the owner of a change (room names start with #).
@@ -359,6 +363,11 @@ class Cluster:
         number = next(self._numbers)
         entry["t"] = number
         ticket = Ticket(local)
+        # A message whose sender waits for nothing (`DETACHED`): appended, and the reader
+        # thread goes on. Appends from one thread are in the log in the order made, so a
+        # sender's lines and commands keep their order; a refusal (404: +m, a ban) and the
+        # echo come from the bus when it applies the entry (`_refuse`).
+        ticket.detached = name in DETACHED and not is_gathering()
         with self._tickets_lock:
             self._tickets[number] = ticket
         try:
@@ -375,6 +384,8 @@ class Cluster:
                 raise _unreachable(
                     "The network cannot be reached just now; nothing was done"
                 ) from exc
+        if ticket.detached:  # (what the relay will make, as far as this node tells now)
+            return len(owner.members) if isinstance(owner, Room) else 1
         if not ticket.done.wait(self.timeout):
             with self._tickets_lock:
                 given_up = self._tickets.pop(number, None) is not None
@@ -385,6 +396,15 @@ class Cluster:
         if ticket.error is not None:
             raise ticket.error
         return ticket.result
+
+    def _refuse(self, entry: dict[str, Any], exc: IRCError) -> None:
+        """The refusal of a detached message, sent to its sender by their node."""
+        sender = self.codec.users.get(entry["a"][0].get("U", ""))
+        if sender is not None and not isinstance(sender.conn, RemoteConn):
+            numeric = Message(
+                exc.numeric, [sender.nick or "*", *exc.params], self.world.server_name
+            )
+            sender.conn.send(numeric)
 
     def _appended_after_all(self, number: int, exc: redis.RedisError) -> bool:
         """Redis failed to answer an append: was the entry appended all the same (Redis
@@ -524,7 +544,7 @@ class Cluster:
     def _run(self, entry: dict[str, Any], ticket: Ticket | None) -> None:
         codec = self.codec
         local = None if ticket is None else ticket.local
-        if ticket is not None:
+        if ticket is not None and not ticket.detached:
             act_for(ticket.thread)
         try:
             owner = self._owner(entry["s"])
@@ -534,7 +554,9 @@ class Cluster:
             if entry["f"] == "World.remove_user":
                 codec.forget(args[0])
         except IRCError as exc:
-            if ticket is not None:
+            if ticket is not None and ticket.detached:
+                self._refuse(entry, exc)
+            elif ticket is not None:
                 ticket.error = exc
         except Exception as exc:
             log.exception("cluster: %s failed", entry["f"])
