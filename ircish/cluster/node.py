@@ -51,7 +51,7 @@ from ircish.locks import expect_none_held, new_lock
 from ircish.protocol import IRCError, Message
 from ircish.shared import SHARED
 from ircish.store import AccountState, RoomState, StoredLine, is_private_target
-from ircish.world import Room, World
+from ircish.world import Room, User, World
 
 if TYPE_CHECKING:
     from ircish.config import ClusterConfig
@@ -63,15 +63,17 @@ log = logging.getLogger(__name__)
 BLOCK_MS = 1000
 #: Entries the bus takes in one read.
 READ_COUNT = 512
+#: Entries the appender writes in one round trip at most.
+APPEND_BATCH = 256
 #: Changes whose caller waits for nothing (messages): see `Cluster._send_detached`.
 DETACHED = frozenset({"Room.send_from", "World.tell_user"})
 #: What users of a node get when it starts again: Redis lost the network's data, or the
 #: other nodes declared this one gone (it could not renew its lease in time).
 LOST_ERROR = "The network lost its state (Redis restarted without its data); please reconnect"
 GONE_ERROR = "This server lost contact with the network; please reconnect"
-#: Connections the reader threads share to append to the log (an append is one round trip:
-#: a few are enough for thousands of users).
-CALLER_CONNECTIONS = 16
+#: Connections for the node's own calls outside its threads (joining, a mark after a
+#: failed append): reader threads do not call Redis (the appender thread writes for them).
+CALLER_CONNECTIONS = 4
 #: How long a joining node's state stays in Redis for it to read (seconds).
 STATE_TTL = 60
 
@@ -108,7 +110,7 @@ class Ticket:
     """A shared change this node wrote and a reader thread waits for: what it returned,
     or raised, when the bus ran it here."""
 
-    __slots__ = ("detached", "done", "error", "local", "result", "thread")
+    __slots__ = ("detached", "done", "error", "local", "name", "result", "sender", "thread")
 
     def __init__(self, local: list[Any]) -> None:
         self.done = threading.Event()
@@ -119,6 +121,9 @@ class Ticket:
         self.error: BaseException | None = None
         #: Nobody waits for it (a message): a refusal goes to the sender from the bus.
         self.detached = False
+        #: The change, and who made it (the first argument, a user, if it is one).
+        self.name = ""
+        self.sender: User | None = None
 
 
 #: How a log entry names the accounts as the owner of a change (room names start with #).
@@ -176,10 +181,15 @@ class Cluster:
         self._redis = self._connect(timeout, CALLER_CONNECTIONS)
         self._bus_redis = self._connect(BLOCK_MS / 1000 + 2)
         self._lease_redis = self._connect(timeout)
+        self._append_redis = self._connect(timeout)
         self._renew = self._lease_redis.register_script(_RENEW)
         self._release = self._lease_redis.register_script(_RELEASE)
         self._forget_node = self._lease_redis.register_script(_FORGET_NODE)
         self._tickets_lock = new_lock("Cluster.tickets_lock")
+        #: What reader threads queued for the appender thread (`call`): a deque (an append
+        #: takes no lock) and the wake-up, whose own lock is never held with another.
+        self._outbox: deque[tuple[dict[str, Any], Ticket]] = deque()
+        self._outbox_ready = threading.Event()
         self._tickets: dict[int, Ticket] = {}
         self._numbers = itertools.count(1)
         #: Lives declared gone (node, incarnation): whatever they write later is ignored.
@@ -244,6 +254,7 @@ class Cluster:
             raise ClusterError(f"cannot reach Redis at {self.config.redis}: {exc}") from exc
         self.applied_id = at
         self._start_thread("cluster-bus", self._bus)
+        self._start_thread("cluster-append", self._appender)
         # Ready: from now on this node answers joining nodes (it applies the log); the
         # lease thread, which renews only a life the table names, comes after.
         self._lease_redis.hset(self._nodes_key, self.node, self.incarnation)
@@ -336,9 +347,10 @@ class Cluster:
                 args=[self.incarnation, self.node],
             )
         self._stopping.set()
+        self._outbox_ready.set()  # (the appender wakes, and ends)
         for thread in self._threads:
             thread.join(timeout=BLOCK_MS / 1000 + 3)
-        for client in (self._redis, self._bus_redis, self._lease_redis):
+        for client in (self._redis, self._bus_redis, self._lease_redis, self._append_redis):
             client.close()
 
     # -- writing to the log (reader threads) --------------------------------------------
@@ -366,53 +378,69 @@ class Cluster:
         # A message whose sender waits for nothing (`DETACHED`): appended, and the reader
         # thread goes on. Appends from one thread are in the log in the order made, so a
         # sender's lines and commands keep their order; a refusal (404: +m, a ban) and the
-        # echo come from the bus when it applies the entry (`_refuse`).
+        # echo come from the bus when it applies the entry (`_tell_sender`).
         ticket.detached = name in DETACHED and not is_gathering()
+        ticket.name = name
+        ticket.sender = args[0] if args and isinstance(args[0], User) else None
         with self._tickets_lock:
             self._tickets[number] = ticket
-        try:
-            self._append(entry)
-        except redis.RedisError as exc:
-            if name == "World.remove_user":
-                with self._tickets_lock:
-                    self._tickets.pop(number, None)
-                log.warning("cluster: Redis refused a QUIT (%s); it is sent again later", exc)
-                entry["t"] = 0
-                self._pending.append(entry)  # (twice in the log is harmless: one QUIT)
-                return None
-            if not self._appended_after_all(number, exc):
-                raise _unreachable(
-                    "The network cannot be reached just now; nothing was done"
-                ) from exc
+        # The appender thread writes it, with whatever else is waiting, in one round trip;
+        # one queue, so what one thread appends is in the log in the order it came.
+        entry["o"], entry["i"] = self.node, self.incarnation
+        self._outbox.append((entry, ticket))
+        self._outbox_ready.set()
         if ticket.detached:  # (what the relay will make, as far as this node tells now)
             return len(owner.members) if isinstance(owner, Room) else 1
-        if not ticket.done.wait(self.timeout):
+        # (Twice the timeout: a failed append is settled within one, then the caller knows.)
+        if not ticket.done.wait(2 * self.timeout):
             with self._tickets_lock:
                 given_up = self._tickets.pop(number, None) is not None
             if given_up:
-                log.warning("cluster: %s not applied within %.1f s", name, self.timeout)
+                log.warning("cluster: %s not applied within %.1f s", name, 2 * self.timeout)
                 raise _unreachable("The network is slow: your last command will happen late")
             ticket.done.wait()  # the bus is running it right now
         if ticket.error is not None:
             raise ticket.error
         return ticket.result
 
-    def _refuse(self, entry: dict[str, Any], exc: IRCError) -> None:
-        """The refusal of a detached message, sent to its sender by their node."""
-        sender = self.codec.users.get(entry["a"][0].get("U", ""))
+    def _tell_sender(self, ticket: Ticket, exc: IRCError) -> None:
+        """The refusal of a detached message, sent to its sender (the bus, or the appender
+        thread when Redis refused it)."""
+        sender = ticket.sender
         if sender is not None and not isinstance(sender.conn, RemoteConn):
-            numeric = Message(
-                exc.numeric, [sender.nick or "*", *exc.params], self.world.server_name
-            )
-            sender.conn.send(numeric)
+            params = [sender.nick or "*", *exc.params]
+            sender.conn.send(Message(exc.numeric, params, self.world.server_name))
 
-    def _appended_after_all(self, number: int, exc: redis.RedisError) -> bool:
-        """Redis failed to answer an append: was the entry appended all the same (Redis
-        ran it, then the connection broke before the answer)? A refused connection says
-        no. Otherwise, once Redis answers again, this node appends a mark and waits for
-        its bus to reach it: the log has one order, so the entry, if it is there, comes
-        before the mark, and the bus will have run it. Past cluster.timeout_ms with no
-        answer, the caller is told the truth: it may have been sent."""
+    def _appender(self) -> None:
+        """Write what reader threads queued (`call`): each round, everything waiting, in one
+        pipeline (one round trip however many entries: "group commit")."""
+        client = self._append_redis
+        while not self._stopping.is_set():
+            self._outbox_ready.wait(1.0)
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = []
+                while self._outbox and len(batch) < APPEND_BATCH:
+                    batch.append(self._outbox.popleft())
+                pipe = client.pipeline(transaction=False)
+                trim = self._trim_to  # (one read: the lease thread replaces it)
+                for entry, _ticket in batch:
+                    data = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+                    pipe.xadd(self._log_key, {"e": data}, minid=trim, approximate=True)
+                try:
+                    pipe.execute()
+                except redis.RedisError as exc:
+                    self._settle(batch, exc)
+
+    def _settle(self, batch: list[tuple[dict[str, Any], Ticket]], exc: redis.RedisError) -> None:
+        """Redis failed to answer a batch of appends: which were appended all the same
+        (Redis ran them, then the connection broke before the answer)? A refused connection
+        says none. Otherwise, once Redis answers again, this node appends a mark and waits
+        for its bus to reach it: the log has one order, so an entry that is there comes
+        before the mark, and the bus will have run it (and taken its ticket). The others
+        were not appended, and their senders are told so; past cluster.timeout_ms with no
+        answer, they are told the truth: it may have been done. A QUIT is sent again later
+        instead (twice in the log is harmless: one QUIT)."""
         definite = "connecting to" in str(exc) or isinstance(exc.__cause__, ConnectionRefusedError)
         log.warning("cluster: cannot reach Redis: %s", exc)
         deadline = time.monotonic() + self.timeout
@@ -426,15 +454,25 @@ class Cluster:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.005)
-        with self._tickets_lock:
-            unrun = self._tickets.pop(number, None) is not None
-        if not unrun:
-            return True  # the bus ran it (or is running it): the caller waits as usual
-        if mark is None and not definite:
-            raise _unreachable(
-                "The network cannot be reached just now; your last command may not have been done"
-            ) from exc
-        return False
+        sure = definite or mark is not None
+        text = (
+            "The network cannot be reached just now; nothing was done"
+            if sure
+            else "The network cannot be reached just now; your last command may not have been done"
+        )
+        for entry, ticket in batch:
+            with self._tickets_lock:
+                unrun = self._tickets.pop(entry["t"], None) is not None
+            if not unrun:
+                continue  # the bus ran it: its caller has its answer
+            if ticket.name == "World.remove_user":
+                log.warning("cluster: a QUIT could not be appended; it is sent again later")
+                self._pending.append({**entry, "t": 0})
+            elif ticket.detached:
+                self._tell_sender(ticket, _unreachable(text))
+            else:
+                ticket.error = _unreachable(text)
+            ticket.done.set()
 
     def _append(self, entry: dict[str, Any]) -> str:
         expect_none_held("a call to Redis")
@@ -555,7 +593,7 @@ class Cluster:
                 codec.forget(args[0])
         except IRCError as exc:
             if ticket is not None and ticket.detached:
-                self._refuse(entry, exc)
+                self._tell_sender(ticket, exc)
             elif ticket is not None:
                 ticket.error = exc
         except Exception as exc:
