@@ -74,16 +74,21 @@ def lusers_replies(ctx: Context) -> None:
     # A connection leaves the server's set before the peer sees it closed, so one that
     # quit unregistered is no longer counted by the time anyone could ask.
     unknown = ctx.server.connection_count() - users
+    # One server: its local users are all the users (modern.ircdocs.horse 265/266); in a
+    # cluster, the network's users are on its nodes, and this node's are its own.
+    servers, local, here = 1, users, peak
+    if ctx.server.network is not None:
+        servers, local, here = ctx.server.network(not ctx.user.registered)
+        unknown = ctx.server.connection_count() - local
     ctx.reply(
         p.RPL_LUSERCLIENT,
-        f"There are {users - invisible} users and {invisible} invisible on 1 servers",
+        f"There are {users - invisible} users and {invisible} invisible on {servers} servers",
     )
     ctx.reply(p.RPL_LUSEROP, str(operators), "operator(s) online")
     ctx.reply(p.RPL_LUSERUNKNOWN, str(max(unknown, 0)), "unknown connection(s)")
     ctx.reply(p.RPL_LUSERCHANNELS, str(rooms), "rooms formed")
-    ctx.reply(p.RPL_LUSERME, f"I have {users} clients and 0 servers")
-    # One server: its local users are all the users (modern.ircdocs.horse 265/266).
-    ctx.reply(p.RPL_LOCALUSERS, str(users), str(peak), f"Current local users {users}, max {peak}")
+    ctx.reply(p.RPL_LUSERME, f"I have {local} clients and {servers - 1} servers")
+    ctx.reply(p.RPL_LOCALUSERS, str(local), str(here), f"Current local users {local}, max {here}")
     ctx.reply(p.RPL_GLOBALUSERS, str(users), str(peak), f"Current global users {users}, max {peak}")
 
 
@@ -138,7 +143,7 @@ def who_line(
             room_name,
             user.username,
             user.host,
-            ctx.server.name,
+            user.server or ctx.server.name,
             user.nick,
             flags,
             f"0 {user.realname}",
@@ -149,7 +154,7 @@ def who_line(
         "u": user.username,
         "i": user.host,
         "h": user.host,
-        "s": ctx.server.name,
+        "s": user.server or ctx.server.name,
         "n": user.nick,
         "f": flags,
         "d": "0",
@@ -221,7 +226,8 @@ def whois(ctx: Context, msg: Message) -> None:
     rooms = whois_rooms(ctx.user, list(other.rooms.values()), other, every)
     if rooms:
         ctx.reply_words(p.RPL_WHOISCHANNELS, other.nick, words=rooms)
-    ctx.reply(p.RPL_WHOISSERVER, other.nick, ctx.server.name, ctx.config.server.network)
+    server = other.server or ctx.server.name  # (in a cluster, the node they are on)
+    ctx.reply(p.RPL_WHOISSERVER, other.nick, server, ctx.config.server.network)
     if other.oper:
         ctx.reply(p.RPL_WHOISOPERATOR, other.nick, "is a server operator")
     if other.bot:
@@ -231,10 +237,15 @@ def whois(ctx: Context, msg: Message) -> None:
         ctx.reply(p.RPL_WHOISACCOUNT, other.nick, account, "is logged in as")
     if other.away is not None:
         ctx.reply(p.RPL_AWAY, other.nick, other.away)
-    idle = int(time.time() - other.last_spoke)
-    ctx.reply(
-        p.RPL_WHOISIDLE, other.nick, str(idle), str(int(other.signon)), "seconds idle, signon time"
-    )
+    if server == ctx.server.name:  # (how long someone on another node is idle, it knows)
+        idle = int(time.time() - other.last_spoke)
+        ctx.reply(
+            p.RPL_WHOISIDLE,
+            other.nick,
+            str(idle),
+            str(int(other.signon)),
+            "seconds idle, signon time",
+        )
     ctx.reply(p.RPL_ENDOFWHOIS, other.nick, "End of /WHOIS list")
 
 

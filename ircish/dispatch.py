@@ -58,6 +58,9 @@ class Dispatcher:
         self.reload: Callable[[Callable[[list[str]], None]], None] | None = None
         #: Where the config came from (382 names it).
         self.config_source = "built-in defaults"
+        #: In a cluster: (nodes, registered users here, the most there were) for LUSERS,
+        #: given how many are about to register; None: one server, all users its own.
+        self.network: Callable[[int], tuple[int, int, int]] | None = None
 
     def dispatch(self, session: SenderSession, msg: Message) -> None:
         """Check `msg` against the command table and run its handler; send the replies."""

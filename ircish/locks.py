@@ -38,6 +38,7 @@ ALONE = frozenset(
         "LoginLimiter._lock",
         "private history lock",
         "Cluster.tickets_lock",
+        "Cluster.up_lock",
     }
 )
 #: Several locks of one name at once only under another: room locks (nick change, quit).

@@ -489,7 +489,8 @@ def _whois_idle(msg: Message) -> str:
 def _error_reply(msg: Message) -> str:
     if len(msg.params) < 2:
         return f"! error {strip_formatting(msg.command)}"
-    middle = " ".join(_params(msg, 1, -1))
+    # ("*" stands for no command or target: 400 <me> * :<text>)
+    middle = " ".join(param for param in _params(msg, 1, -1) if param != "*")
     return f"! {_text(msg)}: {middle}" if middle else f"! {_text(msg)}"
 
 

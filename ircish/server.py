@@ -178,6 +178,8 @@ class Server:
         self.writer: Writer | None = None
         #: This node's part in a network of nodes (ircish/cluster); None: on its own.
         self.cluster: Cluster | None = None
+        #: The most registered users connected here at once, as LUSERS last saw it.
+        self._local_peak = 0
         if config.cluster is not None:
             from ircish.cluster.node import Cluster
 
@@ -187,6 +189,8 @@ class Server:
         self.dispatcher = Dispatcher(commands, self.world, config, self.connection_count)
         self.dispatcher.reload = lambda tell: self.request_reload(lambda done: tell(done.lines()))
         self.dispatcher.config_source = source if reread is not None else "*"
+        if self.cluster is not None:
+            self.dispatcher.network = self._network_figures
         self.senders = SenderPool(config.server.sender_threads)
         self.connections: set[Connection] = set()
         #: Live connections per source address (max_clients_per_ip), under connections_lock.
@@ -449,6 +453,14 @@ class Server:
 
     def connection_count(self) -> int:
         return len(self.connections)
+
+    def _network_figures(self, joining: int) -> tuple[int, int, int]:
+        """A cluster node's LUSERS: the network's nodes, the registered users connected
+        here (and `joining`, about to be), and the most there have been, as LUSERS saw."""
+        assert self.cluster is not None
+        here = sum(conn.user.registered for conn in self._snapshot()) + joining
+        self._local_peak = peak = max(self._local_peak, here)
+        return max(1, self.cluster.node_count), here, peak
 
     def figures(self) -> Figures:
         """The live connections and the counts so far, copied at one moment under

@@ -52,7 +52,8 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   password hashing happens with no lock held. The private history lock (`World`)
   is taken alone too: it gives private lines their order.
 - `Cluster.tickets_lock` (ircish/cluster/node.py, a cluster node's commands waiting for
-  the shared log) is taken alone, and no Redis call happens under any lock.
+  the shared log) and `Cluster.up_lock` (whether Redis answers) are taken alone, and no
+  Redis call happens under any lock.
 
 In a cluster (ircish/cluster), the methods marked `@shared` are the changes every node
 makes: called by a reader thread, one is appended to the shared log in Redis (holding no
@@ -243,6 +244,8 @@ class User:
         #: (ircish/cluster); None until a shared change first names them, and always in a
         #: single process.
         self.uid: str | None = None
+        #: The server (a cluster's node) they are connected to; None: this one.
+        self.server: str | None = None
         self.nick: str | None = None
         self.username = ""
         self.realname = ""

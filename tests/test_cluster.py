@@ -266,8 +266,14 @@ def test_redis_gone_refuses_then_recovers(
     assert n1.health() == "Redis cannot be reached: messages are refused"
     scraped = generate_latest(registry_for(n1)).decode()
     assert "ircish_cluster_redis_up 0.0" in scraped
-    alice.send("PRIVMSG #r :into the void")
+    alice.send("PRIVMSG #r :into the void")  # refused where it was typed: #r
+    alice.expect(r" 404 alice #r :The network cannot be reached just now; nothing was done")
+    alice.send("PRIVMSG bob :are you there?")
+    alice.expect(r" 400 alice PRIVMSG :The network cannot be reached just now; nothing was")
+    alice.send("@+typing=active TAGMSG #r")  # (a typing notice is not worth a refusal)
+    alice.send("JOIN #elsewhere")  # a command that waits for the network
     alice.expect(r" 400 alice \* :The network cannot be reached")
+    assert not any("TAGMSG" in line or " 404 " in line for line in alice.sync())
     redis_server.restart()
     for client in (alice, bob):
         client.expect(r"NOTICE \S+ :The network is back")
@@ -276,7 +282,7 @@ def test_redis_gone_refuses_then_recovers(
     deadline = time.monotonic() + TIMEOUT
     while True:
         alice.send("PRIVMSG #r :are we back?")
-        if not any(" 400 " in line for line in alice.sync()):
+        if not any(" 400 " in line or " 404 " in line for line in alice.sync()):
             break
         assert time.monotonic() < deadline, "the node did not come back"
         time.sleep(0.2)
@@ -505,7 +511,7 @@ def test_a_redis_restart_under_traffic_loses_and_reorders_nothing(
     for client in members:
         lines = client.collect_until(r"PRIVMSG #r :end$", timeout=TIMEOUT * 2)
         seen.append([m[1] for line in lines if (m := re.search(r" PRIVMSG #r :(\d+-\d+)$", line))])
-        refused += [line for line in lines if " 400 " in line]
+        refused += [line for line in lines if " 400 " in line or " 404 " in line]
     assert all(sequence == seen[0] for sequence in seen), "members saw different orders"
     assert len(seen[0]) + len(refused) == per_sender * len(members), (len(seen[0]), refused)
     assert len(set(seen[0])) == len(seen[0]), "a line was delivered twice"
@@ -668,3 +674,32 @@ def test_the_log_is_trimmed_up_to_the_slowest_node_and_no_further(
     finally:
         held.set()
     assert texts(bob, 100, r" PRIVMSG #r :(\d+)$") == [str(n) for n in range(300, 400)]
+
+
+def test_whois_who_and_lusers_tell_which_node_a_user_is_on(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    n1, n2 = nodes("n1", "n2")
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    alice.join("#r")
+    bob.join("#r")
+    caught_up(redis_server, n1, n2)
+    alice.send("WHOIS bob")
+    whois = alice.collect_until(r" 318 alice bob ")
+    assert any(" 312 alice bob n2.test " in line for line in whois), whois
+    assert not any(" 317 " in line for line in whois)  # idle: only bob's node knows it
+    alice.send("WHOIS alice")
+    whois = alice.collect_until(r" 318 alice alice ")
+    assert any(" 312 alice alice n1.test " in line for line in whois), whois
+    assert any(" 317 alice alice " in line for line in whois), whois
+    alice.send("WHO #r")
+    who = alice.collect_until(r" 315 alice #r ")
+    assert any(re.search(r" 352 alice #r u \S+ n2\.test bob ", line) for line in who), who
+    assert any(re.search(r" 352 alice #r u \S+ n1\.test alice ", line) for line in who), who
+    wait_for(lambda: n1.cluster is not None and n1.cluster.node_count == 2)  # (a lease tick)
+    alice.send("LUSERS")
+    lusers = alice.collect_until(r" 266 alice ")
+    assert any("There are 2 users and 0 invisible on 2 servers" in line for line in lusers)
+    assert any(" 255 alice :I have 1 clients and 1 servers" in line for line in lusers)
+    assert any(" 265 alice 1 1 " in line for line in lusers), lusers
+    assert any(" 266 alice 2 2 " in line for line in lusers), lusers

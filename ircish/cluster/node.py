@@ -186,6 +186,8 @@ class Cluster:
         self._release = self._lease_redis.register_script(_RELEASE)
         self._forget_node = self._lease_redis.register_script(_FORGET_NODE)
         self._tickets_lock = new_lock("Cluster.tickets_lock")
+        #: Guards the flip of `up`, so one thread tells everyone that Redis is down or back.
+        self._up_lock = new_lock("Cluster.up_lock")
         #: What reader threads queued for the appender thread (`call`): a deque (an append
         #: takes no lock) and the wake-up, whose own lock is never held with another.
         self._outbox: deque[tuple[dict[str, Any], Ticket]] = deque()
@@ -213,6 +215,8 @@ class Cluster:
         self._pending: deque[dict[str, Any]] = deque()
         #: Whether Redis answered the last time the lease thread asked.
         self.up = True
+        #: Nodes in the network, as the lease thread last read the table (LUSERS).
+        self.node_count = 1
         #: The network's data mark in Redis (`_read_epoch`).
         self.epoch: str | None = None
         #: Set when this node must start again (Redis lost the network's data, or the
@@ -298,7 +302,9 @@ class Cluster:
             at = self._append({"k": "hello", "q": request})
             # From here on the log is kept for this node too (see `_trim_point`).
             self._redis.hset(self._applied_key, self.node, at)
-            if not self._live_nodes():
+            live = self._live_nodes()
+            self.node_count = len(live) + 1
+            if not live:
                 log.info("cluster: first node of the network (log at %s)", at)
                 return at
             state = self._wait_for_state(request)
@@ -431,6 +437,9 @@ class Cluster:
                     pipe.execute()
                 except redis.RedisError as exc:
                     self._settle(batch, exc)
+                except Exception:  # (a bug: logged, and the thread goes on)
+                    log.exception("cluster: the appender failed a batch")
+                    self._settle(batch, redis.ConnectionError("the appender failed"))
 
     def _settle(self, batch: list[tuple[dict[str, Any], Ticket]], exc: redis.RedisError) -> None:
         """Redis failed to answer a batch of appends: which were appended all the same
@@ -442,7 +451,7 @@ class Cluster:
         answer, they are told the truth: it may have been done. A QUIT is sent again later
         instead (twice in the log is harmless: one QUIT)."""
         definite = "connecting to" in str(exc) or isinstance(exc.__cause__, ConnectionRefusedError)
-        log.warning("cluster: cannot reach Redis: %s", exc)
+        self._went_down(exc)
         deadline = time.monotonic() + self.timeout
         mark = None
         while mark is None and not definite and time.monotonic() < deadline:
@@ -469,7 +478,17 @@ class Cluster:
                 log.warning("cluster: a QUIT could not be appended; it is sent again later")
                 self._pending.append({**entry, "t": 0})
             elif ticket.detached:
-                self._tell_sender(ticket, _unreachable(text))
+                # Shown where it was typed: a room's refusal is a 404 (irssi and WeeChat put
+                # it in the room's window). A TAGMSG (+typing) that fails is not worth one.
+                command = next(
+                    arg["M"][0] for arg in entry["a"] if isinstance(arg, dict) and "M" in arg
+                )
+                room = entry["s"]
+                if command != "TAGMSG":
+                    refusal = IRCError(p.ERR_CANNOTSENDTOCHAN, room, text) if room else None
+                    self._tell_sender(
+                        ticket, refusal or IRCError(p.ERR_UNKNOWNERROR, command, text)
+                    )
             else:
                 ticket.error = _unreachable(text)
             ticket.done.set()
@@ -667,18 +686,13 @@ class Cluster:
                 self._find_gone()
                 self._trim_to = self._trim_point()
                 self._send_pending()
-                if not self.up:
+                with self._up_lock:
+                    back, self.up = not self.up, True
+                if back:
                     log.warning("cluster: Redis is back")
                     self._tell_everyone("The network is back: messages go through again")
-                self.up = True
             except redis.RedisError as exc:
-                if self.up:
-                    log.warning("cluster: Redis cannot be reached: %s", exc)
-                    self._tell_everyone(
-                        "The network cannot be reached (its Redis is down): what you send is "
-                        "refused until it is back"
-                    )
-                self.up = False
+                self._went_down(exc)
             except Exception:
                 log.exception("cluster: the lease thread failed a round")
 
@@ -690,6 +704,18 @@ class Cluster:
         if not self.up:
             return "Redis cannot be reached: messages are refused"
         return None
+
+    def _went_down(self, exc: redis.RedisError) -> None:
+        """Redis failed to answer (the lease or the appender thread): the first to notice
+        tells everyone, before the refusals that follow (holding no lock)."""
+        with self._up_lock:
+            first, self.up = self.up, False
+        if first:
+            log.warning("cluster: Redis cannot be reached: %s", exc)
+            self._tell_everyone(
+                "The network cannot be reached (its Redis is down): what you send is "
+                "refused until it is back"
+            )
 
     def _tell_everyone(self, text: str) -> None:
         """A server notice to every user of this node (the lease thread, holding no lock)."""
@@ -711,7 +737,9 @@ class Cluster:
             log.error("cluster: another life holds the name %s", self.node)
 
     def _find_gone(self) -> None:
-        for name, incarnation in self._lease_redis.hgetall(self._nodes_key).items():
+        nodes = self._lease_redis.hgetall(self._nodes_key)
+        self.node_count = len(nodes)
+        for name, incarnation in nodes.items():
             if name == self.node:
                 continue
             if self._lease_redis.get(self._key("node", name)) != incarnation:

@@ -58,7 +58,7 @@ _STATE_TYPES = {cls.__name__: cls for cls in (AccountState, ScramKeys)}
 #: What a user's record carries to other nodes before it is registered (its details are
 #: set by its own reader thread until then; from registration on, only shared changes
 #: change them).
-_RECORD = ("username", "realname", "host", "signon", "bot")
+_RECORD = ("username", "realname", "host", "signon", "bot", "server")
 
 
 def node_of(uid: str) -> tuple[str, str]:
@@ -97,6 +97,7 @@ class Codec:
             out: dict[str, Any] = {"U": value.uid}
             if not value.registered:
                 out["r"] = {key: getattr(value, key) for key in _RECORD}
+                out["r"]["server"] = self.world.server_name  # (theirs: this node's)
             return out
         if isinstance(value, Room):
             return {"R": value.name}
