@@ -354,7 +354,7 @@ class Server:
                 from ircish.store.redis import RedisStore
 
                 failures += (RedisError,)
-                path = "Redis at " + cluster.redis
+                path = "in Redis at " + cluster.redis
                 store = RedisStore(cluster.redis, cluster.prefix, cluster.timeout_ms / 1000)
         except failures as exc:
             raise StoreError(path or ":memory:", exc) from exc

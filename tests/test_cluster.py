@@ -532,9 +532,12 @@ def test_redis_losing_its_data_starts_the_network_again(
     for client in (alice, bob):
         closing = client.expect_closed(timeout=TIMEOUT)
         assert any("The network lost its state" in line for line in closing), closing
-    # Both nodes have joined again (the bus clears the flag once it has).
+    # Both nodes have joined again (the bus clears the flag once it has). Two nodes joining
+    # at once may each wait once for the other's state before one goes first: then it
+    # takes cluster.timeout_ms and a lease more.
     wait_for(
-        lambda: not any(node.cluster is None or node.cluster._lost.is_set() for node in (n1, n2))
+        lambda: not any(node.cluster is None or node.cluster._lost.is_set() for node in (n1, n2)),
+        timeout=2 * TIMEOUT + LEASE_MS / 1000 + 5,
     )
     alice2, bob2 = clients(n1, "alice"), clients(n2, "bob")
     caught_up(redis_server, n1, n2)
