@@ -706,3 +706,46 @@ def test_whois_who_and_lusers_tell_which_node_a_user_is_on(
     assert any(" 255 alice :I have 1 clients and 1 servers" in line for line in lusers)
     assert any(" 265 alice 1 1 " in line for line in lusers), lusers
     assert any(" 266 alice 2 2 " in line for line in lusers), lusers
+
+
+def test_three_node_processes_share_rooms_private_messages_modes_and_history(
+    clients: Callable[..., Client], redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """The whole thing as an operator runs it: three ircish-server processes on one
+    redis-server, a user on each."""
+    processes = [node_process(tmp_path, redis_server.url, f"n{i}") for i in (1, 2, 3)]
+    try:
+        alice, bob, carol = (
+            clients(node, nick) for node, nick in zip(processes, "abc", strict=True)
+        )
+        for client in (alice, bob, carol):
+            client.send("CAP REQ :echo-message")
+            client.sync()
+        alice.join("#r")
+        bob.join("#r")
+        carol.join("#r")
+        alice.expect(r"^:c!\S+ JOIN #r")
+        bob.expect(r"^:c!\S+ JOIN #r")
+        bob.send("PRIVMSG #r :one")
+        for client in (alice, bob, carol):
+            client.expect(r"^:b!\S+ PRIVMSG #r :one$")
+        carol.send("PRIVMSG a :psst")
+        alice.expect(r"^:c!\S+ PRIVMSG a :psst$")
+        alice.send("MODE #r +m")
+        for client in (alice, bob, carol):
+            client.expect(r"^:a!\S+ MODE #r \+m$")
+        bob.send("PRIVMSG #r :muted?")
+        bob.expect(r" 404 b #r ")
+        alice.send("KICK #r c :out")
+        for client in (alice, bob, carol):
+            client.expect(r"^:a!\S+ KICK #r c :out$")
+        bob.send("NICK bee")
+        alice.expect(r"^:b!\S+ NICK :?bee$")
+        alice.send("CAP REQ :batch server-time message-tags draft/chathistory")
+        alice.expect(r" ACK ")
+        alice.send("CHATHISTORY LATEST #r * 10")
+        batch = alice.collect_until(r"^:\S+ BATCH -")
+        assert any(line.endswith(" PRIVMSG #r :one") for line in batch), batch
+    finally:
+        for process in processes:
+            process.stop()
