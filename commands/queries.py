@@ -357,14 +357,16 @@ def time_(ctx: Context, msg: Message) -> None:
 def away(ctx: Context, msg: Message) -> None:
     """Mark yourself away with a message; AWAY alone marks you back."""
     text = msg.param(0)
-    if text:
+    away = clip(text, ctx.config.limits.away_length) if text else None
+    if ctx.world.cluster is not None:  # the network may refuse it: confirmed once done
+        ctx.world.set_away(ctx.user, away)
+    if away is not None:
         ctx.reply(p.RPL_NOWAWAY, "You have been marked as being away")
-        ctx.flush()  # the answer first, then what away-notify tells others
-        ctx.world.set_away(ctx.user, clip(text, ctx.config.limits.away_length))
     else:
         ctx.reply(p.RPL_UNAWAY, "You are no longer marked as being away")
-        ctx.flush()
-        ctx.world.set_away(ctx.user, None)
+    if ctx.world.cluster is None:
+        ctx.flush()  # the answer first, then what away-notify tells others
+        ctx.world.set_away(ctx.user, away)
 
 
 @command("MOTD", syntax="")

@@ -89,7 +89,11 @@ def try_register(ctx: Context) -> None:
     for line in missed_private_lines(ctx):  # logged in while connecting (SASL, PASS)
         ctx.send(line)
     ctx.flush()
-    ctx.world.mark_registered(user)
+    try:
+        ctx.world.mark_registered(user)
+    except IRCError as exc:  # (a cluster whose Redis cannot be reached: not registered)
+        ctx.disconnect("Could not register", f"Could not register: {exc.params[-1]}")
+        raise
     log.info(
         "%s registered: %s (%s%s)",
         ctx.conn,

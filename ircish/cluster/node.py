@@ -50,7 +50,7 @@ from ircish.events import act_for, fixed_clock, free_clock, is_gathering
 from ircish.locks import expect_none_held, new_lock
 from ircish.protocol import IRCError, Message
 from ircish.shared import SHARED
-from ircish.store import AccountState, RoomState, StoredLine, is_private_target
+from ircish.store import AccountState, RoomState, StoredLine
 from ircish.world import Room, User, World
 
 if TYPE_CHECKING:
@@ -584,7 +584,8 @@ class Cluster:
                 return
             kind = entry.get("k")
             ms, seq = entry_id.split("-")
-            fixed_clock(int(ms) / 1000, f"{int(ms):x}{int(seq):x}-")
+            # (Half a millisecond in: millis() of it is the entry's millisecond exactly.)
+            fixed_clock((int(ms) + 0.5) / 1000, f"{int(ms):x}{int(seq):x}-")
             try:
                 if kind is None:
                     self._run(entry, ticket)
@@ -786,14 +787,24 @@ class OwnKeeper:
         self._writer = writer
         self._cluster = cluster
         self.store = writer.store
+        #: Target -> the seq of the last line this node handed its writer.
+        self._mine: dict[str, int] = {}
 
     def submit(self, line: StoredLine) -> bool:
-        return self._writer.submit(line) if self._cluster.writing() else True
+        if not self._cluster.writing():
+            return True
+        self._mine[line.target] = line.seq  # (the bus thread's)
+        return self._writer.submit(line)
 
     def written_upto(self, target: str, epoch: int) -> int | None:
-        if is_private_target(target):  # (a private read waits for this node's lines)
-            return self._writer.written_upto(target, epoch)
-        return sys.maxsize
+        """While this node's writer has not written its last line of `target`, how far it
+        has (the window keeps what follows); once it has, all of it (lines of others are
+        theirs to write)."""
+        mine = self._mine.get(target)
+        written = self._writer.written_upto(target, epoch)
+        if mine is None or (written is not None and written >= mine):
+            return sys.maxsize
+        return written
 
     def forget(self, target: str, epoch: int) -> None:
         if self._cluster.writing():

@@ -235,6 +235,7 @@ class Codec:
             "window": [list(line) for line in room.window or ()],
             "seq": room.seq,
             "epoch": room.epoch,
+            "oldest": room.oldest_epoch,
             "complete": room.window_complete,
         }
 
@@ -283,7 +284,7 @@ class Codec:
             if modes.PERMANENT not in state.flags:
                 room.flags.discard(modes.PERMANENT)
             room.seq = record["seq"]
-            room.epoch = room.oldest_epoch = record["epoch"]
+            room.epoch, room.oldest_epoch = record["epoch"], record["oldest"]
             room.window_complete = record["complete"]
             for uid, status in record["members"]:
                 room.members[users[uid]] = status
