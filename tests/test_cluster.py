@@ -69,6 +69,26 @@ def clients() -> Iterator[Callable[..., Client]]:
         client.close()
 
 
+def capped(client: Client, nick: str, caps: str) -> Client:
+    """`client` registered as `nick` with `caps` (CAP REQ before NICK/USER, then END)."""
+    client.send(f"CAP REQ :{caps}")
+    client.send_registration(nick)
+    client.send("CAP END")
+    client.expect(r" (376|422) ")
+    return client
+
+
+def members_of_r(servers: list[Server], clients: Callable[..., Client]) -> list[Client]:
+    """One member of #r on each node (m0, m1, ...), each with echo-message, so each sees
+    its own lines in the room's order."""
+    members = []
+    for index, server in enumerate(servers):
+        client = capped(clients(server), f"m{index}", "echo-message")
+        client.join("#r")
+        members.append(client)
+    return members
+
+
 def texts(client: Client, count: int, pattern: str = r" PRIVMSG #r :(.*)$") -> list[str]:
     """The next `count` texts matching `pattern` that `client` gets, in order."""
     found = []
@@ -103,15 +123,7 @@ def test_every_member_sees_one_order(nodes: Nodes, clients: Callable[..., Client
     too, through echo-message) sees the same sequence; each sender's own lines in the
     order sent."""
     servers = nodes("n1", "n2", "n3")
-    members = []
-    for index, server in enumerate(servers):
-        client = clients(server)
-        client.send("CAP REQ :echo-message")
-        client.send_registration(f"m{index}")
-        client.send("CAP END")
-        client.expect(r" (376|422) ")
-        client.join("#r")
-        members.append(client)
+    members = members_of_r(servers, clients)
     watcher = clients(servers[1], "watcher")
     watcher.join("#r")
     for client in members:
@@ -236,11 +248,7 @@ def test_a_labeled_message_gets_one_labeled_echo(
     nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
 ) -> None:
     n1, n2 = nodes("n1", "n2")
-    alice = clients(n1)
-    alice.send("CAP REQ :echo-message labeled-response batch message-tags")
-    alice.send_registration("alice")
-    alice.send("CAP END")
-    alice.expect(r" (376|422) ")
+    alice = capped(clients(n1), "alice", "echo-message labeled-response batch message-tags")
     bob = clients(n2, "bob")
     caught_up(redis_server, n1, n2)
     alice.send("@label=one PRIVMSG bob :hi")
@@ -476,15 +484,7 @@ def test_a_redis_restart_under_traffic_loses_and_reorders_nothing(
     """Senders on three nodes talk while Redis restarts (with its append-only file): every
     line is either refused to its sender (400) or seen by every member, in one order."""
     servers = nodes("n1", "n2", "n3", lease_ms=10000)
-    members = []
-    for index, server in enumerate(servers):
-        client = clients(server)
-        client.send("CAP REQ :echo-message")
-        client.send_registration(f"m{index}")
-        client.send("CAP END")
-        client.expect(r" (376|422) ")
-        client.join("#r")
-        members.append(client)
+    members = members_of_r(servers, clients)
     caught_up(redis_server, *servers)
     for client in members:
         client.sync()
@@ -568,11 +568,7 @@ def test_history_said_on_two_nodes_is_read_on_a_third(
     caught_up(redis_server, n1, n2, n3)
     for server in (n1, n2):  # each node's writer has written its own lines
         assert server.writer is not None and server.writer.flush(TIMEOUT)
-    carol = clients(n3)
-    carol.send("CAP REQ :batch server-time message-tags draft/chathistory")
-    carol.send_registration("carol")
-    carol.send("CAP END")
-    carol.expect(r" (376|422) ")
+    carol = capped(clients(n3), "carol", "batch server-time message-tags draft/chathistory")
     carol.join("#r")
     carol.sync()
     carol.send("CHATHISTORY LATEST #r * 50")

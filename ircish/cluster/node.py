@@ -39,8 +39,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ircish import protocol as p
 from ircish.accounts import Accounts
@@ -51,6 +49,7 @@ from ircish.locks import expect_none_held, new_lock
 from ircish.protocol import IRCError, Message
 from ircish.shared import SHARED
 from ircish.store import AccountState, RoomState, StoredLine
+from ircish.store.redis import redis_client
 from ircish.world import Room, User, World
 
 if TYPE_CHECKING:
@@ -228,21 +227,7 @@ class Cluster:
         return ":".join((self.config.prefix, *parts))
 
     def _connect(self, timeout: float, connections: int = 1) -> redis.Redis:
-        """A client with at most `connections` connections to Redis; a thread that finds
-        them all busy waits for one (a connection per reader thread would be one per
-        user). No retries inside redis-py: an XADD sent again after a timeout could be in
-        the log twice, and a timeout must reach the user within timeout_ms, not ten tries
-        later."""
-        pool = redis.BlockingConnectionPool.from_url(
-            self.config.redis,
-            max_connections=connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return redis.Redis(connection_pool=pool)
+        return redis_client(self.config.redis, timeout, connections)
 
     # -- joining and leaving ------------------------------------------------------------
 

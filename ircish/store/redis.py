@@ -47,6 +47,23 @@ CONNECTIONS = 8
 PAGE = 200
 
 
+def redis_client(url: str, timeout: float, connections: int) -> redis.Redis:
+    """A client of the Redis at `url` with at most `connections` connections; a thread that
+    finds them all busy waits for one (up to `timeout`). No retries inside redis-py: a
+    write sent again after a timeout could be made twice (an XADD in the log twice), and a
+    timeout must reach the user within `timeout`, not ten tries later."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return redis.Redis(connection_pool=pool)
+
+
 def _key(seq: int) -> str:
     return f"{seq:0{SEQ_DIGITS}d}"
 
@@ -88,16 +105,7 @@ class RedisStore:
         self._prefix = prefix
         # A few connections whatever the number of reader threads (a waiting reader waits
         # for one, as for SQLite's pool).
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=CONNECTIONS,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis = redis.Redis(connection_pool=pool)
+        self._redis = redis_client(url, timeout, CONNECTIONS)
         self._redis.ping()  # a wrong URL or a Redis that is not there fails the start
 
     def _k(self, *parts: str) -> str:
