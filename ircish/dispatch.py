@@ -73,6 +73,9 @@ class Dispatcher:
             self._dispatch(session, msg)
 
     def _dispatch(self, session: SenderSession, msg: Message) -> None:
+        cluster = self.world.cluster
+        if cluster is not None:  # what this client's messages before it caused comes first
+            cluster.settle(msg.command)
         ctx = Context(session, self)
         spec = self.commands.get(msg.command)
         try:

@@ -21,6 +21,11 @@ class Network(Protocol):
         """Whether this thread is applying the shared log (then a change runs here)."""
         ...
 
+    def settle(self, command: str) -> None:
+        """Before `command` of the calling thread's client: wait until its messages so far
+        (which do not wait: see `call`) have been applied, unless it is one too."""
+        ...
+
     def call(self, name: str, owner: object, args: tuple, kwargs: dict) -> Any:
         """Order `owner.name(*args, **kwargs)` in the shared log, wait until this node has
         run it, and return what it returned here (or raise what it raised)."""

@@ -4,6 +4,7 @@ build on are in tests/helpers.py and tests/redis_server.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # Before anything imports ircish: every lock the servers make checks the lock order
@@ -14,7 +15,9 @@ os.environ["IRCISH_CHECK_LOCKS"] = "1"
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
+from cluster_suite import cluster_mark
 from helpers import COMMANDS, TIMEOUT, Client, Recorder, ServerProcess, make_config
+from network import CLUSTER_NODES, Network, short_bus_reads, shut_down, start_network
 from redis_server import HOW_TO_GET_IT, REDIS_SERVER, RedisProcess
 
 from ircish import locks
@@ -22,6 +25,24 @@ from ircish.client.session import Session, SessionConfig
 from ircish.commands import CommandSpec
 from ircish.config import Config
 from ircish.server import Server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "single_node(reason): looks at one server process; skipped with IRCISH_TEST_CLUSTER",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With IRCISH_TEST_CLUSTER: skip what needs one process or a feature the network does
+    not share yet, and expect the known server bugs to fail (tests/cluster_suite.py)."""
+    if not CLUSTER_NODES:
+        return
+    for item in items:
+        mark = cluster_mark(item)
+        if mark is not None:
+            item.add_marker(mark)
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +58,13 @@ def no_lock_order_violations() -> Iterator[None]:
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[..., Server]]:
-    """Start servers with `make_config` settings; all are shut down after the test."""
+def start_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
+    """Start servers with `make_config` settings; all are shut down after the test.
+    With IRCISH_TEST_CLUSTER=N each is a network of N nodes, the first handed back (see
+    tests/network.py); a config that names its own cluster is one node as given."""
+    if CLUSTER_NODES:
+        yield from _start_networks(request)
+        return
     servers: list[Server] = []
 
     def start(
@@ -56,21 +82,83 @@ def start_server() -> Iterator[Callable[..., Server]]:
         server.shutdown(timeout=2.0)
 
 
+def _start_networks(request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
+    """`start_server` in cluster mode: the networks go to `networks`, by first node."""
+    networks: dict[Server, Network] = request.getfixturevalue("networks")
+    # Asked for now, not at the first start: then it is stopped after the nodes, not
+    # under their feet.
+    redis_server: RedisProcess = request.getfixturevalue("redis_server")
+    servers: list[Server] = []
+    # Only while networks of this mode run (tests/test_cluster.py's nodes keep their own).
+    short_reads = contextlib.ExitStack()
+
+    def start_node(config: Config, commands: Mapping[str, CommandSpec] = COMMANDS) -> Server:
+        server = Server(config, commands)
+        servers.append(server)  # shut down even if it fails to start
+        server.start()
+        return server
+
+    def start(
+        config: Config | None = None,
+        commands: Mapping[str, CommandSpec] = COMMANDS,
+        **settings: object,
+    ) -> Server:
+        config = config or make_config(**settings)
+        if config.cluster is not None:  # a test of the cluster itself (tests/test_cluster.py)
+            return start_node(config, commands)
+        if not networks:
+            short_reads.enter_context(short_bus_reads())
+        network = start_network(
+            lambda node: start_node(node, commands),
+            config,
+            redis_server.url,
+            len(networks),
+            CLUSTER_NODES,
+        )
+        networks[network.nodes[0]] = network
+        return network.nodes[0]
+
+    with short_reads:
+        yield start
+        try:
+            if redis_server.running:
+                for network in networks.values():
+                    if not any(node._stopping.is_set() for node in network.nodes):
+                        network.same_copies()
+        finally:
+            shut_down(servers, timeout=2.0)
+
+
+@pytest.fixture
+def networks() -> Iterator[dict[Server, Network]]:
+    """Cluster mode: the networks a test started, by the node `start_server` returned."""
+    found: dict[Server, Network] = {}
+    yield found
+    for network in found.values():
+        network.close()
+
+
 @pytest.fixture
 def server(start_server: Callable[..., Server]) -> Server:
     return start_server()
 
 
 @pytest.fixture
-def connect(server: Server) -> Iterator[Callable[..., Client]]:
-    """Open clients to `server` (registered if a nick is given); all closed afterwards."""
+def connect(server: Server, request: pytest.FixtureRequest) -> Iterator[Callable[..., Client]]:
+    """Open clients to `server` (registered if a nick is given); all closed afterwards.
+    In cluster mode they go round-robin over its network's nodes."""
     clients: list[Client] = []
+    networks: dict[Server, Network] = request.getfixturevalue("networks") if CLUSTER_NODES else {}
 
     def open_client(
         nick: str | None = None, target: Server | None = None, source: str | None = None
     ) -> Client:
-        client = Client((target or server).address, source=source)
+        network = networks.get(target or server)
+        node = (target or server) if network is None else network.next_node()
+        client = Client(node.address, source=source)
         clients.append(client)
+        if network is not None:
+            client.network = network
         if nick:
             client.register(nick)
         return client

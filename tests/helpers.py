@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -132,11 +133,28 @@ def add_account(server: Server, name: str, password: str = ACCOUNT_PASSWORD) -> 
     assert server.world.accounts.create(AccountState(name, encoded, scram))  # type: ignore[arg-type]
 
 
+class Settling(Protocol):
+    """A network of nodes as its clients wait for it (tests/network.py `Network`)."""
+
+    def caught_up(self) -> None:
+        """Every node has applied the whole shared log as it is now."""
+
+    def settled(self) -> None:
+        """No node has a change on the way to the log, and every node has caught up."""
+
+    def registered(self, nick: str) -> None:
+        """Every node finds `nick` registered, and has caught up."""
+
+
 class Client:
     """A raw socket client that speaks lines and waits for expected ones."""
 
     #: Keep the `HH:MM ` before each text-mode line (most tests compare the text).
     keep_stamps = False
+    #: In cluster mode, the network of nodes this client is on (tests/network.py): after
+    #: registering, after each JOIN and around a `sync` the client waits until every node
+    #: knows what it did (or was sent), as one server would. None: one server.
+    network: Settling | None = None
 
     def __init__(
         self, address: tuple[str, int], nick: str | None = None, source: str | None = None
@@ -234,16 +252,37 @@ class Client:
     def register(self, nick: str, user: str = "u", realname: str = "Real Name") -> None:
         self.send_registration(nick, user, realname)
         self.expect(r" 376 | 422 ")
+        if self.network is not None:
+            self.network.registered(nick)
 
     def sync(self) -> list[str]:
         """Round-trip a PING; the lines that arrived before the PONG.
 
         The server handles one connection's lines in order, so everything sent
         earlier has been handled (and its replies are among the lines returned).
+        In cluster mode, see `_network_sync`.
         """
+        if self.network is not None:
+            return self._network_sync()
+        return self._ping()
+
+    def _ping(self) -> list[str]:
         token = f"sync{time.monotonic_ns()}"
         self.send(f"PING {token}")
         return self.collect_until(rf"^:(\S+) PONG \1 {token}$")[:-1]
+
+    def _network_sync(self) -> list[str]:
+        """`sync` on a network of nodes, with what it means on one server: every node has
+        applied the log first (what others did reaches this client before the PONG), and
+        after (what this client did is known everywhere). A second PING after that: a
+        message is applied after its sender's next lines are read (ircish/cluster/node.py
+        DETACHED), so its echo or refusal may follow the first PONG
+        (tests/test_cluster_findings.py shows it)."""
+        assert self.network is not None
+        self.network.settled()
+        lines = self._ping()
+        self.network.settled()
+        return lines + self._ping()
 
     def messages(self) -> list[Message]:
         """`sync`, parsed."""
@@ -254,6 +293,8 @@ class Client:
         for room in rooms:
             self.send(f"JOIN {room}")
             self.expect(rf" {p.RPL_ENDOFNAMES} {self.nick} {re.escape(room)} ")
+            if self.network is not None:  # the 366 comes as the JOIN is applied: in the log
+                self.network.caught_up()
 
     def names(self, room: str) -> list[str]:
         """The nicks a NAMES of `room` lists (after dropping what came before)."""
@@ -284,6 +325,8 @@ def capped(
     client.send_registration(nick)
     client.send("CAP END")
     client.expect(r" (376|422) ")
+    if client.network is not None:
+        client.network.registered(nick)
     return client
 
 

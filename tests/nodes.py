@@ -4,6 +4,7 @@ has applied the log, and a node's copy of the network to compare with another's.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from helpers import make_config, wait_for
 from redis_server import RedisProcess
@@ -39,15 +40,23 @@ def _id(entry_id: str) -> tuple[int, int]:
 
 
 def caught_up(redis_server: RedisProcess, *servers: Server) -> None:
-    """Wait until every node has applied the whole log so far. A node answers a lookup
-    (is bob online?) from its own copy, which may be a moment behind the log: a test
-    that has just seen bob registered on n2 waits for n1 to know it too."""
+    """Wait until every node has applied the whole log, and the log has stopped growing
+    for a moment. A node answers a lookup (is bob online?) from its own copy, which may be
+    a moment behind the log: a test that has just seen bob registered on n2 waits for n1
+    to know it too (a client has its 376 just before its registration goes in the log)."""
     client = redis_server.client(decode_responses=True)
-    last = client.xinfo_stream("ircish:log")["last-generated-id"]
-    wait_for(
-        lambda: all(
-            _id(server.cluster.applied_id) >= _id(last)
-            for server in servers
-            if server.cluster is not None
+
+    def last() -> tuple[int, int]:
+        return _id(client.xinfo_stream("ircish:log")["last-generated-id"])
+
+    seen = None
+    while seen != (now := last()):
+        seen = now
+        wait_for(
+            lambda: all(
+                _id(server.cluster.applied_id) >= now
+                for server in servers
+                if server.cluster is not None
+            )
         )
-    )
+        time.sleep(0.05)

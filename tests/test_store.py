@@ -384,3 +384,8 @@ def test_accounts_and_private_history_are_kept_and_dropped_together(store):
     assert store.accounts() == [AccountState("bob", "$scrypt$y")]
     assert store.private_targets("alice") == []
     assert latest(store, "alice bob", 10) == []
+    # bob keeps the conversation, filed as with the nick ~alice (whoever registers alice
+    # later reads none of it); the one with a guest goes.
+    assert store.private_targets("bob") == [("bob ~alice", 200)]
+    assert texts(latest(store, "bob ~alice", 10)) == ["line 1", "line 2"]
+    assert latest(store, "alice ~guest", 10) == []

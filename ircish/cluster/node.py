@@ -64,8 +64,10 @@ BLOCK_MS = 1000
 READ_COUNT = 512
 #: Entries the appender writes in one round trip at most.
 APPEND_BATCH = 256
-#: Changes whose caller waits for nothing (messages): see `Cluster._send_detached`.
+#: Changes whose caller waits for nothing (messages), and the commands that make them: see
+#: `Cluster.call` and `Cluster.settle`.
 DETACHED = frozenset({"Room.send_from", "World.tell_user"})
+RELAYED = frozenset({"PRIVMSG", "NOTICE", "TAGMSG"})
 #: What users of a node get when it starts again: Redis lost the network's data, or the
 #: other nodes declared this one gone (it could not renew its lease in time).
 LOST_ERROR = "The network lost its state (Redis restarted without its data); please reconnect"
@@ -129,6 +131,11 @@ class Ticket:
 ACCOUNTS = "*accounts"
 
 
+def _message_command(entry: dict[str, Any]) -> str:
+    """The IRC command of a detached message's entry (PRIVMSG, NOTICE, TAGMSG)."""
+    return next(arg["M"][0] for arg in entry["a"] if isinstance(arg, dict) and "M" in arg)
+
+
 def _entry_key(entry_id: str) -> tuple[int, int]:
     """A stream id (`ms-seq`) as something that sorts in the log's order."""
     ms, _, seq = entry_id.partition("-")
@@ -187,6 +194,8 @@ class Cluster:
         self._tickets_lock = new_lock("Cluster.tickets_lock")
         #: Guards the flip of `up`, so one thread tells everyone that Redis is down or back.
         self._up_lock = new_lock("Cluster.up_lock")
+        #: Per reader thread: its last message not waited for (`settle`).
+        self._outstanding = threading.local()
         #: What reader threads queued for the appender thread (`call`): a deque (an append
         #: takes no lock) and the wake-up, whose own lock is never held with another.
         self._outbox: deque[tuple[dict[str, Any], Ticket]] = deque()
@@ -381,6 +390,7 @@ class Cluster:
         self._outbox.append((entry, ticket))
         self._outbox_ready.set()
         if ticket.detached:  # (what the relay will make, as far as this node tells now)
+            self._outstanding.ticket = ticket
             return len(owner.members) if isinstance(owner, Room) else 1
         # (Twice the timeout: a failed append is settled within one, then the caller knows.)
         if not ticket.done.wait(2 * self.timeout):
@@ -393,6 +403,18 @@ class Cluster:
         if ticket.error is not None:
             raise ticket.error
         return ticket.result
+
+    def settle(self, command: str) -> None:
+        """A client's messages do not wait to be applied (`DETACHED`), but whatever it
+        sends after them, other than more messages, is answered only once they have been:
+        its echo and a refusal come before the PONG of a PING that follows, as on one
+        server. The reader thread waits for its last message's entry, if not applied yet."""
+        if command in RELAYED:
+            return
+        ticket = getattr(self._outstanding, "ticket", None)
+        if ticket is not None:
+            self._outstanding.ticket = None
+            ticket.done.wait(2 * self.timeout)
 
     def _tell_sender(self, ticket: Ticket, exc: IRCError) -> None:
         """The refusal of a detached message, sent to its sender (the bus, or the appender
@@ -465,9 +487,7 @@ class Cluster:
             elif ticket.detached:
                 # Shown where it was typed: a room's refusal is a 404 (irssi and WeeChat put
                 # it in the room's window). A TAGMSG (+typing) that fails is not worth one.
-                command = next(
-                    arg["M"][0] for arg in entry["a"] if isinstance(arg, dict) and "M" in arg
-                )
+                command = _message_command(entry)
                 room = entry["s"]
                 if command != "TAGMSG":
                     refusal = IRCError(p.ERR_CANNOTSENDTOCHAN, room, text) if room else None
@@ -598,7 +618,8 @@ class Cluster:
                 codec.forget(args[0])
         except IRCError as exc:
             if ticket is not None and ticket.detached:
-                self._tell_sender(ticket, exc)
+                if _message_command(entry) == "PRIVMSG":  # (a NOTICE is never answered)
+                    self._tell_sender(ticket, exc)
             elif ticket is not None:
                 ticket.error = exc
         except Exception as exc:

@@ -26,6 +26,7 @@ from redis.retry import Retry
 
 from ircish.protocol import casefold
 from ircish.store import (
+    ANONYMOUS,
     AccountState,
     Query,
     RoomState,
@@ -33,6 +34,7 @@ from ircish.store import (
     account_from_json,
     account_json,
     is_private_target,
+    private_target,
     room_from_json,
     room_json,
 )
@@ -180,10 +182,29 @@ class RedisStore:
         self._redis.hset(self._k("accounts"), casefold(state.name), json.dumps(account_json(state)))
 
     def drop_account(self, name: str) -> None:
-        self._redis.hdel(self._k("accounts"), name)
+        # As in SQLite: the dropped side's history goes; a conversation with another
+        # account stays that account's, filed as with the nick `~name` (someone not logged
+        # in), so whoever registers the name later reads none of it.
         for target in self._redis.smembers(self._k("private", name)):
+            first, _, second = target.partition(" ")
+            other = second if first == name else first
+            self._redis.srem(self._k("private", other), target)
+            if other == name or other.startswith(ANONYMOUS):
+                self._drop(target)
+                continue
+            kept = private_target(other, ANONYMOUS + name)
+            ids = self._redis.hgetall(self._k("msgids", target))
+            pipe = self._redis.pipeline(transaction=True)
+            hist = [self._k("hist", kept), self._k("hist", target)]
+            pipe.zunionstore(hist[0], hist)
+            if ids:
+                pipe.hset(self._k("msgids", kept), mapping=ids)
+            pipe.sadd(self._k("targets"), kept)
+            pipe.sadd(self._k("private", other), kept)
+            pipe.execute()
             self._drop(target)
         self._redis.delete(self._k("private", name))
+        self._redis.hdel(self._k("accounts"), name)
 
     # -- reading (any thread, holding no lock) -----------------------------------------
 
