@@ -1,27 +1,33 @@
 """One node of a network of ircish servers sharing one Redis.
 
 The network's changes are one ordered log: a Redis stream. A reader thread that makes a
-shared change (`ircish.world.shared`: a JOIN, a PRIVMSG, a nick change...) does not make
-it: it appends it to the stream and waits. Every node's bus thread reads the stream and
-runs each entry against its own copy of the network, in the stream's order, the writer's
-node included; only the bus delivers. So every member of a room, on any node, sees its
-events in one order, and a check (a nick taken, a ban, +m) gives the same answer on every
-node, since each makes it against the same state at the same point of the log: whichever
-of two claims of one nick comes first in the log wins, everywhere.
+shared change (`ircish.shared`: a JOIN, a PRIVMSG, a nick change...) does not make it: it
+queues it for the node's appender thread, which appends everything waiting in one round
+trip, and waits for it to be applied (a message does not wait: its refusal and echo come
+from the bus, and the client's next other command waits for it, `settle`). Every node's
+bus thread reads the stream and runs each entry against its own copy of the network, in
+the stream's order, the writer's node included; only the bus delivers. So every member of
+a room, on any node, sees its events in one order, and a check (a nick taken, a ban, +m)
+gives the same answer on every node, since each makes it against the same state at the
+same point of the log: whichever of two claims of one nick comes first in the log wins,
+everywhere.
 
 Nodes hold leases (a Redis key that expires). A node that stops renewing is declared gone
 by any other, with one entry in the log: every node then removes its users (one QUIT
-each) at that point, and ignores anything that node's life writes after it, so a node that
-was only stopped and wakes up cannot act for its users any more (it closes them, and
-comes back as a new life).
+each) at that point, and ignores anything that node's life writes after it; a node that
+was only stopped and wakes up learns it was declared gone, closes its users and joins
+again. Redis losing its data (an epoch key gone) makes every node start again the same way.
 
 A node joining a running network asks for the state at a point of the log (a `hello`
 entry): a node already in answers with its copy as it was at that entry, and the new node
-reads the log from there.
+reads the log from there. The log is trimmed up to the entry the slowest live node has
+applied.
 
-Threads: `cluster-bus` (reads and applies the log) and `cluster-lease` (renews the lease,
-finds nodes gone, retries QUITs that Redis refused). Locks: `Cluster.tickets_lock`, taken
-alone. No Redis call is made while any lock is held (`locks.expect_none_held`).
+Threads: `cluster-bus` (reads and applies the log), `cluster-append` (writes what reader
+threads queued) and `cluster-lease` (renews the lease, finds nodes gone, sends again QUITs
+that Redis refused, watches the epoch). Locks: `Cluster.tickets_lock` and
+`Cluster.up_lock`, each taken alone. No Redis call is made while any lock is held
+(`locks.expect_none_held`).
 """
 
 from __future__ import annotations
