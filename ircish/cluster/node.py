@@ -137,6 +137,11 @@ class Ticket:
 ACCOUNTS = "*accounts"
 
 
+def _encoded(entry: dict[str, Any]) -> str:
+    """A log entry as the stream keeps it: compact JSON."""
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+
+
 def _message_command(entry: dict[str, Any]) -> str:
     """The IRC command of a detached message's entry (PRIVMSG, NOTICE, TAGMSG)."""
     return next(arg["M"][0] for arg in entry["a"] if isinstance(arg, dict) and "M" in arg)
@@ -444,8 +449,7 @@ class Cluster:
                 pipe = client.pipeline(transaction=False)
                 trim = self._trim_to  # (one read: the lease thread replaces it)
                 for entry, _ticket in batch:
-                    data = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
-                    pipe.xadd(self._log_key, {"e": data}, minid=trim, approximate=True)
+                    pipe.xadd(self._log_key, {"e": _encoded(entry)}, minid=trim, approximate=True)
                 try:
                     pipe.execute()
                 except redis.RedisError as exc:
@@ -504,12 +508,17 @@ class Cluster:
                 ticket.error = _unreachable(text)
             ticket.done.set()
 
-    def _append(self, entry: dict[str, Any]) -> str:
+    def _append(self, entry: dict[str, Any], client: redis.Redis | None = None) -> str:
+        """Append one entry now (joining, a mark, a node gone, a QUIT sent again), outside
+        the appender's queue; an entry made by an earlier life keeps its origin."""
         expect_none_held("a call to Redis")
-        entry["o"], entry["i"] = self.node, self.incarnation
-        data = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+        entry.setdefault("o", self.node)
+        entry.setdefault("i", self.incarnation)
         trim = self._trim_to  # (one read: the lease thread replaces it)
-        return str(self._redis.xadd(self._log_key, {"e": data}, minid=trim, approximate=True))
+        added = (client or self._redis).xadd(
+            self._log_key, {"e": _encoded(entry)}, minid=trim, approximate=True
+        )
+        return str(added)
 
     # -- the bus thread -----------------------------------------------------------------
 
@@ -658,7 +667,7 @@ class Cluster:
             if self._bus_redis.exists(key):
                 return
             state = {"at": entry_id, "state": self.codec.export_state()}
-            data = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
+            data = _encoded(state)
             self._bus_redis.set(key, data, nx=True, ex=STATE_TTL)
         except redis.RedisError as exc:
             log.warning("cluster: could not send the state to %s: %s", entry["o"], exc)
@@ -758,7 +767,7 @@ class Cluster:
             if self._lease_redis.get(self._key("node", name)) != incarnation:
                 log.info("cluster: %s stopped renewing its lease", name)
                 entry = {"k": "gone", "n": name, "inc": incarnation}
-                self._append_with(self._lease_redis, entry)
+                self._append(entry, self._lease_redis)
                 self._forget_node(keys=[self._nodes_key], args=[name, incarnation])
 
     def _trim_point(self) -> str | None:
@@ -777,15 +786,8 @@ class Cluster:
 
     def _send_pending(self) -> None:
         while self._pending:
-            self._append_with(self._lease_redis, self._pending[0])
+            self._append(self._pending[0], self._lease_redis)
             self._pending.popleft()
-
-    def _append_with(self, client: redis.Redis, entry: dict[str, Any]) -> None:
-        expect_none_held("a call to Redis")
-        entry.setdefault("o", self.node)
-        entry.setdefault("i", self.incarnation)
-        data = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
-        client.xadd(self._log_key, {"e": data})
 
 
 class OwnKeeper:
@@ -819,6 +821,7 @@ class OwnKeeper:
         return written
 
     def forget(self, target: str, epoch: int) -> None:
+        self._mine.pop(target, None)  # (a room that ended: nothing of it left to wait for)
         if self._cluster.writing():
             self._writer.forget(target, epoch)
 
