@@ -123,7 +123,7 @@ def _start_networks(request: pytest.FixtureRequest) -> Iterator[Callable[..., Se
         try:
             if redis_server.running:
                 for network in networks.values():
-                    if not any(node._stopping.is_set() for node in network.nodes):
+                    if network.live() == network.nodes:
                         network.same_copies()
         finally:
             shut_down(servers, timeout=2.0)
