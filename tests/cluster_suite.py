@@ -73,6 +73,19 @@ SERVER_BUGS: dict[str, Bug] = {
 }
 
 
+def unknown_names(items: list[pytest.Item]) -> list[str]:
+    """The names above whose module is being run and has no such test function (a test
+    renamed, a key mistyped): such an entry would silently mark nothing. (A parameter is
+    not checked: a run of one test id collects only that one.)"""
+    modules = {item.path.name: getattr(item, "module", None) for item in items}
+    unknown = []
+    for name in (*SINGLE_NODE, *SERVER_BUGS):
+        module, _, test = name.partition("::")
+        if module in modules and not hasattr(modules[module], test.partition("[")[0]):
+            unknown.append(name)
+    return sorted(unknown)
+
+
 def cluster_mark(item: pytest.Item) -> pytest.MarkDecorator | None:
     """The skip or xfail `item` gets in cluster mode, if any."""
     base = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
