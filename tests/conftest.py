@@ -15,7 +15,7 @@ os.environ["IRCISH_CHECK_LOCKS"] = "1"
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
-from cluster_suite import cluster_mark
+from cluster_suite import cluster_mark, unknown_names
 from helpers import COMMANDS, TIMEOUT, Client, Recorder, ServerProcess, make_config
 from network import CLUSTER_NODES, Network, short_bus_reads, shut_down, start_network
 from redis_server import HOW_TO_GET_IT, REDIS_SERVER, RedisProcess
@@ -39,6 +39,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     not share yet, and expect the known server bugs to fail (tests/cluster_suite.py)."""
     if not CLUSTER_NODES:
         return
+    unknown = unknown_names(items)
+    if unknown:
+        raise pytest.UsageError(f"tests/cluster_suite.py names no such test: {unknown}")
     for item in items:
         mark = cluster_mark(item)
         if mark is not None:
@@ -123,7 +126,7 @@ def _start_networks(request: pytest.FixtureRequest) -> Iterator[Callable[..., Se
         try:
             if redis_server.running:
                 for network in networks.values():
-                    if not any(node._stopping.is_set() for node in network.nodes):
+                    if network.live() == network.nodes:
                         network.same_copies()
         finally:
             shut_down(servers, timeout=2.0)

@@ -151,9 +151,10 @@ class Client:
 
     #: Keep the `HH:MM ` before each text-mode line (most tests compare the text).
     keep_stamps = False
-    #: In cluster mode, the network of nodes this client is on (tests/network.py): after
-    #: registering, after each JOIN and around a `sync` the client waits until every node
-    #: knows what it did (or was sent), as one server would. None: one server.
+    #: In cluster mode, the network of nodes this client is on (tests/network.py): before
+    #: each line it sends, after registering, after each JOIN and around a `sync` the
+    #: client waits until every node knows what it did, or what the test saw, as one
+    #: server would. None: one server.
     network: Settling | None = None
 
     def __init__(
@@ -168,6 +169,8 @@ class Client:
 
     def send(self, line: str | bytes) -> None:
         data = line if isinstance(line, bytes) else line.encode() + b"\r\n"
+        if self.network is not None:  # what the test has seen so far is known everywhere
+            self.network.caught_up()
         self.sock.sendall(data)
 
     def _read_more(self, deadline: float) -> bool:
@@ -274,15 +277,13 @@ class Client:
     def _network_sync(self) -> list[str]:
         """`sync` on a network of nodes, with what it means on one server: every node has
         applied the log first (what others did reaches this client before the PONG), and
-        after (what this client did is known everywhere). A second PING after that: a
-        message is applied after its sender's next lines are read (ircish/cluster/node.py
-        DETACHED), so its echo or refusal may follow the first PONG
-        (tests/test_cluster_findings.py shows it)."""
+        after (what this client did is known everywhere). (The PONG itself comes after
+        what this client's messages caused: ircish/cluster/node.py `Cluster.settle`.)"""
         assert self.network is not None
         self.network.settled()
         lines = self._ping()
         self.network.settled()
-        return lines + self._ping()
+        return lines
 
     def messages(self) -> list[Message]:
         """`sync`, parsed."""

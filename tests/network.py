@@ -5,10 +5,13 @@ With IRCISH_TEST_CLUSTER=N (N >= 2) in the environment, tests/conftest.py's `sta
 starts N in-process nodes on the test's redis-server for every server a test asks for and
 hands back the first; `connect` opens clients round-robin over the nodes (client 1 on
 n1, client 2 on n2, ...). A node answers lookups (is bob online? NAMES, WHO) from its own
-copy, which may be a few milliseconds behind the shared log, so in this mode a client's
-registration, each JOIN and each `sync` first wait until every node has applied the log
-as far as it goes (`Network.caught_up`): a test that registers bob on n2 and at once
-messages him from n1 gets what it gets on one server. Without the variable nothing here
+copy, which may be a few milliseconds behind the shared log, so in this mode a client
+waits, before each line it sends, after its registration and each JOIN, and around a
+`sync`, until every node has applied the log as far as it goes (`Network.caught_up`): a
+test that registers bob on n2 and at once messages him from n1, or that sees a MODE on
+n1 and at once asks WHO on n3, gets what it gets on one server (the lag itself is the
+network's design, not what these tests are about). After each test, every node's copy of
+the network must be the same (`Network.same_copies`). Without the variable nothing here
 runs and a server is one process, as always.
 
 Every node has the same server name (the tests' `test.server`) and its own node name;
@@ -78,12 +81,16 @@ class Network:
         self._next += 1
         return node
 
+    def live(self) -> list[Server]:
+        """The nodes a test has not shut down."""
+        return [node for node in self.nodes if not node._stopping.is_set()]
+
     def registered(self, nick: str) -> None:
         """Wait until every node finds `nick` registered, then `caught_up`. The welcome
         burst is sent before World.mark_registered is in the log (commands/registration.py
         `try_register`), so a client that has its 376 may not be a user yet anywhere."""
         deadline = time.monotonic() + TIMEOUT
-        while not all(node.world.find_user(nick) is not None for node in self.nodes):
+        while not all(node.world.find_user(nick) is not None for node in self.live()):
             if time.monotonic() > deadline:
                 pytest.fail(f"{nick} is not registered on every node")
             time.sleep(POLL)
@@ -125,13 +132,15 @@ class Network:
         return _entry_id(self._redis.xinfo_stream(self._log_key)["last-generated-id"])
 
     def settled(self) -> None:
-        """Wait until no node has a change of its users on the way to the log (a message's
-        sender goes on before it is appended: ircish/cluster/node.py `DETACHED`, so the
-        log's end does not show it yet), then `caught_up`."""
+        """Wait until every change already on its way to the log (a message's sender goes
+        on before it is appended: ircish/cluster/node.py `DETACHED`, so the log's end does
+        not show it yet) has been applied by its node, then `caught_up`. Changes made
+        meanwhile (other threads of a test keep talking) are not waited for."""
+        waiting = {node: _in_flight(node) for node in self.live()}
         deadline = time.monotonic() + TIMEOUT
-        while busy := [node_name(node) for node in self.nodes if _in_flight(node)]:
+        while busy := [node_name(node) for node, old in waiting.items() if old & _in_flight(node)]:
             if time.monotonic() > deadline:
-                pytest.fail(f"nodes {busy} kept changes on the way to the log")
+                pytest.fail(f"nodes {busy} did not apply changes on their way to the log")
             time.sleep(POLL)
         self.caught_up()
 
@@ -143,8 +152,8 @@ class Network:
         deadline = time.monotonic() + TIMEOUT
         while True:
             behind = [
-                node.cluster.node
-                for node in self.nodes
+                node_name(node)
+                for node in self.live()
                 if node.cluster is not None and _entry_id(node.cluster.applied_id) < last
             ]
             if not behind:
@@ -154,12 +163,12 @@ class Network:
             time.sleep(POLL)
 
 
-def _in_flight(server: Server) -> bool:
-    """Whether `server` has changes appended, or being appended, that its bus has not
-    applied yet: their tickets (a private attribute: the cluster counts them nowhere
+def _in_flight(server: Server) -> set[int]:
+    """The changes `server` has appended, or is appending, that its bus has not applied
+    yet: their tickets' numbers (a private attribute: the cluster counts them nowhere
     else)."""
     cluster = server.cluster
-    return cluster is not None and bool(cluster._tickets)
+    return set() if cluster is None else set(cluster._tickets)
 
 
 def comparable(copies: list[dict]) -> list[dict]:

@@ -1,8 +1,8 @@
 """What running the single-node suite against three nodes (tests/network.py) found wrong in
 the network (issue 17), each shown here on its own, every time, where the suite shows it
 only in cluster mode, or only now and then (tests/cluster_suite.py lists the suite's tests
-it breaks). Each is expected to fail (strict): once fixed, its test passes, the run says
-XPASS(strict), and the mark goes."""
+it breaks). One not fixed yet is expected to fail (strict): once fixed, its test passes,
+the run says XPASS(strict), and the mark goes; the fixed ones stay, as tests of the fix."""
 
 from __future__ import annotations
 
