@@ -82,15 +82,17 @@ def try_register(ctx: Context) -> None:
             log.info("%s: wrong server password", ctx.conn)
             ctx.disconnect("Bad password", "Bad password")
             return
-    # Queue the welcome burst before anyone can find the user, so nothing
-    # another client sends can arrive before 001.
-    welcome(ctx)
-    guard_nick(ctx)
-    for line in missed_private_lines(ctx):  # logged in while connecting (SASL, PASS)
-        ctx.send(line)
-    ctx.flush()
+    missed = missed_private_lines(ctx)  # logged in while connecting (SASL, PASS)
+
+    def greet() -> None:
+        welcome(ctx)
+        guard_nick(ctx)
+        for line in missed:
+            ctx.send(line)
+        ctx.flush()
+
     try:
-        ctx.world.mark_registered(user)
+        ctx.world.mark_registered(user, greet)
     except IRCError as exc:  # (a cluster whose Redis cannot be reached: not registered)
         ctx.disconnect("Could not register", f"Could not register: {exc.params[-1]}")
         raise

@@ -22,8 +22,9 @@ class Network(Protocol):
         ...
 
     def settle(self, command: str) -> None:
-        """Before `command` of the calling thread's client: wait until its messages so far
-        (which do not wait: see `call`) have been applied, unless it is one too."""
+        """Before `command` of the calling thread's client, unless it is a message too:
+        wait until its messages so far (which do not wait: see `call`) have been applied,
+        and until this node has applied every change made anywhere before it."""
         ...
 
     def call(self, name: str, owner: object, args: tuple, kwargs: dict) -> Any:

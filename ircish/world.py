@@ -1484,8 +1484,13 @@ class World:
         )
 
     @shared
-    def mark_registered(self, user: User) -> None:
-        """`user` finished registration: it now counts and can be found."""
+    def mark_registered(self, user: User, greet: Callable[[], None] | None = None) -> None:
+        """`user` finished registration: it now counts and can be found. `greet` (their
+        node's: the welcome burst) is sent first, so nothing anyone sends them can come
+        before 001; in a cluster it is sent where the registration is applied, so the
+        user is registered on their node once they have their 376."""
+        if greet is not None:
+            greet()
         with self.lock:
             if not user.registered:
                 user.registered = True

@@ -51,12 +51,6 @@ SINGLE_NODE: dict[str, str] = {
     ),
 }
 
-_WELCOME = Bug(
-    "the welcome burst (001-376) is sent before World.mark_registered is in the log "
-    "(commands/registration.py try_register): right after 376 the user is not registered "
-    "yet, even on its own node (the test reads server.world at once)",
-    strict=False,
-)
 _HOLE = Bug(
     "OwnKeeper.written_upto (ircish/cluster/node.py) says another node's lines are all "
     "written (sys.maxsize): a window drops them before their node's writer has, and an "
@@ -65,9 +59,6 @@ _HOLE = Bug(
 )
 
 SERVER_BUGS: dict[str, Bug] = {
-    "test_accounts.py::test_sasl_plain_wrong_password_or_unknown_account_fail_alike": _WELCOME,
-    "test_accounts.py::test_sasl_scram_wrong_password_or_unknown_account": _WELCOME,
-    "test_accounts.py::test_pass_account_password_logs_in": _WELCOME,
     "test_history.py::test_the_store_answers_while_the_writer_writes": _HOLE,
     "test_history.py::test_history_has_the_order_members_saw_live[10]": _HOLE,
 }

@@ -136,14 +136,8 @@ def add_account(server: Server, name: str, password: str = ACCOUNT_PASSWORD) -> 
 class Settling(Protocol):
     """A network of nodes as its clients wait for it (tests/network.py `Network`)."""
 
-    def caught_up(self) -> None:
-        """Every node has applied the whole shared log as it is now."""
-
     def settled(self) -> None:
         """No node has a change on the way to the log, and every node has caught up."""
-
-    def registered(self, nick: str) -> None:
-        """Every node finds `nick` registered, and has caught up."""
 
 
 class Client:
@@ -151,10 +145,9 @@ class Client:
 
     #: Keep the `HH:MM ` before each text-mode line (most tests compare the text).
     keep_stamps = False
-    #: In cluster mode, the network of nodes this client is on (tests/network.py): before
-    #: each line it sends, after registering, after each JOIN and around a `sync` the
-    #: client waits until every node knows what it did, or what the test saw, as one
-    #: server would. None: one server.
+    #: In cluster mode, the network of nodes this client is on (tests/network.py): after a
+    #: `sync` the client waits until every node has applied the log, for a test that
+    #: looks into a server's world (the first node's). None: one server.
     network: Settling | None = None
 
     def __init__(
@@ -169,8 +162,6 @@ class Client:
 
     def send(self, line: str | bytes) -> None:
         data = line if isinstance(line, bytes) else line.encode() + b"\r\n"
-        if self.network is not None:  # what the test has seen so far is known everywhere
-            self.network.caught_up()
         self.sock.sendall(data)
 
     def _read_more(self, deadline: float) -> bool:
@@ -255,8 +246,6 @@ class Client:
     def register(self, nick: str, user: str = "u", realname: str = "Real Name") -> None:
         self.send_registration(nick, user, realname)
         self.expect(r" 376 | 422 ")
-        if self.network is not None:
-            self.network.registered(nick)
 
     def sync(self) -> list[str]:
         """Round-trip a PING; the lines that arrived before the PONG.
@@ -275,12 +264,12 @@ class Client:
         return self.collect_until(rf"^:(\S+) PONG \1 {token}$")[:-1]
 
     def _network_sync(self) -> list[str]:
-        """`sync` on a network of nodes, with what it means on one server: every node has
-        applied the log first (what others did reaches this client before the PONG), and
-        after (what this client did is known everywhere). (The PONG itself comes after
-        what this client's messages caused: ircish/cluster/node.py `Cluster.settle`.)"""
+        """`sync` on a network of nodes. The PONG comes after what this client's messages
+        caused and after everything that happened anywhere before the PING (the node
+        catches up with the log first: ircish/cluster/node.py `Cluster.settle`), as on one
+        server; then every node applies the log as far as it goes, for a test that reads
+        the first node's world rather than asking a client."""
         assert self.network is not None
-        self.network.settled()
         lines = self._ping()
         self.network.settled()
         return lines
@@ -294,8 +283,6 @@ class Client:
         for room in rooms:
             self.send(f"JOIN {room}")
             self.expect(rf" {p.RPL_ENDOFNAMES} {self.nick} {re.escape(room)} ")
-            if self.network is not None:  # the 366 comes as the JOIN is applied: in the log
-                self.network.caught_up()
 
     def names(self, room: str) -> list[str]:
         """The nicks a NAMES of `room` lists (after dropping what came before)."""
@@ -326,8 +313,6 @@ def capped(
     client.send_registration(nick)
     client.send("CAP END")
     client.expect(r" (376|422) ")
-    if client.network is not None:
-        client.network.registered(nick)
     return client
 
 

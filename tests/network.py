@@ -4,13 +4,12 @@ tests assert about a room still holds when its members are spread over nodes").
 With IRCISH_TEST_CLUSTER=N (N >= 2) in the environment, tests/conftest.py's `start_server`
 starts N in-process nodes on the test's redis-server for every server a test asks for and
 hands back the first; `connect` opens clients round-robin over the nodes (client 1 on
-n1, client 2 on n2, ...). A node answers lookups (is bob online? NAMES, WHO) from its own
-copy, which may be a few milliseconds behind the shared log, so in this mode a client
-waits, before each line it sends, after its registration and each JOIN, and around a
-`sync`, until every node has applied the log as far as it goes (`Network.caught_up`): a
-test that registers bob on n2 and at once messages him from n1, or that sees a MODE on
-n1 and at once asks WHO on n3, gets what it gets on one server (the lag itself is the
-network's design, not what these tests are about). After each test, every node's copy of
+n1, client 2 on n2, ...). Clients wait for nothing more than on one server: a node
+catches up with the shared log before it answers a command (ircish/cluster/node.py
+`Cluster.settle`), so a test that sees a MODE on n1 and at once asks WHO on n3 gets what
+it gets on one server. Only after a `sync` does a client wait until every node has
+applied the log (`Network.settled`), for a test that reads the first node's world
+instead of asking a client. After each test, every node's copy of
 the network must be the same (`Network.same_copies`). Without the variable nothing here
 runs and a server is one process, as always.
 
@@ -85,17 +84,6 @@ class Network:
         """The nodes a test has not shut down."""
         return [node for node in self.nodes if not node._stopping.is_set()]
 
-    def registered(self, nick: str) -> None:
-        """Wait until every node finds `nick` registered, then `caught_up`. The welcome
-        burst is sent before World.mark_registered is in the log (commands/registration.py
-        `try_register`), so a client that has its 376 may not be a user yet anywhere."""
-        deadline = time.monotonic() + TIMEOUT
-        while not all(node.world.find_user(nick) is not None for node in self.live()):
-            if time.monotonic() > deadline:
-                pytest.fail(f"{nick} is not registered on every node")
-            time.sleep(POLL)
-        self.caught_up()
-
     def same_copies(self) -> None:
         """Once the log stands still and every node has applied all of it, every node's
         copy of the network must be the same (as tests/test_cluster.py's `nodes` checks):
@@ -164,11 +152,8 @@ class Network:
 
 
 def _in_flight(server: Server) -> set[int]:
-    """The changes `server` has appended, or is appending, that its bus has not applied
-    yet: their tickets' numbers (a private attribute: the cluster counts them nowhere
-    else)."""
-    cluster = server.cluster
-    return set() if cluster is None else set(cluster._tickets)
+    """The changes `server`'s users made that its bus has not applied yet."""
+    return set() if server.cluster is None else server.cluster.in_flight()
 
 
 def comparable(copies: list[dict]) -> list[dict]:

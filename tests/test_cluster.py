@@ -5,6 +5,7 @@ running network, and a node that dies or stops: its users leave everywhere, once
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import signal
@@ -282,6 +283,8 @@ def test_redis_gone_refuses_then_recovers(
     alice.send("JOIN #elsewhere")  # a command that waits for the network
     alice.expect(r" 400 alice \* :The network cannot be reached")
     assert not any("TAGMSG" in line or " 404 " in line for line in alice.sync())
+    alice.send("WHOIS bob")  # a lookup is answered from the node's copy as it is
+    alice.expect(r" 312 alice bob n2\.test ")
     redis_server.restart()
     for client in (alice, bob):
         client.expect(r"NOTICE \S+ :The network is back")
@@ -633,6 +636,69 @@ def test_regain_renames_a_squatter_on_another_node_and_tells_them(
     squatter.expect(r"NOTICE Guest\d+ :alice belongs to a registered account, so you are now Guest")
 
 
+@contextlib.contextmanager
+def held_bus(server: Server, release_after: float | None = None) -> Iterator[threading.Event]:
+    """`server`'s bus applies nothing more until the block ends, or `release_after` seconds
+    have passed, or the event it gives is set (each entry waits for it, at most TIMEOUT)."""
+    assert server.cluster is not None
+    cluster = server.cluster
+    held = threading.Event()
+    original = cluster._apply
+
+    def slow_apply(entry_id: str, entry: dict) -> None:
+        held.wait(TIMEOUT)
+        original(entry_id, entry)
+
+    cluster._apply = slow_apply  # type: ignore[method-assign]
+    timer = None
+    if release_after is not None:
+        timer = threading.Timer(release_after, held.set)
+        timer.start()
+    try:
+        yield held
+    finally:
+        held.set()
+        if timer is not None:
+            timer.cancel()
+        cluster._apply = original  # type: ignore[method-assign]
+
+
+def test_a_lookup_answers_with_every_change_made_before_it(
+    nodes: Nodes, clients: Callable[..., Client]
+) -> None:
+    """A node a moment behind the log (its bus held here) answers WHO, NAMES or WHOIS only
+    once it has applied every change made anywhere before it was asked: bob, told of
+    nothing, still never gets an answer older than alice's JOIN, her topic or her nick."""
+    n1, n2 = nodes("n1", "n2")
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    bob.sync()
+    with held_bus(n2, release_after=0.3):
+        alice.join("#r")
+        alice.send("TOPIC #r :what alice set")
+        alice.send("NICK alicia")
+        alice.expect(r"^:alice!\S+ NICK :?alicia$")
+        bob.send("NAMES #r")
+        assert re.search(r" 353 bob = #r :@alicia$", bob.expect(r" 353 ").string)
+    bob.send("TOPIC #r")
+    bob.expect(r" 332 bob #r :what alice set$")
+    bob.send("WHOIS alicia")
+    bob.expect(r" 311 bob alicia ")
+
+
+def test_a_welcomed_user_is_registered_on_their_node(
+    nodes: Nodes, clients: Callable[..., Client]
+) -> None:
+    """The welcome burst comes from the registration's entry as the node applies it: a
+    client that has its 376 is a user there (and in the log, so everywhere), never a
+    moment before."""
+    (n1,) = nodes("n1")
+    alice = clients(n1)
+    with held_bus(n1, release_after=0.3):
+        alice.send_registration("alice")
+        alice.expect(r" (376|422) alice ")
+        assert n1.world.find_user("alice") is not None
+
+
 def test_the_log_is_trimmed_up_to_the_slowest_node_and_no_further(
     nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
 ) -> None:
@@ -657,21 +723,11 @@ def test_the_log_is_trimmed_up_to_the_slowest_node_and_no_further(
 
     wait_for(trimmed)
     # n2 stops reading for longer than the old time-based trim would have kept (1 s).
-    held = threading.Event()
-    original = n2.cluster._apply
-
-    def slow_apply(entry_id: str, entry: dict) -> None:
-        held.wait(TIMEOUT)
-        original(entry_id, entry)
-
-    n2.cluster._apply = slow_apply  # type: ignore[method-assign]
-    try:
+    with held_bus(n2):
         for number in range(300, 400):
             alice.send(f"PRIVMSG #r :{number}")
         alice.sync()
         time.sleep(1.5)  # several lease ticks: n1 trims only up to where n2 is
-    finally:
-        held.set()
     assert texts(bob, 100, r" PRIVMSG #r :(\d+)$") == [str(n) for n in range(300, 400)]
 
 

@@ -74,6 +74,10 @@ APPEND_BATCH = 256
 #: `Cluster.call` and `Cluster.settle`.
 DETACHED = frozenset({"Room.send_from", "World.tell_user"})
 RELAYED = frozenset({"PRIVMSG", "NOTICE", "TAGMSG"})
+#: Commands answered without catching up with the log first (`settle`): messages (checked
+#: where the log applies them) and what is about the connection alone. (A PING catches up:
+#: its PONG comes after everything that happened anywhere before it, as on one server.)
+UNSYNCED = RELAYED | {"PONG", "QUIT"}
 #: What users of a node get when it starts again: Redis lost the network's data, or the
 #: other nodes declared this one gone (it could not renew its lease in time).
 LOST_ERROR = "The network lost its state (Redis restarted without its data); please reconnect"
@@ -213,6 +217,11 @@ class Cluster:
         self._outbox_ready = threading.Event()
         self._tickets: dict[int, Ticket] = {}
         self._numbers = itertools.count(1)
+        #: Reader threads that asked how far the log goes (`catch_up`), for the appender.
+        self._asked: deque[threading.Event] = deque()
+        #: Those the appender told, waiting for the bus to apply the log that far: (the
+        #: log's end when asked, their wake-up), under tickets_lock.
+        self._catching: list[tuple[tuple[int, int], threading.Event]] = []
         #: Lives declared gone (node, incarnation): whatever they write later is ignored.
         self._fenced: set[tuple[str, str]] = set()
         #: The id of the last entry applied (the bus thread's).
@@ -416,16 +425,64 @@ class Cluster:
         return ticket.result
 
     def settle(self, command: str) -> None:
-        """A client's messages do not wait to be applied (`DETACHED`), but whatever it
-        sends after them, other than more messages, is answered only once they have been:
-        its echo and a refusal come before the PONG of a PING that follows, as on one
-        server. The reader thread waits for its last message's entry, if not applied yet."""
+        """Before a client's command other than a message:
+        - its messages do not wait to be applied (`DETACHED`), but what it sends after
+          them is answered only once they have been: its echo and a refusal come before
+          the PONG of a PING that follows, as on one server;
+        - this node catches up with the log (`catch_up`): a WHO, WHOIS or NAMES answers
+          with every change made anywhere before it was asked, so nobody is told of a
+          JOIN or a MODE on one node and then asks another that does not know it yet."""
         if command in RELAYED:
             return
         ticket = getattr(self._outstanding, "ticket", None)
         if ticket is not None:
             self._outstanding.ticket = None
             ticket.done.wait(2 * self.timeout)
+        if command not in UNSYNCED:
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        """Wait until this node has applied the log as far as it went when asked: one round
+        trip, which the appender makes with whatever it writes, for every thread asking
+        (and a wait for the bus, a few milliseconds at most). If Redis does not answer, or
+        the bus is slower than cluster.timeout_ms, this node's copy answers as it is."""
+        asked = threading.Event()
+        self._asked.append(asked)
+        self._outbox_ready.set()
+        asked.wait(self.timeout)
+
+    def in_flight(self) -> set[int]:
+        """The changes this node's users made that its bus has not applied yet (their
+        numbers): appended, or on their way."""
+        with self._tickets_lock:
+            return set(self._tickets)
+
+    def _caught_up(self, asked: list[threading.Event], end: str | None) -> None:
+        """The log ended at `end` (None: nothing in it) when `asked` asked: each is woken
+        once the bus has applied that far (the appender thread)."""
+        target = (0, 0) if end is None else _entry_key(end)
+        with self._tickets_lock:
+            if _entry_key(self.applied_id) >= target:
+                ready = asked
+            else:
+                ready = []
+                self._catching.extend((target, event) for event in asked)
+        for event in ready:
+            event.set()
+
+    def _wake_caught_up(self) -> None:
+        """The bus applied more of the log: wake those waiting for no more than that. (The
+        lock each time, not a look at the list without it: the appender reads how far the
+        bus is and adds to the list in one step under it, so none is missed.)"""
+        applied = _entry_key(self.applied_id)
+        with self._tickets_lock:
+            if not self._catching:
+                return
+            ready = [event for target, event in self._catching if target <= applied]
+            if ready:
+                self._catching = [item for item in self._catching if item[0] > applied]
+        for event in ready:
+            event.set()
 
     def _tell_sender(self, ticket: Ticket, exc: IRCError) -> None:
         """The refusal of a detached message, sent to its sender (the bus, or the appender
@@ -442,21 +499,34 @@ class Cluster:
         while not self._stopping.is_set():
             self._outbox_ready.wait(1.0)
             self._outbox_ready.clear()
-            while self._outbox:
+            while self._outbox or self._asked:
                 batch = []
                 while self._outbox and len(batch) < APPEND_BATCH:
                     batch.append(self._outbox.popleft())
+                asked = []
+                while self._asked:
+                    asked.append(self._asked.popleft())
                 pipe = client.pipeline(transaction=False)
                 trim = self._trim_to  # (one read: the lease thread replaces it)
                 for entry, _ticket in batch:
                     pipe.xadd(self._log_key, {"e": _encoded(entry)}, minid=trim, approximate=True)
+                if asked:  # (the log's last entry: after these, so it is theirs at least)
+                    pipe.xrevrange(self._log_key, count=1)
                 try:
-                    pipe.execute()
+                    results = pipe.execute()
                 except redis.RedisError as exc:
-                    self._settle(batch, exc)
+                    self._caught_up(asked, None)  # (they answer from the copy as it is)
+                    if batch:
+                        self._settle(batch, exc)
                 except Exception:  # (a bug: logged, and the thread goes on)
                     log.exception("cluster: the appender failed a batch")
-                    self._settle(batch, redis.ConnectionError("the appender failed"))
+                    self._caught_up(asked, None)
+                    if batch:
+                        self._settle(batch, redis.ConnectionError("the appender failed"))
+                else:
+                    if asked:
+                        last = results[-1]
+                        self._caught_up(asked, str(last[0][0]) if last else None)
 
     def _settle(self, batch: list[tuple[dict[str, Any], Ticket]], exc: redis.RedisError) -> None:
         """Redis failed to answer a batch of appends: which were appended all the same
@@ -548,6 +618,7 @@ class Cluster:
                     self.applied_id = entry_id
                     self.applied += 1
                     self.lag = max(0.0, time.time() - _entry_key(entry_id)[0] / 1000)
+            self._wake_caught_up()
 
     def _start_again(self) -> None:
         """Redis lost the network's data (restarted without its append-only file): the
@@ -564,6 +635,9 @@ class Cluster:
                 user.conn.close(error.partition(";")[0], error)
         with self._tickets_lock:
             waiting, self._tickets = self._tickets, {}
+            catching, self._catching = self._catching, []
+        for _target, event in catching:
+            event.set()
         for ticket in waiting.values():
             ticket.error = _unreachable("The network lost its state; nothing was done")
             ticket.done.set()
