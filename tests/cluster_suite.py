@@ -51,17 +51,7 @@ SINGLE_NODE: dict[str, str] = {
     ),
 }
 
-_HOLE = Bug(
-    "OwnKeeper.written_upto (ircish/cluster/node.py) says another node's lines are all "
-    "written (sys.maxsize): a window drops them before their node's writer has, and an "
-    "answer that reaches past the window misses them",
-    strict=False,
-)
-
-SERVER_BUGS: dict[str, Bug] = {
-    "test_history.py::test_the_store_answers_while_the_writer_writes": _HOLE,
-    "test_history.py::test_history_has_the_order_members_saw_live[10]": _HOLE,
-}
+SERVER_BUGS: dict[str, Bug] = {}
 
 
 def unknown_names(items: list[pytest.Item]) -> list[str]:

@@ -21,7 +21,7 @@ from nodes import LEASE_MS, caught_up, cluster_config, shared_state
 from prometheus_client import generate_latest
 from redis_server import RedisProcess, needs_redis
 
-from ircish.config import HistoryConfig, RoomConfig
+from ircish.config import HistoryConfig, RoomConfig, StoreConfig
 from ircish.metrics import registry_for
 from ircish.server import Server
 
@@ -580,6 +580,41 @@ def test_history_said_on_two_nodes_is_read_on_a_third(
     assert said == [f"line {number}" for number in range(12)]
     msgids = [m[1] for line in lines if (m := re.search(r"msgid=([^; ]+)", line))]
     assert len(msgids) == len(set(msgids))
+
+
+def test_a_quiet_node_does_not_hold_other_windows_back(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    """n2's window keeps n1's lines until n1 says its writer has written them (so an answer
+    reaching past the window finds them in Redis). n1 says so with each entry it appends
+    and each lease tick: once n1 has written its lines and said nothing more, n2's window
+    still comes back to its size as bob talks."""
+    small = HistoryConfig(window=3, replay_on_join=0)
+    n1, n2 = nodes("n1", "n2", lease_ms=1000, history=small, store=StoreConfig(flush_ms=60_000))
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    alice.join("#r")
+    bob.join("#r")
+    alice.expect(r"^:bob!\S+ JOIN #r")
+    for number in range(5):
+        alice.send(f"PRIVMSG #r :alice {number}")
+    bob.expect(r"PRIVMSG #r :alice 4$")
+    room = n2.world.find_room("#r")
+    assert room is not None and room.window is not None
+    for number in range(60):  # n1's writer waits (flush_ms): its lines stay in n2's window
+        bob.send(f"PRIVMSG #r :bob {number}")
+    bob.sync()
+    assert any(line.params[-1] == "alice 0" for line in room.window)
+    assert n1.writer is not None and n1.writer.flush(TIMEOUT)
+    time.sleep(0.6)  # (two lease ticks: n1 says where its writer is)
+
+    def trimmed() -> bool:  # (n2's writer waits too: its lines are written here)
+        assert n2.writer is not None and n2.writer.flush(TIMEOUT)
+        bob.send("PRIVMSG #r :more")
+        bob.sync()
+        return len(room.window) < 40
+
+    wait_for(trimmed)
+    assert not any(line.params[-1].startswith("alice") for line in room.window)
 
 
 def test_accounts_and_registered_rooms_outlive_every_node(

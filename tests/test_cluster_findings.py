@@ -1,8 +1,8 @@
 """What running the single-node suite against three nodes (tests/network.py) found wrong in
 the network (issue 17), each shown here on its own, every time, where the suite shows it
-only in cluster mode, or only now and then (tests/cluster_suite.py lists the suite's tests
-it breaks). One not fixed yet is expected to fail (strict): once fixed, its test passes,
-the run says XPASS(strict), and the mark goes; the fixed ones stay, as tests of the fix."""
+only in cluster mode, or only now and then. All are fixed; they stay, as tests of the fix
+(tests/cluster_suite.py `SERVER_BUGS` lists what the network still gets wrong: nothing
+today)."""
 
 from __future__ import annotations
 
@@ -76,12 +76,6 @@ def test_a_notice_the_room_refuses_gets_no_reply(
     assert not [line for line in answers if " #closed " in line], answers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OwnKeeper.written_upto (ircish/cluster/node.py) says another node's lines are "
-    "all written (sys.maxsize): a window drops them before their node's writer has written "
-    "them, and a CHATHISTORY answer there that reaches past the window misses them",
-)
 def test_history_on_another_node_has_no_hole_while_the_writer_waits(
     start_node: StartNode, clients: list[Client]
 ) -> None:

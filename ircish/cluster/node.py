@@ -54,9 +54,9 @@ from ircish.events import act_for, fixed_clock, free_clock, is_gathering
 from ircish.locks import expect_none_held, new_lock
 from ircish.protocol import IRCError, Message
 from ircish.shared import SHARED
-from ircish.store import AccountState, RoomState, StoredLine
+from ircish.store import AccountState, RoomState, StoredLine, is_private_target
 from ircish.store.redis import redis_client
-from ircish.world import Room, User, World
+from ircish.world import UNSTORED_LIMIT, Room, User, World
 
 if TYPE_CHECKING:
     from ircish.config import ClusterConfig
@@ -87,6 +87,16 @@ GONE_ERROR = "This server lost contact with the network; please reconnect"
 CALLER_CONNECTIONS = 4
 #: How long a joining node's state stays in Redis for it to read (seconds).
 STATE_TTL = 60
+#: This node's room lines a node keeps track of until its writer has written them
+#: (`OwnKeeper`): past this, the oldest count as written, as a window lets its oldest
+#: unwritten lines go past UNSTORED_LIMIT (a store that keeps failing holds nothing back
+#: forever).
+OWN_UNWRITTEN_LIMIT = 100_000
+
+#: A place in the log: an entry id (`ms-seq`) as something that sorts in the log's order.
+At = tuple[int, int]
+#: Past every entry: where a gone node's lines all count as written.
+END: At = (sys.maxsize, 0)
 
 # Compare and renew: our life still holds the name. GONE: the table of nodes no longer
 # names this life (another node declared it gone, then took it out). LATE: the key lapsed
@@ -151,7 +161,7 @@ def _message_command(entry: dict[str, Any]) -> str:
     return next(arg["M"][0] for arg in entry["a"] if isinstance(arg, dict) and "M" in arg)
 
 
-def _entry_key(entry_id: str) -> tuple[int, int]:
+def _entry_key(entry_id: str) -> At:
     """A stream id (`ms-seq`) as something that sorts in the log's order."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -196,6 +206,7 @@ class Cluster:
         self._log_key = self._key("log")
         self._nodes_key = self._key("nodes")
         self._applied_key = self._key("applied")
+        self._written_key = self._key("written")
         timeout = max(self.timeout, 1.0)
         # Reader threads share this one (redis-py's pool is thread-safe); the bus and the
         # lease threads have their own, so a slow call of one never holds the other up.
@@ -226,8 +237,15 @@ class Cluster:
         self._fenced: set[tuple[str, str]] = set()
         #: The id of the last entry applied (the bus thread's).
         self.applied_id = "0-0"
-        #: Whether the entry the bus is applying is this node's (`writing`).
+        #: Whether the entry the bus is applying is this node's (`writing`); the life that
+        #: wrote it and its place in the log (the bus's, for `OwnKeeper`).
         self._own_entry = False
+        self.entry_origin = ("", "")
+        self.entry_at: At = (0, 0)
+        #: The store as this node writes it (`keeper`), and the written hash's figures the
+        #: lease thread last read, for the bus to take (`_share_bound`).
+        self._keeper: OwnKeeper | None = None
+        self._read_bounds: dict[tuple[str, str], At] | None = None
         #: How far the log may be trimmed (`_trim_point`); None: not at all yet.
         self._trim_to: str | None = None
         #: Entries applied, and how old the last one was when it was (metrics; the bus's).
@@ -496,9 +514,11 @@ class Cluster:
         """Write what reader threads queued (`call`): each round, everything waiting, in one
         pipeline (one round trip however many entries: "group commit")."""
         client = self._append_redis
+        keeper = self._keeper
         while not self._stopping.is_set():
             self._outbox_ready.wait(1.0)
             self._outbox_ready.clear()
+            bound = None if keeper is None else keeper.own_bound(_entry_key(self.applied_id))
             while self._outbox or self._asked:
                 batch = []
                 while self._outbox and len(batch) < APPEND_BATCH:
@@ -506,9 +526,13 @@ class Cluster:
                 asked = []
                 while self._asked:
                     asked.append(self._asked.popleft())
+                if keeper is not None:
+                    bound = keeper.own_bound(_entry_key(self.applied_id))
                 pipe = client.pipeline(transaction=False)
                 trim = self._trim_to  # (one read: the lease thread replaces it)
                 for entry, _ticket in batch:
+                    if bound is not None:  # (how far this node's writer is: `OwnKeeper`)
+                        entry["w"] = bound
                     pipe.xadd(self._log_key, {"e": _encoded(entry)}, minid=trim, approximate=True)
                 if asked:  # (the log's last entry: after these, so it is theirs at least)
                     pipe.xrevrange(self._log_key, count=1)
@@ -599,6 +623,10 @@ class Cluster:
             if self._lost.is_set():
                 self._start_again()
                 continue
+            read, self._read_bounds = self._read_bounds, None
+            if read and self._keeper is not None:
+                for life, bound in read.items():
+                    self._keeper.advance(life, bound)
             try:
                 reply = self._bus_redis.xread(
                     {self._log_key: self.applied_id}, count=READ_COUNT, block=BLOCK_MS
@@ -642,6 +670,8 @@ class Cluster:
             ticket.error = _unreachable("The network lost its state; nothing was done")
             ticket.done.set()
         self.world.start_again([(room.name, room.topic) for room in self.rooms])
+        if self._keeper is not None:
+            self._keeper.start_again()
         self.incarnation = secrets.token_hex(4)
         self._lives.add(self.incarnation)
         self.codec.incarnation = self.incarnation
@@ -656,8 +686,10 @@ class Cluster:
             self._stopping.wait(1.0)
 
     def keeper(self, writer: Writer) -> OwnKeeper:
-        """`writer` (the store's writer thread), given only what this node must write."""
-        return OwnKeeper(writer, self)
+        """`writer` (the store's writer thread), given only what this node must write
+        (before `start`)."""
+        self._keeper = OwnKeeper(writer, self)
+        return self._keeper
 
     def writing(self) -> bool:
         """Whether what is kept now is this node's to write: at start, and while the bus
@@ -667,6 +699,10 @@ class Cluster:
     def _apply(self, entry_id: str, entry: dict[str, Any]) -> None:
         origin = (entry["o"], entry["i"])
         self._own_entry = entry["o"] == self.node and entry["i"] in self._lives
+        self.entry_origin, self.entry_at = origin, _entry_key(entry_id)
+        written = entry.get("w")
+        if written is not None and self._keeper is not None:
+            self._keeper.advance(origin, (written[0], written[1]))
         ticket = None
         if entry["o"] == self.node and entry["i"] in self._lives and entry.get("t"):
             with self._tickets_lock:
@@ -747,8 +783,11 @@ class Cluster:
             log.warning("cluster: could not send the state to %s: %s", entry["o"], exc)
 
     def _remove_node(self, node: str, incarnation: str) -> None:
-        """A node's life is over: its users leave the network, here as everywhere."""
+        """A node's life is over: its users leave the network, here as everywhere. What
+        it has not written of its lines it never will: they count as written."""
         self._fenced.add((node, incarnation))
+        if self._keeper is not None:
+            self._keeper.advance((node, incarnation), END)
         gone = [
             user for uid, user in self.codec.users.items() if node_of(uid) == (node, incarnation)
         ]
@@ -781,6 +820,7 @@ class Cluster:
                 self._renew_lease()
                 self._find_gone()
                 self._trim_to = self._trim_point()
+                self._share_bound()
                 self._send_pending()
                 with self._up_lock:
                     back, self.up = not self.up, True
@@ -858,6 +898,21 @@ class Cluster:
                 self._lease_redis.hdel(self._applied_key, name)
         return min(points, key=_entry_key) if points else None
 
+    def _share_bound(self) -> None:
+        """Say how far this node's writer is, and read how far the others' are: entries
+        carry it too (`w`), but a node that says nothing for a while would hold the
+        other nodes' windows back (`OwnKeeper`)."""
+        keeper = self._keeper
+        if keeper is None:
+            return
+        ms, seq = keeper.bound
+        self._lease_redis.hset(self._written_key, self.node, f"{self.incarnation} {ms}-{seq}")
+        read = {}
+        for name, value in self._lease_redis.hgetall(self._written_key).items():
+            incarnation, _, at = value.partition(" ")
+            read[name, incarnation] = _entry_key(at)
+        self._read_bounds = read  # (the bus takes it)
+
     def _send_pending(self) -> None:
         while self._pending:
             self._append(self._pending[0], self._lease_redis)
@@ -868,8 +923,15 @@ class OwnKeeper:
     """The store's writer as a cluster node's world and accounts see it: every node
     applies every change, and each history line, room state and account is written by one
     node, the one whose entry made it (the node that declared another gone writes its
-    users' QUITs). A line of another node's is that node's to write: for the window, it
-    counts as written (so windows are trimmed as they are in a single process)."""
+    users' QUITs).
+
+    A room's window keeps a line until the store has it (World `_trim_locked`), so an
+    answer reaching past the window finds it in one or the other. For this node's lines
+    its writer says how far it is. Another node's line is that node's to write, so each
+    node says how far its writer is, as a place in the log (`own_bound`: every room line
+    of its entries before it is written), with each entry it appends and each lease
+    tick; a window keeps another node's line until that node has said it is past it
+    (`advance`), or is gone."""
 
     def __init__(self, writer: Writer, cluster: Cluster) -> None:
         self._writer = writer
@@ -877,25 +939,81 @@ class OwnKeeper:
         self.store = writer.store
         #: Target -> the seq of the last line this node handed its writer.
         self._mine: dict[str, int] = {}
+        #: Lines this node's writer took (Writer.handled counts the ones it is done with).
+        self._taken = 0
+        #: This node's room lines not known written, in order: (the entry that made it,
+        #: its number among the lines taken). The bus adds; the appender thread takes
+        #: those written from the front (`own_bound`).
+        self._own: deque[tuple[At, int]] = deque(maxlen=OWN_UNWRITTEN_LIMIT)
+        #: How far this node's writer is, as `own_bound` last found.
+        self.bound: At = (0, 0)
+        #: Room -> other nodes' lines of it not known written, in order: (the life that
+        #: made it, its entry, its seq). The bus adds; taken from the front under the
+        #: room's lock (`written_upto`).
+        self._theirs: dict[str, deque[tuple[tuple[str, str], At, int]]] = {}
+        #: Each life's writer: its lines of entries before this are written (the bus's).
+        self._bounds: dict[tuple[str, str], At] = {}
 
     def submit(self, line: StoredLine) -> bool:
-        if not self._cluster.writing():
+        cluster = self._cluster  # (the bus thread's: shared changes make the lines)
+        room = not is_private_target(line.target)
+        if not cluster.writing():
+            if room:
+                theirs = self._theirs.get(line.target)
+                if theirs is None:
+                    theirs = self._theirs[line.target] = deque(maxlen=UNSTORED_LIMIT)
+                theirs.append((cluster.entry_origin, cluster.entry_at, line.seq))
             return True
-        self._mine[line.target] = line.seq  # (the bus thread's)
-        return self._writer.submit(line)
+        self._mine[line.target] = line.seq
+        if not self._writer.submit(line):
+            return False
+        self._taken += 1
+        if room and cluster.applying():
+            self._own.append((cluster.entry_at, self._taken))
+        return True
+
+    def own_bound(self, applied: At) -> At:
+        """How far this node's writer is: every room line of this node's entries before the
+        place returned is written. `applied`: how far the bus was, read before this call
+        (its lines were handed over by then). The appender thread's."""
+        own, handled = self._own, self._writer.handled
+        while own and own[0][1] <= handled:
+            own.popleft()
+        self.bound = own[0][0] if own else (applied[0], applied[1] + 1)
+        return self.bound
+
+    def advance(self, life: tuple[str, str], bound: At) -> None:
+        """`life`'s writer has written its lines of the entries before `bound` (the bus)."""
+        if bound > self._bounds.get(life, (0, 0)):
+            self._bounds[life] = bound
+
+    def start_again(self) -> None:
+        """The node starts again with a new copy of the network: the rooms it tracked went."""
+        self._theirs.clear()
 
     def written_upto(self, target: str, epoch: int) -> int | None:
-        """While this node's writer has not written its last line of `target`, how far it
-        has (the window keeps what follows); once it has, all of it (lines of others are
-        theirs to write)."""
+        """How far the window of `target` may let lines go: up to the last one this node's
+        writer has written while it has not written all of its own, and short of the
+        oldest line of another node that node has not said it wrote. (Under the room's
+        lock.)"""
+        upto: int | None = sys.maxsize
         mine = self._mine.get(target)
-        written = self._writer.written_upto(target, epoch)
-        if mine is None or (written is not None and written >= mine):
-            return sys.maxsize
-        return written
+        if mine is not None:
+            written = self._writer.written_upto(target, epoch)
+            if written is None or written < mine:
+                upto = written
+        theirs = self._theirs.get(target)
+        if theirs:
+            bounds = self._bounds
+            while theirs and theirs[0][1] < bounds.get(theirs[0][0], (0, 0)):
+                theirs.popleft()
+            if theirs:
+                upto = min(upto or 0, theirs[0][2] - 1)
+        return upto
 
     def forget(self, target: str, epoch: int) -> None:
         self._mine.pop(target, None)  # (a room that ended: nothing of it left to wait for)
+        self._theirs.pop(target, None)
         if self._cluster.writing():
             self._writer.forget(target, epoch)
 

@@ -106,6 +106,10 @@ class Writer:
         self.dropped = 0
         self.failed = 0
         self.written = 0
+        #: Lines taken (not dropped) that the thread is done with, written or not (a failed
+        #: write, a line of a room life forgotten meanwhile): the n-th line taken is done
+        #: once this is n. It only grows, in the queue's order (the writer thread's).
+        self.handled = 0
         self._drops_lock = new_lock("Writer._drops_lock")
         # The first drop is logged at once, then at most one warning per interval.
         self._warned_at = -DROP_WARNING_INTERVAL
@@ -253,21 +257,24 @@ class Writer:
         """Write and apply everything queued, in order, in batches; True at _STOP."""
         items = self._items
         lines: list[StoredLine] = []
+        skipped = 0
         while items:
             item = items.popleft()
             if type(item) is StoredLine:
                 if not self._forgotten or not self._was_forgotten(item):
                     lines.append(item)
                     if len(lines) >= self._batch:
-                        self._write(lines)
-                        lines = []
+                        self._write(lines, skipped)
+                        lines, skipped = [], 0
+                else:
+                    skipped += 1
                 continue
-            self._write(lines)
-            lines = []
+            self._write(lines, skipped)
+            lines, skipped = [], 0
             if item is _STOP:
                 return True
             self._change(item)
-        self._write(lines)
+        self._write(lines, skipped)
         return False
 
     def _change(self, item: object) -> None:
@@ -315,7 +322,14 @@ class Writer:
             since = int((time.time() - retention.max_age) * 1000)
         self._apply(lambda: self.store.prune(retention.max_lines, since))
 
-    def _write(self, lines: list[StoredLine]) -> None:
+    def _write(self, lines: list[StoredLine], skipped: int = 0) -> None:
+        """Store `lines`; `skipped` more lines before them were not to be stored."""
+        try:
+            self._store_lines(lines)
+        finally:
+            self.handled += len(lines) + skipped
+
+    def _store_lines(self, lines: list[StoredLine]) -> None:
         if lines and self._apply(lambda: self.store.append(lines)):
             self.written += len(lines)
             # A room's lines come in seq order: the last one of each room counts. (Mapped
