@@ -59,7 +59,10 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
     for target in targets:
         status = STATUS_TARGETS.get(target[:1], "")
         if status or target.startswith("#"):
-            room = ctx.world.find_room(target[1:] if status else target)
+            name = target[1:] if status else target
+            room = ctx.world.find_room(name)
+            if room is None and ctx.world.catch_up():  # (made a moment ago on another node?)
+                room = ctx.world.find_room(name)
             if room is None:
                 if not quiet:
                     ctx.reply(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
@@ -78,9 +81,12 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
             continue
         if casefold(target) in SERVICES:
             if kind == "PRIVMSG":  # a notice or tags to a service are dropped
+                ctx.world.catch_up()  # (a command to it, answered as any command)
                 talk_to_service(ctx, casefold(target), msg.params[1])
             continue
         recipient = ctx.world.find_user(target)
+        if recipient is None and ctx.world.catch_up():  # (arrived on another node?)
+            recipient = ctx.world.find_user(target)
         if recipient is None:
             if not tagmsg and leave_message(ctx, target, msg.command, text[0], tags, echo):
                 continue
@@ -92,8 +98,6 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
         relayed = Message(msg.command, [recipient.nick, *text], user.prefix, tags)
         copies = ctx.world.tell_user(user, recipient, relayed, echo, needs=needs)
         ctx.conn.tally.relay(kind, "private", copies)
-        if kind == "PRIVMSG" and recipient.away is not None:
-            ctx.reply(p.RPL_AWAY, recipient.nick, recipient.away)
 
 
 def leave_message(

@@ -27,6 +27,10 @@ class Network(Protocol):
         and until this node has applied every change made anywhere before it."""
         ...
 
+    def catch_up(self) -> None:
+        """Wait until this node has applied the log as far as it went when asked."""
+        ...
+
     def call(self, name: str, owner: object, args: tuple, kwargs: dict) -> Any:
         """Order `owner.name(*args, **kwargs)` in the shared log, wait until this node has
         run it, and return what it returned here (or raise what it raised)."""

@@ -1359,6 +1359,15 @@ class World:
                 room = self._new_room(name, topic, persistent=True)
                 self.rooms[room.folded] = room
 
+    def catch_up(self) -> bool:
+        """In a cluster: wait until this node has applied every change made anywhere so
+        far (a lookup that found nothing may find it then; see `Network.catch_up`), and
+        say True. False at once in a single process: nothing is elsewhere."""
+        if self.cluster is None:
+            return False
+        self.cluster.catch_up()
+        return True
+
     def attach(self, cluster: Network) -> None:
         """Become one node of `cluster` (at start, before anyone connects): from now on the
         `shared` changes go through its log."""
@@ -2002,7 +2011,9 @@ class World:
     ) -> int:
         """A private message (or notice, or TAGMSG: `needs`) from `sender` to `recipient`;
         with `echo`, the sender gets it too, first (once, if they wrote to themselves).
-        Returns how many copies were queued (metrics)."""
+        The sender of a PRIVMSG to someone away gets 301 (RPL_AWAY) after it: away as of
+        the message, wherever each of them is. Returns how many copies were queued
+        (metrics)."""
         event = Event(msg, (recipient.nick,), sender.account, needs=needs, bot=sender.bot)
         if echo:
             sender.conn.deliver(event)
@@ -2012,6 +2023,10 @@ class World:
             # IRCv3 echo-message to oneself: the echo, then the message as received, which
             # is no part of a labeled answer (irctest labeled_responses: one label).
             sender.conn.deliver(event, reply=False)
+        away = recipient.away
+        if msg.command == "PRIVMSG" and away is not None:
+            params = [sender.nick or "*", recipient.nick or "*", away]
+            sender.conn.send(Message(p.RPL_AWAY, params, self.server_name))
         lines = self._private_lines(event, sender, recipient.account, recipient.nick, needs)
         self._record_event(event, lines)
         return 1 + echo

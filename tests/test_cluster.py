@@ -31,8 +31,9 @@ Nodes = Callable[..., list[Server]]
 
 
 @pytest.fixture
-def nodes(start_server: Callable[..., Server], redis_server: RedisProcess) -> Iterator[Nodes]:
-    """Start in-process nodes of one network (on the test's redis-server), by name. After
+def nodes(redis_server: RedisProcess, start_server: Callable[..., Server]) -> Iterator[Nodes]:
+    """Start in-process nodes of one network (on the test's redis-server), by name (Redis
+    first, so it stops after the nodes, whose writers write their last lines). After
     the test, once every node has applied the whole log, every node's copy of the network
     must be the same (each applies every change; a change that gave a different answer
     on one node, or a value it made up itself, shows here)."""
@@ -718,6 +719,31 @@ def test_a_lookup_answers_with_every_change_made_before_it(
     bob.expect(r" 332 bob #r :what alice set$")
     bob.send("WHOIS alicia")
     bob.expect(r" 311 bob alicia ")
+
+
+def test_a_message_finds_who_and_what_another_node_just_made(
+    nodes: Nodes, clients: Callable[..., Client]
+) -> None:
+    """Messages do not wait for their node to catch up with the log (they are checked
+    where the log applies them), but a nick or room this node does not know yet is looked
+    for again once it has; and a 301 tells whether the recipient was away as of the
+    message, not as the sender's node last knew."""
+    n1, n2 = nodes("n1", "n2")
+    alice = capped(clients(n1), "alice", "echo-message")
+    bob = clients(n2, "bob")
+    with held_bus(n1, release_after=0.3):
+        carol = clients(n2, "carol")  # (n1 knows nothing of her yet)
+        carol.join("#new")
+        bob.send("AWAY :gone fishing")
+        bob.expect(r" 306 bob ")
+        alice.send("PRIVMSG bob :are you there?")  # (first: n1 has not caught up yet)
+        alice.send("PRIVMSG carol :welcome")
+        alice.send("PRIVMSG #new :hello room")  # (a 404: alice is no member)
+        alice.expect(r" 301 alice bob :gone fishing$")
+        carol.expect(r"^:alice!\S+ PRIVMSG carol :welcome$")
+        lines = alice.collect_until(r" 404 alice #new ")
+        assert not any(" 401 " in line or " 403 " in line for line in lines), lines
+    bob.expect(r"^:alice!\S+ PRIVMSG bob :are you there\?$")
 
 
 def test_a_welcomed_user_is_registered_on_their_node(
