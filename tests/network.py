@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from helpers import TIMEOUT
-from nodes import LEASE_MS, shared_state
+from nodes import LEASE_MS, POLL, applied_upto, entry_id, log_end, shared_state
 
 from ircish.config import ClusterConfig, Config
 from ircish.server import Server
@@ -40,8 +40,6 @@ CLUSTER_NODES = int(os.environ.get("IRCISH_TEST_CLUSTER") or 0)
 if CLUSTER_NODES == 1 or CLUSTER_NODES < 0:
     raise ValueError(f"IRCISH_TEST_CLUSTER must be 0 (off) or at least 2, got {CLUSTER_NODES}")
 
-#: How often `caught_up` looks at the nodes (seconds): applying an entry takes far less.
-POLL = 0.002
 #: How long a bus waits in one XREAD here (milliseconds; ircish.cluster.node.BLOCK_MS).
 BUS_BLOCK_MS = 100
 
@@ -55,11 +53,6 @@ def node_config(
     cluster = ClusterConfig(redis=url, node=node, lease_ms=lease_ms, timeout_ms=5000, prefix=prefix)
     store = dataclasses.replace(config.store, path=None)
     return dataclasses.replace(config, cluster=cluster, store=store)
-
-
-def _entry_id(entry_id: str) -> tuple[int, int]:
-    ms, seq = entry_id.split("-")
-    return int(ms), int(seq)
 
 
 class Network:
@@ -112,12 +105,12 @@ class Network:
     def _all_at(self, last: tuple[int, int]) -> bool:
         """The log ends at `last` and every node has applied it, and no more."""
         return self._last_id() == last and all(
-            node.cluster is not None and _entry_id(node.cluster.applied_id) == last
+            node.cluster is not None and entry_id(node.cluster.applied_id) == last
             for node in self.nodes
         )
 
     def _last_id(self) -> tuple[int, int]:
-        return _entry_id(self._redis.xinfo_stream(self._log_key)["last-generated-id"])
+        return log_end(self._redis, self._log_key)
 
     def settled(self) -> None:
         """Wait until every change already on its way to the log (a message's sender goes
@@ -133,22 +126,9 @@ class Network:
         self.caught_up()
 
     def caught_up(self, last: tuple[int, int] | None = None) -> None:
-        """Wait until every node has applied the whole log as it is now (or up to `last`);
-        fail the test past TIMEOUT (a node that stopped applying is a bug, not a slow
-        machine)."""
-        last = last or self._last_id()
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            behind = [
-                node_name(node)
-                for node in self.live()
-                if node.cluster is not None and _entry_id(node.cluster.applied_id) < last
-            ]
-            if not behind:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"nodes {behind} did not apply the shared log up to {last}")
-            time.sleep(POLL)
+        """Wait until every live node has applied the whole log as it is now (or up to
+        `last`)."""
+        applied_upto(self.live(), last or self._last_id())
 
 
 def _in_flight(server: Server) -> set[int]:

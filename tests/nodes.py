@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 
-from helpers import make_config, wait_for
+import pytest
+import redis
+from helpers import TIMEOUT, make_config
 from redis_server import RedisProcess
 
 from ircish.config import ClusterConfig, Config
@@ -14,6 +17,8 @@ from ircish.server import Server
 
 #: Short leases, so a dead node's users leave within seconds in the tests.
 LEASE_MS = 2000
+#: How often a wait looks at the nodes again (seconds): applying an entry takes far less.
+POLL = 0.002
 
 
 def cluster_config(url: str, node: str, lease_ms: int = LEASE_MS, **settings: object) -> Config:
@@ -34,29 +39,41 @@ def shared_state(server: Server) -> dict:
     return state
 
 
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, seq = entry_id.split("-")
+def entry_id(text: str) -> tuple[int, int]:
+    """A stream entry's id (`ms-seq`) as something that sorts in the log's order."""
+    ms, seq = text.split("-")
     return int(ms), int(seq)
+
+
+def log_end(client: redis.Redis, key: str = "ircish:log") -> tuple[int, int]:
+    """The id of the last entry ever appended to the log at `key`."""
+    return entry_id(client.xinfo_stream(key)["last-generated-id"])
+
+
+def applied_upto(servers: Iterable[Server], last: tuple[int, int]) -> None:
+    """Wait until every node of `servers` has applied the log up to `last`; fail the test
+    past TIMEOUT (a node that stopped applying is a bug, not a slow machine)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        behind = [
+            server.cluster.node
+            for server in servers
+            if server.cluster is not None and entry_id(server.cluster.applied_id) < last
+        ]
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"nodes {behind} did not apply the shared log up to {last}")
+        time.sleep(POLL)
 
 
 def caught_up(redis_server: RedisProcess, *servers: Server) -> None:
     """Wait until every node has applied the whole log, and the log has stopped growing
-    for a moment. A node answers a lookup (is bob online?) from its own copy, which may be
-    a moment behind the log: a test that has just seen bob registered on n2 waits for n1
-    to know it too (a client has its 376 just before its registration goes in the log)."""
+    for a moment (a test that reads the nodes' worlds directly, not through a client:
+    a client's command is answered once its node has caught up)."""
     client = redis_server.client(decode_responses=True)
-
-    def last() -> tuple[int, int]:
-        return _id(client.xinfo_stream("ircish:log")["last-generated-id"])
-
     seen = None
-    while seen != (now := last()):
+    while seen != (now := log_end(client)):
         seen = now
-        wait_for(
-            lambda: all(
-                _id(server.cluster.applied_id) >= now
-                for server in servers
-                if server.cluster is not None
-            )
-        )
+        applied_upto(servers, now)
         time.sleep(0.05)
