@@ -56,12 +56,25 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
     echo = ctx.session.is_text or "echo-message" in ctx.session.caps
     if not tagmsg:
         user.last_spoke = time.time()
+    # In a cluster a message does not wait for its node to catch up with the log (it is
+    # checked where the log applies it), but a nick or room the node does not know may
+    # have come a moment ago on another node: it catches up, once, and looks again.
+    behind = ctx.world.cluster is not None
+
+    def caught_up() -> bool:
+        nonlocal behind
+        if not behind:
+            return False
+        behind = False
+        ctx.world.catch_up()
+        return True
+
     for target in targets:
         status = STATUS_TARGETS.get(target[:1], "")
         if status or target.startswith("#"):
             name = target[1:] if status else target
             room = ctx.world.find_room(name)
-            if room is None and ctx.world.catch_up():  # (made a moment ago on another node?)
+            if room is None and caught_up():
                 room = ctx.world.find_room(name)
             if room is None:
                 if not quiet:
@@ -81,11 +94,11 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
             continue
         if casefold(target) in SERVICES:
             if kind == "PRIVMSG":  # a notice or tags to a service are dropped
-                ctx.world.catch_up()  # (a command to it, answered as any command)
+                caught_up()  # (a command to it, answered as any command is)
                 talk_to_service(ctx, casefold(target), msg.params[1])
             continue
         recipient = ctx.world.find_user(target)
-        if recipient is None and ctx.world.catch_up():  # (arrived on another node?)
+        if recipient is None and caught_up():
             recipient = ctx.world.find_user(target)
         if recipient is None:
             if not tagmsg and leave_message(ctx, target, msg.command, text[0], tags, echo):
@@ -93,8 +106,10 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
             if not quiet:
                 ctx.reply(p.ERR_NOSUCHNICK, safe_param(target), "No such nick")
             continue
-        if echo:
-            ctx.flush()  # the sender sees their line before the answer to it can come
+        if echo or ctx.replies:
+            # The sender sees their line, and the answers to earlier targets, before the
+            # answer to this one (a 301, from tell_user) can come.
+            ctx.flush()
         relayed = Message(msg.command, [recipient.nick, *text], user.prefix, tags)
         copies = ctx.world.tell_user(user, recipient, relayed, echo, needs=needs)
         ctx.conn.tally.relay(kind, "private", copies)

@@ -1359,14 +1359,12 @@ class World:
                 room = self._new_room(name, topic, persistent=True)
                 self.rooms[room.folded] = room
 
-    def catch_up(self) -> bool:
+    def catch_up(self) -> None:
         """In a cluster: wait until this node has applied every change made anywhere so
-        far (a lookup that found nothing may find it then; see `Network.catch_up`), and
-        say True. False at once in a single process: nothing is elsewhere."""
-        if self.cluster is None:
-            return False
-        self.cluster.catch_up()
-        return True
+        far (a lookup that found nothing may find it then; see `Network.catch_up`). In a
+        single process nothing is elsewhere: no wait."""
+        if self.cluster is not None:
+            self.cluster.catch_up()
 
     def attach(self, cluster: Network) -> None:
         """Become one node of `cluster` (at start, before anyone connects): from now on the
@@ -1499,7 +1497,10 @@ class World:
         before 001; in a cluster it is sent where the registration is applied, so the
         user is registered on their node once they have their 376."""
         if greet is not None:
-            greet()
+            try:
+                greet()
+            except Exception:  # (the registration is the network's: it goes on)
+                log.exception("%s: the welcome burst failed", user)
         with self.lock:
             if not user.registered:
                 user.registered = True

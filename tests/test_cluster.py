@@ -591,7 +591,8 @@ def test_a_quiet_node_does_not_hold_other_windows_back(
     and each lease tick: once n1 has written its lines and said nothing more, n2's window
     still comes back to its size as bob talks."""
     small = HistoryConfig(window=3, replay_on_join=0)
-    n1, n2 = nodes("n1", "n2", lease_ms=1000, history=small, store=StoreConfig(flush_ms=60_000))
+    (n1,) = nodes("n1", lease_ms=1000, history=small, store=StoreConfig(flush_ms=60_000))
+    (n2,) = nodes("n2", lease_ms=1000, history=small)  # (its writer writes at once)
     alice, bob = clients(n1, "alice"), clients(n2, "bob")
     alice.join("#r")
     bob.join("#r")
@@ -608,8 +609,7 @@ def test_a_quiet_node_does_not_hold_other_windows_back(
     assert n1.writer is not None and n1.writer.flush(TIMEOUT)
     time.sleep(0.6)  # (two lease ticks: n1 says where its writer is)
 
-    def trimmed() -> bool:  # (n2's writer waits too: its lines are written here)
-        assert n2.writer is not None and n2.writer.flush(TIMEOUT)
+    def trimmed() -> bool:
         bob.send("PRIVMSG #r :more")
         bob.sync()
         return len(room.window) < 40
@@ -672,31 +672,48 @@ def test_regain_renames_a_squatter_on_another_node_and_tells_them(
     squatter.expect(r"NOTICE Guest\d+ :alice belongs to a registered account, so you are now Guest")
 
 
+class Hold:
+    """A node's bus held (`held_bus`): `reached` once it waits at an entry it may not
+    apply yet, and `release` lets it go on."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait(self, entry: dict, only: Callable[[dict], bool] | None) -> None:
+        if only is None or only(entry):
+            self.reached.set()
+            self._released.wait(TIMEOUT)
+
+
 @contextlib.contextmanager
-def held_bus(server: Server, release_after: float | None = None) -> Iterator[threading.Event]:
-    """`server`'s bus applies nothing more until the block ends, or `release_after` seconds
-    have passed, or the event it gives is set (each entry waits for it, at most TIMEOUT)."""
+def held_bus(server: Server, only: Callable[[dict], bool] | None = None) -> Iterator[Hold]:
+    """`server`'s bus applies nothing from the first entry `only` picks (any, by default)
+    until the block ends or the hold is released (each entry waits at most TIMEOUT)."""
     assert server.cluster is not None
     cluster = server.cluster
-    held = threading.Event()
+    hold = Hold()
     original = cluster._apply
 
     def slow_apply(entry_id: str, entry: dict) -> None:
-        held.wait(TIMEOUT)
+        hold.wait(entry, only)
         original(entry_id, entry)
 
     cluster._apply = slow_apply  # type: ignore[method-assign]
-    timer = None
-    if release_after is not None:
-        timer = threading.Timer(release_after, held.set)
-        timer.start()
     try:
-        yield held
+        yield hold
     finally:
-        held.set()
-        if timer is not None:
-            timer.cancel()
+        hold.release()
         cluster._apply = original  # type: ignore[method-assign]
+
+
+def catching_up(server: Server) -> bool:
+    """Whether a reader thread of `server` waits for it to catch up with the log."""
+    assert server.cluster is not None
+    return bool(server.cluster._catching)
 
 
 def test_a_lookup_answers_with_every_change_made_before_it(
@@ -708,12 +725,14 @@ def test_a_lookup_answers_with_every_change_made_before_it(
     n1, n2 = nodes("n1", "n2")
     alice, bob = clients(n1, "alice"), clients(n2, "bob")
     bob.sync()
-    with held_bus(n2, release_after=0.3):
+    with held_bus(n2) as hold:
         alice.join("#r")
         alice.send("TOPIC #r :what alice set")
         alice.send("NICK alicia")
         alice.expect(r"^:alice!\S+ NICK :?alicia$")
         bob.send("NAMES #r")
+        wait_for(lambda: catching_up(n2))  # (not answered from the copy as it is)
+        hold.release()
         assert re.search(r" 353 bob = #r :@alicia$", bob.expect(r" 353 ").string)
     bob.send("TOPIC #r")
     bob.expect(r" 332 bob #r :what alice set$")
@@ -731,19 +750,26 @@ def test_a_message_finds_who_and_what_another_node_just_made(
     n1, n2 = nodes("n1", "n2")
     alice = capped(clients(n1), "alice", "echo-message")
     bob = clients(n2, "bob")
-    with held_bus(n1, release_after=0.3):
+    with held_bus(n1) as hold:
         carol = clients(n2, "carol")  # (n1 knows nothing of her yet)
         carol.join("#new")
         bob.send("AWAY :gone fishing")
         bob.expect(r" 306 bob ")
-        alice.send("PRIVMSG bob :are you there?")  # (first: n1 has not caught up yet)
-        alice.send("PRIVMSG carol :welcome")
-        alice.send("PRIVMSG #new :hello room")  # (a 404: alice is no member)
-        alice.expect(r" 301 alice bob :gone fishing$")
-        carol.expect(r"^:alice!\S+ PRIVMSG carol :welcome$")
+        alice.send("PRIVMSG bob :are you there?")  # (n1 still thinks bob is here)
+        alice.send("PRIVMSG #new :hello room")  # (a 404 once found: alice is no member)
+        wait_for(lambda: catching_up(n1))
+        hold.release()
         lines = alice.collect_until(r" 404 alice #new ")
-        assert not any(" 401 " in line or " 403 " in line for line in lines), lines
+        assert any(line.endswith(" 301 alice bob :gone fishing") for line in lines), lines
+        assert not any(" 403 " in line for line in lines), lines
     bob.expect(r"^:alice!\S+ PRIVMSG bob :are you there\?$")
+    with held_bus(n1) as hold:
+        clients(n2, "dave")
+        alice.send("PRIVMSG dave :welcome")
+        wait_for(lambda: catching_up(n1))
+        hold.release()
+        lines = alice.collect_until(r" PRIVMSG dave :welcome$")  # (the echo)
+        assert not any(" 401 " in line for line in lines), lines
 
 
 def test_a_welcomed_user_is_registered_on_their_node(
@@ -754,8 +780,11 @@ def test_a_welcomed_user_is_registered_on_their_node(
     moment before."""
     (n1,) = nodes("n1")
     alice = clients(n1)
-    with held_bus(n1, release_after=0.3):
+    with held_bus(n1, only=lambda entry: entry.get("f") == "World.mark_registered") as hold:
         alice.send_registration("alice")
+        assert hold.reached.wait(TIMEOUT)
+        assert not alice.quiet(0.2)  # no 001 while the registration waits to be applied
+        hold.release()
         alice.expect(r" (376|422) alice ")
         assert n1.world.find_user("alice") is not None
 

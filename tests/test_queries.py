@@ -145,6 +145,22 @@ def test_away_replies_and_auto_301(connect):
     assert alice.sync() == []
 
 
+def test_the_away_reply_comes_in_the_order_of_the_targets(connect):
+    """PRIVMSG to several targets: each one's answer in the order they were named, the
+    301 of an away recipient after the 401 of a nick before it (the 301 comes from the
+    delivery, the 401 from the command's replies)."""
+    alice = connect("alice")
+    bob = connect("bob")
+    bob.send("AWAY :back in five")
+    bob.expect(rf"^:{SERVER} 306 bob :")
+    alice.send("PRIVMSG nosuch,bob,#nosuch :hi")
+    assert alice.sync() == [
+        f":{SERVER} 401 alice nosuch :No such nick",
+        f":{SERVER} 301 alice bob :back in five",
+        f":{SERVER} 403 alice #nosuch :No such room",
+    ]
+
+
 # -- MODE ------------------------------------------------------------------------------
 
 

@@ -88,9 +88,9 @@ CALLER_CONNECTIONS = 4
 #: How long a joining node's state stays in Redis for it to read (seconds).
 STATE_TTL = 60
 #: This node's room lines a node keeps track of until its writer has written them
-#: (`OwnKeeper`): past this, the oldest count as written, as a window lets its oldest
-#: unwritten lines go past UNSTORED_LIMIT (a store that keeps failing holds nothing back
-#: forever).
+#: (`OwnKeeper`): past this, newer ones are not (they count as written, as a window lets
+#: its oldest unwritten lines go past UNSTORED_LIMIT: a store that keeps failing holds
+#: nothing back forever).
 OWN_UNWRITTEN_LIMIT = 100_000
 
 #: A place in the log: an entry id (`ms-seq`) as something that sorts in the log's order.
@@ -452,22 +452,26 @@ class Cluster:
           JOIN or a MODE on one node and then asks another that does not know it yet."""
         if command in RELAYED:
             return
+        deadline = time.monotonic() + 2 * self.timeout  # (for both waits)
         ticket = getattr(self._outstanding, "ticket", None)
         if ticket is not None:
             self._outstanding.ticket = None
             ticket.done.wait(2 * self.timeout)
         if command not in UNSYNCED:
-            self.catch_up()
+            self.catch_up(min(self.timeout, deadline - time.monotonic()))
 
-    def catch_up(self) -> None:
+    def catch_up(self, timeout: float | None = None) -> None:
         """Wait until this node has applied the log as far as it went when asked: one round
         trip, which the appender makes with whatever it writes, for every thread asking
-        (and a wait for the bus, a few milliseconds at most). If Redis does not answer, or
-        the bus is slower than cluster.timeout_ms, this node's copy answers as it is."""
+        (and a wait for the bus, a few milliseconds at most). If Redis is down, or does not
+        answer within `timeout` (cluster.timeout_ms), or the bus is that slow, this node's
+        copy answers as it is. (The bus itself never waits for itself.)"""
+        if not self.up or self.applying():
+            return
         asked = threading.Event()
         self._asked.append(asked)
         self._outbox_ready.set()
-        asked.wait(self.timeout)
+        asked.wait(self.timeout if timeout is None else max(0.0, timeout))
 
     def in_flight(self) -> set[int]:
         """The changes this node's users made that its bus has not applied yet (their
@@ -619,13 +623,15 @@ class Cluster:
     def _bus(self) -> None:
         self._bus_ident = threading.get_ident()
         pause = 0.1
+        taken = None
         while not self._stopping.is_set():
             if self._lost.is_set():
                 self._start_again()
                 continue
-            read, self._read_bounds = self._read_bounds, None
-            if read and self._keeper is not None:
-                for life, bound in read.items():
+            read = self._read_bounds  # (a new dict each lease tick: taken once)
+            if read is not taken and self._keeper is not None:
+                taken = read
+                for life, bound in (read or {}).items():
                     self._keeper.advance(life, bound)
             try:
                 reply = self._bus_redis.xread(
@@ -944,7 +950,7 @@ class OwnKeeper:
         #: This node's room lines not known written, in order: (the entry that made it,
         #: its number among the lines taken). The bus adds; the appender thread takes
         #: those written from the front (`own_bound`).
-        self._own: deque[tuple[At, int]] = deque(maxlen=OWN_UNWRITTEN_LIMIT)
+        self._own: deque[tuple[At, int]] = deque()
         #: How far this node's writer is, as `own_bound` last found.
         self.bound: At = (0, 0)
         #: Room -> other nodes' lines of it not known written, in order: (the life that
@@ -968,7 +974,7 @@ class OwnKeeper:
         if not self._writer.submit(line):
             return False
         self._taken += 1
-        if room and cluster.applying():
+        if room and cluster.applying() and len(self._own) < OWN_UNWRITTEN_LIMIT:
             self._own.append((cluster.entry_at, self._taken))
         return True
 
@@ -988,8 +994,10 @@ class OwnKeeper:
             self._bounds[life] = bound
 
     def start_again(self) -> None:
-        """The node starts again with a new copy of the network: the rooms it tracked went."""
+        """The node starts again with a new copy of the network: the rooms it tracked went
+        (a room made again starts its seqs again)."""
         self._theirs.clear()
+        self._mine.clear()
 
     def written_upto(self, target: str, epoch: int) -> int | None:
         """How far the window of `target` may let lines go: up to the last one this node's
