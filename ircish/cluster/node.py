@@ -131,29 +131,64 @@ class Ticket:
     """A shared change this node wrote and a reader thread waits for: what it returned,
     or raised, when the bus ran it here."""
 
-    __slots__ = ("detached", "done", "error", "local", "name", "result", "sender", "thread")
+    __slots__ = (
+        "detached",
+        "done",
+        "error",
+        "finished",
+        "local",
+        "name",
+        "result",
+        "sender",
+        "thread",
+    )
 
-    def __init__(self, local: list[Any]) -> None:
-        self.done = threading.Event()
+    def __init__(self, local: list[Any], detached: bool) -> None:
+        #: Nobody waits for it (a message): a refusal goes to the sender from the bus, and
+        #: the wake-up is made only if someone waits after all (`wait`): one per message
+        #: would cost more than the rest of its ticket.
+        self.detached = detached
+        self.done = None if detached else threading.Event()
+        self.finished = False
         self.local = local
         #: The waiting thread: replies the change causes belong to it (labeled-response).
         self.thread = threading.get_ident()
         self.result: Any = None
         self.error: BaseException | None = None
-        #: Nobody waits for it (a message): a refusal goes to the sender from the bus.
-        self.detached = False
         #: The change, and who made it (the first argument, a user, if it is one).
         self.name = ""
         self.sender: User | None = None
+
+    def finish(self) -> None:
+        """It ran here, or never will: wake whoever waits."""
+        self.finished = True
+        done = self.done
+        if done is not None:
+            done.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until it is finished (at most `timeout`); False on timeout. (`finish` sets
+        the flag, then reads the wake-up; this sets the wake-up, then reads the flag: one
+        of them sees the other's write, so no wake-up is lost.)"""
+        done = self.done
+        if done is None:
+            self.done = done = threading.Event()
+            if self.finished:
+                return True
+        return done.wait(timeout)
 
 
 #: How a log entry names the accounts as the owner of a change (room names start with #).
 ACCOUNTS = "*accounts"
 
 
+#: One encoder made once (json.dumps with options makes one a call).
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _encoded(entry: dict[str, Any]) -> str:
     """A log entry as the stream keeps it: compact JSON."""
-    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+    return _JSON.encode(entry)
 
 
 def _message_command(entry: dict[str, Any]) -> str:
@@ -412,12 +447,11 @@ class Cluster:
         }
         number = next(self._numbers)
         entry["t"] = number
-        ticket = Ticket(local)
         # A message whose sender waits for nothing (`DETACHED`): appended, and the reader
         # thread goes on. Appends from one thread are in the log in the order made, so a
         # sender's lines and commands keep their order; a refusal (404: +m, a ban) and the
         # echo come from the bus when it applies the entry (`_tell_sender`).
-        ticket.detached = name in DETACHED and not is_gathering()
+        ticket = Ticket(local, name in DETACHED and not is_gathering())
         ticket.name = name
         ticket.sender = args[0] if args and isinstance(args[0], User) else None
         with self._tickets_lock:
@@ -431,13 +465,13 @@ class Cluster:
             self._outstanding.ticket = ticket
             return len(owner.members) if isinstance(owner, Room) else 1
         # (Twice the timeout: a failed append is settled within one, then the caller knows.)
-        if not ticket.done.wait(2 * self.timeout):
+        if not ticket.wait(2 * self.timeout):
             with self._tickets_lock:
                 given_up = self._tickets.pop(number, None) is not None
             if given_up:
                 log.warning("cluster: %s not applied within %.1f s", name, 2 * self.timeout)
                 raise _unreachable("The network is slow: your last command will happen late")
-            ticket.done.wait()  # the bus is running it right now
+            ticket.wait(None)  # the bus is running it right now
         if ticket.error is not None:
             raise ticket.error
         return ticket.result
@@ -456,7 +490,7 @@ class Cluster:
         ticket = getattr(self._outstanding, "ticket", None)
         if ticket is not None:
             self._outstanding.ticket = None
-            ticket.done.wait(2 * self.timeout)
+            ticket.wait(2 * self.timeout)
         if command not in UNSYNCED:
             self.catch_up(min(self.timeout, deadline - time.monotonic()))
 
@@ -604,7 +638,7 @@ class Cluster:
                     )
             else:
                 ticket.error = _unreachable(text)
-            ticket.done.set()
+            ticket.finish()
 
     def _append(self, entry: dict[str, Any], client: redis.Redis | None = None) -> str:
         """Append one entry now (joining, a mark, a node gone, a QUIT sent again), outside
@@ -674,7 +708,7 @@ class Cluster:
             event.set()
         for ticket in waiting.values():
             ticket.error = _unreachable("The network lost its state; nothing was done")
-            ticket.done.set()
+            ticket.finish()
         self.world.start_again([(room.name, room.topic) for room in self.rooms])
         if self._keeper is not None:
             self._keeper.start_again()
@@ -733,7 +767,7 @@ class Cluster:
                 free_clock()
         finally:
             if ticket is not None:
-                ticket.done.set()
+                ticket.finish()
 
     def _run(self, entry: dict[str, Any], ticket: Ticket | None) -> None:
         codec = self.codec
