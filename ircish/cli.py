@@ -169,7 +169,8 @@ def main(
 )
 def check_config_command(config_path: str) -> None:
     """Check a config file the way a start or a reload would, and exit: 0 if it is good,
-    2 with one line naming the problem if not. The TLS certificate and key are loaded too.
+    2 with one line naming the problem if not. The TLS certificate and key are loaded too,
+    and a cluster's Redis must answer (its node name may be in use: by the node itself).
 
     \b
         ircish-server check-config -c /etc/ircish/config.yaml
@@ -182,6 +183,20 @@ def check_config_command(config_path: str) -> None:
             server_context(config.tls)
     except ConfigError as exc:
         _fail(str(ConfigError(config_path, exc.key_path, exc.problem)))
+    if config.cluster is not None:
+        import redis
+
+        from ircish.store.redis import redis_client
+
+        client = redis_client(config.cluster.redis, 3.0, 1)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            _fail(
+                f"{config_path}: cluster.redis: cannot reach Redis at {config.cluster.redis}: {exc}"
+            )
+        finally:
+            client.close()
     click.echo(f"{config_path}: OK")
 
 

@@ -466,6 +466,23 @@ def test_kill_and_bot_mode_reach_a_user_on_another_node(
 # -- Redis away and back ---------------------------------------------------------------------
 
 
+def test_a_node_declared_gone_while_redis_was_away_does_not_say_it_is_back(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    """Redis comes back after an outage in which the network declared n2 gone (its lease
+    lapsed): n2's users are closed ("lost contact"), and are not first told that the
+    network is back."""
+    n1, n2 = nodes("n1", "n2", lease_ms=1000)
+    bob = clients(n2, "bob")
+    bob.sync()
+    assert n2.cluster is not None
+    n2.cluster.up = False  # (as the lease thread leaves it while Redis is away)
+    redis_server.client().hdel("ircish:nodes", "n2")  # (another node declared it gone)
+    lines = bob.expect_closed()
+    assert any("lost contact with the network" in line for line in lines), lines
+    assert not any("The network is back" in line for line in lines), lines
+
+
 def test_a_quit_while_redis_is_away_reaches_the_others_when_it_is_back(
     nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
 ) -> None:

@@ -480,6 +480,20 @@ def test_check_config(tmp_path):
     assert "cannot read the file" in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_check_config_asks_the_cluster_s_redis(tmp_path, redis_server):
+    config = tmp_path / "node.yaml"
+    config.write_text(f"cluster: {{redis: '{redis_server.url}', node: n1}}\n")
+    result = run_cli("check-config", "-c", str(config), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"{config}: OK\n")
+    redis_server.stop()
+    result = run_cli("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"ircish-server: {config}: cluster.redis: cannot reach Redis at {redis_server.url}: "
+    )
+    assert result.stderr.count("\n") == 1
+
+
 def test_check_config_loads_the_tls_files(tmp_path):
     broken = tmp_path / "key.pem"
     broken.write_text("not a key\n")

@@ -223,6 +223,30 @@ def test_a_failed_write_is_logged_and_counted_and_the_writer_goes_on(tmp_path, c
     store.close()
 
 
+def test_a_write_redis_cannot_take_just_now_is_made_when_it_is_back(redis_server, caplog):
+    """A Redis restarting under traffic: the writer tries again, and every line is stored
+    once Redis is back; one warning when it goes and one when it answers, no traceback."""
+    store = RedisStore(redis_server.url, timeout=0.5)
+    writer = Writer(store, flush_ms=10)
+    writer.start()
+    try:
+        writer.submit(line(1))
+        assert writer.flush(TIMEOUT)
+        redis_server.stop()
+        writer.submit(line(2))
+        wait_for(lambda: any("cannot be reached" in r.message for r in caplog.records))
+        writer.submit(line(3))
+        redis_server.restart()
+        assert writer.flush(TIMEOUT)
+        assert texts(latest(store, "#r", 10))[-2:] == ["line 2", "line 3"]
+        assert writer.failed == 0
+        assert any("answers again" in r.message for r in caplog.records)
+        assert not [r for r in caplog.records if r.exc_info], "no traceback for an outage"
+    finally:
+        writer.close()
+        store.close()
+
+
 BURST = """
 import sys, time
 from ircish.store import MaskState, Query, RoomState, StoredLine, read_lines

@@ -864,7 +864,7 @@ class Cluster:
                 self._send_pending()
                 with self._up_lock:
                     back, self.up = not self.up, True
-                if back:
+                if back and not self._lost.is_set():  # (not if it starts again instead)
                     log.warning("cluster: Redis is back")
                     self._tell_everyone("The network is back: messages go through again")
             except redis.RedisError as exc:

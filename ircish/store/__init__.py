@@ -204,7 +204,9 @@ def is_private_target(target: str) -> bool:
 
 
 class Store(Protocol):
-    """History kept for rooms and between accounts, the rooms that last, and accounts."""
+    """History kept for rooms and between accounts, the rooms that last, and accounts.
+    A store may name `unreachable`, the errors that mean it cannot be reached just now
+    (the writer tries again: every write must be one that can be made twice)."""
 
     def append(self, lines: list[StoredLine]) -> None:
         """Keep `lines`, in one transaction; a msgid seen before is kept once. The writer

@@ -103,6 +103,10 @@ def _line(target: str, member: str) -> StoredLine:
 class RedisStore:
     """`Store` on Redis (see the module docstring). `prefix` starts every key."""
 
+    #: Redis cannot be reached just now (restarting, a network blip): the writer tries
+    #: again. Every write here can be made twice (a line is a set member, a state a field).
+    unreachable = (redis.ConnectionError, redis.TimeoutError)
+
     def __init__(self, url: str, prefix: str = "ircish", timeout: float = 5.0) -> None:
         self._prefix = prefix
         # A few connections whatever the number of reader threads (a waiting reader waits

@@ -11,7 +11,10 @@ The thread takes what has queued up and writes it in one transaction, as soon as
 lines are waiting or the oldest has waited `flush_ms`: after a SIGKILL or a power cut, at
 most the last `flush_ms` of history (and whatever was still queued behind a slow disk) is
 missing. A write that fails is logged and counted (`failed`) and the thread goes on with
-the next batch. Retention (`prune`) runs here too, once a minute, never on a reader.
+the next batch; but while the store cannot be reached (a Redis restarting: the store's
+`unreachable` errors), a write is tried again, for up to RETRY_FOR seconds, the queue
+filling meanwhile, with one log line when it goes and one when it is back. Retention
+(`prune`) runs here too, once a minute, never on a reader.
 `close()` writes everything queued before it returns (SIGTERM loses nothing).
 """
 
@@ -40,6 +43,11 @@ DEFAULT_FLUSH_MS = 100
 DROP_WARNING_INTERVAL = 60.0
 #: Seconds between two retention passes.
 PRUNE_INTERVAL = 60.0
+#: How long a write is tried again while the store cannot be reached (seconds), and the
+#: pauses between tries (doubling).
+RETRY_FOR = 120.0
+RETRY_FIRST = 0.05
+RETRY_MOST = 2.0
 #: Seconds a forgotten room's late lines are still turned away (a reader thread may hand
 #: over the last lines of a room that ended just after the room's end was queued).
 FORGOTTEN_FOR = 60.0
@@ -111,6 +119,10 @@ class Writer:
         #: once this is n. It only grows, in the queue's order (the writer thread's).
         self.handled = 0
         self._drops_lock = new_lock("Writer._drops_lock")
+        #: What the store raises when it cannot be reached just now: tried again.
+        self._unreachable: tuple[type[BaseException], ...] = getattr(store, "unreachable", ())
+        #: Set by `close`: a write that cannot be made is not tried again.
+        self._closing = threading.Event()
         # The first drop is logged at once, then at most one warning per interval.
         self._warned_at = -DROP_WARNING_INTERVAL
         self._warned_count = 0
@@ -210,6 +222,7 @@ class Writer:
         """Write what is queued, then stop the thread (a writer never started writes
         nothing)."""
         if self._thread.is_alive():
+            self._closing.set()
             self._put(_STOP, urgent=True)
             self._thread.join()
 
@@ -340,13 +353,34 @@ class Writer:
             self.failed += len(lines)
 
     def _apply(self, change: Callable[[], None]) -> bool:
-        """Run one store change; a failure is logged, never the end of the thread."""
-        try:
-            change()
-        except Exception:
-            log.exception("history writer: a write to the store failed")
-            return False
-        return True
+        """Run one store change; a failure is logged, never the end of the thread. While the
+        store cannot be reached it is tried again (RETRY_FOR), unless the writer closes."""
+        pause, given_up_at = RETRY_FIRST, None
+        while True:
+            try:
+                change()
+            except self._unreachable as exc:
+                now = time.monotonic()
+                if given_up_at is None:
+                    given_up_at = now + RETRY_FOR
+                    log.warning(
+                        "history writer: the store cannot be reached (%s); trying again for "
+                        "up to %d s",
+                        exc,
+                        RETRY_FOR,
+                    )
+                if now >= given_up_at or self._closing.is_set():
+                    log.error("history writer: the store could not be reached; a write is lost")
+                    return False
+                self._closing.wait(pause)
+                pause = min(2 * pause, RETRY_MOST)
+            except Exception:
+                log.exception("history writer: a write to the store failed")
+                return False
+            else:
+                if given_up_at is not None:
+                    log.warning("history writer: the store answers again; the write is made")
+                return True
 
 
 @dataclass(frozen=True, slots=True)
