@@ -472,7 +472,7 @@ def test_a_node_declared_gone_while_redis_was_away_does_not_say_it_is_back(
     """Redis comes back after an outage in which the network declared n2 gone (its lease
     lapsed): n2's users are closed ("lost contact"), and are not first told that the
     network is back."""
-    n1, n2 = nodes("n1", "n2", lease_ms=1000)
+    _n1, n2 = nodes("n1", "n2", lease_ms=1000)  # (n1: the network n2 is part of)
     bob = clients(n2, "bob")
     bob.sync()
     assert n2.cluster is not None
