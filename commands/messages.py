@@ -69,7 +69,11 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
         ctx.world.catch_up()
         return True
 
+    sent = False
     for target in targets:
+        if sent:  # (in a cluster its answers come from the log: before the next target's)
+            ctx.world.wait_for_messages()
+            sent = False
         status = STATUS_TARGETS.get(target[:1], "")
         if status or target.startswith("#"):
             name = target[1:] if status else target
@@ -80,12 +84,13 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
                 if not quiet:
                     ctx.reply(p.ERR_NOSUCHCHANNEL, safe_param(target), "No such room")
                 continue
-            if echo:
+            if echo or ctx.replies:
                 ctx.flush()  # the echo is queued in the room's order, after the replies so far
             shown = target[0] + room.name if status else room.name
             relayed = Message(msg.command, [shown, *text], user.prefix, tags)
             try:
                 copies = room.send_from(user, relayed, echo, needs=needs, only=status)
+                sent = True
             except IRCError as exc:
                 if not quiet:
                     ctx.reply(exc.numeric, *exc.params)
@@ -112,6 +117,7 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
             ctx.flush()
         relayed = Message(msg.command, [recipient.nick, *text], user.prefix, tags)
         copies = ctx.world.tell_user(user, recipient, relayed, echo, needs=needs)
+        sent = True
         ctx.conn.tally.relay(kind, "private", copies)
 
 

@@ -27,6 +27,10 @@ class Network(Protocol):
         and until this node has applied every change made anywhere before it."""
         ...
 
+    def wait_for_messages(self) -> None:
+        """Wait until the calling thread's messages so far have been applied."""
+        ...
+
     def catch_up(self) -> None:
         """Wait until this node has applied the log as far as it went when asked."""
         ...

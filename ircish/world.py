@@ -1366,6 +1366,13 @@ class World:
         if self.cluster is not None:
             self.cluster.catch_up()
 
+    def wait_for_messages(self) -> None:
+        """In a cluster: wait until the messages this thread sent so far have been applied
+        (their answers, a 404 or a 301, come from the log), so a message to several
+        targets is answered in the order of its targets, as in a single process."""
+        if self.cluster is not None:
+            self.cluster.wait_for_messages()
+
     def attach(self, cluster: Network) -> None:
         """Become one node of `cluster` (at start, before anyone connects): from now on the
         `shared` changes go through its log."""

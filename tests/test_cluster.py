@@ -789,6 +789,20 @@ def test_a_message_finds_who_and_what_another_node_just_made(
         assert not any(" 401 " in line for line in lines), lines
 
 
+def test_a_message_to_several_targets_is_answered_in_their_order(
+    nodes: Nodes, clients: Callable[..., Client]
+) -> None:
+    """The 301 of a recipient on another node comes from the log, the 401 and 403 from
+    the command: still in the order the targets were named, as on one server."""
+    n1, n2 = nodes("n1", "n2")
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    bob.send("AWAY :back in five")
+    bob.expect(r" 306 bob ")
+    alice.send("PRIVMSG nosuch,bob,#nosuch :hi")
+    answers = [line.split(" ", 3)[1] for line in alice.sync()]
+    assert answers == ["401", "301", "403"], answers
+
+
 def test_a_welcomed_user_is_registered_on_their_node(
     nodes: Nodes, clients: Callable[..., Client]
 ) -> None:

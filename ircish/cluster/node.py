@@ -487,12 +487,18 @@ class Cluster:
         if command in RELAYED:
             return
         deadline = time.monotonic() + 2 * self.timeout  # (for both waits)
+        self.wait_for_messages()
+        if command not in UNSYNCED:
+            self.catch_up(min(self.timeout, deadline - time.monotonic()))
+
+    def wait_for_messages(self) -> None:
+        """Wait until the calling thread's last message (not waited for: `DETACHED`) has
+        been applied here, at most twice cluster.timeout_ms (a failed append is settled
+        within one)."""
         ticket = getattr(self._outstanding, "ticket", None)
         if ticket is not None:
             self._outstanding.ticket = None
             ticket.wait(2 * self.timeout)
-        if command not in UNSYNCED:
-            self.catch_up(min(self.timeout, deadline - time.monotonic()))
 
     def catch_up(self, timeout: float | None = None) -> None:
         """Wait until this node has applied the log as far as it went when asked: one round
