@@ -271,11 +271,13 @@ class Connection:
             return
         fmt = self.session.wire_format
         labeled = self._labeled
-        if labeled is not None and reply and labeled.thread == acting_thread():
-            # Part of the answer to this client's own labeled command.
-            if fmt is not None and event.reaches(fmt.caps):
-                labeled.add(event.message_for(fmt.caps))
-            return
+        if labeled is not None:
+            if reply and labeled.thread == acting_thread():
+                # Part of the answer to this client's own labeled command.
+                if fmt is not None and event.reaches(fmt.caps):
+                    labeled.add(event.message_for(fmt.caps))
+                return
+            labeled.before_other()
         if fmt is not None:
             data = event.wire(fmt)
         elif event.needs is None:  # a text session: a line rendered for this person
@@ -309,9 +311,11 @@ class Connection:
     def send(self, msg: Message) -> None:
         """Queue `msg` for this client (rendered as text for text sessions)."""
         labeled = self._labeled
-        if labeled is not None and labeled.thread == acting_thread():
-            labeled.add(msg)
-            return
+        if labeled is not None:
+            if labeled.thread == acting_thread():
+                labeled.add(msg)
+                return
+            labeled.before_other()
         data = self.session.encode(msg)
         if data:
             self.send_bytes(data)
@@ -602,10 +606,14 @@ class LabeledResponse:
     no line becomes `ACK`, one line carries the label, several go in a `labeled-response`
     batch whose BATCH line carries it. The first line is held until a second shows whether
     a batch is needed; from the second on, lines go out as they come, so a reply built under
-    a room's lock still goes out under it. A client without batch gets its first line
-    labeled and the rest as they are."""
+    a room's lock still goes out under it. A line for the client that is no part of the
+    answer (another's message, delivered meanwhile; one's own message to oneself as
+    received) sends the held one first, labeled (`before_other`): the answer keeps its
+    place among what the client gets, its echo before a later line of the room, and any
+    more of it goes as it is. A client without batch gets its first line labeled and the
+    rest as they are."""
 
-    __slots__ = ("_batch", "_count", "_held", "_send", "_session", "label", "thread")
+    __slots__ = ("_batch", "_count", "_held", "_lock", "_send", "_session", "label", "thread")
 
     def __init__(self, label: str, session: Session, send: Callable[[Message], None]) -> None:
         self.label = label
@@ -616,30 +624,49 @@ class LabeledResponse:
         self._held: Message | None = None
         self._count = 0
         self._batch: str | None = None
+        #: The answering thread adds; another may deliver to the client meanwhile (a
+        #: cluster's bus, another reader) and so send the held line (`before_other`).
+        self._lock = new_lock("LabeledResponse.lock")
 
     def add(self, msg: Message) -> None:
-        self._count += 1
-        if self._count == 1:
-            self._held = msg
+        with self._lock:
+            self._count += 1
+            if self._count == 1:
+                self._held = msg
+                return
+            self._send_held_locked(batch="batch" in self._session.caps)
+            self._send(msg if self._batch is None else _tagged(msg, "batch", self._batch))
+
+    def before_other(self) -> None:
+        """A line that is no part of the answer is about to be sent: the held line goes
+        first (nothing to do when none is held)."""
+        if self._held is None:  # (one read: most of the time there is none)
             return
-        held, self._held = self._held, None
-        if held is not None:
-            if "batch" in self._session.caps:
-                self._batch = self._session.new_batch_id()
-                self._send(self._server_line("BATCH", f"+{self._batch}", "labeled-response"))
-                held = _tagged(held, "batch", self._batch)
-            else:
-                held = _tagged(held, "label", self.label)
-            self._send(held)
-        self._send(msg if self._batch is None else _tagged(msg, "batch", self._batch))
+        with self._lock:
+            self._send_held_locked(batch=False)
+
+    def _send_held_locked(self, batch: bool) -> None:
+        """The held first line goes: in a labeled-response batch opened now, or labeled."""
+        first, self._held = self._held, None
+        if first is None:
+            return
+        if batch:
+            self._batch = self._session.new_batch_id()
+            self._send(self._server_line("BATCH", f"+{self._batch}", "labeled-response"))
+            first = _tagged(first, "batch", self._batch)
+        else:
+            first = _tagged(first, "label", self.label)
+        self._send(first)
 
     def finish(self) -> None:
-        if self._count == 0:
-            self._send(self._server_line("ACK"))
-        elif self._held is not None:
-            self._send(_tagged(self._held, "label", self.label))
-        elif self._batch is not None:
-            self._send(Message("BATCH", [f"-{self._batch}"], self._session.server_name))
+        with self._lock:
+            if self._count == 0:
+                self._send(self._server_line("ACK"))
+            elif self._held is not None:
+                self._send(_tagged(self._held, "label", self.label))
+                self._held = None
+            elif self._batch is not None:
+                self._send(Message("BATCH", [f"-{self._batch}"], self._session.server_name))
 
     def _server_line(self, command: str, *params: str) -> Message:
         return Message(command, list(params), self._session.server_name, {"label": self.label})

@@ -32,6 +32,10 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   queued under it too (`Room.answer`), so it is never older than an event queued before
   it. Several room locks at once only while holding `World.lock` (nick change, quit),
   which makes their order irrelevant.
+- `LabeledResponse.lock` (ircish/connection.py, one per labeled command of a client with
+  labeled-response) guards the answer being gathered: its first line is held until a
+  second shows whether a batch is needed, and a line for that client that is no part of
+  the answer sends the held one first (under the room's lock, before the outbox lock).
 - The outbox lock: `Connection.send` only appends to a queue under it.
 - `TlsTransport._lock` (ircish/tls.py, TLS connections only) guards the SSL
   object; it is last in the order (no code holds it with another lock) and is

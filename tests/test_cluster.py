@@ -803,6 +803,45 @@ def test_a_message_to_several_targets_is_answered_in_their_order(
     assert answers == ["401", "301", "403"], answers
 
 
+def test_a_labeled_message_s_echo_comes_before_later_lines_of_the_room(
+    nodes: Nodes, clients: Callable[..., Client]
+) -> None:
+    """A labeled message waits for its entry to be applied, and its echo is the labeled
+    answer: the bus goes on with the next entries at once, yet the echo comes before a
+    line of the room that is later in the log."""
+    n1, n2 = nodes("n1", "n2")
+    alice = capped(clients(n1), "alice", "echo-message labeled-response batch")
+    bob = clients(n2, "bob")
+    alice.join("#r")
+    bob.join("#r")
+    alice.expect(r"^:bob!\S+ JOIN #r")
+    # n1's bus stops at bob's "before": alice's line and bob's next come to it in one read,
+    # and it applies them one right after the other.
+    with held_bus(n1, only=lambda entry: "'before'" in str(entry.get("a"))) as hold:
+        bob.send("PRIVMSG #r :before")
+        assert hold.reached.wait(TIMEOUT)
+        alice.send("@label=a1 PRIVMSG #r :mine")
+        bob.expect(r"PRIVMSG #r :mine$")  # (in the log: n2 applied it)
+        bob.send("PRIVMSG #r :theirs")
+        bob.sync()  # (after it in the log)
+        hold.release()
+        lines = alice.collect_until(r"PRIVMSG #r :theirs$")
+    mine = [line for line in lines if line.endswith("PRIVMSG #r :mine")]
+    assert mine and "label=a1" in mine[0], lines
+
+
+def test_a_labeled_room_message_redis_refuses_is_refused_in_the_room(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    (n1,) = nodes("n1")
+    alice = capped(clients(n1), "alice", "labeled-response")
+    alice.join("#r")
+    redis_server.stop()
+    alice.expect(r"NOTICE alice :The network cannot be reached")
+    alice.send("@label=b1 PRIVMSG #r :into the void")
+    alice.expect(r"^@label=b1 :\S+ 404 alice #r :The network cannot be reached just now")
+
+
 def test_a_welcomed_user_is_registered_on_their_node(
     nodes: Nodes, clients: Callable[..., Client]
 ) -> None:

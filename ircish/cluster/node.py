@@ -632,16 +632,21 @@ class Cluster:
             if ticket.name == "World.remove_user":
                 log.warning("cluster: a QUIT could not be appended; it is sent again later")
                 self._pending.append({**entry, "t": 0})
-            elif ticket.detached:
-                # Shown where it was typed: a room's refusal is a 404 (irssi and WeeChat put
-                # it in the room's window). A TAGMSG (+typing) that fails is not worth one.
+            elif ticket.name in DETACHED:
+                # A message is refused where it was typed: a room's refusal is a 404 (irssi
+                # and WeeChat put it in the room's window), a labeled one's too. A TAGMSG
+                # (+typing) nobody waits for is not worth one.
                 command = _message_command(entry)
                 room = entry["s"]
-                if command != "TAGMSG":
-                    refusal = IRCError(p.ERR_CANNOTSENDTOCHAN, room, text) if room else None
-                    self._tell_sender(
-                        ticket, refusal or IRCError(p.ERR_UNKNOWNERROR, command, text)
-                    )
+                refusal = (
+                    IRCError(p.ERR_CANNOTSENDTOCHAN, room, text)
+                    if room
+                    else IRCError(p.ERR_UNKNOWNERROR, command, text)
+                )
+                if not ticket.detached:
+                    ticket.error = refusal
+                elif command != "TAGMSG":
+                    self._tell_sender(ticket, refusal)
             else:
                 ticket.error = _unreachable(text)
             ticket.finish()
