@@ -626,7 +626,7 @@ class LabeledResponse:
         self._batch: str | None = None
         #: The answering thread adds; another may deliver to the client meanwhile (a
         #: cluster's bus, another reader) and so send the held line (`before_other`).
-        self._lock = new_lock("LabeledResponse.lock")
+        self._lock = new_lock("labeled lock")
 
     def add(self, msg: Message) -> None:
         with self._lock:
@@ -647,6 +647,7 @@ class LabeledResponse:
 
     def _send_held_locked(self, batch: bool) -> None:
         """The held first line goes: in a labeled-response batch opened now, or labeled."""
+        assert held(self._lock)
         first, self._held = self._held, None
         if first is None:
             return

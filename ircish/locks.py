@@ -24,7 +24,7 @@ from typing import Any
 ORDER: dict[str, int] = {
     "World.lock": 10,
     "Room.lock": 20,
-    "LabeledResponse.lock": 25,
+    "labeled lock": 25,
     "Connection outbox lock": 30,
     "TlsTransport._lock": 40,
 }

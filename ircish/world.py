@@ -16,7 +16,7 @@ thread, ircish/store/writer.py: never blocks), and the event to its `record` hoo
 Lock order (a thread may take a later lock while holding an earlier one,
 never the reverse; ircish/locks.py holds the same order as data, and checks it in tests):
 
-    World.lock  ->  Room.lock  ->  Connection outbox lock  ->  TlsTransport._lock
+    World.lock  ->  Room.lock  ->  labeled lock  ->  Connection outbox lock  ->  TlsTransport._lock
 
 - `World.lock` guards the nick table, the room table, every `User.rooms`, the
   LUSERS counters (and the peak) with the user modes they count (+i, +o; read without
@@ -32,7 +32,7 @@ never the reverse; ircish/locks.py holds the same order as data, and checks it i
   queued under it too (`Room.answer`), so it is never older than an event queued before
   it. Several room locks at once only while holding `World.lock` (nick change, quit),
   which makes their order irrelevant.
-- `LabeledResponse.lock` (ircish/connection.py, one per labeled command of a client with
+- the labeled lock (ircish/connection.py, one per labeled command of a client with
   labeled-response) guards the answer being gathered: its first line is held until a
   second shows whether a batch is needed, and a line for that client that is no part of
   the answer sends the held one first (under the room's lock, before the outbox lock).
