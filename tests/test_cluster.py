@@ -635,6 +635,30 @@ def test_a_quiet_node_does_not_hold_other_windows_back(
     assert not any(line.params[-1].startswith("alice") for line in room.window)
 
 
+def test_a_room_that_ended_leaves_no_history_in_redis(
+    nodes: Nodes, clients: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    """bob (n2) quits, then alice (n1), the last member: the room ends. n2's writer stores
+    bob's QUIT line after n1's writer forgot the room; n2 forgets it too, after its own
+    lines, so nothing of the room is left in Redis."""
+    (n1,) = nodes("n1")
+    (n2,) = nodes("n2", store=StoreConfig(flush_ms=60_000))  # (its writer waits)
+    alice, bob = clients(n1, "alice"), clients(n2, "bob")
+    alice.join("#gone")
+    bob.join("#gone")
+    alice.send("PRIVMSG #gone :hello")
+    bob.expect(r"PRIVMSG #gone :hello$")
+    bob.send("QUIT :bye")
+    alice.expect(r"^:bob!\S+ QUIT :Quit: bye$")
+    alice.send("PART #gone")
+    alice.expect(r"^:alice!\S+ PART #gone")
+    caught_up(redis_server, n1, n2)
+    assert n1.writer is not None and n1.writer.flush(TIMEOUT)
+    assert n2.writer is not None and n2.writer.flush(TIMEOUT)  # (bob's QUIT line, then)
+    redis = redis_server.client(decode_responses=True)
+    assert not redis.exists("ircish:hist:#gone"), redis.zrange("ircish:hist:#gone", 0, -1)
+
+
 def test_accounts_and_registered_rooms_outlive_every_node(
     start_server: Callable[..., Server], clients: Callable[..., Client], redis_server: RedisProcess
 ) -> None:

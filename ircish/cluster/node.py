@@ -1065,10 +1065,12 @@ class OwnKeeper:
         return upto
 
     def forget(self, target: str, epoch: int) -> None:
-        self._mine.pop(target, None)  # (a room that ended: nothing of it left to wait for)
+        """A room ended (at the same entry on every node): every node's writer forgets its
+        history, after its own lines of it. Had only one node's, a line another node's
+        writer wrote later (a QUIT of the same moment) would outlive the room in Redis."""
+        self._mine.pop(target, None)  # (nothing of it left to wait for)
         self._theirs.pop(target, None)
-        if self._cluster.writing():
-            self._writer.forget(target, epoch)
+        self._writer.forget(target, epoch)
 
     def save_room(self, state: RoomState) -> None:
         if self._cluster.writing():
