@@ -58,17 +58,9 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
         user.last_spoke = time.time()
     # In a cluster a message does not wait for its node to catch up with the log (it is
     # checked where the log applies it), but a nick or room the node does not know may
-    # have come a moment ago on another node: it catches up, once, and looks again.
+    # have come a moment ago on another node: it catches up, once, and looks again. (A
+    # flag, not a helper: nothing is made per message on one server.)
     behind = ctx.world.cluster is not None
-
-    def caught_up() -> bool:
-        nonlocal behind
-        if not behind:
-            return False
-        behind = False
-        ctx.world.catch_up()
-        return True
-
     sent = False
     for target in targets:
         if sent:  # (in a cluster its answers come from the log: before the next target's)
@@ -78,7 +70,9 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
         if status or target.startswith("#"):
             name = target[1:] if status else target
             room = ctx.world.find_room(name)
-            if room is None and caught_up():
+            if room is None and behind:
+                behind = False
+                ctx.world.catch_up()
                 room = ctx.world.find_room(name)
             if room is None:
                 if not quiet:
@@ -99,11 +93,15 @@ def relay(ctx: Context, msg: Message, kind: str) -> None:
             continue
         if casefold(target) in SERVICES:
             if kind == "PRIVMSG":  # a notice or tags to a service are dropped
-                caught_up()  # (a command to it, answered as any command is)
+                if behind:  # (a command to it, answered as any command is)
+                    behind = False
+                    ctx.world.catch_up()
                 talk_to_service(ctx, casefold(target), msg.params[1])
             continue
         recipient = ctx.world.find_user(target)
-        if recipient is None and caught_up():
+        if recipient is None and behind:
+            behind = False
+            ctx.world.catch_up()
             recipient = ctx.world.find_user(target)
         if recipient is None:
             if not tagmsg and leave_message(ctx, target, msg.command, text[0], tags, echo):

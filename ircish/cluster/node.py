@@ -267,7 +267,7 @@ class Cluster:
         self._asked: deque[threading.Event] = deque()
         #: Those the appender told, waiting for the bus to apply the log that far: (the
         #: log's end when asked, their wake-up), under tickets_lock.
-        self._catching: list[tuple[tuple[int, int], threading.Event]] = []
+        self._catching: list[tuple[At, threading.Event]] = []
         #: Lives declared gone (node, incarnation): whatever they write later is ignored.
         self._fenced: set[tuple[str, str]] = set()
         #: The id of the last entry applied (the bus thread's).
@@ -988,7 +988,7 @@ class OwnKeeper:
         self._writer = writer
         self._cluster = cluster
         self.store = writer.store
-        #: Target -> the seq of the last line this node handed its writer.
+        #: Room -> the seq of the last line of it this node handed its writer.
         self._mine: dict[str, int] = {}
         #: Lines this node's writer took (Writer.handled counts the ones it is done with).
         self._taken = 0
@@ -1015,7 +1015,8 @@ class OwnKeeper:
                     theirs = self._theirs[line.target] = deque(maxlen=UNSTORED_LIMIT)
                 theirs.append((cluster.entry_origin, cluster.entry_at, line.seq))
             return True
-        self._mine[line.target] = line.seq
+        if room:  # (a room that ends leaves it: `forget`; a private read asks the writer)
+            self._mine[line.target] = line.seq
         if not self._writer.submit(line):
             return False
         self._taken += 1
@@ -1048,7 +1049,9 @@ class OwnKeeper:
         """How far the window of `target` may let lines go: up to the last one this node's
         writer has written while it has not written all of its own, and short of the
         oldest line of another node that node has not said it wrote. (Under the room's
-        lock.)"""
+        lock.) A private conversation has no window: how far this node's writer is."""
+        if is_private_target(target):
+            return self._writer.written_upto(target, epoch)
         upto: int | None = sys.maxsize
         mine = self._mine.get(target)
         if mine is not None:
